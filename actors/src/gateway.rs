@@ -1,0 +1,158 @@
+//! The immutable settings and addresses every WebSocket session and HTTP route shares.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::Addr;
+
+use crate::supervisor::{ChildAction, ChildCommand, ChildId, CommandOutcome, SupervisorActor};
+
+/// A secret string whose `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// How clients authenticate.
+#[derive(Clone, Debug)]
+pub enum AuthPolicy {
+    /// A shared token.
+    Token(Secret),
+    /// A shared password.
+    Password(Secret),
+    /// No authentication (loopback only).
+    None,
+}
+
+/// What the built-in or configured agents are, for `status` and `hello-ok`.
+#[derive(Clone, Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentSummary {
+    /// Agent id.
+    pub id: String,
+    /// Provider name (`echo`, `openai`, `anthropic`).
+    pub provider: String,
+    /// Model name.
+    pub model: String,
+    /// False for the built-in echo provider.
+    pub real_model: bool,
+}
+
+/// Settings fixed for the life of the process.
+#[derive(Debug)]
+pub struct GatewaySettings {
+    /// Troupe version.
+    pub version: &'static str,
+    /// Authentication.
+    pub auth: AuthPolicy,
+    /// Whether `supervisor.crash` is allowed.
+    pub fault_injection: bool,
+    /// Largest inbound frame, bytes.
+    pub max_payload: usize,
+    /// Unsent outbound bytes after which a slow client is closed.
+    pub max_buffered_bytes: usize,
+    /// Interval of `tick` events.
+    pub tick_interval: Duration,
+    /// Time allowed for the `connect` request.
+    pub handshake_timeout: Duration,
+    /// Process start.
+    pub started: Instant,
+    /// Configured agents.
+    pub agents: Vec<AgentSummary>,
+}
+
+impl GatewaySettings {
+    /// Milliseconds since the gateway started.
+    pub fn uptime_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+}
+
+/// The settings plus the root of the tree; cheap to clone.
+#[derive(Clone)]
+pub struct Gateway {
+    /// Settings.
+    pub settings: Arc<GatewaySettings>,
+    /// The root supervisor.
+    pub root: Addr<SupervisorActor>,
+}
+
+impl Gateway {
+    /// The current address of the supervisor with the given id (it changes on restart).
+    pub async fn lookup_supervisor(&self, id: &str) -> Option<Addr<SupervisorActor>> {
+        let found = self
+            .root
+            .send(ChildCommand {
+                id: ChildId::new(id),
+                action: ChildAction::Lookup,
+            })
+            .await;
+        match found {
+            Ok(Ok(CommandOutcome::Found(addr))) => {
+                addr.downcast_ref::<Addr<SupervisorActor>>().cloned()
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The status report of `GET /api/status`, WS `status` and `supervisor.tree`.
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusReport {
+    /// Troupe version.
+    pub version: &'static str,
+    /// Process id.
+    pub pid: u32,
+    /// Milliseconds since start.
+    pub uptime_ms: u64,
+    /// Whether every permanent child is running.
+    pub ready: bool,
+    /// Configured agents.
+    pub agents: Vec<AgentSummary>,
+    /// The supervision tree.
+    pub tree: crate::supervisor::TreeNode,
+}
+
+impl Gateway {
+    /// The live status, listing every client when `all_clients`.
+    pub async fn status(&self, all_clients: bool) -> StatusReport {
+        let tree = match self
+            .root
+            .send(crate::supervisor::DescribeTree { all: all_clients })
+            .await
+        {
+            Ok(tree) => tree,
+            Err(_) => crate::supervisor::TreeNode {
+                id: "root".into(),
+                kind: "supervisor".into(),
+                state: crate::supervisor::NodeState::Stopped,
+                restarts: 0,
+                last_exit: None,
+                started_at: None,
+                mailbox: 0,
+                children: Vec::new(),
+                child_count: None,
+            },
+        };
+        StatusReport {
+            version: self.settings.version,
+            pid: std::process::id(),
+            uptime_ms: self.settings.uptime_ms(),
+            ready: ready(&tree),
+            agents: self.settings.agents.clone(),
+            tree,
+        }
+    }
+}
+
+/// Ready means the root and every permanent node below it (client sessions aside) run.
+pub fn ready(tree: &crate::supervisor::TreeNode) -> bool {
+    tree.state == crate::supervisor::NodeState::Running
+        && tree.children.iter().filter(|c| c.kind != "ws").all(ready)
+}

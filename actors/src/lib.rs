@@ -1,0 +1,39 @@
+//! # troupe-actors: the supervision tree and every actor in it
+//!
+//! ```text
+//! root                 one_for_one, intensity 10 restarts / 60 s, then the process exits non-zero
+//! ├── store            the single SQLite writer (permanent)
+//! ├── agents           supervisor, one_for_one
+//! │   └── agent:<id>   one per configured agent (permanent, own arbiter)
+//! └── clients          supervisor of WebSocket sessions
+//!     └── ws:<connId>  one per connection (temporary)
+//! ```
+//!
+//! [`tree::root_specs`] builds that tree in start order, the one place that says who
+//! restarts whom. Modules:
+//!
+//! - [`supervisor`]: the generic [`SupervisorActor`](supervisor::SupervisorActor): child
+//!   specs, strategies, restart intensity, backoff, the registry and liveness pings.
+//! - [`messages`]: messages every child answers (ping, fault injection, shutdown).
+//! - [`store`]: [`StoreActor`](store::StoreActor), the SQLite single writer.
+//! - [`agent`]: [`AgentActor`](agent::AgentActor), one per configured agent.
+//! - [`ws_session`]: [`WsSessionActor`](ws_session::WsSessionActor), one per WebSocket.
+//! - [`protocol`]: the WebSocket frames (OpenClaw protocol core).
+//! - [`gateway`]: the immutable settings and addresses shared with every session.
+
+pub mod agent;
+pub mod gateway;
+pub mod messages;
+pub mod protocol;
+pub mod store;
+pub mod supervisor;
+pub mod tree;
+pub mod ws_session;
+
+/// Milliseconds since the Unix epoch, the timestamp unit of every frame and tree node.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

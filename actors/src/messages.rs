@@ -1,0 +1,77 @@
+//! Messages every supervised child answers: liveness, fault injection and graceful stop.
+
+use actix::{Message, MessageResponse};
+use serde::{Deserialize, Serialize};
+
+/// Liveness probe from the supervisor; a child that does not answer in time is hung.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "Pong")]
+pub struct Ping;
+
+/// The answer to [`Ping`].
+#[derive(MessageResponse, Debug, Clone, Copy)]
+pub struct Pong {
+    /// Work queued in the actor right now (runs, outbound frames, pending writes).
+    pub mailbox: usize,
+}
+
+/// What an injected fault does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum FaultMode {
+    /// Panic inside the message handler, exactly as a bug would.
+    #[default]
+    Panic,
+    /// Stop processing messages forever (a handler that never returns).
+    Hang,
+}
+
+/// Fault injection (only reachable when `debug.fault_injection` is on).
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct InjectFault {
+    /// Panic or hang.
+    pub mode: FaultMode,
+}
+
+/// Graceful stop: finish or abandon current work, release resources, stop.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
+/// Implements [`Ping`] (answering with the given mailbox depth expression) and
+/// [`InjectFault`] for an actor with a plain `Context`.
+#[macro_export]
+macro_rules! child_controls {
+    ($actor:ty, |$this:ident| $mailbox:expr) => {
+        impl ::actix::Handler<$crate::messages::Ping> for $actor {
+            type Result = $crate::messages::Pong;
+            fn handle(
+                &mut self,
+                _: $crate::messages::Ping,
+                _: &mut Self::Context,
+            ) -> $crate::messages::Pong {
+                let $this = &*self;
+                $crate::messages::Pong { mailbox: $mailbox }
+            }
+        }
+
+        impl ::actix::Handler<$crate::messages::InjectFault> for $actor {
+            type Result = ();
+            fn handle(&mut self, msg: $crate::messages::InjectFault, ctx: &mut Self::Context) {
+                match msg.mode {
+                    $crate::messages::FaultMode::Panic => {
+                        panic!("fault injection: {} panicked on request", stringify!($actor))
+                    }
+                    $crate::messages::FaultMode::Hang => {
+                        ::tracing::warn!(actor = stringify!($actor), "fault injection: hanging");
+                        ::actix::AsyncContext::wait(
+                            ctx,
+                            ::actix::fut::wrap_future(::futures_util::future::pending::<()>()),
+                        );
+                    }
+                }
+            }
+        }
+    };
+}

@@ -1,0 +1,671 @@
+//! The supervisor actor: starts children from specs, detects their death (drop guard) and
+//! hangs (pings), restarts them by strategy within a restart intensity, escalates beyond it,
+//! routes commands by child id, and describes its subtree.
+
+mod guard;
+mod intensity;
+mod spec;
+mod tree_node;
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use futures_util::future::join_all;
+use tokio::sync::oneshot;
+
+pub use guard::{ExitGuard, ExitReason, install_panic_hook};
+pub use intensity::{RestartWindow, backoff_delay};
+pub use spec::{
+    Backoff, ChildHandle, ChildId, ChildLink, ChildSpec, Intensity, Restart, StartError,
+    StartFn, Strategy,
+};
+pub use tree_node::{LastExit, NodeState, TreeNode};
+
+use crate::messages::{FaultMode, InjectFault, Ping, Pong, Shutdown};
+use crate::now_ms;
+
+/// A child reports that it exited (sent by its [`ExitGuard`]).
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct ChildExited {
+    /// Which child.
+    pub id: ChildId,
+    /// Which start of it; stale reports are ignored.
+    pub generation: u64,
+    /// How it ended.
+    pub reason: ExitReason,
+    /// Error or panic message.
+    pub message: Option<String>,
+}
+
+/// Registers a child that was started elsewhere (a WS session started on an HTTP worker).
+/// It is temporary: watched and listed, never restarted.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AdoptChild {
+    /// The child's id.
+    pub id: ChildId,
+    /// Its node kind.
+    pub kind: &'static str,
+    /// The generation its link carries.
+    pub generation: u64,
+    /// Its control inboxes.
+    pub handle: ChildHandle,
+}
+
+/// Asks a supervisor for its subtree.
+#[derive(Message, Debug, Clone, Copy, Default)]
+#[rtype(result = "TreeNode")]
+pub struct DescribeTree {
+    /// List every child of large supervisors instead of the first [`SupervisorConfig::list_limit`].
+    pub all: bool,
+}
+
+/// What to do to a child found by id anywhere in the subtree.
+#[derive(Debug, Clone, Copy)]
+pub enum ChildAction {
+    /// Inject a fault.
+    Crash(FaultMode),
+    /// Stop it and start it again.
+    Restart,
+    /// Ping it and measure the round trip.
+    Ping,
+    /// Return its typed address (see [`ChildHandle::addr_of`]).
+    Lookup,
+}
+
+/// Finds a child by id in the subtree and applies an action to it.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<CommandOutcome, CommandError>")]
+pub struct ChildCommand {
+    /// Target child id.
+    pub id: ChildId,
+    /// The action.
+    pub action: ChildAction,
+}
+
+/// The result of a [`ChildCommand`].
+pub enum CommandOutcome {
+    /// Action delivered.
+    Done,
+    /// Ping answered after this many microseconds.
+    Pinged {
+        /// Round trip.
+        rtt_us: u64,
+    },
+    /// The child's address (downcast with `downcast_ref::<Addr<A>>()`).
+    Found(Arc<dyn Any + Send + Sync>),
+}
+
+/// Why a [`ChildCommand`] failed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CommandError {
+    /// No child with that id in the tree.
+    #[error("no child with id {0:?} in the tree")]
+    NotFound(String),
+    /// The child exists but is not running right now.
+    #[error("child {0:?} is not running (state {1:?})")]
+    Unavailable(String, NodeState),
+}
+
+/// A supervisor's own settings.
+#[derive(Clone, Debug)]
+pub struct SupervisorConfig {
+    /// Its id in its parent.
+    pub id: ChildId,
+    /// Restart strategy.
+    pub strategy: Strategy,
+    /// Restart intensity before escalating.
+    pub intensity: Intensity,
+    /// How often children are pinged.
+    pub ping_interval: Duration,
+    /// A child that leaves a ping unanswered this long is hung and restarted.
+    pub hang_timeout: Duration,
+    /// Children listed in the status tree unless all are asked for.
+    pub list_limit: usize,
+}
+
+struct Child {
+    spec: ChildSpec,
+    generation: u64,
+    handle: Option<ChildHandle>,
+    state: NodeState,
+    restarts: u32,
+    last_exit: Option<LastExit>,
+    started_at: Option<u64>,
+    started: Instant,
+    mailbox: usize,
+    backoff_attempt: u32,
+    ping_sent: Option<Instant>,
+}
+
+impl Child {
+    fn new(spec: ChildSpec) -> Self {
+        Self {
+            spec,
+            generation: 0,
+            handle: None,
+            state: NodeState::Starting,
+            restarts: 0,
+            last_exit: None,
+            started_at: None,
+            started: Instant::now(),
+            mailbox: 0,
+            backoff_attempt: 0,
+            ping_sent: None,
+        }
+    }
+
+    fn node(&self) -> TreeNode {
+        TreeNode {
+            id: self.spec.id.to_string(),
+            kind: self.spec.kind.to_string(),
+            state: self.state,
+            restarts: self.restarts,
+            last_exit: self.last_exit.clone(),
+            started_at: self.started_at,
+            mailbox: self.mailbox,
+            children: Vec::new(),
+            child_count: None,
+        }
+    }
+}
+
+/// A supervisor in the tree (root, `agents`, `clients`, ...).
+pub struct SupervisorActor {
+    config: SupervisorConfig,
+    order: Vec<ChildId>,
+    children: HashMap<ChildId, Child>,
+    window: RestartWindow,
+    guard: Option<ExitGuard>,
+    escalation: Option<oneshot::Sender<String>>,
+    shutting_down: bool,
+    next_generation: u64,
+    started_at: u64,
+}
+
+impl SupervisorActor {
+    /// A supervisor under a parent (reports its exit through `link`).
+    pub fn new(config: SupervisorConfig, specs: Vec<ChildSpec>, link: Option<ChildLink>) -> Self {
+        let mut this = Self {
+            window: RestartWindow::new(config.intensity),
+            config,
+            order: Vec::new(),
+            children: HashMap::new(),
+            guard: link.map(|l| l.guard()),
+            escalation: None,
+            shutting_down: false,
+            next_generation: 0,
+            started_at: now_ms(),
+        };
+        for spec in specs {
+            this.order.push(spec.id.clone());
+            this.children.insert(spec.id.clone(), Child::new(spec));
+        }
+        this
+    }
+
+    /// The root: when its intensity is exceeded it stops everything and sends the reason
+    /// on `escalation`, so the process can exit non-zero.
+    pub fn root(
+        config: SupervisorConfig,
+        specs: Vec<ChildSpec>,
+        escalation: oneshot::Sender<String>,
+    ) -> Self {
+        let mut this = Self::new(config, specs, None);
+        this.escalation = Some(escalation);
+        this
+    }
+
+    fn start_child(&mut self, id: &ChildId, ctx: &mut Context<Self>) {
+        self.next_generation += 1;
+        let generation = self.next_generation;
+        let me = ctx.address();
+        let Some(child) = self.children.get_mut(id) else {
+            return;
+        };
+        child.generation = generation;
+        child.state = NodeState::Starting;
+        child.ping_sent = None;
+        let link = ChildLink {
+            id: id.clone(),
+            generation,
+            supervisor: me,
+        };
+        match (child.spec.start)(link) {
+            Ok(handle) => {
+                child.handle = Some(handle);
+                child.state = NodeState::Running;
+                child.started_at = Some(now_ms());
+                child.started = Instant::now();
+                tracing::debug!(supervisor = %self.config.id, child = %id, generation, "child started");
+            }
+            Err(err) => {
+                tracing::error!(supervisor = %self.config.id, child = %id, error = %err, "child failed to start");
+                let message = format!("start failed: {err}");
+                self.child_exited(id.clone(), ExitReason::Error, Some(message), ctx);
+            }
+        }
+    }
+
+    /// Takes the child's handle and makes it stop: gracefully, or at once when `kill`.
+    fn abandon(&mut self, id: &ChildId, kill: bool, ctx: &mut Context<Self>) {
+        let Some(child) = self.children.get_mut(id) else {
+            return;
+        };
+        child.generation = 0;
+        child.ping_sent = None;
+        if let Some(handle) = child.handle.take() {
+            handle.shutdown.do_send(Shutdown);
+            if let Some(arbiter) = handle.arbiter {
+                if kill {
+                    arbiter.stop();
+                } else {
+                    ctx.run_later(child.spec.shutdown, move |_, _| {
+                        arbiter.stop();
+                    });
+                }
+            }
+        }
+    }
+
+    fn child_exited(
+        &mut self,
+        id: ChildId,
+        reason: ExitReason,
+        message: Option<String>,
+        ctx: &mut Context<Self>,
+    ) {
+        let shutting_down = self.shutting_down;
+        let Some(child) = self.children.get_mut(&id) else {
+            return;
+        };
+        child.handle = None;
+        child.ping_sent = None;
+        child.started_at = None;
+        child.last_exit = Some(LastExit {
+            reason,
+            message: message.clone(),
+            at: now_ms(),
+        });
+        let restart = match child.spec.restart {
+            Restart::Permanent => true,
+            Restart::Transient => reason != ExitReason::Normal,
+            Restart::Temporary => false,
+        };
+        if child.spec.restart == Restart::Temporary {
+            self.children.remove(&id);
+            self.order.retain(|c| c != &id);
+            return;
+        }
+        if shutting_down || !restart {
+            child.state = NodeState::Stopped;
+            return;
+        }
+        tracing::warn!(
+            supervisor = %self.config.id, child = %id, reason = ?reason,
+            message = message.as_deref().unwrap_or(""), "child exited; restarting"
+        );
+        if !self.window.record(Instant::now()) {
+            let why = format!(
+                "restart intensity exceeded ({} restarts in {:?}); last: {id} exited with {reason:?}{}",
+                self.config.intensity.max_restarts,
+                self.config.intensity.period,
+                message.map(|m| format!(": {m}")).unwrap_or_default()
+            );
+            if let Some(child) = self.children.get_mut(&id) {
+                child.state = NodeState::Failed;
+            }
+            self.escalate(why, ctx);
+            return;
+        }
+        let to_restart: Vec<ChildId> = match self.config.strategy {
+            Strategy::OneForOne => vec![id.clone()],
+            Strategy::OneForAll => self.order.clone(),
+            Strategy::RestForOne => {
+                let pos = self.order.iter().position(|c| c == &id).unwrap_or(0);
+                self.order[pos..].to_vec()
+            }
+        };
+        for sibling in to_restart.iter().rev().filter(|c| **c != id) {
+            self.abandon(sibling, false, ctx);
+        }
+        for target in to_restart {
+            self.schedule_restart(&target, ctx);
+        }
+    }
+
+    fn schedule_restart(&mut self, id: &ChildId, ctx: &mut Context<Self>) {
+        let Some(child) = self.children.get_mut(id) else {
+            return;
+        };
+        child.restarts += 1;
+        child.generation = 0;
+        match child.spec.backoff {
+            Some(backoff) => {
+                if child.started.elapsed() > backoff.max {
+                    child.backoff_attempt = 0;
+                }
+                let delay = backoff_delay(&backoff, child.backoff_attempt, rand::random::<f64>());
+                child.backoff_attempt += 1;
+                child.state = NodeState::Backoff;
+                let id = id.clone();
+                ctx.run_later(delay, move |act, ctx| {
+                    let waiting = act
+                        .children
+                        .get(&id)
+                        .is_some_and(|c| c.state == NodeState::Backoff);
+                    if waiting && !act.shutting_down {
+                        act.start_child(&id, ctx);
+                    }
+                });
+            }
+            None => {
+                child.state = NodeState::Restarting;
+                self.start_child(id, ctx);
+            }
+        }
+    }
+
+    fn escalate(&mut self, why: String, ctx: &mut Context<Self>) {
+        tracing::error!(supervisor = %self.config.id, reason = %why, "escalating");
+        self.shutting_down = true;
+        for id in self.order.clone().into_iter().rev() {
+            self.abandon(&id, false, ctx);
+        }
+        if let Some(guard) = self.guard.as_mut() {
+            guard.fail(why.clone());
+        }
+        if let Some(tx) = self.escalation.take() {
+            let _ = tx.send(why);
+        }
+        ctx.stop();
+    }
+
+    fn check_liveness(&mut self, ctx: &mut Context<Self>) {
+        let now = Instant::now();
+        let mut hung = Vec::new();
+        let mut pings = Vec::new();
+        for (id, child) in self.children.iter_mut() {
+            if !child.spec.liveness || child.state != NodeState::Running {
+                continue;
+            }
+            let Some(handle) = child.handle.as_ref() else {
+                continue;
+            };
+            match child.ping_sent {
+                Some(sent) if now.duration_since(sent) > self.config.hang_timeout => {
+                    hung.push(id.clone())
+                }
+                Some(_) => {}
+                None => {
+                    child.ping_sent = Some(now);
+                    pings.push((id.clone(), child.generation, handle.ping.send(Ping)));
+                }
+            }
+        }
+        for (id, generation, pong) in pings {
+            ctx.spawn(pong.into_actor(self).map(move |res, act, _| {
+                if let (Ok(Pong { mailbox }), Some(child)) = (res, act.children.get_mut(&id))
+                    && child.generation == generation
+                {
+                    child.ping_sent = None;
+                    child.mailbox = mailbox;
+                }
+            }));
+        }
+        for id in hung {
+            let message = format!(
+                "hung: no reply to a liveness ping within {} ms",
+                self.config.hang_timeout.as_millis()
+            );
+            self.abandon(&id, true, ctx);
+            self.child_exited(id, ExitReason::Error, Some(message), ctx);
+        }
+    }
+
+    fn own_node(&self, children: Vec<TreeNode>, child_count: Option<usize>) -> TreeNode {
+        TreeNode {
+            id: self.config.id.to_string(),
+            kind: "supervisor".into(),
+            state: if self.shutting_down {
+                NodeState::Stopped
+            } else {
+                NodeState::Running
+            },
+            restarts: 0,
+            last_exit: None,
+            started_at: Some(self.started_at),
+            mailbox: 0,
+            children,
+            child_count,
+        }
+    }
+}
+
+impl Actor for SupervisorActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(1024);
+        for id in self.order.clone() {
+            if self.shutting_down {
+                break;
+            }
+            self.start_child(&id, ctx);
+        }
+        ctx.run_interval(self.config.ping_interval, |act, ctx| act.check_liveness(ctx));
+    }
+}
+
+impl Drop for SupervisorActor {
+    /// Children die with their supervisor (it may have panicked): stop them all.
+    fn drop(&mut self) {
+        for child in self.children.values_mut() {
+            if let Some(handle) = child.handle.take() {
+                handle.shutdown.do_send(Shutdown);
+                if let Some(arbiter) = handle.arbiter {
+                    arbiter.stop();
+                }
+            }
+        }
+    }
+}
+
+impl Handler<ChildExited> for SupervisorActor {
+    type Result = ();
+    fn handle(&mut self, msg: ChildExited, ctx: &mut Self::Context) {
+        let current = self
+            .children
+            .get(&msg.id)
+            .is_some_and(|c| c.generation == msg.generation && c.generation != 0);
+        if current {
+            self.child_exited(msg.id, msg.reason, msg.message, ctx);
+        }
+    }
+}
+
+impl Handler<AdoptChild> for SupervisorActor {
+    type Result = ();
+    fn handle(&mut self, msg: AdoptChild, _: &mut Self::Context) {
+        if self.shutting_down {
+            msg.handle.shutdown.do_send(Shutdown);
+            return;
+        }
+        let id = msg.id.clone();
+        let spec = ChildSpec::new(msg.id.0, msg.kind, |_| {
+            Err(StartError("an adopted child cannot be restarted".into()))
+        })
+        .restart(Restart::Temporary)
+        .without_liveness();
+        let mut child = Child::new(spec);
+        child.generation = msg.generation;
+        child.handle = Some(msg.handle);
+        child.state = NodeState::Running;
+        child.started_at = Some(now_ms());
+        self.next_generation = self.next_generation.max(msg.generation);
+        if self.children.insert(id.clone(), child).is_none() {
+            self.order.push(id);
+        }
+    }
+}
+
+impl Handler<DescribeTree> for SupervisorActor {
+    type Result = ResponseFuture<TreeNode>;
+    fn handle(&mut self, msg: DescribeTree, _: &mut Self::Context) -> Self::Result {
+        let total = self.order.len();
+        let limit = if msg.all {
+            total
+        } else {
+            self.config.list_limit
+        };
+        let mut nodes = Vec::new();
+        let mut subtrees = Vec::new();
+        for id in self.order.iter().take(limit) {
+            if let Some(child) = self.children.get(id) {
+                let sub = child.handle.as_ref().and_then(|h| h.subtree.clone());
+                subtrees.push(sub.map(|s| s.send(msg)));
+                nodes.push(child.node());
+            }
+        }
+        let me = self.own_node(Vec::new(), (total > limit).then_some(total));
+        Box::pin(async move {
+            let replies = join_all(subtrees.into_iter().map(|s| async move {
+                match s {
+                    Some(fut) => fut.await.ok(),
+                    None => None,
+                }
+            }))
+            .await;
+            let mut me = me;
+            for (mut node, sub) in nodes.into_iter().zip(replies) {
+                if let Some(sub) = sub {
+                    node.children = sub.children;
+                    node.child_count = sub.child_count;
+                }
+                me.children.push(node);
+            }
+            me
+        })
+    }
+}
+
+impl Handler<ChildCommand> for SupervisorActor {
+    type Result = ResponseActFuture<Self, Result<CommandOutcome, CommandError>>;
+    fn handle(&mut self, msg: ChildCommand, ctx: &mut Self::Context) -> Self::Result {
+        if let Some(child) = self.children.get(&msg.id) {
+            let unavailable = CommandError::Unavailable(msg.id.to_string(), child.state);
+            let Some(handle) = child.handle.as_ref() else {
+                return Box::pin(fut::ready(Err(unavailable)));
+            };
+            let outcome = match msg.action {
+                ChildAction::Crash(mode) => {
+                    handle.fault.do_send(InjectFault { mode });
+                    Ok(CommandOutcome::Done)
+                }
+                ChildAction::Lookup => Ok(CommandOutcome::Found(handle.addr.clone())),
+                ChildAction::Restart => {
+                    tracing::info!(supervisor = %self.config.id, child = %msg.id, "restart requested");
+                    self.abandon(&msg.id, false, ctx);
+                    if let Some(child) = self.children.get_mut(&msg.id) {
+                        child.last_exit = Some(LastExit {
+                            reason: ExitReason::Normal,
+                            message: Some("restart requested by an operator".into()),
+                            at: now_ms(),
+                        });
+                    }
+                    self.schedule_restart(&msg.id, ctx);
+                    Ok(CommandOutcome::Done)
+                }
+                ChildAction::Ping => {
+                    let ping = handle.ping.send(Ping);
+                    let timeout = self.config.hang_timeout;
+                    return Box::pin(
+                        async move {
+                            let t0 = Instant::now();
+                            match tokio::time::timeout(timeout, ping).await {
+                                Ok(Ok(_)) => Ok(CommandOutcome::Pinged {
+                                    rtt_us: t0.elapsed().as_micros() as u64,
+                                }),
+                                _ => Err(unavailable),
+                            }
+                        }
+                        .into_actor(self),
+                    );
+                }
+            };
+            return Box::pin(fut::ready(outcome));
+        }
+        let subs: Vec<Addr<SupervisorActor>> = self
+            .order
+            .iter()
+            .filter_map(|id| self.children.get(id))
+            .filter_map(|c| c.handle.as_ref().and_then(|h| h.subtree.clone()))
+            .collect();
+        Box::pin(
+            async move {
+                for sub in subs {
+                    match sub.send(msg.clone()).await {
+                        Ok(Err(CommandError::NotFound(_))) | Err(_) => continue,
+                        Ok(result) => return result,
+                    }
+                }
+                Err(CommandError::NotFound(msg.id.to_string()))
+            }
+            .into_actor(self),
+        )
+    }
+}
+
+impl Handler<Shutdown> for SupervisorActor {
+    type Result = ResponseActFuture<Self, ()>;
+    fn handle(&mut self, _: Shutdown, _: &mut Self::Context) -> Self::Result {
+        self.shutting_down = true;
+        let mut stops = Vec::new();
+        for id in self.order.iter().rev() {
+            if let Some(child) = self.children.get_mut(id) {
+                child.generation = 0;
+                child.state = NodeState::Stopped;
+                if let Some(handle) = child.handle.take() {
+                    stops.push((id.clone(), handle, child.spec.shutdown));
+                }
+            }
+        }
+        let me = self.config.id.clone();
+        Box::pin(
+            async move {
+                for (id, handle, timeout) in stops {
+                    let stopped = tokio::time::timeout(timeout, handle.shutdown.send(Shutdown)).await;
+                    if stopped.is_err() {
+                        tracing::warn!(supervisor = %me, child = %id, "shutdown timed out; killing");
+                    }
+                    if let Some(arbiter) = handle.arbiter {
+                        arbiter.stop();
+                    }
+                }
+            }
+            .into_actor(self)
+            .map(|_, _, ctx| ctx.stop()),
+        )
+    }
+}
+
+impl Handler<Ping> for SupervisorActor {
+    type Result = Pong;
+    fn handle(&mut self, _: Ping, _: &mut Self::Context) -> Pong {
+        Pong { mailbox: 0 }
+    }
+}
+
+impl Handler<InjectFault> for SupervisorActor {
+    type Result = ();
+    fn handle(&mut self, msg: InjectFault, ctx: &mut Self::Context) {
+        match msg.mode {
+            FaultMode::Panic => panic!("fault injection: supervisor {} panicked on request", self.config.id),
+            FaultMode::Hang => ctx.wait(fut::wrap_future(futures_util::future::pending::<()>())),
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! The supervision tree in one place: [`root_specs`] lists the root's children in start
+//! order (stopped in reverse), like OTP's `init/1`. Adding a child is one line here.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use actix::prelude::*;
+use tokio::sync::oneshot;
+
+use crate::agent::AgentActor;
+use crate::gateway::AgentSummary;
+use crate::store::StoreActor;
+use crate::supervisor::{
+    ChildHandle, ChildId, ChildLink, ChildSpec, Intensity, Strategy, SupervisorActor,
+    SupervisorConfig,
+};
+
+/// What the tree needs from the gateway's configuration.
+#[derive(Clone, Debug)]
+pub struct TreeConfig {
+    /// SQLite file.
+    pub store_path: PathBuf,
+    /// Agents to run.
+    pub agents: Vec<AgentSummary>,
+    /// Root restart intensity (past it the process exits non-zero).
+    pub root_intensity: Intensity,
+    /// Restart intensity of the `agents` supervisor (past it, escalate to root).
+    pub agents_intensity: Intensity,
+    /// Liveness ping interval.
+    pub ping_interval: Duration,
+    /// A child silent for this long is hung and restarted.
+    pub hang_timeout: Duration,
+}
+
+impl TreeConfig {
+    fn supervisor(&self, id: &str, strategy: Strategy, intensity: Intensity) -> SupervisorConfig {
+        SupervisorConfig {
+            id: ChildId::new(id),
+            strategy,
+            intensity,
+            ping_interval: self.ping_interval,
+            hang_timeout: self.hang_timeout,
+            list_limit: 100,
+        }
+    }
+}
+
+/// The root's children, in start order.
+pub fn root_specs(cfg: &TreeConfig) -> Vec<ChildSpec> {
+    vec![
+        StoreActor::spec(cfg.store_path.clone()),
+        supervisor_spec(cfg.supervisor("agents", Strategy::OneForOne, cfg.agents_intensity), {
+            let agents = cfg.agents.clone();
+            move || agents.iter().cloned().map(AgentActor::spec).collect()
+        }),
+        supervisor_spec(
+            cfg.supervisor("clients", Strategy::OneForOne, Intensity { max_restarts: u32::MAX, period: Duration::from_secs(1) }),
+            Vec::new,
+        ),
+    ]
+}
+
+/// Starts the root supervisor on the current arbiter; `escalation` fires if it gives up.
+pub fn start_root(cfg: &TreeConfig, escalation: oneshot::Sender<String>) -> Addr<SupervisorActor> {
+    let config = cfg.supervisor("root", Strategy::OneForOne, cfg.root_intensity);
+    SupervisorActor::root(config, root_specs(cfg), escalation).start()
+}
+
+/// A child that is itself a supervisor; `children` builds its specs at every (re)start.
+fn supervisor_spec(
+    config: SupervisorConfig,
+    children: impl Fn() -> Vec<ChildSpec> + 'static,
+) -> ChildSpec {
+    let id = config.id.to_string();
+    ChildSpec::new(id, "supervisor", move |link: ChildLink| {
+        let addr = SupervisorActor::new(config.clone(), children(), Some(link)).start();
+        Ok(ChildHandle::of_supervisor(addr))
+    })
+    .shutdown(Duration::from_secs(15))
+}

@@ -1,0 +1,291 @@
+//! `ws:<connId>`: one actor per WebSocket connection, over actix-ws, living on the HTTP
+//! worker that accepted it and adopted by the `clients` supervisor. Outbound frames go
+//! through a byte-bounded outbox: a client that stops reading is closed (1008), never
+//! allowed to grow the process.
+
+mod handshake;
+mod methods;
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+
+use actix::prelude::*;
+use actix_web::web::Bytes;
+use actix_ws::{AggregatedMessage, CloseCode, CloseReason, ProtocolError, Session};
+use bytestring::ByteString;
+use serde_json::{Value, json};
+
+use crate::gateway::Gateway;
+use crate::messages::Shutdown;
+use crate::protocol::{ErrorShape, EventFrame, RequestFrame, ResponseFrame, Scope};
+use crate::supervisor::{AdoptChild, ChildHandle, ChildId, ChildLink, ExitGuard, SupervisorActor};
+
+/// Where the connection is in its life.
+enum Phase {
+    /// Waiting for `connect`; the nonce was sent in `connect.challenge`.
+    Handshake,
+    /// Authenticated with these scopes.
+    Connected { scope: Scope },
+    /// Closing: nothing more is read.
+    Closing,
+}
+
+enum Outbound {
+    Text(ByteString),
+    Pong(Bytes),
+    Close(CloseReason),
+}
+
+/// One WebSocket connection.
+pub struct WsSessionActor {
+    conn_id: String,
+    gateway: Gateway,
+    session: Session,
+    peer: Option<SocketAddr>,
+    phase: Phase,
+    nonce: String,
+    seq: u64,
+    outbox: VecDeque<Outbound>,
+    outbox_bytes: usize,
+    writing: bool,
+    link: ChildLink,
+    _guard: ExitGuard,
+}
+
+impl WsSessionActor {
+    /// Starts the session actor on the current (HTTP worker) arbiter under `clients`.
+    pub fn start(
+        gateway: Gateway,
+        clients: Addr<SupervisorActor>,
+        session: Session,
+        stream: actix_ws::MessageStream,
+        peer: Option<SocketAddr>,
+    ) -> Addr<Self> {
+        let conn_id = uuid::Uuid::new_v4().to_string();
+        let max = gateway.settings.max_payload;
+        let stream = stream
+            .max_frame_size(max)
+            .aggregate_continuations()
+            .max_continuation_size(max);
+        let link = ChildLink {
+            id: ChildId::new(format!("ws:{conn_id}")),
+            generation: 1,
+            supervisor: clients,
+        };
+        WsSessionActor::create(move |ctx| {
+            ctx.add_stream(stream);
+            WsSessionActor {
+                conn_id,
+                gateway,
+                session,
+                peer,
+                phase: Phase::Handshake,
+                nonce: uuid::Uuid::new_v4().simple().to_string(),
+                seq: 0,
+                outbox: VecDeque::new(),
+                outbox_bytes: 0,
+                writing: false,
+                _guard: link.guard(),
+                link,
+            }
+        })
+    }
+
+    fn send_json(&mut self, value: &impl serde::Serialize, ctx: &mut Context<Self>) {
+        match serde_json::to_string(value) {
+            Ok(text) => self.enqueue(Outbound::Text(text.into()), ctx),
+            Err(err) => tracing::error!(conn_id = %self.conn_id, error = %err, "frame did not serialize"),
+        }
+    }
+
+    fn respond(&mut self, id: String, result: Result<Value, ErrorShape>, ctx: &mut Context<Self>) {
+        let frame = match result {
+            Ok(payload) => ResponseFrame::ok(id, payload),
+            Err(error) => ResponseFrame::err(id, error),
+        };
+        self.send_json(&frame, ctx);
+    }
+
+    /// Sends an event with the next per-connection sequence number.
+    fn event(&mut self, event: &str, payload: Value, ctx: &mut Context<Self>) {
+        self.seq += 1;
+        let frame = EventFrame {
+            kind: "event",
+            event,
+            payload: Some(&payload),
+            seq: Some(self.seq),
+        };
+        self.send_json(&frame, ctx);
+    }
+
+    fn enqueue(&mut self, item: Outbound, ctx: &mut Context<Self>) {
+        let bytes = match &item {
+            Outbound::Text(t) => t.len(),
+            Outbound::Pong(b) => b.len(),
+            Outbound::Close(_) => 0,
+        };
+        let limit = self.gateway.settings.max_buffered_bytes;
+        if self.outbox_bytes + bytes > limit {
+            tracing::warn!(conn_id = %self.conn_id, buffered = self.outbox_bytes, limit, "slow consumer; closing");
+            let why = format!("slow consumer: more than {limit} bytes of output unsent");
+            self.outbox.clear();
+            self.outbox_bytes = 0;
+            self.close_now(CloseCode::Policy, why, ctx);
+            return;
+        }
+        self.outbox_bytes += bytes;
+        self.outbox.push_back(item);
+        if !self.writing {
+            self.flush(ctx);
+        }
+    }
+
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        let Some(item) = self.outbox.pop_front() else {
+            return;
+        };
+        self.writing = true;
+        let mut session = self.session.clone();
+        let (bytes, closing) = match &item {
+            Outbound::Text(t) => (t.len(), false),
+            Outbound::Pong(b) => (b.len(), false),
+            Outbound::Close(_) => (0, true),
+        };
+        let write = async move {
+            match item {
+                Outbound::Text(text) => session.text(text).await,
+                Outbound::Pong(bytes) => session.pong(&bytes).await,
+                Outbound::Close(reason) => session.close(Some(reason)).await,
+            }
+        };
+        ctx.spawn(write.into_actor(self).map(move |written, act, ctx| {
+            act.writing = false;
+            act.outbox_bytes = act.outbox_bytes.saturating_sub(bytes);
+            if written.is_err() || closing {
+                ctx.stop();
+            } else {
+                act.flush(ctx);
+            }
+        }));
+    }
+
+    /// Queues a close frame after what is already queued; the actor stops once it is out.
+    fn close_after_flush(&mut self, code: CloseCode, why: impl Into<String>, ctx: &mut Context<Self>) {
+        self.phase = Phase::Closing;
+        let reason = CloseReason { code, description: Some(why.into()) };
+        self.enqueue(Outbound::Close(reason), ctx);
+    }
+
+    /// Closes at once, not waiting for queued output (slow consumer, shutdown timeout).
+    fn close_now(&mut self, code: CloseCode, why: String, ctx: &mut Context<Self>) {
+        self.phase = Phase::Closing;
+        let session = self.session.clone();
+        let reason = CloseReason { code, description: Some(why) };
+        let close = async move {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), session.close(Some(reason))).await;
+        };
+        ctx.spawn(close.into_actor(self).map(|_, _, ctx| ctx.stop()));
+    }
+
+    fn on_text(&mut self, text: &str, ctx: &mut Context<Self>) {
+        let frame: RequestFrame = match serde_json::from_str(text) {
+            Ok(frame) => frame,
+            Err(err) => {
+                let error = ErrorShape::invalid(format!("frame is not a valid request: {err}"))
+                    .with_detail("INVALID_FRAME");
+                self.respond(String::new(), Err(error), ctx);
+                if matches!(self.phase, Phase::Handshake) {
+                    self.close_after_flush(CloseCode::Policy, "first frame must be a connect request", ctx);
+                }
+                return;
+            }
+        };
+        if frame.kind != "req" {
+            let error = ErrorShape::invalid(format!("frame type {:?} is not accepted; send \"req\"", frame.kind));
+            self.respond(frame.id, Err(error), ctx);
+            return;
+        }
+        match self.phase {
+            Phase::Handshake => self.on_connect(frame, ctx),
+            Phase::Connected { scope } => self.on_request(frame, scope, ctx),
+            Phase::Closing => {}
+        }
+    }
+}
+
+impl Actor for WsSessionActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(64);
+        self.link.supervisor.do_send(AdoptChild {
+            id: self.link.id.clone(),
+            kind: "ws",
+            generation: self.link.generation,
+            handle: ChildHandle::of(ctx.address()),
+        });
+        tracing::debug!(conn_id = %self.conn_id, peer = ?self.peer, "ws connected");
+        let challenge = json!({ "nonce": self.nonce, "ts": crate::now_ms() });
+        self.event("connect.challenge", challenge, ctx);
+        ctx.run_later(self.gateway.settings.handshake_timeout, |act, ctx| {
+            if matches!(act.phase, Phase::Handshake) {
+                let error = ErrorShape::invalid("no connect request before the handshake timeout")
+                    .with_detail("HANDSHAKE_TIMEOUT");
+                act.respond(String::new(), Err(error), ctx);
+                act.close_after_flush(CloseCode::Policy, "handshake timeout", ctx);
+            }
+        });
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        tracing::debug!(conn_id = %self.conn_id, "ws closed");
+    }
+}
+
+impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for WsSessionActor {
+    fn handle(&mut self, msg: Result<AggregatedMessage, ProtocolError>, ctx: &mut Self::Context) {
+        if matches!(self.phase, Phase::Closing) {
+            return;
+        }
+        match msg {
+            Ok(AggregatedMessage::Text(text)) => self.on_text(&text, ctx),
+            Ok(AggregatedMessage::Binary(_)) => {
+                let error = ErrorShape::invalid("binary frames are not accepted; send JSON text frames");
+                self.respond(String::new(), Err(error), ctx);
+            }
+            Ok(AggregatedMessage::Ping(bytes)) => self.enqueue(Outbound::Pong(bytes), ctx),
+            Ok(AggregatedMessage::Pong(_)) => {}
+            Ok(AggregatedMessage::Close(_)) => self.close_after_flush(CloseCode::Normal, "bye", ctx),
+            Err(ProtocolError::Overflow) => {
+                let limit = self.gateway.settings.max_payload;
+                let error = ErrorShape::invalid(format!("frame exceeds maxPayload ({limit} bytes)"))
+                    .with_detail("PAYLOAD_TOO_LARGE");
+                self.respond(String::new(), Err(error), ctx);
+                self.close_after_flush(CloseCode::Size, format!("frame exceeds {limit} bytes"), ctx);
+            }
+            Err(err) => {
+                tracing::debug!(conn_id = %self.conn_id, error = %err, "ws protocol error");
+                self.close_after_flush(CloseCode::Protocol, format!("protocol error: {err}"), ctx);
+            }
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        if !self.writing || !matches!(self.phase, Phase::Closing) {
+            ctx.stop();
+        }
+    }
+}
+
+crate::child_controls!(WsSessionActor, |this| this.outbox.len());
+
+impl Handler<Shutdown> for WsSessionActor {
+    type Result = ();
+    fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) {
+        if matches!(self.phase, Phase::Connected { .. }) {
+            self.event("shutdown", json!({ "reason": "gateway stopping" }), ctx);
+        }
+        self.close_after_flush(CloseCode::Away, "gateway shutting down", ctx);
+        ctx.run_later(std::time::Duration::from_secs(2), |_, ctx| ctx.stop());
+    }
+}

@@ -1,0 +1,102 @@
+//! The `connect` handshake: protocol negotiation, authentication, scopes and `hello-ok`.
+
+use actix::prelude::*;
+use actix_ws::CloseCode;
+use serde_json::json;
+use subtle::ConstantTimeEq;
+
+use super::{Phase, WsSessionActor, methods};
+use crate::gateway::AuthPolicy;
+use crate::protocol::{
+    ConnectParams, ErrorShape, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, RequestFrame, Scope,
+};
+
+fn same_secret(given: Option<&str>, expected: &str) -> bool {
+    given.is_some_and(|g| bool::from(g.as_bytes().ct_eq(expected.as_bytes())))
+}
+
+impl WsSessionActor {
+    pub(super) fn on_connect(&mut self, frame: RequestFrame, ctx: &mut Context<Self>) {
+        if frame.method != "connect" {
+            let error = ErrorShape::invalid(format!(
+                "first request must be \"connect\", got {:?}",
+                frame.method
+            ))
+            .with_detail("HANDSHAKE_REQUIRED");
+            self.respond(frame.id, Err(error), ctx);
+            self.close_after_flush(CloseCode::Policy, "first request must be connect", ctx);
+            return;
+        }
+        let params: ConnectParams = match serde_json::from_value(frame.params.unwrap_or_default()) {
+            Ok(p) => p,
+            Err(err) => {
+                let error = ErrorShape::invalid(format!("invalid connect params: {err}"));
+                self.respond(frame.id, Err(error), ctx);
+                self.close_after_flush(CloseCode::Policy, "invalid connect params", ctx);
+                return;
+            }
+        };
+        if params.max_protocol < MIN_PROTOCOL_VERSION || params.min_protocol > PROTOCOL_VERSION {
+            let error = ErrorShape::invalid(format!(
+                "protocol {}..{} not supported; this gateway speaks {MIN_PROTOCOL_VERSION}..{PROTOCOL_VERSION}",
+                params.min_protocol, params.max_protocol
+            ))
+            .with_detail("PROTOCOL_MISMATCH");
+            self.respond(frame.id, Err(error), ctx);
+            self.close_after_flush(CloseCode::Policy, "protocol mismatch", ctx);
+            return;
+        }
+        let auth = params.auth.unwrap_or_default();
+        let authenticated = match &self.gateway.settings.auth {
+            AuthPolicy::None => true,
+            AuthPolicy::Token(token) => same_secret(auth.token.as_deref(), &token.0),
+            AuthPolicy::Password(pw) => same_secret(auth.password.as_deref(), &pw.0),
+        };
+        if !authenticated {
+            tracing::warn!(conn_id = %self.conn_id, peer = ?self.peer, "ws auth failed");
+            let error = ErrorShape::forbidden("AUTH_FAILED", "unauthorized: gateway token or password mismatch");
+            self.respond(frame.id, Err(error), ctx);
+            self.close_after_flush(CloseCode::Policy, "unauthorized", ctx);
+            return;
+        }
+        let requested: Vec<Scope> = match params.scopes {
+            Some(list) => list.iter().filter_map(|s| Scope::parse(s)).collect(),
+            None => vec![Scope::Read, Scope::Write],
+        };
+        let scope = requested.into_iter().max().unwrap_or(Scope::Read);
+        let protocol = params.max_protocol.min(PROTOCOL_VERSION);
+        self.phase = Phase::Connected { scope };
+        let granted: Vec<&str> = [Scope::Read, Scope::Write, Scope::Admin]
+            .into_iter()
+            .filter(|s| *s <= scope)
+            .map(Scope::name)
+            .collect();
+        let settings = &self.gateway.settings;
+        let hello = json!({
+            "type": "hello-ok",
+            "protocol": protocol,
+            "server": { "version": settings.version, "connId": self.conn_id },
+            "features": { "methods": methods::names(), "events": methods::EVENTS },
+            "snapshot": {
+                "presence": [],
+                "health": { "ok": true },
+                "stateVersion": 0,
+                "uptimeMs": settings.uptime_ms(),
+                "sessionDefaults": { "agentId": settings.agents.first().map(|a| a.id.as_str()).unwrap_or("main"), "sessionKey": "agent:main:main" },
+            },
+            "policy": {
+                "maxPayload": settings.max_payload,
+                "maxBufferedBytes": settings.max_buffered_bytes,
+                "tickIntervalMs": settings.tick_interval.as_millis() as u64,
+            },
+            "auth": { "role": params.role.unwrap_or_else(|| "operator".into()), "scopes": granted },
+        });
+        tracing::debug!(conn_id = %self.conn_id, client = ?params.client.id, "ws handshake ok");
+        self.respond(frame.id, Ok(hello), ctx);
+        ctx.run_interval(self.gateway.settings.tick_interval, |act, ctx| {
+            if matches!(act.phase, Phase::Connected { .. }) {
+                act.event("tick", json!({ "ts": crate::now_ms() }), ctx);
+            }
+        });
+    }
+}

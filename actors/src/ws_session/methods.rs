@@ -1,0 +1,152 @@
+//! The methods a connected client may call, the scope each needs, and their handlers.
+
+use actix::prelude::*;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use super::WsSessionActor;
+use crate::messages::FaultMode;
+use crate::protocol::{ErrorShape, RequestFrame, Scope};
+use crate::supervisor::{ChildAction, ChildCommand, ChildId, CommandError, CommandOutcome};
+
+/// Events this gateway may send.
+pub const EVENTS: &[&str] = &["connect.challenge", "tick", "shutdown", "supervisor"];
+
+const METHODS: &[(&str, Scope)] = &[
+    ("health", Scope::Read),
+    ("status", Scope::Read),
+    ("agents.list", Scope::Read),
+    ("supervisor.tree", Scope::Read),
+    ("supervisor.ping", Scope::Read),
+    ("supervisor.restart", Scope::Admin),
+    ("supervisor.crash", Scope::Admin),
+];
+
+/// Method names announced in `hello-ok`.
+pub fn names() -> Vec<&'static str> {
+    METHODS.iter().map(|(name, _)| *name).collect()
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct TreeParams {
+    #[serde(default)]
+    clients: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChildParams {
+    id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CrashParams {
+    id: String,
+    #[serde(default)]
+    mode: FaultMode,
+}
+
+fn parse<T: DeserializeOwned>(method: &str, params: Option<Value>) -> Result<T, ErrorShape> {
+    let value = match params {
+        None | Some(Value::Null) => json!({}),
+        Some(v) => v,
+    };
+    serde_json::from_value(value).map_err(|err| {
+        ErrorShape::invalid(format!("invalid params for {method}: {err}")).with_detail("INVALID_PARAMS")
+    })
+}
+
+/// Maps a routed command's failure to the protocol's error.
+pub fn command_error(err: CommandError) -> ErrorShape {
+    match err {
+        CommandError::NotFound(_) => ErrorShape::invalid(err.to_string()).with_detail("NOT_FOUND"),
+        CommandError::Unavailable(..) => ErrorShape::unavailable(err.to_string(), 100),
+    }
+}
+
+impl WsSessionActor {
+    pub(super) fn on_request(&mut self, frame: RequestFrame, scope: Scope, ctx: &mut Context<Self>) {
+        let RequestFrame { id, method, params, .. } = frame;
+        let Some(&(_, needed)) = METHODS.iter().find(|(name, _)| *name == method) else {
+            let error = ErrorShape::invalid(format!("unknown method {method:?}")).with_detail("UNKNOWN_METHOD");
+            self.respond(id, Err(error), ctx);
+            return;
+        };
+        if scope < needed {
+            let error = ErrorShape::forbidden(
+                "MISSING_SCOPE",
+                format!("{method} needs scope {}", needed.name()),
+            );
+            self.respond(id, Err(error), ctx);
+            return;
+        }
+        match method.as_str() {
+            "health" => {
+                let settings = &self.gateway.settings;
+                let payload = json!({
+                    "ok": true,
+                    "ts": crate::now_ms(),
+                    "uptimeMs": settings.uptime_ms(),
+                    "version": settings.version,
+                });
+                self.respond(id, Ok(payload), ctx);
+            }
+            "agents.list" => {
+                let payload = json!({ "agents": self.gateway.settings.agents });
+                self.respond(id, Ok(payload), ctx);
+            }
+            "status" | "supervisor.tree" => match parse::<TreeParams>(&method, params) {
+                Ok(p) => {
+                    let all = p.clients.as_deref() == Some("all");
+                    let gateway = self.gateway.clone();
+                    let fut = async move { gateway.status(all).await };
+                    ctx.spawn(fut.into_actor(self).map(move |status, act, ctx| {
+                        let payload = serde_json::to_value(status).map_err(|e| ErrorShape::invalid(e.to_string()));
+                        act.respond(id, payload, ctx);
+                    }));
+                }
+                Err(error) => self.respond(id, Err(error), ctx),
+            },
+            "supervisor.ping" => match parse::<ChildParams>(&method, params) {
+                Ok(p) => self.route(id, p.id, ChildAction::Ping, ctx),
+                Err(error) => self.respond(id, Err(error), ctx),
+            },
+            "supervisor.restart" => match parse::<ChildParams>(&method, params) {
+                Ok(p) => self.route(id, p.id, ChildAction::Restart, ctx),
+                Err(error) => self.respond(id, Err(error), ctx),
+            },
+            "supervisor.crash" => match parse::<CrashParams>(&method, params) {
+                Ok(_) if !self.gateway.settings.fault_injection => {
+                    let error = ErrorShape::forbidden(
+                        "FAULT_INJECTION_DISABLED",
+                        "fault injection is off; set debug.fault_injection = true",
+                    );
+                    self.respond(id, Err(error), ctx);
+                }
+                Ok(p) => self.route(id, p.id, ChildAction::Crash(p.mode), ctx),
+                Err(error) => self.respond(id, Err(error), ctx),
+            },
+            _ => {
+                let error = ErrorShape::invalid(format!("method {method:?} is not implemented"));
+                self.respond(id, Err(error), ctx);
+            }
+        }
+    }
+
+    fn route(&mut self, req_id: String, child: String, action: ChildAction, ctx: &mut Context<Self>) {
+        let command = ChildCommand { id: ChildId::new(child.clone()), action };
+        let sent = self.gateway.root.send(command);
+        ctx.spawn(sent.into_actor(self).map(move |reply, act, ctx| {
+            let result = match reply {
+                Ok(Ok(CommandOutcome::Pinged { rtt_us })) => Ok(json!({ "id": child, "rttUs": rtt_us })),
+                Ok(Ok(_)) => Ok(json!({ "id": child, "ok": true })),
+                Ok(Err(err)) => Err(command_error(err)),
+                Err(err) => Err(ErrorShape::unavailable(format!("supervisor unreachable: {err}"), 100)),
+            };
+            act.respond(req_id, result, ctx);
+        }));
+    }
+}

@@ -1,0 +1,116 @@
+//! The command line (DESIGN.md §4).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Troupe: a self-healing agent gateway.
+#[derive(Debug, Parser)]
+#[command(name = "troupe", version, about)]
+pub struct Cli {
+    /// Config file (default: $TROUPE_HOME/config.toml; env TROUPE_CONFIG).
+    #[arg(long, global = true, env = "TROUPE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run and manage the gateway.
+    Gateway {
+        /// What to do.
+        #[command(subcommand)]
+        command: GatewayCommand,
+    },
+    /// Print the gateway log.
+    Logs {
+        /// Keep printing as the log grows.
+        #[arg(long, short)]
+        follow: bool,
+        /// Lines to print from the end.
+        #[arg(long, short = 'n', default_value_t = 100)]
+        lines: usize,
+    },
+    /// Diagnose config, state dir, port, stale PID file, store and providers.
+    Doctor,
+}
+
+/// Flags shared by `run`, `start` and `restart`.
+#[derive(Debug, Args, Clone, Default)]
+pub struct RunFlags {
+    /// Port (0 = ephemeral; the bound port goes to run/troupe.port).
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Bind address (`loopback` or an IP).
+    #[arg(long)]
+    pub bind: Option<String>,
+    /// Gateway token.
+    #[arg(long)]
+    pub token: Option<String>,
+    /// Stop a gateway already running on this home first.
+    #[arg(long)]
+    pub force: bool,
+    /// Debug logging.
+    #[arg(long, short)]
+    pub verbose: bool,
+}
+
+/// Where and how a client command reaches the gateway.
+#[derive(Debug, Args, Clone, Default)]
+pub struct ClientFlags {
+    /// Gateway URL (default: ws://127.0.0.1:<port from run/troupe.port or config>).
+    #[arg(long)]
+    pub url: Option<String>,
+    /// Token (default: TROUPE_GATEWAY_TOKEN, then the state dir's token file).
+    #[arg(long)]
+    pub token: Option<String>,
+    /// Seconds to wait for the reply.
+    #[arg(long, default_value_t = 30)]
+    pub timeout: u64,
+}
+
+/// `troupe gateway ...`.
+#[derive(Debug, Subcommand)]
+pub enum GatewayCommand {
+    /// Run in the foreground (what a service manager runs).
+    Run(RunFlags),
+    /// Start in the background and wait until ready.
+    Start(RunFlags),
+    /// Stop the background gateway (graceful drain).
+    Stop,
+    /// Stop, then start.
+    Restart(RunFlags),
+    /// Pid, uptime, URL, agents; `--deep` prints the supervision tree.
+    Status {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+        /// Include the supervision tree.
+        #[arg(long)]
+        deep: bool,
+        /// Connection flags.
+        #[command(flatten)]
+        client: ClientFlags,
+    },
+    /// Install a systemd user unit (Linux) or launchd agent (macOS).
+    Install,
+    /// Remove the service unit.
+    Uninstall,
+    /// Send one WebSocket request and print the JSON reply.
+    Call {
+        /// Method name (`health`, `status`, `supervisor.tree`, ...).
+        method: String,
+        /// Parameters as JSON.
+        #[arg(long)]
+        params: Option<String>,
+        /// Wait for the final response of a two-stage method (`agent`).
+        #[arg(long)]
+        expect_final: bool,
+        /// Connection flags.
+        #[command(flatten)]
+        client: ClientFlags,
+    },
+}

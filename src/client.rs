@@ -1,0 +1,126 @@
+//! A small WebSocket client for the CLI (`gateway call`, `gateway status`): handshake,
+//! one request, its response(s).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::cli::ClientFlags;
+use crate::paths::StatePaths;
+
+/// Why a client command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Could not connect.
+    #[error("cannot connect to {url}: {why} (is the gateway running? try `troupe gateway status`)")]
+    Connect {
+        /// URL tried.
+        url: String,
+        /// Cause.
+        why: String,
+    },
+    /// The gateway refused the request or handshake.
+    #[error("{0}")]
+    Refused(Value),
+    /// The connection broke or sent garbage.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// No reply in time.
+    #[error("no reply within {0:?}")]
+    Timeout(Duration),
+}
+
+/// Where to connect and with which token.
+pub struct Target {
+    /// `ws://...` URL.
+    pub url: String,
+    /// Token, if any.
+    pub token: Option<String>,
+}
+
+impl Target {
+    /// From flags, env, the state dir's port and token files, and the default port.
+    pub fn resolve(flags: &ClientFlags, paths: &StatePaths, env: &HashMap<String, String>) -> Self {
+        let url = flags.url.clone().unwrap_or_else(|| {
+            let port = paths
+                .read_port()
+                .or_else(|| env.get("TROUPE_GATEWAY_PORT").and_then(|p| p.parse().ok()))
+                .unwrap_or(18789);
+            format!("ws://127.0.0.1:{port}/ws")
+        });
+        let token = flags
+            .token
+            .clone()
+            .or_else(|| env.get("TROUPE_GATEWAY_TOKEN").cloned())
+            .or_else(|| paths.read_token());
+        Self { url, token }
+    }
+}
+
+/// Connects, handshakes, sends `method` and returns the response payload (the final one
+/// when `expect_final`).
+pub async fn call(target: &Target, method: &str, params: Option<Value>, expect_final: bool, timeout: Duration) -> Result<Value, ClientError> {
+    tokio::time::timeout(timeout, call_inner(target, method, params, expect_final))
+        .await
+        .map_err(|_| ClientError::Timeout(timeout))?
+}
+
+async fn call_inner(target: &Target, method: &str, params: Option<Value>, expect_final: bool) -> Result<Value, ClientError> {
+    let (mut ws, _) = tokio_tungstenite::connect_async(target.url.as_str())
+        .await
+        .map_err(|e| ClientError::Connect { url: target.url.clone(), why: e.to_string() })?;
+    let connect = json!({
+        "type": "req", "id": "connect", "method": "connect",
+        "params": {
+            "minProtocol": 3, "maxProtocol": 4,
+            "client": { "id": "cli", "version": env!("CARGO_PKG_VERSION"), "platform": std::env::consts::OS, "mode": "cli" },
+            "role": "operator",
+            "scopes": ["operator.read", "operator.write", "operator.admin"],
+            "auth": { "token": target.token },
+        }
+    });
+    send(&mut ws, &connect).await?;
+    wait_response(&mut ws, "connect").await?;
+    let mut request = json!({ "type": "req", "id": "1", "method": method });
+    if let Some(p) = params {
+        request["params"] = p;
+    }
+    send(&mut ws, &request).await?;
+    loop {
+        let payload = wait_response(&mut ws, "1").await?;
+        let accepted = payload.get("status").and_then(Value::as_str) == Some("accepted");
+        if !(expect_final && accepted) {
+            let _ = ws.close(None).await;
+            return Ok(payload);
+        }
+    }
+}
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn send(ws: &mut Socket, frame: &Value) -> Result<(), ClientError> {
+    ws.send(Message::text(frame.to_string())).await.map_err(|e| ClientError::Protocol(e.to_string()))
+}
+
+async fn wait_response(ws: &mut Socket, id: &str) -> Result<Value, ClientError> {
+    while let Some(msg) = ws.next().await {
+        let msg = msg.map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let Message::Text(text) = msg else {
+            if let Message::Close(frame) = msg {
+                return Err(ClientError::Protocol(format!("gateway closed the connection: {frame:?}")));
+            }
+            continue;
+        };
+        let frame: Value = serde_json::from_str(&text).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        if frame["type"] == "res" && frame["id"] == id {
+            if frame["ok"] == true {
+                return Ok(frame.get("payload").cloned().unwrap_or(Value::Null));
+            }
+            return Err(ClientError::Refused(frame.get("error").cloned().unwrap_or(Value::Null)));
+        }
+    }
+    Err(ClientError::Protocol("connection closed before the reply".into()))
+}

@@ -1,0 +1,436 @@
+//! Configuration: embedded defaults < file < `TROUPE__SECTION__KEY` env < flags, validated
+//! into an immutable typed [`Config`]; every error names its key.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use config::{Environment, File, FileFormat};
+use serde::Deserialize;
+use troupe_actors::gateway::{AgentSummary, Secret};
+use troupe_actors::supervisor::Intensity;
+
+/// The defaults compiled into the binary.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// One invalid setting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Dotted key (`gateway.port`), or the file for a parse error.
+    pub key: String,
+    /// What is wrong with it.
+    pub why: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.why)
+    }
+}
+
+/// Every error found, reported together.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid config: {}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+fn error(key: &str, why: impl Into<String>) -> ConfigErrors {
+    ConfigErrors(vec![ConfigError { key: key.into(), why: why.into() }])
+}
+
+/// Flag values that override everything else.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `--port`.
+    pub port: Option<u16>,
+    /// `--bind`.
+    pub bind: Option<String>,
+    /// `--token`.
+    pub token: Option<String>,
+    /// `--verbose`.
+    pub verbose: bool,
+}
+
+/// How clients must authenticate.
+#[derive(Debug, Clone)]
+pub enum AuthSetting {
+    /// A token; `None` means: use (or generate) the state dir's token file.
+    Token(Option<Secret>),
+    /// A password.
+    Password(Secret),
+    /// No authentication.
+    None,
+}
+
+/// The validated, immutable configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Port to bind (0 = ephemeral).
+    pub port: u16,
+    /// Address to bind.
+    pub bind: IpAddr,
+    /// HTTP worker threads.
+    pub workers: usize,
+    /// Graceful drain limit.
+    pub shutdown_timeout: Duration,
+    /// Authentication.
+    pub auth: AuthSetting,
+    /// Largest inbound WS frame.
+    pub max_payload: usize,
+    /// Outbound bytes a WS client may leave unsent.
+    pub max_buffered_bytes: usize,
+    /// `tick` interval.
+    pub tick_interval: Duration,
+    /// Time allowed for `connect`.
+    pub handshake_timeout: Duration,
+    /// Root restart intensity.
+    pub root_intensity: Intensity,
+    /// `agents` restart intensity.
+    pub agents_intensity: Intensity,
+    /// Liveness ping interval.
+    pub ping_interval: Duration,
+    /// Hang detection threshold.
+    pub hang_timeout: Duration,
+    /// Fault injection switch.
+    pub fault_injection: bool,
+    /// Tracing filter.
+    pub log_level: String,
+    /// SQLite file (relative to the state dir unless absolute).
+    pub store_path: PathBuf,
+    /// Agents.
+    pub agents: Vec<AgentSummary>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    gateway: RawGateway,
+    supervisor: RawSupervisor,
+    debug: RawDebug,
+    logging: RawLogging,
+    store: RawStore,
+    agents: Vec<RawAgent>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGateway {
+    port: u16,
+    bind: String,
+    workers: usize,
+    shutdown_timeout_ms: u64,
+    auth: RawAuth,
+    ws: RawWs,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    mode: String,
+    token: Option<String>,
+    password: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWs {
+    max_payload: usize,
+    max_buffered_bytes: usize,
+    tick_interval_ms: u64,
+    handshake_timeout_ms: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSupervisor {
+    max_restarts: u32,
+    period_secs: u64,
+    ping_interval_ms: u64,
+    hang_timeout_ms: u64,
+    agents: RawIntensity,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIntensity {
+    max_restarts: u32,
+    period_secs: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDebug {
+    fault_injection: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLogging {
+    level: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    path: PathBuf,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAgent {
+    id: String,
+    provider: String,
+    model: String,
+}
+
+/// Where configuration comes from; the environment is injected so tests need not mutate
+/// the process's own.
+pub struct Sources<'a> {
+    /// The config file, if any (missing is an error only when given explicitly).
+    pub file: Option<(PathBuf, bool)>,
+    /// Environment variables.
+    pub env: &'a HashMap<String, String>,
+    /// Flags.
+    pub overrides: &'a Overrides,
+}
+
+impl Config {
+    /// Loads and validates, collecting every error.
+    pub fn load(sources: Sources<'_>) -> Result<Self, ConfigErrors> {
+        let mut builder =
+            config::Config::builder().add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml));
+        if let Some((path, required)) = &sources.file {
+            if *required && !path.exists() {
+                return Err(error(&path.display().to_string(), "config file not found"));
+            }
+            builder = builder.add_source(File::from(path.clone()).format(FileFormat::Toml).required(*required));
+        }
+        let env: HashMap<String, String> = sources
+            .env
+            .iter()
+            .filter(|(k, _)| k.starts_with("TROUPE__"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        builder = builder.add_source(
+            Environment::with_prefix("TROUPE")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(env)),
+        );
+        let merged = builder.build().map_err(|e| error(&key_of(&e), e.to_string()))?;
+        let raw: Raw = merged.try_deserialize().map_err(|e| error(&key_of(&e), e.to_string()))?;
+        validate(raw, sources.env, sources.overrides)
+    }
+}
+
+fn key_of(err: &config::ConfigError) -> String {
+    let text = err.to_string();
+    if let Some(start) = text.find("for key `") {
+        let rest = &text[start + 9..];
+        if let Some(end) = rest.find('`') {
+            return rest[..end].to_string();
+        }
+    }
+    if let Some(start) = text.find("unknown field `") {
+        let rest = &text[start + 15..];
+        if let Some(end) = rest.find('`') {
+            return rest[..end].to_string();
+        }
+    }
+    "config".to_string()
+}
+
+fn validate(raw: Raw, env: &HashMap<String, String>, flags: &Overrides) -> Result<Config, ConfigErrors> {
+    let mut errors = Vec::new();
+    let mut bad = |key: &str, why: String| errors.push(ConfigError { key: key.into(), why });
+
+    let port = match (flags.port, env.get("TROUPE_GATEWAY_PORT")) {
+        (Some(p), _) => p,
+        (None, Some(v)) => v.parse().unwrap_or_else(|_| {
+            bad("TROUPE_GATEWAY_PORT", format!("{v:?} is not a port number (0-65535)"));
+            0
+        }),
+        (None, None) => raw.gateway.port,
+    };
+    let bind_text = flags.bind.clone().unwrap_or(raw.gateway.bind);
+    let bind = match bind_text.as_str() {
+        "loopback" | "localhost" => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        other => other.parse().unwrap_or_else(|_| {
+            bad("gateway.bind", format!("{other:?} is neither \"loopback\" nor an IP address"));
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        }),
+    };
+    let token = flags
+        .token
+        .clone()
+        .or_else(|| env.get("TROUPE_GATEWAY_TOKEN").cloned())
+        .or(raw.gateway.auth.token)
+        .filter(|t| !t.is_empty());
+    let auth = match raw.gateway.auth.mode.as_str() {
+        "token" => AuthSetting::Token(token.map(Secret)),
+        "password" => match raw.gateway.auth.password.filter(|p| !p.is_empty()) {
+            Some(p) => AuthSetting::Password(Secret(p)),
+            None => {
+                bad("gateway.auth.password", "required when gateway.auth.mode = \"password\"".into());
+                AuthSetting::None
+            }
+        },
+        "none" => AuthSetting::None,
+        other => {
+            bad("gateway.auth.mode", format!("{other:?} is not one of token, password, none"));
+            AuthSetting::None
+        }
+    };
+    if let AuthSetting::Token(Some(t)) = &auth
+        && t.0.len() < 16
+    {
+        bad("gateway.auth.token", "must be at least 16 characters".into());
+    }
+    let ws = &raw.gateway.ws;
+    if ws.max_payload < 1024 {
+        bad("gateway.ws.max_payload", "must be at least 1024 bytes".into());
+    }
+    if ws.max_buffered_bytes < ws.max_payload {
+        bad("gateway.ws.max_buffered_bytes", "must be at least gateway.ws.max_payload".into());
+    }
+    for (key, ms) in [
+        ("gateway.ws.tick_interval_ms", ws.tick_interval_ms),
+        ("gateway.ws.handshake_timeout_ms", ws.handshake_timeout_ms),
+        ("supervisor.ping_interval_ms", raw.supervisor.ping_interval_ms),
+        ("supervisor.hang_timeout_ms", raw.supervisor.hang_timeout_ms),
+    ] {
+        if ms == 0 {
+            bad(key, "must be greater than 0".into());
+        }
+    }
+    if raw.supervisor.hang_timeout_ms < raw.supervisor.ping_interval_ms {
+        bad("supervisor.hang_timeout_ms", "must be at least supervisor.ping_interval_ms".into());
+    }
+    if raw.supervisor.period_secs == 0 {
+        bad("supervisor.period_secs", "must be greater than 0".into());
+    }
+    if raw.supervisor.agents.period_secs == 0 {
+        bad("supervisor.agents.period_secs", "must be greater than 0".into());
+    }
+    let mut agents = Vec::new();
+    for (i, agent) in raw.agents.iter().enumerate() {
+        let valid_id = !agent.id.is_empty()
+            && agent.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !valid_id {
+            bad(&format!("agents[{i}].id"), format!("{:?} must be non-empty letters, digits, - or _", agent.id));
+        }
+        if agents.iter().any(|a: &AgentSummary| a.id == agent.id) {
+            bad(&format!("agents[{i}].id"), format!("duplicate agent id {:?}", agent.id));
+        }
+        if agent.provider != "echo" {
+            bad(&format!("agents[{i}].provider"), format!("{:?} is not a known provider (known: echo)", agent.provider));
+        }
+        agents.push(AgentSummary {
+            id: agent.id.clone(),
+            provider: agent.provider.clone(),
+            model: agent.model.clone(),
+            real_model: agent.provider != "echo",
+        });
+    }
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&raw.logging.level) {
+        bad("logging.level", format!("{:?} is not a valid filter: {e}", raw.logging.level));
+    }
+    let workers = match raw.gateway.workers {
+        0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+        n => n,
+    };
+    if !errors.is_empty() {
+        return Err(ConfigErrors(errors));
+    }
+    let log_level = if flags.verbose { "debug".to_string() } else { raw.logging.level };
+    Ok(Config {
+        port,
+        bind,
+        workers,
+        shutdown_timeout: Duration::from_millis(raw.gateway.shutdown_timeout_ms),
+        auth,
+        max_payload: ws.max_payload,
+        max_buffered_bytes: ws.max_buffered_bytes,
+        tick_interval: Duration::from_millis(ws.tick_interval_ms),
+        handshake_timeout: Duration::from_millis(ws.handshake_timeout_ms),
+        root_intensity: Intensity {
+            max_restarts: raw.supervisor.max_restarts,
+            period: Duration::from_secs(raw.supervisor.period_secs),
+        },
+        agents_intensity: Intensity {
+            max_restarts: raw.supervisor.agents.max_restarts,
+            period: Duration::from_secs(raw.supervisor.agents.period_secs),
+        },
+        ping_interval: Duration::from_millis(raw.supervisor.ping_interval_ms),
+        hang_timeout: Duration::from_millis(raw.supervisor.hang_timeout_ms),
+        fault_injection: raw.debug.fault_injection,
+        log_level,
+        store_path: raw.store.path,
+        agents,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(env: &[(&str, &str)], overrides: Overrides) -> Result<Config, ConfigErrors> {
+        let env: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::load(Sources { file: None, env: &env, overrides: &overrides })
+    }
+
+    #[test]
+    fn embedded_defaults_are_valid() {
+        let cfg = load(&[], Overrides::default()).expect("defaults load");
+        assert_eq!(cfg.port, 18789);
+        assert!(cfg.bind.is_loopback());
+        assert!(matches!(cfg.auth, AuthSetting::Token(None)));
+        assert_eq!(cfg.agents.len(), 1);
+        assert!(!cfg.fault_injection);
+    }
+
+    #[test]
+    fn port_precedence_is_flag_then_env_then_file() {
+        let env = [("TROUPE_GATEWAY_PORT", "2000"), ("TROUPE__GATEWAY__PORT", "3000")];
+        assert_eq!(load(&env[1..], Overrides::default()).expect("ok").port, 3000);
+        assert_eq!(load(&env, Overrides::default()).expect("ok").port, 2000);
+        let flags = Overrides { port: Some(1000), ..Overrides::default() };
+        assert_eq!(load(&env, flags).expect("ok").port, 1000);
+    }
+
+    #[test]
+    fn nested_env_keys_set_values() {
+        let cfg = load(
+            &[("TROUPE__DEBUG__FAULT_INJECTION", "true"), ("TROUPE__SUPERVISOR__AGENTS__MAX_RESTARTS", "77")],
+            Overrides::default(),
+        )
+        .expect("ok");
+        assert!(cfg.fault_injection);
+        assert_eq!(cfg.agents_intensity.max_restarts, 77);
+    }
+
+    #[test]
+    fn every_error_names_its_key() {
+        let err = load(
+            &[("TROUPE__GATEWAY__BIND", "nowhere"), ("TROUPE__GATEWAY__AUTH__MODE", "magic")],
+            Overrides::default(),
+        )
+        .expect_err("invalid");
+        let keys: Vec<_> = err.0.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, ["gateway.bind", "gateway.auth.mode"]);
+    }
+
+    #[test]
+    fn wrong_type_names_the_key() {
+        let err = load(&[("TROUPE__GATEWAY__PORT", "many")], Overrides::default()).expect_err("invalid");
+        assert_eq!(err.0[0].key, "gateway.port", "{err}");
+    }
+
+    #[test]
+    fn short_token_is_rejected() {
+        let err = load(&[("TROUPE_GATEWAY_TOKEN", "short")], Overrides::default()).expect_err("invalid");
+        assert_eq!(err.0[0].key, "gateway.auth.token");
+    }
+}

@@ -1,0 +1,211 @@
+//! HTTP and WebSocket routes on the one gateway port.
+
+use std::sync::Arc;
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use serde::Deserialize;
+use serde_json::json;
+use subtle::ConstantTimeEq;
+use troupe_actors::gateway::{AuthPolicy, Gateway};
+use troupe_actors::messages::FaultMode;
+use troupe_actors::supervisor::{ChildAction, ChildCommand, ChildId, CommandError, NodeState, TreeNode};
+use troupe_actors::ws_session::WsSessionActor;
+
+/// An HTTP error with a JSON body `{error: {code, message}}`.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into() }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status).json(json!({ "error": { "code": self.code, "message": self.message } }))
+    }
+}
+
+impl From<CommandError> for ApiError {
+    fn from(err: CommandError) -> Self {
+        match err {
+            CommandError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", err.to_string()),
+            CommandError::Unavailable(..) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", err.to_string()),
+        }
+    }
+}
+
+/// Registers every route.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz))
+        .route("/metrics", web::get().to(metrics))
+        .route("/api/status", web::get().to(status))
+        .route("/api/supervisor/crash", web::post().to(crash))
+        .route("/api/supervisor/restart", web::post().to(restart))
+        .route("/ws", web::get().to(ws))
+        .route("/", web::get().to(root));
+}
+
+fn authorize(req: &HttpRequest, gateway: &Gateway) -> Result<(), ApiError> {
+    let expected = match &gateway.settings.auth {
+        AuthPolicy::None => return Ok(()),
+        AuthPolicy::Token(s) | AuthPolicy::Password(s) => &s.0,
+    };
+    let given = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
+        Ok(())
+    } else {
+        Err(ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "missing or wrong bearer token (Authorization: Bearer <token>)"))
+    }
+}
+
+async fn healthz(gateway: web::Data<Gateway>) -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "ok": true, "uptimeMs": gateway.settings.uptime_ms() }))
+}
+
+fn down_nodes(node: &TreeNode, out: &mut Vec<String>) {
+    for child in node.children.iter().filter(|c| c.kind != "ws") {
+        if child.state != NodeState::Running {
+            out.push(format!("{} is {:?}", child.id, child.state).to_lowercase());
+        }
+        down_nodes(child, out);
+    }
+}
+
+async fn readyz(gateway: web::Data<Gateway>) -> HttpResponse {
+    let status = gateway.status(false).await;
+    if status.ready {
+        HttpResponse::Ok().json(json!({ "ready": true }))
+    } else {
+        let mut down = Vec::new();
+        down_nodes(&status.tree, &mut down);
+        HttpResponse::ServiceUnavailable().json(json!({ "ready": false, "notRunning": down }))
+    }
+}
+
+#[derive(Deserialize)]
+struct StatusQuery {
+    clients: Option<String>,
+}
+
+async fn status(req: HttpRequest, gateway: web::Data<Gateway>, q: web::Query<StatusQuery>) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &gateway)?;
+    let all = q.clients.as_deref() == Some("all");
+    Ok(HttpResponse::Ok().json(gateway.status(all).await))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CrashBody {
+    id: String,
+    #[serde(default)]
+    mode: FaultMode,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RestartBody {
+    id: String,
+}
+
+async fn route_command(gateway: &Gateway, id: String, action: ChildAction) -> Result<HttpResponse, ApiError> {
+    let reply = gateway
+        .root
+        .send(ChildCommand { id: ChildId::new(id.clone()), action })
+        .await
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", format!("supervisor unreachable: {e}")))?;
+    reply?;
+    Ok(HttpResponse::Accepted().json(json!({ "id": id, "ok": true })))
+}
+
+fn json_body<T: serde::de::DeserializeOwned>(body: &web::Bytes) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", format!("invalid JSON body: {e}")))
+}
+
+async fn crash(req: HttpRequest, gateway: web::Data<Gateway>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &gateway)?;
+    if !gateway.settings.fault_injection {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "FAULT_INJECTION_DISABLED", "fault injection is off; set debug.fault_injection = true"));
+    }
+    let body: CrashBody = json_body(&body)?;
+    route_command(&gateway, body.id, ChildAction::Crash(body.mode)).await
+}
+
+async fn restart(req: HttpRequest, gateway: web::Data<Gateway>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &gateway)?;
+    let body: RestartBody = json_body(&body)?;
+    route_command(&gateway, body.id, ChildAction::Restart).await
+}
+
+async fn metrics(gateway: web::Data<Gateway>) -> HttpResponse {
+    let status = gateway.status(false).await;
+    let mut out = String::new();
+    out.push_str("# HELP troupe_uptime_seconds Seconds since the gateway started.\n# TYPE troupe_uptime_seconds gauge\n");
+    out.push_str(&format!("troupe_uptime_seconds {:.3}\n", status.uptime_ms as f64 / 1000.0));
+    let clients = status.tree.children.iter().find(|c| c.id == "clients");
+    let connections = clients.map(|c| c.child_count.unwrap_or(c.children.len())).unwrap_or(0);
+    out.push_str("# HELP troupe_ws_connections Open WebSocket connections.\n# TYPE troupe_ws_connections gauge\n");
+    out.push_str(&format!("troupe_ws_connections {connections}\n"));
+    out.push_str("# HELP troupe_ready 1 when every permanent child is running.\n# TYPE troupe_ready gauge\n");
+    out.push_str(&format!("troupe_ready {}\n", u8::from(status.ready)));
+    let mut nodes = Vec::new();
+    collect(&status.tree, &mut nodes);
+    out.push_str("# HELP troupe_child_restarts_total Restarts of each supervised child.\n# TYPE troupe_child_restarts_total counter\n");
+    for n in &nodes {
+        out.push_str(&format!("troupe_child_restarts_total{{id=\"{}\",kind=\"{}\"}} {}\n", n.id, n.kind, n.restarts));
+    }
+    out.push_str("# HELP troupe_child_mailbox Work queued in each child as last reported.\n# TYPE troupe_child_mailbox gauge\n");
+    for n in &nodes {
+        out.push_str(&format!("troupe_child_mailbox{{id=\"{}\",kind=\"{}\"}} {}\n", n.id, n.kind, n.mailbox));
+    }
+    out.push_str("# HELP troupe_child_up 1 when the child is running.\n# TYPE troupe_child_up gauge\n");
+    for n in &nodes {
+        out.push_str(&format!("troupe_child_up{{id=\"{}\",kind=\"{}\"}} {}\n", n.id, n.kind, u8::from(n.state == NodeState::Running)));
+    }
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(out)
+}
+
+fn collect<'a>(node: &'a TreeNode, out: &mut Vec<&'a TreeNode>) {
+    for child in node.children.iter().filter(|c| c.kind != "ws") {
+        out.push(child);
+        collect(child, out);
+    }
+}
+
+async fn ws(req: HttpRequest, body: web::Payload, gateway: web::Data<Gateway>) -> Result<HttpResponse, actix_web::Error> {
+    let gateway: Arc<Gateway> = gateway.into_inner();
+    let Some(clients) = gateway.lookup_supervisor("clients").await else {
+        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", "the clients supervisor is restarting; retry").into());
+    };
+    let (response, session, stream) = actix_ws::handle(&req, body)?;
+    WsSessionActor::start((*gateway).clone(), clients, session, stream, req.peer_addr());
+    Ok(response)
+}
+
+async fn root(req: HttpRequest, body: web::Payload, gateway: web::Data<Gateway>) -> Result<HttpResponse, actix_web::Error> {
+    let upgrade = req.headers().get("upgrade").and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    if upgrade {
+        return ws(req, body, gateway).await;
+    }
+    Ok(HttpResponse::Ok().content_type("text/html; charset=utf-8").body(concat!(
+        "<!doctype html><title>Troupe</title><h1>Troupe gateway</h1>",
+        "<p>WebSocket control plane on this URL (and <code>/ws</code>). ",
+        "<a href=\"/healthz\">/healthz</a> · <a href=\"/readyz\">/readyz</a> · <a href=\"/metrics\">/metrics</a></p>"
+    )))
+}

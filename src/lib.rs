@@ -1,0 +1,91 @@
+//! # troupe: the gateway binary's edges
+//!
+//! The supervision tree and actors live in the `troupe-actors` crate; this crate holds what
+//! faces the outside world:
+//!
+//! - [`cli`]: the command line; [`exit`]: its exit codes.
+//! - [`config`]: layered, validated configuration; [`paths`]: the state dir.
+//! - [`server`]: `gateway run` (PID lock, bind, tree, HTTP server, graceful drain).
+//! - [`http`]: HTTP and WebSocket routes on the one port.
+//! - [`daemon`]: background `start | stop | status`; [`client`]: the CLI's WS client.
+//! - [`ops`]: `install`, `logs`, `doctor`; [`pidfile`], [`logging`].
+
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod daemon;
+pub mod exit;
+pub mod http;
+pub mod logging;
+pub mod ops;
+pub mod paths;
+pub mod pidfile;
+pub mod server;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use cli::{Cli, Command, GatewayCommand};
+use paths::StatePaths;
+
+/// Runs a parsed command line; returns the exit code.
+pub fn dispatch(cli: Cli) -> i32 {
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let paths = StatePaths::from_env(&env);
+    let config_file = cli.config.as_deref();
+    match cli.command {
+        Command::Gateway { command } => match command {
+            GatewayCommand::Run(flags) => server::run(&paths, config_file, &flags, &env),
+            GatewayCommand::Start(flags) => daemon::start(&paths, config_file, &flags),
+            GatewayCommand::Stop => daemon::stop(&paths, drain_timeout(&paths, config_file, &env)),
+            GatewayCommand::Restart(flags) => {
+                let code = daemon::stop(&paths, drain_timeout(&paths, config_file, &env));
+                if code != exit::OK {
+                    return code;
+                }
+                daemon::start(&paths, config_file, &flags)
+            }
+            GatewayCommand::Status { json, deep, client } => daemon::status(&paths, &env, json, deep, &client),
+            GatewayCommand::Install => ops::install(&paths, &env),
+            GatewayCommand::Uninstall => ops::uninstall(&env),
+            GatewayCommand::Call { method, params, expect_final, client } => call(&paths, &env, &method, params, expect_final, &client),
+        },
+        Command::Logs { follow, lines } => ops::logs(&paths, lines, follow),
+        Command::Doctor => ops::doctor(&paths, config_file, &env),
+    }
+}
+
+fn drain_timeout(paths: &StatePaths, config_file: Option<&std::path::Path>, env: &HashMap<String, String>) -> Duration {
+    server::load_config(paths, config_file, env, &Default::default())
+        .map(|c| c.shutdown_timeout)
+        .unwrap_or(Duration::from_secs(10))
+}
+
+fn call(paths: &StatePaths, env: &HashMap<String, String>, method: &str, params: Option<String>, expect_final: bool, flags: &cli::ClientFlags) -> i32 {
+    let params = match params.map(|p| serde_json::from_str::<serde_json::Value>(&p)) {
+        Some(Err(e)) => {
+            eprintln!("troupe: --params is not valid JSON: {e}");
+            return exit::CONFIG;
+        }
+        Some(Ok(v)) => Some(v),
+        None => None,
+    };
+    let target = client::Target::resolve(flags, paths, env);
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+        return exit::FAILURE;
+    };
+    match runtime.block_on(client::call(&target, method, params, expect_final, Duration::from_secs(flags.timeout))) {
+        Ok(payload) => {
+            println!("{}", serde_json::to_string_pretty(&payload).unwrap_or_default());
+            exit::OK
+        }
+        Err(client::ClientError::Refused(error)) => {
+            println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "error": error })).unwrap_or_default());
+            exit::FAILURE
+        }
+        Err(e) => {
+            eprintln!("troupe: {e}");
+            exit::FAILURE
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! `troupe gateway run`: load config, take the PID lock, bind, start the tree and the HTTP
+//! server, then drain gracefully on SIGTERM/SIGINT or exit non-zero when the root gives up.
+
+use std::collections::HashMap;
+use std::io::ErrorKind;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::{App, HttpServer, web};
+use tokio::sync::oneshot;
+use troupe_actors::gateway::{AuthPolicy, Gateway, GatewaySettings, Secret};
+use troupe_actors::messages::Shutdown;
+use troupe_actors::supervisor::install_panic_hook;
+use troupe_actors::tree::{TreeConfig, start_root};
+
+use crate::cli::RunFlags;
+use crate::config::{AuthSetting, Config, Overrides, Sources};
+use crate::exit;
+use crate::paths::StatePaths;
+use crate::pidfile::{PidFile, PidFileError};
+
+/// Loads the config for a command: file from `--config`/`TROUPE_CONFIG`, else the state
+/// dir's `config.toml` if present.
+pub fn load_config(
+    paths: &StatePaths,
+    config_file: Option<&std::path::Path>,
+    env: &HashMap<String, String>,
+    overrides: &Overrides,
+) -> Result<Config, crate::config::ConfigErrors> {
+    let file = match config_file {
+        Some(p) => Some((p.to_path_buf(), true)),
+        None => Some((paths.config_file(), false)),
+    };
+    Config::load(Sources { file, env, overrides })
+}
+
+/// Creates the state dir layout (0700 home).
+pub fn ensure_state_dir(paths: &StatePaths) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(&paths.home)?;
+    std::fs::set_permissions(&paths.home, std::fs::Permissions::from_mode(0o700))?;
+    std::fs::create_dir_all(paths.run_dir())?;
+    std::fs::create_dir_all(paths.logs_dir())?;
+    Ok(())
+}
+
+/// The token from config/env/flag, else the token file, generated (0600) on first start.
+pub fn resolve_auth(config: &Config, paths: &StatePaths) -> std::io::Result<AuthPolicy> {
+    Ok(match &config.auth {
+        AuthSetting::Token(Some(t)) => AuthPolicy::Token(t.clone()),
+        AuthSetting::Token(None) => AuthPolicy::Token(Secret(token_file(paths)?)),
+        AuthSetting::Password(p) => AuthPolicy::Password(p.clone()),
+        AuthSetting::None => AuthPolicy::None,
+    })
+}
+
+fn token_file(paths: &StatePaths) -> std::io::Result<String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(token) = paths.read_token() {
+        return Ok(token);
+    }
+    let token = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(paths.token_file())?;
+    writeln!(file, "{token}")?;
+    Ok(token)
+}
+
+/// Runs the gateway in the foreground; returns the process exit code.
+pub fn run(paths: &StatePaths, config_file: Option<&std::path::Path>, flags: &RunFlags, env: &HashMap<String, String>) -> i32 {
+    let started = Instant::now();
+    if let Err(e) = ensure_state_dir(paths) {
+        eprintln!("troupe: cannot create state dir {}: {e}", paths.home.display());
+        return exit::STATE_DIR;
+    }
+    let overrides = Overrides { port: flags.port, bind: flags.bind.clone(), token: flags.token.clone(), verbose: flags.verbose };
+    let config = match load_config(paths, config_file, env, &overrides) {
+        Ok(c) => c,
+        Err(errors) => {
+            for e in &errors.0 {
+                eprintln!("troupe: invalid config: {e}");
+            }
+            return exit::CONFIG;
+        }
+    };
+    let auth = match resolve_auth(&config, paths) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("troupe: cannot write token file {}: {e}", paths.token_file().display());
+            return exit::STATE_DIR;
+        }
+    };
+    if !config.bind.is_loopback() && matches!(auth, AuthPolicy::None) {
+        eprintln!(
+            "troupe: refusing to bind {} with gateway.auth.mode = \"none\": anyone on the network could drive your agents; enable token auth or bind loopback",
+            config.bind
+        );
+        return exit::INSECURE_BIND;
+    }
+    if flags.force && PidFile::is_locked(&paths.pid_file()) {
+        eprintln!("troupe: --force: stopping the gateway already running on this home");
+        crate::daemon::stop(paths, config.shutdown_timeout);
+    }
+    let pid_file = match PidFile::acquire(&paths.pid_file()) {
+        Ok(p) => p,
+        Err(e @ PidFileError::AlreadyRunning { .. }) => {
+            eprintln!("troupe: {e}");
+            return exit::ALREADY_RUNNING;
+        }
+        Err(e) => {
+            eprintln!("troupe: {e}");
+            return exit::STATE_DIR;
+        }
+    };
+    let listener = match TcpListener::bind(SocketAddr::new(config.bind, config.port)) {
+        Ok(l) => l,
+        Err(e) if e.kind() == ErrorKind::AddrInUse => {
+            eprintln!(
+                "troupe: port {} on {} is already in use; stop what holds it or choose another with --port",
+                config.port, config.bind
+            );
+            return exit::PORT_IN_USE;
+        }
+        Err(e) => {
+            eprintln!("troupe: cannot bind {}:{}: {e}", config.bind, config.port);
+            return exit::FAILURE;
+        }
+    };
+    let _log_guard = crate::logging::init(&config.log_level, &paths.logs_dir());
+    install_panic_hook();
+    let addr = match listener.local_addr() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("troupe: cannot read bound address: {e}");
+            return exit::FAILURE;
+        }
+    };
+    tracing::info!(port = addr.port(), pid = std::process::id(), "troupe listening on http://{addr} (ws://{addr}/ws)");
+    if pid_file.replaced_stale {
+        tracing::warn!(path = %paths.pid_file().display(), "replaced a stale PID file");
+    }
+    if let Err(e) = std::fs::write(paths.port_file(), format!("{}\n", addr.port())) {
+        tracing::error!(error = %e, "cannot write port file");
+    }
+    let code = match actix_rt::System::new().block_on(serve(config, auth, listener, paths.clone(), started)) {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!(error = %e, "gateway failed");
+            exit::FAILURE
+        }
+    };
+    let _ = std::fs::remove_file(paths.port_file());
+    drop(pid_file);
+    code
+}
+
+async fn serve(config: Config, auth: AuthPolicy, listener: TcpListener, paths: StatePaths, started: Instant) -> std::io::Result<i32> {
+    let (escalation_tx, escalation_rx) = oneshot::channel();
+    let tree = TreeConfig {
+        store_path: paths.resolve(&config.store_path),
+        agents: config.agents.clone(),
+        root_intensity: config.root_intensity,
+        agents_intensity: config.agents_intensity,
+        ping_interval: config.ping_interval,
+        hang_timeout: config.hang_timeout,
+    };
+    let root = start_root(&tree, escalation_tx);
+    let settings = GatewaySettings {
+        version: env!("CARGO_PKG_VERSION"),
+        auth,
+        fault_injection: config.fault_injection,
+        max_payload: config.max_payload,
+        max_buffered_bytes: config.max_buffered_bytes,
+        tick_interval: config.tick_interval,
+        handshake_timeout: config.handshake_timeout,
+        started,
+        agents: config.agents.clone(),
+    };
+    let gateway = Gateway { settings: Arc::new(settings), root: root.clone() };
+    let data = web::Data::new(gateway);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .app_data(web::PayloadConfig::new(256 * 1024))
+            .configure(crate::http::routes)
+    })
+    .workers(config.workers)
+    .disable_signals()
+    .shutdown_timeout(config.shutdown_timeout.as_secs().max(1))
+    .listen(listener)?
+    .run();
+    let handle = server.handle();
+    let server_task = actix_rt::spawn(server);
+    tracing::info!(ready_in_ms = started.elapsed().as_millis() as u64, "gateway started");
+
+    let escalated = tokio::select! {
+        signal = shutdown_signal() => {
+            tracing::info!(signal, "shutting down");
+            None
+        }
+        why = escalation_rx => why.ok(),
+    };
+    handle.pause().await;
+    if tokio::time::timeout(config.shutdown_timeout, root.send(Shutdown)).await.is_err() {
+        tracing::warn!("supervision tree did not stop within the shutdown timeout");
+    }
+    handle.stop(true).await;
+    let _ = server_task.await;
+    Ok(match escalated {
+        Some(why) => {
+            tracing::error!(reason = %why, "root supervisor gave up; exiting non-zero");
+            exit::ESCALATED
+        }
+        None => {
+            tracing::info!("stopped cleanly");
+            exit::OK
+        }
+    })
+}
+
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        std::future::pending::<()>().await;
+        return "none";
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}
