@@ -1,5 +1,6 @@
 //! Logging: `tracing` to stdout and to `logs/troupe.log`.
 
+use std::io::IsTerminal;
 use std::path::Path;
 
 use tracing_appender::non_blocking::WorkerGuard;
@@ -14,7 +15,7 @@ pub fn init(level: &str, logs_dir: &Path) -> Option<WorkerGuard> {
     let (file_writer, guard) = tracing_appender::non_blocking(file);
     let registry = tracing_subscriber::registry()
         .with(filter)
-        .with(tracing_subscriber::fmt::layer().with_target(false))
+        .with(tracing_subscriber::fmt::layer().with_target(false).with_ansi(std::io::stdout().is_terminal()))
         .with(tracing_subscriber::fmt::layer().with_ansi(false).with_writer(file_writer));
     registry.try_init().ok().map(|_| guard)
 }

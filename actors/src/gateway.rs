@@ -156,3 +156,38 @@ pub fn ready(tree: &crate::supervisor::TreeNode) -> bool {
     tree.state == crate::supervisor::NodeState::Running
         && tree.children.iter().filter(|c| c.kind != "ws").all(ready)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::ready;
+    use crate::supervisor::{NodeState, TreeNode};
+
+    fn n(id: &str, kind: &str, state: NodeState, children: Vec<TreeNode>) -> TreeNode {
+        TreeNode {
+            id: id.into(),
+            kind: kind.into(),
+            state,
+            restarts: 0,
+            last_exit: None,
+            started_at: None,
+            mailbox: 0,
+            children,
+            child_count: None,
+        }
+    }
+
+    #[test]
+    fn not_ready_while_a_nested_permanent_child_is_down_but_ws_sessions_do_not_count() {
+        use NodeState::*;
+        let tree = |agent| {
+            n("root", "supervisor", Running, vec![
+                n("agents", "supervisor", Running, vec![n("agent:main", "agent", agent, vec![])]),
+                n("clients", "supervisor", Running, vec![n("ws:1", "ws", Stopped, vec![])]),
+            ])
+        };
+        assert!(ready(&tree(Running)));
+        assert!(!ready(&tree(Restarting)));
+        assert!(!ready(&tree(Backoff)));
+        assert!(!ready(&tree(Failed)));
+    }
+}
