@@ -165,16 +165,22 @@ struct Figures {
 fn main() -> Result<(), BoxError> {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|arg| arg == bare_ws_server::FLAG) {
-        let port_file = args.get(i + 1).ok_or("a port file path must follow --bare-ws-server")?;
+        let port_file = args
+            .get(i + 1)
+            .ok_or("a port file path must follow --bare-ws-server")?;
         return bare_ws_server::run_process(Path::new(port_file));
     }
     let quick = env_flag("TROUPE_BENCH_QUICK");
     if !quick && !args.iter().any(|arg| arg == "--bench") {
-        println!("gateway_load: skipped; run `cargo bench --bench gateway_load` or set TROUPE_BENCH_QUICK=1");
+        println!(
+            "gateway_load: skipped; run `cargo bench --bench gateway_load` or set TROUPE_BENCH_QUICK=1"
+        );
         return Ok(());
     }
     let scale = Scale::from_env(quick)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     let figures = runtime.block_on(measure_all(&scale));
     build_table(&scale, &figures).print();
     Ok(())
@@ -182,8 +188,13 @@ fn main() -> Result<(), BoxError> {
 
 /// Runs every phase, gateway first, then the bare server.
 async fn measure_all(scale: &Scale) -> Figures {
-    progress(&format!("ready time: {} fresh gateway starts", scale.ready_runs));
-    let ready = measure_ready(scale.ready_runs).await.map_err(|e| e.to_string());
+    progress(&format!(
+        "ready time: {} fresh gateway starts",
+        scale.ready_runs
+    ));
+    let ready = measure_ready(scale.ready_runs)
+        .await
+        .map_err(|e| e.to_string());
     let mut figures = Figures {
         ready,
         idle_rss_kib: Err(NOT_MEASURED.to_owned()),
@@ -228,17 +239,28 @@ async fn measure_gateway(scale: &Scale, figures: &mut Figures) -> BenchResult<()
     figures.troupe = measure_throughput(port, &token, scale).await;
 
     progress(&format!("gateway: {} injected panics", scale.crashes));
-    figures.restart = measure_restart(port, &token, scale.crashes).await.map_err(|e| e.to_string());
+    figures.restart = measure_restart(port, &token, scale.crashes)
+        .await
+        .map_err(|e| e.to_string());
 
-    progress(&format!("gateway: {} idle connections", scale.idle_levels[1]));
-    figures.idle_conns = measure_idle_connections(&gateway, &token, scale).await.map_err(|e| e.to_string());
+    progress(&format!(
+        "gateway: {} idle connections",
+        scale.idle_levels[1]
+    ));
+    figures.idle_conns = measure_idle_connections(&gateway, &token, scale)
+        .await
+        .map_err(|e| e.to_string());
     Ok(())
 }
 
 /// The three throughput patterns against the server on `port`.
 async fn measure_throughput(port: u16, token: &str, scale: &Scale) -> Throughput {
-    let one_by_one = one_connection(port, token, 1, scale).await.map_err(|e| e.to_string());
-    let pipelined = one_connection(port, token, WINDOW, scale).await.map_err(|e| e.to_string());
+    let one_by_one = one_connection(port, token, 1, scale)
+        .await
+        .map_err(|e| e.to_string());
+    let pipelined = one_connection(port, token, WINDOW, scale)
+        .await
+        .map_err(|e| e.to_string());
     let fanout = async {
         let mut warm = Client::connect(port, token).await?;
         warm.closed_loop(scale.warmup()).await?;
@@ -247,11 +269,20 @@ async fn measure_throughput(port: u16, token: &str, scale: &Scale) -> Throughput
     }
     .await
     .map_err(|e| e.to_string());
-    Throughput { one_by_one, pipelined, fanout }
+    Throughput {
+        one_by_one,
+        pipelined,
+        fanout,
+    }
 }
 
 /// One connection with `window` requests in flight, after a warm-up.
-async fn one_connection(port: u16, token: &str, window: usize, scale: &Scale) -> BenchResult<LoadResult> {
+async fn one_connection(
+    port: u16,
+    token: &str,
+    window: usize,
+    scale: &Scale,
+) -> BenchResult<LoadResult> {
     let mut client = Client::connect(port, token).await?;
     client.closed_loop(scale.warmup()).await?;
     let result = if window == 1 {
@@ -266,7 +297,9 @@ async fn one_connection(port: u16, token: &str, window: usize, scale: &Scale) ->
 /// Crash-to-answer times of [`CRASH_TARGET`] over `crashes` injected panics.
 async fn measure_restart(port: u16, token: &str, crashes: usize) -> BenchResult<CrashResult> {
     let mut client = Client::connect(port, token).await?;
-    let result = client.crash_and_recover(CRASH_TARGET, crashes, RECOVERY_LIMIT).await?;
+    let result = client
+        .crash_and_recover(CRASH_TARGET, crashes, RECOVERY_LIMIT)
+        .await?;
     client.close().await;
     Ok(result)
 }
@@ -280,11 +313,20 @@ async fn measure_idle_connections(
     let mut pool = IdlePool::default();
     let mut levels = Vec::new();
     for wanted in scale.idle_levels {
-        let outcome = pool.grow_to(gateway.port(), token, wanted, OPEN_CONCURRENCY, OPEN_LIMIT).await;
+        let outcome = pool
+            .grow_to(gateway.port(), token, wanted, OPEN_CONCURRENCY, OPEN_LIMIT)
+            .await;
         tokio::time::sleep(scale.settle).await;
         let rss_kib = gateway.rss_kib()?;
         let full = outcome.open >= wanted;
-        levels.push(IdleLevel { wanted, outcome: OpenOutcome { open: pool.open(), ..outcome }, rss_kib });
+        levels.push(IdleLevel {
+            wanted,
+            outcome: OpenOutcome {
+                open: pool.open(),
+                ..outcome
+            },
+            rss_kib,
+        });
         if !full {
             break;
         }
@@ -295,7 +337,11 @@ async fn measure_idle_connections(
 
 /// The results table, targets beside figures.
 fn build_table(scale: &Scale, figures: &Figures) -> Table {
-    let profile = if cfg!(debug_assertions) { "debug build" } else { "release" };
+    let profile = if cfg!(debug_assertions) {
+        "debug build"
+    } else {
+        "release"
+    };
     let mut table = Table::new(format!("troupe gateway_load ({profile})"));
     add_ready_rows(&mut table, scale, figures);
     add_throughput_rows(&mut table, figures);
@@ -312,7 +358,12 @@ fn add_ready_rows(table: &mut Table, scale: &Scale, figures: &Figures) {
             let mut sorted = times.clone();
             sorted.sort_unstable();
             let (p50, max) = (sorted[(sorted.len() - 1) / 2], sorted[sorted.len() - 1]);
-            table.check(format!("ready: exec → /readyz 200 (p50 of {runs})"), report::ms(p50), "< 50 ms", p50 < Duration::from_millis(50));
+            table.check(
+                format!("ready: exec → /readyz 200 (p50 of {runs})"),
+                report::ms(p50),
+                "< 50 ms",
+                p50 < Duration::from_millis(50),
+            );
             table.info(format!("ready (max of {runs})"), report::ms(max));
         }
         Ok(_) => table.info(format!("ready (p50 of {runs})"), "no runs"),
@@ -328,9 +379,24 @@ fn add_ready_rows(table: &mut Table, scale: &Scale, figures: &Figures) {
 /// Troupe and bare rates for each pattern, and Troupe's share of bare.
 fn add_throughput_rows(table: &mut Table, figures: &Figures) {
     let patterns = [
-        ("1 conn × 1", &figures.troupe.one_by_one, &figures.bare.one_by_one, 70.0),
-        ("1 conn × 32 pipelined", &figures.troupe.pipelined, &figures.bare.pipelined, 50.0),
-        ("32 conns × 1", &figures.troupe.fanout, &figures.bare.fanout, 50.0),
+        (
+            "1 conn × 1",
+            &figures.troupe.one_by_one,
+            &figures.bare.one_by_one,
+            70.0,
+        ),
+        (
+            "1 conn × 32 pipelined",
+            &figures.troupe.pipelined,
+            &figures.bare.pipelined,
+            50.0,
+        ),
+        (
+            "32 conns × 1",
+            &figures.troupe.fanout,
+            &figures.bare.fanout,
+            50.0,
+        ),
     ];
     for (name, troupe, bare, target_pct) in patterns {
         for (server, result) in [("troupe", troupe), ("bare", bare)] {
@@ -343,7 +409,12 @@ fn add_throughput_rows(table: &mut Table, figures: &Figures) {
         if let (Ok(troupe), Ok(bare)) = (troupe, bare) {
             let pct = 100.0 * troupe.rate() / bare.rate().max(1e-9);
             let target = format!("≥ {target_pct:.0} %");
-            table.check(format!("health {name}: troupe / bare"), format!("{pct:.0} %"), &target, pct >= target_pct);
+            table.check(
+                format!("health {name}: troupe / bare"),
+                format!("{pct:.0} %"),
+                &target,
+                pct >= target_pct,
+            );
         }
     }
 }
@@ -357,10 +428,14 @@ fn add_idle_connection_rows(table: &mut Table, figures: &Figures) {
     let idle_kib = figures.idle_rss_kib.as_ref().ok().copied();
     for level in levels {
         let open = level.outcome.open;
-        let label = format!("RSS, {} idle connections", report::thousands(level.wanted as u64));
+        let label = format!(
+            "RSS, {} idle connections",
+            report::thousands(level.wanted as u64)
+        );
         let mut value = report::mb(level.rss_kib);
         if let Some(idle) = idle_kib.filter(|_| open > 0) {
-            let per_conn_kb = level.rss_kib.saturating_sub(idle) as f64 * 1024.0 / 1e3 / open as f64;
+            let per_conn_kb =
+                level.rss_kib.saturating_sub(idle) as f64 * 1024.0 / 1e3 / open as f64;
             value.push_str(&format!(" ({per_conn_kb:.1} KB/conn)"));
         }
         if open < level.wanted {
@@ -373,7 +448,10 @@ fn add_idle_connection_rows(table: &mut Table, figures: &Figures) {
         }
         if let Some(error) = &level.outcome.first_error {
             let failures = level.outcome.errors;
-            table.note(format!("opening {} connections", level.wanted), &format!("{failures} failed; first: {error}"));
+            table.note(
+                format!("opening {} connections", level.wanted),
+                &format!("{failures} failed; first: {error}"),
+            );
         }
     }
 }
@@ -386,10 +464,19 @@ fn add_restart_rows(table: &mut Table, scale: &Scale, figures: &Figures) {
             let (p50, p99) = report::p50_p99(&result.latencies_us);
             let label = format!("restart: crash → ping ok (p50 of {crashes})");
             table.info(label, report::us(p50));
-            table.check(format!("restart (p99 of {crashes})"), report::us(p99), "< 10 ms", p99 < 10_000);
+            table.check(
+                format!("restart (p99 of {crashes})"),
+                report::us(p99),
+                "< 10 ms",
+                p99 < 10_000,
+            );
             table.info(
                 "restart: pings seeing UNAVAILABLE",
-                format!("after {} of {} crashes", result.saw_unavailable, result.latencies_us.len()),
+                format!(
+                    "after {} of {} crashes",
+                    result.saw_unavailable,
+                    result.latencies_us.len()
+                ),
             );
         }
         Err(error) => table.error(format!("restart (p99 of {crashes})"), "< 10 ms", error),
@@ -409,9 +496,11 @@ fn env_flag(name: &str) -> bool {
 /// A numeric environment variable, if set; an error if set but not a number.
 fn env_number<T: std::str::FromStr>(name: &str) -> BenchResult<Option<T>> {
     match std::env::var(name) {
-        Ok(text) if !text.trim().is_empty() => {
-            text.trim().parse().map(Some).map_err(|_| format!("{name}={text} is not a number").into())
-        }
+        Ok(text) if !text.trim().is_empty() => text
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| format!("{name}={text} is not a number").into()),
         _ => Ok(None),
     }
 }

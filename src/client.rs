@@ -62,16 +62,30 @@ impl Target {
 
 /// Connects, handshakes, sends `method` and returns the response payload (the final one
 /// when `expect_final`).
-pub async fn call(target: &Target, method: &str, params: Option<Value>, expect_final: bool, timeout: Duration) -> Result<Value, ClientError> {
+pub async fn call(
+    target: &Target,
+    method: &str,
+    params: Option<Value>,
+    expect_final: bool,
+    timeout: Duration,
+) -> Result<Value, ClientError> {
     tokio::time::timeout(timeout, call_inner(target, method, params, expect_final))
         .await
         .map_err(|_| ClientError::Timeout(timeout))?
 }
 
-async fn call_inner(target: &Target, method: &str, params: Option<Value>, expect_final: bool) -> Result<Value, ClientError> {
+async fn call_inner(
+    target: &Target,
+    method: &str,
+    params: Option<Value>,
+    expect_final: bool,
+) -> Result<Value, ClientError> {
     let (mut ws, _) = tokio_tungstenite::connect_async(target.url.as_str())
         .await
-        .map_err(|e| ClientError::Connect { url: target.url.clone(), why: e.to_string() })?;
+        .map_err(|e| ClientError::Connect {
+            url: target.url.clone(),
+            why: e.to_string(),
+        })?;
     let connect = json!({
         "type": "req", "id": "connect", "method": "connect",
         "params": {
@@ -99,10 +113,13 @@ async fn call_inner(target: &Target, method: &str, params: Option<Value>, expect
     }
 }
 
-type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn send(ws: &mut Socket, frame: &Value) -> Result<(), ClientError> {
-    ws.send(Message::text(frame.to_string())).await.map_err(|e| ClientError::Protocol(e.to_string()))
+    ws.send(Message::text(frame.to_string()))
+        .await
+        .map_err(|e| ClientError::Protocol(e.to_string()))
 }
 
 async fn wait_response(ws: &mut Socket, id: &str) -> Result<Value, ClientError> {
@@ -110,17 +127,24 @@ async fn wait_response(ws: &mut Socket, id: &str) -> Result<Value, ClientError> 
         let msg = msg.map_err(|e| ClientError::Protocol(e.to_string()))?;
         let Message::Text(text) = msg else {
             if let Message::Close(frame) = msg {
-                return Err(ClientError::Protocol(format!("gateway closed the connection: {frame:?}")));
+                return Err(ClientError::Protocol(format!(
+                    "gateway closed the connection: {frame:?}"
+                )));
             }
             continue;
         };
-        let frame: Value = serde_json::from_str(&text).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let frame: Value =
+            serde_json::from_str(&text).map_err(|e| ClientError::Protocol(e.to_string()))?;
         if frame["type"] == "res" && frame["id"] == id {
             if frame["ok"] == true {
                 return Ok(frame.get("payload").cloned().unwrap_or(Value::Null));
             }
-            return Err(ClientError::Refused(frame.get("error").cloned().unwrap_or(Value::Null)));
+            return Err(ClientError::Refused(
+                frame.get("error").cloned().unwrap_or(Value::Null),
+            ));
         }
     }
-    Err(ClientError::Protocol("connection closed before the reply".into()))
+    Err(ClientError::Protocol(
+        "connection closed before the reply".into(),
+    ))
 }

@@ -36,7 +36,10 @@ impl fmt::Display for ConfigError {
 pub struct ConfigErrors(pub Vec<ConfigError>);
 
 fn error(key: &str, why: impl Into<String>) -> ConfigErrors {
-    ConfigErrors(vec![ConfigError { key: key.into(), why: why.into() }])
+    ConfigErrors(vec![ConfigError {
+        key: key.into(),
+        why: why.into(),
+    }])
 }
 
 /// Flag values that override everything else.
@@ -204,7 +207,11 @@ impl Config {
             if *required && !path.exists() {
                 return Err(error(&path.display().to_string(), "config file not found"));
             }
-            builder = builder.add_source(File::from(path.clone()).format(FileFormat::Toml).required(*required));
+            builder = builder.add_source(
+                File::from(path.clone())
+                    .format(FileFormat::Toml)
+                    .required(*required),
+            );
         }
         let env: HashMap<String, String> = sources
             .env
@@ -219,8 +226,12 @@ impl Config {
                 .try_parsing(true)
                 .source(Some(env)),
         );
-        let merged = builder.build().map_err(|e| error(&key_of(&e), e.to_string()))?;
-        let raw: Raw = merged.try_deserialize().map_err(|e| error(&key_of(&e), e.to_string()))?;
+        let merged = builder
+            .build()
+            .map_err(|e| error(&key_of(&e), e.to_string()))?;
+        let raw: Raw = merged
+            .try_deserialize()
+            .map_err(|e| error(&key_of(&e), e.to_string()))?;
         validate(raw, sources.env, sources.overrides)
     }
 }
@@ -242,14 +253,26 @@ fn key_of(err: &config::ConfigError) -> String {
     "config".to_string()
 }
 
-fn validate(raw: Raw, env: &HashMap<String, String>, flags: &Overrides) -> Result<Config, ConfigErrors> {
+fn validate(
+    raw: Raw,
+    env: &HashMap<String, String>,
+    flags: &Overrides,
+) -> Result<Config, ConfigErrors> {
     let mut errors = Vec::new();
-    let mut bad = |key: &str, why: String| errors.push(ConfigError { key: key.into(), why });
+    let mut bad = |key: &str, why: String| {
+        errors.push(ConfigError {
+            key: key.into(),
+            why,
+        })
+    };
 
     let port = match (flags.port, env.get("TROUPE_GATEWAY_PORT")) {
         (Some(p), _) => p,
         (None, Some(v)) => v.parse().unwrap_or_else(|_| {
-            bad("TROUPE_GATEWAY_PORT", format!("{v:?} is not a port number (0-65535)"));
+            bad(
+                "TROUPE_GATEWAY_PORT",
+                format!("{v:?} is not a port number (0-65535)"),
+            );
             0
         }),
         (None, None) => raw.gateway.port,
@@ -258,7 +281,10 @@ fn validate(raw: Raw, env: &HashMap<String, String>, flags: &Overrides) -> Resul
     let bind = match bind_text.as_str() {
         "loopback" | "localhost" => IpAddr::V4(Ipv4Addr::LOCALHOST),
         other => other.parse().unwrap_or_else(|_| {
-            bad("gateway.bind", format!("{other:?} is neither \"loopback\" nor an IP address"));
+            bad(
+                "gateway.bind",
+                format!("{other:?} is neither \"loopback\" nor an IP address"),
+            );
             IpAddr::V4(Ipv4Addr::LOCALHOST)
         }),
     };
@@ -273,32 +299,50 @@ fn validate(raw: Raw, env: &HashMap<String, String>, flags: &Overrides) -> Resul
         "password" => match raw.gateway.auth.password.filter(|p| !p.is_empty()) {
             Some(p) => AuthSetting::Password(Secret(p)),
             None => {
-                bad("gateway.auth.password", "required when gateway.auth.mode = \"password\"".into());
+                bad(
+                    "gateway.auth.password",
+                    "required when gateway.auth.mode = \"password\"".into(),
+                );
                 AuthSetting::None
             }
         },
         "none" => AuthSetting::None,
         other => {
-            bad("gateway.auth.mode", format!("{other:?} is not one of token, password, none"));
+            bad(
+                "gateway.auth.mode",
+                format!("{other:?} is not one of token, password, none"),
+            );
             AuthSetting::None
         }
     };
     if let AuthSetting::Token(Some(t)) = &auth
         && t.0.len() < 16
     {
-        bad("gateway.auth.token", "must be at least 16 characters".into());
+        bad(
+            "gateway.auth.token",
+            "must be at least 16 characters".into(),
+        );
     }
     let ws = &raw.gateway.ws;
     if ws.max_payload < 1024 {
-        bad("gateway.ws.max_payload", "must be at least 1024 bytes".into());
+        bad(
+            "gateway.ws.max_payload",
+            "must be at least 1024 bytes".into(),
+        );
     }
     if ws.max_buffered_bytes < ws.max_payload {
-        bad("gateway.ws.max_buffered_bytes", "must be at least gateway.ws.max_payload".into());
+        bad(
+            "gateway.ws.max_buffered_bytes",
+            "must be at least gateway.ws.max_payload".into(),
+        );
     }
     for (key, ms) in [
         ("gateway.ws.tick_interval_ms", ws.tick_interval_ms),
         ("gateway.ws.handshake_timeout_ms", ws.handshake_timeout_ms),
-        ("supervisor.ping_interval_ms", raw.supervisor.ping_interval_ms),
+        (
+            "supervisor.ping_interval_ms",
+            raw.supervisor.ping_interval_ms,
+        ),
         ("supervisor.hang_timeout_ms", raw.supervisor.hang_timeout_ms),
     ] {
         if ms == 0 {
@@ -306,26 +350,44 @@ fn validate(raw: Raw, env: &HashMap<String, String>, flags: &Overrides) -> Resul
         }
     }
     if raw.supervisor.hang_timeout_ms < raw.supervisor.ping_interval_ms {
-        bad("supervisor.hang_timeout_ms", "must be at least supervisor.ping_interval_ms".into());
+        bad(
+            "supervisor.hang_timeout_ms",
+            "must be at least supervisor.ping_interval_ms".into(),
+        );
     }
     if raw.supervisor.period_secs == 0 {
         bad("supervisor.period_secs", "must be greater than 0".into());
     }
     if raw.supervisor.agents.period_secs == 0 {
-        bad("supervisor.agents.period_secs", "must be greater than 0".into());
+        bad(
+            "supervisor.agents.period_secs",
+            "must be greater than 0".into(),
+        );
     }
     let mut agents = Vec::new();
     for (i, agent) in raw.agents.iter().enumerate() {
         let valid_id = !agent.id.is_empty()
-            && agent.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            && agent
+                .id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
         if !valid_id {
-            bad(&format!("agents[{i}].id"), format!("{:?} must be non-empty letters, digits, - or _", agent.id));
+            bad(
+                &format!("agents[{i}].id"),
+                format!("{:?} must be non-empty letters, digits, - or _", agent.id),
+            );
         }
         if agents.iter().any(|a: &AgentSummary| a.id == agent.id) {
-            bad(&format!("agents[{i}].id"), format!("duplicate agent id {:?}", agent.id));
+            bad(
+                &format!("agents[{i}].id"),
+                format!("duplicate agent id {:?}", agent.id),
+            );
         }
         if agent.provider != "echo" {
-            bad(&format!("agents[{i}].provider"), format!("{:?} is not a known provider (known: echo)", agent.provider));
+            bad(
+                &format!("agents[{i}].provider"),
+                format!("{:?} is not a known provider (known: echo)", agent.provider),
+            );
         }
         agents.push(AgentSummary {
             id: agent.id.clone(),
@@ -335,16 +397,25 @@ fn validate(raw: Raw, env: &HashMap<String, String>, flags: &Overrides) -> Resul
         });
     }
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&raw.logging.level) {
-        bad("logging.level", format!("{:?} is not a valid filter: {e}", raw.logging.level));
+        bad(
+            "logging.level",
+            format!("{:?} is not a valid filter: {e}", raw.logging.level),
+        );
     }
     let workers = match raw.gateway.workers {
-        0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+        0 => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2),
         n => n,
     };
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }
-    let log_level = if flags.verbose { "debug".to_string() } else { raw.logging.level };
+    let log_level = if flags.verbose {
+        "debug".to_string()
+    } else {
+        raw.logging.level
+    };
     Ok(Config {
         port,
         bind,
@@ -377,8 +448,15 @@ mod tests {
     use super::*;
 
     fn load(env: &[(&str, &str)], overrides: Overrides) -> Result<Config, ConfigErrors> {
-        let env: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        Config::load(Sources { file: None, env: &env, overrides: &overrides })
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::load(Sources {
+            file: None,
+            env: &env,
+            overrides: &overrides,
+        })
     }
 
     #[test]
@@ -393,17 +471,29 @@ mod tests {
 
     #[test]
     fn port_precedence_is_flag_then_env_then_file() {
-        let env = [("TROUPE_GATEWAY_PORT", "2000"), ("TROUPE__GATEWAY__PORT", "3000")];
-        assert_eq!(load(&env[1..], Overrides::default()).expect("ok").port, 3000);
+        let env = [
+            ("TROUPE_GATEWAY_PORT", "2000"),
+            ("TROUPE__GATEWAY__PORT", "3000"),
+        ];
+        assert_eq!(
+            load(&env[1..], Overrides::default()).expect("ok").port,
+            3000
+        );
         assert_eq!(load(&env, Overrides::default()).expect("ok").port, 2000);
-        let flags = Overrides { port: Some(1000), ..Overrides::default() };
+        let flags = Overrides {
+            port: Some(1000),
+            ..Overrides::default()
+        };
         assert_eq!(load(&env, flags).expect("ok").port, 1000);
     }
 
     #[test]
     fn nested_env_keys_set_values() {
         let cfg = load(
-            &[("TROUPE__DEBUG__FAULT_INJECTION", "true"), ("TROUPE__SUPERVISOR__AGENTS__MAX_RESTARTS", "77")],
+            &[
+                ("TROUPE__DEBUG__FAULT_INJECTION", "true"),
+                ("TROUPE__SUPERVISOR__AGENTS__MAX_RESTARTS", "77"),
+            ],
             Overrides::default(),
         )
         .expect("ok");
@@ -414,7 +504,10 @@ mod tests {
     #[test]
     fn every_error_names_its_key() {
         let err = load(
-            &[("TROUPE__GATEWAY__BIND", "nowhere"), ("TROUPE__GATEWAY__AUTH__MODE", "magic")],
+            &[
+                ("TROUPE__GATEWAY__BIND", "nowhere"),
+                ("TROUPE__GATEWAY__AUTH__MODE", "magic"),
+            ],
             Overrides::default(),
         )
         .expect_err("invalid");
@@ -424,13 +517,15 @@ mod tests {
 
     #[test]
     fn wrong_type_names_the_key() {
-        let err = load(&[("TROUPE__GATEWAY__PORT", "many")], Overrides::default()).expect_err("invalid");
+        let err =
+            load(&[("TROUPE__GATEWAY__PORT", "many")], Overrides::default()).expect_err("invalid");
         assert_eq!(err.0[0].key, "gateway.port", "{err}");
     }
 
     #[test]
     fn short_token_is_rejected() {
-        let err = load(&[("TROUPE_GATEWAY_TOKEN", "short")], Overrides::default()).expect_err("invalid");
+        let err =
+            load(&[("TROUPE_GATEWAY_TOKEN", "short")], Overrides::default()).expect_err("invalid");
         assert_eq!(err.0[0].key, "gateway.auth.token");
     }
 }

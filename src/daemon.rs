@@ -22,7 +22,10 @@ const READY_WAIT: Duration = Duration::from_secs(20);
 /// Starts `troupe gateway run` in the background and waits until `/readyz` answers 200.
 pub fn start(paths: &StatePaths, config_file: Option<&std::path::Path>, flags: &RunFlags) -> i32 {
     if let Err(e) = crate::server::ensure_state_dir(paths) {
-        eprintln!("troupe: cannot create state dir {}: {e}", paths.home.display());
+        eprintln!(
+            "troupe: cannot create state dir {}: {e}",
+            paths.home.display()
+        );
         return exit::STATE_DIR;
     }
     let Ok(exe) = std::env::current_exe() else {
@@ -30,7 +33,11 @@ pub fn start(paths: &StatePaths, config_file: Option<&std::path::Path>, flags: &
         return exit::FAILURE;
     };
     let out_path = paths.logs_dir().join("daemon.out");
-    let Ok(out) = std::fs::OpenOptions::new().create(true).append(true).open(&out_path) else {
+    let Ok(out) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&out_path)
+    else {
         eprintln!("troupe: cannot open {}", out_path.display());
         return exit::STATE_DIR;
     };
@@ -56,7 +63,9 @@ pub fn start(paths: &StatePaths, config_file: Option<&std::path::Path>, flags: &
         cmd.arg("--verbose");
     }
     use std::os::unix::process::CommandExt;
-    cmd.env("TROUPE_HOME", &paths.home).stdin(Stdio::null()).process_group(0);
+    cmd.env("TROUPE_HOME", &paths.home)
+        .stdin(Stdio::null())
+        .process_group(0);
     let (Ok(o1), Ok(o2)) = (out.try_clone(), out.try_clone()) else {
         return exit::FAILURE;
     };
@@ -73,19 +82,28 @@ pub fn start(paths: &StatePaths, config_file: Option<&std::path::Path>, flags: &
         if let Ok(Some(status)) = child.try_wait() {
             let code = status.code().unwrap_or(exit::FAILURE);
             eprint!("{}", tail_since(&out_path, offset));
-            eprintln!("troupe: the gateway exited during start (code {code}); see {}", out_path.display());
+            eprintln!(
+                "troupe: the gateway exited during start (code {code}); see {}",
+                out_path.display()
+            );
             return code;
         }
         let ours = paths.read_pid() == Some(child.id() as i32);
         if let (true, Some(port)) = (ours, paths.read_port())
             && http_get_status(port, "/readyz") == Some(200)
         {
-            println!("troupe gateway started (pid {}) on http://127.0.0.1:{port}", child.id());
+            println!(
+                "troupe gateway started (pid {}) on http://127.0.0.1:{port}",
+                child.id()
+            );
             return exit::OK;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    eprintln!("troupe: the gateway did not become ready within {READY_WAIT:?}; see {}", out_path.display());
+    eprintln!(
+        "troupe: the gateway did not become ready within {READY_WAIT:?}; see {}",
+        out_path.display()
+    );
     exit::FAILURE
 }
 
@@ -96,7 +114,8 @@ fn tail_since(path: &std::path::Path, offset: u64) -> String {
 
 /// A minimal HTTP/1.0 GET on loopback, returning the status code.
 pub fn http_get_status(port: u16, path: &str) -> Option<u16> {
-    let mut stream = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(1)).ok()?;
+    let mut stream =
+        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(1)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
     write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
     let mut head = [0u8; 12];
@@ -118,7 +137,10 @@ pub fn stop(paths: &StatePaths, drain: Duration) -> i32 {
         return exit::OK;
     }
     let Some(pid) = paths.read_pid() else {
-        eprintln!("troupe: PID file {} is locked but unreadable", pid_path.display());
+        eprintln!(
+            "troupe: PID file {} is locked but unreadable",
+            pid_path.display()
+        );
         return exit::FAILURE;
     };
     if let Err(e) = kill(Pid::from_raw(pid), Signal::SIGTERM) {
@@ -142,18 +164,30 @@ pub fn stop(paths: &StatePaths, drain: Duration) -> i32 {
 }
 
 /// Prints pid, uptime, URL and agents (and the tree with `deep`); exit 3 when not running.
-pub fn status(paths: &StatePaths, env: &HashMap<String, String>, json_out: bool, deep: bool, flags: &ClientFlags) -> i32 {
+pub fn status(
+    paths: &StatePaths,
+    env: &HashMap<String, String>,
+    json_out: bool,
+    deep: bool,
+    flags: &ClientFlags,
+) -> i32 {
     let running = PidFile::is_locked(&paths.pid_file());
     if !running && flags.url.is_none() {
         if json_out {
             println!("{}", json!({ "running": false, "home": paths.home }));
         } else {
-            println!("troupe gateway: not running (home {})", paths.home.display());
+            println!(
+                "troupe gateway: not running (home {})",
+                paths.home.display()
+            );
         }
         return exit::NOT_RUNNING;
     }
     let target = Target::resolve(flags, paths, env);
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("troupe: {e}");
@@ -161,7 +195,13 @@ pub fn status(paths: &StatePaths, env: &HashMap<String, String>, json_out: bool,
         }
     };
     let params = deep.then(|| json!({ "clients": "all" }));
-    let reply = runtime.block_on(call(&target, "status", params, false, Duration::from_secs(flags.timeout)));
+    let reply = runtime.block_on(call(
+        &target,
+        "status",
+        params,
+        false,
+        Duration::from_secs(flags.timeout),
+    ));
     let mut report = match reply {
         Ok(v) => v,
         Err(e) => {
@@ -169,22 +209,41 @@ pub fn status(paths: &StatePaths, env: &HashMap<String, String>, json_out: bool,
             return exit::FAILURE;
         }
     };
-    let url = target.url.replace("ws://", "http://").trim_end_matches("/ws").to_string();
+    let url = target
+        .url
+        .replace("ws://", "http://")
+        .trim_end_matches("/ws")
+        .to_string();
     if json_out {
         if !deep && let Some(obj) = report.as_object_mut() {
             obj.remove("tree");
         }
-        println!("{}", json!({ "running": true, "url": url, "status": report }));
+        println!(
+            "{}",
+            json!({ "running": true, "url": url, "status": report })
+        );
         return exit::OK;
     }
     println!("troupe gateway: running");
     println!("  pid      {}", report["pid"]);
-    println!("  uptime   {}", human_ms(report["uptimeMs"].as_u64().unwrap_or(0)));
+    println!(
+        "  uptime   {}",
+        human_ms(report["uptimeMs"].as_u64().unwrap_or(0))
+    );
     println!("  url      {url}");
     println!("  ready    {}", report["ready"]);
     for agent in report["agents"].as_array().into_iter().flatten() {
-        let note = if agent["realModel"] == false { " (built-in echo, not a real model)" } else { "" };
-        println!("  agent    {} via {}/{}{note}", agent["id"].as_str().unwrap_or("?"), agent["provider"].as_str().unwrap_or("?"), agent["model"].as_str().unwrap_or("?"));
+        let note = if agent["realModel"] == false {
+            " (built-in echo, not a real model)"
+        } else {
+            ""
+        };
+        println!(
+            "  agent    {} via {}/{}{note}",
+            agent["id"].as_str().unwrap_or("?"),
+            agent["provider"].as_str().unwrap_or("?"),
+            agent["model"].as_str().unwrap_or("?")
+        );
     }
     println!("  channels none configured");
     if deep {
@@ -202,7 +261,11 @@ fn human_ms(ms: u64) -> String {
 fn print_tree(node: &Value, depth: usize) {
     let exit = match &node["lastExit"] {
         Value::Null => String::new(),
-        e => format!("  last exit: {} {}", e["reason"].as_str().unwrap_or("?"), e["message"].as_str().unwrap_or("")),
+        e => format!(
+            "  last exit: {} {}",
+            e["reason"].as_str().unwrap_or("?"),
+            e["message"].as_str().unwrap_or("")
+        ),
     };
     println!(
         "{}{} [{}] {} restarts={} mailbox={}{exit}",

@@ -9,7 +9,9 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 use troupe_actors::gateway::{AuthPolicy, Gateway};
 use troupe_actors::messages::FaultMode;
-use troupe_actors::supervisor::{ChildAction, ChildCommand, ChildId, CommandError, NodeState, TreeNode};
+use troupe_actors::supervisor::{
+    ChildAction, ChildCommand, ChildId, CommandError, NodeState, TreeNode,
+};
 use troupe_actors::ws_session::WsSessionActor;
 
 /// An HTTP error with a JSON body `{error: {code, message}}`.
@@ -23,7 +25,11 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
     }
 }
 
@@ -32,15 +38,22 @@ impl ResponseError for ApiError {
         self.status
     }
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status).json(json!({ "error": { "code": self.code, "message": self.message } }))
+        HttpResponse::build(self.status)
+            .json(json!({ "error": { "code": self.code, "message": self.message } }))
     }
 }
 
 impl From<CommandError> for ApiError {
     fn from(err: CommandError) -> Self {
         match err {
-            CommandError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", err.to_string()),
-            CommandError::Unavailable(..) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", err.to_string()),
+            CommandError::NotFound(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", err.to_string())
+            }
+            CommandError::Unavailable(..) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UNAVAILABLE",
+                err.to_string(),
+            ),
         }
     }
 }
@@ -71,7 +84,11 @@ fn authorize(req: &HttpRequest, gateway: &Gateway) -> Result<(), ApiError> {
     if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
         Ok(())
     } else {
-        Err(ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "missing or wrong bearer token (Authorization: Bearer <token>)"))
+        Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+            "missing or wrong bearer token (Authorization: Bearer <token>)",
+        ))
     }
 }
 
@@ -104,7 +121,11 @@ struct StatusQuery {
     clients: Option<String>,
 }
 
-async fn status(req: HttpRequest, gateway: web::Data<Gateway>, q: web::Query<StatusQuery>) -> Result<HttpResponse, ApiError> {
+async fn status(
+    req: HttpRequest,
+    gateway: web::Data<Gateway>,
+    q: web::Query<StatusQuery>,
+) -> Result<HttpResponse, ApiError> {
     authorize(&req, &gateway)?;
     let all = q.clients.as_deref() == Some("all");
     Ok(HttpResponse::Ok().json(gateway.status(all).await))
@@ -124,30 +145,61 @@ struct RestartBody {
     id: String,
 }
 
-async fn route_command(gateway: &Gateway, id: String, action: ChildAction) -> Result<HttpResponse, ApiError> {
+async fn route_command(
+    gateway: &Gateway,
+    id: String,
+    action: ChildAction,
+) -> Result<HttpResponse, ApiError> {
     let reply = gateway
         .root
-        .send(ChildCommand { id: ChildId::new(id.clone()), action })
+        .send(ChildCommand {
+            id: ChildId::new(id.clone()),
+            action,
+        })
         .await
-        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", format!("supervisor unreachable: {e}")))?;
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UNAVAILABLE",
+                format!("supervisor unreachable: {e}"),
+            )
+        })?;
     reply?;
     Ok(HttpResponse::Accepted().json(json!({ "id": id, "ok": true })))
 }
 
 fn json_body<T: serde::de::DeserializeOwned>(body: &web::Bytes) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", format!("invalid JSON body: {e}")))
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+            format!("invalid JSON body: {e}"),
+        )
+    })
 }
 
-async fn crash(req: HttpRequest, gateway: web::Data<Gateway>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+async fn crash(
+    req: HttpRequest,
+    gateway: web::Data<Gateway>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
     authorize(&req, &gateway)?;
     if !gateway.settings.fault_injection {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "FAULT_INJECTION_DISABLED", "fault injection is off; set debug.fault_injection = true"));
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "FAULT_INJECTION_DISABLED",
+            "fault injection is off; set debug.fault_injection = true",
+        ));
     }
     let body: CrashBody = json_body(&body)?;
     route_command(&gateway, body.id, ChildAction::Crash(body.mode)).await
 }
 
-async fn restart(req: HttpRequest, gateway: web::Data<Gateway>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+async fn restart(
+    req: HttpRequest,
+    gateway: web::Data<Gateway>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
     authorize(&req, &gateway)?;
     let body: RestartBody = json_body(&body)?;
     route_command(&gateway, body.id, ChildAction::Restart).await
@@ -157,28 +209,50 @@ async fn metrics(gateway: web::Data<Gateway>) -> HttpResponse {
     let status = gateway.status(false).await;
     let mut out = String::new();
     out.push_str("# HELP troupe_uptime_seconds Seconds since the gateway started.\n# TYPE troupe_uptime_seconds gauge\n");
-    out.push_str(&format!("troupe_uptime_seconds {:.3}\n", status.uptime_ms as f64 / 1000.0));
+    out.push_str(&format!(
+        "troupe_uptime_seconds {:.3}\n",
+        status.uptime_ms as f64 / 1000.0
+    ));
     let clients = status.tree.children.iter().find(|c| c.id == "clients");
-    let connections = clients.map(|c| c.child_count.unwrap_or(c.children.len())).unwrap_or(0);
+    let connections = clients
+        .map(|c| c.child_count.unwrap_or(c.children.len()))
+        .unwrap_or(0);
     out.push_str("# HELP troupe_ws_connections Open WebSocket connections.\n# TYPE troupe_ws_connections gauge\n");
     out.push_str(&format!("troupe_ws_connections {connections}\n"));
-    out.push_str("# HELP troupe_ready 1 when every permanent child is running.\n# TYPE troupe_ready gauge\n");
+    out.push_str(
+        "# HELP troupe_ready 1 when every permanent child is running.\n# TYPE troupe_ready gauge\n",
+    );
     out.push_str(&format!("troupe_ready {}\n", u8::from(status.ready)));
     let mut nodes = Vec::new();
     collect(&status.tree, &mut nodes);
     out.push_str("# HELP troupe_child_restarts_total Restarts of each supervised child.\n# TYPE troupe_child_restarts_total counter\n");
     for n in &nodes {
-        out.push_str(&format!("troupe_child_restarts_total{{id=\"{}\",kind=\"{}\"}} {}\n", n.id, n.kind, n.restarts));
+        out.push_str(&format!(
+            "troupe_child_restarts_total{{id=\"{}\",kind=\"{}\"}} {}\n",
+            n.id, n.kind, n.restarts
+        ));
     }
     out.push_str("# HELP troupe_child_mailbox Work queued in each child as last reported.\n# TYPE troupe_child_mailbox gauge\n");
     for n in &nodes {
-        out.push_str(&format!("troupe_child_mailbox{{id=\"{}\",kind=\"{}\"}} {}\n", n.id, n.kind, n.mailbox));
+        out.push_str(&format!(
+            "troupe_child_mailbox{{id=\"{}\",kind=\"{}\"}} {}\n",
+            n.id, n.kind, n.mailbox
+        ));
     }
-    out.push_str("# HELP troupe_child_up 1 when the child is running.\n# TYPE troupe_child_up gauge\n");
+    out.push_str(
+        "# HELP troupe_child_up 1 when the child is running.\n# TYPE troupe_child_up gauge\n",
+    );
     for n in &nodes {
-        out.push_str(&format!("troupe_child_up{{id=\"{}\",kind=\"{}\"}} {}\n", n.id, n.kind, u8::from(n.state == NodeState::Running)));
+        out.push_str(&format!(
+            "troupe_child_up{{id=\"{}\",kind=\"{}\"}} {}\n",
+            n.id,
+            n.kind,
+            u8::from(n.state == NodeState::Running)
+        ));
     }
-    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(out)
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(out)
 }
 
 fn collect<'a>(node: &'a TreeNode, out: &mut Vec<&'a TreeNode>) {
@@ -188,18 +262,41 @@ fn collect<'a>(node: &'a TreeNode, out: &mut Vec<&'a TreeNode>) {
     }
 }
 
-async fn ws(req: HttpRequest, body: web::Payload, gateway: web::Data<Gateway>) -> Result<HttpResponse, actix_web::Error> {
+async fn ws(
+    req: HttpRequest,
+    body: web::Payload,
+    gateway: web::Data<Gateway>,
+) -> Result<HttpResponse, actix_web::Error> {
     let gateway: Arc<Gateway> = gateway.into_inner();
     let Some(clients) = gateway.lookup_supervisor("clients").await else {
-        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", "the clients supervisor is restarting; retry").into());
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "UNAVAILABLE",
+            "the clients supervisor is restarting; retry",
+        )
+        .into());
     };
     let (response, session, stream) = actix_ws::handle(&req, body)?;
-    WsSessionActor::start((*gateway).clone(), clients, session, stream, req.peer_addr());
+    WsSessionActor::start(
+        (*gateway).clone(),
+        clients,
+        session,
+        stream,
+        req.peer_addr(),
+    );
     Ok(response)
 }
 
-async fn root(req: HttpRequest, body: web::Payload, gateway: web::Data<Gateway>) -> Result<HttpResponse, actix_web::Error> {
-    let upgrade = req.headers().get("upgrade").and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+async fn root(
+    req: HttpRequest,
+    body: web::Payload,
+    gateway: web::Data<Gateway>,
+) -> Result<HttpResponse, actix_web::Error> {
+    let upgrade = req
+        .headers()
+        .get("upgrade")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
     if upgrade {
         return ws(req, body, gateway).await;
     }

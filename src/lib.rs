@@ -45,23 +45,41 @@ pub fn dispatch(cli: Cli) -> i32 {
                 }
                 daemon::start(&paths, config_file, &flags)
             }
-            GatewayCommand::Status { json, deep, client } => daemon::status(&paths, &env, json, deep, &client),
+            GatewayCommand::Status { json, deep, client } => {
+                daemon::status(&paths, &env, json, deep, &client)
+            }
             GatewayCommand::Install => ops::install(&paths, &env),
             GatewayCommand::Uninstall => ops::uninstall(&env),
-            GatewayCommand::Call { method, params, expect_final, client } => call(&paths, &env, &method, params, expect_final, &client),
+            GatewayCommand::Call {
+                method,
+                params,
+                expect_final,
+                client,
+            } => call(&paths, &env, &method, params, expect_final, &client),
         },
         Command::Logs { follow, lines } => ops::logs(&paths, lines, follow),
         Command::Doctor => ops::doctor(&paths, config_file, &env),
     }
 }
 
-fn drain_timeout(paths: &StatePaths, config_file: Option<&std::path::Path>, env: &HashMap<String, String>) -> Duration {
+fn drain_timeout(
+    paths: &StatePaths,
+    config_file: Option<&std::path::Path>,
+    env: &HashMap<String, String>,
+) -> Duration {
     server::load_config(paths, config_file, env, &Default::default())
         .map(|c| c.shutdown_timeout)
         .unwrap_or(Duration::from_secs(10))
 }
 
-fn call(paths: &StatePaths, env: &HashMap<String, String>, method: &str, params: Option<String>, expect_final: bool, flags: &cli::ClientFlags) -> i32 {
+fn call(
+    paths: &StatePaths,
+    env: &HashMap<String, String>,
+    method: &str,
+    params: Option<String>,
+    expect_final: bool,
+    flags: &cli::ClientFlags,
+) -> i32 {
     let params = match params.map(|p| serde_json::from_str::<serde_json::Value>(&p)) {
         Some(Err(e)) => {
             eprintln!("troupe: --params is not valid JSON: {e}");
@@ -71,16 +89,32 @@ fn call(paths: &StatePaths, env: &HashMap<String, String>, method: &str, params:
         None => None,
     };
     let target = client::Target::resolve(flags, paths, env);
-    let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
         return exit::FAILURE;
     };
-    match runtime.block_on(client::call(&target, method, params, expect_final, Duration::from_secs(flags.timeout))) {
+    match runtime.block_on(client::call(
+        &target,
+        method,
+        params,
+        expect_final,
+        Duration::from_secs(flags.timeout),
+    )) {
         Ok(payload) => {
-            println!("{}", serde_json::to_string_pretty(&payload).unwrap_or_default());
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&payload).unwrap_or_default()
+            );
             exit::OK
         }
         Err(client::ClientError::Refused(error)) => {
-            println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "error": error })).unwrap_or_default());
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({ "error": error }))
+                    .unwrap_or_default()
+            );
             exit::FAILURE
         }
         Err(e) => {

@@ -15,7 +15,15 @@ pub fn init(level: &str, logs_dir: &Path) -> Option<WorkerGuard> {
     let (file_writer, guard) = tracing_appender::non_blocking(file);
     let registry = tracing_subscriber::registry()
         .with(filter)
-        .with(tracing_subscriber::fmt::layer().with_target(false).with_ansi(std::io::stdout().is_terminal()))
-        .with(tracing_subscriber::fmt::layer().with_ansi(false).with_writer(file_writer));
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_target(false)
+                .with_ansi(std::io::stdout().is_terminal()),
+        )
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(false)
+                .with_writer(file_writer),
+        );
     registry.try_init().ok().map(|_| guard)
 }

@@ -14,7 +14,10 @@ fn unit_path(env: &HashMap<String, String>) -> PathBuf {
     if cfg!(target_os = "macos") {
         home.join("Library/LaunchAgents/ai.troupe.gateway.plist")
     } else {
-        let base = env.get("XDG_CONFIG_HOME").map(PathBuf::from).unwrap_or_else(|| home.join(".config"));
+        let base = env
+            .get("XDG_CONFIG_HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| home.join(".config"));
         base.join("systemd/user/troupe.service")
     }
 }
@@ -57,7 +60,9 @@ pub fn install(paths: &StatePaths, env: &HashMap<String, String>) -> i32 {
     if cfg!(target_os = "macos") {
         println!("enable with: launchctl load -w {}", path.display());
     } else {
-        println!("enable with: systemctl --user daemon-reload && systemctl --user enable --now troupe");
+        println!(
+            "enable with: systemctl --user daemon-reload && systemctl --user enable --now troupe"
+        );
     }
     exit::OK
 }
@@ -88,7 +93,10 @@ pub fn uninstall(env: &HashMap<String, String>) -> i32 {
 pub fn logs(paths: &StatePaths, lines: usize, follow: bool) -> i32 {
     let path = paths.log_file();
     let Ok(mut file) = std::fs::File::open(&path) else {
-        eprintln!("troupe: no log at {} yet (has the gateway run on this home?)", path.display());
+        eprintln!(
+            "troupe: no log at {} yet (has the gateway run on this home?)",
+            path.display()
+        );
         return exit::FAILURE;
     };
     let mut text = String::new();
@@ -121,7 +129,11 @@ pub fn logs(paths: &StatePaths, lines: usize, follow: bool) -> i32 {
 }
 
 /// Checks everything a gateway needs and prints one line per check; non-zero if any fails.
-pub fn doctor(paths: &StatePaths, config_file: Option<&Path>, env: &HashMap<String, String>) -> i32 {
+pub fn doctor(
+    paths: &StatePaths,
+    config_file: Option<&Path>,
+    env: &HashMap<String, String>,
+) -> i32 {
     let mut failed = 0;
     let mut check = |ok: bool, what: String| {
         println!("{} {what}", if ok { "ok  " } else { "FAIL" });
@@ -139,15 +151,30 @@ pub fn doctor(paths: &StatePaths, config_file: Option<&Path>, env: &HashMap<Stri
         }
     }
     let writable = crate::server::ensure_state_dir(paths).is_ok();
-    check(writable, format!("state dir {} is writable", paths.home.display()));
+    check(
+        writable,
+        format!("state dir {} is writable", paths.home.display()),
+    );
     if let Ok(meta) = std::fs::metadata(paths.token_file()) {
         use std::os::unix::fs::PermissionsExt;
         let mode = meta.permissions().mode() & 0o777;
-        check(mode & 0o077 == 0, format!("token file {} is private (mode {mode:o})", paths.token_file().display()));
+        check(
+            mode & 0o077 == 0,
+            format!(
+                "token file {} is private (mode {mode:o})",
+                paths.token_file().display()
+            ),
+        );
     }
     let running = PidFile::is_locked(&paths.pid_file());
     if paths.pid_file().exists() && !running {
-        check(false, format!("stale PID file {} (no gateway holds it; `troupe gateway start` replaces it)", paths.pid_file().display()));
+        check(
+            false,
+            format!(
+                "stale PID file {} (no gateway holds it; `troupe gateway start` replaces it)",
+                paths.pid_file().display()
+            ),
+        );
     }
     if let Ok(config) = &config {
         if running {
@@ -156,14 +183,35 @@ pub fn doctor(paths: &StatePaths, config_file: Option<&Path>, env: &HashMap<Stri
             check(ready, format!("gateway running on port {port} and ready"));
         } else {
             let free = std::net::TcpListener::bind((config.bind, config.port)).is_ok();
-            check(free, format!("port {} on {} is free for the gateway", config.port, config.bind));
+            check(
+                free,
+                format!(
+                    "port {} on {} is free for the gateway",
+                    config.port, config.bind
+                ),
+            );
         }
         for agent in &config.agents {
-            let note = if agent.real_model { String::new() } else { " — the built-in echo provider, not a real model: configure a provider".to_string() };
-            println!("info agent {} uses {}/{}{note}", agent.id, agent.provider, agent.model);
+            let note = if agent.real_model {
+                String::new()
+            } else {
+                " — the built-in echo provider, not a real model: configure a provider".to_string()
+            };
+            println!(
+                "info agent {} uses {}/{}{note}",
+                agent.id, agent.provider, agent.model
+            );
         }
         let db = paths.resolve(&config.store_path);
-        println!("info store {}{}", db.display(), if db.exists() { "" } else { " (created at first start)" });
+        println!(
+            "info store {}{}",
+            db.display(),
+            if db.exists() {
+                ""
+            } else {
+                " (created at first start)"
+            }
+        );
     }
     println!("info no channels configured");
     if failed == 0 { exit::OK } else { exit::FAILURE }

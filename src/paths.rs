@@ -15,7 +15,8 @@ impl StatePaths {
     pub fn from_env(env: &HashMap<String, String>) -> Self {
         let home = match env.get("TROUPE_HOME").filter(|h| !h.is_empty()) {
             Some(h) => PathBuf::from(h),
-            None => PathBuf::from(env.get("HOME").cloned().unwrap_or_else(|| ".".into())).join(".troupe"),
+            None => PathBuf::from(env.get("HOME").cloned().unwrap_or_else(|| ".".into()))
+                .join(".troupe"),
         };
         Self { home }
     }
@@ -49,15 +50,27 @@ impl StatePaths {
     }
     /// A path from config, relative to the state dir unless absolute.
     pub fn resolve(&self, path: &Path) -> PathBuf {
-        if path.is_absolute() { path.to_path_buf() } else { self.home.join(path) }
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.home.join(path)
+        }
     }
     /// The port a running gateway wrote, if any.
     pub fn read_port(&self) -> Option<u16> {
-        std::fs::read_to_string(self.port_file()).ok()?.trim().parse().ok()
+        std::fs::read_to_string(self.port_file())
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
     }
     /// The PID a gateway wrote, if any.
     pub fn read_pid(&self) -> Option<i32> {
-        std::fs::read_to_string(self.pid_file()).ok()?.trim().parse().ok()
+        std::fs::read_to_string(self.pid_file())
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
     }
     /// The token in the token file, if any.
     pub fn read_token(&self) -> Option<String> {

@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum PidFileError {
     /// Another gateway holds the lock.
-    #[error("a gateway is already running on this home (pid {pid}, PID file {path}); stop it with `troupe gateway stop` or use another TROUPE_HOME")]
+    #[error(
+        "a gateway is already running on this home (pid {pid}, PID file {path}); stop it with `troupe gateway stop` or use another TROUPE_HOME"
+    )]
     AlreadyRunning {
         /// Its pid, as written.
         pid: String,
@@ -38,14 +40,26 @@ pub struct PidFile {
 impl PidFile {
     /// Takes the lock and writes our pid.
     pub fn acquire(path: &Path) -> Result<Self, PidFileError> {
-        let io = |source| PidFileError::Io { path: path.display().to_string(), source };
-        let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path).map_err(io)?;
+        let io = |source| PidFileError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(io)?;
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
                 let mut pid = String::new();
                 let _ = file.read_to_string(&mut pid);
-                return Err(PidFileError::AlreadyRunning { pid: pid.trim().to_string(), path: path.display().to_string() });
+                return Err(PidFileError::AlreadyRunning {
+                    pid: pid.trim().to_string(),
+                    path: path.display().to_string(),
+                });
             }
             Err(TryLockError::Error(e)) => return Err(io(e)),
         }
@@ -56,7 +70,11 @@ impl PidFile {
         file.seek(SeekFrom::Start(0)).map_err(io)?;
         writeln!(file, "{}", std::process::id()).map_err(io)?;
         file.sync_all().map_err(io)?;
-        Ok(Self { file, path: path.to_path_buf(), replaced_stale })
+        Ok(Self {
+            file,
+            path: path.to_path_buf(),
+            replaced_stale,
+        })
     }
 
     /// Whether some process holds the lock on `path` (a live gateway).

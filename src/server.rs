@@ -32,7 +32,11 @@ pub fn load_config(
         Some(p) => Some((p.to_path_buf(), true)),
         None => Some((paths.config_file(), false)),
     };
-    Config::load(Sources { file, env, overrides })
+    Config::load(Sources {
+        file,
+        env,
+        overrides,
+    })
 }
 
 /// Creates the state dir layout (0700 home).
@@ -61,20 +65,42 @@ fn token_file(paths: &StatePaths) -> std::io::Result<String> {
     if let Some(token) = paths.read_token() {
         return Ok(token);
     }
-    let token = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
-    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(paths.token_file())?;
+    let token = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(paths.token_file())?;
     writeln!(file, "{token}")?;
     Ok(token)
 }
 
 /// Runs the gateway in the foreground; returns the process exit code.
-pub fn run(paths: &StatePaths, config_file: Option<&std::path::Path>, flags: &RunFlags, env: &HashMap<String, String>) -> i32 {
+pub fn run(
+    paths: &StatePaths,
+    config_file: Option<&std::path::Path>,
+    flags: &RunFlags,
+    env: &HashMap<String, String>,
+) -> i32 {
     let started = Instant::now();
     if let Err(e) = ensure_state_dir(paths) {
-        eprintln!("troupe: cannot create state dir {}: {e}", paths.home.display());
+        eprintln!(
+            "troupe: cannot create state dir {}: {e}",
+            paths.home.display()
+        );
         return exit::STATE_DIR;
     }
-    let overrides = Overrides { port: flags.port, bind: flags.bind.clone(), token: flags.token.clone(), verbose: flags.verbose };
+    let overrides = Overrides {
+        port: flags.port,
+        bind: flags.bind.clone(),
+        token: flags.token.clone(),
+        verbose: flags.verbose,
+    };
     let config = match load_config(paths, config_file, env, &overrides) {
         Ok(c) => c,
         Err(errors) => {
@@ -87,7 +113,10 @@ pub fn run(paths: &StatePaths, config_file: Option<&std::path::Path>, flags: &Ru
     let auth = match resolve_auth(&config, paths) {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("troupe: cannot write token file {}: {e}", paths.token_file().display());
+            eprintln!(
+                "troupe: cannot write token file {}: {e}",
+                paths.token_file().display()
+            );
             return exit::STATE_DIR;
         }
     };
@@ -136,14 +165,24 @@ pub fn run(paths: &StatePaths, config_file: Option<&std::path::Path>, flags: &Ru
             return exit::FAILURE;
         }
     };
-    tracing::info!(port = addr.port(), pid = std::process::id(), "troupe listening on http://{addr} (ws://{addr}/ws)");
+    tracing::info!(
+        port = addr.port(),
+        pid = std::process::id(),
+        "troupe listening on http://{addr} (ws://{addr}/ws)"
+    );
     if pid_file.replaced_stale {
         tracing::warn!(path = %paths.pid_file().display(), "replaced a stale PID file");
     }
     if let Err(e) = std::fs::write(paths.port_file(), format!("{}\n", addr.port())) {
         tracing::error!(error = %e, "cannot write port file");
     }
-    let code = match actix_rt::System::new().block_on(serve(config, auth, listener, paths.clone(), started)) {
+    let code = match actix_rt::System::new().block_on(serve(
+        config,
+        auth,
+        listener,
+        paths.clone(),
+        started,
+    )) {
         Ok(code) => code,
         Err(e) => {
             tracing::error!(error = %e, "gateway failed");
@@ -155,7 +194,13 @@ pub fn run(paths: &StatePaths, config_file: Option<&std::path::Path>, flags: &Ru
     code
 }
 
-async fn serve(config: Config, auth: AuthPolicy, listener: TcpListener, paths: StatePaths, started: Instant) -> std::io::Result<i32> {
+async fn serve(
+    config: Config,
+    auth: AuthPolicy,
+    listener: TcpListener,
+    paths: StatePaths,
+    started: Instant,
+) -> std::io::Result<i32> {
     let (escalation_tx, escalation_rx) = oneshot::channel();
     let tree = TreeConfig {
         store_path: paths.resolve(&config.store_path),
@@ -177,7 +222,10 @@ async fn serve(config: Config, auth: AuthPolicy, listener: TcpListener, paths: S
         started,
         agents: config.agents.clone(),
     };
-    let gateway = Gateway { settings: Arc::new(settings), root: root.clone() };
+    let gateway = Gateway {
+        settings: Arc::new(settings),
+        root: root.clone(),
+    };
     let data = web::Data::new(gateway);
     let server = HttpServer::new(move || {
         App::new()
@@ -192,7 +240,10 @@ async fn serve(config: Config, auth: AuthPolicy, listener: TcpListener, paths: S
     .run();
     let handle = server.handle();
     let server_task = actix_rt::spawn(server);
-    tracing::info!(ready_in_ms = started.elapsed().as_millis() as u64, "gateway started");
+    tracing::info!(
+        ready_in_ms = started.elapsed().as_millis() as u64,
+        "gateway started"
+    );
 
     let escalated = tokio::select! {
         signal = shutdown_signal() => {
@@ -202,7 +253,10 @@ async fn serve(config: Config, auth: AuthPolicy, listener: TcpListener, paths: S
         why = escalation_rx => why.ok(),
     };
     handle.pause().await;
-    if tokio::time::timeout(config.shutdown_timeout, root.send(Shutdown)).await.is_err() {
+    if tokio::time::timeout(config.shutdown_timeout, root.send(Shutdown))
+        .await
+        .is_err()
+    {
         tracing::warn!("supervision tree did not stop within the shutdown timeout");
     }
     handle.stop(true).await;
@@ -221,7 +275,10 @@ async fn serve(config: Config, auth: AuthPolicy, listener: TcpListener, paths: S
 
 async fn shutdown_signal() -> &'static str {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         std::future::pending::<()>().await;
         return "none";
     };

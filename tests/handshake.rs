@@ -17,8 +17,18 @@ async fn good_token_gets_hello_ok_with_policy_and_methods() {
     let p = &hello["payload"];
     assert_eq!(p["type"], "hello-ok");
     assert_eq!(p["protocol"], 4);
-    assert!(p["server"]["connId"].as_str().is_some_and(|s| !s.is_empty()));
-    assert!(p["features"]["methods"].as_array().expect("methods").iter().any(|m| m == "health"));
+    assert!(
+        p["server"]["connId"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty())
+    );
+    assert!(
+        p["features"]["methods"]
+            .as_array()
+            .expect("methods")
+            .iter()
+            .any(|m| m == "health")
+    );
     assert!(p["snapshot"]["uptimeMs"].is_u64());
     assert_eq!(p["policy"]["maxPayload"], 1_048_576);
     assert!(p["policy"]["maxBufferedBytes"].is_u64());
@@ -41,7 +51,10 @@ async fn protocol_3_clients_are_accepted_and_older_refused() {
     let frame = json!({"type":"req","id":"c","method":"connect","params":{"minProtocol":1,"maxProtocol":2,"auth":{"token":gw.token}}});
     old.send_text(&frame.to_string()).await;
     let (frames, close) = old.until_closed().await;
-    assert_eq!(frames[0]["error"]["details"]["code"], "PROTOCOL_MISMATCH", "{frames:?}");
+    assert_eq!(
+        frames[0]["error"]["details"]["code"], "PROTOCOL_MISMATCH",
+        "{frames:?}"
+    );
     assert!(close.is_some());
 }
 
@@ -50,7 +63,8 @@ async fn wrong_token_gets_an_error_then_close() {
     let gw = TestGateway::builder().start();
     let mut c = WsClient::open(&gw.ws_url()).await;
     let params = json!({"minProtocol":3,"maxProtocol":4,"client":{"id":"cli"},"auth":{"token":"not-the-token-at-all"}});
-    c.send_text(&json!({"type":"req","id":"c","method":"connect","params":params}).to_string()).await;
+    c.send_text(&json!({"type":"req","id":"c","method":"connect","params":params}).to_string())
+        .await;
     let (frames, close) = c.until_closed().await;
     assert_eq!(frames.len(), 1, "{frames:?}");
     assert_eq!(frames[0]["ok"], false);
@@ -74,7 +88,8 @@ async fn non_json_first_frame_gets_an_error_then_close() {
 async fn non_connect_first_frame_gets_an_error_then_close() {
     let gw = TestGateway::builder().start();
     let mut c = WsClient::open(&gw.ws_url()).await;
-    c.send_text(&json!({"type":"req","id":"h","method":"health"}).to_string()).await;
+    c.send_text(&json!({"type":"req","id":"h","method":"health"}).to_string())
+        .await;
     let (frames, close) = c.until_closed().await;
     assert_eq!(frames[0]["id"], "h");
     assert_eq!(frames[0]["error"]["code"], "INVALID_REQUEST");
@@ -84,14 +99,22 @@ async fn non_connect_first_frame_gets_an_error_then_close() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_frame_gets_an_error_then_close_and_others_are_unaffected() {
-    let gw = TestGateway::builder().env("TROUPE__GATEWAY__WS__MAX_PAYLOAD", "4096").start();
+    let gw = TestGateway::builder()
+        .env("TROUPE__GATEWAY__WS__MAX_PAYLOAD", "4096")
+        .start();
     let mut other = gw.client().await;
     let mut c = gw.client().await;
     let big = json!({"type":"req","id":"x","method":"health","params":{"pad":"a".repeat(10_000)}});
     c.send_text(&big.to_string()).await;
     let (frames, close) = c.until_closed().await;
-    let err = frames.iter().find(|f| f["type"] == "res").expect("an error response");
-    assert_eq!(err["error"]["details"]["code"], "PAYLOAD_TOO_LARGE", "{err}");
+    let err = frames
+        .iter()
+        .find(|f| f["type"] == "res")
+        .expect("an error response");
+    assert_eq!(
+        err["error"]["details"]["code"], "PAYLOAD_TOO_LARGE",
+        "{err}"
+    );
     assert_eq!(close.expect("close frame").code, CloseCode::Size);
     assert_eq!(other.request("health", None).await["ok"], true);
 }
@@ -105,21 +128,39 @@ async fn after_connect_bad_frames_get_errors_but_the_connection_stays() {
     assert_eq!(res["error"]["code"], "INVALID_REQUEST");
     let unknown = c.request("no.such.method", None).await;
     assert_eq!(unknown["error"]["details"]["code"], "UNKNOWN_METHOD");
-    let bad_params = c.request("supervisor.ping", Some(json!({"id":"store","extra":1}))).await;
+    let bad_params = c
+        .request("supervisor.ping", Some(json!({"id":"store","extra":1})))
+        .await;
     assert_eq!(bad_params["error"]["code"], "INVALID_REQUEST");
-    assert!(bad_params["error"]["message"].as_str().unwrap_or("").contains("extra"), "{bad_params}");
+    assert!(
+        bad_params["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("extra"),
+        "{bad_params}"
+    );
     let missing = c.request("supervisor.ping", Some(json!({}))).await;
-    assert!(missing["error"]["message"].as_str().unwrap_or("").contains("id"), "{missing}");
+    assert!(
+        missing["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("id"),
+        "{missing}"
+    );
     assert_eq!(c.request("health", None).await["ok"], true);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn method_outside_granted_scopes_is_forbidden_with_missing_scope() {
-    let gw = TestGateway::builder().env("TROUPE__DEBUG__FAULT_INJECTION", "true").start();
+    let gw = TestGateway::builder()
+        .env("TROUPE__DEBUG__FAULT_INJECTION", "true")
+        .start();
     let mut c = WsClient::open(&gw.ws_url()).await;
     let hello = c.connect(&gw.token, &["operator.read"]).await;
     assert_eq!(hello["payload"]["auth"]["scopes"], json!(["operator.read"]));
-    let res = c.request("supervisor.restart", Some(json!({"id":"agent:main"}))).await;
+    let res = c
+        .request("supervisor.restart", Some(json!({"id":"agent:main"})))
+        .await;
     assert_eq!(res["error"]["code"], "FORBIDDEN");
     assert_eq!(res["error"]["details"]["code"], "MISSING_SCOPE");
     assert_eq!(c.request("status", None).await["ok"], true);
@@ -129,7 +170,8 @@ async fn method_outside_granted_scopes_is_forbidden_with_missing_scope() {
 async fn ping_is_answered_with_pong() {
     let gw = TestGateway::builder().start();
     let mut c = gw.client().await;
-    c.send_raw(Message::Ping(b"are you there".to_vec().into())).await;
+    c.send_raw(Message::Ping(b"are you there".to_vec().into()))
+        .await;
     loop {
         match c.recv().await {
             Received::Pong(p) => {
@@ -144,7 +186,9 @@ async fn ping_is_answered_with_pong() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tick_events_arrive_with_increasing_seq() {
-    let gw = TestGateway::builder().env("TROUPE__GATEWAY__WS__TICK_INTERVAL_MS", "50").start();
+    let gw = TestGateway::builder()
+        .env("TROUPE__GATEWAY__WS__TICK_INTERVAL_MS", "50")
+        .start();
     let mut c = gw.client().await;
     let mut seqs = Vec::new();
     while seqs.len() < 3 {
@@ -160,10 +204,15 @@ async fn tick_events_arrive_with_increasing_seq() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_client_is_closed_after_the_handshake_timeout() {
-    let gw = TestGateway::builder().env("TROUPE__GATEWAY__WS__HANDSHAKE_TIMEOUT_MS", "200").start();
+    let gw = TestGateway::builder()
+        .env("TROUPE__GATEWAY__WS__HANDSHAKE_TIMEOUT_MS", "200")
+        .start();
     let mut c = WsClient::open(&gw.ws_url()).await;
     let (frames, close) = c.until_closed().await;
-    assert_eq!(frames[0]["error"]["details"]["code"], "HANDSHAKE_TIMEOUT", "{frames:?}");
+    assert_eq!(
+        frames[0]["error"]["details"]["code"], "HANDSHAKE_TIMEOUT",
+        "{frames:?}"
+    );
     assert!(close.is_some());
 }
 
@@ -180,7 +229,10 @@ async fn graceful_shutdown_sends_shutdown_to_every_client_before_closing() {
     let (frames_a, close_a) = a.until_closed().await;
     let (frames_b, _) = b.until_closed().await;
     for frames in [&frames_a, &frames_b] {
-        assert!(frames.iter().any(|f| f["event"] == "shutdown"), "{frames:?}");
+        assert!(
+            frames.iter().any(|f| f["event"] == "shutdown"),
+            "{frames:?}"
+        );
     }
     assert_eq!(close_a.expect("close frame").code, CloseCode::Away);
     let (code, gw) = code.await.expect("join");
@@ -197,17 +249,20 @@ async fn slow_consumer_is_closed_with_1008_instead_of_growing_memory() {
     gw.wait_ready().await;
     // A raw TCP client that completes the handshake, then floods requests and never reads.
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", gw.port)).await.expect("tcp");
-    let req = format!(
-        "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    );
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", gw.port))
+        .await
+        .expect("tcp");
+    let req = "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
     tcp.write_all(req.as_bytes()).await.expect("upgrade");
     let mut head = [0u8; 12];
     tcp.read_exact(&mut head).await.expect("101");
     assert_eq!(&head[9..12], b"101");
     let connect = json!({"type":"req","id":"c","method":"connect","params":{"minProtocol":3,"maxProtocol":4,"auth":{"token":gw.token}}}).to_string();
-    tcp.write_all(&masked_text_frame(connect.as_bytes())).await.expect("connect");
-    let status = json!({"type":"req","id":"s","method":"status","params":{"clients":"all"}}).to_string();
+    tcp.write_all(&masked_text_frame(connect.as_bytes()))
+        .await
+        .expect("connect");
+    let status =
+        json!({"type":"req","id":"s","method":"status","params":{"clients":"all"}}).to_string();
     let frame = masked_text_frame(status.as_bytes());
     // Bounded: stop at the first write error (the server closed us) or after the wait.
     let deadline = std::time::Instant::now() + WAIT;
@@ -218,11 +273,19 @@ async fn slow_consumer_is_closed_with_1008_instead_of_growing_memory() {
             break;
         }
     }
-    assert!(closed, "the gateway never closed a client that does not read");
+    assert!(
+        closed,
+        "the gateway never closed a client that does not read"
+    );
     let log = gw.home().join("logs/troupe.log");
     eventually(WAIT, "the log names the slow consumer", || {
         let log = log.clone();
-        async move { std::fs::read_to_string(log).ok()?.contains("slow consumer").then_some(()) }
+        async move {
+            std::fs::read_to_string(log)
+                .ok()?
+                .contains("slow consumer")
+                .then_some(())
+        }
     })
     .await;
     eventually(WAIT, "the closed session leaves the tree", || async {

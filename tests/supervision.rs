@@ -13,7 +13,9 @@ async fn panicking_agent_is_restarted_and_other_clients_stay_connected() {
     let mut bystander = gw.client().await;
     let mut operator = gw.client().await;
 
-    let crash = operator.request("supervisor.crash", Some(json!({ "id": "agent:main" }))).await;
+    let crash = operator
+        .request("supervisor.crash", Some(json!({ "id": "agent:main" })))
+        .await;
     assert_eq!(crash["ok"], true, "{crash}");
 
     let agent = eventually(WAIT, "agent:main restarted after its panic", || async {
@@ -23,15 +25,30 @@ async fn panicking_agent_is_restarted_and_other_clients_stay_connected() {
     })
     .await;
     assert_eq!(agent["lastExit"]["reason"], "panic");
-    assert!(agent["lastExit"]["message"].as_str().unwrap_or("").contains("fault injection"), "{agent}");
+    assert!(
+        agent["lastExit"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("fault injection"),
+        "{agent}"
+    );
 
-    let ping = operator.request("supervisor.ping", Some(json!({ "id": "agent:main" }))).await;
+    let ping = operator
+        .request("supervisor.ping", Some(json!({ "id": "agent:main" })))
+        .await;
     assert_eq!(ping["ok"], true, "restarted agent answers: {ping}");
     let health = bystander.request("health", None).await;
-    assert_eq!(health["ok"], true, "client connected before the crash still answers: {health}");
+    assert_eq!(
+        health["ok"], true,
+        "client connected before the crash still answers: {health}"
+    );
 
     let tree = gw.tree().await;
-    assert_eq!(node(&tree, "store").expect("store")["restarts"], 0, "siblings untouched");
+    assert_eq!(
+        node(&tree, "store").expect("store")["restarts"],
+        0,
+        "siblings untouched"
+    );
     assert_eq!(node(&tree, "agents").expect("agents")["restarts"], 0);
 }
 
@@ -44,7 +61,9 @@ async fn agent_crashing_past_its_intensity_escalates_to_a_restart_of_agents() {
     gw.wait_ready().await;
     let mut op = gw.client().await;
     for round in 1..=3 {
-        let crash = op.request("supervisor.crash", Some(json!({ "id": "agent:main" }))).await;
+        let crash = op
+            .request("supervisor.crash", Some(json!({ "id": "agent:main" })))
+            .await;
         assert_eq!(crash["ok"], true, "{crash}");
         if round < 3 {
             eventually(WAIT, "agent:main back up", || async {
@@ -62,9 +81,18 @@ async fn agent_crashing_past_its_intensity_escalates_to_a_restart_of_agents() {
     })
     .await;
     assert_eq!(agents["lastExit"]["reason"], "error");
-    assert!(agents["lastExit"]["message"].as_str().unwrap_or("").contains("intensity"), "{agents}");
+    assert!(
+        agents["lastExit"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("intensity"),
+        "{agents}"
+    );
     let tree = gw.tree().await;
-    assert_eq!(node(&tree, "agent:main").expect("fresh agent")["state"], "running");
+    assert_eq!(
+        node(&tree, "agent:main").expect("fresh agent")["state"],
+        "running"
+    );
     gw.wait_ready().await;
 }
 
@@ -76,11 +104,16 @@ async fn root_past_its_intensity_stops_everything_and_exits_non_zero() {
         .start();
     gw.wait_ready().await;
     let mut op = gw.client().await;
-    let crash = op.request("supervisor.crash", Some(json!({ "id": "store" }))).await;
+    let crash = op
+        .request("supervisor.crash", Some(json!({ "id": "store" })))
+        .await;
     assert_eq!(crash["ok"], true, "{crash}");
     let status = gw.wait_exit();
     assert_eq!(status.code(), Some(70), "root escalation exits 70");
-    assert!(!gw.home().join("run/troupe.pid").exists(), "PID file removed on the way out");
+    assert!(
+        !gw.home().join("run/troupe.pid").exists(),
+        "PID file removed on the way out"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -93,10 +126,16 @@ async fn panic_in_one_ws_session_closes_only_that_connection() {
 
     let tree = gw.tree().await;
     let clients = node(&tree, "clients").expect("clients");
-    assert_eq!(clients["children"].as_array().map(|c| c.len()), Some(3), "{clients}");
+    assert_eq!(
+        clients["children"].as_array().map(|c| c.len()),
+        Some(3),
+        "{clients}"
+    );
     let victim_ws = format!("ws:{}", victim.conn_id);
     assert!(node(&tree, &victim_ws).is_some(), "{victim_ws} in {tree}");
-    let crash = op.request("supervisor.crash", Some(json!({ "id": victim_ws }))).await;
+    let crash = op
+        .request("supervisor.crash", Some(json!({ "id": victim_ws })))
+        .await;
     assert_eq!(crash["ok"], true, "{crash}");
 
     let (_, _) = victim.until_closed().await;
@@ -109,7 +148,11 @@ async fn panic_in_one_ws_session_closes_only_that_connection() {
     })
     .await;
     let tree = gw.tree().await;
-    assert_eq!(node(&tree, "clients").expect("clients")["restarts"], 0, "the clients supervisor itself did not restart");
+    assert_eq!(
+        node(&tree, "clients").expect("clients")["restarts"],
+        0,
+        "the clients supervisor itself did not restart"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -117,7 +160,12 @@ async fn hung_child_is_detected_and_restarted() {
     let gw = TestGateway::builder().chaos().start();
     gw.wait_ready().await;
     let mut op = gw.client().await;
-    let hang = op.request("supervisor.crash", Some(json!({ "id": "agent:main", "mode": "hang" }))).await;
+    let hang = op
+        .request(
+            "supervisor.crash",
+            Some(json!({ "id": "agent:main", "mode": "hang" })),
+        )
+        .await;
     assert_eq!(hang["ok"], true, "{hang}");
     let agent = eventually(WAIT, "hung agent restarted", || async {
         let tree = gw.tree().await;
@@ -126,8 +174,16 @@ async fn hung_child_is_detected_and_restarted() {
     })
     .await;
     assert_eq!(agent["lastExit"]["reason"], "error");
-    assert!(agent["lastExit"]["message"].as_str().unwrap_or("").contains("hung"), "{agent}");
-    let ping = op.request("supervisor.ping", Some(json!({ "id": "agent:main" }))).await;
+    assert!(
+        agent["lastExit"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("hung"),
+        "{agent}"
+    );
+    let ping = op
+        .request("supervisor.ping", Some(json!({ "id": "agent:main" })))
+        .await;
     assert_eq!(ping["ok"], true, "{ping}");
 }
 
@@ -139,13 +195,22 @@ async fn operator_restart_replaces_a_hung_child_and_counts_it() {
         .start();
     gw.wait_ready().await;
     let mut op = gw.client().await;
-    let hang = op.request("supervisor.crash", Some(json!({ "id": "agent:main", "mode": "hang" }))).await;
+    let hang = op
+        .request(
+            "supervisor.crash",
+            Some(json!({ "id": "agent:main", "mode": "hang" })),
+        )
+        .await;
     assert_eq!(hang["ok"], true);
-    let restart = op.request("supervisor.restart", Some(json!({ "id": "agent:main" }))).await;
+    let restart = op
+        .request("supervisor.restart", Some(json!({ "id": "agent:main" })))
+        .await;
     assert_eq!(restart["ok"], true, "{restart}");
     let ping = eventually(WAIT, "the replacement answers", || async {
         let mut c = gw.client().await;
-        let p = c.request("supervisor.ping", Some(json!({ "id": "agent:main" }))).await;
+        let p = c
+            .request("supervisor.ping", Some(json!({ "id": "agent:main" })))
+            .await;
         (p["ok"] == true).then_some(p)
     })
     .await;
@@ -154,7 +219,9 @@ async fn operator_restart_replaces_a_hung_child_and_counts_it() {
     let agent = node(&tree, "agent:main").expect("agent");
     assert_eq!(agent["restarts"], 1);
     assert_eq!(agent["lastExit"]["reason"], "normal");
-    let missing = op.request("supervisor.restart", Some(json!({ "id": "agent:nobody" }))).await;
+    let missing = op
+        .request("supervisor.restart", Some(json!({ "id": "agent:nobody" })))
+        .await;
     assert_eq!(missing["error"]["code"], "INVALID_REQUEST");
     assert_eq!(missing["error"]["details"]["code"], "NOT_FOUND");
 }
@@ -164,10 +231,15 @@ async fn fault_injection_is_off_by_default_over_ws_and_http() {
     let gw = TestGateway::builder().start();
     gw.wait_ready().await;
     let mut op = gw.client().await;
-    let crash = op.request("supervisor.crash", Some(json!({ "id": "agent:main" }))).await;
+    let crash = op
+        .request("supervisor.crash", Some(json!({ "id": "agent:main" })))
+        .await;
     assert_eq!(crash["ok"], false);
     assert_eq!(crash["error"]["code"], "FORBIDDEN");
-    assert_eq!(crash["error"]["details"]["code"], "FAULT_INJECTION_DISABLED");
+    assert_eq!(
+        crash["error"]["details"]["code"],
+        "FAULT_INJECTION_DISABLED"
+    );
     let res = reqwest::Client::new()
         .post(gw.http("/api/supervisor/crash"))
         .bearer_auth(&gw.token)
@@ -185,7 +257,12 @@ async fn http_crash_endpoint_panics_the_named_child_and_it_heals() {
     let gw = TestGateway::builder().chaos().start();
     gw.wait_ready().await;
     let http = reqwest::Client::new();
-    let unauth = http.post(gw.http("/api/supervisor/crash")).json(&json!({ "id": "store" })).send().await.expect("POST");
+    let unauth = http
+        .post(gw.http("/api/supervisor/crash"))
+        .json(&json!({ "id": "store" }))
+        .send()
+        .await
+        .expect("POST");
     assert_eq!(unauth.status(), 401);
     let missing = http
         .post(gw.http("/api/supervisor/crash"))
@@ -233,15 +310,32 @@ async fn status_tree_has_the_documented_shape_and_metrics_expose_it() {
     assert_eq!(tree["id"], "root");
     for id in ["store", "agents", "agent:main", "clients"] {
         let n = node(tree, id).unwrap_or_else(|| panic!("no {id} in {tree}"));
-        for key in ["id", "kind", "state", "restarts", "lastExit", "startedAt", "mailbox", "children"] {
+        for key in [
+            "id",
+            "kind",
+            "state",
+            "restarts",
+            "lastExit",
+            "startedAt",
+            "mailbox",
+            "children",
+        ] {
             assert!(n.get(key).is_some(), "{id} lacks {key}: {n}");
         }
         assert_eq!(n["state"], "running");
     }
     let unauth = reqwest::get(gw.http("/api/status")).await.expect("GET");
     assert_eq!(unauth.status(), 401);
-    let metrics = reqwest::get(gw.http("/metrics")).await.expect("GET").text().await.expect("text");
-    assert!(metrics.contains("troupe_child_restarts_total{id=\"agent:main\",kind=\"agent\"} 0"), "{metrics}");
+    let metrics = reqwest::get(gw.http("/metrics"))
+        .await
+        .expect("GET")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("troupe_child_restarts_total{id=\"agent:main\",kind=\"agent\"} 0"),
+        "{metrics}"
+    );
     assert!(metrics.contains("troupe_ws_connections 0"), "{metrics}");
     assert!(metrics.contains("troupe_uptime_seconds"), "{metrics}");
     let healthz = reqwest::get(gw.http("/healthz")).await.expect("GET");
@@ -260,10 +354,20 @@ async fn clients_subtree_lists_the_first_100_and_a_count_unless_all_are_asked_fo
     let node_ = node(&tree, "clients").expect("clients");
     assert_eq!(node_["children"].as_array().map(|c| c.len()), Some(100));
     assert_eq!(node_["childCount"], 105);
-    let all = clients[0].request("supervisor.tree", Some(json!({ "clients": "all" }))).await;
+    let all = clients[0]
+        .request("supervisor.tree", Some(json!({ "clients": "all" })))
+        .await;
     let n = node(&all["payload"]["tree"], "clients").expect("clients");
     assert_eq!(n["children"].as_array().map(|c| c.len()), Some(105));
-    let bad = clients[0].request("supervisor.tree", Some(json!({ "client": "all" }))).await;
+    let bad = clients[0]
+        .request("supervisor.tree", Some(json!({ "client": "all" })))
+        .await;
     assert_eq!(bad["error"]["code"], "INVALID_REQUEST");
-    assert!(bad["error"]["message"].as_str().unwrap_or("").contains("client"), "{bad}");
+    assert!(
+        bad["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("client"),
+        "{bad}"
+    );
 }

@@ -180,10 +180,25 @@ mod tests {
     fn not_ready_while_a_nested_permanent_child_is_down_but_ws_sessions_do_not_count() {
         use NodeState::*;
         let tree = |agent| {
-            n("root", "supervisor", Running, vec![
-                n("agents", "supervisor", Running, vec![n("agent:main", "agent", agent, vec![])]),
-                n("clients", "supervisor", Running, vec![n("ws:1", "ws", Stopped, vec![])]),
-            ])
+            n(
+                "root",
+                "supervisor",
+                Running,
+                vec![
+                    n(
+                        "agents",
+                        "supervisor",
+                        Running,
+                        vec![n("agent:main", "agent", agent, vec![])],
+                    ),
+                    n(
+                        "clients",
+                        "supervisor",
+                        Running,
+                        vec![n("ws:1", "ws", Stopped, vec![])],
+                    ),
+                ],
+            )
         };
         assert!(ready(&tree(Running)));
         assert!(!ready(&tree(Restarting)));

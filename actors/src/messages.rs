@@ -61,7 +61,10 @@ macro_rules! child_controls {
             fn handle(&mut self, msg: $crate::messages::InjectFault, ctx: &mut Self::Context) {
                 match msg.mode {
                     $crate::messages::FaultMode::Panic => {
-                        panic!("fault injection: {} panicked on request", stringify!($actor))
+                        panic!(
+                            "fault injection: {} panicked on request",
+                            stringify!($actor)
+                        )
                     }
                     $crate::messages::FaultMode::Hang => {
                         ::tracing::warn!(actor = stringify!($actor), "fault injection: hanging");

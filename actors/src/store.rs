@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use serde::Serialize;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 
 use crate::messages::Shutdown;
 use crate::supervisor::{ChildHandle, ChildLink, ChildSpec, ExitGuard};
@@ -83,7 +85,10 @@ impl StoreActor {
 pub async fn open(path: &std::path::Path) -> Result<SqlitePool, StoreError> {
     let display = path.display().to_string();
     let options = SqliteConnectOptions::from_str(&format!("sqlite://{display}"))
-        .map_err(|source| StoreError::Open { path: display.clone(), source })?
+        .map_err(|source| StoreError::Open {
+            path: display.clone(),
+            source,
+        })?
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
@@ -93,7 +98,10 @@ pub async fn open(path: &std::path::Path) -> Result<SqlitePool, StoreError> {
         .max_connections(1)
         .connect_with(options)
         .await
-        .map_err(|source| StoreError::Open { path: display, source })?;
+        .map_err(|source| StoreError::Open {
+            path: display,
+            source,
+        })?;
     sqlx::migrate!("./migrations").run(&pool).await?;
     sqlx::query("INSERT INTO boots (pid, version, started_at) VALUES (?, ?, ?)")
         .bind(std::process::id() as i64)
@@ -110,7 +118,12 @@ async fn info(pool: SqlitePool, path: String) -> Result<StoreInfo, StoreError> {
     )
     .fetch_one(&pool)
     .await?;
-    Ok(StoreInfo { path, boots, sessions, messages })
+    Ok(StoreInfo {
+        path,
+        boots,
+        sessions,
+        messages,
+    })
 }
 
 impl Actor for StoreActor {
@@ -120,9 +133,8 @@ impl Actor for StoreActor {
         ctx.set_mailbox_capacity(1024);
         let path = self.path.clone();
         ctx.wait(
-            async move { open(&path).await }
-                .into_actor(self)
-                .map(|opened, act, ctx| match opened {
+            async move { open(&path).await }.into_actor(self).map(
+                |opened, act, ctx| match opened {
                     Ok(pool) => {
                         tracing::info!(path = %act.path.display(), "store open");
                         act.pool = Some(pool);
@@ -132,7 +144,8 @@ impl Actor for StoreActor {
                         act.guard.fail(err.to_string());
                         ctx.stop();
                     }
-                }),
+                },
+            ),
         );
     }
 }

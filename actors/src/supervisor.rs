@@ -19,8 +19,8 @@ use tokio::sync::oneshot;
 pub use guard::{ExitGuard, ExitReason, install_panic_hook};
 pub use intensity::{RestartWindow, backoff_delay};
 pub use spec::{
-    Backoff, ChildHandle, ChildId, ChildLink, ChildSpec, Intensity, Restart, StartError,
-    StartFn, Strategy,
+    Backoff, ChildHandle, ChildId, ChildLink, ChildSpec, Intensity, Restart, StartError, StartFn,
+    Strategy,
 };
 pub use tree_node::{LastExit, NodeState, TreeNode};
 
@@ -457,7 +457,9 @@ impl Actor for SupervisorActor {
             }
             self.start_child(&id, ctx);
         }
-        ctx.run_interval(self.config.ping_interval, |act, ctx| act.check_liveness(ctx));
+        ctx.run_interval(self.config.ping_interval, |act, ctx| {
+            act.check_liveness(ctx)
+        });
     }
 }
 
@@ -664,7 +666,10 @@ impl Handler<InjectFault> for SupervisorActor {
     type Result = ();
     fn handle(&mut self, msg: InjectFault, ctx: &mut Self::Context) {
         match msg.mode {
-            FaultMode::Panic => panic!("fault injection: supervisor {} panicked on request", self.config.id),
+            FaultMode::Panic => panic!(
+                "fault injection: supervisor {} panicked on request",
+                self.config.id
+            ),
             FaultMode::Hang => ctx.wait(fut::wrap_future(futures_util::future::pending::<()>())),
         }
     }

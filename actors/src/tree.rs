@@ -49,12 +49,22 @@ impl TreeConfig {
 pub fn root_specs(cfg: &TreeConfig) -> Vec<ChildSpec> {
     vec![
         StoreActor::spec(cfg.store_path.clone()),
-        supervisor_spec(cfg.supervisor("agents", Strategy::OneForOne, cfg.agents_intensity), {
-            let agents = cfg.agents.clone();
-            move || agents.iter().cloned().map(AgentActor::spec).collect()
-        }),
         supervisor_spec(
-            cfg.supervisor("clients", Strategy::OneForOne, Intensity { max_restarts: u32::MAX, period: Duration::from_secs(1) }),
+            cfg.supervisor("agents", Strategy::OneForOne, cfg.agents_intensity),
+            {
+                let agents = cfg.agents.clone();
+                move || agents.iter().cloned().map(AgentActor::spec).collect()
+            },
+        ),
+        supervisor_spec(
+            cfg.supervisor(
+                "clients",
+                Strategy::OneForOne,
+                Intensity {
+                    max_restarts: u32::MAX,
+                    period: Duration::from_secs(1),
+                },
+            ),
             Vec::new,
         ),
     ]

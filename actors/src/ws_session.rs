@@ -94,7 +94,9 @@ impl WsSessionActor {
     fn send_json(&mut self, value: &impl serde::Serialize, ctx: &mut Context<Self>) {
         match serde_json::to_string(value) {
             Ok(text) => self.enqueue(Outbound::Text(text.into()), ctx),
-            Err(err) => tracing::error!(conn_id = %self.conn_id, error = %err, "frame did not serialize"),
+            Err(err) => {
+                tracing::error!(conn_id = %self.conn_id, error = %err, "frame did not serialize")
+            }
         }
     }
 
@@ -170,9 +172,17 @@ impl WsSessionActor {
     }
 
     /// Queues a close frame after what is already queued; the actor stops once it is out.
-    fn close_after_flush(&mut self, code: CloseCode, why: impl Into<String>, ctx: &mut Context<Self>) {
+    fn close_after_flush(
+        &mut self,
+        code: CloseCode,
+        why: impl Into<String>,
+        ctx: &mut Context<Self>,
+    ) {
         self.phase = Phase::Closing;
-        let reason = CloseReason { code, description: Some(why.into()) };
+        let reason = CloseReason {
+            code,
+            description: Some(why.into()),
+        };
         self.enqueue(Outbound::Close(reason), ctx);
     }
 
@@ -180,9 +190,16 @@ impl WsSessionActor {
     fn close_now(&mut self, code: CloseCode, why: String, ctx: &mut Context<Self>) {
         self.phase = Phase::Closing;
         let session = self.session.clone();
-        let reason = CloseReason { code, description: Some(why) };
+        let reason = CloseReason {
+            code,
+            description: Some(why),
+        };
         let close = async move {
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), session.close(Some(reason))).await;
+            let _ = tokio::time::timeout(
+                std::time::Duration::from_secs(1),
+                session.close(Some(reason)),
+            )
+            .await;
         };
         ctx.spawn(close.into_actor(self).map(|_, _, ctx| ctx.stop()));
     }
@@ -195,13 +212,20 @@ impl WsSessionActor {
                     .with_detail("INVALID_FRAME");
                 self.respond(String::new(), Err(error), ctx);
                 if matches!(self.phase, Phase::Handshake) {
-                    self.close_after_flush(CloseCode::Policy, "first frame must be a connect request", ctx);
+                    self.close_after_flush(
+                        CloseCode::Policy,
+                        "first frame must be a connect request",
+                        ctx,
+                    );
                 }
                 return;
             }
         };
         if frame.kind != "req" {
-            let error = ErrorShape::invalid(format!("frame type {:?} is not accepted; send \"req\"", frame.kind));
+            let error = ErrorShape::invalid(format!(
+                "frame type {:?} is not accepted; send \"req\"",
+                frame.kind
+            ));
             self.respond(frame.id, Err(error), ctx);
             return;
         }
@@ -250,18 +274,26 @@ impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for WsSessionActor 
         match msg {
             Ok(AggregatedMessage::Text(text)) => self.on_text(&text, ctx),
             Ok(AggregatedMessage::Binary(_)) => {
-                let error = ErrorShape::invalid("binary frames are not accepted; send JSON text frames");
+                let error =
+                    ErrorShape::invalid("binary frames are not accepted; send JSON text frames");
                 self.respond(String::new(), Err(error), ctx);
             }
             Ok(AggregatedMessage::Ping(bytes)) => self.enqueue(Outbound::Pong(bytes), ctx),
             Ok(AggregatedMessage::Pong(_)) => {}
-            Ok(AggregatedMessage::Close(_)) => self.close_after_flush(CloseCode::Normal, "bye", ctx),
+            Ok(AggregatedMessage::Close(_)) => {
+                self.close_after_flush(CloseCode::Normal, "bye", ctx)
+            }
             Err(ProtocolError::Overflow) => {
                 let limit = self.gateway.settings.max_payload;
-                let error = ErrorShape::invalid(format!("frame exceeds maxPayload ({limit} bytes)"))
-                    .with_detail("PAYLOAD_TOO_LARGE");
+                let error =
+                    ErrorShape::invalid(format!("frame exceeds maxPayload ({limit} bytes)"))
+                        .with_detail("PAYLOAD_TOO_LARGE");
                 self.respond(String::new(), Err(error), ctx);
-                self.close_after_flush(CloseCode::Size, format!("frame exceeds {limit} bytes"), ctx);
+                self.close_after_flush(
+                    CloseCode::Size,
+                    format!("frame exceeds {limit} bytes"),
+                    ctx,
+                );
             }
             Err(err) => {
                 tracing::debug!(conn_id = %self.conn_id, error = %err, "ws protocol error");

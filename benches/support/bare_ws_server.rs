@@ -30,7 +30,9 @@ const IDLE_LIMIT: Duration = Duration::from_secs(5 * 60);
 /// and serves until killed, until its stdin closes (the benchmark died) or [`MAX_LIFETIME`].
 pub fn run_process(port_file: &Path) -> BenchResult<()> {
     exit_when_stdin_closes();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async {
         match tokio::time::timeout(MAX_LIFETIME, serve(port_file)).await {
             Ok(result) => result,

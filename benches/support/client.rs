@@ -156,12 +156,20 @@ impl Client {
             self.request("health", None).await?.check("health")?;
             latencies_us.push(micros(sent_at.elapsed()));
         }
-        Ok(LoadResult { requests: latencies_us.len(), elapsed: start.elapsed(), latencies_us })
+        Ok(LoadResult {
+            requests: latencies_us.len(),
+            elapsed: start.elapsed(),
+            latencies_us,
+        })
     }
 
     /// Keeps `window` `health` requests outstanding on this one connection for `duration`,
     /// then waits for the stragglers.
-    pub async fn pipelined(&mut self, window: usize, duration: Duration) -> BenchResult<LoadResult> {
+    pub async fn pipelined(
+        &mut self,
+        window: usize,
+        duration: Duration,
+    ) -> BenchResult<LoadResult> {
         let start = Instant::now();
         let mut in_flight: HashMap<u64, Instant> = HashMap::with_capacity(window * 2);
         let mut latencies_us = Vec::with_capacity(64 * 1024);
@@ -173,7 +181,8 @@ impl Client {
         self.ws.flush().await?;
         while !in_flight.is_empty() {
             let response = self.next_response().await?;
-            let Some(sent_at) = parse_seq(&response.id).and_then(|seq| in_flight.remove(&seq)) else {
+            let Some(sent_at) = parse_seq(&response.id).and_then(|seq| in_flight.remove(&seq))
+            else {
                 continue;
             };
             response.check("health")?;
@@ -185,7 +194,11 @@ impl Client {
                 self.send_text(text).await?;
             }
         }
-        Ok(LoadResult { requests: latencies_us.len(), elapsed: start.elapsed(), latencies_us })
+        Ok(LoadResult {
+            requests: latencies_us.len(),
+            elapsed: start.elapsed(),
+            latencies_us,
+        })
     }
 
     /// Crashes `child` `crashes` times with `supervisor.crash`; after each crash, pings it in
@@ -198,15 +211,24 @@ impl Client {
         recovery_limit: Duration,
     ) -> BenchResult<CrashResult> {
         let target = json!({"id": child});
-        self.request("supervisor.ping", Some(target.clone())).await?.check("supervisor.ping")?;
-        let mut result = CrashResult { latencies_us: Vec::with_capacity(crashes), saw_unavailable: 0 };
+        self.request("supervisor.ping", Some(target.clone()))
+            .await?
+            .check("supervisor.ping")?;
+        let mut result = CrashResult {
+            latencies_us: Vec::with_capacity(crashes),
+            saw_unavailable: 0,
+        };
         for _ in 0..crashes {
             let crashed_at = Instant::now();
-            self.request("supervisor.crash", Some(target.clone())).await?.check("supervisor.crash")?;
+            self.request("supervisor.crash", Some(target.clone()))
+                .await?
+                .check("supervisor.crash")?;
             let mut saw_unavailable = false;
             let mut back = false;
             for _ in 0..MAX_PINGS_PER_CRASH {
-                let ping = self.request("supervisor.ping", Some(target.clone())).await?;
+                let ping = self
+                    .request("supervisor.ping", Some(target.clone()))
+                    .await?;
                 back = ping.ok;
                 if back {
                     break;
@@ -220,7 +242,9 @@ impl Client {
                 }
             }
             if !back {
-                return Err(format!("{child} not back within {recovery_limit:?} of a crash").into());
+                return Err(
+                    format!("{child} not back within {recovery_limit:?} of a crash").into(),
+                );
             }
             result.latencies_us.push(micros(crashed_at.elapsed()));
             result.saw_unavailable += usize::from(saw_unavailable);
@@ -272,14 +296,17 @@ impl Client {
     async fn read_text(&mut self) -> BenchResult<String> {
         for _ in 0..MAX_SKIPPED_FRAMES {
             let message = within("websocket read", IO_TIMEOUT, async {
-                self.ws.next().await.unwrap_or(Err(
-                    tokio_tungstenite::tungstenite::Error::ConnectionClosed,
-                ))
+                self.ws
+                    .next()
+                    .await
+                    .unwrap_or(Err(tokio_tungstenite::tungstenite::Error::ConnectionClosed))
             })
             .await?;
             match message {
                 Message::Text(text) => return Ok(text.as_str().to_owned()),
-                Message::Close(frame) => return Err(format!("server closed the socket: {frame:?}").into()),
+                Message::Close(frame) => {
+                    return Err(format!("server closed the socket: {frame:?}").into());
+                }
                 _ => continue,
             }
         }
@@ -288,7 +315,12 @@ impl Client {
 
     /// Sends one text frame and flushes it.
     async fn send_text(&mut self, text: String) -> BenchResult<()> {
-        within("websocket send", IO_TIMEOUT, self.ws.send(Message::text(text))).await
+        within(
+            "websocket send",
+            IO_TIMEOUT,
+            self.ws.send(Message::text(text)),
+        )
+        .await
     }
 
     /// A fresh request id.
@@ -374,7 +406,11 @@ impl IdlePool {
         let mut attempts = futures_util::stream::iter(0..wanted)
             .map(|_| Client::connect(port, token))
             .buffer_unordered(concurrency.max(1));
-        let mut outcome = OpenOutcome { open: 0, errors: 0, first_error: None };
+        let mut outcome = OpenOutcome {
+            open: 0,
+            errors: 0,
+            first_error: None,
+        };
         while outcome.errors < MAX_OPEN_ERRORS {
             match tokio::time::timeout_at(deadline, attempts.next()).await {
                 Ok(Some(Ok(client))) => {
@@ -386,7 +422,9 @@ impl IdlePool {
                 }
                 Ok(None) => break,
                 Err(_) => {
-                    outcome.first_error.get_or_insert_with(|| format!("stopped after {time_limit:?}"));
+                    outcome
+                        .first_error
+                        .get_or_insert_with(|| format!("stopped after {time_limit:?}"));
                     break;
                 }
             }
@@ -429,7 +467,9 @@ fn connect_frame(token: &str) -> String {
 fn request_frame(id: &str, method: &str, params: Option<Value>) -> String {
     match params {
         None => format!(r#"{{"type":"req","id":"{id}","method":"{method}"}}"#),
-        Some(params) => json!({"type": "req", "id": id, "method": method, "params": params}).to_string(),
+        Some(params) => {
+            json!({"type": "req", "id": id, "method": method, "params": params}).to_string()
+        }
     }
 }
 

@@ -71,7 +71,15 @@ impl ServerProcess {
         let started = Instant::now();
         let mut child = command.spawn()?;
         let stdin = child.stdin.take();
-        let mut server = ServerProcess { kind, child, _stdin: stdin, port: 0, home, log_path, _dir: dir };
+        let mut server = ServerProcess {
+            kind,
+            child,
+            _stdin: stdin,
+            port: 0,
+            home,
+            log_path,
+            _dir: dir,
+        };
         let ready_after = server.wait_ready(&port_file, &http, started).await?;
         Ok((server, ready_after))
     }
@@ -195,6 +203,8 @@ async fn is_ready(kind: ServerKind, port: u16, http: &reqwest::Client) -> bool {
             .send()
             .await
             .is_ok_and(|response| response.status() == reqwest::StatusCode::OK),
-        ServerKind::Bare => tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok(),
+        ServerKind::Bare => tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok(),
     }
 }

@@ -47,7 +47,7 @@ pub fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, digit) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(digit);
@@ -58,7 +58,12 @@ pub fn thousands(n: u64) -> String {
 /// Rate and latency of a load phase, e.g. `41,230 req/s  p50 22 µs  p99 61 µs`.
 pub fn load(result: &LoadResult) -> String {
     let (p50, p99) = p50_p99(&result.latencies_us);
-    format!("{} req/s  p50 {}  p99 {}", thousands(result.rate() as u64), us(p50), us(p99))
+    format!(
+        "{} req/s  p50 {}  p99 {}",
+        thousands(result.rate() as u64),
+        us(p50),
+        us(p99)
+    )
 }
 
 /// One line of the table.
@@ -86,7 +91,11 @@ pub struct Table {
 impl Table {
     /// An empty table headed by `title`.
     pub fn new(title: String) -> Self {
-        Table { title, rows: Vec::new(), errors: Vec::new() }
+        Table {
+            title,
+            rows: Vec::new(),
+            errors: Vec::new(),
+        }
     }
 
     /// A figure without a target.
@@ -95,7 +104,13 @@ impl Table {
     }
 
     /// A figure with a target and whether it was met.
-    pub fn check(&mut self, label: impl Into<String>, value: impl Into<String>, target: &str, met: bool) {
+    pub fn check(
+        &mut self,
+        label: impl Into<String>,
+        value: impl Into<String>,
+        target: &str,
+        met: bool,
+    ) {
         self.push(label.into(), value.into(), target.to_owned(), Some(met));
     }
 
@@ -107,7 +122,12 @@ impl Table {
             return self.push(label, NOT_MEASURED.to_owned(), target.to_owned(), None);
         }
         self.errors.push((label.clone(), error));
-        self.push(label, "error (see below)".to_owned(), target.to_owned(), None);
+        self.push(
+            label,
+            "error (see below)".to_owned(),
+            target.to_owned(),
+            None,
+        );
     }
 
     /// A remark listed under the table, without a row of its own.
@@ -117,16 +137,45 @@ impl Table {
 
     /// Appends a row.
     fn push(&mut self, label: String, value: String, target: String, met: Option<bool>) {
-        self.rows.push(Row { label, value, target, met });
+        self.rows.push(Row {
+            label,
+            value,
+            target,
+            met,
+        });
     }
 
     /// Prints the table (and any errors) to stdout.
     pub fn print(&self) {
-        let label_width = self.rows.iter().map(|r| r.label.chars().count()).max().unwrap_or(0).max(30) + 2;
-        let value_width = self.rows.iter().map(|r| r.value.chars().count()).max().unwrap_or(0).max(10) + 2;
-        let target_width = self.rows.iter().map(|r| r.target.chars().count()).max().unwrap_or(0).max(6) + 2;
+        let label_width = self
+            .rows
+            .iter()
+            .map(|r| r.label.chars().count())
+            .max()
+            .unwrap_or(0)
+            .max(30)
+            + 2;
+        let value_width = self
+            .rows
+            .iter()
+            .map(|r| r.value.chars().count())
+            .max()
+            .unwrap_or(0)
+            .max(10)
+            + 2;
+        let target_width = self
+            .rows
+            .iter()
+            .map(|r| r.target.chars().count())
+            .max()
+            .unwrap_or(0)
+            .max(6)
+            + 2;
         println!();
-        println!("{:<label_width$}{:<value_width$}{:<target_width$}", self.title, "value", "target");
+        println!(
+            "{:<label_width$}{:<value_width$}{:<target_width$}",
+            self.title, "value", "target"
+        );
         for row in &self.rows {
             let verdict = match row.met {
                 Some(true) => "met",

@@ -1,6 +1,6 @@
 //! Test support: start the real gateway binary on port 0 in a fresh state dir, talk to it
 //! over real sockets, and wait with `eventually` instead of sleeping.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::expect_used, clippy::unwrap_used)]
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -28,7 +28,10 @@ where
         if let Some(v) = cond().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for: {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -40,7 +43,10 @@ pub fn eventually_sync<T>(timeout: Duration, what: &str, mut cond: impl FnMut() 
         if let Some(v) = cond() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for: {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -83,20 +89,37 @@ impl GatewayBuilder {
         let child = self.spawn_in(home.path());
         let port_file = home.path().join("run/troupe.port");
         let port: u16 = eventually_sync(WAIT, "the gateway writes run/troupe.port", || {
-            std::fs::read_to_string(&port_file).ok()?.trim().parse().ok()
+            std::fs::read_to_string(&port_file)
+                .ok()?
+                .trim()
+                .parse()
+                .ok()
         });
-        let token = std::fs::read_to_string(home.path().join("token")).unwrap_or_default().trim().to_string();
-        TestGateway { home, child, port, token }
+        let token = std::fs::read_to_string(home.path().join("token"))
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        TestGateway {
+            home,
+            child,
+            port,
+            token,
+        }
     }
     pub fn spawn_in(&self, home: &Path) -> Child {
         let mut cmd = Command::new(troupe_bin());
         cmd.args(["gateway", "run", "--port", "0"]).args(&self.args);
-        cmd.env("TROUPE_HOME", home).env("TROUPE__LOGGING__LEVEL", "info");
-        cmd.env_remove("TROUPE_GATEWAY_TOKEN").env_remove("TROUPE_GATEWAY_PORT");
+        cmd.env("TROUPE_HOME", home)
+            .env("TROUPE__LOGGING__LEVEL", "info");
+        cmd.env_remove("TROUPE_GATEWAY_TOKEN")
+            .env_remove("TROUPE_GATEWAY_PORT");
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
-        cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn troupe")
+        cmd.stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn troupe")
     }
 }
 
@@ -144,11 +167,15 @@ impl TestGateway {
     }
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self) -> ExitStatus {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         self.wait_exit()
     }
     pub fn wait_exit(&mut self) -> ExitStatus {
-        eventually_sync(WAIT, "gateway process exits", || self.child.try_wait().ok().flatten())
+        eventually_sync(WAIT, "gateway process exits", || {
+            self.child.try_wait().ok().flatten()
+        })
     }
 }
 
@@ -164,10 +191,14 @@ pub fn node<'a>(tree: &'a Value, id: &str) -> Option<&'a Value> {
     if tree["id"] == id {
         return Some(tree);
     }
-    tree["children"].as_array()?.iter().find_map(|c| node(c, id))
+    tree["children"]
+        .as_array()?
+        .iter()
+        .find_map(|c| node(c, id))
 }
 
-type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// What the server sent next.
 #[derive(Debug)]
@@ -190,8 +221,15 @@ pub struct WsClient {
 impl WsClient {
     /// Opens the socket and reads `connect.challenge`.
     pub async fn open(url: &str) -> Self {
-        let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("ws connect");
-        let mut c = Self { ws, next_id: 0, events: Vec::new(), conn_id: String::new() };
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("ws connect");
+        let mut c = Self {
+            ws,
+            next_id: 0,
+            events: Vec::new(),
+            conn_id: String::new(),
+        };
         match c.recv().await {
             Received::Frame(f) => assert_eq!(f["event"], "connect.challenge", "first frame: {f}"),
             other => panic!("expected connect.challenge, got {other:?}"),
@@ -199,17 +237,24 @@ impl WsClient {
         c
     }
     pub async fn send_text(&mut self, text: &str) {
-        self.ws.send(Message::text(text.to_string())).await.expect("send");
+        self.ws
+            .send(Message::text(text.to_string()))
+            .await
+            .expect("send");
     }
     pub async fn send_raw(&mut self, msg: Message) {
         self.ws.send(msg).await.expect("send");
     }
     /// The next frame, pong or close, within [`WAIT`].
     pub async fn recv(&mut self) -> Received {
-        let next = tokio::time::timeout(WAIT, self.ws.next()).await.expect("a frame within the wait");
+        let next = tokio::time::timeout(WAIT, self.ws.next())
+            .await
+            .expect("a frame within the wait");
         match next {
             None | Some(Err(_)) => Received::Closed(None),
-            Some(Ok(Message::Text(t))) => Received::Frame(serde_json::from_str(&t).expect("JSON frame")),
+            Some(Ok(Message::Text(t))) => {
+                Received::Frame(serde_json::from_str(&t).expect("JSON frame"))
+            }
             Some(Ok(Message::Pong(p))) => Received::Pong(p.to_vec()),
             Some(Ok(Message::Close(f))) => Received::Closed(f),
             Some(Ok(other)) => panic!("unexpected message {other:?}"),
@@ -272,7 +317,10 @@ pub fn cli(home: &Path, args: &[&str]) -> (i32, String, String) {
 /// [`cli`] with extra environment variables.
 pub fn cli_env(home: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let mut cmd = Command::new(troupe_bin());
-    cmd.args(args).env("TROUPE_HOME", home).env_remove("TROUPE_GATEWAY_TOKEN").env_remove("TROUPE_GATEWAY_PORT");
+    cmd.args(args)
+        .env("TROUPE_HOME", home)
+        .env_remove("TROUPE_GATEWAY_TOKEN")
+        .env_remove("TROUPE_GATEWAY_PORT");
     for (k, v) in env {
         cmd.env(k, v);
     }

@@ -9,8 +9,8 @@ use actix::dev::ToEnvelope;
 use actix::{Actor, Addr, ArbiterHandle, Handler, Recipient};
 use serde::{Deserialize, Serialize};
 
-use super::guard::ExitGuard;
 use super::SupervisorActor;
+use super::guard::ExitGuard;
 use crate::messages::{InjectFault, Ping, Shutdown};
 
 /// The name of a child in the tree, unique among its siblings (`store`, `agent:main`, `ws:<uuid>`).

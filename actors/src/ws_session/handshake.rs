@@ -54,7 +54,10 @@ impl WsSessionActor {
         };
         if !authenticated {
             tracing::warn!(conn_id = %self.conn_id, peer = ?self.peer, "ws auth failed");
-            let error = ErrorShape::forbidden("AUTH_FAILED", "unauthorized: gateway token or password mismatch");
+            let error = ErrorShape::forbidden(
+                "AUTH_FAILED",
+                "unauthorized: gateway token or password mismatch",
+            );
             self.respond(frame.id, Err(error), ctx);
             self.close_after_flush(CloseCode::Policy, "unauthorized", ctx);
             return;

@@ -55,7 +55,8 @@ fn parse<T: DeserializeOwned>(method: &str, params: Option<Value>) -> Result<T, 
         Some(v) => v,
     };
     serde_json::from_value(value).map_err(|err| {
-        ErrorShape::invalid(format!("invalid params for {method}: {err}")).with_detail("INVALID_PARAMS")
+        ErrorShape::invalid(format!("invalid params for {method}: {err}"))
+            .with_detail("INVALID_PARAMS")
     })
 }
 
@@ -68,10 +69,18 @@ pub fn command_error(err: CommandError) -> ErrorShape {
 }
 
 impl WsSessionActor {
-    pub(super) fn on_request(&mut self, frame: RequestFrame, scope: Scope, ctx: &mut Context<Self>) {
-        let RequestFrame { id, method, params, .. } = frame;
+    pub(super) fn on_request(
+        &mut self,
+        frame: RequestFrame,
+        scope: Scope,
+        ctx: &mut Context<Self>,
+    ) {
+        let RequestFrame {
+            id, method, params, ..
+        } = frame;
         let Some(&(_, needed)) = METHODS.iter().find(|(name, _)| *name == method) else {
-            let error = ErrorShape::invalid(format!("unknown method {method:?}")).with_detail("UNKNOWN_METHOD");
+            let error = ErrorShape::invalid(format!("unknown method {method:?}"))
+                .with_detail("UNKNOWN_METHOD");
             self.respond(id, Err(error), ctx);
             return;
         };
@@ -104,7 +113,8 @@ impl WsSessionActor {
                     let gateway = self.gateway.clone();
                     let fut = async move { gateway.status(all).await };
                     ctx.spawn(fut.into_actor(self).map(move |status, act, ctx| {
-                        let payload = serde_json::to_value(status).map_err(|e| ErrorShape::invalid(e.to_string()));
+                        let payload = serde_json::to_value(status)
+                            .map_err(|e| ErrorShape::invalid(e.to_string()));
                         act.respond(id, payload, ctx);
                     }));
                 }
@@ -136,15 +146,29 @@ impl WsSessionActor {
         }
     }
 
-    fn route(&mut self, req_id: String, child: String, action: ChildAction, ctx: &mut Context<Self>) {
-        let command = ChildCommand { id: ChildId::new(child.clone()), action };
+    fn route(
+        &mut self,
+        req_id: String,
+        child: String,
+        action: ChildAction,
+        ctx: &mut Context<Self>,
+    ) {
+        let command = ChildCommand {
+            id: ChildId::new(child.clone()),
+            action,
+        };
         let sent = self.gateway.root.send(command);
         ctx.spawn(sent.into_actor(self).map(move |reply, act, ctx| {
             let result = match reply {
-                Ok(Ok(CommandOutcome::Pinged { rtt_us })) => Ok(json!({ "id": child, "rttUs": rtt_us })),
+                Ok(Ok(CommandOutcome::Pinged { rtt_us })) => {
+                    Ok(json!({ "id": child, "rttUs": rtt_us }))
+                }
                 Ok(Ok(_)) => Ok(json!({ "id": child, "ok": true })),
                 Ok(Err(err)) => Err(command_error(err)),
-                Err(err) => Err(ErrorShape::unavailable(format!("supervisor unreachable: {err}"), 100)),
+                Err(err) => Err(ErrorShape::unavailable(
+                    format!("supervisor unreachable: {err}"),
+                    100,
+                )),
             };
             act.respond(req_id, result, ctx);
         }));
