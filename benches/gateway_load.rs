@@ -38,6 +38,8 @@ mod support;
 use std::path::Path;
 use std::time::Duration;
 
+use serde_json::Value;
+
 use support::bare_ws_server;
 use support::client::{Client, CrashResult, IdlePool, LoadResult, OpenOutcome, many_connections};
 use support::process::{ServerKind, ServerProcess};
@@ -158,8 +160,8 @@ struct Figures {
     bare: Throughput,
     /// RSS with idle connections, per level reached.
     idle_conns: Result<Vec<IdleLevel>, String>,
-    /// Crash-to-answer times.
-    restart: Result<CrashResult, String>,
+    /// Crash-to-answer times, and the restarts the gateway counted meanwhile (if it says).
+    restart: Result<(CrashResult, Option<u64>), String>,
 }
 
 fn main() -> Result<(), BoxError> {
@@ -294,14 +296,45 @@ async fn one_connection(
     Ok(result)
 }
 
-/// Crash-to-answer times of [`CRASH_TARGET`] over `crashes` injected panics.
-async fn measure_restart(port: u16, token: &str, crashes: usize) -> BenchResult<CrashResult> {
+/// Crash-to-answer times of [`CRASH_TARGET`] over `crashes` injected panics, and how many
+/// restarts `supervisor.tree` counted for it meanwhile (a check that the panics happened).
+async fn measure_restart(
+    port: u16,
+    token: &str,
+    crashes: usize,
+) -> BenchResult<(CrashResult, Option<u64>)> {
     let mut client = Client::connect(port, token).await?;
+    let before = restarts_in_tree(&mut client).await;
     let result = client
         .crash_and_recover(CRASH_TARGET, crashes, RECOVERY_LIMIT)
         .await?;
+    let after = restarts_in_tree(&mut client).await;
     client.close().await;
-    Ok(result)
+    let counted = after
+        .zip(before)
+        .map(|(after, before)| after.saturating_sub(before));
+    Ok((result, counted))
+}
+
+/// The `restarts` count of [`CRASH_TARGET`] in `supervisor.tree`, if the tree reports one.
+async fn restarts_in_tree(client: &mut Client) -> Option<u64> {
+    let tree = client.call("supervisor.tree", None).await.ok()?;
+    find_restarts(&tree, CRASH_TARGET)
+}
+
+/// The `restarts` field of the object whose `id` is `id`, anywhere inside `node`.
+fn find_restarts(node: &Value, id: &str) -> Option<u64> {
+    match node {
+        Value::Object(fields) => {
+            let restarts = fields.get("restarts").and_then(Value::as_u64);
+            match restarts {
+                Some(n) if fields.get("id").and_then(Value::as_str) == Some(id) => Some(n),
+                _ => fields.values().find_map(|child| find_restarts(child, id)),
+            }
+        }
+        Value::Array(items) => items.iter().find_map(|item| find_restarts(item, id)),
+        _ => None,
+    }
 }
 
 /// Gateway RSS at each idle connection level; stops at the first level it cannot fill.
@@ -460,7 +493,7 @@ fn add_idle_connection_rows(table: &mut Table, figures: &Figures) {
 fn add_restart_rows(table: &mut Table, scale: &Scale, figures: &Figures) {
     let crashes = scale.crashes;
     match &figures.restart {
-        Ok(result) => {
+        Ok((result, restarts)) => {
             let (p50, p99) = report::p50_p99(&result.latencies_us);
             let label = format!("restart: crash → ping ok (p50 of {crashes})");
             table.info(label, report::us(p50));
@@ -478,6 +511,8 @@ fn add_restart_rows(table: &mut Table, scale: &Scale, figures: &Figures) {
                     result.latencies_us.len()
                 ),
             );
+            let counted = restarts.map_or_else(|| "not reported".to_owned(), |n| n.to_string());
+            table.info("restart: restarts in supervisor.tree", counted);
         }
         Err(error) => table.error(format!("restart (p99 of {crashes})"), "< 10 ms", error),
     }

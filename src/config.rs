@@ -97,6 +97,14 @@ pub struct Config {
     pub hang_timeout: Duration,
     /// Fault injection switch.
     pub fault_injection: bool,
+    /// Concurrent runs across sessions.
+    pub max_concurrent_runs: usize,
+    /// Waiting turns per session.
+    pub lane_capacity: usize,
+    /// Idempotency window.
+    pub dedupe_window: Duration,
+    /// Delay between echo deltas.
+    pub echo_delta_delay: Duration,
     /// Tracing filter.
     pub log_level: String,
     /// SQLite file (relative to the state dir unless absolute).
@@ -109,6 +117,8 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 struct Raw {
     gateway: RawGateway,
+    sessions: RawSessions,
+    providers: RawProviders,
     supervisor: RawSupervisor,
     debug: RawDebug,
     logging: RawLogging,
@@ -159,6 +169,26 @@ struct RawSupervisor {
 struct RawIntensity {
     max_restarts: u32,
     period_secs: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSessions {
+    max_concurrent_runs: usize,
+    lane_capacity: usize,
+    dedupe_window_secs: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProviders {
+    echo: RawEcho,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEcho {
+    delta_delay_ms: u64,
 }
 
 #[derive(Deserialize)]
@@ -408,6 +438,16 @@ fn validate(
             .unwrap_or(2),
         n => n,
     };
+    if raw.sessions.lane_capacity == 0 {
+        bad("sessions.lane_capacity", "must be at least 1".into());
+    }
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let max_concurrent_runs = match raw.sessions.max_concurrent_runs {
+        0 => (4 * cores).max(8),
+        n => n,
+    };
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }
@@ -437,6 +477,10 @@ fn validate(
         ping_interval: Duration::from_millis(raw.supervisor.ping_interval_ms),
         hang_timeout: Duration::from_millis(raw.supervisor.hang_timeout_ms),
         fault_injection: raw.debug.fault_injection,
+        max_concurrent_runs,
+        lane_capacity: raw.sessions.lane_capacity,
+        dedupe_window: Duration::from_secs(raw.sessions.dedupe_window_secs),
+        echo_delta_delay: Duration::from_millis(raw.providers.echo.delta_delay_ms),
         log_level,
         store_path: raw.store.path,
         agents,

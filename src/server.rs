@@ -9,8 +9,10 @@ use std::time::Instant;
 
 use actix_web::{App, HttpServer, web};
 use tokio::sync::oneshot;
+use troupe_actors::echo::EchoSettings;
 use troupe_actors::gateway::{AuthPolicy, Gateway, GatewaySettings, Secret};
 use troupe_actors::messages::Shutdown;
+use troupe_actors::session_queue::QueueSettings;
 use troupe_actors::supervisor::install_panic_hook;
 use troupe_actors::tree::{TreeConfig, start_root};
 
@@ -209,6 +211,14 @@ async fn serve(
         agents_intensity: config.agents_intensity,
         ping_interval: config.ping_interval,
         hang_timeout: config.hang_timeout,
+        echo: EchoSettings {
+            delta_delay: config.echo_delta_delay,
+        },
+        queue: QueueSettings {
+            max_concurrent: config.max_concurrent_runs,
+            lane_capacity: config.lane_capacity,
+            dedupe_window: config.dedupe_window,
+        },
     };
     let root = start_root(&tree, escalation_tx);
     let settings = GatewaySettings {

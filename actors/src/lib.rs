@@ -3,6 +3,7 @@
 //! ```text
 //! root                 one_for_one, intensity 10 restarts / 60 s, then the process exits non-zero
 //! ├── store            the single SQLite writer (permanent)
+//! ├── session-queue    per-session FIFO lanes, one active run per session (permanent)
 //! ├── agents           supervisor, one_for_one
 //! │   └── agent:<id>   one per configured agent (permanent, own arbiter)
 //! └── clients          supervisor of WebSocket sessions
@@ -16,15 +17,21 @@
 //!   specs, strategies, restart intensity, backoff, the registry and liveness pings.
 //! - [`messages`]: messages every child answers (ping, fault injection, shutdown).
 //! - [`store`]: [`StoreActor`](store::StoreActor), the SQLite single writer.
-//! - [`agent`]: [`AgentActor`](agent::AgentActor), one per configured agent.
+//! - [`session_queue`]: [`SessionQueueActor`](session_queue::SessionQueueActor): lanes,
+//!   turns, aborts, waiters, event fan-out.
+//! - [`agent`]: [`AgentActor`](agent::AgentActor), one per configured agent; [`echo`]: the
+//!   built-in offline provider.
 //! - [`ws_session`]: [`WsSessionActor`](ws_session::WsSessionActor), one per WebSocket.
 //! - [`protocol`]: the WebSocket frames (OpenClaw protocol core).
 //! - [`gateway`]: the immutable settings and addresses shared with every session.
 
 pub mod agent;
+pub mod echo;
 pub mod gateway;
 pub mod messages;
 pub mod protocol;
+pub mod session_key;
+pub mod session_queue;
 pub mod store;
 pub mod supervisor;
 pub mod tree;

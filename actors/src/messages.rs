@@ -78,3 +78,60 @@ macro_rules! child_controls {
         }
     };
 }
+
+/// How a message joins a session that is busy (DESIGN.md §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueMode {
+    /// Wait in line, run after the runs ahead of it.
+    #[default]
+    Followup,
+    /// Waiting messages coalesce into one turn.
+    Collect,
+    /// Abort the active run and drop the waiting ones; run this one next.
+    Interrupt,
+}
+
+impl QueueMode {
+    /// The wire name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Followup => "followup",
+            Self::Collect => "collect",
+            Self::Interrupt => "interrupt",
+        }
+    }
+}
+
+/// What an agent reports while a run streams (agent → session-queue).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct TurnEvent {
+    /// The run.
+    pub run_id: String,
+    /// Its session.
+    pub session_key: String,
+    /// What happened.
+    pub kind: TurnEventKind,
+}
+
+/// The kinds of [`TurnEvent`].
+#[derive(Debug, Clone)]
+pub enum TurnEventKind {
+    /// The provider started.
+    Started,
+    /// More reply text.
+    Delta(String),
+    /// A tool call or result.
+    Tool(serde_json::Value),
+}
+
+/// An event for the clients subscribed to a session (session-queue → WS sessions).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct SessionEvent {
+    /// `agent` or `chat`.
+    pub event: &'static str,
+    /// Event payload, shared by every subscriber.
+    pub payload: std::sync::Arc<serde_json::Value>,
+}

@@ -1,5 +1,8 @@
 //! `store`: the single SQLite writer (sqlx, WAL, migrations), on its own arbiter. Every
-//! write goes through this actor; the file lives in the state dir.
+//! write goes through this actor, one at a time in arrival order ([`StoreWrite`]); reads
+//! ([`StoreRead`]) do not wait behind writes. The queries are in [`turns`].
+
+pub mod turns;
 
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -95,7 +98,7 @@ pub async fn open(path: &std::path::Path) -> Result<SqlitePool, StoreError> {
         .foreign_keys(true)
         .busy_timeout(Duration::from_secs(5));
     let pool = SqlitePoolOptions::new()
-        .max_connections(1)
+        .max_connections(4)
         .connect_with(options)
         .await
         .map_err(|source| StoreError::Open {
@@ -158,6 +161,64 @@ impl Handler<GetStoreInfo> for StoreActor {
         let pool = self.pool.clone();
         let path = self.path.display().to_string();
         Box::pin(async move { info(pool.ok_or(StoreError::NotOpen)?, path).await })
+    }
+}
+
+/// The future a store operation runs on the pool.
+pub type StoreFuture<T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, StoreError>> + Send>>;
+
+/// A write, run strictly after the writes sent before it (the single-writer rule).
+pub struct StoreWrite<T>(pub Box<dyn FnOnce(SqlitePool) -> StoreFuture<T> + Send>);
+
+/// A read; may run beside other reads.
+pub struct StoreRead<T>(pub Box<dyn FnOnce(SqlitePool) -> StoreFuture<T> + Send>);
+
+impl<T: 'static> Message for StoreWrite<T> {
+    type Result = Result<T, StoreError>;
+}
+
+impl<T: 'static> Message for StoreRead<T> {
+    type Result = Result<T, StoreError>;
+}
+
+impl<T> StoreWrite<T> {
+    /// Wraps an async write over the pool.
+    pub fn new(op: impl FnOnce(SqlitePool) -> StoreFuture<T> + Send + 'static) -> Self {
+        Self(Box::new(op))
+    }
+}
+
+impl<T> StoreRead<T> {
+    /// Wraps an async read over the pool.
+    pub fn new(op: impl FnOnce(SqlitePool) -> StoreFuture<T> + Send + 'static) -> Self {
+        Self(Box::new(op))
+    }
+}
+
+impl<T: 'static> Handler<StoreWrite<T>> for StoreActor {
+    type Result = AtomicResponse<Self, Result<T, StoreError>>;
+    fn handle(&mut self, msg: StoreWrite<T>, _: &mut Self::Context) -> Self::Result {
+        let Some(pool) = self.pool.clone() else {
+            return AtomicResponse::new(Box::pin(fut::ready(Err(StoreError::NotOpen))));
+        };
+        self.pending += 1;
+        AtomicResponse::new(Box::pin((msg.0)(pool).into_actor(self).map(
+            |result, act, _| {
+                act.pending -= 1;
+                result
+            },
+        )))
+    }
+}
+
+impl<T: 'static> Handler<StoreRead<T>> for StoreActor {
+    type Result = ResponseFuture<Result<T, StoreError>>;
+    fn handle(&mut self, msg: StoreRead<T>, _: &mut Self::Context) -> Self::Result {
+        match self.pool.clone() {
+            Some(pool) => (msg.0)(pool),
+            None => Box::pin(async { Err(StoreError::NotOpen) }),
+        }
     }
 }
 

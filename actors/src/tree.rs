@@ -8,7 +8,9 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use crate::agent::AgentActor;
+use crate::echo::EchoSettings;
 use crate::gateway::AgentSummary;
+use crate::session_queue::{QueueSettings, SessionQueueActor};
 use crate::store::StoreActor;
 use crate::supervisor::{
     ChildHandle, ChildId, ChildLink, ChildSpec, Intensity, Strategy, SupervisorActor,
@@ -26,6 +28,10 @@ pub struct TreeConfig {
     pub root_intensity: Intensity,
     /// Restart intensity of the `agents` supervisor (past it, escalate to root).
     pub agents_intensity: Intensity,
+    /// The echo provider's settings.
+    pub echo: EchoSettings,
+    /// Session-queue limits.
+    pub queue: QueueSettings,
     /// Liveness ping interval.
     pub ping_interval: Duration,
     /// A child silent for this long is hung and restarted.
@@ -49,11 +55,17 @@ impl TreeConfig {
 pub fn root_specs(cfg: &TreeConfig) -> Vec<ChildSpec> {
     vec![
         StoreActor::spec(cfg.store_path.clone()),
+        SessionQueueActor::spec(cfg.queue.clone()),
         supervisor_spec(
             cfg.supervisor("agents", Strategy::OneForOne, cfg.agents_intensity),
             {
-                let agents = cfg.agents.clone();
-                move || agents.iter().cloned().map(AgentActor::spec).collect()
+                let (agents, echo) = (cfg.agents.clone(), cfg.echo);
+                move || {
+                    agents
+                        .iter()
+                        .map(|a| AgentActor::spec(a.clone(), echo))
+                        .collect()
+                }
             },
         ),
         supervisor_spec(

@@ -3,6 +3,7 @@
 //! through a byte-bounded outbox: a client that stops reading is closed (1008), never
 //! allowed to grow the process.
 
+mod chat;
 mod handshake;
 mod methods;
 
@@ -18,6 +19,7 @@ use serde_json::{Value, json};
 use crate::gateway::Gateway;
 use crate::messages::Shutdown;
 use crate::protocol::{ErrorShape, EventFrame, RequestFrame, ResponseFrame, Scope};
+use crate::session_queue::SessionQueueActor;
 use crate::supervisor::{AdoptChild, ChildHandle, ChildId, ChildLink, ExitGuard, SupervisorActor};
 
 /// Where the connection is in its life.
@@ -49,6 +51,7 @@ pub struct WsSessionActor {
     outbox_bytes: usize,
     writing: bool,
     link: ChildLink,
+    queue: Option<Addr<SessionQueueActor>>,
     _guard: ExitGuard,
 }
 
@@ -87,6 +90,7 @@ impl WsSessionActor {
                 writing: false,
                 _guard: link.guard(),
                 link,
+                queue: None,
             }
         })
     }
@@ -109,12 +113,12 @@ impl WsSessionActor {
     }
 
     /// Sends an event with the next per-connection sequence number.
-    fn event(&mut self, event: &str, payload: Value, ctx: &mut Context<Self>) {
+    fn event(&mut self, event: &str, payload: &Value, ctx: &mut Context<Self>) {
         self.seq += 1;
         let frame = EventFrame {
             kind: "event",
             event,
-            payload: Some(&payload),
+            payload: Some(payload),
             seq: Some(self.seq),
         };
         self.send_json(&frame, ctx);
@@ -250,7 +254,7 @@ impl Actor for WsSessionActor {
         });
         tracing::debug!(conn_id = %self.conn_id, peer = ?self.peer, "ws connected");
         let challenge = json!({ "nonce": self.nonce, "ts": crate::now_ms() });
-        self.event("connect.challenge", challenge, ctx);
+        self.event("connect.challenge", &challenge, ctx);
         ctx.run_later(self.gateway.settings.handshake_timeout, |act, ctx| {
             if matches!(act.phase, Phase::Handshake) {
                 let error = ErrorShape::invalid("no connect request before the handshake timeout")
@@ -262,6 +266,7 @@ impl Actor for WsSessionActor {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
+        self.unsubscribe_all();
         tracing::debug!(conn_id = %self.conn_id, "ws closed");
     }
 }
@@ -315,7 +320,7 @@ impl Handler<Shutdown> for WsSessionActor {
     type Result = ();
     fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) {
         if matches!(self.phase, Phase::Connected { .. }) {
-            self.event("shutdown", json!({ "reason": "gateway stopping" }), ctx);
+            self.event("shutdown", &json!({ "reason": "gateway stopping" }), ctx);
         }
         self.close_after_flush(CloseCode::Away, "gateway shutting down", ctx);
         ctx.run_later(std::time::Duration::from_secs(2), |_, ctx| ctx.stop());

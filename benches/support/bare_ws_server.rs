@@ -28,16 +28,45 @@ const IDLE_LIMIT: Duration = Duration::from_secs(5 * 60);
 
 /// Runs the bare server process: binds an ephemeral loopback port, writes it to `port_file`,
 /// and serves until killed, until its stdin closes (the benchmark died) or [`MAX_LIFETIME`].
+///
+/// Like actix-web (under the gateway), it runs one single-threaded runtime per core, all
+/// accepting on the same listening socket; a connection stays on the core that accepted it.
 pub fn run_process(port_file: &Path) -> BenchResult<()> {
     exit_when_stdin_closes();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    listener.set_nonblocking(true)?;
+    let port = listener.local_addr()?.port();
+    let tmp = port_file.with_extension("tmp");
+    std::fs::write(&tmp, format!("{port}\n"))?;
+    std::fs::rename(&tmp, port_file)?;
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let started = Instant::now();
+    let mut workers = Vec::with_capacity(cores);
+    for worker in 0..cores {
+        let listener = listener.try_clone()?;
+        workers.push(std::thread::spawn(move || {
+            run_worker(listener, worker, started)
+        }));
+    }
+    for worker in workers {
+        worker
+            .join()
+            .map_err(|_| "a bare server worker panicked")??;
+    }
+    Ok(())
+}
+
+/// One worker: a single-threaded runtime accepting and serving connections for at most
+/// [`MAX_LIFETIME`].
+fn run_worker(listener: std::net::TcpListener, worker: usize, started: Instant) -> BenchResult<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        match tokio::time::timeout(MAX_LIFETIME, serve(port_file)).await {
-            Ok(result) => result,
-            Err(_) => Ok(()),
-        }
+        let listener = TcpListener::from_std(listener)?;
+        // The accept loop never ends by itself; the time limit ends it.
+        let _ = tokio::time::timeout(MAX_LIFETIME, accept_loop(listener, worker, started)).await;
+        Ok(())
     })
 }
 
@@ -57,24 +86,29 @@ fn exit_when_stdin_closes() {
     });
 }
 
-/// Binds, publishes the port, and accepts connections, one task each.
-async fn serve(port_file: &Path) -> BenchResult<()> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let port = listener.local_addr()?.port();
-    let tmp = port_file.with_extension("tmp");
-    std::fs::write(&tmp, format!("{port}\n"))?;
-    std::fs::rename(&tmp, port_file)?;
-    let started = Instant::now();
-    let mut conn_id: u64 = 0;
+/// Accepts connections, one task each (bounded in time by the caller).
+async fn accept_loop(listener: TcpListener, worker: usize, started: Instant) {
+    let mut accepted: u64 = 0;
     loop {
-        let (stream, _) = listener.accept().await?;
-        conn_id += 1;
-        tokio::spawn(handle_connection(stream, conn_id, started));
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(_) => {
+                // Out of file descriptors, say: back off and keep serving the open ones.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        accepted += 1;
+        tokio::spawn(handle_connection(
+            stream,
+            format!("{worker}-{accepted}"),
+            started,
+        ));
     }
 }
 
 /// Serves one WebSocket connection until it closes, errors, or idles past [`IDLE_LIMIT`].
-async fn handle_connection(stream: TcpStream, conn_id: u64, started: Instant) {
+async fn handle_connection(stream: TcpStream, conn_id: String, started: Instant) {
     if stream.set_nodelay(true).is_err() {
         return;
     }
@@ -97,7 +131,7 @@ async fn handle_connection(stream: TcpStream, conn_id: u64, started: Instant) {
             }
             continue;
         };
-        let Some(reply) = reply_to(&text, &mut connected, conn_id, started) else {
+        let Some(reply) = reply_to(&text, &mut connected, &conn_id, started) else {
             continue;
         };
         if ws.send(Message::text(reply)).await.is_err() {
@@ -107,7 +141,7 @@ async fn handle_connection(stream: TcpStream, conn_id: u64, started: Instant) {
 }
 
 /// The reply to one request frame, or `None` for frames that are not requests.
-fn reply_to(text: &str, connected: &mut bool, conn_id: u64, started: Instant) -> Option<String> {
+fn reply_to(text: &str, connected: &mut bool, conn_id: &str, started: Instant) -> Option<String> {
     let frame: Value = serde_json::from_str(text).ok()?;
     if frame["type"] != "req" {
         return None;
@@ -137,11 +171,11 @@ fn ok_response(id: &str, payload: Value) -> Value {
 }
 
 /// A minimal `hello-ok` payload.
-fn hello_payload(conn_id: u64) -> Value {
+fn hello_payload(conn_id: &str) -> Value {
     json!({
         "type": "hello-ok",
         "protocol": 4,
-        "server": {"version": "bare", "connId": conn_id.to_string()},
+        "server": {"version": "bare", "connId": conn_id},
         "features": {"methods": ["health"], "events": []},
     })
 }

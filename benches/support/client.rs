@@ -52,24 +52,24 @@ pub struct Response {
     pub id: String,
     /// Whether the request succeeded.
     pub ok: bool,
-    /// The whole frame, kept only when `ok` is false, to report the error.
-    pub failure: Option<String>,
+    /// The whole frame.
+    pub frame: String,
 }
 
 impl Response {
     /// Whether the server answered `error.code == "UNAVAILABLE"`.
     pub fn is_unavailable(&self) -> bool {
-        let Some(frame) = self.failure.as_deref() else {
-            return false;
-        };
-        serde_json::from_str::<Value>(frame).is_ok_and(|v| v["error"]["code"] == "UNAVAILABLE")
+        !self.ok
+            && serde_json::from_str::<Value>(&self.frame)
+                .is_ok_and(|v| v["error"]["code"] == "UNAVAILABLE")
     }
 
     /// `Ok(())` for a successful response, else an error quoting the frame.
     fn check(&self, method: &str) -> BenchResult<()> {
-        match &self.failure {
-            None => Ok(()),
-            Some(frame) => Err(format!("{method} failed: {frame}").into()),
+        if self.ok {
+            Ok(())
+        } else {
+            Err(format!("{method} failed: {}", self.frame).into())
         }
     }
 }
@@ -135,6 +135,14 @@ impl Client {
         let id = self.fresh_id();
         self.send_text(request_frame(&id, method, params)).await?;
         self.wait_for(&id).await
+    }
+
+    /// Sends `method` with `params` and returns the payload of its successful response.
+    pub async fn call(&mut self, method: &str, params: Option<Value>) -> BenchResult<Value> {
+        let response = self.request(method, params).await?;
+        response.check(method)?;
+        let mut frame: Value = serde_json::from_str(&response.frame)?;
+        Ok(frame["payload"].take())
     }
 
     /// Closes the connection politely (best effort, bounded).
@@ -282,11 +290,10 @@ impl Client {
             if head.kind != "res" {
                 continue;
             }
-            let ok = head.ok == Some(true);
             return Ok(Response {
                 id: head.id.unwrap_or_default(),
-                ok,
-                failure: (!ok).then_some(text),
+                ok: head.ok == Some(true),
+                frame: text,
             });
         }
         Err(format!("no response among {MAX_SKIPPED_FRAMES} frames").into())

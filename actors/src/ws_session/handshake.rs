@@ -98,7 +98,7 @@ impl WsSessionActor {
         self.respond(frame.id, Ok(hello), ctx);
         ctx.run_interval(self.gateway.settings.tick_interval, |act, ctx| {
             if matches!(act.phase, Phase::Connected { .. }) {
-                act.event("tick", json!({ "ts": crate::now_ms() }), ctx);
+                act.event("tick", &json!({ "ts": crate::now_ms() }), ctx);
             }
         });
     }

@@ -11,12 +11,20 @@ use crate::protocol::{ErrorShape, RequestFrame, Scope};
 use crate::supervisor::{ChildAction, ChildCommand, ChildId, CommandError, CommandOutcome};
 
 /// Events this gateway may send.
-pub const EVENTS: &[&str] = &["connect.challenge", "tick", "shutdown", "supervisor"];
+pub const EVENTS: &[&str] = &["connect.challenge", "tick", "shutdown", "agent", "chat"];
 
 const METHODS: &[(&str, Scope)] = &[
     ("health", Scope::Read),
     ("status", Scope::Read),
     ("agents.list", Scope::Read),
+    ("chat.history", Scope::Read),
+    ("sessions.list", Scope::Read),
+    ("agent.wait", Scope::Read),
+    ("chat.send", Scope::Write),
+    ("agent", Scope::Write),
+    ("chat.abort", Scope::Write),
+    ("sessions.reset", Scope::Write),
+    ("sessions.delete", Scope::Write),
     ("supervisor.tree", Scope::Read),
     ("supervisor.ping", Scope::Read),
     ("supervisor.restart", Scope::Admin),
@@ -49,7 +57,10 @@ struct CrashParams {
     mode: FaultMode,
 }
 
-fn parse<T: DeserializeOwned>(method: &str, params: Option<Value>) -> Result<T, ErrorShape> {
+pub(super) fn parse<T: DeserializeOwned>(
+    method: &str,
+    params: Option<Value>,
+) -> Result<T, ErrorShape> {
     let value = match params {
         None | Some(Value::Null) => json!({}),
         Some(v) => v,
@@ -139,10 +150,7 @@ impl WsSessionActor {
                 Ok(p) => self.route(id, p.id, ChildAction::Crash(p.mode), ctx),
                 Err(error) => self.respond(id, Err(error), ctx),
             },
-            _ => {
-                let error = ErrorShape::invalid(format!("method {method:?} is not implemented"));
-                self.respond(id, Err(error), ctx);
-            }
+            _ => self.on_chat_method(id, &method, params, ctx),
         }
     }
 

@@ -1,0 +1,389 @@
+//! The store's queries for sessions, transcripts and runs. Plain async functions over the
+//! pool; the [`StoreActor`](super::StoreActor) calls them one write at a time.
+
+use serde::Serialize;
+use sqlx::{Row, SqlitePool};
+
+use super::StoreError;
+use crate::now_ms;
+
+/// A run (one agent turn) as stored.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RunRecord {
+    /// Run id (uuid).
+    pub id: String,
+    /// Global acceptance order.
+    pub seq: i64,
+    /// Session key.
+    pub session_key: String,
+    /// Agent id.
+    pub agent_id: String,
+    /// queued | running | ok | error | aborted | coalesced.
+    pub status: String,
+    /// Queue mode it was submitted with.
+    pub mode: String,
+    /// The user's message.
+    pub input: String,
+    /// The reply, when finished.
+    pub output: Option<String>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// For `coalesced` runs: the run that carried them.
+    pub coalesced_into: Option<String>,
+    /// Accepted (ms since the epoch).
+    pub accepted_at: i64,
+    /// Finished (ms since the epoch).
+    pub finished_at: Option<i64>,
+}
+
+/// One transcript entry.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredMessage {
+    /// Message id (increasing).
+    pub id: i64,
+    /// user | assistant | tool.
+    pub role: String,
+    /// Text.
+    pub text: String,
+    /// Milliseconds since the epoch.
+    pub ts: i64,
+    /// The run it belongs to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+}
+
+/// A session in `sessions.list`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionSummary {
+    /// Session key.
+    pub key: String,
+    /// Agent id.
+    pub agent_id: String,
+    /// Created (ms).
+    pub created_at: i64,
+    /// Last activity (ms).
+    pub updated_at: i64,
+    /// Messages in the transcript.
+    pub messages: i64,
+}
+
+/// What happened to a submitted turn.
+#[derive(Debug, Clone)]
+pub enum Acceptance {
+    /// Stored as a new queued run.
+    New(RunRecord),
+    /// The idempotency key was seen within the window: the earlier run.
+    Duplicate(RunRecord),
+    /// Not stored: the lane was full.
+    Refused,
+}
+
+/// A turn to accept.
+#[derive(Debug, Clone)]
+pub struct NewTurn {
+    /// Session key.
+    pub session_key: String,
+    /// Agent id.
+    pub agent_id: String,
+    /// User message.
+    pub text: String,
+    /// Client's idempotency key.
+    pub idempotency_key: Option<String>,
+    /// Queue mode.
+    pub mode: String,
+    /// Dedupe window, ms.
+    pub dedupe_window_ms: i64,
+    /// When true, refuse unless it is a duplicate.
+    pub lane_full: bool,
+}
+
+const RUN_COLUMNS: &str = "seq, id, session_key, agent_id, status, mode, input, output, error, coalesced_into, accepted_at, finished_at";
+
+fn run_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<RunRecord, sqlx::Error> {
+    Ok(RunRecord {
+        seq: row.try_get("seq")?,
+        id: row.try_get("id")?,
+        session_key: row.try_get("session_key")?,
+        agent_id: row.try_get("agent_id")?,
+        status: row.try_get("status")?,
+        mode: row.try_get("mode")?,
+        input: row.try_get("input")?,
+        output: row.try_get("output")?,
+        error: row.try_get("error")?,
+        coalesced_into: row.try_get("coalesced_into")?,
+        accepted_at: row.try_get("accepted_at")?,
+        finished_at: row.try_get("finished_at")?,
+    })
+}
+
+/// Stores the user's message and a queued run in one transaction (or finds the duplicate).
+pub async fn accept_turn(pool: &SqlitePool, turn: NewTurn) -> Result<Acceptance, StoreError> {
+    let mut tx = pool.begin().await?;
+    let now = now_ms() as i64;
+    if let Some(key) = &turn.idempotency_key {
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE idempotency_key = ? AND accepted_at >= ? ORDER BY seq DESC LIMIT 1"
+        );
+        let found = sqlx::query(&sql)
+            .bind(key)
+            .bind(now - turn.dedupe_window_ms)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if let Some(row) = found {
+            return Ok(Acceptance::Duplicate(run_from_row(&row)?));
+        }
+    }
+    if turn.lane_full {
+        return Ok(Acceptance::Refused);
+    }
+    sqlx::query(
+        "INSERT INTO sessions (key, agent_id, created_at, updated_at) VALUES (?, ?, ?, ?)
+         ON CONFLICT(key) DO UPDATE SET updated_at = excluded.updated_at",
+    )
+    .bind(&turn.session_key)
+    .bind(&turn.agent_id)
+    .bind(now)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    let run_id = uuid::Uuid::new_v4().to_string();
+    sqlx::query(
+        "INSERT INTO messages (session_key, role, text, run_id, ts) VALUES (?, 'user', ?, ?, ?)",
+    )
+    .bind(&turn.session_key)
+    .bind(&turn.text)
+    .bind(&run_id)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    let sql = format!(
+        "INSERT INTO runs (id, session_key, agent_id, status, mode, idempotency_key, input, accepted_at)
+         VALUES (?, ?, ?, 'queued', ?, ?, ?, ?) RETURNING {RUN_COLUMNS}"
+    );
+    let row = sqlx::query(&sql)
+        .bind(&run_id)
+        .bind(&turn.session_key)
+        .bind(&turn.agent_id)
+        .bind(&turn.mode)
+        .bind(&turn.idempotency_key)
+        .bind(&turn.text)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+    let run = run_from_row(&row)?;
+    tx.commit().await?;
+    Ok(Acceptance::New(run))
+}
+
+/// Marks a run as running.
+pub async fn mark_running(pool: &SqlitePool, run_id: &str) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE runs SET status = 'running', started_at = ? WHERE id = ? AND status = 'queued'",
+    )
+    .bind(now_ms() as i64)
+    .bind(run_id)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Records a run's end; a non-empty reply goes into the transcript in the same transaction.
+pub async fn finish_run(
+    pool: &SqlitePool,
+    run_id: &str,
+    status: &str,
+    output: &str,
+    error: Option<&str>,
+) -> Result<(), StoreError> {
+    let mut tx = pool.begin().await?;
+    let now = now_ms() as i64;
+    let session: Option<(String,)> = sqlx::query_as("SELECT session_key FROM runs WHERE id = ?")
+        .bind(run_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let Some((session_key,)) = session else {
+        return Ok(());
+    };
+    if !output.is_empty() {
+        sqlx::query("INSERT INTO messages (session_key, role, text, run_id, ts) VALUES (?, 'assistant', ?, ?, ?)")
+            .bind(&session_key)
+            .bind(output)
+            .bind(run_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+    }
+    sqlx::query("UPDATE runs SET status = ?, output = ?, error = ?, finished_at = ? WHERE id = ?")
+        .bind(status)
+        .bind(output)
+        .bind(error)
+        .bind(now)
+        .bind(run_id)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("UPDATE sessions SET updated_at = ? WHERE key = ?")
+        .bind(now)
+        .bind(&session_key)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Marks runs as carried by another run (collect mode) or dropped (aborted / superseded).
+pub async fn close_runs(
+    pool: &SqlitePool,
+    run_ids: &[String],
+    status: &str,
+    note: Option<&str>,
+    into: Option<&str>,
+) -> Result<(), StoreError> {
+    let mut tx = pool.begin().await?;
+    let now = now_ms() as i64;
+    for id in run_ids {
+        sqlx::query("UPDATE runs SET status = ?, error = ?, coalesced_into = ?, finished_at = ? WHERE id = ? AND status IN ('queued', 'running')")
+            .bind(status)
+            .bind(note)
+            .bind(into)
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// At start: runs that were running when the gateway died are failed (visibly, with a
+/// reason: running them again could answer twice); queued runs are returned in order.
+pub async fn recover_runs(
+    pool: &SqlitePool,
+) -> Result<(Vec<RunRecord>, Vec<RunRecord>), StoreError> {
+    let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE status = 'running' ORDER BY seq");
+    let interrupted: Vec<RunRecord> = sqlx::query(&sql)
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(run_from_row)
+        .collect::<Result<_, _>>()?;
+    for run in &interrupted {
+        finish_run(pool, &run.id, "error", "", Some("interrupted: the gateway stopped during this run; not retried so it cannot answer twice")).await?;
+    }
+    let interrupted = interrupted
+        .into_iter()
+        .map(|mut r| {
+            r.status = "error".into();
+            r
+        })
+        .collect();
+    let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE status = 'queued' ORDER BY seq");
+    let queued = sqlx::query(&sql)
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(run_from_row)
+        .collect::<Result<_, _>>()?;
+    Ok((interrupted, queued))
+}
+
+/// One run by id.
+pub async fn get_run(pool: &SqlitePool, run_id: &str) -> Result<Option<RunRecord>, StoreError> {
+    let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?");
+    let row = sqlx::query(&sql).bind(run_id).fetch_optional(pool).await?;
+    Ok(row.as_ref().map(run_from_row).transpose()?)
+}
+
+/// A page of the transcript, oldest first: the `limit` messages before message id `before`.
+pub async fn history(
+    pool: &SqlitePool,
+    session_key: &str,
+    limit: i64,
+    before: Option<i64>,
+) -> Result<Vec<StoredMessage>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT id, role, text, ts, run_id FROM messages WHERE session_key = ? AND id < ? ORDER BY id DESC LIMIT ?",
+    )
+    .bind(session_key)
+    .bind(before.unwrap_or(i64::MAX))
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    let mut out = rows
+        .iter()
+        .map(|r| {
+            Ok(StoredMessage {
+                id: r.try_get("id")?,
+                role: r.try_get("role")?,
+                text: r.try_get("text")?,
+                ts: r.try_get("ts")?,
+                run_id: r.try_get("run_id")?,
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    out.reverse();
+    Ok(out)
+}
+
+/// Sessions, most recently active first.
+pub async fn list_sessions(
+    pool: &SqlitePool,
+    limit: i64,
+) -> Result<Vec<SessionSummary>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT s.key, s.agent_id, s.created_at, s.updated_at, (SELECT COUNT(*) FROM messages m WHERE m.session_key = s.key) AS messages
+         FROM sessions s ORDER BY s.updated_at DESC LIMIT ?",
+    )
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(SessionSummary {
+                key: r.try_get("key")?,
+                agent_id: r.try_get("agent_id")?,
+                created_at: r.try_get("created_at")?,
+                updated_at: r.try_get("updated_at")?,
+                messages: r.try_get("messages")?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(StoreError::from)
+}
+
+/// Clears a session's transcript and finished runs (`delete` also removes the session).
+pub async fn clear_session(
+    pool: &SqlitePool,
+    session_key: &str,
+    delete: bool,
+) -> Result<bool, StoreError> {
+    let mut tx = pool.begin().await?;
+    let existed = sqlx::query("SELECT 1 FROM sessions WHERE key = ?")
+        .bind(session_key)
+        .fetch_optional(&mut *tx)
+        .await?
+        .is_some();
+    sqlx::query("DELETE FROM messages WHERE session_key = ?")
+        .bind(session_key)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("DELETE FROM runs WHERE session_key = ? AND status NOT IN ('queued', 'running')")
+        .bind(session_key)
+        .execute(&mut *tx)
+        .await?;
+    if delete {
+        sqlx::query("UPDATE runs SET status = 'aborted', error = 'session deleted' WHERE session_key = ? AND status IN ('queued', 'running')").bind(session_key).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM runs WHERE session_key = ?")
+            .bind(session_key)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM sessions WHERE key = ?")
+            .bind(session_key)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(existed)
+}

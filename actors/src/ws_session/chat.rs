@@ -1,0 +1,388 @@
+//! The session and turn methods: `chat.send`, `agent` (two responses), `agent.wait`,
+//! `chat.history`, `chat.abort`, `sessions.list|reset|delete`, and the events they stream.
+
+use std::time::Duration;
+
+use actix::prelude::*;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::WsSessionActor;
+use super::methods::parse;
+use crate::messages::{QueueMode, SessionEvent};
+use crate::protocol::ErrorShape;
+use crate::session_key::agent_for;
+use crate::session_queue::{
+    AbortTurn, QueueError, ResetSession, SessionQueueActor, SubmitTurn, Subscribe, TurnAccepted,
+    Unsubscribe, WaitRun, lookup,
+};
+use crate::store::{StoreActor, StoreRead, turns};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ChatSendParams {
+    session_key: String,
+    message: String,
+    idempotency_key: String,
+    #[serde(default)]
+    queue_mode: QueueMode,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct AgentParams {
+    message: String,
+    #[serde(default)]
+    agent_id: Option<String>,
+    #[serde(default)]
+    session_key: Option<String>,
+    idempotency_key: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct WaitParams {
+    run_id: String,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct HistoryParams {
+    session_key: String,
+    #[serde(default)]
+    limit: Option<u32>,
+    #[serde(default)]
+    before: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct AbortParams {
+    session_key: String,
+    #[serde(default)]
+    run_id: Option<String>,
+    #[serde(default)]
+    clear_queued: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct SessionParams {
+    session_key: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ListParams {
+    #[serde(default)]
+    limit: Option<u32>,
+}
+
+/// Maps a queue refusal to the protocol's error.
+pub fn queue_error(err: QueueError) -> ErrorShape {
+    match &err {
+        QueueError::LaneFull { retry_after_ms, .. } => {
+            ErrorShape::unavailable(err.to_string(), *retry_after_ms).with_detail("LANE_FULL")
+        }
+        QueueError::Store(_) => {
+            ErrorShape::unavailable(err.to_string(), 500).with_detail("STORE_UNAVAILABLE")
+        }
+        QueueError::UnknownRun(_) => ErrorShape::invalid(err.to_string()).with_detail("NOT_FOUND"),
+    }
+}
+
+fn accepted_payload(a: &TurnAccepted) -> Value {
+    json!({
+        "runId": a.run_id, "status": "accepted", "runStatus": a.status, "acceptedAt": a.accepted_at,
+        "queued": { "position": a.position }, "duplicate": a.duplicate,
+    })
+}
+
+fn unavailable(what: &str) -> ErrorShape {
+    ErrorShape::unavailable(format!("{what} is restarting; retry"), 200)
+}
+
+impl WsSessionActor {
+    fn agent_ids(&self) -> Vec<String> {
+        self.gateway
+            .settings
+            .agents
+            .iter()
+            .map(|a| a.id.clone())
+            .collect()
+    }
+
+    fn check_key(&self, key: &str) -> Result<String, ErrorShape> {
+        agent_for(key, &self.agent_ids())
+            .map_err(|e| ErrorShape::invalid(e).with_detail("INVALID_SESSION_KEY"))
+    }
+
+    /// Runs `then` with the session-queue's current address (cached, looked up when stale).
+    fn with_queue(
+        &mut self,
+        id: String,
+        ctx: &mut Context<Self>,
+        then: impl FnOnce(&mut Self, String, Addr<SessionQueueActor>, &mut Context<Self>) + 'static,
+    ) {
+        if let Some(q) = self.queue.clone().filter(|q| q.connected()) {
+            then(self, id, q, ctx);
+            return;
+        }
+        let root = self.gateway.root.clone();
+        let find = async move { lookup::<SessionQueueActor>(&root, "session-queue").await };
+        ctx.spawn(
+            find.into_actor(self)
+                .map(move |found, act, ctx| match found {
+                    Some(q) => {
+                        act.queue = Some(q.clone());
+                        then(act, id, q, ctx);
+                    }
+                    None => act.respond(id, Err(unavailable("the session queue")), ctx),
+                }),
+        );
+    }
+
+    fn read_store<T: Send + 'static>(
+        &mut self,
+        id: String,
+        op: StoreRead<T>,
+        ctx: &mut Context<Self>,
+        render: impl FnOnce(T) -> Value + 'static,
+    ) {
+        let root = self.gateway.root.clone();
+        let read = async move {
+            let store = lookup::<StoreActor>(&root, "store")
+                .await
+                .ok_or_else(|| unavailable("the store"))?;
+            match store.send(op).await {
+                Ok(Ok(v)) => Ok(render(v)),
+                Ok(Err(e)) => Err(ErrorShape::unavailable(e.to_string(), 500)),
+                Err(_) => Err(unavailable("the store")),
+            }
+        };
+        ctx.spawn(
+            read.into_actor(self)
+                .map(move |res, act, ctx| act.respond(id, res, ctx)),
+        );
+    }
+
+    pub(super) fn on_chat_method(
+        &mut self,
+        id: String,
+        method: &str,
+        params: Option<Value>,
+        ctx: &mut Context<Self>,
+    ) {
+        let result = match method {
+            "chat.send" => parse::<ChatSendParams>(method, params).and_then(|p| {
+                let agent_id = self.check_key(&p.session_key)?;
+                self.submit(
+                    id.clone(),
+                    p.session_key,
+                    agent_id,
+                    p.message,
+                    p.idempotency_key,
+                    p.queue_mode,
+                    false,
+                    ctx,
+                );
+                Ok(())
+            }),
+            "agent" => parse::<AgentParams>(method, params).and_then(|p| {
+                let agent_id = p
+                    .agent_id
+                    .clone()
+                    .or_else(|| self.agent_ids().first().cloned())
+                    .unwrap_or_else(|| "main".into());
+                let key = p
+                    .session_key
+                    .unwrap_or_else(|| format!("agent:{agent_id}:main"));
+                let owner = self.check_key(&key)?;
+                if p.agent_id.as_ref().is_some_and(|a| *a != owner) {
+                    return Err(ErrorShape::invalid(format!(
+                        "agentId {agent_id:?} does not own session {key:?}"
+                    )));
+                }
+                self.submit(
+                    id.clone(),
+                    key,
+                    owner,
+                    p.message,
+                    p.idempotency_key,
+                    QueueMode::Followup,
+                    true,
+                    ctx,
+                );
+                Ok(())
+            }),
+            "agent.wait" => parse::<WaitParams>(method, params).map(|p| {
+                let timeout = Duration::from_millis(p.timeout_ms.unwrap_or(30_000).min(600_000));
+                self.wait_run(id.clone(), p.run_id, timeout, ctx);
+            }),
+            "chat.history" => parse::<HistoryParams>(method, params).and_then(|p| {
+                self.check_key(&p.session_key)?;
+                self.subscribe_to(&p.session_key, ctx);
+                let limit = i64::from(p.limit.unwrap_or(100).clamp(1, 1000));
+                let key = p.session_key.clone();
+                let op = StoreRead::new(move |pool| {
+                    Box::pin(async move { turns::history(&pool, &key, limit, p.before).await })
+                });
+                let key = p.session_key;
+                self.read_store(
+                    id.clone(),
+                    op,
+                    ctx,
+                    move |messages| json!({ "sessionKey": key, "messages": messages }),
+                );
+                Ok(())
+            }),
+            "sessions.list" => parse::<ListParams>(method, params).map(|p| {
+                let limit = i64::from(p.limit.unwrap_or(100).clamp(1, 1000));
+                let op = StoreRead::new(move |pool| {
+                    Box::pin(async move { turns::list_sessions(&pool, limit).await })
+                });
+                self.read_store(
+                    id.clone(),
+                    op,
+                    ctx,
+                    |sessions| json!({ "sessions": sessions }),
+                );
+            }),
+            "chat.abort" => parse::<AbortParams>(method, params).map(|p| {
+                self.with_queue(id.clone(), ctx, move |act, id, queue, ctx| {
+                    let abort = AbortTurn {
+                        session_key: p.session_key,
+                        run_id: p.run_id,
+                        clear_queued: p.clear_queued,
+                    };
+                    ctx.spawn(queue.send(abort).into_actor(act).map(move |res, act, ctx| {
+                        let result = res
+                            .map(|r| json!(r))
+                            .map_err(|_| unavailable("the session queue"));
+                        act.respond(id, result, ctx);
+                    }));
+                });
+            }),
+            "sessions.reset" | "sessions.delete" => parse::<SessionParams>(method, params)
+                .and_then(|p| {
+                    self.check_key(&p.session_key)?;
+                    let delete = method == "sessions.delete";
+                    self.with_queue(id.clone(), ctx, move |act, id, queue, ctx| {
+                        let key = p.session_key;
+                        let reset = ResetSession {
+                            session_key: key.clone(),
+                            delete,
+                        };
+                        ctx.spawn(queue.send(reset).into_actor(act).map(move |res, act, ctx| {
+                            let result = match res {
+                                Ok(Ok(existed)) => {
+                                    Ok(json!({ "sessionKey": key, "ok": true, "existed": existed }))
+                                }
+                                Ok(Err(e)) => Err(queue_error(e)),
+                                Err(_) => Err(unavailable("the session queue")),
+                            };
+                            act.respond(id, result, ctx);
+                        }));
+                    });
+                    Ok(())
+                }),
+            _ => Err(ErrorShape::invalid(format!(
+                "method {method:?} is not implemented"
+            ))),
+        };
+        if let Err(error) = result {
+            self.respond(id, Err(error), ctx);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn submit(
+        &mut self,
+        id: String,
+        session_key: String,
+        agent_id: String,
+        text: String,
+        idempotency_key: String,
+        mode: QueueMode,
+        two_stage: bool,
+        ctx: &mut Context<Self>,
+    ) {
+        let subscriber = (
+            self.conn_id.clone(),
+            ctx.address().recipient::<SessionEvent>(),
+        );
+        self.with_queue(id, ctx, move |act, id, queue, ctx| {
+            let submit = SubmitTurn {
+                session_key,
+                agent_id,
+                text,
+                idempotency_key: Some(idempotency_key),
+                mode,
+                subscriber: Some(subscriber),
+            };
+            ctx.spawn(
+                queue
+                    .send(submit)
+                    .into_actor(act)
+                    .map(move |res, act, ctx| match res {
+                        Ok(Ok(accepted)) => {
+                            act.respond(id.clone(), Ok(accepted_payload(&accepted)), ctx);
+                            if two_stage {
+                                act.wait_run(id, accepted.run_id, Duration::from_secs(3600), ctx);
+                            }
+                        }
+                        Ok(Err(e)) => act.respond(id, Err(queue_error(e)), ctx),
+                        Err(_) => {
+                            act.queue = None;
+                            act.respond(id, Err(unavailable("the session queue")), ctx);
+                        }
+                    }),
+            );
+        });
+    }
+
+    fn wait_run(&mut self, id: String, run_id: String, timeout: Duration, ctx: &mut Context<Self>) {
+        self.with_queue(id, ctx, move |act, id, queue, ctx| {
+            ctx.spawn(queue.send(WaitRun { run_id, timeout }).into_actor(act).map(
+                move |res, act, ctx| {
+                    let result = match res {
+                        Ok(Ok(summary)) => Ok(json!(summary)),
+                        Ok(Err(e)) => Err(queue_error(e)),
+                        Err(_) => Err(unavailable("the session queue")),
+                    };
+                    act.respond(id, result, ctx);
+                },
+            ));
+        });
+    }
+
+    fn subscribe_to(&mut self, session_key: &str, ctx: &mut Context<Self>) {
+        let subscribe = Subscribe {
+            session_key: session_key.to_string(),
+            conn_id: self.conn_id.clone(),
+            recipient: ctx.address().recipient(),
+        };
+        self.with_queue(String::new(), ctx, move |_, _, queue, _| {
+            queue.do_send(subscribe)
+        });
+    }
+
+    pub(super) fn unsubscribe_all(&mut self) {
+        if let Some(queue) = &self.queue {
+            queue.do_send(Unsubscribe {
+                conn_id: self.conn_id.clone(),
+            });
+        }
+    }
+}
+
+impl Handler<SessionEvent> for WsSessionActor {
+    type Result = ();
+    fn handle(&mut self, msg: SessionEvent, ctx: &mut Self::Context) {
+        if matches!(self.phase, super::Phase::Connected { .. }) {
+            self.event(msg.event, &msg.payload, ctx);
+        }
+    }
+}

@@ -1,0 +1,597 @@
+//! The supervisor in-process: restart strategies, restart types, intensity and escalation,
+//! backoff and hang detection, driven through a small test child.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Once};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use tokio::sync::oneshot;
+use troupe_actors::messages::{FaultMode, Shutdown};
+use troupe_actors::supervisor::{
+    Backoff, ChildAction, ChildCommand, ChildHandle, ChildId, ChildLink, ChildSpec, CommandError,
+    CommandOutcome, DescribeTree, ExitGuard, ExitReason, Intensity, NodeState, Restart, Strategy,
+    SupervisorActor, SupervisorConfig, TreeNode, install_panic_hook,
+};
+
+/// Generous bound for anything on a loaded 2-core machine.
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Polls `cond` until it returns `Some`, or panics with `what` after [`WAIT`].
+async fn eventually<T, F, Fut>(what: &str, mut cond: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(v) = cond().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {WAIT:?} waiting for: {what}"
+        );
+        actix_rt::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The supervisor's panic hook (it records the panic message for the exit report), chained
+/// with the default hook so failing assertions still print.
+fn panic_hook() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        install_panic_hook();
+        let troupe = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            troupe(info);
+            default(info);
+        }));
+    });
+}
+
+/// A supervised child that knows which start of its spec it is.
+struct Worker {
+    instance: u64,
+    guard: ExitGuard,
+}
+
+/// Which start of the spec answers (1 for the first, 2 after one restart, ...).
+#[derive(Message)]
+#[rtype(result = "u64")]
+struct Hello;
+
+/// Stop with an error exit.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Fail(&'static str);
+
+/// Stop normally.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Finish;
+
+impl Actor for Worker {
+    type Context = Context<Self>;
+}
+
+troupe_actors::child_controls!(Worker, |_this| 0);
+
+impl Handler<Shutdown> for Worker {
+    type Result = ();
+    fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+impl Handler<Hello> for Worker {
+    type Result = u64;
+    fn handle(&mut self, _: Hello, _: &mut Self::Context) -> u64 {
+        self.instance
+    }
+}
+
+impl Handler<Fail> for Worker {
+    type Result = ();
+    fn handle(&mut self, msg: Fail, ctx: &mut Self::Context) {
+        self.guard.fail(msg.0);
+        ctx.stop();
+    }
+}
+
+impl Handler<Finish> for Worker {
+    type Result = ();
+    fn handle(&mut self, _: Finish, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+/// A worker spec on the supervisor's arbiter; each start takes the next instance number.
+fn worker(id: &str) -> ChildSpec {
+    let starts = Arc::new(AtomicU64::new(0));
+    ChildSpec::new(id, "worker", move |link: ChildLink| {
+        let instance = starts.fetch_add(1, Ordering::SeqCst) + 1;
+        let addr = Worker {
+            instance,
+            guard: link.guard(),
+        }
+        .start();
+        Ok(ChildHandle::of(addr))
+    })
+}
+
+/// A worker spec on a dedicated arbiter (as agents run), so a hung one can be killed; the
+/// arbiters it starts are recorded in `arbiters`.
+fn worker_on_own_arbiter(id: &str, arbiters: Arc<Mutex<Vec<ArbiterHandle>>>) -> ChildSpec {
+    let starts = Arc::new(AtomicU64::new(0));
+    ChildSpec::new(id, "worker", move |link: ChildLink| {
+        let instance = starts.fetch_add(1, Ordering::SeqCst) + 1;
+        let arbiter = Arbiter::new();
+        let addr = Worker::start_in_arbiter(&arbiter.handle(), move |_| Worker {
+            instance,
+            guard: link.guard(),
+        });
+        arbiters
+            .lock()
+            .expect("arbiters lock")
+            .push(arbiter.handle());
+        Ok(ChildHandle::of(addr).on_arbiter(arbiter.handle()))
+    })
+}
+
+fn config(strategy: Strategy, max_restarts: u32) -> SupervisorConfig {
+    SupervisorConfig {
+        id: ChildId::new("test"),
+        strategy,
+        intensity: Intensity {
+            max_restarts,
+            period: Duration::from_secs(60),
+        },
+        ping_interval: Duration::from_millis(50),
+        hang_timeout: Duration::from_secs(5),
+        list_limit: 100,
+    }
+}
+
+fn start(strategy: Strategy, specs: Vec<ChildSpec>) -> Addr<SupervisorActor> {
+    panic_hook();
+    SupervisorActor::new(config(strategy, 10), specs, None).start()
+}
+
+async fn tree(sup: &Addr<SupervisorActor>) -> TreeNode {
+    sup.send(DescribeTree { all: true })
+        .await
+        .expect("supervisor answers DescribeTree")
+}
+
+async fn child(sup: &Addr<SupervisorActor>, id: &str) -> TreeNode {
+    tree(sup)
+        .await
+        .find(id)
+        .cloned()
+        .unwrap_or_else(|| panic!("{id} in the tree"))
+}
+
+async fn command(
+    sup: &Addr<SupervisorActor>,
+    id: &str,
+    action: ChildAction,
+) -> Result<CommandOutcome, CommandError> {
+    sup.send(ChildCommand {
+        id: ChildId::new(id),
+        action,
+    })
+    .await
+    .expect("supervisor answers ChildCommand")
+}
+
+/// The child's current address, if it is running.
+async fn lookup(sup: &Addr<SupervisorActor>, id: &str) -> Option<Addr<Worker>> {
+    match command(sup, id, ChildAction::Lookup).await {
+        Ok(CommandOutcome::Found(addr)) => addr.downcast_ref::<Addr<Worker>>().cloned(),
+        _ => None,
+    }
+}
+
+/// Which instance of the child answers right now.
+async fn hello(sup: &Addr<SupervisorActor>, id: &str) -> Option<u64> {
+    lookup(sup, id).await?.send(Hello).await.ok()
+}
+
+async fn crash(sup: &Addr<SupervisorActor>, id: &str, mode: FaultMode) {
+    assert!(
+        matches!(
+            command(sup, id, ChildAction::Crash(mode)).await,
+            Ok(CommandOutcome::Done)
+        ),
+        "crash {id} delivered"
+    );
+}
+
+/// Waits until `id` runs as instance `instance` after `restarts` restarts; returns its node.
+async fn running_as(
+    sup: &Addr<SupervisorActor>,
+    id: &str,
+    instance: u64,
+    restarts: u32,
+) -> TreeNode {
+    eventually(
+        &format!("{id} running as instance {instance} after {restarts} restarts"),
+        || async {
+            let node = tree(sup).await.find(id)?.clone();
+            let ok = node.state == NodeState::Running
+                && node.restarts == restarts
+                && hello(sup, id).await == Some(instance);
+            ok.then_some(node)
+        },
+    )
+    .await
+}
+
+fn message(node: &TreeNode) -> String {
+    node.last_exit
+        .as_ref()
+        .and_then(|e| e.message.clone())
+        .unwrap_or_default()
+}
+
+#[actix_rt::test]
+async fn panicking_child_is_restarted_and_its_sibling_keeps_running() {
+    let sup = start(Strategy::OneForOne, vec![worker("a"), worker("b")]);
+    running_as(&sup, "a", 1, 0).await;
+    running_as(&sup, "b", 1, 0).await;
+
+    crash(&sup, "a", FaultMode::Panic).await;
+    let a = running_as(&sup, "a", 2, 1).await;
+    let exit = a.last_exit.clone().expect("lastExit after a panic");
+    assert_eq!(exit.reason, ExitReason::Panic, "{a:?}");
+    assert!(
+        message(&a).contains("fault injection: Worker panicked on request"),
+        "the panic message is kept: {a:?}"
+    );
+
+    let b = child(&sup, "b").await;
+    assert_eq!(b.restarts, 0, "sibling not restarted: {b:?}");
+    assert!(b.last_exit.is_none(), "{b:?}");
+    assert_eq!(
+        hello(&sup, "b").await,
+        Some(1),
+        "sibling is the same instance"
+    );
+    assert!(
+        matches!(
+            command(&sup, "a", ChildAction::Ping).await,
+            Ok(CommandOutcome::Pinged { .. })
+        ),
+        "the restarted child answers pings"
+    );
+}
+
+#[actix_rt::test]
+async fn one_for_all_restarts_every_sibling() {
+    let sup = start(
+        Strategy::OneForAll,
+        vec![worker("a"), worker("b"), worker("c")],
+    );
+    for id in ["a", "b", "c"] {
+        running_as(&sup, id, 1, 0).await;
+    }
+    crash(&sup, "b", FaultMode::Panic).await;
+    for id in ["a", "b", "c"] {
+        running_as(&sup, id, 2, 1).await;
+    }
+    assert_eq!(
+        child(&sup, "b").await.last_exit.expect("b exited").reason,
+        ExitReason::Panic
+    );
+}
+
+#[actix_rt::test]
+async fn rest_for_one_restarts_the_failed_child_and_later_ones_only() {
+    let sup = start(
+        Strategy::RestForOne,
+        vec![worker("a"), worker("b"), worker("c")],
+    );
+    for id in ["a", "b", "c"] {
+        running_as(&sup, id, 1, 0).await;
+    }
+    crash(&sup, "b", FaultMode::Panic).await;
+    running_as(&sup, "b", 2, 1).await;
+    running_as(&sup, "c", 2, 1).await;
+    let a = child(&sup, "a").await;
+    assert_eq!(a.restarts, 0, "a started before b is left alone: {a:?}");
+    assert_eq!(hello(&sup, "a").await, Some(1), "a is the same instance");
+}
+
+#[actix_rt::test]
+async fn transient_child_is_restarted_after_an_error_but_not_after_a_normal_exit() {
+    let sup = start(
+        Strategy::OneForOne,
+        vec![
+            worker("done").restart(Restart::Transient),
+            worker("broken").restart(Restart::Transient),
+        ],
+    );
+    running_as(&sup, "done", 1, 0).await;
+    running_as(&sup, "broken", 1, 0).await;
+
+    lookup(&sup, "done")
+        .await
+        .expect("done is running")
+        .do_send(Finish);
+    let done = eventually("done stopped", || async {
+        let n = child(&sup, "done").await;
+        (n.state == NodeState::Stopped).then_some(n)
+    })
+    .await;
+    assert_eq!(done.restarts, 0, "{done:?}");
+    assert_eq!(
+        done.last_exit.as_ref().expect("lastExit").reason,
+        ExitReason::Normal
+    );
+    assert_eq!(
+        command(&sup, "done", ChildAction::Ping).await.err(),
+        Some(CommandError::Unavailable("done".into(), NodeState::Stopped)),
+        "a stopped child is not reachable"
+    );
+
+    lookup(&sup, "broken")
+        .await
+        .expect("broken is running")
+        .do_send(Fail("disk on fire"));
+    let broken = running_as(&sup, "broken", 2, 1).await;
+    assert_eq!(
+        broken.last_exit.as_ref().expect("lastExit").reason,
+        ExitReason::Error
+    );
+    assert_eq!(message(&broken), "disk on fire");
+    assert_eq!(
+        child(&sup, "done").await.state,
+        NodeState::Stopped,
+        "still stopped"
+    );
+}
+
+#[actix_rt::test]
+async fn permanent_child_is_restarted_even_after_a_normal_exit() {
+    let sup = start(Strategy::OneForOne, vec![worker("a")]);
+    running_as(&sup, "a", 1, 0).await;
+    lookup(&sup, "a").await.expect("a running").do_send(Finish);
+    let a = running_as(&sup, "a", 2, 1).await;
+    assert_eq!(
+        a.last_exit.as_ref().expect("lastExit").reason,
+        ExitReason::Normal
+    );
+}
+
+#[actix_rt::test]
+async fn temporary_child_is_removed_from_the_tree_when_it_exits() {
+    let sup = start(
+        Strategy::OneForOne,
+        vec![worker("keep"), worker("once").restart(Restart::Temporary)],
+    );
+    running_as(&sup, "once", 1, 0).await;
+    crash(&sup, "once", FaultMode::Panic).await;
+    eventually("once removed from the tree", || async {
+        tree(&sup).await.find("once").is_none().then_some(())
+    })
+    .await;
+    assert!(
+        matches!(
+            command(&sup, "once", ChildAction::Lookup).await,
+            Err(CommandError::NotFound(_))
+        ),
+        "a removed child is not found"
+    );
+    let t = tree(&sup).await;
+    assert_eq!(t.children.len(), 1, "{t:?}");
+    assert_eq!(
+        hello(&sup, "keep").await,
+        Some(1),
+        "the sibling is untouched"
+    );
+}
+
+#[actix_rt::test]
+async fn root_past_its_intensity_sends_the_reason_and_stops() {
+    panic_hook();
+    let (tx, rx) = oneshot::channel();
+    let root = SupervisorActor::root(
+        config(Strategy::OneForOne, 1),
+        vec![worker("a"), worker("b")],
+        tx,
+    )
+    .start();
+    running_as(&root, "a", 1, 0).await;
+    let b = lookup(&root, "b").await.expect("b running");
+
+    crash(&root, "a", FaultMode::Panic).await;
+    running_as(&root, "a", 2, 1).await;
+    crash(&root, "a", FaultMode::Panic).await;
+
+    let why = tokio::time::timeout(WAIT, rx)
+        .await
+        .expect("escalation within the wait")
+        .expect("the root sends its reason");
+    assert!(why.contains("intensity exceeded"), "{why}");
+    assert!(why.contains("last: a exited"), "names the child: {why}");
+    eventually("the root stops", || async {
+        (!root.connected()).then_some(())
+    })
+    .await;
+    eventually("the root's other children are stopped too", || async {
+        (!b.connected()).then_some(())
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn child_supervisor_past_its_intensity_exits_with_an_error_to_its_parent() {
+    panic_hook();
+    let inner = SupervisorConfig {
+        id: ChildId::new("inner"),
+        ..config(Strategy::OneForOne, 0)
+    };
+    let spec = ChildSpec::new("inner", "supervisor", move |link: ChildLink| {
+        let addr = SupervisorActor::new(inner.clone(), vec![worker("leaf")], Some(link)).start();
+        Ok(ChildHandle::of_supervisor(addr))
+    });
+    let sup = start(Strategy::OneForOne, vec![spec]);
+    eventually("leaf running", || async {
+        (hello(&sup, "leaf").await == Some(1)).then_some(())
+    })
+    .await;
+
+    crash(&sup, "leaf", FaultMode::Panic).await;
+    let inner = eventually("inner restarted by its parent", || async {
+        let t = tree(&sup).await;
+        let inner = t.find("inner")?.clone();
+        let leaf = t.find("leaf")?;
+        (inner.restarts == 1 && inner.state == NodeState::Running && leaf.restarts == 0)
+            .then_some(inner)
+    })
+    .await;
+    assert_eq!(
+        inner.last_exit.as_ref().expect("lastExit").reason,
+        ExitReason::Error
+    );
+    assert!(message(&inner).contains("intensity exceeded"), "{inner:?}");
+    eventually("a fresh leaf answers", || async {
+        (hello(&sup, "leaf").await == Some(2)).then_some(())
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn child_with_backoff_waits_in_backoff_then_runs_again() {
+    let sup = start(
+        Strategy::OneForOne,
+        vec![worker("flaky").backoff(Backoff {
+            min: Duration::from_millis(50),
+            max: Duration::from_millis(200),
+        })],
+    );
+    running_as(&sup, "flaky", 1, 0).await;
+    let first = lookup(&sup, "flaky").await.expect("flaky running");
+    crash(&sup, "flaky", FaultMode::Panic).await;
+    // The exit report is queued to the supervisor before the actor's address disconnects,
+    // so the tree read next sees the state the exit left, before the backoff delay ends.
+    eventually("the crashed instance is gone", || async {
+        (!first.connected()).then_some(())
+    })
+    .await;
+    let flaky = child(&sup, "flaky").await;
+    assert_eq!(
+        flaky.state,
+        NodeState::Backoff,
+        "waiting out its delay: {flaky:?}"
+    );
+    assert_eq!(flaky.restarts, 1, "{flaky:?}");
+    assert_eq!(
+        flaky.last_exit.as_ref().expect("lastExit").reason,
+        ExitReason::Panic
+    );
+    assert!(
+        matches!(
+            command(&sup, "flaky", ChildAction::Ping).await,
+            Err(CommandError::Unavailable(_, NodeState::Backoff))
+        ),
+        "not reachable during backoff"
+    );
+    running_as(&sup, "flaky", 2, 1).await;
+}
+
+#[actix_rt::test]
+async fn hung_child_is_detected_by_pings_and_restarted() {
+    panic_hook();
+    let arbiters = Arc::new(Mutex::new(Vec::new()));
+    let cfg = SupervisorConfig {
+        ping_interval: Duration::from_millis(50),
+        hang_timeout: Duration::from_millis(300),
+        ..config(Strategy::OneForOne, 10)
+    };
+    let sup = SupervisorActor::new(
+        cfg,
+        vec![
+            worker_on_own_arbiter("stuck", arbiters.clone()),
+            worker("ok"),
+        ],
+        None,
+    )
+    .start();
+    running_as(&sup, "stuck", 1, 0).await;
+
+    crash(&sup, "stuck", FaultMode::Hang).await;
+    let stuck = running_as(&sup, "stuck", 2, 1).await;
+    assert_eq!(
+        stuck.last_exit.as_ref().expect("lastExit").reason,
+        ExitReason::Error
+    );
+    assert!(message(&stuck).contains("hung"), "{stuck:?}");
+    assert_eq!(child(&sup, "ok").await.restarts, 0, "sibling untouched");
+
+    let first = arbiters.lock().expect("arbiters lock")[0].clone();
+    eventually("the hung child's arbiter is stopped", || {
+        let first = first.clone();
+        async move { (!first.spawn(async {})).then_some(()) }
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn panicked_child_on_its_own_arbiter_does_not_leak_the_arbiter() {
+    panic_hook();
+    let arbiters = Arc::new(Mutex::new(Vec::new()));
+    let sup = start(
+        Strategy::OneForOne,
+        vec![worker_on_own_arbiter("agent", arbiters.clone())],
+    );
+    running_as(&sup, "agent", 1, 0).await;
+    crash(&sup, "agent", FaultMode::Panic).await;
+    running_as(&sup, "agent", 2, 1).await;
+
+    let first = arbiters.lock().expect("arbiters lock")[0].clone();
+    eventually("the panicked child's arbiter is stopped", || {
+        let first = first.clone();
+        async move { (!first.spawn(async {})).then_some(()) }
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn operator_restart_replaces_a_running_child_with_a_normal_exit() {
+    let sup = start(Strategy::OneForOne, vec![worker("a"), worker("b")]);
+    running_as(&sup, "a", 1, 0).await;
+    assert!(matches!(
+        command(&sup, "a", ChildAction::Restart).await,
+        Ok(CommandOutcome::Done)
+    ));
+    let a = running_as(&sup, "a", 2, 1).await;
+    let exit = a.last_exit.clone().expect("lastExit");
+    assert_eq!(exit.reason, ExitReason::Normal);
+    assert!(message(&a).contains("restart requested"), "{a:?}");
+    assert_eq!(hello(&sup, "b").await, Some(1), "sibling untouched");
+    assert_eq!(
+        command(&sup, "missing", ChildAction::Restart).await.err(),
+        Some(CommandError::NotFound("missing".into()))
+    );
+}
+
+#[actix_rt::test]
+async fn shutdown_stops_every_child_and_the_supervisor() {
+    let sup = start(Strategy::OneForOne, vec![worker("a"), worker("b")]);
+    running_as(&sup, "a", 1, 0).await;
+    running_as(&sup, "b", 1, 0).await;
+    let a = lookup(&sup, "a").await.expect("a");
+    let b = lookup(&sup, "b").await.expect("b");
+    tokio::time::timeout(WAIT, sup.send(Shutdown))
+        .await
+        .expect("shutdown within the wait")
+        .expect("supervisor answers Shutdown");
+    eventually("children and supervisor stopped", || async {
+        (!a.connected() && !b.connected() && !sup.connected()).then_some(())
+    })
+    .await;
+}
