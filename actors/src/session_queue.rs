@@ -211,20 +211,22 @@ impl SessionQueueActor {
         })
     }
 
+    /// Sends a write now (so writes reach the store in the order they were made) and
+    /// returns the future of its result.
     fn store_write<T: Send + 'static>(
         &self,
         op: StoreWrite<T>,
     ) -> impl Future<Output = Result<T, StoreError>> + 'static {
-        let cached = self.store.clone().filter(|s| s.connected());
-        let root = self.root.clone();
+        let sent = self
+            .store
+            .as_ref()
+            .filter(|s| s.connected())
+            .map(|s| s.send(op));
         async move {
-            let store = match cached {
-                Some(s) => s,
-                None => lookup::<StoreActor>(&root, "store")
-                    .await
-                    .ok_or(StoreError::NotOpen)?,
-            };
-            store.send(op).await.map_err(|_| StoreError::NotOpen)?
+            match sent {
+                Some(reply) => reply.await.map_err(|_| StoreError::NotOpen)?,
+                None => Err(StoreError::NotOpen),
+            }
         }
     }
 
@@ -232,17 +234,31 @@ impl SessionQueueActor {
         &self,
         op: StoreRead<T>,
     ) -> impl Future<Output = Result<T, StoreError>> + 'static {
-        let cached = self.store.clone().filter(|s| s.connected());
-        let root = self.root.clone();
+        let sent = self
+            .store
+            .as_ref()
+            .filter(|s| s.connected())
+            .map(|s| s.send(op));
         async move {
-            let store = match cached {
-                Some(s) => s,
-                None => lookup::<StoreActor>(&root, "store")
-                    .await
-                    .ok_or(StoreError::NotOpen)?,
-            };
-            store.send(op).await.map_err(|_| StoreError::NotOpen)?
+            match sent {
+                Some(reply) => reply.await.map_err(|_| StoreError::NotOpen)?,
+                None => Err(StoreError::NotOpen),
+            }
         }
+    }
+
+    /// Keeps the store's address current (it changes when the store restarts).
+    fn refresh_store(&mut self, ctx: &mut Context<Self>) {
+        if self.store.as_ref().is_some_and(|s| s.connected()) {
+            return;
+        }
+        let root = self.root.clone();
+        let find = async move { lookup_patiently::<StoreActor>(&root, "store").await };
+        ctx.spawn(find.into_actor(self).map(|found, act, _| {
+            if found.is_some() {
+                act.store = found;
+            }
+        }));
     }
 
     fn broadcast(&mut self, session_key: &str, event: &'static str, payload: Value) {
@@ -581,7 +597,15 @@ impl Actor for SessionQueueActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(4096);
-        self.recover(ctx);
+        let root = self.root.clone();
+        let find = async move { lookup_patiently::<StoreActor>(&root, "store").await };
+        ctx.wait(find.into_actor(self).map(|found, act, ctx| {
+            act.store = found;
+            act.recover(ctx);
+        }));
+        ctx.run_interval(Duration::from_millis(500), |act, ctx| {
+            act.refresh_store(ctx)
+        });
     }
 }
 

@@ -439,10 +439,7 @@ async fn child_supervisor_past_its_intensity_exits_with_an_error_to_its_parent()
         Ok(ChildHandle::of_supervisor(addr))
     });
     let sup = start(Strategy::OneForOne, vec![spec]);
-    eventually("leaf running", || async {
-        (hello(&sup, "leaf").await == Some(1)).then_some(())
-    })
-    .await;
+    let old_leaf = eventually("leaf running", || async { lookup(&sup, "leaf").await }).await;
 
     crash(&sup, "leaf", FaultMode::Panic).await;
     let inner = eventually("inner restarted by its parent", || async {
@@ -458,8 +455,15 @@ async fn child_supervisor_past_its_intensity_exits_with_an_error_to_its_parent()
         ExitReason::Error
     );
     assert!(message(&inner).contains("intensity exceeded"), "{inner:?}");
-    eventually("a fresh leaf answers", || async {
-        (hello(&sup, "leaf").await == Some(2)).then_some(())
+    // The restarted supervisor starts its children from fresh specs: a new leaf.
+    let leaf = eventually("a fresh leaf answers", || async {
+        let leaf = lookup(&sup, "leaf").await?;
+        (leaf != old_leaf && leaf.send(Hello).await.is_ok()).then_some(leaf)
+    })
+    .await;
+    assert!(leaf.connected());
+    eventually("the old leaf is gone", || async {
+        (!old_leaf.connected()).then_some(())
     })
     .await;
 }

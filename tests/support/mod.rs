@@ -85,7 +85,11 @@ impl GatewayBuilder {
             .env("TROUPE__SUPERVISOR__HANG_TIMEOUT_MS", "1000")
     }
     pub fn start(self) -> TestGateway {
-        let home = tempfile::tempdir().expect("tempdir");
+        self.start_in(tempfile::tempdir().expect("tempdir"))
+    }
+    /// Starts in an existing state dir (to restart over the same store).
+    pub fn start_in(self, home: tempfile::TempDir) -> TestGateway {
+        let _ = std::fs::remove_file(home.path().join("run/troupe.port"));
         let child = self.spawn_in(home.path());
         let port_file = home.path().join("run/troupe.port");
         let port: u16 = eventually_sync(WAIT, "the gateway writes run/troupe.port", || {
@@ -164,6 +168,13 @@ impl TestGateway {
             }
         })
         .await
+    }
+    /// SIGKILL, then hands back the state dir for a restart.
+    pub fn kill9(mut self) -> tempfile::TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let home = std::mem::replace(&mut self.home, tempfile::tempdir().expect("tempdir"));
+        home
     }
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self) -> ExitStatus {
@@ -295,6 +306,33 @@ impl WsClient {
                 other => panic!("connection ended waiting for {id}: {other:?}"),
             }
         }
+    }
+    /// Reads until an event satisfies `pred` (responses in between are an error).
+    pub async fn event_where(&mut self, mut pred: impl FnMut(&Value) -> bool) -> Value {
+        if let Some(pos) = self.events.iter().position(|e| pred(e)) {
+            return self.events.remove(pos);
+        }
+        loop {
+            match self.recv().await {
+                Received::Frame(f) if f["type"] == "event" => {
+                    if pred(&f) {
+                        return f;
+                    }
+                    self.events.push(f);
+                }
+                Received::Frame(f) => panic!("unexpected frame while waiting for an event: {f}"),
+                Received::Pong(_) => {}
+                Received::Closed(c) => panic!("closed while waiting for an event: {c:?}"),
+            }
+        }
+    }
+    /// Sends a request without waiting; returns its id.
+    pub async fn send_request(&mut self, method: &str, params: Value) -> String {
+        self.next_id += 1;
+        let id = format!("r{}", self.next_id);
+        let frame = json!({ "type": "req", "id": id, "method": method, "params": params });
+        self.send_text(&frame.to_string()).await;
+        id
     }
     /// Reads until the connection closes; returns the frames before it and the close frame.
     pub async fn until_closed(&mut self) -> (Vec<Value>, Option<CloseFrame>) {
