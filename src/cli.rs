@@ -36,6 +36,18 @@ pub enum Command {
     },
     /// Diagnose config, state dir, port, stale PID file, store and providers.
     Doctor,
+    /// Chat with an agent through the gateway (/abort, /reset, /history, /quit).
+    Chat {
+        /// Agent id (default: main).
+        #[arg(long)]
+        agent: Option<String>,
+        /// Session key (default: agent:<agent>:main).
+        #[arg(long)]
+        session: Option<String>,
+        /// Connection flags.
+        #[command(flatten)]
+        client: ClientFlags,
+    },
 }
 
 /// Flags shared by `run`, `start` and `restart`.

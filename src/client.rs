@@ -80,36 +80,86 @@ async fn call_inner(
     params: Option<Value>,
     expect_final: bool,
 ) -> Result<Value, ClientError> {
-    let (mut ws, _) = tokio_tungstenite::connect_async(target.url.as_str())
-        .await
-        .map_err(|e| ClientError::Connect {
-            url: target.url.clone(),
-            why: e.to_string(),
-        })?;
-    let connect = json!({
-        "type": "req", "id": "connect", "method": "connect",
-        "params": {
+    let mut conn = Connection::open(target).await?;
+    let id = conn.send_request(method, params).await?;
+    loop {
+        let payload = conn.response(&id).await?;
+        let accepted = payload.get("status").and_then(Value::as_str) == Some("accepted");
+        if !(expect_final && accepted) {
+            conn.close().await;
+            return Ok(payload);
+        }
+    }
+}
+
+/// An open, authenticated connection.
+pub struct Connection {
+    ws: Socket,
+    next_id: u64,
+}
+
+impl Connection {
+    /// Connects and completes the `connect` handshake.
+    pub async fn open(target: &Target) -> Result<Self, ClientError> {
+        let (ws, _) = tokio_tungstenite::connect_async(target.url.as_str())
+            .await
+            .map_err(|e| ClientError::Connect {
+                url: target.url.clone(),
+                why: e.to_string(),
+            })?;
+        let mut conn = Self { ws, next_id: 0 };
+        let connect = json!({
             "minProtocol": 3, "maxProtocol": 4,
             "client": { "id": "cli", "version": env!("CARGO_PKG_VERSION"), "platform": std::env::consts::OS, "mode": "cli" },
             "role": "operator",
             "scopes": ["operator.read", "operator.write", "operator.admin"],
             "auth": { "token": target.token },
-        }
-    });
-    send(&mut ws, &connect).await?;
-    wait_response(&mut ws, "connect").await?;
-    let mut request = json!({ "type": "req", "id": "1", "method": method });
-    if let Some(p) = params {
-        request["params"] = p;
+        });
+        let id = conn.send_request("connect", Some(connect)).await?;
+        conn.response(&id).await?;
+        Ok(conn)
     }
-    send(&mut ws, &request).await?;
-    loop {
-        let payload = wait_response(&mut ws, "1").await?;
-        let accepted = payload.get("status").and_then(Value::as_str) == Some("accepted");
-        if !(expect_final && accepted) {
-            let _ = ws.close(None).await;
-            return Ok(payload);
+
+    /// Sends a request; returns its id.
+    pub async fn send_request(
+        &mut self,
+        method: &str,
+        params: Option<Value>,
+    ) -> Result<String, ClientError> {
+        self.next_id += 1;
+        let id = self.next_id.to_string();
+        let mut frame = json!({ "type": "req", "id": id, "method": method });
+        if let Some(p) = params {
+            frame["params"] = p;
         }
+        send(&mut self.ws, &frame).await?;
+        Ok(id)
+    }
+
+    /// Waits for the response with this id, skipping events.
+    pub async fn response(&mut self, id: &str) -> Result<Value, ClientError> {
+        wait_response(&mut self.ws, id).await
+    }
+
+    /// The next frame (response or event); `None` when the connection closed.
+    pub async fn next_frame(&mut self) -> Result<Option<Value>, ClientError> {
+        while let Some(msg) = self.ws.next().await {
+            match msg.map_err(|e| ClientError::Protocol(e.to_string()))? {
+                Message::Text(text) => {
+                    return serde_json::from_str(&text)
+                        .map(Some)
+                        .map_err(|e| ClientError::Protocol(e.to_string()));
+                }
+                Message::Close(_) => return Ok(None),
+                _ => continue,
+            }
+        }
+        Ok(None)
+    }
+
+    /// Closes politely.
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
     }
 }
 

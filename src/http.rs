@@ -1,5 +1,7 @@
 //! HTTP and WebSocket routes on the one gateway port.
 
+mod sessions;
+
 use std::sync::Arc;
 
 use actix_web::http::StatusCode;
@@ -24,7 +26,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -66,11 +68,20 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/api/status", web::get().to(status))
         .route("/api/supervisor/crash", web::post().to(crash))
         .route("/api/supervisor/restart", web::post().to(restart))
+        .route("/api/sessions", web::get().to(sessions::list))
+        .route(
+            "/api/sessions/{key}/messages",
+            web::get().to(sessions::messages),
+        )
+        .route(
+            "/api/sessions/{key}/messages",
+            web::post().to(sessions::post),
+        )
         .route("/ws", web::get().to(ws))
         .route("/", web::get().to(root));
 }
 
-fn authorize(req: &HttpRequest, gateway: &Gateway) -> Result<(), ApiError> {
+pub(crate) fn authorize(req: &HttpRequest, gateway: &Gateway) -> Result<(), ApiError> {
     let expected = match &gateway.settings.auth {
         AuthPolicy::None => return Ok(()),
         AuthPolicy::Token(s) | AuthPolicy::Password(s) => &s.0,
@@ -168,7 +179,7 @@ async fn route_command(
     Ok(HttpResponse::Accepted().json(json!({ "id": id, "ok": true })))
 }
 
-fn json_body<T: serde::de::DeserializeOwned>(body: &web::Bytes) -> Result<T, ApiError> {
+pub(crate) fn json_body<T: serde::de::DeserializeOwned>(body: &web::Bytes) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,

@@ -8,8 +8,9 @@
 //! - [`server`]: `gateway run` (PID lock, bind, tree, HTTP server, graceful drain).
 //! - [`http`]: HTTP and WebSocket routes on the one port.
 //! - [`daemon`]: background `start | stop | status`; [`client`]: the CLI's WS client.
-//! - [`ops`]: `install`, `logs`, `doctor`; [`pidfile`], [`logging`].
+//! - [`ops`]: `install`, `logs`, `doctor`; [`chat`]: `troupe chat`; [`pidfile`], [`logging`].
 
+pub mod chat;
 pub mod cli;
 pub mod client;
 pub mod config;
@@ -59,6 +60,11 @@ pub fn dispatch(cli: Cli) -> i32 {
         },
         Command::Logs { follow, lines } => ops::logs(&paths, lines, follow),
         Command::Doctor => ops::doctor(&paths, config_file, &env),
+        Command::Chat {
+            agent,
+            session,
+            client,
+        } => chat::run(&paths, &env, agent, session, &client),
     }
 }
 

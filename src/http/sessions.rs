@@ -1,0 +1,160 @@
+//! REST for sessions: `GET /api/sessions`, `GET /api/sessions/{key}/messages`,
+//! `POST /api/sessions/{key}/messages` (the same operations as the WS methods).
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+use serde_json::json;
+use troupe_actors::gateway::Gateway;
+use troupe_actors::messages::QueueMode;
+use troupe_actors::session_key::agent_for;
+use troupe_actors::session_queue::{QueueError, SessionQueueActor, SubmitTurn, lookup};
+use troupe_actors::store::{StoreActor, StoreRead, turns};
+
+use super::{ApiError, authorize, json_body};
+
+#[derive(Deserialize)]
+/// Paging query parameters.
+pub struct Page {
+    /// Most entries to return.
+    pub limit: Option<u32>,
+    /// Only messages with a smaller id.
+    pub before: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct PostMessage {
+    message: String,
+    #[serde(default)]
+    idempotency_key: Option<String>,
+    #[serde(default)]
+    queue_mode: QueueMode,
+}
+
+fn unavailable(what: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "UNAVAILABLE",
+        format!("{what} is restarting; retry"),
+    )
+}
+
+async fn store(gateway: &Gateway) -> Result<actix::Addr<StoreActor>, ApiError> {
+    lookup::<StoreActor>(&gateway.root, "store")
+        .await
+        .ok_or_else(|| unavailable("the store"))
+}
+
+async fn read<T: Send + 'static>(gateway: &Gateway, op: StoreRead<T>) -> Result<T, ApiError> {
+    store(gateway)
+        .await?
+        .send(op)
+        .await
+        .map_err(|_| unavailable("the store"))?
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UNAVAILABLE",
+                e.to_string(),
+            )
+        })
+}
+
+fn agent_ids(gateway: &Gateway) -> Vec<String> {
+    gateway
+        .settings
+        .agents
+        .iter()
+        .map(|a| a.id.clone())
+        .collect()
+}
+
+/// `GET /api/sessions`.
+pub async fn list(
+    req: HttpRequest,
+    gateway: web::Data<Gateway>,
+    q: web::Query<Page>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &gateway)?;
+    let limit = i64::from(q.limit.unwrap_or(100).clamp(1, 1000));
+    let sessions = read(
+        &gateway,
+        StoreRead::new(move |pool| {
+            Box::pin(async move { turns::list_sessions(&pool, limit).await })
+        }),
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(json!({ "sessions": sessions })))
+}
+
+/// `GET /api/sessions/{key}/messages`.
+pub async fn messages(
+    req: HttpRequest,
+    gateway: web::Data<Gateway>,
+    key: web::Path<String>,
+    q: web::Query<Page>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &gateway)?;
+    let key = key.into_inner();
+    agent_for(&key, &agent_ids(&gateway))
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", e))?;
+    let limit = i64::from(q.limit.unwrap_or(100).clamp(1, 1000));
+    let before = q.before;
+    let k = key.clone();
+    let messages = read(
+        &gateway,
+        StoreRead::new(move |pool| {
+            Box::pin(async move { turns::history(&pool, &k, limit, before).await })
+        }),
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(json!({ "sessionKey": key, "messages": messages })))
+}
+
+/// `POST /api/sessions/{key}/messages`: accepted (202) once stored; the reply runs async.
+pub async fn post(
+    req: HttpRequest,
+    gateway: web::Data<Gateway>,
+    key: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &gateway)?;
+    let key = key.into_inner();
+    let agent_id = agent_for(&key, &agent_ids(&gateway))
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", e))?;
+    let body: PostMessage = json_body(&body)?;
+    let header = req
+        .headers()
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let Some(idempotency_key) = body.idempotency_key.or(header) else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+            "idempotencyKey (body) or Idempotency-Key (header) is required",
+        ));
+    };
+    let queue = lookup::<SessionQueueActor>(&gateway.root, "session-queue")
+        .await
+        .ok_or_else(|| unavailable("the session queue"))?;
+    let submit = SubmitTurn {
+        session_key: key,
+        agent_id,
+        text: body.message,
+        idempotency_key: Some(idempotency_key),
+        mode: body.queue_mode,
+        subscriber: None,
+    };
+    match queue.send(submit).await.map_err(|_| unavailable("the session queue"))? {
+        Ok(a) => Ok(HttpResponse::Accepted().json(json!({
+            "runId": a.run_id, "status": "accepted", "runStatus": a.status, "acceptedAt": a.accepted_at,
+            "queued": { "position": a.position }, "duplicate": a.duplicate,
+        }))),
+        Err(e @ QueueError::LaneFull { retry_after_ms, .. }) => Ok(HttpResponse::ServiceUnavailable()
+            .insert_header(("Retry-After", retry_after_ms.div_ceil(1000).to_string()))
+            .json(json!({ "error": { "code": "UNAVAILABLE", "message": e.to_string(), "retryAfterMs": retry_after_ms } }))),
+        Err(e) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", e.to_string())),
+    }
+}
