@@ -9,12 +9,16 @@
 //!    1 connection × 32 pipelined, and 32 connections × 1;
 //! 4. RSS with 1,000 and 10,000 idle authenticated connections;
 //! 5. time from an injected panic (`supervisor.crash agent:main`) until `supervisor.ping`
-//!    gets an answer from the restarted child (p50/p99);
+//!    gets an answer from the restarted child (p50/p99), checked against the restart count
+//!    in `supervisor.tree`;
 //! 6. the same throughput patterns against a bare tokio-tungstenite server (its own
-//!    process: this binary re-executed), printing Troupe's rate as a share of it.
+//!    process: this binary re-executed), printing Troupe's rate as a share of it. The two
+//!    servers take turns in short rounds and each reports its median round, so outside load
+//!    on the shared cores hits both alike.
 //!
-//! It prints a table with the targets beside the figures and never fails on a missed target;
-//! it fails only when it cannot run at all (the gateway does not start, say).
+//! It prints a table with the targets beside the figures and never fails on a missed target.
+//! A phase that cannot run (the gateway does not start, say) shows as an error under the
+//! table, and the run then exits non-zero once the table is printed.
 //!
 //! Run (about 1.5 minutes on 2 cores):
 //!
@@ -30,6 +34,8 @@
 //!   connections; the smaller level is a tenth of it), `TROUPE_BENCH_CRASHES`,
 //!   `TROUPE_BENCH_READY_RUNS`.
 //!
+//! `TROUPE__*` variables set in the environment reach the gateway too (to try a setting).
+//!
 //! Built and run by `cargo test --benches` (no `--bench` flag), it skips itself unless
 //! `TROUPE_BENCH_QUICK` is set.
 
@@ -41,13 +47,14 @@ use std::time::Duration;
 use serde_json::Value;
 
 use support::bare_ws_server;
-use support::client::{Client, CrashResult, IdlePool, LoadResult, OpenOutcome, many_connections};
+use support::client::{Client, CrashResult, IdlePool, OpenOutcome};
 use support::process::{ServerKind, ServerProcess};
 use support::report::{self, NOT_MEASURED, Table};
+use support::throughput::{self, Measured, Pattern, Rounds};
 use support::{BenchResult, BoxError};
 
-/// Requests in flight for the "32 in flight" patterns.
-const WINDOW: usize = 32;
+/// Rounds each server gets per throughput pattern (they take turns).
+const ROUNDS: usize = 5;
 
 /// The supervised child crashed and pinged in the restart phase.
 const CRASH_TARGET: &str = "agent:main";
@@ -117,25 +124,14 @@ impl Scale {
     }
 }
 
-/// The three throughput patterns against one server.
-struct Throughput {
-    /// 1 connection, 1 request in flight.
-    one_by_one: Result<LoadResult, String>,
-    /// 1 connection, [`WINDOW`] requests in flight.
-    pipelined: Result<LoadResult, String>,
-    /// [`WINDOW`] connections, 1 request in flight each.
-    fanout: Result<LoadResult, String>,
-}
-
-impl Throughput {
-    /// Nothing measured, because of `error`.
-    fn failed(error: &str) -> Self {
-        Throughput {
-            one_by_one: Err(error.to_owned()),
-            pipelined: Err(error.to_owned()),
-            fanout: Err(error.to_owned()),
-        }
-    }
+/// One throughput pattern against both servers.
+struct Comparison {
+    /// The pattern.
+    pattern: Pattern,
+    /// Against the gateway.
+    troupe: Result<Measured, String>,
+    /// Against the bare server.
+    bare: Result<Measured, String>,
 }
 
 /// RSS at one level of idle connections.
@@ -154,10 +150,8 @@ struct Figures {
     ready: Result<Vec<Duration>, String>,
     /// Gateway RSS when ready and idle, KiB.
     idle_rss_kib: Result<u64, String>,
-    /// Throughput against the gateway.
-    troupe: Throughput,
-    /// Throughput against the bare server.
-    bare: Throughput,
+    /// Throughput against the gateway and the bare server.
+    throughput: Result<Vec<Comparison>, String>,
     /// RSS with idle connections, per level reached.
     idle_conns: Result<Vec<IdleLevel>, String>,
     /// Crash-to-answer times, and the restarts the gateway counted meanwhile (if it says).
@@ -184,11 +178,15 @@ fn main() -> Result<(), BoxError> {
         .enable_all()
         .build()?;
     let figures = runtime.block_on(measure_all(&scale));
-    build_table(&scale, &figures).print();
+    let table = build_table(&scale, &figures);
+    table.print();
+    if table.has_errors() {
+        return Err("some measurements failed (see above)".into());
+    }
     Ok(())
 }
 
-/// Runs every phase, gateway first, then the bare server.
+/// Runs every phase.
 async fn measure_all(scale: &Scale) -> Figures {
     progress(&format!(
         "ready time: {} fresh gateway starts",
@@ -200,21 +198,13 @@ async fn measure_all(scale: &Scale) -> Figures {
     let mut figures = Figures {
         ready,
         idle_rss_kib: Err(NOT_MEASURED.to_owned()),
-        troupe: Throughput::failed(NOT_MEASURED),
-        bare: Throughput::failed(NOT_MEASURED),
+        throughput: Err(NOT_MEASURED.to_owned()),
         idle_conns: Err(NOT_MEASURED.to_owned()),
         restart: Err(NOT_MEASURED.to_owned()),
     };
     if let Err(error) = measure_gateway(scale, &mut figures).await {
         figures.idle_rss_kib = Err(format!("gateway: {error}"));
     }
-    figures.bare = match ServerProcess::start(ServerKind::Bare).await {
-        Ok((bare, _)) => {
-            progress("bare server: throughput");
-            measure_throughput(bare.port(), "bare", scale).await
-        }
-        Err(error) => Throughput::failed(&format!("bare server: {error}")),
-    };
     figures
 }
 
@@ -229,16 +219,18 @@ async fn measure_ready(runs: usize) -> BenchResult<Vec<Duration>> {
     Ok(times)
 }
 
-/// One gateway instance: idle RSS, throughput, restart time, then idle connections.
+/// One gateway instance: idle RSS, throughput (beside the bare server), restart time, then
+/// idle connections.
 async fn measure_gateway(scale: &Scale, figures: &mut Figures) -> BenchResult<()> {
-    let (gateway, _) = ServerProcess::start(ServerKind::Gateway).await?;
+    let (mut gateway, _) = ServerProcess::start(ServerKind::Gateway).await?;
     let (port, token) = (gateway.port(), gateway.token()?);
     tokio::time::sleep(scale.settle).await;
-    let idle_rss = gateway.rss_kib()?;
-    figures.idle_rss_kib = Ok(idle_rss);
+    figures.idle_rss_kib = Ok(gateway.rss_kib()?);
 
-    progress("gateway: throughput");
-    figures.troupe = measure_throughput(port, &token, scale).await;
+    progress("throughput: gateway and bare server, taking turns");
+    figures.throughput = measure_throughput(port, &token, scale)
+        .await
+        .map_err(|e| e.to_string());
 
     progress(&format!("gateway: {} injected panics", scale.crashes));
     figures.restart = measure_restart(port, &token, scale.crashes)
@@ -249,51 +241,46 @@ async fn measure_gateway(scale: &Scale, figures: &mut Figures) -> BenchResult<()
         "gateway: {} idle connections",
         scale.idle_levels[1]
     ));
-    figures.idle_conns = measure_idle_connections(&gateway, &token, scale)
+    figures.idle_conns = measure_idle_connections(&mut gateway, &token, scale)
         .await
         .map_err(|e| e.to_string());
     Ok(())
 }
 
-/// The three throughput patterns against the server on `port`.
-async fn measure_throughput(port: u16, token: &str, scale: &Scale) -> Throughput {
-    let one_by_one = one_connection(port, token, 1, scale)
+/// Every throughput pattern against the gateway on `port` and a bare server started for it.
+async fn measure_throughput(port: u16, token: &str, scale: &Scale) -> BenchResult<Vec<Comparison>> {
+    let (bare, _) = ServerProcess::start(ServerKind::Bare)
         .await
-        .map_err(|e| e.to_string());
-    let pipelined = one_connection(port, token, WINDOW, scale)
-        .await
-        .map_err(|e| e.to_string());
-    let fanout = async {
-        let mut warm = Client::connect(port, token).await?;
-        warm.closed_loop(scale.warmup()).await?;
-        warm.close().await;
-        many_connections(port, token, WINDOW, scale.phase).await
-    }
-    .await
-    .map_err(|e| e.to_string());
-    Throughput {
-        one_by_one,
-        pipelined,
-        fanout,
-    }
-}
-
-/// One connection with `window` requests in flight, after a warm-up.
-async fn one_connection(
-    port: u16,
-    token: &str,
-    window: usize,
-    scale: &Scale,
-) -> BenchResult<LoadResult> {
-    let mut client = Client::connect(port, token).await?;
-    client.closed_loop(scale.warmup()).await?;
-    let result = if window == 1 {
-        client.closed_loop(scale.phase).await?
-    } else {
-        client.pipelined(window, scale.phase).await?
+        .map_err(|error| format!("bare server: {error}"))?;
+    let servers = [
+        throughput::Server {
+            port,
+            token: token.to_owned(),
+        },
+        throughput::Server {
+            port: bare.port(),
+            token: bare.token()?,
+        },
+    ];
+    let rounds = Rounds {
+        count: ROUNDS,
+        length: scale.phase / ROUNDS as u32,
+        warmup: scale.warmup(),
     };
-    client.close().await;
-    Ok(result)
+    let mut comparisons = Vec::with_capacity(Pattern::ALL.len());
+    for pattern in Pattern::ALL {
+        let mut results = throughput::compare(pattern, &servers, &rounds)
+            .await
+            .into_iter();
+        let mut next = || results.next().unwrap_or(Err(NOT_MEASURED.to_owned()));
+        let (troupe, bare) = (next(), next());
+        comparisons.push(Comparison {
+            pattern,
+            troupe,
+            bare,
+        });
+    }
+    Ok(comparisons)
 }
 
 /// Crash-to-answer times of [`CRASH_TARGET`] over `crashes` injected panics, and how many
@@ -339,7 +326,7 @@ fn find_restarts(node: &Value, id: &str) -> Option<u64> {
 
 /// Gateway RSS at each idle connection level; stops at the first level it cannot fill.
 async fn measure_idle_connections(
-    gateway: &ServerProcess,
+    gateway: &mut ServerProcess,
     token: &str,
     scale: &Scale,
 ) -> BenchResult<Vec<IdleLevel>> {
@@ -375,9 +362,11 @@ fn build_table(scale: &Scale, figures: &Figures) -> Table {
     } else {
         "release"
     };
-    let mut table = Table::new(format!("troupe gateway_load ({profile})"));
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let title = format!("troupe gateway_load ({profile}, {cores} cores)");
+    let mut table = Table::new(title);
     add_ready_rows(&mut table, scale, figures);
-    add_throughput_rows(&mut table, figures);
+    add_throughput_rows(&mut table, scale, figures);
     add_idle_connection_rows(&mut table, figures);
     add_restart_rows(&mut table, scale, figures);
     table
@@ -410,46 +399,39 @@ fn add_ready_rows(table: &mut Table, scale: &Scale, figures: &Figures) {
 }
 
 /// Troupe and bare rates for each pattern, and Troupe's share of bare.
-fn add_throughput_rows(table: &mut Table, figures: &Figures) {
-    let patterns = [
-        (
-            "1 conn × 1",
-            &figures.troupe.one_by_one,
-            &figures.bare.one_by_one,
-            70.0,
-        ),
-        (
-            "1 conn × 32 pipelined",
-            &figures.troupe.pipelined,
-            &figures.bare.pipelined,
-            50.0,
-        ),
-        (
-            "32 conns × 1",
-            &figures.troupe.fanout,
-            &figures.bare.fanout,
-            50.0,
-        ),
-    ];
-    for (name, troupe, bare, target_pct) in patterns {
-        for (server, result) in [("troupe", troupe), ("bare", bare)] {
+fn add_throughput_rows(table: &mut Table, scale: &Scale, figures: &Figures) {
+    let comparisons = match &figures.throughput {
+        Ok(comparisons) => comparisons,
+        Err(error) => return table.error("health req/s", "", error),
+    };
+    for comparison in comparisons {
+        let name = comparison.pattern.label();
+        for (server, result) in [("troupe", &comparison.troupe), ("bare", &comparison.bare)] {
             let label = format!("health {name}: {server}");
             match result {
-                Ok(load) => table.info(label, report::load(load)),
+                Ok(measured) => table.info(label, measured.summary()),
                 Err(error) => table.error(label, "", error),
             }
         }
-        if let (Ok(troupe), Ok(bare)) = (troupe, bare) {
+        if let (Ok(troupe), Ok(bare)) = (&comparison.troupe, &comparison.bare) {
             let pct = 100.0 * troupe.rate() / bare.rate().max(1e-9);
-            let target = format!("≥ {target_pct:.0} %");
+            let target_pct = comparison.pattern.target_pct();
             table.check(
                 format!("health {name}: troupe / bare"),
                 format!("{pct:.0} %"),
-                &target,
+                &format!("≥ {target_pct:.0} %"),
                 pct >= target_pct,
             );
         }
     }
+    let round = scale.phase.as_secs_f64() / ROUNDS as f64;
+    table.note(
+        "health req/s",
+        &format!(
+            "median of {ROUNDS} rounds of {round:.2} s per server, the two servers taking turns; \
+             latency percentiles over all rounds"
+        ),
+    );
 }
 
 /// RSS at each idle connection level, and per connection above idle.
@@ -472,7 +454,7 @@ fn add_idle_connection_rows(table: &mut Table, figures: &Figures) {
             value.push_str(&format!(" ({per_conn_kb:.1} KB/conn)"));
         }
         if open < level.wanted {
-            value.push_str(&format!(" only {open} open"));
+            value.push_str(&format!("; only {open} open"));
         }
         if level.wanted == 10_000 && open >= level.wanted {
             table.check(label, value, "< 150 MB", level.rss_kib * 1024 < 150_000_000);

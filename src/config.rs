@@ -105,6 +105,18 @@ pub struct Config {
     pub dedupe_window: Duration,
     /// Delay between echo deltas.
     pub echo_delta_delay: Duration,
+    /// Transcript messages given as context.
+    pub history_limit: usize,
+    /// OpenAI-compatible endpoint.
+    pub openai: EndpointConfig,
+    /// Anthropic endpoint.
+    pub anthropic: EndpointConfig,
+    /// Timeouts and retries of HTTP providers.
+    pub http_policy: troupe_actors::provider::HttpPolicy,
+    /// (model, USD per million input tokens, per million output tokens).
+    pub pricing: Vec<(String, f64, f64)>,
+    /// Agents defined in the config (disk agents are added at start).
+    pub agent_defs: Vec<AgentDef>,
     /// Tracing filter.
     pub log_level: String,
     /// SQLite file (relative to the state dir unless absolute).
@@ -124,6 +136,16 @@ struct Raw {
     logging: RawLogging,
     store: RawStore,
     agents: Vec<RawAgent>,
+    #[serde(default)]
+    pricing: Vec<RawPrice>,
+}
+
+#[derive(Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+struct RawPrice {
+    model: String,
+    input_per_mtok: f64,
+    output_per_mtok: f64,
 }
 
 #[derive(Deserialize)]
@@ -177,12 +199,34 @@ struct RawSessions {
     max_concurrent_runs: usize,
     lane_capacity: usize,
     dedupe_window_secs: u64,
+    history_limit: usize,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawProviders {
     echo: RawEcho,
+    openai: RawEndpoint,
+    anthropic: RawEndpoint,
+    http: RawHttp,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEndpoint {
+    base_url: String,
+    api_key_env: String,
+    api_key_file: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    connect_timeout_ms: u64,
+    first_byte_timeout_ms: u64,
+    idle_timeout_ms: u64,
+    max_retries: u32,
+    retry_backoff_ms: u64,
 }
 
 #[derive(Deserialize)]
@@ -209,12 +253,45 @@ struct RawStore {
     path: PathBuf,
 }
 
-#[derive(Deserialize)]
+/// An agent as written in config or `agents/<id>/agent.toml`.
+#[derive(Deserialize, Debug, Clone, Default)]
 #[serde(deny_unknown_fields)]
-struct RawAgent {
-    id: String,
-    provider: String,
-    model: String,
+pub struct AgentDef {
+    /// Agent id (the directory name for agents on disk).
+    #[serde(default)]
+    pub id: String,
+    /// echo | openai | anthropic.
+    pub provider: String,
+    /// Model name.
+    pub model: String,
+    /// Sampling temperature.
+    #[serde(default)]
+    pub temperature: Option<f32>,
+    /// Output token limit.
+    #[serde(default)]
+    pub max_tokens: Option<u32>,
+    /// Enabled built-in tools.
+    #[serde(default)]
+    pub tools: Vec<String>,
+    /// Model calls per turn.
+    #[serde(default)]
+    pub max_iterations: Option<u32>,
+    /// Inline system prompt (persona.md wins when present).
+    #[serde(default)]
+    pub persona: Option<String>,
+}
+
+type RawAgent = AgentDef;
+
+/// Where a provider lives and how its key is found.
+#[derive(Debug, Clone)]
+pub struct EndpointConfig {
+    /// Base URL.
+    pub base_url: String,
+    /// Environment variable holding the key.
+    pub api_key_env: String,
+    /// File holding the key (empty = none).
+    pub api_key_file: String,
 }
 
 /// Where configuration comes from; the environment is injected so tests need not mutate
@@ -281,6 +358,14 @@ fn key_of(err: &config::ConfigError) -> String {
         }
     }
     "config".to_string()
+}
+
+fn endpoint(raw: &RawEndpoint) -> EndpointConfig {
+    EndpointConfig {
+        base_url: raw.base_url.clone(),
+        api_key_env: raw.api_key_env.clone(),
+        api_key_file: raw.api_key_file.clone(),
+    }
 }
 
 fn validate(
@@ -481,6 +566,22 @@ fn validate(
         lane_capacity: raw.sessions.lane_capacity,
         dedupe_window: Duration::from_secs(raw.sessions.dedupe_window_secs),
         echo_delta_delay: Duration::from_millis(raw.providers.echo.delta_delay_ms),
+        history_limit: raw.sessions.history_limit,
+        openai: endpoint(&raw.providers.openai),
+        anthropic: endpoint(&raw.providers.anthropic),
+        http_policy: troupe_actors::provider::HttpPolicy {
+            connect: Duration::from_millis(raw.providers.http.connect_timeout_ms),
+            first_byte: Duration::from_millis(raw.providers.http.first_byte_timeout_ms),
+            idle: Duration::from_millis(raw.providers.http.idle_timeout_ms),
+            max_retries: raw.providers.http.max_retries,
+            backoff: Duration::from_millis(raw.providers.http.retry_backoff_ms),
+        },
+        pricing: raw
+            .pricing
+            .iter()
+            .map(|p| (p.model.clone(), p.input_per_mtok, p.output_per_mtok))
+            .collect(),
+        agent_defs: raw.agents.clone(),
         log_level,
         store_path: raw.store.path,
         agents,

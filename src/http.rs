@@ -1,5 +1,6 @@
 //! HTTP and WebSocket routes on the one gateway port.
 
+mod openai;
 mod sessions;
 
 use std::sync::Arc;
@@ -77,6 +78,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             "/api/sessions/{key}/messages",
             web::post().to(sessions::post),
         )
+        .route(
+            "/v1/chat/completions",
+            web::post().to(openai::chat_completions),
+        )
+        .route("/v1/models", web::get().to(openai::models))
         .route("/ws", web::get().to(ws))
         .route("/", web::get().to(root));
 }

@@ -4,12 +4,14 @@
 //! faces the outside world:
 //!
 //! - [`cli`]: the command line; [`exit`]: its exit codes.
-//! - [`config`]: layered, validated configuration; [`paths`]: the state dir.
+//! - [`config`]: layered, validated configuration; [`agents`]: agents from config and
+//!   disk; [`paths`]: the state dir.
 //! - [`server`]: `gateway run` (PID lock, bind, tree, HTTP server, graceful drain).
 //! - [`http`]: HTTP and WebSocket routes on the one port.
 //! - [`daemon`]: background `start | stop | status`; [`client`]: the CLI's WS client.
 //! - [`ops`]: `install`, `logs`, `doctor`; [`chat`]: `troupe chat`; [`pidfile`], [`logging`].
 
+pub mod agents;
 pub mod chat;
 pub mod cli;
 pub mod client;

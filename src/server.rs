@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use actix_web::{App, HttpServer, web};
 use tokio::sync::oneshot;
-use troupe_actors::echo::EchoSettings;
+use troupe_actors::agent::AgentSettings;
 use troupe_actors::gateway::{AuthPolicy, Gateway, GatewaySettings, Secret};
 use troupe_actors::messages::Shutdown;
 use troupe_actors::session_queue::QueueSettings;
@@ -112,6 +112,15 @@ pub fn run(
             return exit::CONFIG;
         }
     };
+    let agents = match crate::agents::build(&config, paths, env) {
+        Ok(a) => a,
+        Err(errors) => {
+            for e in &errors.0 {
+                eprintln!("troupe: invalid config: {e}");
+            }
+            return exit::CONFIG;
+        }
+    };
     let auth = match resolve_auth(&config, paths) {
         Ok(a) => a,
         Err(e) => {
@@ -180,6 +189,7 @@ pub fn run(
     }
     let code = match actix_rt::System::new().block_on(serve(
         config,
+        agents,
         auth,
         listener,
         paths.clone(),
@@ -198,6 +208,7 @@ pub fn run(
 
 async fn serve(
     config: Config,
+    agents: Vec<AgentSettings>,
     auth: AuthPolicy,
     listener: TcpListener,
     paths: StatePaths,
@@ -206,18 +217,16 @@ async fn serve(
     let (escalation_tx, escalation_rx) = oneshot::channel();
     let tree = TreeConfig {
         store_path: paths.resolve(&config.store_path),
-        agents: config.agents.clone(),
+        agents: agents.clone(),
         root_intensity: config.root_intensity,
         agents_intensity: config.agents_intensity,
         ping_interval: config.ping_interval,
         hang_timeout: config.hang_timeout,
-        echo: EchoSettings {
-            delta_delay: config.echo_delta_delay,
-        },
         queue: QueueSettings {
             max_concurrent: config.max_concurrent_runs,
             lane_capacity: config.lane_capacity,
             dedupe_window: config.dedupe_window,
+            history_limit: config.history_limit,
         },
     };
     let root = start_root(&tree, escalation_tx);
@@ -230,7 +239,7 @@ async fn serve(
         tick_interval: config.tick_interval,
         handshake_timeout: config.handshake_timeout,
         started,
-        agents: config.agents.clone(),
+        agents: agents.iter().map(|a| a.summary.clone()).collect(),
     };
     let gateway = Gateway {
         settings: Arc::new(settings),

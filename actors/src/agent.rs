@@ -1,22 +1,54 @@
 //! `agent:<id>`: one actor per configured agent, each on its own arbiter so a hung or
-//! panicking agent cannot stall another. It runs turns ([`RunTurn`]): persona + message →
-//! provider → streamed deltas ([`TurnEvent`]) → the outcome. Several sessions' runs
-//! proceed at once; each can be aborted ([`AbortRun`]).
+//! panicking agent cannot stall another. It runs turns ([`RunTurn`]): persona + history +
+//! message → provider → streamed deltas and tool calls ([`TurnEvent`]) → the outcome.
+//! Several sessions' runs proceed at once; each can be aborted ([`AbortRun`]).
+
+pub mod turn;
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
-use crate::echo::{EchoSettings, echo_deltas, simulated_failure};
 use crate::gateway::AgentSummary;
-use crate::messages::{Shutdown, TurnEvent, TurnEventKind};
+use crate::messages::{Shutdown, TurnEvent};
+use crate::provider::{Provider, Usage};
+use crate::session_queue::SubmitTurn;
+use crate::store::turns::StoredMessage;
 use crate::supervisor::{ChildHandle, ChildLink, ChildSpec, ExitGuard};
+use crate::tools::ToolContext;
+
+/// Everything that defines an agent (from config and `agents/<id>/`).
+#[derive(Debug, Clone)]
+pub struct AgentSettings {
+    /// Id, provider and model names.
+    pub summary: AgentSummary,
+    /// The provider client.
+    pub provider: Provider,
+    /// System prompt (`persona.md`).
+    pub persona: Option<String>,
+    /// Sampling temperature.
+    pub temperature: Option<f32>,
+    /// Output token limit per model call.
+    pub max_tokens: Option<u32>,
+    /// Enabled tools.
+    pub tools: Vec<String>,
+    /// Model calls per turn before giving up.
+    pub max_iterations: u32,
+    /// Transcript messages sent as context.
+    pub history_limit: usize,
+    /// `agents/<id>/memory/`.
+    pub memory_dir: Option<PathBuf>,
+    /// USD per million (input, output) tokens, from the pricing table.
+    pub price: Option<(f64, f64)>,
+    /// Every agent id (for tools that address sessions).
+    pub all_agents: Vec<String>,
+}
 
 /// A configured agent.
 pub struct AgentActor {
-    summary: AgentSummary,
-    echo: EchoSettings,
+    settings: AgentSettings,
     aborts: HashMap<String, oneshot::Sender<()>>,
     _guard: ExitGuard,
 }
@@ -36,8 +68,12 @@ pub struct RunTurn {
     pub session_key: String,
     /// The user's message (several, joined, in collect mode).
     pub input: String,
+    /// Earlier transcript, oldest first.
+    pub history: Vec<StoredMessage>,
     /// Where streamed events go.
     pub events: Recipient<TurnEvent>,
+    /// The session-queue, for tools that message other sessions.
+    pub queue: Option<Recipient<SubmitTurn>>,
 }
 
 /// How a run ended.
@@ -71,6 +107,23 @@ pub struct RunOutcome {
     pub text: String,
     /// Why it failed.
     pub error: Option<String>,
+    /// Tokens used.
+    pub usage: Usage,
+    /// Cost in USD from the pricing table (0 when unpriced).
+    pub cost_usd: f64,
+}
+
+impl RunOutcome {
+    /// A failed run that never reached a provider.
+    pub fn failed(error: String) -> Self {
+        Self {
+            status: RunStatus::Error,
+            text: String::new(),
+            error: Some(error),
+            usage: Usage::default(),
+            cost_usd: 0.0,
+        }
+    }
 }
 
 /// Aborts a run in progress; true if it was running here.
@@ -83,14 +136,13 @@ pub struct AbortRun {
 
 impl AgentActor {
     /// The child spec of `agent:<id>`.
-    pub fn spec(summary: AgentSummary, echo: EchoSettings) -> ChildSpec {
-        let id = format!("agent:{}", summary.id);
+    pub fn spec(settings: AgentSettings) -> ChildSpec {
+        let id = format!("agent:{}", settings.summary.id);
         ChildSpec::new(id, "agent", move |link: ChildLink| {
             let arbiter = Arbiter::new();
-            let summary = summary.clone();
+            let settings = settings.clone();
             let addr = AgentActor::start_in_arbiter(&arbiter.handle(), move |_| AgentActor {
-                summary,
-                echo,
+                settings,
                 aborts: HashMap::new(),
                 _guard: link.guard(),
             });
@@ -99,60 +151,12 @@ impl AgentActor {
     }
 }
 
-async fn run_echo(
-    input: String,
-    settings: EchoSettings,
-    run: (String, String),
-    events: Recipient<TurnEvent>,
-    mut abort: oneshot::Receiver<()>,
-) -> RunOutcome {
-    let (run_id, session_key) = run;
-    let event = |kind| TurnEvent {
-        run_id: run_id.clone(),
-        session_key: session_key.clone(),
-        kind,
-    };
-    events.do_send(event(TurnEventKind::Started));
-    if let Some(error) = simulated_failure(&input) {
-        return RunOutcome {
-            status: RunStatus::Error,
-            text: String::new(),
-            error: Some(error),
-        };
-    }
-    let mut text = String::new();
-    for delta in echo_deltas(&input) {
-        let aborted = if settings.delta_delay.is_zero() {
-            abort.try_recv().is_ok()
-        } else {
-            tokio::select! {
-                _ = tokio::time::sleep(settings.delta_delay) => false,
-                _ = &mut abort => true,
-            }
-        };
-        if aborted {
-            return RunOutcome {
-                status: RunStatus::Aborted,
-                text,
-                error: Some("aborted".into()),
-            };
-        }
-        text.push_str(&delta);
-        events.do_send(event(TurnEventKind::Delta(delta)));
-    }
-    RunOutcome {
-        status: RunStatus::Ok,
-        text,
-        error: None,
-    }
-}
-
 impl Actor for AgentActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(1024);
-        tracing::debug!(agent_id = %self.summary.id, "agent started");
+        tracing::debug!(agent_id = %self.settings.summary.id, "agent started");
     }
 }
 
@@ -168,7 +172,7 @@ impl Handler<Shutdown> for AgentActor {
 impl Handler<DescribeAgent> for AgentActor {
     type Result = MessageResult<DescribeAgent>;
     fn handle(&mut self, _: DescribeAgent, _: &mut Self::Context) -> Self::Result {
-        MessageResult(self.summary.clone())
+        MessageResult(self.settings.summary.clone())
     }
 }
 
@@ -178,13 +182,22 @@ impl Handler<RunTurn> for AgentActor {
         let (abort_tx, abort_rx) = oneshot::channel();
         self.aborts.insert(msg.run_id.clone(), abort_tx);
         let run_id = msg.run_id.clone();
-        let run = run_echo(
-            msg.input,
-            self.echo,
-            (msg.run_id, msg.session_key),
-            msg.events,
-            abort_rx,
-        );
+        let tools = ToolContext {
+            memory_dir: self.settings.memory_dir.clone(),
+            run_id: msg.run_id.clone(),
+            agent_id: self.settings.summary.id.clone(),
+            agents: self.settings.all_agents.clone(),
+            queue: msg.queue,
+        };
+        let input = turn::TurnInput {
+            run_id: msg.run_id,
+            session_key: msg.session_key,
+            input: msg.input,
+            history: msg.history,
+            events: msg.events,
+            tools,
+        };
+        let run = turn::run(self.settings.clone(), input, abort_rx);
         Box::pin(run.into_actor(self).map(move |outcome, act, _| {
             act.aborts.remove(&run_id);
             outcome

@@ -27,13 +27,16 @@
 
 pub mod agent;
 pub mod echo;
+pub mod event_sink;
 pub mod gateway;
 pub mod messages;
 pub mod protocol;
+pub mod provider;
 pub mod session_key;
 pub mod session_queue;
 pub mod store;
 pub mod supervisor;
+pub mod tools;
 pub mod tree;
 pub mod ws_session;
 

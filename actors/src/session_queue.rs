@@ -33,6 +33,8 @@ pub struct QueueSettings {
     pub lane_capacity: usize,
     /// How long an idempotency key is remembered.
     pub dedupe_window: Duration,
+    /// Transcript messages given to the agent as context.
+    pub history_limit: usize,
 }
 
 /// Why a submission was refused.
@@ -351,32 +353,43 @@ impl SessionQueueActor {
         }));
         let root = self.root.clone();
         let events = ctx.address().recipient::<TurnEvent>();
-        let run = RunTurn {
-            run_id: run_id.clone(),
-            session_key: key.clone(),
-            input: turn.input,
-            events,
-        };
-        let agent_id = turn.agent_id;
+        let queue = ctx.address().recipient::<SubmitTurn>();
+        let (history_key, limit, this_run) = (
+            key.clone(),
+            self.settings.history_limit as i64,
+            run_id.clone(),
+        );
+        let history = self.store_read(StoreRead::new(move |pool| {
+            Box::pin(async move { turns::history(&pool, &history_key, limit, None).await })
+        }));
+        let (input, agent_id) = (turn.input, turn.agent_id);
+        let session_key = key.clone();
         let execute = async move {
+            let history = match history.await {
+                Ok(h) => h
+                    .into_iter()
+                    .filter(|m| m.run_id.as_deref() != Some(this_run.as_str()))
+                    .collect(),
+                Err(e) => return RunOutcome::failed(format!("cannot read the transcript: {e}")),
+            };
             let Some(agent) =
                 lookup_patiently::<AgentActor>(&root, &format!("agent:{agent_id}")).await
             else {
-                return RunOutcome {
-                    status: RunStatus::Error,
-                    text: String::new(),
-                    error: Some(format!("agent {agent_id:?} is not running")),
-                };
+                return RunOutcome::failed(format!("agent {agent_id:?} is not running"));
+            };
+            let run = RunTurn {
+                run_id: this_run,
+                session_key,
+                input,
+                history,
+                events,
+                queue: Some(queue),
             };
             match agent.send(run).await {
                 Ok(outcome) => outcome,
-                Err(_) => RunOutcome {
-                    status: RunStatus::Error,
-                    text: String::new(),
-                    error: Some(format!(
-                        "agent {agent_id:?} crashed or was restarted during the run"
-                    )),
-                },
+                Err(_) => RunOutcome::failed(format!(
+                    "agent {agent_id:?} crashed or was restarted during the run"
+                )),
             }
         };
         ctx.spawn(
@@ -393,14 +406,17 @@ impl SessionQueueActor {
         outcome: RunOutcome,
         ctx: &mut Context<Self>,
     ) {
-        let status = outcome.status.name();
-        let text = outcome.text.clone();
-        let error = outcome.error.clone();
+        let end = turns::RunEnd {
+            status: outcome.status.name().into(),
+            output: outcome.text.clone(),
+            error: outcome.error.clone(),
+            input_tokens: outcome.usage.input_tokens,
+            output_tokens: outcome.usage.output_tokens,
+            cost_usd: outcome.cost_usd,
+        };
         let id = run_id.clone();
         let write = self.store_write(StoreWrite::new(move |pool| {
-            Box::pin(
-                async move { turns::finish_run(&pool, &id, status, &text, error.as_deref()).await },
-            )
+            Box::pin(async move { turns::finish_run(&pool, &id, &end).await })
         }));
         ctx.spawn(write.into_actor(self).map(move |stored, act, ctx| {
             if let Err(e) = stored {

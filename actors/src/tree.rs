@@ -7,9 +7,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
-use crate::agent::AgentActor;
-use crate::echo::EchoSettings;
-use crate::gateway::AgentSummary;
+use crate::agent::{AgentActor, AgentSettings};
 use crate::session_queue::{QueueSettings, SessionQueueActor};
 use crate::store::StoreActor;
 use crate::supervisor::{
@@ -23,13 +21,11 @@ pub struct TreeConfig {
     /// SQLite file.
     pub store_path: PathBuf,
     /// Agents to run.
-    pub agents: Vec<AgentSummary>,
+    pub agents: Vec<AgentSettings>,
     /// Root restart intensity (past it the process exits non-zero).
     pub root_intensity: Intensity,
     /// Restart intensity of the `agents` supervisor (past it, escalate to root).
     pub agents_intensity: Intensity,
-    /// The echo provider's settings.
-    pub echo: EchoSettings,
     /// Session-queue limits.
     pub queue: QueueSettings,
     /// Liveness ping interval.
@@ -59,13 +55,8 @@ pub fn root_specs(cfg: &TreeConfig) -> Vec<ChildSpec> {
         supervisor_spec(
             cfg.supervisor("agents", Strategy::OneForOne, cfg.agents_intensity),
             {
-                let (agents, echo) = (cfg.agents.clone(), cfg.echo);
-                move || {
-                    agents
-                        .iter()
-                        .map(|a| AgentActor::spec(a.clone(), echo))
-                        .collect()
-                }
+                let agents = cfg.agents.clone();
+                move || agents.iter().cloned().map(AgentActor::spec).collect()
             },
         ),
         supervisor_spec(

@@ -2,7 +2,6 @@
 //! backoff and hang detection, driven through a small test child.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
 
@@ -38,7 +37,7 @@ where
 }
 
 /// The supervisor's panic hook (it records the panic message for the exit report), chained
-/// with the default hook so failing assertions still print.
+/// with the default hook so failing assertions still print; injected faults stay quiet.
 fn panic_hook() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
@@ -47,7 +46,15 @@ fn panic_hook() {
         let troupe = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             troupe(info);
-            default(info);
+            let payload = info.payload();
+            let text = payload
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| payload.downcast_ref::<String>().map(String::as_str));
+            let injected = text.is_some_and(|m| m.starts_with("fault injection"));
+            if !injected {
+                default(info);
+            }
         }));
     });
 }
@@ -110,9 +117,10 @@ impl Handler<Finish> for Worker {
 
 /// A worker spec on the supervisor's arbiter; each start takes the next instance number.
 fn worker(id: &str) -> ChildSpec {
-    let starts = Arc::new(AtomicU64::new(0));
+    let mut starts = 0;
     ChildSpec::new(id, "worker", move |link: ChildLink| {
-        let instance = starts.fetch_add(1, Ordering::SeqCst) + 1;
+        starts += 1;
+        let instance = starts;
         let addr = Worker {
             instance,
             guard: link.guard(),
@@ -125,9 +133,10 @@ fn worker(id: &str) -> ChildSpec {
 /// A worker spec on a dedicated arbiter (as agents run), so a hung one can be killed; the
 /// arbiters it starts are recorded in `arbiters`.
 fn worker_on_own_arbiter(id: &str, arbiters: Arc<Mutex<Vec<ArbiterHandle>>>) -> ChildSpec {
-    let starts = Arc::new(AtomicU64::new(0));
+    let mut starts = 0;
     ChildSpec::new(id, "worker", move |link: ChildLink| {
-        let instance = starts.fetch_add(1, Ordering::SeqCst) + 1;
+        starts += 1;
+        let instance = starts;
         let arbiter = Arbiter::new();
         let addr = Worker::start_in_arbiter(&arbiter.handle(), move |_| Worker {
             instance,
@@ -598,4 +607,39 @@ async fn shutdown_stops_every_child_and_the_supervisor() {
         (!a.connected() && !b.connected() && !sup.connected()).then_some(())
     })
     .await;
+}
+
+/// A crash whose panic makes the child's supervisor escalate was delivered: the reply must
+/// say so, not that the child does not exist. The race (the supervisor stops before its
+/// reply future runs) is narrow, hence the rounds.
+#[actix_rt::test]
+async fn crash_that_makes_a_child_supervisor_escalate_is_reported_as_delivered() {
+    panic_hook();
+    let mut failures = Vec::new();
+    for round in 0..300 {
+        let inner = SupervisorConfig {
+            id: ChildId::new("inner"),
+            ..config(Strategy::OneForOne, 0)
+        };
+        let arbiters = Arc::new(Mutex::new(Vec::new()));
+        let spec = ChildSpec::new("inner", "supervisor", move |link: ChildLink| {
+            let leaf = worker_on_own_arbiter("leaf", arbiters.clone());
+            let addr = SupervisorActor::new(inner.clone(), vec![leaf], Some(link)).start();
+            Ok(ChildHandle::of_supervisor(addr))
+        });
+        let sup = start(Strategy::OneForOne, vec![spec]);
+        eventually("leaf running", || async { lookup(&sup, "leaf").await }).await;
+        if let Err(e) = command(&sup, "leaf", ChildAction::Crash(FaultMode::Panic)).await {
+            failures.push(format!("round {round}: {e}"));
+        }
+        eventually("inner restarted after escalating", || async {
+            (tree(&sup).await.find("inner")?.restarts == 1).then_some(())
+        })
+        .await;
+        let _ = sup.send(Shutdown).await;
+    }
+    assert!(
+        failures.is_empty(),
+        "the crash was delivered (inner escalated and restarted) but reported as: {failures:?}"
+    );
 }

@@ -91,12 +91,23 @@ impl LoadResult {
         self.requests as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
 
-    /// Combines phases that ran side by side: counts add, wall time is the longest.
-    fn merge(parts: Vec<LoadResult>) -> LoadResult {
+    /// Combines loads that ran side by side: counts add, wall time is the longest.
+    pub fn side_by_side(parts: Vec<LoadResult>) -> LoadResult {
         let mut all = LoadResult::default();
         for part in parts {
             all.requests += part.requests;
             all.elapsed = all.elapsed.max(part.elapsed);
+            all.latencies_us.extend(part.latencies_us);
+        }
+        all
+    }
+
+    /// Combines loads that ran one after another: counts and wall times add.
+    pub fn one_after_another(parts: Vec<LoadResult>) -> LoadResult {
+        let mut all = LoadResult::default();
+        for part in parts {
+            all.requests += part.requests;
+            all.elapsed += part.elapsed;
             all.latencies_us.extend(part.latencies_us);
         }
         all
@@ -353,30 +364,26 @@ pub struct CrashResult {
     pub saw_unavailable: usize,
 }
 
-/// `conns` connections, each running [`Client::closed_loop`] at the same time.
-pub async fn many_connections(
-    port: u16,
-    token: &str,
-    conns: usize,
+/// Runs [`Client::closed_loop`] on every client at once for `duration`; the clients stay
+/// open and are handed back in `clients` (all of them, unless a load task failed).
+pub async fn closed_loops(
+    clients: &mut Vec<Client>,
     duration: Duration,
 ) -> BenchResult<LoadResult> {
-    let mut clients = Vec::with_capacity(conns);
-    for _ in 0..conns {
-        clients.push(Client::connect(port, token).await?);
-    }
     let mut tasks = JoinSet::new();
-    for mut client in clients {
+    for mut client in clients.drain(..) {
         tasks.spawn(async move {
             let result = client.closed_loop(duration).await;
-            client.close().await;
-            result
+            (client, result)
         });
     }
-    let mut parts = Vec::with_capacity(conns);
+    let mut parts = Vec::with_capacity(tasks.len());
     while let Some(joined) = tasks.join_next().await {
-        parts.push(joined??);
+        let (client, result) = joined?;
+        clients.push(client);
+        parts.push(result?);
     }
-    Ok(LoadResult::merge(parts))
+    Ok(LoadResult::side_by_side(parts))
 }
 
 /// Authenticated connections held open and idle. Each has a task reading (and dropping) what

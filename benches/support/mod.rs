@@ -8,6 +8,7 @@ pub mod bare_ws_server;
 pub mod client;
 pub mod process;
 pub mod report;
+pub mod throughput;
 
 /// Error type of the benchmark: any error, sendable across tasks.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

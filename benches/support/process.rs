@@ -122,8 +122,11 @@ impl ServerProcess {
         Ok(text.trim().to_owned())
     }
 
-    /// Resident set size (`VmRSS`) in KiB.
-    pub fn rss_kib(&self) -> BenchResult<u64> {
+    /// Resident set size (`VmRSS`) in KiB; an error with the log's tail if the process exited.
+    pub fn rss_kib(&mut self) -> BenchResult<u64> {
+        if let Some(status) = self.child.try_wait()? {
+            return Err(self.failure(&format!("exited ({status})")));
+        }
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
         status
             .lines()

@@ -2,8 +2,6 @@
 
 use std::time::Duration;
 
-use super::client::LoadResult;
-
 /// The error text of a phase skipped because an earlier one failed; shown without details.
 pub const NOT_MEASURED: &str = "not measured";
 
@@ -55,17 +53,6 @@ pub fn thousands(n: u64) -> String {
     out
 }
 
-/// Rate and latency of a load phase, e.g. `41,230 req/s  p50 22 µs  p99 61 µs`.
-pub fn load(result: &LoadResult) -> String {
-    let (p50, p99) = p50_p99(&result.latencies_us);
-    format!(
-        "{} req/s  p50 {}  p99 {}",
-        thousands(result.rate() as u64),
-        us(p50),
-        us(p99)
-    )
-}
-
 /// One line of the table.
 struct Row {
     /// What was measured.
@@ -86,6 +73,8 @@ pub struct Table {
     rows: Vec<Row>,
     /// Phases that failed, with their errors.
     errors: Vec<(String, String)>,
+    /// Remarks printed under the table.
+    notes: Vec<(String, String)>,
 }
 
 impl Table {
@@ -95,6 +84,7 @@ impl Table {
             title,
             rows: Vec::new(),
             errors: Vec::new(),
+            notes: Vec::new(),
         }
     }
 
@@ -132,7 +122,12 @@ impl Table {
 
     /// A remark listed under the table, without a row of its own.
     pub fn note(&mut self, label: impl Into<String>, text: &str) {
-        self.errors.push((label.into(), text.to_owned()));
+        self.notes.push((label.into(), text.to_owned()));
+    }
+
+    /// Whether some phase failed.
+    pub fn has_errors(&self) -> bool {
+        !self.errors.is_empty()
     }
 
     /// Appends a row.
@@ -153,7 +148,7 @@ impl Table {
             .map(|r| r.label.chars().count())
             .max()
             .unwrap_or(0)
-            .max(30)
+            .max(self.title.chars().count())
             + 2;
         let value_width = self
             .rows
@@ -188,8 +183,11 @@ impl Table {
             );
             println!("{}", line.trim_end());
         }
+        for (label, note) in &self.notes {
+            println!("\nnote on {label}: {note}");
+        }
         for (label, error) in &self.errors {
-            println!("\n{label}:\n  {}", error.replace('\n', "\n  "));
+            println!("\nerror in {label}:\n  {}", error.replace('\n', "\n  "));
         }
     }
 }

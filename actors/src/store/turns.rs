@@ -190,14 +190,25 @@ pub async fn mark_running(pool: &SqlitePool, run_id: &str) -> Result<(), StoreEr
     Ok(())
 }
 
+/// How a run ended, as stored.
+#[derive(Debug, Clone, Default)]
+pub struct RunEnd {
+    /// ok | error | aborted.
+    pub status: String,
+    /// The reply (partial when aborted).
+    pub output: String,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Prompt tokens.
+    pub input_tokens: u64,
+    /// Completion tokens.
+    pub output_tokens: u64,
+    /// Cost in USD.
+    pub cost_usd: f64,
+}
+
 /// Records a run's end; a non-empty reply goes into the transcript in the same transaction.
-pub async fn finish_run(
-    pool: &SqlitePool,
-    run_id: &str,
-    status: &str,
-    output: &str,
-    error: Option<&str>,
-) -> Result<(), StoreError> {
+pub async fn finish_run(pool: &SqlitePool, run_id: &str, end: &RunEnd) -> Result<(), StoreError> {
     let mut tx = pool.begin().await?;
     let now = now_ms() as i64;
     let session: Option<(String,)> = sqlx::query_as("SELECT session_key FROM runs WHERE id = ?")
@@ -207,23 +218,28 @@ pub async fn finish_run(
     let Some((session_key,)) = session else {
         return Ok(());
     };
-    if !output.is_empty() {
+    if !end.output.is_empty() {
         sqlx::query("INSERT INTO messages (session_key, role, text, run_id, ts) VALUES (?, 'assistant', ?, ?, ?)")
             .bind(&session_key)
-            .bind(output)
+            .bind(&end.output)
             .bind(run_id)
             .bind(now)
             .execute(&mut *tx)
             .await?;
     }
-    sqlx::query("UPDATE runs SET status = ?, output = ?, error = ?, finished_at = ? WHERE id = ?")
-        .bind(status)
-        .bind(output)
-        .bind(error)
-        .bind(now)
-        .bind(run_id)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "UPDATE runs SET status = ?, output = ?, error = ?, finished_at = ?, input_tokens = ?, output_tokens = ?, cost_usd = ? WHERE id = ?",
+    )
+    .bind(&end.status)
+    .bind(&end.output)
+    .bind(&end.error)
+    .bind(now)
+    .bind(end.input_tokens as i64)
+    .bind(end.output_tokens as i64)
+    .bind(end.cost_usd)
+    .bind(run_id)
+    .execute(&mut *tx)
+    .await?;
     sqlx::query("UPDATE sessions SET updated_at = ? WHERE key = ?")
         .bind(now)
         .bind(&session_key)
@@ -231,6 +247,75 @@ pub async fn finish_run(
         .await?;
     tx.commit().await?;
     Ok(())
+}
+
+/// Token and cost totals for one grouping key.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageRow {
+    /// Agent id, session key, or day (`YYYY-MM-DD`); empty for the total.
+    pub key: String,
+    /// Finished runs.
+    pub runs: i64,
+    /// Prompt tokens.
+    pub input_tokens: i64,
+    /// Completion tokens.
+    pub output_tokens: i64,
+    /// Cost in USD.
+    pub cost_usd: f64,
+}
+
+/// Usage since `since_ms`: total, per agent, per session (top 100 by tokens), per day (UTC).
+pub async fn usage_report(
+    pool: &SqlitePool,
+    since_ms: i64,
+) -> Result<serde_json::Value, StoreError> {
+    let group = |expr: &str, order: &str| {
+        format!(
+            "SELECT {expr} AS key, COUNT(*) AS runs, COALESCE(SUM(input_tokens), 0) AS input_tokens, COALESCE(SUM(output_tokens), 0) AS output_tokens, COALESCE(SUM(cost_usd), 0.0) AS cost_usd
+             FROM runs WHERE finished_at IS NOT NULL AND finished_at >= ? GROUP BY 1 ORDER BY {order} LIMIT 100"
+        )
+    };
+    let mut out = serde_json::Map::new();
+    for (name, sql) in [
+        ("total", group("''", "1")),
+        ("byAgent", group("agent_id", "1")),
+        (
+            "bySession",
+            group("session_key", "(input_tokens + output_tokens) DESC"),
+        ),
+        (
+            "byDay",
+            group("strftime('%Y-%m-%d', finished_at / 1000, 'unixepoch')", "1"),
+        ),
+    ] {
+        let rows = sqlx::query(&sql).bind(since_ms).fetch_all(pool).await?;
+        let rows: Vec<UsageRow> = rows
+            .iter()
+            .map(|r| {
+                Ok(UsageRow {
+                    key: r.try_get("key")?,
+                    runs: r.try_get("runs")?,
+                    input_tokens: r.try_get("input_tokens")?,
+                    output_tokens: r.try_get("output_tokens")?,
+                    cost_usd: r.try_get("cost_usd")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()?;
+        let value = if name == "total" {
+            serde_json::to_value(rows.into_iter().next().unwrap_or(UsageRow {
+                key: String::new(),
+                runs: 0,
+                input_tokens: 0,
+                output_tokens: 0,
+                cost_usd: 0.0,
+            }))
+        } else {
+            serde_json::to_value(rows)
+        };
+        out.insert(name.into(), value.unwrap_or_default());
+    }
+    Ok(serde_json::Value::Object(out))
 }
 
 /// Marks runs as carried by another run (collect mode) or dropped (aborted / superseded).
@@ -270,7 +355,12 @@ pub async fn recover_runs(
         .map(run_from_row)
         .collect::<Result<_, _>>()?;
     for run in &interrupted {
-        finish_run(pool, &run.id, "error", "", Some("interrupted: the gateway stopped during this run; not retried so it cannot answer twice")).await?;
+        let end = RunEnd {
+            status: "error".into(),
+            error: Some("interrupted: the gateway stopped during this run; not retried so it cannot answer twice".into()),
+            ..RunEnd::default()
+        };
+        finish_run(pool, &run.id, &end).await?;
     }
     let interrupted = interrupted
         .into_iter()

@@ -1,0 +1,151 @@
+//! One agent turn: persona + history + message → provider → streamed text and tool calls →
+//! tool results → ... → the final reply, within a tool-iteration limit.
+
+use actix::Recipient;
+use serde_json::json;
+use tokio::sync::oneshot;
+
+use super::{AgentSettings, RunOutcome, RunStatus};
+use crate::messages::{TurnEvent, TurnEventKind};
+use crate::provider::{ChatMessage, ChatRequest, StreamDelta, Usage};
+use crate::store::turns::StoredMessage;
+use crate::tools::{self, ToolContext};
+
+/// Everything one run needs.
+pub struct TurnInput {
+    /// Run id.
+    pub run_id: String,
+    /// Session key.
+    pub session_key: String,
+    /// The user's message.
+    pub input: String,
+    /// Earlier transcript, oldest first.
+    pub history: Vec<StoredMessage>,
+    /// Where events go.
+    pub events: Recipient<TurnEvent>,
+    /// Tool context.
+    pub tools: ToolContext,
+}
+
+fn outcome(
+    status: RunStatus,
+    text: String,
+    error: Option<String>,
+    usage: Usage,
+    settings: &AgentSettings,
+) -> RunOutcome {
+    let cost_usd = settings
+        .price
+        .map(|(input, output)| {
+            (usage.input_tokens as f64 * input + usage.output_tokens as f64 * output) / 1_000_000.0
+        })
+        .unwrap_or(0.0);
+    RunOutcome {
+        status,
+        text,
+        error,
+        usage,
+        cost_usd,
+    }
+}
+
+/// Runs the turn until a final answer, an error, the iteration limit or an abort.
+pub async fn run(
+    settings: AgentSettings,
+    turn: TurnInput,
+    mut abort: oneshot::Receiver<()>,
+) -> RunOutcome {
+    let (run_id, session_key) = (turn.run_id.clone(), turn.session_key.clone());
+    let events = turn.events.clone();
+    let send = move |kind| {
+        events.do_send(TurnEvent {
+            run_id: run_id.clone(),
+            session_key: session_key.clone(),
+            kind,
+        })
+    };
+    send(TurnEventKind::Started);
+    let mut messages: Vec<ChatMessage> = turn
+        .history
+        .iter()
+        .filter_map(|m| match m.role.as_str() {
+            "user" => Some(ChatMessage::User(m.text.clone())),
+            "assistant" => Some(ChatMessage::Assistant {
+                text: m.text.clone(),
+                tool_calls: Vec::new(),
+            }),
+            _ => None,
+        })
+        .collect();
+    messages.push(ChatMessage::User(turn.input.clone()));
+    let mut request = ChatRequest {
+        model: settings.summary.model.clone(),
+        system: settings.persona.clone(),
+        messages,
+        tools: tools::specs(&settings.tools),
+        temperature: settings.temperature,
+        max_tokens: settings.max_tokens,
+    };
+    let mut usage = Usage::default();
+    let mut text = String::new();
+    for _ in 0..settings.max_iterations.max(1) {
+        let step = {
+            let mut on_delta = |d: StreamDelta| match d {
+                StreamDelta::Text(t) => send(TurnEventKind::Delta(t)),
+                StreamDelta::ToolStarted { name } => send(TurnEventKind::Tool(
+                    json!({ "phase": "start", "name": name }),
+                )),
+            };
+            let call = settings.provider.complete(&request, &mut on_delta);
+            tokio::select! {
+                r = call => r,
+                _ = &mut abort => return outcome(RunStatus::Aborted, text, Some("aborted".into()), usage, &settings),
+            }
+        };
+        let completion = match step {
+            Ok(c) => c,
+            Err(e) => {
+                return outcome(
+                    RunStatus::Error,
+                    text,
+                    Some(e.to_string()),
+                    usage,
+                    &settings,
+                );
+            }
+        };
+        usage += completion.usage;
+        text.push_str(&completion.text);
+        if completion.tool_calls.is_empty() {
+            return outcome(RunStatus::Ok, text, None, usage, &settings);
+        }
+        request.messages.push(ChatMessage::Assistant {
+            text: completion.text,
+            tool_calls: completion.tool_calls.clone(),
+        });
+        for call in completion.tool_calls {
+            send(TurnEventKind::Tool(
+                json!({ "phase": "call", "name": call.name, "callId": call.id, "arguments": call.arguments }),
+            ));
+            let result = tools::execute(&turn.tools, &call).await;
+            let (content, is_error) = match result {
+                Ok(c) => (c, false),
+                Err(e) => (json!({ "error": e }).to_string(), true),
+            };
+            send(TurnEventKind::Tool(
+                json!({ "phase": "result", "name": call.name, "callId": call.id, "result": content, "isError": is_error }),
+            ));
+            request.messages.push(ChatMessage::ToolResult {
+                call_id: call.id,
+                name: call.name,
+                content,
+                is_error,
+            });
+        }
+    }
+    let why = format!(
+        "the tool loop reached its limit of {} model calls without a final answer",
+        settings.max_iterations
+    );
+    outcome(RunStatus::Error, text, Some(why), usage, &settings)
+}

@@ -1,0 +1,150 @@
+//! A Server-Sent Events reader over a byte stream: `event:` and `data:` lines, dispatched on
+//! a blank line, with an idle timeout between chunks.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+
+use super::ProviderError;
+
+/// One SSE event.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SseEvent {
+    /// The `event:` field (empty if none).
+    pub event: String,
+    /// The `data:` lines joined with `\n`.
+    pub data: String,
+}
+
+/// Reads events from a response body.
+pub struct SseReader<S> {
+    stream: S,
+    buffer: Vec<u8>,
+    provider: &'static str,
+    idle: Duration,
+    done: bool,
+}
+
+impl<S: Stream<Item = reqwest::Result<Bytes>> + Unpin> SseReader<S> {
+    /// Wraps a byte stream.
+    pub fn new(stream: S, provider: &'static str, idle: Duration) -> Self {
+        Self {
+            stream,
+            buffer: Vec::new(),
+            provider,
+            idle,
+            done: false,
+        }
+    }
+
+    /// The next event; `None` at the end of the stream.
+    pub async fn next(&mut self) -> Result<Option<SseEvent>, ProviderError> {
+        let mut event = SseEvent::default();
+        let mut has_data = false;
+        loop {
+            while let Some(pos) = self.buffer.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.buffer.drain(..=pos).collect();
+                let line = String::from_utf8_lossy(&line);
+                let line = line.trim_end_matches(['\n', '\r']);
+                if line.is_empty() {
+                    if has_data || !event.event.is_empty() {
+                        return Ok(Some(event));
+                    }
+                    continue;
+                }
+                if line.starts_with(':') {
+                    continue;
+                }
+                let (field, value) = line
+                    .split_once(':')
+                    .map(|(f, v)| (f, v.strip_prefix(' ').unwrap_or(v)))
+                    .unwrap_or((line, ""));
+                match field {
+                    "event" => event.event = value.to_string(),
+                    "data" => {
+                        if has_data {
+                            event.data.push('\n');
+                        }
+                        event.data.push_str(value);
+                        has_data = true;
+                    }
+                    _ => {}
+                }
+            }
+            if self.done {
+                return Ok((has_data || !event.event.is_empty()).then_some(event));
+            }
+            match tokio::time::timeout(self.idle, self.stream.next()).await {
+                Err(_) => {
+                    return Err(ProviderError::Timeout {
+                        provider: self.provider,
+                        phase: "the next chunk",
+                        after: self.idle,
+                    });
+                }
+                Ok(None) => self.done = true,
+                Ok(Some(Err(e))) => {
+                    return Err(ProviderError::Connection {
+                        provider: self.provider,
+                        message: format!("stream broke: {e}"),
+                    });
+                }
+                Ok(Some(Ok(chunk))) => self.buffer.extend_from_slice(&chunk),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reader(chunks: &[&str]) -> SseReader<impl Stream<Item = reqwest::Result<Bytes>> + Unpin> {
+        let items: Vec<reqwest::Result<Bytes>> = chunks
+            .iter()
+            .map(|c| Ok(Bytes::from(c.to_string())))
+            .collect();
+        SseReader::new(
+            futures_util::stream::iter(items),
+            "test",
+            Duration::from_secs(1),
+        )
+    }
+
+    #[tokio::test]
+    async fn events_split_across_chunks_and_crlf_are_reassembled() {
+        let mut r = reader(&[
+            "event: a\r\nda",
+            "ta: {\"x\":1}\r\n\r\n: comment\n",
+            "data: one\ndata: two\n\n",
+        ]);
+        assert_eq!(
+            r.next().await,
+            Ok(Some(SseEvent {
+                event: "a".into(),
+                data: "{\"x\":1}".into()
+            }))
+        );
+        assert_eq!(
+            r.next().await,
+            Ok(Some(SseEvent {
+                event: String::new(),
+                data: "one\ntwo".into()
+            }))
+        );
+        assert_eq!(r.next().await, Ok(None));
+    }
+
+    #[tokio::test]
+    async fn a_last_event_without_blank_line_is_still_delivered() {
+        let mut r = reader(&["data: [DONE]"]);
+        assert_eq!(
+            r.next().await,
+            Ok(Some(SseEvent {
+                event: String::new(),
+                data: "[DONE]".into()
+            }))
+        );
+    }
+}
