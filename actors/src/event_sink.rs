@@ -1,0 +1,392 @@
+//! [`EventSinkActor`]: carries the `chat` events of one run from the session queue into a
+//! bounded channel, for edges that stream a reply outside an actor (the OpenAI-compatible
+//! SSE endpoint).
+//!
+//! It is subscribed to the run's session before the turn is submitted (so no delta is
+//! missed) and learns its run id only once the queue has accepted the turn
+//! ([`TrackRun`]); events that arrive before that are kept (bounded) and sorted out then.
+//! It stops, and unsubscribes from the queue, when the run ends, when the receiver is
+//! dropped (the HTTP client went away; the run itself goes on and is stored), or when the
+//! receiver falls [`CHANNEL_CAPACITY`] events behind (dropping the sender tells the reader
+//! the stream broke).
+//!
+//! A run can end without a `chat` event (a queued turn dropped by an interrupt, a reset
+//! or `chat.abort`; a duplicate idempotency key whose run already finished), so the sink
+//! also waits for the run through [`WaitRun`] and, if no terminal event came first,
+//! forwards one made from the run's summary.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::messages::SessionEvent;
+use crate::session_queue::{QueueError, RunSummary, Unsubscribe, WaitRun};
+
+/// Events a reader may fall behind by before the sink gives up on it.
+pub const CHANNEL_CAPACITY: usize = 512;
+
+/// Events kept while the run id is not known yet (older ones are dropped first).
+const EARLY_LIMIT: usize = 1024;
+
+/// How often the sink checks whether its reader is gone while no event flows.
+const RECEIVER_CHECK: Duration = Duration::from_millis(500);
+
+/// How long the sink waits for its run to end through [`WaitRun`].
+const RUN_WAIT: Duration = Duration::from_secs(3600);
+
+/// Tells the sink which run to forward (the `runId` from the queue's acceptance).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct TrackRun {
+    /// The run whose events go to the channel.
+    pub run_id: String,
+}
+
+/// Forwards one run's `chat` events (`delta`, then `final` | `error` | `aborted`) into a
+/// bounded channel.
+pub struct EventSinkActor {
+    conn_id: String,
+    run_id: Option<String>,
+    early: VecDeque<Arc<Value>>,
+    tx: mpsc::Sender<Arc<Value>>,
+    unsubscribe: Recipient<Unsubscribe>,
+    wait: Recipient<WaitRun>,
+    done: bool,
+}
+
+impl EventSinkActor {
+    /// A sink subscribed as `conn_id`, and the receiving end of its channel.
+    ///
+    /// `unsubscribe` and `wait` are the session queue's recipients. Start the actor, pass
+    /// `(conn_id, addr.recipient())` as the `subscriber` of the `SubmitTurn`, then send
+    /// [`TrackRun`] with the accepted run id.
+    pub fn new(
+        conn_id: impl Into<String>,
+        unsubscribe: Recipient<Unsubscribe>,
+        wait: Recipient<WaitRun>,
+    ) -> (Self, mpsc::Receiver<Arc<Value>>) {
+        let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+        let sink = Self {
+            conn_id: conn_id.into(),
+            run_id: None,
+            early: VecDeque::new(),
+            tx,
+            unsubscribe,
+            wait,
+            done: false,
+        };
+        (sink, rx)
+    }
+
+    /// The connection id the sink is subscribed under.
+    pub fn conn_id(&self) -> &str {
+        &self.conn_id
+    }
+
+    /// Sends one of its run's events on; stops after a terminal one or a failed send.
+    fn forward(&mut self, payload: Arc<Value>, ctx: &mut Context<Self>) {
+        if self.done {
+            return;
+        }
+        let terminal = is_terminal(&payload);
+        if let Err(err) = self.tx.try_send(payload) {
+            if matches!(err, mpsc::error::TrySendError::Full(_)) {
+                tracing::warn!(conn_id = %self.conn_id, run_id = ?self.run_id,
+                    "event reader fell {CHANNEL_CAPACITY} events behind; ending its stream");
+            }
+            self.finish(ctx);
+            return;
+        }
+        if terminal {
+            self.finish(ctx);
+        }
+    }
+
+    fn finish(&mut self, ctx: &mut Context<Self>) {
+        self.done = true;
+        ctx.stop();
+    }
+}
+
+/// True for the `chat` states that end a run.
+fn is_terminal(payload: &Value) -> bool {
+    matches!(
+        payload["state"].as_str(),
+        Some("final" | "error" | "aborted")
+    )
+}
+
+/// The terminal `chat` payload a run summary stands for, or `None` while it still runs.
+fn terminal_from_summary(run_id: &str, summary: &RunSummary) -> Option<Value> {
+    match summary.status.as_str() {
+        "timeout" | "queued" | "running" => None,
+        "ok" | "coalesced" => Some(json!({
+            "runId": run_id, "state": "final",
+            "message": { "role": "assistant", "text": summary.summary },
+        })),
+        "aborted" => Some(json!({
+            "runId": run_id, "state": "aborted", "errorMessage": summary.error,
+            "message": { "role": "assistant", "text": summary.summary },
+        })),
+        _ => Some(json!({
+            "runId": run_id, "state": "error",
+            "errorMessage": summary.error.clone().unwrap_or_else(|| format!("run ended with status {}", summary.status)),
+        })),
+    }
+}
+
+impl Actor for EventSinkActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(RECEIVER_CHECK, |act, ctx| {
+            if act.tx.is_closed() {
+                tracing::debug!(conn_id = %act.conn_id, run_id = ?act.run_id,
+                    "event reader went away; the run goes on without it");
+                act.finish(ctx);
+            }
+        });
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.unsubscribe.do_send(Unsubscribe {
+            conn_id: self.conn_id.clone(),
+        });
+    }
+}
+
+impl Handler<SessionEvent> for EventSinkActor {
+    type Result = ();
+    fn handle(&mut self, msg: SessionEvent, ctx: &mut Self::Context) {
+        if msg.event != "chat" || self.done {
+            return;
+        }
+        match &self.run_id {
+            Some(run_id) => {
+                if msg.payload["runId"].as_str() == Some(run_id.as_str()) {
+                    self.forward(msg.payload, ctx);
+                }
+            }
+            None => {
+                if self.early.len() == EARLY_LIMIT {
+                    self.early.pop_front();
+                }
+                self.early.push_back(msg.payload);
+            }
+        }
+    }
+}
+
+impl Handler<TrackRun> for EventSinkActor {
+    type Result = ();
+    fn handle(&mut self, msg: TrackRun, ctx: &mut Self::Context) {
+        if self.run_id.is_some() || self.done {
+            return;
+        }
+        let run_id = msg.run_id;
+        self.run_id = Some(run_id.clone());
+        for payload in std::mem::take(&mut self.early) {
+            if payload["runId"].as_str() == Some(run_id.as_str()) {
+                self.forward(payload, ctx);
+            }
+        }
+        if self.done {
+            return;
+        }
+        let wait = self.wait.send(WaitRun {
+            run_id: run_id.clone(),
+            timeout: RUN_WAIT,
+        });
+        ctx.spawn(wait.into_actor(self).map(move |res, act, ctx| {
+            let terminal = match res {
+                Ok(Ok(summary)) => terminal_from_summary(&run_id, &summary),
+                Ok(Err(QueueError::UnknownRun(_))) => Some(json!({
+                    "runId": run_id, "state": "error",
+                    "errorMessage": format!("run {run_id} is not known to the session queue"),
+                })),
+                Ok(Err(e)) => Some(json!({
+                    "runId": run_id, "state": "error", "errorMessage": e.to_string(),
+                })),
+                Err(_) => Some(json!({
+                    "runId": run_id, "state": "error",
+                    "errorMessage": "the session queue restarted during the run; its outcome is in the session history",
+                })),
+            };
+            if let Some(payload) = terminal {
+                act.forward(Arc::new(payload), ctx);
+            }
+        }));
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use std::sync::Mutex;
+
+    use tokio::sync::oneshot;
+
+    use super::*;
+
+    /// Stands in for the session queue: records unsubscriptions, answers `WaitRun` when
+    /// the test says so.
+    struct FakeQueue {
+        unsubscribed: Arc<Mutex<Vec<String>>>,
+        outcome: Arc<Mutex<Option<oneshot::Receiver<RunSummary>>>>,
+    }
+
+    impl Actor for FakeQueue {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<Unsubscribe> for FakeQueue {
+        type Result = ();
+        fn handle(&mut self, msg: Unsubscribe, _: &mut Self::Context) {
+            self.unsubscribed.lock().unwrap().push(msg.conn_id);
+        }
+    }
+
+    impl Handler<WaitRun> for FakeQueue {
+        type Result = ResponseFuture<Result<RunSummary, QueueError>>;
+        fn handle(&mut self, msg: WaitRun, _: &mut Self::Context) -> Self::Result {
+            let outcome = self.outcome.lock().unwrap().take();
+            Box::pin(async move {
+                match outcome {
+                    Some(rx) => rx.await.map_err(|_| QueueError::UnknownRun(msg.run_id)),
+                    None => futures_util::future::pending().await,
+                }
+            })
+        }
+    }
+
+    struct Harness {
+        sink: Addr<EventSinkActor>,
+        rx: mpsc::Receiver<Arc<Value>>,
+        unsubscribed: Arc<Mutex<Vec<String>>>,
+        finish_run: Option<oneshot::Sender<RunSummary>>,
+    }
+
+    impl Harness {
+        fn start() -> Self {
+            let unsubscribed = Arc::new(Mutex::new(Vec::new()));
+            let (finish_run, outcome) = oneshot::channel();
+            let queue = FakeQueue {
+                unsubscribed: unsubscribed.clone(),
+                outcome: Arc::new(Mutex::new(Some(outcome))),
+            }
+            .start();
+            let (sink, rx) =
+                EventSinkActor::new("openai:t", queue.clone().recipient(), queue.recipient());
+            Self {
+                sink: sink.start(),
+                rx,
+                unsubscribed,
+                finish_run: Some(finish_run),
+            }
+        }
+
+        async fn until_stopped(&self) {
+            for _ in 0..500 {
+                if !self.sink.connected() && !self.unsubscribed.lock().unwrap().is_empty() {
+                    assert_eq!(*self.unsubscribed.lock().unwrap(), ["openai:t"]);
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            panic!("the sink did not stop and unsubscribe");
+        }
+    }
+
+    fn chat(run_id: &str, state: &str, extra: Value) -> SessionEvent {
+        let mut payload =
+            json!({ "runId": run_id, "sessionKey": "agent:main:main", "state": state });
+        if let (Some(p), Some(e)) = (payload.as_object_mut(), extra.as_object()) {
+            p.extend(e.clone());
+        }
+        SessionEvent {
+            event: "chat",
+            payload: Arc::new(payload),
+        }
+    }
+
+    #[actix_rt::test]
+    async fn forwards_only_its_runs_chat_events_including_early_ones_then_stops() {
+        let mut h = Harness::start();
+        h.sink.do_send(chat("r1", "delta", json!({ "delta": "a" })));
+        h.sink
+            .do_send(chat("other", "delta", json!({ "delta": "x" })));
+        h.sink.do_send(SessionEvent {
+            event: "agent",
+            payload: Arc::new(json!({ "runId": "r1", "stream": "assistant" })),
+        });
+        h.sink.do_send(TrackRun {
+            run_id: "r1".into(),
+        });
+        h.sink.do_send(chat("r1", "delta", json!({ "delta": "b" })));
+        h.sink.do_send(chat("other", "final", json!({})));
+        h.sink
+            .do_send(chat("r1", "final", json!({ "message": { "text": "ab" } })));
+        let mut seen = Vec::new();
+        while let Some(p) = h.rx.recv().await {
+            let state = p["state"].as_str().unwrap_or("?");
+            seen.push(format!("{state}:{}", p["delta"].as_str().unwrap_or("")));
+        }
+        assert_eq!(seen, ["delta:a", "delta:b", "final:"]);
+        h.until_stopped().await;
+    }
+
+    #[actix_rt::test]
+    async fn a_dropped_reader_stops_the_sink_and_unsubscribes_it() {
+        let mut h = Harness::start();
+        h.sink.do_send(TrackRun {
+            run_id: "r1".into(),
+        });
+        h.rx = mpsc::channel(1).1;
+        h.until_stopped().await;
+    }
+
+    #[actix_rt::test]
+    async fn a_run_that_ends_without_an_event_still_ends_the_stream() {
+        let mut h = Harness::start();
+        h.sink.do_send(TrackRun {
+            run_id: "r1".into(),
+        });
+        let summary = RunSummary {
+            run_id: "r1".into(),
+            status: "aborted".into(),
+            summary: String::new(),
+            error: Some("cleared by chat.abort".into()),
+        };
+        h.finish_run.take().unwrap().send(summary).unwrap();
+        let last = h.rx.recv().await.expect("a terminal event");
+        assert_eq!(last["state"], "aborted");
+        assert_eq!(last["errorMessage"], "cleared by chat.abort");
+        assert!(h.rx.recv().await.is_none());
+        h.until_stopped().await;
+    }
+
+    #[actix_rt::test]
+    async fn a_reader_that_falls_too_far_behind_gets_a_broken_stream() {
+        let mut h = Harness::start();
+        h.sink.do_send(TrackRun {
+            run_id: "r1".into(),
+        });
+        for _ in 0..=CHANNEL_CAPACITY {
+            h.sink.do_send(chat("r1", "delta", json!({ "delta": "x" })));
+        }
+        h.until_stopped().await;
+        let mut count = 0;
+        while let Some(p) = h.rx.recv().await {
+            assert_eq!(p["state"], "delta");
+            count += 1;
+        }
+        assert_eq!(
+            count, CHANNEL_CAPACITY,
+            "the reader sees what fit, then the end"
+        );
+    }
+}
