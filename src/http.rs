@@ -70,6 +70,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/api/supervisor/crash", web::post().to(crash))
         .route("/api/supervisor/restart", web::post().to(restart))
         .route("/api/sessions", web::get().to(sessions::list))
+        .route("/api/usage", web::get().to(sessions::usage))
         .route(
             "/api/sessions/{key}/messages",
             web::get().to(sessions::messages),

@@ -191,16 +191,27 @@ pub fn doctor(
                 ),
             );
         }
-        for agent in &config.agents {
-            let note = if agent.real_model {
-                String::new()
-            } else {
-                " — the built-in echo provider, not a real model: configure a provider".to_string()
-            };
-            println!(
-                "info agent {} uses {}/{}{note}",
-                agent.id, agent.provider, agent.model
-            );
+        match crate::agents::build(config, paths, env) {
+            Err(errors) => {
+                for e in &errors.0 {
+                    check(false, format!("agent config: {e}"));
+                }
+            }
+            Ok(agents) => {
+                for agent in agents.iter().map(|a| &a.summary) {
+                    let note = match crate::agents::key_status(&agent.provider, config, env) {
+                        Some(key) => format!(" ({key})"),
+                        None => {
+                            " — the built-in echo provider, not a real model: configure a provider"
+                                .to_string()
+                        }
+                    };
+                    println!(
+                        "info agent {} uses {}/{}{note}",
+                        agent.id, agent.provider, agent.model
+                    );
+                }
+            }
         }
         let db = paths.resolve(&config.store_path);
         println!(

@@ -4,6 +4,7 @@
 //! allowed to grow the process.
 
 mod chat;
+pub use chat::usage_since;
 mod handshake;
 mod methods;
 

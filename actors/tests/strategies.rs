@@ -1,6 +1,9 @@
 //! The supervisor in-process: restart strategies, restart types, intensity and escalation,
 //! backoff and hang detection, driven through a small test child.
 
+// Helpers outside #[test] fns fail the test with a message, like the tests themselves.
+#![allow(clippy::expect_used)]
+
 use std::future::Future;
 use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};

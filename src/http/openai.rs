@@ -464,6 +464,7 @@ impl Turn {
             created: unix_secs(),
             text: String::new(),
             started: false,
+            replay: accepted.duplicate,
             done: false,
         };
         let body = futures_util::stream::unfold(chunks, |mut chunks| async move {
@@ -488,6 +489,9 @@ struct Chunks {
     /// The content streamed so far.
     text: String,
     started: bool,
+    /// A repeated idempotency key: the run may be half streamed already, so its reply is
+    /// sent whole from the `final` event rather than from the deltas still to come.
+    replay: bool,
     done: bool,
 }
 
@@ -531,6 +535,7 @@ impl Chunks {
                 Ok(Some(event)) => event,
             };
             match event["state"].as_str() {
+                Some("delta") if self.replay => continue,
                 Some("delta") => {
                     let delta = event["delta"].as_str().unwrap_or_default();
                     if delta.is_empty() {

@@ -112,6 +112,31 @@ pub async fn messages(
     Ok(HttpResponse::Ok().json(json!({ "sessionKey": key, "messages": messages })))
 }
 
+/// Usage window query.
+#[derive(Deserialize)]
+pub struct UsageQuery {
+    /// Days back from now (default 30).
+    pub days: Option<u32>,
+}
+
+/// `GET /api/usage?days=N`: tokens and cost in all, per agent, per session, per day.
+pub async fn usage(
+    req: HttpRequest,
+    gateway: web::Data<Gateway>,
+    q: web::Query<UsageQuery>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &gateway)?;
+    let since = troupe_actors::ws_session::usage_since(q.days);
+    let report = read(
+        &gateway,
+        StoreRead::new(move |pool| {
+            Box::pin(async move { turns::usage_report(&pool, since).await })
+        }),
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(json!({ "sinceMs": since, "usage": report })))
+}
+
 /// `POST /api/sessions/{key}/messages`: accepted (202) once stored; the reply runs async.
 pub async fn post(
     req: HttpRequest,

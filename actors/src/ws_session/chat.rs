@@ -75,6 +75,19 @@ struct SessionParams {
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct UsageParams {
+    #[serde(default)]
+    days: Option<u32>,
+}
+
+/// The start of the usage window: the last `days` days (default 30).
+pub fn usage_since(days: Option<u32>) -> i64 {
+    let days = i64::from(days.unwrap_or(30).clamp(1, 3650));
+    crate::now_ms() as i64 - days * 86_400_000
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct ListParams {
     #[serde(default)]
     limit: Option<u32>,
@@ -249,6 +262,21 @@ impl WsSessionActor {
                     ctx,
                     |sessions| json!({ "sessions": sessions }),
                 );
+            }),
+            "usage.status" => parse::<UsageParams>(method, params).map(|p| {
+                let since = usage_since(p.days);
+                let op = StoreRead::new(move |pool| Box::pin(async move { turns::usage_report(&pool, since).await }));
+                self.read_store(id.clone(), op, ctx, move |report| json!({ "sinceMs": since, "usage": report }));
+            }),
+            "models.list" => parse::<ListParams>(method, params).map(|_| {
+                let models: Vec<Value> = self
+                    .gateway
+                    .settings
+                    .agents
+                    .iter()
+                    .map(|a| json!({ "id": a.id, "agentId": a.id, "provider": a.provider, "model": a.model, "realModel": a.real_model }))
+                    .collect();
+                self.respond(id.clone(), Ok(json!({ "models": models })), ctx);
             }),
             "chat.abort" => parse::<AbortParams>(method, params).map(|p| {
                 self.with_queue(id.clone(), ctx, move |act, id, queue, ctx| {

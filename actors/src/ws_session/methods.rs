@@ -20,6 +20,8 @@ const METHODS: &[(&str, Scope)] = &[
     ("chat.history", Scope::Read),
     ("sessions.list", Scope::Read),
     ("agent.wait", Scope::Read),
+    ("usage.status", Scope::Read),
+    ("models.list", Scope::Read),
     ("chat.send", Scope::Write),
     ("agent", Scope::Write),
     ("chat.abort", Scope::Write),
