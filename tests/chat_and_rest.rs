@@ -1,4 +1,5 @@
 //! `troupe chat` in a real terminal session (piped stdin/stdout) and the sessions REST API.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod support;
 

@@ -1,5 +1,6 @@
 //! The WebSocket handshake and frames (DESIGN.md §5): challenge, connect, hello-ok, errors
 //! with codes, closes on bad input, scopes, ping/pong, shutdown.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod support;
 

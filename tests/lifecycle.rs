@@ -2,6 +2,9 @@
 //! stop, the PID/port/token files, refusals with distinct exit codes, service install,
 //! logs, doctor, and the process exiting 70 when the root supervisor gives up.
 
+// Helpers outside #[test] fns fail the test with a message, like the tests themselves.
+#![allow(clippy::expect_used)]
+
 mod support;
 
 use std::fs::File;
@@ -409,11 +412,11 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// A service manager or script may send SIGTERM as soon as the gateway shows it is up (the
-/// port file): that must be a clean stop too, not death by the default signal action with
-/// the PID file left behind.
+/// `gateway stop` (or a service manager) signals the pid in the PID file as soon as it is
+/// there: a SIGTERM during startup must be a clean stop too, not death by the default
+/// signal action with the PID file left behind.
 #[test]
-fn sigterm_as_soon_as_the_port_file_appears_still_stops_cleanly() {
+fn sigterm_as_soon_as_the_pid_file_names_the_process_still_stops_cleanly() {
     let (_dir, home) = fresh_home();
     let child = Command::new(troupe_bin())
         .args(["gateway", "run", "--port", "0"])
@@ -427,16 +430,17 @@ fn sigterm_as_soon_as_the_port_file_appears_still_stops_cleanly() {
         .spawn()
         .expect("spawn troupe");
     let mut gw = KillOnDrop(child);
+    let pid = gw.0.id();
     let deadline = std::time::Instant::now() + WAIT;
     // Spin rather than poll every few ms: the point is to signal right away.
-    while !std::fs::read_to_string(port_file(&home)).is_ok_and(|p| !p.trim().is_empty()) {
+    while read_pid(&home) != Some(pid) {
         assert!(
             std::time::Instant::now() < deadline,
-            "timed out after {WAIT:?} waiting for the port file"
+            "timed out after {WAIT:?} waiting for the PID file"
         );
         assert!(
             gw.0.try_wait().expect("try_wait").is_none(),
-            "gateway exited before writing its port file"
+            "gateway exited before writing its PID file"
         );
         std::thread::yield_now();
     }

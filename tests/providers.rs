@@ -1,6 +1,7 @@
 //! Real `openai` and `anthropic` provider clients against a fake LLM that speaks both wire
 //! formats on 127.0.0.1: streaming, multi-step tool calls, retries, timeouts, bad replies,
 //! agents on disk, usage and cost.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
 
 #[path = "support/fake_llm.rs"]
 mod fake_llm;

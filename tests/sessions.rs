@@ -1,5 +1,6 @@
 //! Sessions and turns (DESIGN.md §5-6): FIFO lanes, queue modes, aborts, idempotency,
 //! bounded lanes, crash containment, durability across kill -9.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod support;
 

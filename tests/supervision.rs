@@ -1,5 +1,6 @@
 //! The supervision tree heals: panics and hangs are contained, restarted and visible, and
 //! escalate past their restart intensity.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod support;
 

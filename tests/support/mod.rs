@@ -173,8 +173,7 @@ impl TestGateway {
     pub fn kill9(mut self) -> tempfile::TempDir {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let home = std::mem::replace(&mut self.home, tempfile::tempdir().expect("tempdir"));
-        home
+        std::mem::replace(&mut self.home, tempfile::tempdir().expect("tempdir"))
     }
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self) -> ExitStatus {
@@ -309,7 +308,7 @@ impl WsClient {
     }
     /// Reads until an event satisfies `pred` (responses in between are an error).
     pub async fn event_where(&mut self, mut pred: impl FnMut(&Value) -> bool) -> Value {
-        if let Some(pos) = self.events.iter().position(|e| pred(e)) {
+        if let Some(pos) = self.events.iter().position(&mut pred) {
             return self.events.remove(pos);
         }
         loop {
