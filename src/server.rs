@@ -90,6 +90,9 @@ pub fn run(
     env: &HashMap<String, String>,
 ) -> i32 {
     let started = Instant::now();
+    // Hold SIGTERM/SIGINT from the first instant: one that arrives while starting stays
+    // pending and becomes a graceful stop once the handlers are in place (in `serve`).
+    let _ = termination_signals().thread_block();
     if let Err(e) = ensure_state_dir(paths) {
         eprintln!(
             "troupe: cannot create state dir {}: {e}",
@@ -214,6 +217,7 @@ async fn serve(
     paths: StatePaths,
     started: Instant,
 ) -> std::io::Result<i32> {
+    let signal = shutdown_signal()?;
     let (escalation_tx, escalation_rx) = oneshot::channel();
     let tree = TreeConfig {
         store_path: paths.resolve(&config.store_path),
@@ -265,7 +269,7 @@ async fn serve(
     );
 
     let escalated = tokio::select! {
-        signal = shutdown_signal() => {
+        signal = signal => {
             tracing::info!(signal, "shutting down");
             None
         }
@@ -292,17 +296,24 @@ async fn serve(
     })
 }
 
-async fn shutdown_signal() -> &'static str {
+fn termination_signals() -> nix::sys::signal::SigSet {
+    let mut set = nix::sys::signal::SigSet::empty();
+    set.add(nix::sys::signal::Signal::SIGTERM);
+    set.add(nix::sys::signal::Signal::SIGINT);
+    set
+}
+
+/// Installs the SIGTERM/SIGINT handlers, then lets the signals in (one held since start is
+/// delivered now); the future resolves with the first one.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = &'static str>> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        std::future::pending::<()>().await;
-        return "none";
-    };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    }
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let _ = termination_signals().thread_unblock();
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        }
+    })
 }

@@ -445,7 +445,7 @@ fn sigterm_as_soon_as_the_pid_file_names_the_process_still_stops_cleanly() {
         std::thread::yield_now();
     }
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(gw.0.id() as i32),
+        nix::unistd::Pid::from_raw(pid as i32),
         nix::sys::signal::Signal::SIGTERM,
     )
     .expect("send SIGTERM");

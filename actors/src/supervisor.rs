@@ -283,7 +283,10 @@ impl SupervisorActor {
         let Some(child) = self.children.get_mut(&id) else {
             return;
         };
-        child.handle = None;
+        if let Some(arbiter) = child.handle.take().and_then(|h| h.arbiter) {
+            // The child's own thread: it must not outlive the child.
+            arbiter.stop();
+        }
         child.ping_sent = None;
         child.started_at = None;
         child.last_exit = Some(LastExit {
@@ -556,12 +559,12 @@ impl Handler<DescribeTree> for SupervisorActor {
 }
 
 impl Handler<ChildCommand> for SupervisorActor {
-    type Result = ResponseActFuture<Self, Result<CommandOutcome, CommandError>>;
+    type Result = ResponseFuture<Result<CommandOutcome, CommandError>>;
     fn handle(&mut self, msg: ChildCommand, ctx: &mut Self::Context) -> Self::Result {
         if let Some(child) = self.children.get(&msg.id) {
             let unavailable = CommandError::Unavailable(msg.id.to_string(), child.state);
             let Some(handle) = child.handle.as_ref() else {
-                return Box::pin(fut::ready(Err(unavailable)));
+                return Box::pin(async move { Err(unavailable) });
             };
             let outcome = match msg.action {
                 ChildAction::Crash(mode) => {
@@ -585,21 +588,18 @@ impl Handler<ChildCommand> for SupervisorActor {
                 ChildAction::Ping => {
                     let ping = handle.ping.send(Ping);
                     let timeout = self.config.hang_timeout;
-                    return Box::pin(
-                        async move {
-                            let t0 = Instant::now();
-                            match tokio::time::timeout(timeout, ping).await {
-                                Ok(Ok(_)) => Ok(CommandOutcome::Pinged {
-                                    rtt_us: t0.elapsed().as_micros() as u64,
-                                }),
-                                _ => Err(unavailable),
-                            }
+                    return Box::pin(async move {
+                        let t0 = Instant::now();
+                        match tokio::time::timeout(timeout, ping).await {
+                            Ok(Ok(_)) => Ok(CommandOutcome::Pinged {
+                                rtt_us: t0.elapsed().as_micros() as u64,
+                            }),
+                            _ => Err(unavailable),
                         }
-                        .into_actor(self),
-                    );
+                    });
                 }
             };
-            return Box::pin(fut::ready(outcome));
+            return Box::pin(async move { outcome });
         }
         let subs: Vec<Addr<SupervisorActor>> = self
             .order
@@ -607,18 +607,24 @@ impl Handler<ChildCommand> for SupervisorActor {
             .filter_map(|id| self.children.get(id))
             .filter_map(|c| c.handle.as_ref().and_then(|h| h.subtree.clone()))
             .collect();
-        Box::pin(
-            async move {
-                for sub in subs {
-                    match sub.send(msg.clone()).await {
-                        Ok(Err(CommandError::NotFound(_))) | Err(_) => continue,
-                        Ok(result) => return result,
-                    }
+        Box::pin(async move {
+            let mut unreachable = false;
+            for sub in subs {
+                match sub.send(msg.clone()).await {
+                    Ok(Err(CommandError::NotFound(_))) => continue,
+                    Err(_) => unreachable = true,
+                    Ok(result) => return result,
                 }
-                Err(CommandError::NotFound(msg.id.to_string()))
             }
-            .into_actor(self),
-        )
+            if unreachable {
+                // A subtree went away mid-command (it escalated or is restarting).
+                return Err(CommandError::Unavailable(
+                    msg.id.to_string(),
+                    NodeState::Restarting,
+                ));
+            }
+            Err(CommandError::NotFound(msg.id.to_string()))
+        })
     }
 }
 

@@ -156,6 +156,25 @@ impl Client {
         Ok(frame["payload"].take())
     }
 
+    /// Sends `method` with `params` without waiting for the answer, and returns the request
+    /// id its response will carry (to be read with [`Client::next_frame`]).
+    #[allow(dead_code, reason = "used by turn_load, not by gateway_load")]
+    pub async fn send_request(
+        &mut self,
+        method: &str,
+        params: Option<Value>,
+    ) -> BenchResult<String> {
+        let id = self.fresh_id();
+        self.send_text(request_frame(&id, method, params)).await?;
+        Ok(id)
+    }
+
+    /// The next text frame from the server, response or event, as received.
+    #[allow(dead_code, reason = "used by turn_load, not by gateway_load")]
+    pub async fn next_frame(&mut self) -> BenchResult<String> {
+        self.read_text().await
+    }
+
     /// Closes the connection politely (best effort, bounded).
     pub async fn close(mut self) {
         let _ = tokio::time::timeout(Duration::from_secs(1), self.ws.close(None)).await;

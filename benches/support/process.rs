@@ -28,6 +28,15 @@ pub enum ServerKind {
     Bare,
 }
 
+/// What to prepare before a server starts, beyond the defaults; empty by default.
+#[derive(Default)]
+pub struct Setup {
+    /// Environment variables added to (or overriding) the defaults.
+    pub env: Vec<(String, String)>,
+    /// Files to write, as paths relative to the home directory and their contents.
+    pub files: Vec<(PathBuf, String)>,
+}
+
 /// A running server process with its own temporary directory; stopped when dropped.
 pub struct ServerProcess {
     /// Which server this is.
@@ -50,15 +59,29 @@ impl ServerProcess {
     /// Starts a server in a fresh temporary directory and waits until it is ready. Returns it
     /// with the time from just before exec to the first ready answer.
     pub async fn start(kind: ServerKind) -> BenchResult<(Self, Duration)> {
+        Self::start_with(kind, &Setup::default()).await
+    }
+
+    /// [`ServerProcess::start`], with `setup`'s files written into the fresh home and its
+    /// environment variables added (over the defaults) before exec.
+    pub async fn start_with(kind: ServerKind, setup: &Setup) -> BenchResult<(Self, Duration)> {
         let dir = tempfile::Builder::new().prefix("troupe-bench-").tempdir()?;
         let home = dir.path().join("home");
         std::fs::create_dir(&home)?;
+        for (relative, contents) in &setup.files {
+            let path = home.join(relative);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::write(&path, contents)?;
+        }
         let log_path = dir.path().join("server.log");
         let log = File::create(&log_path)?;
         let (mut command, port_file) = match kind {
             ServerKind::Gateway => gateway_command(&home),
             ServerKind::Bare => bare_command(&home)?,
         };
+        command.envs(setup.env.iter().map(|(name, value)| (name, value)));
         command
             .stdin(Stdio::piped())
             .stdout(Stdio::from(log.try_clone()?))
@@ -109,6 +132,12 @@ impl ServerProcess {
     /// The port it listens on.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// `TROUPE_HOME` (gateway) or the scratch directory (bare).
+    #[allow(dead_code, reason = "used by turn_load, not by gateway_load")]
+    pub fn home(&self) -> &Path {
+        &self.home
     }
 
     /// The operator token: the gateway's generated `$TROUPE_HOME/token`; anything for the bare server.
