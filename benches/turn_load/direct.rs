@@ -79,9 +79,7 @@ impl Format {
         let value: Value = serde_json::from_str(data).ok()?;
         let text = match self {
             Format::OpenAi => &value["choices"][0]["delta"]["content"],
-            Format::Anthropic if value["type"] == "content_block_delta" => {
-                &value["delta"]["text"]
-            }
+            Format::Anthropic if value["type"] == "content_block_delta" => &value["delta"]["text"],
             Format::Anthropic => return None,
         };
         text.as_str()

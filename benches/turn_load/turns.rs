@@ -179,7 +179,8 @@ struct Budget {
 impl Budget {
     /// Whether one more turn may start (and counts it if so).
     fn take(&self) -> bool {
-        Instant::now() < self.deadline && self.started.fetch_add(1, Ordering::Relaxed) < self.max_turns
+        Instant::now() < self.deadline
+            && self.started.fetch_add(1, Ordering::Relaxed) < self.max_turns
     }
 }
 

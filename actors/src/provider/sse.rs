@@ -73,6 +73,11 @@ impl<S: Stream<Item = reqwest::Result<Bytes>> + Unpin> SseReader<S> {
                 }
             }
             if self.done {
+                if !self.buffer.is_empty() {
+                    // A last line without its newline: finish it and parse it.
+                    self.buffer.push(b'\n');
+                    continue;
+                }
                 return Ok((has_data || !event.event.is_empty()).then_some(event));
             }
             match tokio::time::timeout(self.idle, self.stream.next()).await {
