@@ -3,6 +3,7 @@
 //! routes commands by child id, and describes its subtree.
 
 mod guard;
+mod handlers;
 mod intensity;
 mod spec;
 mod tree_node;
@@ -13,7 +14,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use futures_util::future::join_all;
 use tokio::sync::oneshot;
 
 pub use guard::{ExitGuard, ExitReason, install_panic_hook};
@@ -24,7 +24,7 @@ pub use spec::{
 };
 pub use tree_node::{LastExit, NodeState, TreeNode};
 
-use crate::messages::{FaultMode, InjectFault, Ping, Pong, Shutdown};
+use crate::messages::{FaultMode, Ping, Pong, Shutdown};
 use crate::now_ms;
 
 /// A child reports that it exited (sent by its [`ExitGuard`]).
@@ -445,238 +445,6 @@ impl SupervisorActor {
             mailbox: 0,
             children,
             child_count,
-        }
-    }
-}
-
-impl Actor for SupervisorActor {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.set_mailbox_capacity(1024);
-        for id in self.order.clone() {
-            if self.shutting_down {
-                break;
-            }
-            self.start_child(&id, ctx);
-        }
-        ctx.run_interval(self.config.ping_interval, |act, ctx| {
-            act.check_liveness(ctx)
-        });
-    }
-}
-
-impl Drop for SupervisorActor {
-    /// Children die with their supervisor (it may have panicked): stop them all.
-    fn drop(&mut self) {
-        for child in self.children.values_mut() {
-            if let Some(handle) = child.handle.take() {
-                handle.shutdown.do_send(Shutdown);
-                if let Some(arbiter) = handle.arbiter {
-                    arbiter.stop();
-                }
-            }
-        }
-    }
-}
-
-impl Handler<ChildExited> for SupervisorActor {
-    type Result = ();
-    fn handle(&mut self, msg: ChildExited, ctx: &mut Self::Context) {
-        let current = self
-            .children
-            .get(&msg.id)
-            .is_some_and(|c| c.generation == msg.generation && c.generation != 0);
-        if current {
-            self.child_exited(msg.id, msg.reason, msg.message, ctx);
-        }
-    }
-}
-
-impl Handler<AdoptChild> for SupervisorActor {
-    type Result = ();
-    fn handle(&mut self, msg: AdoptChild, _: &mut Self::Context) {
-        if self.shutting_down {
-            msg.handle.shutdown.do_send(Shutdown);
-            return;
-        }
-        let id = msg.id.clone();
-        let spec = ChildSpec::new(msg.id.0, msg.kind, |_| {
-            Err(StartError("an adopted child cannot be restarted".into()))
-        })
-        .restart(Restart::Temporary)
-        .without_liveness();
-        let mut child = Child::new(spec);
-        child.generation = msg.generation;
-        child.handle = Some(msg.handle);
-        child.state = NodeState::Running;
-        child.started_at = Some(now_ms());
-        self.next_generation = self.next_generation.max(msg.generation);
-        if self.children.insert(id.clone(), child).is_none() {
-            self.order.push(id);
-        }
-    }
-}
-
-impl Handler<DescribeTree> for SupervisorActor {
-    type Result = ResponseFuture<TreeNode>;
-    fn handle(&mut self, msg: DescribeTree, _: &mut Self::Context) -> Self::Result {
-        let total = self.order.len();
-        let limit = if msg.all {
-            total
-        } else {
-            self.config.list_limit
-        };
-        let mut nodes = Vec::new();
-        let mut subtrees = Vec::new();
-        for id in self.order.iter().take(limit) {
-            if let Some(child) = self.children.get(id) {
-                let sub = child.handle.as_ref().and_then(|h| h.subtree.clone());
-                subtrees.push(sub.map(|s| s.send(msg)));
-                nodes.push(child.node());
-            }
-        }
-        let me = self.own_node(Vec::new(), (total > limit).then_some(total));
-        Box::pin(async move {
-            let replies = join_all(subtrees.into_iter().map(|s| async move {
-                match s {
-                    Some(fut) => fut.await.ok(),
-                    None => None,
-                }
-            }))
-            .await;
-            let mut me = me;
-            for (mut node, sub) in nodes.into_iter().zip(replies) {
-                if let Some(sub) = sub {
-                    node.children = sub.children;
-                    node.child_count = sub.child_count;
-                }
-                me.children.push(node);
-            }
-            me
-        })
-    }
-}
-
-impl Handler<ChildCommand> for SupervisorActor {
-    type Result = ResponseFuture<Result<CommandOutcome, CommandError>>;
-    fn handle(&mut self, msg: ChildCommand, ctx: &mut Self::Context) -> Self::Result {
-        if let Some(child) = self.children.get(&msg.id) {
-            let unavailable = CommandError::Unavailable(msg.id.to_string(), child.state);
-            let Some(handle) = child.handle.as_ref() else {
-                return Box::pin(async move { Err(unavailable) });
-            };
-            let outcome = match msg.action {
-                ChildAction::Crash(mode) => {
-                    handle.fault.do_send(InjectFault { mode });
-                    Ok(CommandOutcome::Done)
-                }
-                ChildAction::Lookup => Ok(CommandOutcome::Found(handle.addr.clone())),
-                ChildAction::Restart => {
-                    tracing::info!(supervisor = %self.config.id, child = %msg.id, "restart requested");
-                    self.abandon(&msg.id, false, ctx);
-                    if let Some(child) = self.children.get_mut(&msg.id) {
-                        child.last_exit = Some(LastExit {
-                            reason: ExitReason::Normal,
-                            message: Some("restart requested by an operator".into()),
-                            at: now_ms(),
-                        });
-                    }
-                    self.schedule_restart(&msg.id, ctx);
-                    Ok(CommandOutcome::Done)
-                }
-                ChildAction::Ping => {
-                    let ping = handle.ping.send(Ping);
-                    let timeout = self.config.hang_timeout;
-                    return Box::pin(async move {
-                        let t0 = Instant::now();
-                        match tokio::time::timeout(timeout, ping).await {
-                            Ok(Ok(_)) => Ok(CommandOutcome::Pinged {
-                                rtt_us: t0.elapsed().as_micros() as u64,
-                            }),
-                            _ => Err(unavailable),
-                        }
-                    });
-                }
-            };
-            return Box::pin(async move { outcome });
-        }
-        let subs: Vec<Addr<SupervisorActor>> = self
-            .order
-            .iter()
-            .filter_map(|id| self.children.get(id))
-            .filter_map(|c| c.handle.as_ref().and_then(|h| h.subtree.clone()))
-            .collect();
-        Box::pin(async move {
-            let mut unreachable = false;
-            for sub in subs {
-                match sub.send(msg.clone()).await {
-                    Ok(Err(CommandError::NotFound(_))) => continue,
-                    Err(_) => unreachable = true,
-                    Ok(result) => return result,
-                }
-            }
-            if unreachable {
-                // A subtree went away mid-command (it escalated or is restarting).
-                return Err(CommandError::Unavailable(
-                    msg.id.to_string(),
-                    NodeState::Restarting,
-                ));
-            }
-            Err(CommandError::NotFound(msg.id.to_string()))
-        })
-    }
-}
-
-impl Handler<Shutdown> for SupervisorActor {
-    type Result = ResponseActFuture<Self, ()>;
-    fn handle(&mut self, _: Shutdown, _: &mut Self::Context) -> Self::Result {
-        self.shutting_down = true;
-        let mut stops = Vec::new();
-        for id in self.order.iter().rev() {
-            if let Some(child) = self.children.get_mut(id) {
-                child.generation = 0;
-                child.state = NodeState::Stopped;
-                if let Some(handle) = child.handle.take() {
-                    stops.push((id.clone(), handle, child.spec.shutdown));
-                }
-            }
-        }
-        let me = self.config.id.clone();
-        Box::pin(
-            async move {
-                for (id, handle, timeout) in stops {
-                    let stopped = tokio::time::timeout(timeout, handle.shutdown.send(Shutdown)).await;
-                    if stopped.is_err() {
-                        tracing::warn!(supervisor = %me, child = %id, "shutdown timed out; killing");
-                    }
-                    if let Some(arbiter) = handle.arbiter {
-                        arbiter.stop();
-                    }
-                }
-            }
-            .into_actor(self)
-            .map(|_, _, ctx| ctx.stop()),
-        )
-    }
-}
-
-impl Handler<Ping> for SupervisorActor {
-    type Result = Pong;
-    fn handle(&mut self, _: Ping, _: &mut Self::Context) -> Pong {
-        Pong { mailbox: 0 }
-    }
-}
-
-impl Handler<InjectFault> for SupervisorActor {
-    type Result = ();
-    fn handle(&mut self, msg: InjectFault, ctx: &mut Self::Context) {
-        match msg.mode {
-            FaultMode::Panic => panic!(
-                "fault injection: supervisor {} panicked on request",
-                self.config.id
-            ),
-            FaultMode::Hang => ctx.wait(fut::wrap_future(futures_util::future::pending::<()>())),
         }
     }
 }

@@ -1,0 +1,154 @@
+//! The session-queue's messages and settings: what clients, channels and tools send it.
+
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use crate::messages::{QueueMode, SessionEvent};
+
+/// Limits of the queue.
+#[derive(Debug, Clone)]
+pub struct QueueSettings {
+    /// Runs in progress across all sessions.
+    pub max_concurrent: usize,
+    /// Turns that may wait in one session's lane.
+    pub lane_capacity: usize,
+    /// How long an idempotency key is remembered.
+    pub dedupe_window: Duration,
+    /// Transcript messages given to the agent as context.
+    pub history_limit: usize,
+}
+
+/// Why a submission was refused.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum QueueError {
+    /// The session's lane is full; retry later.
+    #[error("session {session_key} has {waiting} turns waiting (the limit); retry later")]
+    LaneFull {
+        /// Session.
+        session_key: String,
+        /// Waiting turns.
+        waiting: usize,
+        /// Suggested wait.
+        retry_after_ms: u64,
+    },
+    /// The store failed; nothing was accepted.
+    #[error("store unavailable: {0}")]
+    Store(String),
+    /// No such run.
+    #[error("no run with id {0:?}")]
+    UnknownRun(String),
+}
+
+/// A client submits a turn (WS `chat.send`, `agent`; REST; channels later).
+#[derive(Message)]
+#[rtype(result = "Result<TurnAccepted, QueueError>")]
+pub struct SubmitTurn {
+    /// Session key.
+    pub session_key: String,
+    /// Agent to run it.
+    pub agent_id: String,
+    /// The user's message.
+    pub text: String,
+    /// Dedupe key.
+    pub idempotency_key: Option<String>,
+    /// Queue mode.
+    pub mode: QueueMode,
+    /// Subscribe this client to the session's events.
+    pub subscriber: Option<(String, Recipient<SessionEvent>)>,
+}
+
+/// The `accepted` acknowledgement.
+#[derive(Debug, Clone)]
+pub struct TurnAccepted {
+    /// Run id.
+    pub run_id: String,
+    /// `accepted`, or the earlier run's status for a duplicate.
+    pub status: String,
+    /// When it was accepted (ms).
+    pub accepted_at: i64,
+    /// Runs ahead of it in its session.
+    pub position: usize,
+    /// True when the idempotency key matched an earlier run.
+    pub duplicate: bool,
+}
+
+/// Waits for a run's end.
+#[derive(Message)]
+#[rtype(result = "Result<RunSummary, QueueError>")]
+pub struct WaitRun {
+    /// The run.
+    pub run_id: String,
+    /// Give up after this long (answers `timeout`).
+    pub timeout: Duration,
+}
+
+/// A finished (or still pending, on timeout) run.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunSummary {
+    /// Run id.
+    pub run_id: String,
+    /// ok | error | aborted | coalesced | timeout.
+    pub status: String,
+    /// The reply.
+    pub summary: String,
+    /// The error, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Aborts the active run of a session (and optionally drops the waiting ones).
+#[derive(Message)]
+#[rtype(result = "AbortReport")]
+pub struct AbortTurn {
+    /// Session.
+    pub session_key: String,
+    /// Only this run (active or waiting).
+    pub run_id: Option<String>,
+    /// Also drop the waiting turns.
+    pub clear_queued: bool,
+}
+
+/// What [`AbortTurn`] did.
+#[derive(Debug, Clone, Default, serde::Serialize, MessageResponse)]
+#[serde(rename_all = "camelCase")]
+pub struct AbortReport {
+    /// The active run was told to abort.
+    pub aborted: bool,
+    /// Its id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    /// Waiting turns dropped.
+    pub cleared: usize,
+}
+
+/// Clears (or deletes) a session, aborting its work first.
+#[derive(Message)]
+#[rtype(result = "Result<bool, QueueError>")]
+pub struct ResetSession {
+    /// Session.
+    pub session_key: String,
+    /// Delete the session itself too.
+    pub delete: bool,
+}
+
+/// Subscribes a client to a session's events.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Subscribe {
+    /// Session.
+    pub session_key: String,
+    /// Client connection id.
+    pub conn_id: String,
+    /// Where events go.
+    pub recipient: Recipient<SessionEvent>,
+}
+
+/// A client went away: drop its subscriptions.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Unsubscribe {
+    /// Client connection id.
+    pub conn_id: String,
+}

@@ -1,0 +1,285 @@
+//! The session-queue's message handlers.
+
+use actix::prelude::*;
+use serde_json::json;
+use tokio::sync::oneshot;
+
+use super::lane::Waiting;
+use super::{
+    AbortReport, AbortTurn, QueueError, ResetSession, RunSummary, SessionQueueActor, SubmitTurn,
+    Subscribe, TurnAccepted, Unsubscribe, WaitRun,
+};
+use crate::messages::{QueueMode, Shutdown, TurnEvent, TurnEventKind};
+use crate::now_ms;
+use crate::store::turns::{self, Acceptance, NewTurn};
+use crate::store::{StoreError, StoreRead, StoreWrite};
+
+impl Handler<Shutdown> for SessionQueueActor {
+    type Result = ();
+    fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+impl Handler<SubmitTurn> for SessionQueueActor {
+    type Result = ResponseActFuture<Self, Result<TurnAccepted, QueueError>>;
+    fn handle(&mut self, msg: SubmitTurn, _: &mut Self::Context) -> Self::Result {
+        let key = msg.session_key.clone();
+        if let Some((conn_id, recipient)) = msg.subscriber {
+            self.subscribe(&key, conn_id, recipient);
+        }
+        self.next_ticket += 1;
+        let ticket = self.next_ticket;
+        let lane = self.lanes.entry(key.clone()).or_default();
+        let waiting = lane.waiting.len();
+        let lane_full = waiting >= self.settings.lane_capacity && msg.mode != QueueMode::Interrupt;
+        if !lane_full {
+            lane.waiting.push_back(Waiting {
+                ticket,
+                run_id: None,
+                agent_id: msg.agent_id.clone(),
+                input: msg.text.clone(),
+                mode: msg.mode,
+            });
+        }
+        let turn = NewTurn {
+            session_key: key.clone(),
+            agent_id: msg.agent_id,
+            text: msg.text,
+            idempotency_key: msg.idempotency_key,
+            mode: msg.mode.name().into(),
+            dedupe_window_ms: self.settings.dedupe_window.as_millis() as i64,
+            lane_full,
+        };
+        let mode = msg.mode;
+        let accept = self.store_write(StoreWrite::new(move |pool| {
+            Box::pin(async move { turns::accept_turn(&pool, turn).await })
+        }));
+        Box::pin(accept.into_actor(self).map(move |accepted, act, ctx| {
+            let result = act.accepted(&key, ticket, mode, waiting, accepted, ctx);
+            act.after_change(&key, ctx);
+            result
+        }))
+    }
+}
+
+impl SessionQueueActor {
+    fn accepted(
+        &mut self,
+        key: &str,
+        ticket: u64,
+        mode: QueueMode,
+        waiting: usize,
+        accepted: Result<Acceptance, StoreError>,
+        ctx: &mut Context<Self>,
+    ) -> Result<TurnAccepted, QueueError> {
+        let remove_ticket = |act: &mut Self| {
+            if let Some(lane) = act.lanes.get_mut(key) {
+                lane.waiting.retain(|w| w.ticket != ticket);
+            }
+        };
+        match accepted {
+            Ok(Acceptance::New(run)) => {
+                if mode == QueueMode::Interrupt {
+                    self.abort_active(key, None);
+                    let dropped = self
+                        .lanes
+                        .get_mut(key)
+                        .map(|l| l.clear_waiting(Some(ticket)))
+                        .unwrap_or_default();
+                    self.drop_runs(dropped, "superseded by an interrupt", ctx);
+                }
+                let lane = self.lanes.entry(key.to_string()).or_default();
+                if let Some(w) = lane.waiting.iter_mut().find(|w| w.ticket == ticket) {
+                    w.run_id = Some(run.id.clone());
+                }
+                let position = lane.position(ticket);
+                Ok(TurnAccepted {
+                    run_id: run.id,
+                    status: "accepted".into(),
+                    accepted_at: run.accepted_at,
+                    position,
+                    duplicate: false,
+                })
+            }
+            Ok(Acceptance::Duplicate(run)) => {
+                remove_ticket(self);
+                Ok(TurnAccepted {
+                    run_id: run.id,
+                    status: run.status,
+                    accepted_at: run.accepted_at,
+                    position: 0,
+                    duplicate: true,
+                })
+            }
+            Ok(Acceptance::Refused) => Err(QueueError::LaneFull {
+                session_key: key.to_string(),
+                waiting,
+                retry_after_ms: 1000,
+            }),
+            Err(e) => {
+                remove_ticket(self);
+                Err(QueueError::Store(e.to_string()))
+            }
+        }
+    }
+}
+
+impl Handler<TurnEvent> for SessionQueueActor {
+    type Result = ();
+    fn handle(&mut self, msg: TurnEvent, _: &mut Self::Context) {
+        let Some(active) = self
+            .lanes
+            .get_mut(&msg.session_key)
+            .and_then(|l| l.active.as_mut())
+        else {
+            return;
+        };
+        if active.run_id != msg.run_id {
+            return;
+        }
+        active.seq += 1;
+        let seq = active.seq;
+        let ts = now_ms();
+        let (run_id, key) = (msg.run_id, msg.session_key);
+        match msg.kind {
+            TurnEventKind::Started => {
+                let payload = json!({ "runId": run_id, "sessionKey": key, "stream": "lifecycle", "data": { "phase": "start" }, "seq": seq, "ts": ts });
+                self.broadcast(&key, "agent", payload);
+            }
+            TurnEventKind::Delta(delta) => {
+                active.text.push_str(&delta);
+                let agent = json!({ "runId": run_id, "sessionKey": key, "stream": "assistant", "data": { "delta": delta }, "seq": seq, "ts": ts });
+                let chat = json!({ "runId": run_id, "sessionKey": key, "state": "delta", "delta": delta, "seq": seq, "ts": ts });
+                self.broadcast(&key, "agent", agent);
+                self.broadcast(&key, "chat", chat);
+            }
+            TurnEventKind::Tool(data) => {
+                let payload = json!({ "runId": run_id, "sessionKey": key, "stream": "tool", "data": data, "seq": seq, "ts": ts });
+                self.broadcast(&key, "agent", payload);
+            }
+        }
+    }
+}
+
+impl Handler<WaitRun> for SessionQueueActor {
+    type Result = ResponseActFuture<Self, Result<RunSummary, QueueError>>;
+    fn handle(&mut self, msg: WaitRun, _: &mut Self::Context) -> Self::Result {
+        let id = msg.run_id.clone();
+        let lookup = self.store_read(StoreRead::new(move |pool| {
+            Box::pin(async move { turns::get_run(&pool, &id).await })
+        }));
+        let timeout = msg.timeout;
+        let run_id = msg.run_id;
+        Box::pin(lookup.into_actor(self).then(move |found, act, _| {
+            let pending = match found {
+                Err(e) => {
+                    return futures_util::future::Either::Left(fut::ready(Err(QueueError::Store(
+                        e.to_string(),
+                    ))));
+                }
+                Ok(None) => {
+                    return futures_util::future::Either::Left(fut::ready(Err(
+                        QueueError::UnknownRun(run_id),
+                    )));
+                }
+                Ok(Some(run)) if !matches!(run.status.as_str(), "queued" | "running") => {
+                    let summary = RunSummary {
+                        run_id: run.id,
+                        status: run.status,
+                        summary: run.output.unwrap_or_default(),
+                        error: run.error,
+                    };
+                    return futures_util::future::Either::Left(fut::ready(Ok(summary)));
+                }
+                Ok(Some(run)) => run,
+            };
+            let (tx, rx) = oneshot::channel();
+            act.waiters.entry(pending.id.clone()).or_default().push(tx);
+            let wait = async move {
+                match tokio::time::timeout(timeout, rx).await {
+                    Ok(Ok(summary)) => Ok(summary),
+                    _ => Ok(RunSummary {
+                        run_id: pending.id,
+                        status: "timeout".into(),
+                        summary: String::new(),
+                        error: None,
+                    }),
+                }
+            };
+            futures_util::future::Either::Right(wait.into_actor(act))
+        }))
+    }
+}
+
+impl Handler<AbortTurn> for SessionQueueActor {
+    type Result = AbortReport;
+    fn handle(&mut self, msg: AbortTurn, ctx: &mut Self::Context) -> AbortReport {
+        let key = msg.session_key;
+        let mut report = AbortReport::default();
+        if let Some(run_id) = self.abort_active(&key, msg.run_id.as_deref()) {
+            report.aborted = true;
+            report.run_id = Some(run_id);
+        } else if let Some(only) = &msg.run_id
+            && self.lanes.get_mut(&key).is_some_and(|l| l.remove_run(only))
+        {
+            report.cleared = 1;
+            self.drop_runs(vec![only.clone()], "aborted while queued", ctx);
+        }
+        if msg.clear_queued {
+            let dropped = self
+                .lanes
+                .get_mut(&key)
+                .map(|l| l.clear_waiting(None))
+                .unwrap_or_default();
+            report.cleared += dropped.len();
+            self.drop_runs(dropped, "cleared by chat.abort", ctx);
+        }
+        self.after_change(&key, ctx);
+        report
+    }
+}
+
+impl Handler<ResetSession> for SessionQueueActor {
+    type Result = ResponseActFuture<Self, Result<bool, QueueError>>;
+    fn handle(&mut self, msg: ResetSession, ctx: &mut Self::Context) -> Self::Result {
+        let key = msg.session_key.clone();
+        self.abort_active(&key, None);
+        let dropped = self
+            .lanes
+            .get_mut(&key)
+            .map(|l| l.clear_waiting(None))
+            .unwrap_or_default();
+        self.drop_runs(dropped, "session reset", ctx);
+        let delete = msg.delete;
+        let write = self.store_write(StoreWrite::new(move |pool| {
+            Box::pin(async move { turns::clear_session(&pool, &key, delete).await })
+        }));
+        Box::pin(
+            write
+                .into_actor(self)
+                .map(|res, _, _| res.map_err(|e| QueueError::Store(e.to_string()))),
+        )
+    }
+}
+
+impl Handler<Subscribe> for SessionQueueActor {
+    type Result = ();
+    fn handle(&mut self, msg: Subscribe, _: &mut Self::Context) {
+        self.subscribe(&msg.session_key, msg.conn_id, msg.recipient);
+    }
+}
+
+impl Handler<Unsubscribe> for SessionQueueActor {
+    type Result = ();
+    fn handle(&mut self, msg: Unsubscribe, _: &mut Self::Context) {
+        for key in self.subscriptions.remove(&msg.conn_id).unwrap_or_default() {
+            if let Some(subs) = self.subscribers.get_mut(&key) {
+                subs.remove(&msg.conn_id);
+                if subs.is_empty() {
+                    self.subscribers.remove(&key);
+                }
+            }
+        }
+    }
+}
