@@ -20,7 +20,7 @@ fn home_with_agents(extra_toml: &str) -> tempfile::TempDir {
         let dir = home.path().join("agents").join(id);
         std::fs::create_dir_all(dir.join("memory")).expect("agent dir");
         let toml = format!(
-            "provider = \"{provider}\"\nmodel = \"fake-model\"\ntools = [\"current_time\", \"memory_read\", \"memory_write\", \"memory_search\"]\n{extra_toml}"
+            "provider = \"{provider}\"\nmodel = \"fake-model\"\ntools = [\"current_time\", \"memory_read\", \"memory_write\", \"memory_search\", \"sessions_send\"]\n{extra_toml}"
         );
         std::fs::write(dir.join("agent.toml"), toml).expect("agent.toml");
         std::fs::write(
@@ -421,4 +421,40 @@ fn an_invalid_agent_on_disk_exits_64_naming_the_file_and_field() {
     let (code, _, err) = cli(home.path(), &["gateway", "run", "--port", "0"]);
     assert_eq!(code, 64, "{err}");
     assert!(err.contains("agents/bad/agent.toml: provider"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_send_tool_starts_a_turn_in_another_session_once() {
+    let fake = FakeLlm::start();
+    let gw = start(&fake, home_with_agents(""));
+    gw.wait_ready().await;
+    let mut c = gw.client().await;
+    fake.push(Script::tool_call(
+        "call_s",
+        "sessions_send",
+        r#"{"sessionKey":"agent:main:main","message":"note from oa"}"#,
+        2,
+    ));
+    fake.push(Script::reply("sent it", 1));
+    let (done, _) = run_turn(&mut c, "oa", "tell main something", "send-tool").await;
+    assert_eq!(done["status"], "ok", "{done}");
+    let history = eventually(WAIT, "the other session answered", || async {
+        let mut r = gw.client().await;
+        let h = r
+            .request(
+                "chat.history",
+                Some(json!({ "sessionKey": "agent:main:main" })),
+            )
+            .await;
+        let messages = h["payload"]["messages"].as_array()?.clone();
+        (messages.len() == 2).then_some(messages)
+    })
+    .await;
+    assert_eq!(history[0]["text"], "note from oa");
+    assert_eq!(history[1]["text"], "echo: note from oa");
+    let result = fake.requests().last().expect("request").body.to_string();
+    assert!(
+        result.contains("runId"),
+        "the model got the new run id back: {result}"
+    );
 }
