@@ -74,6 +74,9 @@ const OVERHEAD_LEVEL: usize = 32;
 /// Target for the gateway's overhead per turn (echo submit → final, p99), microseconds.
 const OVERHEAD_TARGET_US: u32 = 2_000;
 
+/// The least stall a delayed ACK causes on Linux (40 ms), microseconds.
+const NAGLE_STALL_US: u32 = 38_000;
+
 /// Sessions of the memory part.
 const STORE_SESSIONS: usize = 256;
 
@@ -465,9 +468,34 @@ fn add_echo_rows(table: &mut Table, scale: &Scale, figures: &Figures) {
     };
     for (sessions, stats) in levels {
         let conns = (*sessions).min(turns::MAX_CONNECTIONS);
-        let label = format!("echo, {sessions} sessions / {conns} conns: submit → final");
-        table.info(label, rate_and_latency(stats, &stats.final_us));
+        let name = format!(
+            "echo, {} / {}",
+            plural(*sessions, "session"),
+            plural(conns, "conn")
+        );
+        table.info(
+            format!("{name}: submit → final"),
+            rate_and_latency(stats, &stats.final_us),
+        );
+        table.info(
+            format!("{name}: submit → accepted"),
+            latency(&stats.accepted_us),
+        );
         problems(table, &format!("echo at {sessions} sessions"), stats);
+    }
+    if let Some((_, one)) = levels.iter().find(|(n, _)| *n == 1) {
+        let (accepted, done) = (
+            report::p50_p99(&one.accepted_us).0,
+            report::p50_p99(&one.final_us).0,
+        );
+        if accepted < 10_000 && (NAGLE_STALL_US..NAGLE_STALL_US + 10_000).contains(&done) {
+            table.note(
+                "echo, 1 session",
+                "accepted within a few ms but final only after 40-50 ms: the signature of \
+                 Nagle's algorithm on the gateway's socket (several small frames in a row) \
+                 meeting the client's delayed ACK; TCP_NODELAY on accepted sockets removes it",
+            );
+        }
     }
     if let Some((_, stats)) = levels.iter().find(|(n, _)| *n == OVERHEAD_LEVEL) {
         let (_, p99) = report::p50_p99(&stats.final_us);
@@ -636,6 +664,15 @@ fn rate_and_latency(stats: &TurnStats, samples: &[u32]) -> String {
         report::thousands(stats.rate() as u64),
         latency(samples)
     )
+}
+
+/// `1 session`, `32 sessions`.
+fn plural(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }
 
 /// `p50 1.20 ms  p99 3.40 ms`.

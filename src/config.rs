@@ -79,6 +79,8 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Authentication.
     pub auth: AuthSetting,
+    /// Failed authentication attempts allowed per address per minute.
+    pub auth_max_failures: u32,
     /// Largest inbound WS frame.
     pub max_payload: usize,
     /// Outbound bytes a WS client may leave unsent.
@@ -163,6 +165,7 @@ struct RawGateway {
 #[serde(deny_unknown_fields)]
 struct RawAuth {
     mode: String,
+    max_failures_per_minute: u32,
     token: Option<String>,
     password: Option<String>,
 }
@@ -547,6 +550,7 @@ fn validate(
         workers,
         shutdown_timeout: Duration::from_millis(raw.gateway.shutdown_timeout_ms),
         auth,
+        auth_max_failures: raw.gateway.auth.max_failures_per_minute.max(1),
         max_payload: ws.max_payload,
         max_buffered_bytes: ws.max_buffered_bytes,
         tick_interval: Duration::from_millis(ws.tick_interval_ms),

@@ -4,6 +4,7 @@ mod openai;
 mod sessions;
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
@@ -93,6 +94,11 @@ pub(crate) fn authorize(req: &HttpRequest, gateway: &Gateway) -> Result<(), ApiE
         AuthPolicy::None => return Ok(()),
         AuthPolicy::Token(s) | AuthPolicy::Password(s) => &s.0,
     };
+    let limiter = &gateway.settings.auth_limiter;
+    let ip = req.peer_addr().map(|a| a.ip());
+    if let Some(retry) = ip.and_then(|ip| limiter.blocked(ip, Instant::now())) {
+        return Err(too_many_failures(retry));
+    }
     let given = req
         .headers()
         .get("authorization")
@@ -100,14 +106,32 @@ pub(crate) fn authorize(req: &HttpRequest, gateway: &Gateway) -> Result<(), ApiE
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
     if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
+        if let Some(ip) = ip {
+            limiter.succeeded(ip);
+        }
         Ok(())
     } else {
+        if let Some(ip) = ip {
+            limiter.failed(ip, Instant::now());
+        }
         Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "UNAUTHORIZED",
             "missing or wrong bearer token (Authorization: Bearer <token>)",
         ))
     }
+}
+
+/// 429 for an address with too many failed authentication attempts.
+pub(crate) fn too_many_failures(retry: std::time::Duration) -> ApiError {
+    ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "RATE_LIMITED",
+        format!(
+            "too many failed authentication attempts from this address; retry in {} s",
+            retry.as_secs().max(1)
+        ),
+    )
 }
 
 async fn healthz(gateway: web::Data<Gateway>) -> HttpResponse {
@@ -286,6 +310,11 @@ async fn ws(
     gateway: web::Data<Gateway>,
 ) -> Result<HttpResponse, actix_web::Error> {
     let gateway: Arc<Gateway> = gateway.into_inner();
+    let ip = req.peer_addr().map(|a| a.ip());
+    if let Some(retry) = ip.and_then(|ip| gateway.settings.auth_limiter.blocked(ip, Instant::now()))
+    {
+        return Err(too_many_failures(retry).into());
+    }
     let Some(clients) = gateway.lookup_supervisor("clients").await else {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

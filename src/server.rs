@@ -5,11 +5,12 @@ use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix_web::{App, HttpServer, web};
 use tokio::sync::oneshot;
 use troupe_actors::agent::AgentSettings;
+use troupe_actors::auth_limit::AuthLimiter;
 use troupe_actors::gateway::{AuthPolicy, Gateway, GatewaySettings, Secret};
 use troupe_actors::messages::Shutdown;
 use troupe_actors::session_queue::QueueSettings;
@@ -244,6 +245,10 @@ async fn serve(
         handshake_timeout: config.handshake_timeout,
         started,
         agents: agents.iter().map(|a| a.summary.clone()).collect(),
+        auth_limiter: Arc::new(AuthLimiter::new(
+            config.auth_max_failures,
+            Duration::from_secs(60),
+        )),
     };
     let gateway = Gateway {
         settings: Arc::new(settings),

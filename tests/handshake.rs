@@ -319,3 +319,47 @@ fn gateway_call_health_works_from_the_cli() {
     let v: serde_json::Value = serde_json::from_str(&out).expect("JSON on stdout");
     assert_eq!(v["ok"], true);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_failed_auth_from_one_address_is_rate_limited() {
+    let gw = TestGateway::builder()
+        .env("TROUPE__GATEWAY__AUTH__MAX_FAILURES_PER_MINUTE", "3")
+        .start();
+    gw.wait_ready().await;
+    for _ in 0..2 {
+        let mut c = WsClient::open(&gw.ws_url()).await;
+        let res = c
+            .connect("wrong-token-wrong-token", &["operator.read"])
+            .await;
+        assert_eq!(res["error"]["details"]["code"], "AUTH_FAILED");
+    }
+    let http = reqwest::Client::new();
+    let wrong = http
+        .get(gw.http("/api/status"))
+        .bearer_auth("nope")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(wrong.status(), 401);
+    let blocked = http
+        .get(gw.http("/api/status"))
+        .bearer_auth(&gw.token)
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(
+        blocked.status(),
+        429,
+        "even the right token waits out the minute"
+    );
+    let body: serde_json::Value = blocked.json().await.expect("json");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("too many failed"),
+        "{body}"
+    );
+    let upgrade = tokio_tungstenite::connect_async(gw.ws_url()).await;
+    assert!(upgrade.is_err(), "the WebSocket upgrade is refused too");
+}

@@ -64,6 +64,8 @@ pub struct GatewaySettings {
     pub started: Instant,
     /// Configured agents.
     pub agents: Vec<AgentSummary>,
+    /// Failed-authentication limiter, shared with the HTTP routes.
+    pub auth_limiter: std::sync::Arc<crate::auth_limit::AuthLimiter>,
 }
 
 impl GatewaySettings {

@@ -26,6 +26,7 @@
 //! - [`gateway`]: the immutable settings and addresses shared with every session.
 
 pub mod agent;
+pub mod auth_limit;
 pub mod echo;
 pub mod event_sink;
 pub mod gateway;

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use tokio::task::JoinSet;
 
 use crate::support::BenchResult;
-use crate::turns::TurnStats;
+use crate::turns::{Timing, TurnStats};
 
 /// Upper bound on requests one loop sends in one run, whatever its duration.
 const MAX_REQUESTS_PER_LOOP: usize = 10_000_000;
@@ -120,7 +120,13 @@ pub async fn closed_loops(
                 let sent_at = Instant::now();
                 match stream_one(&http, &base, format, &message).await {
                     Ok((first_token, text)) => {
-                        stats.succeed(sent_at, first_token, Instant::now(), &message, &text);
+                        let timing = Timing {
+                            sent_at,
+                            accepted: None,
+                            first_token,
+                            done: Instant::now(),
+                        };
+                        stats.succeed(&timing, &message, &text);
                     }
                     Err(error) => stats.fail(error.to_string()),
                 }

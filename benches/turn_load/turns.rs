@@ -103,6 +103,20 @@ pub struct TurnStats {
     pub final_us: Vec<u32>,
     /// Submit → first streamed delta (the reply if none came first), microseconds.
     pub first_token_us: Vec<u32>,
+    /// Submit → the `chat.send` response, microseconds (turns through the gateway only).
+    pub accepted_us: Vec<u32>,
+}
+
+/// When the steps of one successful turn happened.
+pub struct Timing {
+    /// The request was sent.
+    pub sent_at: Instant,
+    /// The gateway accepted it (the `chat.send` response), for turns through the gateway.
+    pub accepted: Option<Instant>,
+    /// The first text delta came, if one came before the end.
+    pub first_token: Option<Instant>,
+    /// The reply was complete.
+    pub done: Instant,
 }
 
 impl TurnStats {
@@ -117,19 +131,16 @@ impl TurnStats {
         self.first_problem.get_or_insert(why);
     }
 
-    /// Notes a successful turn: its reply `text` to `message`, sent at `sent_at`.
-    pub fn succeed(
-        &mut self,
-        sent_at: Instant,
-        first_token: Option<Instant>,
-        done: Instant,
-        message: &str,
-        text: &str,
-    ) {
+    /// Notes a successful turn: its `timing`, and its reply `text` to `message`.
+    pub fn succeed(&mut self, timing: &Timing, message: &str, text: &str) {
+        let since_sent = |at: Instant| micros(at.saturating_duration_since(timing.sent_at));
         self.turns += 1;
-        self.final_us.push(micros(done - sent_at));
+        self.final_us.push(since_sent(timing.done));
         self.first_token_us
-            .push(micros(first_token.unwrap_or(done) - sent_at));
+            .push(since_sent(timing.first_token.unwrap_or(timing.done)));
+        if let Some(accepted) = timing.accepted {
+            self.accepted_us.push(since_sent(accepted));
+        }
         if !text.ends_with(message) {
             self.wrong_replies += 1;
             self.first_problem
@@ -160,6 +171,7 @@ impl TurnStats {
             all.elapsed = elapsed(all.elapsed, part.elapsed);
             all.final_us.extend(part.final_us);
             all.first_token_us.extend(part.first_token_us);
+            all.accepted_us.extend(part.accepted_us);
         }
         all
     }
@@ -299,6 +311,8 @@ struct Pending {
     message: String,
     /// Its run, once the response came.
     run_id: Option<String>,
+    /// When the response came.
+    accepted_at: Option<Instant>,
     /// When its first `delta` came.
     first_delta: Option<Instant>,
     /// Its end, once the `final` (or `error`) event came; may come before the response.
@@ -359,6 +373,7 @@ impl Conn {
             sent_at: Instant::now(),
             message,
             run_id: None,
+            accepted_at: None,
             first_delta: None,
             end: None,
         });
@@ -395,6 +410,7 @@ impl Conn {
                     pending.end = None;
                 }
                 pending.run_id = Some(accepted.run_id);
+                pending.accepted_at = Some(Instant::now());
                 index
             }
             ("event", Some("chat")) => {
@@ -452,13 +468,15 @@ impl Conn {
             return;
         };
         match end.reply {
-            Ok(text) => stats.succeed(
-                pending.sent_at,
-                pending.first_delta,
-                end.at,
-                &pending.message,
-                &text,
-            ),
+            Ok(text) => {
+                let timing = Timing {
+                    sent_at: pending.sent_at,
+                    accepted: pending.accepted_at,
+                    first_token: pending.first_delta,
+                    done: end.at,
+                };
+                stats.succeed(&timing, &pending.message, &text);
+            }
             Err(why) => stats.fail(why),
         }
     }

@@ -52,6 +52,13 @@ impl WsSessionActor {
             AuthPolicy::Token(token) => same_secret(auth.token.as_deref(), &token.0),
             AuthPolicy::Password(pw) => same_secret(auth.password.as_deref(), &pw.0),
         };
+        let ip = self.peer.map(|p| p.ip());
+        let limiter = &self.gateway.settings.auth_limiter;
+        if let (Some(ip), false) = (ip, authenticated) {
+            limiter.failed(ip, std::time::Instant::now());
+        } else if let Some(ip) = ip {
+            limiter.succeeded(ip);
+        }
         if !authenticated {
             tracing::warn!(conn_id = %self.conn_id, peer = ?self.peer, "ws auth failed");
             let error = ErrorShape::forbidden(
