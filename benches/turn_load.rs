@@ -7,15 +7,18 @@
 //! then sends the next. Sessions get a connection each up to 32, then share them. It measures:
 //!
 //! 1. with the built-in echo provider (no model time, so submit → final is the gateway's own
-//!    overhead per turn): turns/s and submit → final p50/p99 at 1, 32 and 256 sessions;
+//!    overhead per turn): turns/s, submit → final and submit → accepted (the `chat.send`
+//!    response) p50/p99, and the gateway's CPU time per turn (`/proc/PID/stat`), at 1, 32
+//!    and 256 sessions;
 //! 2. RSS before and after 100,000 stored messages (50,000 turns over 256 sessions, as fast
 //!    as they go), with a reading halfway, so that growth with transcript size shows; the
 //!    stored count (`GET /api/sessions`) and the database size;
 //! 3. against the fake LLM server of the tests (`tests/support/fake_llm.rs`, in this
 //!    process): agents `oa` (provider `openai`) and `an` (provider `anthropic`) at 32
-//!    sessions, submit → first `delta` and → final, beside the same fake driven directly
-//!    with reqwest at the same concurrency; the difference is what the gateway adds. The two
-//!    take turns in short rounds, so outside load on the shared cores hits both alike.
+//!    sessions, submit → first `delta` and → final and the gateway's CPU time per turn,
+//!    beside the same fake driven directly with reqwest at the same concurrency; the
+//!    difference is what the gateway adds. The two take turns in short rounds, so outside
+//!    load on the shared cores hits both alike.
 //!
 //! It prints a table with the targets beside the figures and never fails on a missed target.
 //! A part that cannot run shows as an error under the table, and the run then exits non-zero
@@ -74,7 +77,7 @@ const OVERHEAD_LEVEL: usize = 32;
 /// Target for the gateway's overhead per turn (echo submit → final, p99), microseconds.
 const OVERHEAD_TARGET_US: u32 = 2_000;
 
-/// The least stall a delayed ACK causes on Linux (40 ms), microseconds.
+/// Where a stall on a delayed ACK (40 ms on Linux) starts, microseconds.
 const NAGLE_STALL_US: u32 = 38_000;
 
 /// Sessions of the memory part.
@@ -167,6 +170,16 @@ struct StoreFigures {
     db_bytes: u64,
 }
 
+/// Echo turns at one session count.
+struct EchoLevel {
+    /// Sessions.
+    sessions: usize,
+    /// The turns.
+    stats: TurnStats,
+    /// CPU time the gateway used meanwhile.
+    gateway_cpu: Duration,
+}
+
 /// One provider format: the fake alone and through the gateway.
 struct ProviderFigures {
     /// The format.
@@ -175,12 +188,14 @@ struct ProviderFigures {
     direct: TurnStats,
     /// Turns through the gateway.
     gateway: TurnStats,
+    /// CPU time the gateway used during those turns.
+    gateway_cpu: Duration,
 }
 
 /// Everything measured in one run; a part that failed holds its error.
 struct Figures {
     /// Echo turns per session count.
-    echo: Result<Vec<(usize, TurnStats)>, String>,
+    echo: Result<Vec<EchoLevel>, String>,
     /// The memory part.
     store: Result<StoreFigures, String>,
     /// The provider part: `Ok(Err(note))` when it was skipped.
@@ -245,17 +260,23 @@ async fn start_gateway(
 }
 
 /// Echo turns at each of [`ECHO_LEVELS`] sessions, after a smoke turn.
-async fn measure_echo(scale: &Scale) -> BenchResult<Vec<(usize, TurnStats)>> {
-    let gateway = start_gateway(Vec::new(), Vec::new()).await?;
+async fn measure_echo(scale: &Scale) -> BenchResult<Vec<EchoLevel>> {
+    let mut gateway = start_gateway(Vec::new(), Vec::new()).await?;
     let (port, token) = (gateway.port(), gateway.token()?);
     turns::smoke_turn(port, &token, "agent:main:main").await?;
     let mut levels = Vec::with_capacity(ECHO_LEVELS.len());
     for sessions in ECHO_LEVELS {
         let mut fleet = Fleet::open(port, &token, "main", sessions).await?;
         fleet.run(scale.warmup, usize::MAX).await?;
+        let cpu_before = gateway.cpu_time()?;
         let stats = fleet.run(scale.phase, usize::MAX).await?;
+        let gateway_cpu = gateway.cpu_time()?.saturating_sub(cpu_before);
         fleet.close().await;
-        levels.push((sessions, stats));
+        levels.push(EchoLevel {
+            sessions,
+            stats,
+            gateway_cpu,
+        });
     }
     Ok(levels)
 }
@@ -408,7 +429,7 @@ async fn measure_providers(scale: &Scale) -> BenchResult<Result<Vec<ProviderFigu
     .into_iter()
     .map(|(name, value)| (name.to_owned(), value))
     .collect();
-    let gateway = start_gateway(env, files).await?;
+    let mut gateway = start_gateway(env, files).await?;
     let (port, token) = (gateway.port(), gateway.token()?);
     let mut fleets = Vec::with_capacity(Format::ALL.len());
     for format in Format::ALL {
@@ -417,24 +438,27 @@ async fn measure_providers(scale: &Scale) -> BenchResult<Result<Vec<ProviderFigu
         let mut fleet = Fleet::open(port, &token, format.agent(), PROVIDER_SESSIONS).await?;
         fleet.run(scale.warmup, usize::MAX).await?;
         direct::closed_loops(&http, &base, format, PROVIDER_SESSIONS, scale.warmup).await?;
-        fleets.push((format, fleet, Vec::new(), Vec::new()));
+        fleets.push((format, fleet, Vec::new(), Vec::new(), Duration::ZERO));
     }
     let length = scale.phase / scale.rounds as u32;
     for _ in 0..scale.rounds {
-        for (format, fleet, direct_rounds, gateway_rounds) in &mut fleets {
+        for (format, fleet, direct_rounds, gateway_rounds, gateway_cpu) in &mut fleets {
             let alone =
                 direct::closed_loops(&http, &base, *format, PROVIDER_SESSIONS, length).await?;
             direct_rounds.push(alone);
+            let cpu_before = gateway.cpu_time()?;
             gateway_rounds.push(fleet.run(length, usize::MAX).await?);
+            *gateway_cpu += gateway.cpu_time()?.saturating_sub(cpu_before);
         }
     }
     let mut figures = Vec::with_capacity(fleets.len());
-    for (format, fleet, direct_rounds, gateway_rounds) in fleets {
+    for (format, fleet, direct_rounds, gateway_rounds, gateway_cpu) in fleets {
         fleet.close().await;
         figures.push(ProviderFigures {
             format,
             direct: TurnStats::one_after_another(direct_rounds),
             gateway: TurnStats::one_after_another(gateway_rounds),
+            gateway_cpu,
         });
     }
     drop(gateway);
@@ -466,11 +490,12 @@ fn add_echo_rows(table: &mut Table, scale: &Scale, figures: &Figures) {
             return table.error(label, "< 2 ms", error);
         }
     };
-    for (sessions, stats) in levels {
-        let conns = (*sessions).min(turns::MAX_CONNECTIONS);
+    for level in levels {
+        let (sessions, stats) = (level.sessions, &level.stats);
+        let conns = sessions.min(turns::MAX_CONNECTIONS);
         let name = format!(
             "echo, {} / {}",
-            plural(*sessions, "session"),
+            plural(sessions, "session"),
             plural(conns, "conn")
         );
         table.info(
@@ -481,9 +506,14 @@ fn add_echo_rows(table: &mut Table, scale: &Scale, figures: &Figures) {
             format!("{name}: submit → accepted"),
             latency(&stats.accepted_us),
         );
+        table.info(
+            format!("{name}: gateway CPU per turn"),
+            cpu_per_turn(level.gateway_cpu, stats.turns),
+        );
         problems(table, &format!("echo at {sessions} sessions"), stats);
     }
-    if let Some((_, one)) = levels.iter().find(|(n, _)| *n == 1) {
+    if let Some(one) = levels.iter().find(|level| level.sessions == 1) {
+        let one = &one.stats;
         let (accepted, done) = (
             report::p50_p99(&one.accepted_us).0,
             report::p50_p99(&one.final_us).0,
@@ -497,7 +527,8 @@ fn add_echo_rows(table: &mut Table, scale: &Scale, figures: &Figures) {
             );
         }
     }
-    if let Some((_, stats)) = levels.iter().find(|(n, _)| *n == OVERHEAD_LEVEL) {
+    if let Some(level) = levels.iter().find(|level| level.sessions == OVERHEAD_LEVEL) {
+        let stats = &level.stats;
         let (_, p99) = report::p50_p99(&stats.final_us);
         table.check(
             format!("gateway overhead per turn (echo p99, {OVERHEAD_LEVEL} sessions)"),
@@ -617,6 +648,10 @@ fn add_provider_rows(table: &mut Table, scale: &Scale, figures: &Figures) {
             format!("{name}, gateway: submit → first delta"),
             latency(&gateway.first_token_us),
         );
+        table.info(
+            format!("{name}, gateway: CPU per turn"),
+            cpu_per_turn(figures.gateway_cpu, gateway.turns),
+        );
         let (direct_final, gateway_final) = (
             report::p50_p99(&direct.final_us),
             report::p50_p99(&gateway.final_us),
@@ -664,6 +699,15 @@ fn rate_and_latency(stats: &TurnStats, samples: &[u32]) -> String {
         report::thousands(stats.rate() as u64),
         latency(samples)
     )
+}
+
+/// CPU time per turn, e.g. `412 µs`; the gateway's own work, whatever the latency.
+fn cpu_per_turn(cpu: Duration, turns: usize) -> String {
+    if turns == 0 {
+        return "no turns".to_owned();
+    }
+    let per_turn = cpu.as_secs_f64() * 1e6 / turns as f64;
+    report::us(per_turn.round() as u32)
 }
 
 /// `1 session`, `32 sessions`.

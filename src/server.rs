@@ -262,6 +262,13 @@ async fn serve(
             .configure(crate::http::routes)
     })
     .workers(config.workers)
+    // Small frames (a turn's deltas, a response after a request) must not wait on Nagle's
+    // algorithm meeting the client's delayed ACK (~40 ms per exchange).
+    .on_connect(|conn, _| {
+        if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+            let _ = tcp.set_nodelay(true);
+        }
+    })
     .disable_signals()
     .shutdown_timeout(config.shutdown_timeout.as_secs().max(1))
     .listen(listener)?

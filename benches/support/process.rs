@@ -164,6 +164,30 @@ impl ServerProcess {
             .ok_or_else(|| "no VmRSS line in /proc/PID/status".into())
     }
 
+    /// CPU time (user + system) the process has used so far; an error if it exited.
+    #[allow(dead_code, reason = "used by turn_load, not by gateway_load")]
+    pub fn cpu_time(&mut self) -> BenchResult<Duration> {
+        /// Clock ticks per second of `/proc/PID/stat` (`USER_HZ`, 100 on Linux).
+        const TICKS_PER_SEC: u64 = 100;
+        if let Some(status) = self.child.try_wait()? {
+            return Err(self.failure(&format!("exited ({status})")));
+        }
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
+        // Fields after the command name (which may hold spaces), from `state`: utime is the
+        // 12th and stime the 13th.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let ticks = |i: usize| fields.get(i).and_then(|field| field.parse::<u64>().ok());
+        match (ticks(11), ticks(12)) {
+            (Some(user), Some(system)) => Ok(Duration::from_millis(
+                (user + system) * 1000 / TICKS_PER_SEC,
+            )),
+            _ => Err(format!("no utime/stime in /proc/PID/stat: {stat}").into()),
+        }
+    }
+
     /// An error naming `what` went wrong, with the tail of the server's log.
     fn failure(&self, what: &str) -> super::BoxError {
         let log = std::fs::read_to_string(&self.log_path).unwrap_or_default();
