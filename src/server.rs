@@ -232,6 +232,11 @@ async fn serve(
             lane_capacity: config.lane_capacity,
             dedupe_window: config.dedupe_window,
             history_limit: config.history_limit,
+            stateless_agents: agents
+                .iter()
+                .filter(|a| !a.summary.real_model)
+                .map(|a| a.summary.id.clone())
+                .collect(),
         },
     };
     let root = start_root(&tree, escalation_tx);

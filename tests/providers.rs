@@ -458,3 +458,35 @@ async fn sessions_send_tool_starts_a_turn_in_another_session_once() {
         "the model got the new run id back: {result}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_transcript_is_sent_as_context_on_the_next_turn() {
+    let fake = FakeLlm::start();
+    let gw = start(&fake, home_with_agents(""));
+    gw.wait_ready().await;
+    let mut c = gw.client().await;
+    let key = "agent:oa:main";
+    for (i, text) in ["my name is Ada", "what is my name?"].iter().enumerate() {
+        fake.push(Script::reply(&format!("reply {i}"), 1));
+        let ack = c.request("chat.send", Some(json!({ "sessionKey": key, "message": text, "idempotencyKey": format!("ctx{i}") }))).await;
+        let run = ack["payload"]["runId"].as_str().expect("run").to_string();
+        let done = c
+            .request(
+                "agent.wait",
+                Some(json!({ "runId": run, "timeoutMs": 20_000 })),
+            )
+            .await;
+        assert_eq!(done["payload"]["status"], "ok", "{done}");
+    }
+    let second = &fake.requests()[1].body["messages"];
+    let roles: Vec<&str> = second
+        .as_array()
+        .expect("messages")
+        .iter()
+        .filter_map(|m| m["role"].as_str())
+        .collect();
+    assert_eq!(roles, ["system", "user", "assistant", "user"], "{second}");
+    assert_eq!(second[1]["content"], "my name is Ada");
+    assert_eq!(second[2]["content"], "reply 0");
+    assert_eq!(second[3]["content"], "what is my name?");
+}

@@ -33,6 +33,7 @@ pub struct SessionQueueActor {
     settings: QueueSettings,
     root: Addr<SupervisorActor>,
     store: Option<Addr<StoreActor>>,
+    agents: HashMap<String, Addr<AgentActor>>,
     lanes: HashMap<String, Lane>,
     runnable: VecDeque<String>,
     runnable_set: HashSet<String>,
@@ -55,6 +56,7 @@ impl SessionQueueActor {
                     settings,
                     root: link.supervisor.clone(),
                     store: None,
+                    agents: HashMap::new(),
                     lanes: HashMap::new(),
                     runnable: VecDeque::new(),
                     runnable_set: HashSet::new(),
@@ -184,9 +186,14 @@ impl SessionQueueActor {
             seq: 0,
         });
         self.active_runs += 1;
-        let id = run_id.clone();
-        let into = run_id.clone();
-        let mark = self.store_write(StoreWrite::new(move |pool| {
+        // One store round trip: mark running, close coalesced runs, read the context.
+        let (id, key2) = (run_id.clone(), key.clone());
+        let limit = if self.settings.stateless_agents.contains(&turn.agent_id) {
+            0
+        } else {
+            self.settings.history_limit as i64
+        };
+        let started = self.store_write(StoreWrite::new(move |pool| {
             Box::pin(async move {
                 turns::mark_running(&pool, &id).await?;
                 if !carried.is_empty() {
@@ -195,43 +202,59 @@ impl SessionQueueActor {
                         &carried,
                         "coalesced",
                         Some("coalesced into a collect turn"),
-                        Some(&into),
+                        Some(&id),
                     )
                     .await?;
                 }
-                Ok(())
+                if limit == 0 {
+                    return Ok(Vec::new());
+                }
+                // The turn's own messages (its run and any coalesced into it) are its input.
+                let history =
+                    turns::history(&pool, &key2, limit + 1 + carried.len() as i64, None).await?;
+                let own = |run: &Option<String>| {
+                    run.as_deref()
+                        .is_some_and(|r| r == id || carried.iter().any(|c| c == r))
+                };
+                let mut context: Vec<_> = history.into_iter().filter(|m| !own(&m.run_id)).collect();
+                let excess = context.len().saturating_sub(limit as usize);
+                context.drain(..excess);
+                Ok(context)
             })
         }));
-        ctx.spawn(mark.into_actor(self).map(|res, _, _| {
-            if let Err(e) = res {
-                tracing::error!(error = %e, "could not mark a run as running");
-            }
-        }));
         let root = self.root.clone();
+        let cached = self
+            .agents
+            .get(&turn.agent_id)
+            .filter(|a| a.connected())
+            .cloned();
         let events = ctx.address().recipient::<TurnEvent>();
         let queue = ctx.address().recipient::<SubmitTurn>();
-        let (history_key, limit, this_run) = (
-            key.clone(),
-            self.settings.history_limit as i64,
-            run_id.clone(),
-        );
-        let history = self.store_read(StoreRead::new(move |pool| {
-            Box::pin(async move { turns::history(&pool, &history_key, limit, None).await })
-        }));
-        let (input, agent_id) = (turn.input, turn.agent_id);
-        let session_key = key.clone();
+        let (input, agent_id, this_run, session_key) =
+            (turn.input, turn.agent_id, run_id.clone(), key.clone());
         let execute = async move {
-            let history = match history.await {
-                Ok(h) => h
-                    .into_iter()
-                    .filter(|m| m.run_id.as_deref() != Some(this_run.as_str()))
-                    .collect(),
-                Err(e) => return RunOutcome::failed(format!("cannot read the transcript: {e}")),
+            let history = match started.await {
+                Ok(h) => h,
+                Err(e) => {
+                    return (
+                        RunOutcome::failed(format!("cannot start the run in the store: {e}")),
+                        None,
+                    );
+                }
             };
-            let Some(agent) =
-                lookup_patiently::<AgentActor>(&root, &format!("agent:{agent_id}")).await
-            else {
-                return RunOutcome::failed(format!("agent {agent_id:?} is not running"));
+            let agent = match cached {
+                Some(a) => a,
+                None => match lookup_patiently::<AgentActor>(&root, &format!("agent:{agent_id}"))
+                    .await
+                {
+                    Some(a) => a,
+                    None => {
+                        return (
+                            RunOutcome::failed(format!("agent {agent_id:?} is not running")),
+                            None,
+                        );
+                    }
+                },
             };
             let run = RunTurn {
                 run_id: this_run,
@@ -241,17 +264,23 @@ impl SessionQueueActor {
                 events,
                 queue: Some(queue),
             };
-            match agent.send(run).await {
+            let outcome = match agent.send(run).await {
                 Ok(outcome) => outcome,
                 Err(_) => RunOutcome::failed(format!(
                     "agent {agent_id:?} crashed or was restarted during the run"
                 )),
-            }
+            };
+            (outcome, Some((agent_id, agent)))
         };
         ctx.spawn(
             execute
                 .into_actor(self)
-                .map(move |outcome, act, ctx| act.finish(key, run_id, outcome, ctx)),
+                .map(move |(outcome, agent), act, ctx| {
+                    if let Some((id, addr)) = agent {
+                        act.agents.insert(id, addr);
+                    }
+                    act.finish(key, run_id, outcome, ctx)
+                }),
         );
     }
 

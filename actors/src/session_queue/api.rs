@@ -17,6 +17,8 @@ pub struct QueueSettings {
     pub dedupe_window: Duration,
     /// Transcript messages given to the agent as context.
     pub history_limit: usize,
+    /// Agents whose provider ignores the transcript (echo): no history is read for them.
+    pub stateless_agents: std::collections::HashSet<String>,
 }
 
 /// Why a submission was refused.
