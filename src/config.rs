@@ -501,11 +501,8 @@ fn validate(
                 format!("duplicate agent id {:?}", agent.id),
             );
         }
-        if agent.provider != "echo" {
-            bad(
-                &format!("agents[{i}].provider"),
-                format!("{:?} is not a known provider (known: echo)", agent.provider),
-            );
+        for e in crate::agents::check_def(agent) {
+            bad(&format!("agents[{i}].{}", e.key), e.why);
         }
         agents.push(AgentSummary {
             id: agent.id.clone(),
@@ -669,6 +666,39 @@ mod tests {
         let err =
             load(&[("TROUPE__GATEWAY__PORT", "many")], Overrides::default()).expect_err("invalid");
         assert_eq!(err.0[0].key, "gateway.port", "{err}");
+    }
+
+    #[test]
+    fn config_agents_may_use_real_providers_and_bad_fields_name_the_key() {
+        let env: HashMap<String, String> = HashMap::new();
+        let dir = std::env::temp_dir().join(format!("troupe-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("config.toml");
+        std::fs::write(
+            &file,
+            "[[agents]]\nid = \"a\"\nprovider = \"anthropic\"\nmodel = \"claude\"\n",
+        )
+        .expect("write");
+        let ok = Config::load(Sources {
+            file: Some((file.clone(), true)),
+            env: &env,
+            overrides: &Overrides::default(),
+        })
+        .expect("valid");
+        assert_eq!(ok.agent_defs[0].provider, "anthropic");
+        std::fs::write(
+            &file,
+            "[[agents]]\nid = \"a\"\nprovider = \"openai\"\nmodel = \"m\"\ntools = [\"rm_rf\"]\n",
+        )
+        .expect("write");
+        let err = Config::load(Sources {
+            file: Some((file, true)),
+            env: &env,
+            overrides: &Overrides::default(),
+        })
+        .expect_err("invalid");
+        assert_eq!(err.0[0].key, "agents[0].tools", "{err}");
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

@@ -54,7 +54,8 @@ pub fn start(paths: &StatePaths, config_file: Option<&std::path::Path>, flags: &
         cmd.args(["--bind", b]);
     }
     if let Some(t) = &flags.token {
-        cmd.args(["--token", t]);
+        // Through the environment, not argv: a command line is readable by every local user.
+        cmd.env("TROUPE_GATEWAY_TOKEN", t);
     }
     if flags.force {
         cmd.arg("--force");

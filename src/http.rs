@@ -310,6 +310,14 @@ async fn ws(
     gateway: web::Data<Gateway>,
 ) -> Result<HttpResponse, actix_web::Error> {
     let gateway: Arc<Gateway> = gateway.into_inner();
+    if let Some(origin) = foreign_origin(&req) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "FORBIDDEN",
+            format!("cross-origin WebSocket from {origin} refused: a web page must be served by this gateway to use it"),
+        )
+        .into());
+    }
     let ip = req.peer_addr().map(|a| a.ip());
     if let Some(retry) = ip.and_then(|ip| gateway.settings.auth_limiter.blocked(ip, Instant::now()))
     {
@@ -332,6 +340,23 @@ async fn ws(
         req.peer_addr(),
     );
     Ok(response)
+}
+
+/// The `Origin` of a browser page on another site (DNS rebinding or a malicious page),
+/// if any: browsers always send `Origin` on WebSocket upgrades, other clients rarely do.
+fn foreign_origin(req: &HttpRequest) -> Option<String> {
+    let origin = req.headers().get("origin")?.to_str().ok()?;
+    let host = req
+        .headers()
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    let origin_host = origin
+        .split_once("://")
+        .map(|(_, rest)| rest)
+        .unwrap_or(origin)
+        .trim_end_matches('/');
+    (origin_host != host).then(|| origin.to_string())
 }
 
 async fn root(

@@ -363,3 +363,26 @@ async fn repeated_failed_auth_from_one_address_is_rate_limited() {
     let upgrade = tokio_tungstenite::connect_async(gw.ws_url()).await;
     assert!(upgrade.is_err(), "the WebSocket upgrade is refused too");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_from_another_sites_page_is_refused() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let gw = TestGateway::builder().start();
+    gw.wait_ready().await;
+    let mut foreign = gw.ws_url().into_client_request().expect("request");
+    foreign
+        .headers_mut()
+        .insert("origin", "https://evil.example".parse().expect("header"));
+    assert!(
+        tokio_tungstenite::connect_async(foreign).await.is_err(),
+        "cross-origin upgrade refused"
+    );
+    let mut same = gw.ws_url().into_client_request().expect("request");
+    let origin = format!("http://127.0.0.1:{}", gw.port);
+    same.headers_mut()
+        .insert("origin", origin.parse().expect("header"));
+    assert!(
+        tokio_tungstenite::connect_async(same).await.is_ok(),
+        "a page served by the gateway may connect"
+    );
+}

@@ -5,7 +5,6 @@
 
 pub mod turn;
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 
 use actix::prelude::*;
@@ -49,7 +48,7 @@ pub struct AgentSettings {
 /// A configured agent.
 pub struct AgentActor {
     settings: AgentSettings,
-    aborts: HashMap<String, oneshot::Sender<()>>,
+    runs_in_flight: usize,
     _guard: ExitGuard,
 }
 
@@ -74,6 +73,8 @@ pub struct RunTurn {
     pub events: Recipient<TurnEvent>,
     /// The session-queue, for tools that message other sessions.
     pub queue: Option<Recipient<SubmitTurn>>,
+    /// Fires (or is dropped) when the run must stop: an abort, or the queue went away.
+    pub abort: oneshot::Receiver<()>,
 }
 
 /// How a run ended.
@@ -126,14 +127,6 @@ impl RunOutcome {
     }
 }
 
-/// Aborts a run in progress; true if it was running here.
-#[derive(Message, Debug)]
-#[rtype(result = "bool")]
-pub struct AbortRun {
-    /// The run.
-    pub run_id: String,
-}
-
 impl AgentActor {
     /// The child spec of `agent:<id>`.
     pub fn spec(settings: AgentSettings) -> ChildSpec {
@@ -143,7 +136,7 @@ impl AgentActor {
             let settings = settings.clone();
             let addr = AgentActor::start_in_arbiter(&arbiter.handle(), move |_| AgentActor {
                 settings,
-                aborts: HashMap::new(),
+                runs_in_flight: 0,
                 _guard: link.guard(),
             });
             Ok(ChildHandle::of(addr).on_arbiter(arbiter.handle()))
@@ -160,7 +153,7 @@ impl Actor for AgentActor {
     }
 }
 
-crate::child_controls!(AgentActor, |this| this.aborts.len());
+crate::child_controls!(AgentActor, |this| this.runs_in_flight);
 
 impl Handler<Shutdown> for AgentActor {
     type Result = ();
@@ -179,9 +172,7 @@ impl Handler<DescribeAgent> for AgentActor {
 impl Handler<RunTurn> for AgentActor {
     type Result = ResponseActFuture<Self, RunOutcome>;
     fn handle(&mut self, msg: RunTurn, _: &mut Self::Context) -> Self::Result {
-        let (abort_tx, abort_rx) = oneshot::channel();
-        self.aborts.insert(msg.run_id.clone(), abort_tx);
-        let run_id = msg.run_id.clone();
+        self.runs_in_flight += 1;
         let tools = ToolContext {
             memory_dir: self.settings.memory_dir.clone(),
             run_id: msg.run_id.clone(),
@@ -197,20 +188,10 @@ impl Handler<RunTurn> for AgentActor {
             events: msg.events,
             tools,
         };
-        let run = turn::run(self.settings.clone(), input, abort_rx);
-        Box::pin(run.into_actor(self).map(move |outcome, act, _| {
-            act.aborts.remove(&run_id);
+        let run = turn::run(self.settings.clone(), input, msg.abort);
+        Box::pin(run.into_actor(self).map(|outcome, act, _| {
+            act.runs_in_flight -= 1;
             outcome
         }))
-    }
-}
-
-impl Handler<AbortRun> for AgentActor {
-    type Result = bool;
-    fn handle(&mut self, msg: AbortRun, _: &mut Self::Context) -> bool {
-        match self.aborts.remove(&msg.run_id) {
-            Some(tx) => tx.send(()).is_ok(),
-            None => false,
-        }
     }
 }

@@ -39,9 +39,19 @@ impl AuthLimiter {
     /// Records a failed attempt.
     pub fn failed(&self, ip: IpAddr, now: Instant) {
         let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= MAX_TRACKED {
+        if map.len() >= MAX_TRACKED && !map.contains_key(&ip) {
             let window = self.window;
             map.retain(|_, (_, since)| now.duration_since(*since) < window);
+            if map.len() >= MAX_TRACKED {
+                // Still full of live entries: forget the oldest so the map stays bounded.
+                if let Some(oldest) = map
+                    .iter()
+                    .min_by_key(|(_, (_, since))| *since)
+                    .map(|(ip, _)| *ip)
+                {
+                    map.remove(&oldest);
+                }
+            }
         }
         let entry = map.entry(ip).or_insert((0, now));
         if now.duration_since(entry.1) >= self.window {

@@ -317,7 +317,7 @@ pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Durati
         .trim()
         .parse()
         .ok()?;
-    (secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+    Duration::try_from_secs_f64(secs).ok()
 }
 
 /// Sends a request with the first-byte timeout and maps failures.
@@ -369,4 +369,30 @@ pub(crate) async fn send(
         message,
         retry_after,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(value: &str) -> reqwest::header::HeaderMap {
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert(
+            reqwest::header::RETRY_AFTER,
+            value.parse().expect("header value"),
+        );
+        h
+    }
+
+    #[test]
+    fn retry_after_accepts_seconds_and_ignores_nonsense_without_panicking() {
+        assert_eq!(retry_after(&headers("7")), Some(Duration::from_secs(7)));
+        assert_eq!(
+            retry_after(&headers("0.5")),
+            Some(Duration::from_millis(500))
+        );
+        for bad in ["inf", "1e20", "-3", "NaN", "Wed, 21 Oct 2015 07:28:00 GMT"] {
+            assert_eq!(retry_after(&headers(bad)), None, "{bad}");
+        }
+    }
 }

@@ -17,7 +17,7 @@ use actix::prelude::*;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
-use crate::agent::{AbortRun, AgentActor, RunOutcome, RunStatus, RunTurn};
+use crate::agent::{AgentActor, RunOutcome, RunStatus, RunTurn};
 use crate::messages::{QueueMode, SessionEvent, TurnEvent};
 use crate::now_ms;
 use crate::store::turns::{self, RunRecord};
@@ -34,6 +34,7 @@ pub struct SessionQueueActor {
     root: Addr<SupervisorActor>,
     store: Option<Addr<StoreActor>>,
     agents: HashMap<String, Addr<AgentActor>>,
+    aborts: HashMap<String, oneshot::Sender<()>>,
     lanes: HashMap<String, Lane>,
     runnable: VecDeque<String>,
     runnable_set: HashSet<String>,
@@ -57,6 +58,7 @@ impl SessionQueueActor {
                     root: link.supervisor.clone(),
                     store: None,
                     agents: HashMap::new(),
+                    aborts: HashMap::new(),
                     lanes: HashMap::new(),
                     runnable: VecDeque::new(),
                     runnable_set: HashSet::new(),
@@ -209,19 +211,14 @@ impl SessionQueueActor {
                 if limit == 0 {
                     return Ok(Vec::new());
                 }
-                // The turn's own messages (its run and any coalesced into it) are its input.
-                let history =
-                    turns::history(&pool, &key2, limit + 1 + carried.len() as i64, None).await?;
-                let own = |run: &Option<String>| {
-                    run.as_deref()
-                        .is_some_and(|r| r == id || carried.iter().any(|c| c == r))
-                };
-                let mut context: Vec<_> = history.into_iter().filter(|m| !own(&m.run_id)).collect();
-                let excess = context.len().saturating_sub(limit as usize);
-                context.drain(..excess);
-                Ok(context)
+                // Context is what came before this turn's own first message: later messages
+                // queued behind it, and its own (coalesced) input, are not its history.
+                let first_own = turns::first_message_of_run(&pool, &id).await?;
+                turns::history(&pool, &key2, limit, first_own).await
             })
         }));
+        let (abort_tx, abort_rx) = oneshot::channel();
+        self.aborts.insert(run_id.clone(), abort_tx);
         let root = self.root.clone();
         let cached = self
             .agents
@@ -263,6 +260,7 @@ impl SessionQueueActor {
                 history,
                 events,
                 queue: Some(queue),
+                abort: abort_rx,
             };
             let outcome = match agent.send(run).await {
                 Ok(outcome) => outcome,
@@ -291,6 +289,7 @@ impl SessionQueueActor {
         outcome: RunOutcome,
         ctx: &mut Context<Self>,
     ) {
+        self.aborts.remove(&run_id);
         let end = turns::RunEnd {
             status: outcome.status.name().into(),
             output: outcome.text.clone(),
@@ -403,19 +402,17 @@ impl SessionQueueActor {
         }));
     }
 
+    /// Fires the active run's abort signal (the agent stops at its next step, or at once if
+    /// the run has not reached it yet).
     fn abort_active(&mut self, key: &str, only: Option<&str>) -> Option<String> {
         let active = self.lanes.get(key)?.active.as_ref()?;
         if only.is_some_and(|id| id != active.run_id) {
             return None;
         }
-        let (run_id, agent_id) = (active.run_id.clone(), active.agent_id.clone());
-        let root = self.root.clone();
-        let id = run_id.clone();
-        actix::spawn(async move {
-            if let Some(agent) = lookup::<AgentActor>(&root, &format!("agent:{agent_id}")).await {
-                let _ = agent.send(AbortRun { run_id: id }).await;
-            }
-        });
+        let run_id = active.run_id.clone();
+        if let Some(abort) = self.aborts.remove(&run_id) {
+            let _ = abort.send(());
+        }
         Some(run_id)
     }
 
@@ -446,6 +443,15 @@ impl SessionQueueActor {
                 ctx.stop();
             }
         }));
+    }
+
+    fn knows_run(&self, run_id: &str) -> bool {
+        self.lanes.values().any(|l| {
+            l.active.as_ref().is_some_and(|a| a.run_id == run_id)
+                || l.waiting
+                    .iter()
+                    .any(|w| w.run_id.as_deref() == Some(run_id))
+        })
     }
 
     fn requeue(&mut self, run: RunRecord) {

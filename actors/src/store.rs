@@ -96,7 +96,7 @@ pub async fn open(path: &std::path::Path) -> Result<SqlitePool, StoreError> {
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
         .foreign_keys(true)
-        .busy_timeout(Duration::from_secs(5));
+        .busy_timeout(Duration::from_secs(2));
     let pool = SqlitePoolOptions::new()
         .max_connections(4)
         .connect_with(options)

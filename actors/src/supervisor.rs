@@ -377,7 +377,8 @@ impl SupervisorActor {
         tracing::error!(supervisor = %self.config.id, reason = %why, "escalating");
         self.shutting_down = true;
         for id in self.order.clone().into_iter().rev() {
-            self.abandon(&id, false, ctx);
+            // Kill now: this supervisor stops right after, and with it any scheduled stop.
+            self.abandon(&id, true, ctx);
         }
         if let Some(guard) = self.guard.as_mut() {
             guard.fail(why.clone());

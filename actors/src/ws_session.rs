@@ -232,6 +232,13 @@ impl WsSessionActor {
                 frame.kind
             ));
             self.respond(frame.id, Err(error), ctx);
+            if matches!(self.phase, Phase::Handshake) {
+                self.close_after_flush(
+                    CloseCode::Policy,
+                    "first frame must be a connect request",
+                    ctx,
+                );
+            }
             return;
         }
         match self.phase {

@@ -10,6 +10,8 @@ use super::{
 };
 
 const NAME: &str = "openai";
+/// Tool calls accepted in one model reply.
+const MAX_TOOL_CALLS: u64 = 128;
 
 /// The JSON body for a streaming request.
 pub fn request_body(req: &ChatRequest) -> Value {
@@ -122,7 +124,13 @@ pub async fn complete(
             on_delta(StreamDelta::Text(text.to_string()));
         }
         for call in delta["tool_calls"].as_array().into_iter().flatten() {
-            let index = call["index"].as_u64().unwrap_or(calls.len() as u64) as usize;
+            let index = call["index"].as_u64().unwrap_or(calls.len() as u64);
+            if index > calls.len() as u64 || index >= MAX_TOOL_CALLS {
+                return Err(malformed(format!(
+                    "tool call index {index} is out of sequence"
+                )));
+            }
+            let index = index as usize;
             while calls.len() <= index {
                 calls.push(ToolCall {
                     id: String::new(),

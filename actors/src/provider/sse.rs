@@ -8,6 +8,9 @@ use futures_util::{Stream, StreamExt};
 
 use super::ProviderError;
 
+/// Largest single event accepted (a provider sending more is broken or hostile).
+pub const MAX_EVENT_BYTES: usize = 8 * 1024 * 1024;
+
 /// One SSE event.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct SseEvent {
@@ -95,7 +98,15 @@ impl<S: Stream<Item = reqwest::Result<Bytes>> + Unpin> SseReader<S> {
                         message: format!("stream broke: {e}"),
                     });
                 }
-                Ok(Some(Ok(chunk))) => self.buffer.extend_from_slice(&chunk),
+                Ok(Some(Ok(chunk))) => {
+                    if self.buffer.len() + chunk.len() + event.data.len() > MAX_EVENT_BYTES {
+                        return Err(ProviderError::Malformed {
+                            provider: self.provider,
+                            message: format!("an event is larger than {MAX_EVENT_BYTES} bytes"),
+                        });
+                    }
+                    self.buffer.extend_from_slice(&chunk)
+                }
             }
         }
     }

@@ -80,12 +80,32 @@ impl SessionQueueActor {
         };
         match accepted {
             Ok(Acceptance::New(run)) => {
+                let present = self
+                    .lanes
+                    .get(key)
+                    .is_some_and(|l| l.waiting.iter().any(|w| w.ticket == ticket));
+                if !present {
+                    // Cleared (chat.abort with clearQueued, a reset, an interrupt) while the
+                    // store was accepting it: it is stored, so it must be closed, not forgotten.
+                    self.drop_runs(
+                        vec![run.id.clone()],
+                        "cleared while it was being accepted",
+                        ctx,
+                    );
+                    return Ok(TurnAccepted {
+                        run_id: run.id,
+                        status: "aborted".into(),
+                        accepted_at: run.accepted_at,
+                        position: 0,
+                        duplicate: false,
+                    });
+                }
                 if mode == QueueMode::Interrupt {
                     self.abort_active(key, None);
                     let dropped = self
                         .lanes
                         .get_mut(key)
-                        .map(|l| l.clear_waiting(Some(ticket)))
+                        .map(|l| l.clear_before(ticket))
                         .unwrap_or_default();
                     self.drop_runs(dropped, "superseded by an interrupt", ctx);
                 }
@@ -104,6 +124,11 @@ impl SessionQueueActor {
             }
             Ok(Acceptance::Duplicate(run)) => {
                 remove_ticket(self);
+                // A retry of a turn stored as queued that no lane holds (its first reply was
+                // lost mid-restart): put it back in line rather than leave it stranded.
+                if run.status == "queued" && !self.knows_run(&run.id) {
+                    self.requeue(run.clone());
+                }
                 Ok(TurnAccepted {
                     run_id: run.id,
                     status: run.status,
@@ -165,42 +190,53 @@ impl Handler<TurnEvent> for SessionQueueActor {
 impl Handler<WaitRun> for SessionQueueActor {
     type Result = ResponseActFuture<Self, Result<RunSummary, QueueError>>;
     fn handle(&mut self, msg: WaitRun, _: &mut Self::Context) -> Self::Result {
+        // Register first, read second: a run that ends in between still reaches this waiter.
+        let (tx, rx) = oneshot::channel();
+        let waiters = self.waiters.entry(msg.run_id.clone()).or_default();
+        waiters.retain(|w| !w.is_closed());
+        waiters.push(tx);
         let id = msg.run_id.clone();
         let lookup = self.store_read(StoreRead::new(move |pool| {
             Box::pin(async move { turns::get_run(&pool, &id).await })
         }));
-        let timeout = msg.timeout;
-        let run_id = msg.run_id;
+        let (timeout, run_id) = (msg.timeout, msg.run_id);
         Box::pin(lookup.into_actor(self).then(move |found, act, _| {
-            let pending = match found {
+            let mut done = |result| {
+                if let Some(list) = act.waiters.get_mut(&run_id) {
+                    list.retain(|w| !w.is_closed());
+                    if list.is_empty() {
+                        act.waiters.remove(&run_id);
+                    }
+                }
+                futures_util::future::Either::Left(fut::ready(result))
+            };
+            match found {
                 Err(e) => {
-                    return futures_util::future::Either::Left(fut::ready(Err(QueueError::Store(
-                        e.to_string(),
-                    ))));
+                    drop(rx);
+                    return done(Err(QueueError::Store(e.to_string())));
                 }
                 Ok(None) => {
-                    return futures_util::future::Either::Left(fut::ready(Err(
-                        QueueError::UnknownRun(run_id),
-                    )));
+                    drop(rx);
+                    return done(Err(QueueError::UnknownRun(run_id.clone())));
                 }
                 Ok(Some(run)) if !matches!(run.status.as_str(), "queued" | "running") => {
+                    drop(rx);
                     let summary = RunSummary {
                         run_id: run.id,
                         status: run.status,
                         summary: run.output.unwrap_or_default(),
                         error: run.error,
                     };
-                    return futures_util::future::Either::Left(fut::ready(Ok(summary)));
+                    return done(Ok(summary));
                 }
-                Ok(Some(run)) => run,
-            };
-            let (tx, rx) = oneshot::channel();
-            act.waiters.entry(pending.id.clone()).or_default().push(tx);
+                Ok(Some(_)) => {}
+            }
+            let pending = run_id.clone();
             let wait = async move {
                 match tokio::time::timeout(timeout, rx).await {
                     Ok(Ok(summary)) => Ok(summary),
                     _ => Ok(RunSummary {
-                        run_id: pending.id,
+                        run_id: pending,
                         status: "timeout".into(),
                         summary: String::new(),
                         error: None,

@@ -108,6 +108,22 @@ impl Lane {
         dropped
     }
 
+    /// Removes the entries that arrived before `ticket` (an interrupt supersedes older
+    /// turns, never newer ones); returns the run ids of those that had been accepted.
+    pub fn clear_before(&mut self, ticket: u64) -> Vec<String> {
+        let mut dropped = Vec::new();
+        self.waiting.retain(|w| {
+            if w.ticket >= ticket {
+                return true;
+            }
+            if let Some(id) = &w.run_id {
+                dropped.push(id.clone());
+            }
+            false
+        });
+        dropped
+    }
+
     /// Removes one waiting run by id; true if it was there.
     pub fn remove_run(&mut self, run_id: &str) -> bool {
         let before = self.waiting.len();
@@ -170,6 +186,20 @@ mod tests {
         assert_eq!(first.input, "m1\n\nm2");
         assert_eq!(carried, vec!["r2".to_string()]);
         assert_eq!(lane.waiting.len(), 1);
+    }
+
+    #[test]
+    fn clear_before_keeps_the_interrupting_entry_and_newer_ones() {
+        let mut lane = Lane::default();
+        for t in 1..=4 {
+            lane.waiting
+                .push_back(entry(t, QueueMode::Followup, t != 2));
+        }
+        assert_eq!(lane.clear_before(3), vec!["r1".to_string()]);
+        assert_eq!(
+            lane.waiting.iter().map(|w| w.ticket).collect::<Vec<_>>(),
+            vec![3, 4]
+        );
     }
 
     #[test]

@@ -417,6 +417,18 @@ pub async fn history(
     Ok(out)
 }
 
+/// The id of a run's first transcript message (its user message), if stored.
+pub async fn first_message_of_run(
+    pool: &SqlitePool,
+    run_id: &str,
+) -> Result<Option<i64>, StoreError> {
+    let row: (Option<i64>,) = sqlx::query_as("SELECT MIN(id) FROM messages WHERE run_id = ?")
+        .bind(run_id)
+        .fetch_one(pool)
+        .await?;
+    Ok(row.0)
+}
+
 /// Sessions, most recently active first.
 pub async fn list_sessions(
     pool: &SqlitePool,

@@ -152,6 +152,7 @@ impl WsSessionActor {
                         act.queue = Some(q.clone());
                         then(act, id, q, ctx);
                     }
+                    None if id.is_empty() => {}
                     None => act.respond(id, Err(unavailable("the session queue")), ctx),
                 }),
         );

@@ -46,13 +46,34 @@ impl WsSessionActor {
             self.close_after_flush(CloseCode::Policy, "protocol mismatch", ctx);
             return;
         }
+        let ip = self.peer.map(|p| p.ip());
+        if let Some(retry) = ip.and_then(|ip| {
+            self.gateway
+                .settings
+                .auth_limiter
+                .blocked(ip, std::time::Instant::now())
+        }) {
+            let error = ErrorShape::forbidden(
+                "RATE_LIMITED",
+                format!(
+                    "too many failed authentication attempts from this address; retry in {} s",
+                    retry.as_secs().max(1)
+                ),
+            );
+            self.respond(frame.id, Err(error), ctx);
+            self.close_after_flush(
+                CloseCode::Policy,
+                "too many failed authentication attempts",
+                ctx,
+            );
+            return;
+        }
         let auth = params.auth.unwrap_or_default();
         let authenticated = match &self.gateway.settings.auth {
             AuthPolicy::None => true,
             AuthPolicy::Token(token) => same_secret(auth.token.as_deref(), &token.0),
             AuthPolicy::Password(pw) => same_secret(auth.password.as_deref(), &pw.0),
         };
-        let ip = self.peer.map(|p| p.ip());
         let limiter = &self.gateway.settings.auth_limiter;
         if let (Some(ip), false) = (ip, authenticated) {
             limiter.failed(ip, std::time::Instant::now());
@@ -82,6 +103,11 @@ impl WsSessionActor {
             .map(Scope::name)
             .collect();
         let settings = &self.gateway.settings;
+        let default_agent = settings
+            .agents
+            .first()
+            .map(|a| a.id.as_str())
+            .unwrap_or("main");
         let hello = json!({
             "type": "hello-ok",
             "protocol": protocol,
@@ -92,7 +118,7 @@ impl WsSessionActor {
                 "health": { "ok": true },
                 "stateVersion": 0,
                 "uptimeMs": settings.uptime_ms(),
-                "sessionDefaults": { "agentId": settings.agents.first().map(|a| a.id.as_str()).unwrap_or("main"), "sessionKey": "agent:main:main" },
+                "sessionDefaults": { "agentId": default_agent, "sessionKey": format!("agent:{default_agent}:main") },
             },
             "policy": {
                 "maxPayload": settings.max_payload,
