@@ -490,3 +490,40 @@ async fn the_transcript_is_sent_as_context_on_the_next_turn() {
     assert_eq!(second[2]["content"], "reply 0");
     assert_eq!(second[3]["content"], "what is my name?");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_key_can_come_from_a_file_and_never_reaches_the_logs() {
+    let fake = FakeLlm::start();
+    let home = home_with_agents("");
+    let key_file = home.path().join("openai.key");
+    std::fs::write(&key_file, "sk-from-file-0123456789\n").expect("key file");
+    let gw = TestGateway::builder()
+        .env(
+            "TROUPE__PROVIDERS__OPENAI__BASE_URL",
+            &format!("{}/v1", fake.base_url()),
+        )
+        .env(
+            "TROUPE__PROVIDERS__OPENAI__API_KEY_ENV",
+            "TROUPE_TEST_UNSET_KEY_VAR",
+        )
+        .env(
+            "TROUPE__PROVIDERS__OPENAI__API_KEY_FILE",
+            key_file.to_str().expect("utf-8 path"),
+        )
+        .env("TROUPE__LOGGING__LEVEL", "debug")
+        .start_in(home);
+    gw.wait_ready().await;
+    let mut c = gw.client().await;
+    fake.push(Script::reply("ok", 1));
+    let (done, _) = run_turn(&mut c, "oa", "hi", "keyfile").await;
+    assert_eq!(done["status"], "ok", "{done}");
+    assert_eq!(
+        fake.requests()[0].header("authorization"),
+        Some("Bearer sk-from-file-0123456789")
+    );
+    let log = std::fs::read_to_string(gw.home().join("logs/troupe.log")).expect("log");
+    assert!(
+        !log.contains("sk-from-file"),
+        "the key must never be logged"
+    );
+}
