@@ -169,6 +169,14 @@ pub enum ProviderError {
 }
 
 impl ProviderError {
+    /// A response that could not be understood.
+    pub fn malformed(provider: &'static str, message: impl Into<String>) -> Self {
+        Self::Malformed {
+            provider,
+            message: message.into(),
+        }
+    }
+
     fn retryable(&self) -> bool {
         match self {
             Self::Connection { .. } | Self::Timeout { .. } => true,

@@ -67,10 +67,7 @@ pub fn request_body(req: &ChatRequest) -> Value {
 }
 
 fn malformed(message: impl Into<String>) -> ProviderError {
-    ProviderError::Malformed {
-        provider: NAME,
-        message: message.into(),
-    }
+    ProviderError::malformed(NAME, message)
 }
 
 /// One streamed message.
