@@ -79,6 +79,9 @@ pub struct ClientFlags {
     /// Token (default: TROUPE_GATEWAY_TOKEN, then the state dir's token file).
     #[arg(long)]
     pub token: Option<String>,
+    /// Password, when gateway.auth.mode = "password" (default: TROUPE_GATEWAY_PASSWORD).
+    #[arg(long)]
+    pub password: Option<String>,
     /// Seconds to wait for the reply.
     #[arg(long, default_value_t = 30)]
     pub timeout: u64,

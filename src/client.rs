@@ -39,6 +39,8 @@ pub struct Target {
     pub url: String,
     /// Token, if any.
     pub token: Option<String>,
+    /// Password (password mode), if any.
+    pub password: Option<String>,
 }
 
 impl Target {
@@ -49,14 +51,22 @@ impl Target {
                 .read_port()
                 .or_else(|| env.get("TROUPE_GATEWAY_PORT").and_then(|p| p.parse().ok()))
                 .unwrap_or(18789);
-            format!("ws://127.0.0.1:{port}/ws")
+            format!("ws://{}:{port}/ws", paths.read_host())
         });
         let token = flags
             .token
             .clone()
             .or_else(|| env.get("TROUPE_GATEWAY_TOKEN").cloned())
             .or_else(|| paths.read_token());
-        Self { url, token }
+        let password = flags
+            .password
+            .clone()
+            .or_else(|| env.get("TROUPE_GATEWAY_PASSWORD").cloned());
+        Self {
+            url,
+            token,
+            password,
+        }
     }
 }
 
@@ -113,7 +123,7 @@ impl Connection {
             "client": { "id": "cli", "version": env!("CARGO_PKG_VERSION"), "platform": std::env::consts::OS, "mode": "cli" },
             "role": "operator",
             "scopes": ["operator.read", "operator.write", "operator.admin"],
-            "auth": { "token": target.token },
+            "auth": { "token": target.token, "password": target.password },
         });
         let id = conn.send_request("connect", Some(connect)).await?;
         conn.response(&id).await?;

@@ -91,11 +91,12 @@ pub fn start(paths: &StatePaths, config_file: Option<&std::path::Path>, flags: &
         }
         let ours = paths.read_pid() == Some(child.id() as i32);
         if let (true, Some(port)) = (ours, paths.read_port())
-            && http_get_status(port, "/readyz") == Some(200)
+            && http_get_status(&paths.read_host(), port, "/readyz") == Some(200)
         {
             println!(
-                "troupe gateway started (pid {}) on http://127.0.0.1:{port}",
-                child.id()
+                "troupe gateway started (pid {}) on http://{}:{port}",
+                child.id(),
+                paths.read_host()
             );
             return exit::OK;
         }
@@ -114,11 +115,11 @@ fn tail_since(path: &std::path::Path, offset: u64) -> String {
 }
 
 /// A minimal HTTP/1.0 GET on loopback, returning the status code.
-pub fn http_get_status(port: u16, path: &str) -> Option<u16> {
-    let mut stream =
-        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(1)).ok()?;
+pub fn http_get_status(host: &str, port: u16, path: &str) -> Option<u16> {
+    let addr: std::net::SocketAddr = format!("{host}:{port}").parse().ok()?;
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {host}:{port}\r\n\r\n").ok()?;
     let mut head = [0u8; 12];
     stream.read_exact(&mut head).ok()?;
     std::str::from_utf8(&head[9..12]).ok()?.parse().ok()

@@ -210,7 +210,30 @@ async fn route_command(
     Ok(HttpResponse::Accepted().json(json!({ "id": id, "ok": true })))
 }
 
-pub(crate) fn json_body<T: serde::de::DeserializeOwned>(body: &web::Bytes) -> Result<T, ApiError> {
+/// Whether a request says its body is JSON. Browsers cannot send that cross-site without a
+/// CORS preflight, so requiring it keeps other sites' pages from posting to the gateway.
+pub(crate) fn is_json(req: &HttpRequest) -> bool {
+    req.headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+        })
+}
+
+pub(crate) fn json_body<T: serde::de::DeserializeOwned>(
+    req: &HttpRequest,
+    body: &web::Bytes,
+) -> Result<T, ApiError> {
+    if !is_json(req) {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "INVALID_REQUEST",
+            "the body must be JSON with Content-Type: application/json",
+        ));
+    }
     serde_json::from_slice(body).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -233,7 +256,7 @@ async fn crash(
             "fault injection is off; set debug.fault_injection = true",
         ));
     }
-    let body: CrashBody = json_body(&body)?;
+    let body: CrashBody = json_body(&req, &body)?;
     route_command(&gateway, body.id, ChildAction::Crash(body.mode)).await
 }
 
@@ -243,7 +266,7 @@ async fn restart(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &gateway)?;
-    let body: RestartBody = json_body(&body)?;
+    let body: RestartBody = json_body(&req, &body)?;
     route_command(&gateway, body.id, ChildAction::Restart).await
 }
 

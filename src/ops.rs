@@ -179,7 +179,8 @@ pub fn doctor(
     if let Ok(config) = &config {
         if running {
             let port = paths.read_port().unwrap_or(config.port);
-            let ready = crate::daemon::http_get_status(port, "/readyz") == Some(200);
+            let ready =
+                crate::daemon::http_get_status(&paths.read_host(), port, "/readyz") == Some(200);
             check(ready, format!("gateway running on port {port} and ready"));
         } else {
             let free = std::net::TcpListener::bind((config.bind, config.port)).is_ok();

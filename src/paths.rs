@@ -56,6 +56,18 @@ impl StatePaths {
             self.home.join(path)
         }
     }
+    /// `run/troupe.host`: the address local clients reach the running gateway on.
+    pub fn host_file(&self) -> PathBuf {
+        self.run_dir().join("troupe.host")
+    }
+    /// The host a running gateway wrote (127.0.0.1 unless it is bound to one other address).
+    pub fn read_host(&self) -> String {
+        std::fs::read_to_string(self.host_file())
+            .ok()
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "127.0.0.1".into())
+    }
     /// The port a running gateway wrote, if any.
     pub fn read_port(&self) -> Option<u16> {
         std::fs::read_to_string(self.port_file())

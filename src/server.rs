@@ -188,6 +188,14 @@ pub fn run(
     if pid_file.replaced_stale {
         tracing::warn!(path = %paths.pid_file().display(), "replaced a stale PID file");
     }
+    let host = match addr.ip() {
+        ip if ip.is_unspecified() => "127.0.0.1".to_string(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        ip => ip.to_string(),
+    };
+    if let Err(e) = std::fs::write(paths.host_file(), format!("{host}\n")) {
+        tracing::error!(error = %e, "cannot write host file");
+    }
     if let Err(e) = std::fs::write(paths.port_file(), format!("{}\n", addr.port())) {
         tracing::error!(error = %e, "cannot write port file");
     }
@@ -206,6 +214,7 @@ pub fn run(
         }
     };
     let _ = std::fs::remove_file(paths.port_file());
+    let _ = std::fs::remove_file(paths.host_file());
     drop(pid_file);
     code
 }

@@ -136,6 +136,19 @@ async fn rest_posts_a_message_and_lists_sessions_and_messages() {
             .contains("extra"),
         "{body}"
     );
+    let form = http
+        .post(&url)
+        .bearer_auth(&gw.token)
+        .header("content-type", "text/plain")
+        .body(r#"{"message":"from a cross-site form","idempotencyKey":"csrf"}"#)
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(
+        form.status(),
+        415,
+        "a body that is not declared JSON is refused"
+    );
     let unauth = http
         .get(gw.http("/api/sessions"))
         .send()

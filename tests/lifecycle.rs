@@ -576,3 +576,36 @@ fn agents_escalating_past_root_intensity_makes_the_gateway_exit_70() {
     );
     assert!(!pid_file(&home).exists(), "PID file removed on the way out");
 }
+
+#[test]
+fn start_status_and_call_work_on_a_specific_bind_address_and_in_password_mode() {
+    let (_dir, home) = fresh_home();
+    let env = [
+        ("TROUPE__GATEWAY__AUTH__MODE", "password"),
+        (
+            "TROUPE__GATEWAY__AUTH__PASSWORD",
+            "correct horse battery staple",
+        ),
+    ];
+    let (code, out, err) = cli_env(
+        &home,
+        &["gateway", "start", "--port", "0", "--bind", "127.0.0.2"],
+        &env,
+    );
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+    assert!(out.contains("http://127.0.0.2:"), "{out}");
+    let with_password = [("TROUPE_GATEWAY_PASSWORD", "correct horse battery staple")];
+    let (code, out, err) = cli_env(&home, &["gateway", "call", "health"], &with_password);
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+    assert!(out.contains("\"ok\": true"), "{out}");
+    let (code, _, _) = cli_env(
+        &home,
+        &["gateway", "call", "health", "--password", "wrong"],
+        &[],
+    );
+    assert_ne!(code, 0, "a wrong password is refused");
+    let (code, out, _) = cli_env(&home, &["gateway", "status", "--json"], &with_password);
+    assert_eq!(code, 0, "{out}");
+    let (code, _, err) = cli_env(&home, &["gateway", "stop"], &env);
+    assert_eq!(code, 0, "{err}");
+}

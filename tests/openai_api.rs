@@ -346,6 +346,7 @@ async fn the_turn_is_the_last_user_message_and_unknown_openai_fields_are_ignored
     let not_json = reqwest::Client::new()
         .post(gw.http("/v1/chat/completions"))
         .bearer_auth(&gw.token)
+        .header("content-type", "application/json")
         .body("{ not json")
         .send()
         .await
@@ -354,6 +355,19 @@ async fn the_turn_is_the_last_user_message_and_unknown_openai_fields_are_ignored
         openai_error(not_json, 400).await["type"],
         "invalid_request_error"
     );
+
+    let not_declared_json = reqwest::Client::new()
+        .post(gw.http("/v1/chat/completions"))
+        .bearer_auth(&gw.token)
+        .header("content-type", "text/plain")
+        .body(
+            json!({ "model": "main", "messages": [{ "role": "user", "content": "hi" }] })
+                .to_string(),
+        )
+        .send()
+        .await
+        .expect("POST");
+    openai_error(not_declared_json, 415).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -314,6 +314,13 @@ pub async fn chat_completions(
             ));
         }
     };
+    if !super::is_json(&req) {
+        return Err(OpenAiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "invalid_request_error",
+            "the body must be JSON with Content-Type: application/json".to_string(),
+        ));
+    }
     let request: CompletionRequest = serde_json::from_slice(&body).map_err(|e| {
         OpenAiError::invalid(None, format!("invalid Chat Completions request: {e}"))
     })?;

@@ -148,7 +148,7 @@ pub async fn post(
     let key = key.into_inner();
     let agent_id = agent_for(&key, &agent_ids(&gateway))
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", e))?;
-    let body: PostMessage = json_body(&body)?;
+    let body: PostMessage = json_body(&req, &body)?;
     let header = req
         .headers()
         .get("idempotency-key")
