@@ -659,3 +659,47 @@ async fn sessions_list_reset_and_delete() {
         .collect();
     assert!(!keys.contains(&"agent:main:slack:group:9"), "{list}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_restart_during_a_run_loses_neither_the_reply_nor_the_order() {
+    let gw = slow(150).start();
+    gw.wait_ready().await;
+    let mut c = gw.client().await;
+    let first = chat_send(&mut c, MAIN, "one two three four five six", "sr0").await;
+    let second = chat_send(&mut c, MAIN, "after the store came back", "sr1").await;
+    let first_id = first["runId"].clone();
+    c.event_where(|e| {
+        e["event"] == "agent"
+            && e["payload"]["runId"] == first_id
+            && e["payload"]["data"]["phase"] == "start"
+    })
+    .await;
+    let crash = c
+        .request("supervisor.crash", Some(json!({ "id": "store" })))
+        .await;
+    assert_eq!(crash["ok"], true, "{crash}");
+    assert_eq!(
+        wait_run(&mut c, first_id.as_str().expect("id")).await["status"],
+        "ok"
+    );
+    assert_eq!(
+        wait_run(&mut c, second["runId"].as_str().expect("id")).await["status"],
+        "ok"
+    );
+    let messages = history(&mut c, MAIN).await;
+    let texts: Vec<&str> = messages.iter().filter_map(|m| m["text"].as_str()).collect();
+    assert_eq!(
+        texts,
+        [
+            "one two three four five six",
+            "after the store came back",
+            "echo: one two three four five six",
+            "echo: after the store came back"
+        ],
+        "both replies stored, in order"
+    );
+    assert_eq!(
+        node(&gw.tree().await, "store").expect("store")["restarts"],
+        1
+    );
+}

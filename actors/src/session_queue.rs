@@ -28,6 +28,14 @@ use crate::supervisor::{
 };
 use lane::{Active, Lane, Waiting};
 
+/// A store write that can be made again (for retries).
+type WriteOp = std::rc::Rc<dyn Fn() -> StoreWrite<()>>;
+/// What runs once a durable write is done.
+type AfterWrite = Box<dyn FnOnce(&mut SessionQueueActor, &mut Context<SessionQueueActor>)>;
+
+/// Attempts of a store write that must not be lost (about 10 s while the store restarts).
+const WRITE_ATTEMPTS: u32 = 40;
+
 /// The session-queue actor.
 pub struct SessionQueueActor {
     settings: QueueSettings,
@@ -107,6 +115,37 @@ impl SessionQueueActor {
                 None => Err(StoreError::NotOpen),
             }
         }
+    }
+
+    /// Writes with retries while the store is restarting (its address is refreshed every
+    /// 500 ms); `then` runs once the write is stored, or after the last attempt failed.
+    fn write_durably(
+        &mut self,
+        what: &'static str,
+        op: WriteOp,
+        attempt: u32,
+        then: AfterWrite,
+        ctx: &mut Context<Self>,
+    ) {
+        let write = self.store_write(op());
+        ctx.spawn(
+            write
+                .into_actor(self)
+                .map(move |stored, act, ctx| match stored {
+                    Err(e) if attempt < WRITE_ATTEMPTS => {
+                        tracing::warn!(error = %e, what, attempt, "store write failed; retrying");
+                        ctx.run_later(Duration::from_millis(250), move |act, ctx| {
+                            act.write_durably(what, op, attempt + 1, then, ctx)
+                        });
+                    }
+                    other => {
+                        if let Err(e) = other {
+                            tracing::error!(error = %e, what, "store write failed; giving up");
+                        }
+                        then(act, ctx);
+                    }
+                }),
+        );
     }
 
     /// Keeps the store's address current (it changes when the store restarts).
@@ -299,13 +338,14 @@ impl SessionQueueActor {
             cost_usd: outcome.cost_usd,
         };
         let id = run_id.clone();
-        let write = self.store_write(StoreWrite::new(move |pool| {
-            Box::pin(async move { turns::finish_run(&pool, &id, &end).await })
-        }));
-        ctx.spawn(write.into_actor(self).map(move |stored, act, ctx| {
-            if let Err(e) = stored {
-                tracing::error!(error = %e, run_id = %run_id, "could not record a run's end");
-            }
+        let op: WriteOp = std::rc::Rc::new(move || {
+            let (id, end) = (id.clone(), end.clone());
+            StoreWrite::new(move |pool| {
+                Box::pin(async move { turns::finish_run(&pool, &id, &end).await })
+            })
+        });
+        // The lane moves on only once the run's end is stored (or the store stayed away).
+        let then = Box::new(move |act: &mut Self, ctx: &mut Context<Self>| {
             let carried = act
                 .lanes
                 .get_mut(&key)
@@ -332,7 +372,8 @@ impl SessionQueueActor {
                 );
             }
             act.after_change(&key, ctx);
-        }));
+        });
+        self.write_durably("a run's end", op, 1, then, ctx);
     }
 
     fn announce_end(&mut self, key: &str, run_id: &str, outcome: &RunOutcome) {
@@ -390,16 +431,15 @@ impl SessionQueueActor {
                 },
             );
         }
-        let write = self.store_write(StoreWrite::new(move |pool| {
-            Box::pin(async move {
-                turns::close_runs(&pool, &run_ids, "aborted", Some(note), None).await
+        let op: WriteOp = std::rc::Rc::new(move || {
+            let ids = run_ids.clone();
+            StoreWrite::new(move |pool| {
+                Box::pin(async move {
+                    turns::close_runs(&pool, &ids, "aborted", Some(note), None).await
+                })
             })
-        }));
-        ctx.spawn(write.into_actor(self).map(|res, _, _| {
-            if let Err(e) = res {
-                tracing::error!(error = %e, "could not record dropped runs");
-            }
-        }));
+        });
+        self.write_durably("dropped runs", op, 1, Box::new(|_, _| {}), ctx);
     }
 
     /// Fires the active run's abort signal (the agent stops at its next step, or at once if
@@ -445,7 +485,7 @@ impl SessionQueueActor {
         }));
     }
 
-    fn knows_run(&self, run_id: &str) -> bool {
+    pub(crate) fn knows_run(&self, run_id: &str) -> bool {
         self.lanes.values().any(|l| {
             l.active.as_ref().is_some_and(|a| a.run_id == run_id)
                 || l.waiting

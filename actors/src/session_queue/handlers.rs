@@ -195,6 +195,22 @@ impl Handler<WaitRun> for SessionQueueActor {
         let waiters = self.waiters.entry(msg.run_id.clone()).or_default();
         waiters.retain(|w| !w.is_closed());
         waiters.push(tx);
+        if self.knows_run(&msg.run_id) {
+            // Queued or running here: no need to ask the store (which may be restarting).
+            let (timeout, run_id) = (msg.timeout, msg.run_id);
+            let wait = async move {
+                match tokio::time::timeout(timeout, rx).await {
+                    Ok(Ok(summary)) => Ok(summary),
+                    _ => Ok(RunSummary {
+                        run_id,
+                        status: "timeout".into(),
+                        summary: String::new(),
+                        error: None,
+                    }),
+                }
+            };
+            return Box::pin(wait.into_actor(self));
+        }
         let id = msg.run_id.clone();
         let lookup = self.store_read(StoreRead::new(move |pool| {
             Box::pin(async move { turns::get_run(&pool, &id).await })
