@@ -703,3 +703,52 @@ async fn a_store_restart_during_a_run_loses_neither_the_reply_nor_the_order() {
         1
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_cannot_pile_up_unanswered_requests_without_limit() {
+    let gw = slow(300).start();
+    gw.wait_ready().await;
+    let mut c = gw.client().await;
+    let run = chat_send(
+        &mut c,
+        MAIN,
+        "one two three four five six seven eight nine ten",
+        "pile",
+    )
+    .await;
+    let run_id = run["runId"].as_str().expect("id").to_string();
+    let mut ids = Vec::new();
+    for _ in 0..300 {
+        ids.push(
+            c.send_request(
+                "agent.wait",
+                json!({ "runId": run_id, "timeoutMs": 60_000 }),
+            )
+            .await,
+        );
+    }
+    let mut refused = 0;
+    let mut answered = 0;
+    while refused + answered < 300 {
+        match c.recv().await {
+            Received::Frame(f) if f["type"] == "res" => {
+                if f["error"]["details"]["code"] == "TOO_MANY_IN_FLIGHT" {
+                    assert_eq!(f["error"]["retryable"], true);
+                    refused += 1;
+                } else {
+                    assert_eq!(f["payload"]["status"], "ok", "{f}");
+                    answered += 1;
+                }
+            }
+            Received::Frame(_) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(answered, 256, "the limit of owed answers per connection");
+    assert_eq!(refused, 44);
+    assert_eq!(
+        c.request("health", None).await["ok"],
+        true,
+        "the connection is still usable"
+    );
+}

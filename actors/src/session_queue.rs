@@ -33,6 +33,9 @@ type WriteOp = std::rc::Rc<dyn Fn() -> StoreWrite<()>>;
 /// What runs once a durable write is done.
 type AfterWrite = Box<dyn FnOnce(&mut SessionQueueActor, &mut Context<SessionQueueActor>)>;
 
+/// Sessions one client may follow at once.
+const MAX_SUBSCRIPTIONS: usize = 1000;
+
 /// Attempts of a store write that must not be lost (about 10 s while the store restarts).
 const WRITE_ATTEMPTS: u32 = 40;
 
@@ -182,14 +185,26 @@ impl SessionQueueActor {
         conn_id: String,
         recipient: Recipient<SessionEvent>,
     ) {
-        self.subscriptions
-            .entry(conn_id.clone())
-            .or_default()
-            .insert(session_key.to_string());
+        let keys = self.subscriptions.entry(conn_id.clone()).or_default();
+        if keys.len() >= MAX_SUBSCRIPTIONS && !keys.contains(session_key) {
+            tracing::warn!(conn_id = %conn_id, session_key, "subscription limit reached; not subscribing");
+            return;
+        }
+        keys.insert(session_key.to_string());
         self.subscribers
             .entry(session_key.to_string())
             .or_default()
             .insert(conn_id, recipient);
+    }
+
+    /// Drops subscriptions of clients that went away without saying so (a panicked session).
+    fn sweep_subscribers(&mut self) {
+        self.subscribers.retain(|_, subs| {
+            subs.retain(|_, r| r.connected());
+            !subs.is_empty()
+        });
+        let live: HashSet<&String> = self.subscribers.values().flat_map(|s| s.keys()).collect();
+        self.subscriptions.retain(|conn, _| live.contains(conn));
     }
 
     fn mark_runnable(&mut self, key: &str) {
@@ -550,6 +565,7 @@ impl Actor for SessionQueueActor {
             act.store = found;
             act.recover(ctx);
         }));
+        ctx.run_interval(Duration::from_secs(30), |act, _| act.sweep_subscribers());
         ctx.run_interval(Duration::from_millis(500), |act, ctx| {
             act.refresh_store(ctx)
         });

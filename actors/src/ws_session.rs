@@ -53,6 +53,7 @@ pub struct WsSessionActor {
     writing: bool,
     link: ChildLink,
     queue: Option<Addr<SessionQueueActor>>,
+    owed: usize,
     _guard: ExitGuard,
 }
 
@@ -92,6 +93,7 @@ impl WsSessionActor {
                 _guard: link.guard(),
                 link,
                 queue: None,
+                owed: 0,
             }
         })
     }
@@ -106,6 +108,9 @@ impl WsSessionActor {
     }
 
     fn respond(&mut self, id: String, result: Result<Value, ErrorShape>, ctx: &mut Context<Self>) {
+        if !id.is_empty() && matches!(self.phase, Phase::Connected { .. }) {
+            self.owed = self.owed.saturating_sub(1);
+        }
         let frame = match result {
             Ok(payload) => ResponseFrame::ok(id, payload),
             Err(error) => ResponseFrame::err(id, error),

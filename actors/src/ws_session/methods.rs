@@ -10,6 +10,9 @@ use crate::messages::FaultMode;
 use crate::protocol::{ErrorShape, RequestFrame, Scope};
 use crate::supervisor::{ChildAction, ChildCommand, ChildId, CommandError, CommandOutcome};
 
+/// Responses a connection may be owed at once (slow `agent.wait`s, runs in progress, ...).
+pub const MAX_OWED: usize = 256;
+
 /// Events this gateway may send.
 pub const EVENTS: &[&str] = &["connect.challenge", "tick", "shutdown", "agent", "chat"];
 
@@ -91,6 +94,24 @@ impl WsSessionActor {
         let RequestFrame {
             id, method, params, ..
         } = frame;
+        if !id.is_empty() {
+            // `agent` answers twice on one id.
+            self.owed += if method == "agent" { 2 } else { 1 };
+            if self.owed > MAX_OWED {
+                let error = ErrorShape::unavailable(
+                    format!(
+                        "more than {MAX_OWED} requests are waiting for an answer on this connection"
+                    ),
+                    1000,
+                )
+                .with_detail("TOO_MANY_IN_FLIGHT");
+                if method == "agent" {
+                    self.owed -= 1;
+                }
+                self.respond(id, Err(error), ctx);
+                return;
+            }
+        }
         let Some(&(_, needed)) = METHODS.iter().find(|(name, _)| *name == method) else {
             let error = ErrorShape::invalid(format!("unknown method {method:?}"))
                 .with_detail("UNKNOWN_METHOD");
