@@ -211,11 +211,22 @@ pub struct RunEnd {
 pub async fn finish_run(pool: &SqlitePool, run_id: &str, end: &RunEnd) -> Result<(), StoreError> {
     let mut tx = pool.begin().await?;
     let now = now_ms() as i64;
-    let session: Option<(String,)> = sqlx::query_as("SELECT session_key FROM runs WHERE id = ?")
-        .bind(run_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-    let Some((session_key,)) = session else {
+    let updated: Option<(String,)> = sqlx::query_as(
+        "UPDATE runs SET status = ?, output = ?, error = ?, finished_at = ?, input_tokens = ?, output_tokens = ?, cost_usd = ?
+         WHERE id = ? RETURNING session_key",
+    )
+    .bind(&end.status)
+    .bind(&end.output)
+    .bind(&end.error)
+    .bind(now)
+    .bind(end.input_tokens as i64)
+    .bind(end.output_tokens as i64)
+    .bind(end.cost_usd)
+    .bind(run_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((session_key,)) = updated else {
+        // The session was deleted while the run was going: nothing left to record.
         return Ok(());
     };
     if !end.output.is_empty() {
@@ -227,19 +238,6 @@ pub async fn finish_run(pool: &SqlitePool, run_id: &str, end: &RunEnd) -> Result
             .execute(&mut *tx)
             .await?;
     }
-    sqlx::query(
-        "UPDATE runs SET status = ?, output = ?, error = ?, finished_at = ?, input_tokens = ?, output_tokens = ?, cost_usd = ? WHERE id = ?",
-    )
-    .bind(&end.status)
-    .bind(&end.output)
-    .bind(&end.error)
-    .bind(now)
-    .bind(end.input_tokens as i64)
-    .bind(end.output_tokens as i64)
-    .bind(end.cost_usd)
-    .bind(run_id)
-    .execute(&mut *tx)
-    .await?;
     sqlx::query("UPDATE sessions SET updated_at = ? WHERE key = ?")
         .bind(now)
         .bind(&session_key)
