@@ -310,6 +310,7 @@ mod tests {
         SessionEvent {
             event: "chat",
             payload: Arc::new(payload),
+            before: None,
         }
     }
 
@@ -322,6 +323,7 @@ mod tests {
         h.sink.do_send(SessionEvent {
             event: "agent",
             payload: Arc::new(json!({ "runId": "r1", "stream": "assistant" })),
+            before: None,
         });
         h.sink.do_send(TrackRun {
             run_id: "r1".into(),

@@ -134,4 +134,7 @@ pub struct SessionEvent {
     pub event: &'static str,
     /// Event payload, shared by every subscriber.
     pub payload: std::sync::Arc<serde_json::Value>,
+    /// An event to deliver just before this one (an `agent` event paired with its `chat`
+    /// event: one message per subscriber instead of two).
+    pub before: Option<(&'static str, std::sync::Arc<serde_json::Value>)>,
 }

@@ -166,6 +166,31 @@ impl SessionQueueActor {
     }
 
     fn broadcast(&mut self, session_key: &str, event: &'static str, payload: Value) {
+        self.deliver(session_key, None, event, payload);
+    }
+
+    /// Sends two events to every subscriber of a session in one message.
+    fn broadcast_pair(
+        &mut self,
+        session_key: &str,
+        first: (&'static str, Value),
+        second: (&'static str, Value),
+    ) {
+        self.deliver(
+            session_key,
+            Some((first.0, Arc::new(first.1))),
+            second.0,
+            second.1,
+        );
+    }
+
+    fn deliver(
+        &mut self,
+        session_key: &str,
+        before: Option<(&'static str, Arc<Value>)>,
+        event: &'static str,
+        payload: Value,
+    ) {
         let Some(subs) = self.subscribers.get_mut(session_key) else {
             return;
         };
@@ -175,6 +200,7 @@ impl SessionQueueActor {
             recipient.do_send(SessionEvent {
                 event,
                 payload: payload.clone(),
+                before: before.clone(),
             });
         }
     }
@@ -398,10 +424,10 @@ impl SessionQueueActor {
         } else {
             "error"
         };
-        self.broadcast(key, "agent", json!({
+        let lifecycle = json!({
             "runId": run_id, "sessionKey": key, "stream": "lifecycle",
             "data": { "phase": phase, "status": outcome.status.name(), "error": outcome.error }, "ts": ts,
-        }));
+        });
         let chat = match outcome.status {
             RunStatus::Ok => {
                 json!({ "runId": run_id, "sessionKey": key, "state": "final", "message": { "role": "assistant", "text": outcome.text }, "ts": ts })
@@ -413,7 +439,7 @@ impl SessionQueueActor {
                 json!({ "runId": run_id, "sessionKey": key, "state": "error", "errorMessage": outcome.error, "ts": ts })
             }
         };
-        self.broadcast(key, "chat", chat);
+        self.broadcast_pair(key, ("agent", lifecycle), ("chat", chat));
     }
 
     fn resolve(&mut self, run_id: &str, summary: RunSummary) {

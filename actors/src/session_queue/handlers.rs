@@ -176,8 +176,7 @@ impl Handler<TurnEvent> for SessionQueueActor {
                 active.text.push_str(&delta);
                 let agent = json!({ "runId": run_id, "sessionKey": key, "stream": "assistant", "data": { "delta": delta }, "seq": seq, "ts": ts });
                 let chat = json!({ "runId": run_id, "sessionKey": key, "state": "delta", "delta": delta, "seq": seq, "ts": ts });
-                self.broadcast(&key, "agent", agent);
-                self.broadcast(&key, "chat", chat);
+                self.broadcast_pair(&key, ("agent", agent), ("chat", chat));
             }
             TurnEventKind::Tool(data) => {
                 let payload = json!({ "runId": run_id, "sessionKey": key, "stream": "tool", "data": data, "seq": seq, "ts": ts });

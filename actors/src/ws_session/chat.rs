@@ -411,6 +411,9 @@ impl Handler<SessionEvent> for WsSessionActor {
     type Result = ();
     fn handle(&mut self, msg: SessionEvent, ctx: &mut Self::Context) {
         if matches!(self.phase, super::Phase::Connected { .. }) {
+            if let Some((event, payload)) = &msg.before {
+                self.event(event, payload, ctx);
+            }
             self.event(msg.event, &msg.payload, ctx);
         }
     }
