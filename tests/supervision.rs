@@ -106,7 +106,8 @@ async fn root_past_its_intensity_stops_everything_and_exits_non_zero() {
     gw.wait_ready().await;
     let mut op = gw.client().await;
     // The reply may lose the race with the process exiting; the exit code is what counts.
-    op.send_request("supervisor.crash", json!({ "id": "store" })).await;
+    op.send_request("supervisor.crash", json!({ "id": "store" }))
+        .await;
     let status = gw.wait_exit();
     assert_eq!(status.code(), Some(70), "root escalation exits 70");
     assert!(
