@@ -14,7 +14,7 @@ use subtle::ConstantTimeEq;
 use troupe_actors::gateway::{AuthPolicy, Gateway};
 use troupe_actors::messages::FaultMode;
 use troupe_actors::supervisor::{
-    ChildAction, ChildCommand, ChildId, CommandError, NodeState, TreeNode,
+    ChildAction, ChildCommand, ChildId, CommandError, NodeState, SupervisorActor, TreeNode,
 };
 use troupe_actors::ws_session::WsSessionActor;
 
@@ -346,7 +346,7 @@ async fn ws(
     {
         return Err(too_many_failures(retry).into());
     }
-    let Some(clients) = gateway.lookup_supervisor("clients").await else {
+    let Some(clients) = gateway.lookup::<SupervisorActor>("clients").await else {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "UNAVAILABLE",

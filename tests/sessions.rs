@@ -116,13 +116,7 @@ async fn different_sessions_run_at_the_same_time() {
     )
     .await;
     let (a_id, b_id) = (a["runId"].clone(), b["runId"].clone());
-    let b_started = c
-        .event_where(|e| {
-            e["event"] == "agent"
-                && e["payload"]["runId"] == b_id
-                && e["payload"]["data"]["phase"] == "start"
-        })
-        .await;
+    let b_started = c.run_started(b_id.as_str().unwrap_or_default()).await;
     assert_eq!(
         b_started["payload"]["sessionKey"],
         "agent:main:telegram:dm:42"
@@ -260,12 +254,7 @@ async fn interrupt_mode_aborts_the_active_run_drops_the_waiting_and_runs_the_new
     )
     .await;
     let active_id = active["runId"].clone();
-    c.event_where(|e| {
-        e["event"] == "agent"
-            && e["payload"]["runId"] == active_id
-            && e["payload"]["data"]["phase"] == "start"
-    })
-    .await;
+    c.run_started(active_id.as_str().unwrap_or_default()).await;
     let waiting = chat_send(&mut c, MAIN, "waiting", "i1").await;
     let p = json!({ "sessionKey": MAIN, "message": "urgent", "idempotencyKey": "i2", "queueMode": "interrupt" });
     let urgent = c.request("chat.send", Some(p)).await["payload"].clone();
@@ -296,12 +285,7 @@ async fn chat_abort_cancels_the_active_run_and_the_lane_moves_on() {
     .await;
     let b = chat_send(&mut c, MAIN, "next", "ab1").await;
     let a_id = a["runId"].clone();
-    c.event_where(|e| {
-        e["event"] == "agent"
-            && e["payload"]["runId"] == a_id
-            && e["payload"]["data"]["phase"] == "start"
-    })
-    .await;
+    c.run_started(a_id.as_str().unwrap_or_default()).await;
     let abort = c
         .request("chat.abort", Some(json!({ "sessionKey": MAIN })))
         .await;
@@ -398,12 +382,7 @@ async fn agent_panic_mid_run_fails_that_run_and_the_lane_and_other_sessions_go_o
     .await;
     let queued = chat_send(&mut c, MAIN, "queued behind", "pm1").await;
     let doomed_id = doomed["runId"].clone();
-    c.event_where(|e| {
-        e["event"] == "agent"
-            && e["payload"]["runId"] == doomed_id
-            && e["payload"]["data"]["phase"] == "start"
-    })
-    .await;
+    c.run_started(doomed_id.as_str().unwrap_or_default()).await;
     let crash = c
         .request("supervisor.crash", Some(json!({ "id": "agent:main" })))
         .await;
@@ -519,12 +498,7 @@ async fn kill_9_with_queued_turns_then_restart_loses_nothing_and_runs_nothing_tw
         ids.push(ack["runId"].as_str().expect("id").to_string());
     }
     let first = ids[0].clone();
-    c.event_where(|e| {
-        e["event"] == "agent"
-            && e["payload"]["runId"] == first.as_str()
-            && e["payload"]["data"]["phase"] == "start"
-    })
-    .await;
+    c.run_started(first.as_str()).await;
     drop(c);
     let home = gw.kill9();
 
@@ -668,12 +642,7 @@ async fn a_store_restart_during_a_run_loses_neither_the_reply_nor_the_order() {
     let first = chat_send(&mut c, MAIN, "one two three four five six", "sr0").await;
     let second = chat_send(&mut c, MAIN, "after the store came back", "sr1").await;
     let first_id = first["runId"].clone();
-    c.event_where(|e| {
-        e["event"] == "agent"
-            && e["payload"]["runId"] == first_id
-            && e["payload"]["data"]["phase"] == "start"
-    })
-    .await;
+    c.run_started(first_id.as_str().unwrap_or_default()).await;
     let crash = c
         .request("supervisor.crash", Some(json!({ "id": "store" })))
         .await;

@@ -19,12 +19,7 @@ async fn panicking_agent_is_restarted_and_other_clients_stay_connected() {
         .await;
     assert_eq!(crash["ok"], true, "{crash}");
 
-    let agent = eventually(WAIT, "agent:main restarted after its panic", || async {
-        let tree = gw.tree().await;
-        let agent = node(&tree, "agent:main")?.clone();
-        (agent["restarts"] == 1 && agent["state"] == "running").then_some(agent)
-    })
-    .await;
+    let agent = gw.child_restarted("agent:main", 1).await;
     assert_eq!(agent["lastExit"]["reason"], "panic");
     assert!(
         agent["lastExit"]["message"]
@@ -67,20 +62,10 @@ async fn agent_crashing_past_its_intensity_escalates_to_a_restart_of_agents() {
             .await;
         assert_eq!(crash["ok"], true, "{crash}");
         if round < 3 {
-            eventually(WAIT, "agent:main back up", || async {
-                let tree = gw.tree().await;
-                let a = node(&tree, "agent:main")?.clone();
-                (a["restarts"] == round && a["state"] == "running").then_some(())
-            })
-            .await;
+            gw.child_restarted("agent:main", round).await;
         }
     }
-    let agents = eventually(WAIT, "agents supervisor restarted by root", || async {
-        let tree = gw.tree().await;
-        let a = node(&tree, "agents")?.clone();
-        (a["restarts"] == 1 && a["state"] == "running").then_some(a)
-    })
-    .await;
+    let agents = gw.child_restarted("agents", 1).await;
     assert_eq!(agents["lastExit"]["reason"], "error");
     assert!(
         agents["lastExit"]["message"]
@@ -167,12 +152,7 @@ async fn hung_child_is_detected_and_restarted() {
         )
         .await;
     assert_eq!(hang["ok"], true, "{hang}");
-    let agent = eventually(WAIT, "hung agent restarted", || async {
-        let tree = gw.tree().await;
-        let a = node(&tree, "agent:main")?.clone();
-        (a["restarts"] == 1 && a["state"] == "running").then_some(a)
-    })
-    .await;
+    let agent = gw.child_restarted("agent:main", 1).await;
     assert_eq!(agent["lastExit"]["reason"], "error");
     assert!(
         agent["lastExit"]["message"]
@@ -280,12 +260,7 @@ async fn http_crash_endpoint_panics_the_named_child_and_it_heals() {
         .await
         .expect("POST");
     assert_eq!(res.status(), 202);
-    let store = eventually(WAIT, "store restarted", || async {
-        let tree = gw.tree().await;
-        let s = node(&tree, "store")?.clone();
-        (s["restarts"] == 1 && s["state"] == "running").then_some(s)
-    })
-    .await;
+    let store = gw.child_restarted("store", 1).await;
     assert_eq!(store["lastExit"]["reason"], "panic");
     gw.wait_ready().await;
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use actix::Addr;
 
-use crate::supervisor::{ChildAction, ChildCommand, ChildId, CommandOutcome, SupervisorActor};
+use crate::supervisor::SupervisorActor;
 
 /// A secret string whose `Debug` never shows it.
 #[derive(Clone, PartialEq, Eq)]
@@ -85,21 +85,9 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// The current address of the supervisor with the given id (it changes on restart).
-    pub async fn lookup_supervisor(&self, id: &str) -> Option<Addr<SupervisorActor>> {
-        let found = self
-            .root
-            .send(ChildCommand {
-                id: ChildId::new(id),
-                action: ChildAction::Lookup,
-            })
-            .await;
-        match found {
-            Ok(Ok(CommandOutcome::Found(addr))) => {
-                addr.downcast_ref::<Addr<SupervisorActor>>().cloned()
-            }
-            _ => None,
-        }
+    /// The current address of the child with the given id (it changes on restart).
+    pub async fn lookup<A: actix::Actor>(&self, id: &str) -> Option<Addr<A>> {
+        crate::supervisor::lookup::<A>(&self.root, id).await
     }
 }
 

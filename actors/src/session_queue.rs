@@ -23,8 +23,7 @@ use crate::now_ms;
 use crate::store::turns::{self, RunRecord};
 use crate::store::{StoreActor, StoreError, StoreRead, StoreWrite};
 use crate::supervisor::{
-    ChildAction, ChildCommand, ChildHandle, ChildId, ChildLink, ChildSpec, CommandOutcome,
-    ExitGuard, SupervisorActor,
+    ChildHandle, ChildLink, ChildSpec, ExitGuard, SupervisorActor, lookup_patiently,
 };
 use lane::{Active, Lane, Waiting};
 
@@ -553,31 +552,6 @@ impl SessionQueueActor {
                 mode,
             });
     }
-}
-
-/// Finds a child's current address anywhere in the tree.
-pub async fn lookup<A: Actor>(root: &Addr<SupervisorActor>, id: &str) -> Option<Addr<A>> {
-    match root
-        .send(ChildCommand {
-            id: ChildId::new(id),
-            action: ChildAction::Lookup,
-        })
-        .await
-    {
-        Ok(Ok(CommandOutcome::Found(addr))) => addr.downcast_ref::<Addr<A>>().cloned(),
-        _ => None,
-    }
-}
-
-/// [`lookup`], retried for a few seconds while the child is (re)starting.
-pub async fn lookup_patiently<A: Actor>(root: &Addr<SupervisorActor>, id: &str) -> Option<Addr<A>> {
-    for _ in 0..100 {
-        if let Some(addr) = lookup::<A>(root, id).await {
-            return Some(addr);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    None
 }
 
 impl Actor for SessionQueueActor {

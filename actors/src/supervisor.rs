@@ -449,3 +449,29 @@ impl SupervisorActor {
         }
     }
 }
+
+/// Finds a child's current address anywhere in the tree (the registry: addresses change
+/// on restart, ids do not).
+pub async fn lookup<A: Actor>(root: &Addr<SupervisorActor>, id: &str) -> Option<Addr<A>> {
+    match root
+        .send(ChildCommand {
+            id: ChildId::new(id),
+            action: ChildAction::Lookup,
+        })
+        .await
+    {
+        Ok(Ok(CommandOutcome::Found(addr))) => addr.downcast_ref::<Addr<A>>().cloned(),
+        _ => None,
+    }
+}
+
+/// [`lookup`], retried for a few seconds while the child is (re)starting.
+pub async fn lookup_patiently<A: Actor>(root: &Addr<SupervisorActor>, id: &str) -> Option<Addr<A>> {
+    for _ in 0..100 {
+        if let Some(addr) = lookup::<A>(root, id).await {
+            return Some(addr);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}

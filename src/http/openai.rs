@@ -31,7 +31,7 @@ use troupe_actors::gateway::Gateway;
 use troupe_actors::messages::{QueueMode, SessionEvent};
 use troupe_actors::session_key::agent_for;
 use troupe_actors::session_queue::{
-    QueueError, RunSummary, SessionQueueActor, SubmitTurn, TurnAccepted, WaitRun, lookup,
+    QueueError, RunSummary, SessionQueueActor, SubmitTurn, TurnAccepted, WaitRun,
 };
 
 use super::authorize;
@@ -330,7 +330,8 @@ pub async fn chat_completions(
     let idempotency_key = header(&req, "idempotency-key")?
         .map(str::to_string)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let queue = lookup::<SessionQueueActor>(&gateway.root, "session-queue")
+    let queue = gateway
+        .lookup::<SessionQueueActor>("session-queue")
         .await
         .ok_or_else(|| OpenAiError::unavailable("the session queue"))?;
     let turn = Turn {

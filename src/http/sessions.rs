@@ -8,7 +8,7 @@ use serde_json::json;
 use troupe_actors::gateway::Gateway;
 use troupe_actors::messages::QueueMode;
 use troupe_actors::session_key::agent_for;
-use troupe_actors::session_queue::{QueueError, SessionQueueActor, SubmitTurn, lookup};
+use troupe_actors::session_queue::{QueueError, SessionQueueActor, SubmitTurn};
 use troupe_actors::store::{StoreActor, StoreRead, turns};
 
 use super::{ApiError, authorize, json_body};
@@ -41,7 +41,8 @@ fn unavailable(what: &str) -> ApiError {
 }
 
 async fn store(gateway: &Gateway) -> Result<actix::Addr<StoreActor>, ApiError> {
-    lookup::<StoreActor>(&gateway.root, "store")
+    gateway
+        .lookup::<StoreActor>("store")
         .await
         .ok_or_else(|| unavailable("the store"))
 }
@@ -161,7 +162,8 @@ pub async fn post(
             "idempotencyKey (body) or Idempotency-Key (header) is required",
         ));
     };
-    let queue = lookup::<SessionQueueActor>(&gateway.root, "session-queue")
+    let queue = gateway
+        .lookup::<SessionQueueActor>("session-queue")
         .await
         .ok_or_else(|| unavailable("the session queue"))?;
     let submit = SubmitTurn {

@@ -157,6 +157,16 @@ impl TestGateway {
             .expect("GET /api/status");
         res.json::<Value>().await.expect("status JSON")["tree"].clone()
     }
+    /// Waits until child `id` runs again after `restarts` restarts; returns its tree node.
+    pub async fn child_restarted(&self, id: &str, restarts: u64) -> Value {
+        let what = format!("{id} running after {restarts} restart(s)");
+        eventually(WAIT, &what, || async {
+            let tree = self.tree().await;
+            let n = node(&tree, id)?.clone();
+            (n["restarts"] == restarts && n["state"] == "running").then_some(n)
+        })
+        .await
+    }
     /// Waits until `/readyz` says ready.
     pub async fn wait_ready(&self) {
         let url = self.http("/readyz");
@@ -324,6 +334,15 @@ impl WsClient {
                 Received::Closed(c) => panic!("closed while waiting for an event: {c:?}"),
             }
         }
+    }
+    /// Waits for the lifecycle `start` event of a run.
+    pub async fn run_started(&mut self, run_id: &str) -> Value {
+        self.event_where(|e| {
+            e["event"] == "agent"
+                && e["payload"]["runId"] == run_id
+                && e["payload"]["data"]["phase"] == "start"
+        })
+        .await
     }
     /// Sends a request without waiting; returns its id.
     pub async fn send_request(&mut self, method: &str, params: Value) -> String {

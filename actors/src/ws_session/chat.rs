@@ -14,7 +14,7 @@ use crate::protocol::ErrorShape;
 use crate::session_key::agent_for;
 use crate::session_queue::{
     AbortTurn, QueueError, ResetSession, SessionQueueActor, SubmitTurn, Subscribe, TurnAccepted,
-    Unsubscribe, WaitRun, lookup,
+    Unsubscribe, WaitRun,
 };
 use crate::store::{StoreActor, StoreRead, turns};
 
@@ -143,8 +143,8 @@ impl WsSessionActor {
             then(self, id, q, ctx);
             return;
         }
-        let root = self.gateway.root.clone();
-        let find = async move { lookup::<SessionQueueActor>(&root, "session-queue").await };
+        let gateway = self.gateway.clone();
+        let find = async move { gateway.lookup::<SessionQueueActor>("session-queue").await };
         ctx.spawn(
             find.into_actor(self)
                 .map(move |found, act, ctx| match found {
@@ -165,9 +165,10 @@ impl WsSessionActor {
         ctx: &mut Context<Self>,
         render: impl FnOnce(T) -> Value + 'static,
     ) {
-        let root = self.gateway.root.clone();
+        let gateway = self.gateway.clone();
         let read = async move {
-            let store = lookup::<StoreActor>(&root, "store")
+            let store = gateway
+                .lookup::<StoreActor>("store")
                 .await
                 .ok_or_else(|| unavailable("the store"))?;
             match store.send(op).await {
