@@ -13,7 +13,7 @@ use troupe_actors::agent::AgentSettings;
 use troupe_actors::auth_limit::AuthLimiter;
 use troupe_actors::gateway::{AuthPolicy, Gateway, GatewaySettings, Secret};
 use troupe_actors::messages::Shutdown;
-use troupe_actors::session_queue::QueueSettings;
+use troupe_actors::session_queue::{DrainRuns, QueueSettings, SessionQueueActor};
 use troupe_actors::supervisor::install_panic_hook;
 use troupe_actors::tree::{TreeConfig, start_root};
 
@@ -259,6 +259,7 @@ async fn serve(
         handshake_timeout: config.handshake_timeout,
         started,
         agents: agents.iter().map(|a| a.summary.clone()).collect(),
+        stopping: Default::default(),
         auth_limiter: Arc::new(AuthLimiter::new(
             config.auth_max_failures,
             Duration::from_secs(60),
@@ -269,6 +270,7 @@ async fn serve(
         root: root.clone(),
     };
     let data = web::Data::new(gateway);
+    let gateway_data = data.clone();
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
@@ -302,7 +304,15 @@ async fn serve(
         why = escalation_rx => why.ok(),
     };
     handle.pause().await;
-    if tokio::time::timeout(config.shutdown_timeout, root.send(Shutdown))
+    let deadline = tokio::time::Instant::now() + config.shutdown_timeout;
+    if escalated.is_none() {
+        gateway_data
+            .settings
+            .stopping
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        drain_runs(&gateway_data, config.shutdown_timeout).await;
+    }
+    if tokio::time::timeout_at(deadline, root.send(Shutdown))
         .await
         .is_err()
     {
@@ -320,6 +330,26 @@ async fn serve(
             exit::OK
         }
     })
+}
+
+/// Lets running turns finish (their finals reach the clients, still connected) within most
+/// of the shutdown budget, the rest being the tree's to stop; waiting turns stay queued.
+async fn drain_runs(gateway: &Gateway, budget: Duration) {
+    let grace = budget.mul_f32(0.6);
+    let drain = async {
+        let queue = gateway.lookup::<SessionQueueActor>("session-queue").await?;
+        queue.send(DrainRuns { grace }).await.ok()
+    };
+    match tokio::time::timeout(budget.mul_f32(0.8), drain).await {
+        Ok(Some(report)) => tracing::info!(
+            running = report.running,
+            aborted = report.aborted,
+            queued = report.queued,
+            "turns drained"
+        ),
+        Ok(None) => tracing::warn!("session queue unreachable; no turns drained"),
+        Err(_) => tracing::warn!("turns did not drain within the shutdown timeout"),
+    }
 }
 
 fn termination_signals() -> nix::sys::signal::SigSet {

@@ -114,7 +114,7 @@ async fn rest_posts_a_message_and_lists_sessions_and_messages() {
         .expect("POST");
     assert_eq!(no_key.status(), 400);
     let bad_key = http
-        .get(gw.http("/api/sessions/nope/messages"))
+        .get(gw.http("/api/sessions/agent:nobody:x/messages"))
         .bearer_auth(&gw.token)
         .send()
         .await

@@ -661,11 +661,11 @@ async fn a_store_restart_during_a_run_loses_neither_the_reply_nor_the_order() {
         texts,
         [
             "one two three four five six",
-            "after the store came back",
             "echo: one two three four five six",
+            "after the store came back",
             "echo: after the store came back"
         ],
-        "both replies stored, in order"
+        "both replies stored, in turn order"
     );
     assert_eq!(
         node(&gw.tree().await, "store").expect("store")["restarts"],

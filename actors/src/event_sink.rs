@@ -311,6 +311,7 @@ mod tests {
             event: "chat",
             payload: Arc::new(payload),
             before: None,
+            ended: None,
         }
     }
 
@@ -324,6 +325,7 @@ mod tests {
             event: "agent",
             payload: Arc::new(json!({ "runId": "r1", "stream": "assistant" })),
             before: None,
+            ended: None,
         });
         h.sink.do_send(TrackRun {
             run_id: "r1".into(),

@@ -64,6 +64,9 @@ pub struct GatewaySettings {
     pub started: Instant,
     /// Configured agents.
     pub agents: Vec<AgentSummary>,
+    /// Set when the process is stopping (not when a subtree restarts): clients are told
+    /// `shutdown` and closed with 1001 rather than 1012.
+    pub stopping: std::sync::atomic::AtomicBool,
     /// Failed-authentication limiter, shared with the HTTP routes.
     pub auth_limiter: std::sync::Arc<crate::auth_limit::AuthLimiter>,
 }

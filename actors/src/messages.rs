@@ -137,4 +137,7 @@ pub struct SessionEvent {
     /// An event to deliver just before this one (an `agent` event paired with its `chat`
     /// event: one message per subscriber instead of two).
     pub before: Option<(&'static str, std::sync::Arc<serde_json::Value>)>,
+    /// Set on a run's last event: how it ended (so a subscriber owed the run's final answer
+    /// can give it at once, before anything that follows in its mailbox, such as a stop).
+    pub ended: Option<std::sync::Arc<crate::session_queue::RunSummary>>,
 }

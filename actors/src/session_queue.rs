@@ -4,6 +4,7 @@
 //! at start, queued turns are recovered from the store and run, in order.
 
 mod api;
+mod drain;
 mod handlers;
 pub mod lane;
 
@@ -25,6 +26,7 @@ use crate::store::{StoreActor, StoreError, StoreRead, StoreWrite};
 use crate::supervisor::{
     ChildHandle, ChildLink, ChildSpec, ExitGuard, SupervisorActor, lookup_patiently,
 };
+use drain::Drain;
 use lane::{Active, Lane, Waiting};
 
 /// A store write that can be made again (for retries).
@@ -53,6 +55,8 @@ pub struct SessionQueueActor {
     subscribers: HashMap<String, HashMap<String, Recipient<SessionEvent>>>,
     subscriptions: HashMap<String, HashSet<String>>,
     waiters: HashMap<String, Vec<oneshot::Sender<RunSummary>>>,
+    generation: u64,
+    draining: Option<Drain>,
     guard: ExitGuard,
 }
 
@@ -77,6 +81,8 @@ impl SessionQueueActor {
                     subscribers: HashMap::new(),
                     subscriptions: HashMap::new(),
                     waiters: HashMap::new(),
+                    generation: link.generation,
+                    draining: None,
                     guard: link.guard(),
                 }
             });
@@ -165,7 +171,7 @@ impl SessionQueueActor {
     }
 
     fn broadcast(&mut self, session_key: &str, event: &'static str, payload: Value) {
-        self.deliver(session_key, None, event, payload);
+        self.deliver(session_key, None, event, payload, None);
     }
 
     /// Sends two events to every subscriber of a session in one message.
@@ -180,6 +186,7 @@ impl SessionQueueActor {
             Some((first.0, Arc::new(first.1))),
             second.0,
             second.1,
+            None,
         );
     }
 
@@ -189,6 +196,7 @@ impl SessionQueueActor {
         before: Option<(&'static str, Arc<Value>)>,
         event: &'static str,
         payload: Value,
+        ended: Option<Arc<RunSummary>>,
     ) {
         let Some(subs) = self.subscribers.get_mut(session_key) else {
             return;
@@ -200,6 +208,7 @@ impl SessionQueueActor {
                 event,
                 payload: payload.clone(),
                 before: before.clone(),
+                ended: ended.clone(),
             });
         }
     }
@@ -240,6 +249,11 @@ impl SessionQueueActor {
     }
 
     fn pump(&mut self, ctx: &mut Context<Self>) {
+        if self.draining.is_some() {
+            // Stopping: what waits stays queued in the store for the next start.
+            self.check_drained();
+            return;
+        }
         while self.active_runs < self.settings.max_concurrent {
             let Some(key) = self.runnable.pop_front() else {
                 break;
@@ -293,7 +307,7 @@ impl SessionQueueActor {
                 // Context is what came before this turn's own first message: later messages
                 // queued behind it, and its own (coalesced) input, are not its history.
                 let first_own = turns::first_message_of_run(&pool, &id).await?;
-                turns::history(&pool, &key2, limit, first_own).await
+                turns::context(&pool, &key2, limit, first_own).await
             })
         }));
         let (abort_tx, abort_rx) = oneshot::channel();
@@ -365,10 +379,17 @@ impl SessionQueueActor {
         &mut self,
         key: String,
         run_id: String,
-        outcome: RunOutcome,
+        mut outcome: RunOutcome,
         ctx: &mut Context<Self>,
     ) {
         self.aborts.remove(&run_id);
+        if let Some(reason) = self
+            .draining
+            .as_mut()
+            .and_then(|d| d.aborted.remove(&run_id))
+        {
+            outcome.error = Some(reason.into());
+        }
         let end = turns::RunEnd {
             status: outcome.status.name().into(),
             output: outcome.text.clone(),
@@ -393,13 +414,7 @@ impl SessionQueueActor {
                 .map(|a| a.carried)
                 .unwrap_or_default();
             act.active_runs = act.active_runs.saturating_sub(1);
-            act.announce_end(&key, &run_id, &outcome);
-            let summary = RunSummary {
-                run_id: run_id.clone(),
-                status: outcome.status.name().into(),
-                summary: outcome.text.clone(),
-                error: outcome.error.clone(),
-            };
+            let summary = act.announce_end(&key, &run_id, &outcome);
             act.resolve(&run_id, summary.clone());
             for other in carried {
                 act.resolve(
@@ -416,7 +431,8 @@ impl SessionQueueActor {
         self.write_durably("a run's end", op, 1, then, ctx);
     }
 
-    fn announce_end(&mut self, key: &str, run_id: &str, outcome: &RunOutcome) {
+    /// Tells the session's subscribers how a run ended; returns that summary.
+    fn announce_end(&mut self, key: &str, run_id: &str, outcome: &RunOutcome) -> RunSummary {
         let ts = now_ms();
         let phase = if outcome.status == RunStatus::Ok {
             "end"
@@ -438,7 +454,21 @@ impl SessionQueueActor {
                 json!({ "runId": run_id, "sessionKey": key, "state": "error", "errorMessage": outcome.error, "ts": ts })
             }
         };
-        self.broadcast_pair(key, ("agent", lifecycle), ("chat", chat));
+        let summary = RunSummary {
+            run_id: run_id.to_string(),
+            status: outcome.status.name().into(),
+            summary: outcome.text.clone(),
+            error: outcome.error.clone(),
+        };
+        let ended = Some(Arc::new(summary.clone()));
+        self.deliver(
+            key,
+            Some(("agent", Arc::new(lifecycle))),
+            "chat",
+            chat,
+            ended,
+        );
+        summary
     }
 
     fn resolve(&mut self, run_id: &str, summary: RunSummary) {
@@ -497,8 +527,15 @@ impl SessionQueueActor {
     }
 
     fn recover(&mut self, ctx: &mut Context<Self>) {
-        let recover = self.store_write(StoreWrite::new(|pool| {
-            Box::pin(async move { turns::recover_runs(&pool).await })
+        // A first start follows a stop of the whole gateway; a later one, a crash or a
+        // restart of this queue alone.
+        let reason = if self.generation > 1 {
+            "the session queue crashed or was restarted"
+        } else {
+            "the gateway stopped"
+        };
+        let recover = self.store_write(StoreWrite::new(move |pool| {
+            Box::pin(async move { turns::recover_runs(&pool, reason).await })
         }));
         ctx.wait(recover.into_actor(self).map(|res, act, ctx| match res {
             Ok((interrupted, queued)) => {

@@ -135,8 +135,10 @@ pub async fn execute(ctx: &ToolContext, call: &ToolCall) -> Result<String, Strin
                 .queue
                 .as_ref()
                 .ok_or("sessions_send is not available here")?;
-            let key = arg(&args, "sessionKey")?.to_string();
-            let agent_id = crate::session_key::agent_for(&key, &ctx.agents)?;
+            let crate::session_key::ResolvedKey {
+                key,
+                agent: agent_id,
+            } = crate::session_key::resolve(arg(&args, "sessionKey")?, &ctx.agents)?;
             let submit = SubmitTurn {
                 session_key: key.clone(),
                 agent_id,

@@ -4,9 +4,10 @@
 //! allowed to grow the process.
 
 mod chat;
-pub use chat::usage_since;
+pub use chat::{transcript_json, usage_since};
 mod handshake;
 mod methods;
+mod queue_link;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -20,7 +21,6 @@ use serde_json::{Value, json};
 use crate::gateway::Gateway;
 use crate::messages::Shutdown;
 use crate::protocol::{ErrorShape, EventFrame, RequestFrame, ResponseFrame, Scope};
-use crate::session_queue::SessionQueueActor;
 use crate::supervisor::{AdoptChild, ChildHandle, ChildId, ChildLink, ExitGuard, SupervisorActor};
 
 /// Where the connection is in its life.
@@ -52,8 +52,11 @@ pub struct WsSessionActor {
     outbox_bytes: usize,
     writing: bool,
     link: ChildLink,
-    queue: Option<Addr<SessionQueueActor>>,
+    link_q: queue_link::QueueLink,
     owed: usize,
+    /// Requests owed a run's final answer, by run id.
+    awaiting: std::collections::HashMap<String, std::collections::HashSet<String>>,
+    _close_on_panic: CloseOnPanic,
     _guard: ExitGuard,
 }
 
@@ -82,7 +85,6 @@ impl WsSessionActor {
             WsSessionActor {
                 conn_id,
                 gateway,
-                session,
                 peer,
                 phase: Phase::Handshake,
                 nonce: uuid::Uuid::new_v4().simple().to_string(),
@@ -92,8 +94,11 @@ impl WsSessionActor {
                 writing: false,
                 _guard: link.guard(),
                 link,
-                queue: None,
+                link_q: queue_link::QueueLink::default(),
                 owed: 0,
+                awaiting: Default::default(),
+                _close_on_panic: CloseOnPanic(session.clone()),
+                session,
             }
         })
     }
@@ -107,6 +112,7 @@ impl WsSessionActor {
         }
     }
 
+    /// Sends a request's final answer (the connection owes one answer less).
     fn respond(&mut self, id: String, result: Result<Value, ErrorShape>, ctx: &mut Context<Self>) {
         if !id.is_empty() && matches!(self.phase, Phase::Connected { .. }) {
             self.owed = self.owed.saturating_sub(1);
@@ -116,6 +122,11 @@ impl WsSessionActor {
             Err(error) => ResponseFrame::err(id, error),
         };
         self.send_json(&frame, ctx);
+    }
+
+    /// Sends a first answer that a final one will follow (`agent`'s `accepted`).
+    fn respond_interim(&mut self, id: String, payload: Value, ctx: &mut Context<Self>) {
+        self.send_json(&ResponseFrame::ok(id, payload), ctx);
     }
 
     /// Sends an event with the next per-connection sequence number.
@@ -332,10 +343,46 @@ crate::child_controls!(WsSessionActor, |this| this.outbox.len());
 impl Handler<Shutdown> for WsSessionActor {
     type Result = ();
     fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) {
-        if matches!(self.phase, Phase::Connected { .. }) {
-            self.event("shutdown", &json!({ "reason": "gateway stopping" }), ctx);
+        let stopping = self
+            .gateway
+            .settings
+            .stopping
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if stopping {
+            if matches!(self.phase, Phase::Connected { .. }) {
+                self.event("shutdown", &json!({ "reason": "gateway stopping" }), ctx);
+            }
+            self.close_after_flush(CloseCode::Away, "gateway shutting down", ctx);
+        } else {
+            // The `clients` subtree restarts; the gateway runs on: reconnect.
+            self.close_after_flush(
+                CloseCode::Restart,
+                "connection handler restarting; reconnect",
+                ctx,
+            );
         }
-        self.close_after_flush(CloseCode::Away, "gateway shutting down", ctx);
         ctx.run_later(std::time::Duration::from_secs(2), |_, ctx| ctx.stop());
+    }
+}
+
+/// Closes the socket with 1011 if the session's actor dies in a panic (a plain drop would
+/// cut TCP without a close frame, which clients see as 1006).
+struct CloseOnPanic(Session);
+
+impl Drop for CloseOnPanic {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let session = self.0.clone();
+            let reason = CloseReason {
+                code: CloseCode::Error,
+                description: Some("internal error in the connection handler".into()),
+            };
+            runtime.spawn(async move {
+                let _ = session.close(Some(reason)).await;
+            });
+        }
     }
 }

@@ -29,7 +29,7 @@ use tokio::sync::mpsc;
 use troupe_actors::event_sink::{EventSinkActor, TrackRun};
 use troupe_actors::gateway::Gateway;
 use troupe_actors::messages::{QueueMode, SessionEvent};
-use troupe_actors::session_key::agent_for;
+use troupe_actors::session_key::resolve;
 use troupe_actors::session_queue::{
     QueueError, RunSummary, SessionQueueActor, SubmitTurn, TurnAccepted, WaitRun,
 };
@@ -120,7 +120,7 @@ impl OpenAiError {
                 )
             }
             .with_code("rate_limit_exceeded"),
-            QueueError::Store(_) => Self {
+            QueueError::Store(_) | QueueError::Stopping => Self {
                 retry_after_secs: Some(1),
                 ..Self::new(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -258,15 +258,16 @@ fn session_for(
         .iter()
         .map(|a| a.id.clone())
         .collect();
-    let owner = agent_for(key, &agents)
+    let resolved = resolve(key, &agents)
         .map_err(|e| OpenAiError::invalid(None, format!("header {SESSION_HEADER}: {e}")))?;
+    let owner = resolved.agent;
     if owner != agent_id {
         return Err(OpenAiError::invalid(
             Some("model"),
             format!("session {key:?} belongs to agent {owner:?}, not to model {agent_id:?}"),
         ));
     }
-    Ok(key.to_string())
+    Ok(resolved.key)
 }
 
 fn unix_secs() -> u64 {

@@ -7,9 +7,10 @@ use serde::Deserialize;
 use serde_json::json;
 use troupe_actors::gateway::Gateway;
 use troupe_actors::messages::QueueMode;
-use troupe_actors::session_key::agent_for;
+use troupe_actors::session_key::{ResolvedKey, resolve};
 use troupe_actors::session_queue::{QueueError, SessionQueueActor, SubmitTurn};
 use troupe_actors::store::{StoreActor, StoreRead, turns};
+use troupe_actors::ws_session::transcript_json;
 
 use super::{ApiError, authorize, json_body};
 
@@ -97,20 +98,17 @@ pub async fn messages(
     q: web::Query<Page>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &gateway)?;
-    let key = key.into_inner();
-    agent_for(&key, &agent_ids(&gateway))
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", e))?;
-    let limit = i64::from(q.limit.unwrap_or(100).clamp(1, 1000));
-    let before = q.before;
+    let key = resolve(&key, &agent_ids(&gateway))
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", e))?
+        .key;
+    let page = turns::HistoryPage::new(i64::from(q.limit.unwrap_or(100).clamp(1, 1000)), q.before);
     let k = key.clone();
-    let messages = read(
+    let transcript = read(
         &gateway,
-        StoreRead::new(move |pool| {
-            Box::pin(async move { turns::history(&pool, &k, limit, before).await })
-        }),
+        StoreRead::new(move |pool| Box::pin(async move { turns::history(&pool, &k, page).await })),
     )
     .await?;
-    Ok(HttpResponse::Ok().json(json!({ "sessionKey": key, "messages": messages })))
+    Ok(HttpResponse::Ok().json(transcript_json(&key, transcript)))
 }
 
 /// Usage window query.
@@ -146,8 +144,10 @@ pub async fn post(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &gateway)?;
-    let key = key.into_inner();
-    let agent_id = agent_for(&key, &agent_ids(&gateway))
+    let ResolvedKey {
+        key,
+        agent: agent_id,
+    } = resolve(&key, &agent_ids(&gateway))
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", e))?;
     let body: PostMessage = json_body(&req, &body)?;
     let header = req

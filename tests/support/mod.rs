@@ -192,6 +192,12 @@ impl TestGateway {
             .status();
         self.wait_exit()
     }
+    /// Sends SIGTERM without waiting.
+    pub fn terminate_nowait(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+    }
     pub fn wait_exit(&mut self) -> ExitStatus {
         eventually_sync(WAIT, "gateway process exits", || {
             self.child.try_wait().ok().flatten()
@@ -234,6 +240,8 @@ pub struct WsClient {
     next_id: u64,
     /// Events seen while waiting for responses.
     pub events: Vec<Value>,
+    /// Responses read while waiting for something else (pipelined requests).
+    pub stashed: Vec<Value>,
     /// `server.connId` from `hello-ok`.
     pub conn_id: String,
 }
@@ -248,6 +256,7 @@ impl WsClient {
             ws,
             next_id: 0,
             events: Vec::new(),
+            stashed: Vec::new(),
             conn_id: String::new(),
         };
         match c.recv().await {
@@ -307,10 +316,14 @@ impl WsClient {
     }
     /// Waits for the response with this id.
     pub async fn response(&mut self, id: &str) -> Value {
+        if let Some(pos) = self.stashed.iter().position(|f| f["id"] == id) {
+            return self.stashed.remove(pos);
+        }
         loop {
             match self.recv().await {
                 Received::Frame(f) if f["type"] == "res" && f["id"] == id => return f,
                 Received::Frame(f) if f["type"] == "event" => self.events.push(f),
+                Received::Frame(f) if f["type"] == "res" => self.stashed.push(f),
                 Received::Frame(f) => panic!("unexpected frame {f}"),
                 other => panic!("connection ended waiting for {id}: {other:?}"),
             }
@@ -329,6 +342,7 @@ impl WsClient {
                     }
                     self.events.push(f);
                 }
+                Received::Frame(f) if f["type"] == "res" => self.stashed.push(f),
                 Received::Frame(f) => panic!("unexpected frame while waiting for an event: {f}"),
                 Received::Pong(_) => {}
                 Received::Closed(c) => panic!("closed while waiting for an event: {c:?}"),
@@ -351,6 +365,60 @@ impl WsClient {
         let frame = json!({ "type": "req", "id": id, "method": method, "params": params });
         self.send_text(&frame.to_string()).await;
         id
+    }
+    /// Writes request frames back to back on this connection (one flush, nothing read in
+    /// between), the way a pipelining client does; returns their ids in order.
+    pub async fn burst(&mut self, frames: &[(&str, Value)]) -> Vec<String> {
+        let mut ids = Vec::new();
+        for (method, params) in frames {
+            self.next_id += 1;
+            let id = format!("r{}", self.next_id);
+            let frame = json!({ "type": "req", "id": id, "method": method, "params": params });
+            self.ws
+                .feed(Message::text(frame.to_string()))
+                .await
+                .expect("feed");
+            ids.push(id);
+        }
+        self.ws.flush().await.expect("flush");
+        ids
+    }
+    /// Collects one response per id, in whatever order they come, skipping responses that
+    /// `skip` says are interim (`agent`'s `accepted`); events go to `events`.
+    pub async fn responses_to(
+        &mut self,
+        ids: &[String],
+        mut skip: impl FnMut(&Value) -> bool,
+    ) -> std::collections::HashMap<String, Value> {
+        let mut out = std::collections::HashMap::new();
+        for f in std::mem::take(&mut self.stashed) {
+            let id = f["id"].as_str().unwrap_or_default().to_string();
+            if ids.contains(&id) && !skip(&f) {
+                out.insert(id, f);
+            } else if !ids.contains(&id) {
+                self.stashed.push(f);
+            }
+        }
+        while out.len() < ids.len() {
+            match self.recv().await {
+                Received::Frame(f) if f["type"] == "res" => {
+                    let id = f["id"].as_str().unwrap_or_default().to_string();
+                    if ids.contains(&id) && !skip(&f) {
+                        out.insert(id, f);
+                    } else if !ids.contains(&id) {
+                        self.stashed.push(f);
+                    }
+                }
+                Received::Frame(f) if f["type"] == "event" => self.events.push(f),
+                Received::Frame(f) => panic!("unexpected frame {f}"),
+                Received::Pong(_) => {}
+                Received::Closed(c) => panic!(
+                    "closed while collecting responses: {c:?}; got {out:?}; stashed {:?}",
+                    self.stashed
+                ),
+            }
+        }
+        out
     }
     /// Reads until the connection closes; returns the frames before it and the close frame.
     pub async fn until_closed(&mut self) -> (Vec<Value>, Option<CloseFrame>) {

@@ -40,10 +40,13 @@ pub enum QueueError {
     /// No such run.
     #[error("no run with id {0:?}")]
     UnknownRun(String),
+    /// The gateway is stopping: nothing new is accepted (retry once it is back).
+    #[error("the gateway is stopping; retry once it has restarted")]
+    Stopping,
 }
 
 /// A client submits a turn (WS `chat.send`, `agent`; REST; channels later).
-#[derive(Message)]
+#[derive(Message, Clone)]
 #[rtype(result = "Result<TurnAccepted, QueueError>")]
 pub struct SubmitTurn {
     /// Session key.
@@ -153,4 +156,25 @@ pub struct Subscribe {
 pub struct Unsubscribe {
     /// Client connection id.
     pub conn_id: String,
+}
+
+/// Graceful stop, first step: accept nothing new, start nothing new (waiting turns stay
+/// queued in the store), let running turns finish within `grace`, then abort the rest and
+/// wait for their ends to be stored.
+#[derive(Message)]
+#[rtype(result = "DrainReport")]
+pub struct DrainRuns {
+    /// How long running turns may take to finish.
+    pub grace: Duration,
+}
+
+/// What [`DrainRuns`] did.
+#[derive(Debug, Clone, Default, MessageResponse)]
+pub struct DrainReport {
+    /// Runs that were running when the drain began.
+    pub running: usize,
+    /// Of those, aborted at the end of the grace period.
+    pub aborted: usize,
+    /// Turns left queued in the store for the next start.
+    pub queued: usize,
 }

@@ -24,6 +24,9 @@ impl Handler<Shutdown> for SessionQueueActor {
 impl Handler<SubmitTurn> for SessionQueueActor {
     type Result = ResponseActFuture<Self, Result<TurnAccepted, QueueError>>;
     fn handle(&mut self, msg: SubmitTurn, _: &mut Self::Context) -> Self::Result {
+        if self.draining.is_some() {
+            return Box::pin(fut::ready(Err(QueueError::Stopping)));
+        }
         let key = msg.session_key.clone();
         if let Some((conn_id, recipient)) = msg.subscriber {
             self.subscribe(&key, conn_id, recipient);

@@ -52,6 +52,58 @@ pub struct StoredMessage {
     /// The run it belongs to.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub run_id: Option<String>,
+    /// The message is waiting in the session's lane; its turn has not run yet.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub queued: bool,
+    /// `text` was cut to [`HistoryPage::max_text_bytes`]; `bytes` is the full length.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
+    /// Full length of the text in bytes (given when `truncated`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<i64>,
+}
+
+/// What a client asks of a transcript page.
+#[derive(Debug, Clone, Copy)]
+pub struct HistoryPage {
+    /// At most this many messages.
+    pub limit: i64,
+    /// Messages before this message id (in turn order); `None` for the newest.
+    pub before: Option<i64>,
+    /// At most this many bytes of text in the page (at least one message is returned).
+    pub max_bytes: usize,
+    /// Longer texts are cut to this many bytes and flagged `truncated`.
+    pub max_text_bytes: usize,
+}
+
+impl HistoryPage {
+    /// Text bytes in one page by default.
+    pub const MAX_BYTES: usize = 1024 * 1024;
+    /// Text bytes of one message in a page by default.
+    pub const MAX_TEXT_BYTES: usize = 64 * 1024;
+
+    /// A page of `limit` messages before `before`, with the default byte bounds.
+    pub fn new(limit: i64, before: Option<i64>) -> Self {
+        Self {
+            limit,
+            before,
+            max_bytes: Self::MAX_BYTES,
+            max_text_bytes: Self::MAX_TEXT_BYTES,
+        }
+    }
+}
+
+/// A page of a transcript, oldest first.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Transcript {
+    /// The messages, in turn order.
+    pub messages: Vec<StoredMessage>,
+    /// Older messages exist.
+    pub has_more: bool,
+    /// The `before` cursor of the next (older) page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_before: Option<i64>,
 }
 
 /// A session in `sessions.list`.
@@ -125,9 +177,10 @@ pub async fn accept_turn(pool: &SqlitePool, turn: NewTurn) -> Result<Acceptance,
     let now = now_ms() as i64;
     if let Some(key) = &turn.idempotency_key {
         let sql = format!(
-            "SELECT {RUN_COLUMNS} FROM runs WHERE idempotency_key = ? AND accepted_at >= ? ORDER BY seq DESC LIMIT 1"
+            "SELECT {RUN_COLUMNS} FROM runs WHERE session_key = ? AND idempotency_key = ? AND accepted_at >= ? ORDER BY seq DESC LIMIT 1"
         );
         let found = sqlx::query(&sql)
+            .bind(&turn.session_key)
             .bind(key)
             .bind(now - turn.dedupe_window_ms)
             .fetch_optional(&mut *tx)
@@ -150,15 +203,6 @@ pub async fn accept_turn(pool: &SqlitePool, turn: NewTurn) -> Result<Acceptance,
     .execute(&mut *tx)
     .await?;
     let run_id = uuid::Uuid::new_v4().to_string();
-    sqlx::query(
-        "INSERT INTO messages (session_key, role, text, run_id, ts) VALUES (?, 'user', ?, ?, ?)",
-    )
-    .bind(&turn.session_key)
-    .bind(&turn.text)
-    .bind(&run_id)
-    .bind(now)
-    .execute(&mut *tx)
-    .await?;
     let sql = format!(
         "INSERT INTO runs (id, session_key, agent_id, status, mode, idempotency_key, input, accepted_at)
          VALUES (?, ?, ?, 'queued', ?, ?, ?, ?) RETURNING {RUN_COLUMNS}"
@@ -174,6 +218,16 @@ pub async fn accept_turn(pool: &SqlitePool, turn: NewTurn) -> Result<Acceptance,
         .fetch_one(&mut *tx)
         .await?;
     let run = run_from_row(&row)?;
+    sqlx::query(
+        "INSERT INTO messages (session_key, role, text, run_id, ts, turn) VALUES (?, 'user', ?, ?, ?, ?)",
+    )
+    .bind(&turn.session_key)
+    .bind(&turn.text)
+    .bind(&run_id)
+    .bind(now)
+    .bind(run.seq)
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok(Acceptance::New(run))
 }
@@ -211,9 +265,9 @@ pub struct RunEnd {
 pub async fn finish_run(pool: &SqlitePool, run_id: &str, end: &RunEnd) -> Result<(), StoreError> {
     let mut tx = pool.begin().await?;
     let now = now_ms() as i64;
-    let updated: Option<(String,)> = sqlx::query_as(
+    let updated: Option<(String, i64)> = sqlx::query_as(
         "UPDATE runs SET status = ?, output = ?, error = ?, finished_at = ?, input_tokens = ?, output_tokens = ?, cost_usd = ?
-         WHERE id = ? RETURNING session_key",
+         WHERE id = ? RETURNING session_key, seq",
     )
     .bind(&end.status)
     .bind(&end.output)
@@ -225,16 +279,17 @@ pub async fn finish_run(pool: &SqlitePool, run_id: &str, end: &RunEnd) -> Result
     .bind(run_id)
     .fetch_optional(&mut *tx)
     .await?;
-    let Some((session_key,)) = updated else {
+    let Some((session_key, turn)) = updated else {
         // The session was deleted while the run was going: nothing left to record.
         return Ok(());
     };
     if !end.output.is_empty() {
-        sqlx::query("INSERT INTO messages (session_key, role, text, run_id, ts) VALUES (?, 'assistant', ?, ?, ?)")
+        sqlx::query("INSERT INTO messages (session_key, role, text, run_id, ts, turn) VALUES (?, 'assistant', ?, ?, ?, ?)")
             .bind(&session_key)
             .bind(&end.output)
             .bind(run_id)
             .bind(now)
+            .bind(turn)
             .execute(&mut *tx)
             .await?;
     }
@@ -335,15 +390,27 @@ pub async fn close_runs(
             .bind(id)
             .execute(&mut *tx)
             .await?;
+        if let Some(carrier) = into {
+            // A coalesced message belongs to the turn that carried it.
+            sqlx::query(
+                "UPDATE messages SET turn = (SELECT seq FROM runs WHERE id = ?) WHERE run_id = ?",
+            )
+            .bind(carrier)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
     }
     tx.commit().await?;
     Ok(())
 }
 
-/// At start: runs that were running when the gateway died are failed (visibly, with a
-/// reason: running them again could answer twice); queued runs are returned in order.
+/// At start: runs that were running when the gateway (or the queue) died are failed
+/// (visibly, with `reason`: running them again could answer twice); queued runs are
+/// returned in order.
 pub async fn recover_runs(
     pool: &SqlitePool,
+    reason: &str,
 ) -> Result<(Vec<RunRecord>, Vec<RunRecord>), StoreError> {
     let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE status = 'running' ORDER BY seq");
     let interrupted: Vec<RunRecord> = sqlx::query(&sql)
@@ -355,7 +422,9 @@ pub async fn recover_runs(
     for run in &interrupted {
         let end = RunEnd {
             status: "error".into(),
-            error: Some("interrupted: the gateway stopped during this run; not retried so it cannot answer twice".into()),
+            error: Some(format!(
+                "interrupted: {reason} during this run; not retried so it cannot answer twice"
+            )),
             ..RunEnd::default()
         };
         finish_run(pool, &run.id, &end).await?;
@@ -384,21 +453,97 @@ pub async fn get_run(pool: &SqlitePool, run_id: &str) -> Result<Option<RunRecord
     Ok(row.as_ref().map(run_from_row).transpose()?)
 }
 
-/// A page of the transcript, oldest first: the `limit` messages before message id `before`.
+/// The cursor condition "before message `before` in turn order" (no cursor: everything).
+const BEFORE: &str =
+    "(m.turn, m.id) < (COALESCE((SELECT turn FROM messages WHERE id = ?1), ?1), ?1)";
+
+/// A page of the transcript in turn order (each turn's user message, then its reply, then
+/// the next turn; waiting messages last, flagged `queued`), bounded by count and bytes.
 pub async fn history(
+    pool: &SqlitePool,
+    session_key: &str,
+    page: HistoryPage,
+) -> Result<Transcript, StoreError> {
+    let sql = format!(
+        "SELECT m.id, m.role, substr(m.text, 1, ?3) AS text, length(CAST(m.text AS BLOB)) AS bytes, m.ts, m.run_id,
+                r.status = 'queued' AS queued
+         FROM messages m LEFT JOIN runs r ON r.id = m.run_id
+         WHERE m.session_key = ?2 AND {BEFORE}
+         ORDER BY m.turn DESC, m.id DESC LIMIT ?4"
+    );
+    let max_text = page.max_text_bytes.max(1);
+    let rows = sqlx::query(&sql)
+        .bind(page.before.unwrap_or(i64::MAX))
+        .bind(session_key)
+        .bind(max_text as i64)
+        .bind(page.limit.max(1) + 1)
+        .fetch_all(pool)
+        .await?;
+    let mut messages = Vec::new();
+    let mut used = 0usize;
+    let mut has_more = false;
+    for row in &rows {
+        let bytes: i64 = row.try_get("bytes")?;
+        let text: String = row.try_get("text")?;
+        let text = cut_to_bytes(text, max_text);
+        let truncated = (text.len() as i64) < bytes;
+        let full = messages.len() as i64 >= page.limit.max(1);
+        if full || (!messages.is_empty() && used + text.len() > page.max_bytes) {
+            has_more = true;
+            break;
+        }
+        used += text.len();
+        messages.push(StoredMessage {
+            id: row.try_get("id")?,
+            role: row.try_get("role")?,
+            text,
+            ts: row.try_get("ts")?,
+            run_id: row.try_get("run_id")?,
+            queued: row.try_get::<Option<bool>, _>("queued")?.unwrap_or(false),
+            truncated,
+            bytes: truncated.then_some(bytes),
+        });
+    }
+    let next_before = has_more.then(|| messages.last().map(|m| m.id)).flatten();
+    messages.reverse();
+    Ok(Transcript {
+        messages,
+        has_more,
+        next_before,
+    })
+}
+
+/// Cuts a text to at most `max` bytes on a character boundary (`substr` counts characters).
+fn cut_to_bytes(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
+}
+
+/// The context a model gets for the turn whose first message is `before`: the last `limit`
+/// messages of the turns before it, in turn order, whole.
+pub async fn context(
     pool: &SqlitePool,
     session_key: &str,
     limit: i64,
     before: Option<i64>,
 ) -> Result<Vec<StoredMessage>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT id, role, text, ts, run_id FROM messages WHERE session_key = ? AND id < ? ORDER BY id DESC LIMIT ?",
-    )
-    .bind(session_key)
-    .bind(before.unwrap_or(i64::MAX))
-    .bind(limit)
-    .fetch_all(pool)
-    .await?;
+    let sql = format!(
+        "SELECT m.id, m.role, m.text, m.ts, m.run_id FROM messages m
+         WHERE m.session_key = ?2 AND {BEFORE}
+         ORDER BY m.turn DESC, m.id DESC LIMIT ?3"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(before.unwrap_or(i64::MAX))
+        .bind(session_key)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?;
     let mut out = rows
         .iter()
         .map(|r| {
@@ -408,6 +553,9 @@ pub async fn history(
                 text: r.try_get("text")?,
                 ts: r.try_get("ts")?,
                 run_id: r.try_get("run_id")?,
+                queued: false,
+                truncated: false,
+                bytes: None,
             })
         })
         .collect::<Result<Vec<_>, sqlx::Error>>()?;

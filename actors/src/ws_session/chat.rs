@@ -9,12 +9,12 @@ use serde_json::{Value, json};
 
 use super::WsSessionActor;
 use super::methods::parse;
+use super::queue_link::PendingSubmit;
 use crate::messages::{QueueMode, SessionEvent};
 use crate::protocol::ErrorShape;
-use crate::session_key::agent_for;
+use crate::session_key::{ResolvedKey, resolve};
 use crate::session_queue::{
-    AbortTurn, QueueError, ResetSession, SessionQueueActor, SubmitTurn, Subscribe, TurnAccepted,
-    Unsubscribe, WaitRun,
+    AbortTurn, QueueError, ResetSession, SubmitTurn, Subscribe, TurnAccepted, Unsubscribe, WaitRun,
 };
 use crate::store::{StoreActor, StoreRead, turns};
 
@@ -103,6 +103,9 @@ pub fn queue_error(err: QueueError) -> ErrorShape {
             ErrorShape::unavailable(err.to_string(), 500).with_detail("STORE_UNAVAILABLE")
         }
         QueueError::UnknownRun(_) => ErrorShape::invalid(err.to_string()).with_detail("NOT_FOUND"),
+        QueueError::Stopping => {
+            ErrorShape::unavailable(err.to_string(), 5000).with_detail("GATEWAY_STOPPING")
+        }
     }
 }
 
@@ -113,7 +116,16 @@ fn accepted_payload(a: &TurnAccepted) -> Value {
     })
 }
 
-fn unavailable(what: &str) -> ErrorShape {
+/// A transcript page as `chat.history` (and REST) answer it.
+pub fn transcript_json(session_key: &str, page: turns::Transcript) -> Value {
+    json!({
+        "sessionKey": session_key, "messages": page.messages,
+        "hasMore": page.has_more, "nextBefore": page.next_before,
+    })
+}
+
+/// The answer when a part of the gateway is restarting.
+pub(super) fn unavailable(what: &str) -> ErrorShape {
     ErrorShape::unavailable(format!("{what} is restarting; retry"), 200)
 }
 
@@ -127,35 +139,10 @@ impl WsSessionActor {
             .collect()
     }
 
-    fn check_key(&self, key: &str) -> Result<String, ErrorShape> {
-        agent_for(key, &self.agent_ids())
+    /// Validates a session key into its full form and its agent.
+    fn check_key(&self, key: &str) -> Result<ResolvedKey, ErrorShape> {
+        resolve(key, &self.agent_ids())
             .map_err(|e| ErrorShape::invalid(e).with_detail("INVALID_SESSION_KEY"))
-    }
-
-    /// Runs `then` with the session-queue's current address (cached, looked up when stale).
-    fn with_queue(
-        &mut self,
-        id: String,
-        ctx: &mut Context<Self>,
-        then: impl FnOnce(&mut Self, String, Addr<SessionQueueActor>, &mut Context<Self>) + 'static,
-    ) {
-        if let Some(q) = self.queue.clone().filter(|q| q.connected()) {
-            then(self, id, q, ctx);
-            return;
-        }
-        let gateway = self.gateway.clone();
-        let find = async move { gateway.lookup::<SessionQueueActor>("session-queue").await };
-        ctx.spawn(
-            find.into_actor(self)
-                .map(move |found, act, ctx| match found {
-                    Some(q) => {
-                        act.queue = Some(q.clone());
-                        then(act, id, q, ctx);
-                    }
-                    None if id.is_empty() => {}
-                    None => act.respond(id, Err(unavailable("the session queue")), ctx),
-                }),
-        );
     }
 
     fn read_store<T: Send + 'static>(
@@ -192,11 +179,11 @@ impl WsSessionActor {
     ) {
         let result = match method {
             "chat.send" => parse::<ChatSendParams>(method, params).and_then(|p| {
-                let agent_id = self.check_key(&p.session_key)?;
+                let ResolvedKey { key, agent } = self.check_key(&p.session_key)?;
                 self.submit(
                     id.clone(),
-                    p.session_key,
-                    agent_id,
+                    key,
+                    agent,
                     p.message,
                     p.idempotency_key,
                     p.queue_mode,
@@ -214,7 +201,7 @@ impl WsSessionActor {
                 let key = p
                     .session_key
                     .unwrap_or_else(|| format!("agent:{agent_id}:main"));
-                let owner = self.check_key(&key)?;
+                let ResolvedKey { key, agent: owner } = self.check_key(&key)?;
                 if p.agent_id.as_ref().is_some_and(|a| *a != owner) {
                     return Err(ErrorShape::invalid(format!(
                         "agentId {agent_id:?} does not own session {key:?}"
@@ -234,23 +221,18 @@ impl WsSessionActor {
             }),
             "agent.wait" => parse::<WaitParams>(method, params).map(|p| {
                 let timeout = Duration::from_millis(p.timeout_ms.unwrap_or(30_000).min(600_000));
-                self.wait_run(id.clone(), p.run_id, timeout, ctx);
+                self.wait_run(id.clone(), p.run_id, timeout, 0, ctx);
             }),
-            "chat.history" => parse::<HistoryParams>(method, params).and_then(|p| {
-                self.check_key(&p.session_key)?;
+            "chat.history" => parse::<HistoryParams>(method, params).and_then(|mut p| {
+                p.session_key = self.check_key(&p.session_key)?.key;
                 self.subscribe_to(&p.session_key, ctx);
-                let limit = i64::from(p.limit.unwrap_or(100).clamp(1, 1000));
+                let page = turns::HistoryPage::new(i64::from(p.limit.unwrap_or(100).clamp(1, 1000)), p.before);
                 let key = p.session_key.clone();
                 let op = StoreRead::new(move |pool| {
-                    Box::pin(async move { turns::history(&pool, &key, limit, p.before).await })
+                    Box::pin(async move { turns::history(&pool, &key, page).await })
                 });
                 let key = p.session_key;
-                self.read_store(
-                    id.clone(),
-                    op,
-                    ctx,
-                    move |messages| json!({ "sessionKey": key, "messages": messages }),
-                );
+                self.read_store(id.clone(), op, ctx, move |page| transcript_json(&key, page));
                 Ok(())
             }),
             "sessions.list" => parse::<ListParams>(method, params).map(|p| {
@@ -280,12 +262,16 @@ impl WsSessionActor {
                     .collect();
                 self.respond(id.clone(), Ok(json!({ "models": models })), ctx);
             }),
-            "chat.abort" => parse::<AbortParams>(method, params).map(|p| {
-                self.with_queue(id.clone(), ctx, move |act, id, queue, ctx| {
-                    let abort = AbortTurn {
-                        session_key: p.session_key,
-                        run_id: p.run_id,
-                        clear_queued: p.clear_queued,
+            "chat.abort" => parse::<AbortParams>(method, params).and_then(|p| {
+                let abort = AbortTurn {
+                    session_key: self.check_key(&p.session_key)?.key,
+                    run_id: p.run_id,
+                    clear_queued: p.clear_queued,
+                };
+                let id = id.clone();
+                self.with_queue(Box::new(move |act, queue, ctx| {
+                    let Some(queue) = queue else {
+                        return act.respond(id, Err(unavailable("the session queue")), ctx);
                     };
                     ctx.spawn(queue.send(abort).into_actor(act).map(move |res, act, ctx| {
                         let result = res
@@ -293,14 +279,18 @@ impl WsSessionActor {
                             .map_err(|_| unavailable("the session queue"));
                         act.respond(id, result, ctx);
                     }));
-                });
+                }), ctx);
+                Ok(())
             }),
             "sessions.reset" | "sessions.delete" => parse::<SessionParams>(method, params)
                 .and_then(|p| {
-                    self.check_key(&p.session_key)?;
+                    let key = self.check_key(&p.session_key)?.key;
                     let delete = method == "sessions.delete";
-                    self.with_queue(id.clone(), ctx, move |act, id, queue, ctx| {
-                        let key = p.session_key;
+                    let id = id.clone();
+                    self.with_queue(Box::new(move |act, queue, ctx| {
+                        let Some(queue) = queue else {
+                            return act.respond(id, Err(unavailable("the session queue")), ctx);
+                        };
                         let reset = ResetSession {
                             session_key: key.clone(),
                             delete,
@@ -315,7 +305,7 @@ impl WsSessionActor {
                             };
                             act.respond(id, result, ctx);
                         }));
-                    });
+                    }), ctx);
                     Ok(())
                 }),
             _ => Err(ErrorShape::invalid(format!(
@@ -339,69 +329,109 @@ impl WsSessionActor {
         two_stage: bool,
         ctx: &mut Context<Self>,
     ) {
-        let subscriber = (
-            self.conn_id.clone(),
-            ctx.address().recipient::<SessionEvent>(),
-        );
-        self.with_queue(id, ctx, move |act, id, queue, ctx| {
-            let submit = SubmitTurn {
-                session_key,
-                agent_id,
-                text,
-                idempotency_key: Some(idempotency_key),
-                mode,
-                subscriber: Some(subscriber),
-            };
-            ctx.spawn(
-                queue
-                    .send(submit)
-                    .into_actor(act)
-                    .map(move |res, act, ctx| match res {
-                        Ok(Ok(accepted)) => {
-                            act.respond(id.clone(), Ok(accepted_payload(&accepted)), ctx);
-                            if two_stage {
-                                act.wait_run(id, accepted.run_id, Duration::from_secs(3600), ctx);
-                            }
-                        }
-                        Ok(Err(e)) => act.respond(id, Err(queue_error(e)), ctx),
-                        Err(_) => {
-                            act.queue = None;
-                            act.respond(id, Err(unavailable("the session queue")), ctx);
-                        }
-                    }),
-            );
-        });
+        self.link_q.subscribed.insert(session_key.clone());
+        let submit = SubmitTurn {
+            session_key,
+            agent_id,
+            text,
+            idempotency_key: Some(idempotency_key),
+            mode,
+            subscriber: Some((self.conn_id.clone(), ctx.address().recipient())),
+        };
+        self.submit_turn(id, submit, two_stage, ctx);
     }
 
-    fn wait_run(&mut self, id: String, run_id: String, timeout: Duration, ctx: &mut Context<Self>) {
-        self.with_queue(id, ctx, move |act, id, queue, ctx| {
-            ctx.spawn(queue.send(WaitRun { run_id, timeout }).into_actor(act).map(
-                move |res, act, ctx| {
-                    let result = match res {
-                        Ok(Ok(summary)) => Ok(json!(summary)),
-                        Ok(Err(e)) => Err(queue_error(e)),
-                        Err(_) => Err(unavailable("the session queue")),
-                    };
-                    act.respond(id, result, ctx);
-                },
-            ));
-        });
+    /// The queue answered a submission.
+    pub(super) fn on_submitted(
+        &mut self,
+        entry: PendingSubmit,
+        result: Result<TurnAccepted, QueueError>,
+        ctx: &mut Context<Self>,
+    ) {
+        match result {
+            Ok(accepted) if entry.two_stage => {
+                self.respond_interim(entry.id.clone(), accepted_payload(&accepted), ctx);
+                self.wait_run(entry.id, accepted.run_id, Duration::from_secs(3600), 0, ctx);
+            }
+            Ok(accepted) => self.respond(entry.id, Ok(accepted_payload(&accepted)), ctx),
+            Err(e) => self.respond(entry.id, Err(queue_error(e)), ctx),
+        }
+    }
+
+    /// Answers with the run's end; a queue that dies meanwhile is waited on again after
+    /// its restart (the run is in the store), so the caller gets the real outcome.
+    fn wait_run(
+        &mut self,
+        id: String,
+        run_id: String,
+        timeout: Duration,
+        attempt: u32,
+        ctx: &mut Context<Self>,
+    ) {
+        self.with_queue(
+            Box::new(move |act, queue, ctx| {
+                let Some(queue) = queue else {
+                    return act.respond(id, Err(unavailable("the session queue")), ctx);
+                };
+                let wait = WaitRun {
+                    run_id: run_id.clone(),
+                    timeout,
+                };
+                act.awaiting
+                    .entry(run_id.clone())
+                    .or_default()
+                    .insert(id.clone());
+                ctx.spawn(queue.send(wait).into_actor(act).map(move |res, act, ctx| {
+                    if !act.stop_awaiting(&run_id, &id) {
+                        return; // answered from the run's end event
+                    }
+                    match res {
+                        Ok(Ok(summary)) => act.respond(id, Ok(json!(summary)), ctx),
+                        Ok(Err(e)) => act.respond(id, Err(queue_error(e)), ctx),
+                        Err(_) if attempt < 20 => {
+                            act.queue_lost(ctx);
+                            act.wait_run(id, run_id, timeout, attempt + 1, ctx);
+                        }
+                        Err(_) => act.respond(id, Err(unavailable("the session queue")), ctx),
+                    }
+                }));
+            }),
+            ctx,
+        );
+    }
+
+    /// Forgets that request `id` waits for `run_id`; false if it was answered already.
+    fn stop_awaiting(&mut self, run_id: &str, id: &str) -> bool {
+        let Some(ids) = self.awaiting.get_mut(run_id) else {
+            return false;
+        };
+        let was = ids.remove(id);
+        if ids.is_empty() {
+            self.awaiting.remove(run_id);
+        }
+        was
     }
 
     fn subscribe_to(&mut self, session_key: &str, ctx: &mut Context<Self>) {
+        self.link_q.subscribed.insert(session_key.to_string());
         let subscribe = Subscribe {
             session_key: session_key.to_string(),
             conn_id: self.conn_id.clone(),
             recipient: ctx.address().recipient(),
         };
-        self.with_queue(String::new(), ctx, move |_, _, queue, _| {
-            queue.do_send(subscribe)
-        });
+        self.with_queue(
+            Box::new(move |_, queue, _| {
+                if let Some(queue) = queue {
+                    let _ = queue.try_send(subscribe);
+                }
+            }),
+            ctx,
+        );
     }
 
     pub(super) fn unsubscribe_all(&mut self) {
-        if let Some(queue) = &self.queue {
-            queue.do_send(Unsubscribe {
+        if let Some(queue) = self.link_q.addr() {
+            let _ = queue.try_send(Unsubscribe {
                 conn_id: self.conn_id.clone(),
             });
         }
@@ -416,6 +446,13 @@ impl Handler<SessionEvent> for WsSessionActor {
                 self.event(event, payload, ctx);
             }
             self.event(msg.event, &msg.payload, ctx);
+            // Requests waiting for this run are answered now, in event order (before a
+            // stop that may follow in the mailbox), not when the queue's reply arrives.
+            if let Some(ended) = &msg.ended {
+                for id in self.awaiting.remove(&ended.run_id).unwrap_or_default() {
+                    self.respond(id, Ok(json!(**ended)), ctx);
+                }
+            }
         }
     }
 }

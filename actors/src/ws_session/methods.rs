@@ -95,8 +95,8 @@ impl WsSessionActor {
             id, method, params, ..
         } = frame;
         if !id.is_empty() {
-            // `agent` answers twice on one id.
-            self.owed += if method == "agent" { 2 } else { 1 };
+            // One final answer per request (`agent`'s `accepted` is an interim one).
+            self.owed += 1;
             if self.owed > MAX_OWED {
                 let error = ErrorShape::unavailable(
                     format!(
@@ -105,9 +105,6 @@ impl WsSessionActor {
                     1000,
                 )
                 .with_detail("TOO_MANY_IN_FLIGHT");
-                if method == "agent" {
-                    self.owed -= 1;
-                }
                 self.respond(id, Err(error), ctx);
                 return;
             }
