@@ -177,7 +177,9 @@ async fn readyz(gateway: web::Data<Gateway>) -> HttpResponse {
     } else {
         let mut down = Vec::new();
         down_nodes(&status.tree, &mut down);
-        HttpResponse::ServiceUnavailable().json(json!({ "ready": false, "notRunning": down }))
+        HttpResponse::ServiceUnavailable()
+            .insert_header((header::RETRY_AFTER, "1"))
+            .json(json!({ "ready": false, "notRunning": down }))
     }
 }
 

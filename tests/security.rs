@@ -326,18 +326,23 @@ async fn an_unauthenticated_post_is_refused_before_its_body_is_read() {
     let gw = TestGateway::builder().start();
     gw.wait_ready().await;
     let mut held = Vec::new();
-    for path in [
-        "/api/sessions/agent:main:main/messages",
-        "/api/supervisor/restart",
-        "/v1/chat/completions",
+    for (path, extra) in [
+        ("/api/sessions/agent:main:main/messages", ""),
+        ("/api/supervisor/restart", ""),
+        ("/v1/chat/completions", ""),
+        ("/%61pi/supervisor/restart", ""),
+        (
+            "/api/sessions/agent:main:main/messages",
+            "Upgrade: websocket\r\nConnection: Upgrade\r\n",
+        ),
     ] {
-        for _ in 0..20 {
+        for _ in 0..12 {
             // Headers promise a large body that never comes.
             let mut stream = TcpStream::connect(("127.0.0.1", gw.port))
                 .await
                 .expect("connect");
             let head = format!(
-                "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{{\"mess",
+                "POST {path} HTTP/1.1\r\nHost: {}\r\n{extra}Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n{{\"mess",
                 local(&gw)
             );
             stream.write_all(head.as_bytes()).await.expect("write");
@@ -381,6 +386,21 @@ async fn a_stalled_body_is_answered_408_after_the_request_timeout() {
             .unwrap()
             .contains("request_timeout_ms"),
         "{body}"
+    );
+    let mut stream = TcpStream::connect(("127.0.0.1", gw.port))
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: {}\r\n{}Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"model\":",
+        local(&gw),
+        auth(&gw.token)
+    );
+    stream.write_all(head.as_bytes()).await.expect("write");
+    let res = read_response(&mut stream, false).await;
+    assert_eq!(res.status, 408, "{res:?}");
+    assert!(
+        res.json()["error"]["message"].is_string(),
+        "OpenAI's shape: {res:?}"
     );
 }
 

@@ -42,7 +42,7 @@ pub async fn guard(
     mut req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let openai = req.path().starts_with("/v1/");
+    let openai = req.match_info().as_str().starts_with("/v1/");
     if let Err(refusal) = admit(&mut req) {
         // An unread body must not be parsed as the next request: close after answering.
         let refusal = if has_body(&req) {
@@ -93,9 +93,14 @@ fn admit(req: &mut ServiceRequest) -> Result<(), ApiError> {
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
     if upgrade {
         check_origin(req, local, &policy)?;
+    }
+    // The path as the router sees it (percent-decoded), so `/%61pi/...` is `/api/...`.
+    let path = req.match_info().as_str().to_string();
+    // The WebSocket's payload is its frame stream: no body deadline (it has its own
+    // handshake timeout), and its credential comes in the `connect` request.
+    if upgrade && (path == "/" || path == "/ws") {
         return Ok(());
     }
-    let path = req.path();
     if path.starts_with("/api/") || path.starts_with("/v1/") {
         let Some(gateway) = req.app_data::<web::Data<Gateway>>() else {
             return Err(ApiError::new(

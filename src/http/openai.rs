@@ -312,6 +312,16 @@ pub async fn chat_completions(
     authorize(&req, &gateway).map_err(|_| OpenAiError::unauthorized())?;
     let body = match payload.to_bytes_limited(MAX_BODY_BYTES).await {
         Ok(Ok(body)) => body,
+        Ok(Err(e))
+            if e.as_error::<actix_web::error::PayloadError>()
+                .is_some_and(super::body_deadline::is_deadline) =>
+        {
+            return Err(OpenAiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "invalid_request_error",
+                e.to_string(),
+            ));
+        }
         Ok(Err(e)) => {
             return Err(OpenAiError::invalid(
                 None,
