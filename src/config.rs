@@ -81,6 +81,15 @@ pub struct Config {
     pub auth: AuthSetting,
     /// Failed authentication attempts allowed per address per minute.
     pub auth_max_failures: u32,
+    /// Extra `Host` names (lower case, no port) that name this gateway, besides loopback
+    /// names and addresses and the bound address (DNS-rebinding defence).
+    pub allowed_hosts: Vec<String>,
+    /// Open connections (HTTP and WebSocket) at once; beyond, 503 + `Retry-After`.
+    pub max_connections: usize,
+    /// Open connections from one client address at once; beyond, 503 + `Retry-After`.
+    pub max_connections_per_ip: usize,
+    /// Time allowed to receive a request's headers, and then its body.
+    pub request_timeout: Duration,
     /// Largest inbound WS frame.
     pub max_payload: usize,
     /// Outbound bytes a WS client may leave unsent.
@@ -157,6 +166,10 @@ struct RawGateway {
     bind: String,
     workers: usize,
     shutdown_timeout_ms: u64,
+    allowed_hosts: Vec<String>,
+    max_connections: usize,
+    max_connections_per_ip: usize,
+    request_timeout_ms: u64,
     auth: RawAuth,
     ws: RawWs,
 }
@@ -334,6 +347,8 @@ impl Config {
                 .prefix_separator("__")
                 .separator("__")
                 .try_parsing(true)
+                .list_separator(",")
+                .with_list_parse_key("gateway.allowed_hosts")
                 .source(Some(env)),
         );
         let merged = builder
@@ -369,6 +384,36 @@ fn endpoint(raw: &RawEndpoint) -> EndpointConfig {
         api_key_env: raw.api_key_env.clone(),
         api_key_file: raw.api_key_file.clone(),
     }
+}
+
+/// `gateway.allowed_hosts` as lower-case host names or addresses (IPv6 without brackets);
+/// an entry with a scheme, path, port or whitespace is an error.
+fn allowed_hosts(entries: &[String], bad: &mut impl FnMut(&str, String)) -> Vec<String> {
+    let mut hosts = Vec::new();
+    for (i, entry) in entries.iter().enumerate() {
+        let name = entry.trim().to_ascii_lowercase();
+        let bare = name
+            .strip_prefix('[')
+            .and_then(|n| n.strip_suffix(']'))
+            .unwrap_or(&name);
+        let is_ip = bare.parse::<IpAddr>().is_ok();
+        let valid = !bare.is_empty()
+            && (is_ip
+                || bare
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'));
+        if valid {
+            hosts.push(bare.to_string());
+        } else {
+            bad(
+                &format!("gateway.allowed_hosts[{i}]"),
+                format!(
+                    "{entry:?} must be a host name or IP address, without scheme, port or path"
+                ),
+            );
+        }
+    }
+    hosts
 }
 
 fn validate(
@@ -439,6 +484,24 @@ fn validate(
         bad(
             "gateway.auth.token",
             "must be at least 16 characters".into(),
+        );
+    }
+    let allowed_hosts = allowed_hosts(&raw.gateway.allowed_hosts, &mut bad);
+    for (key, n) in [
+        ("gateway.max_connections", raw.gateway.max_connections),
+        (
+            "gateway.max_connections_per_ip",
+            raw.gateway.max_connections_per_ip,
+        ),
+    ] {
+        if n == 0 {
+            bad(key, "must be at least 1".into());
+        }
+    }
+    if raw.gateway.request_timeout_ms == 0 {
+        bad(
+            "gateway.request_timeout_ms",
+            "must be greater than 0".into(),
         );
     }
     let ws = &raw.gateway.ws;
@@ -548,6 +611,10 @@ fn validate(
         shutdown_timeout: Duration::from_millis(raw.gateway.shutdown_timeout_ms),
         auth,
         auth_max_failures: raw.gateway.auth.max_failures_per_minute.max(1),
+        allowed_hosts,
+        max_connections: raw.gateway.max_connections,
+        max_connections_per_ip: raw.gateway.max_connections_per_ip,
+        request_timeout: Duration::from_millis(raw.gateway.request_timeout_ms),
         max_payload: ws.max_payload,
         max_buffered_bytes: ws.max_buffered_bytes,
         tick_interval: Duration::from_millis(ws.tick_interval_ms),
@@ -699,6 +766,33 @@ mod tests {
         .expect_err("invalid");
         assert_eq!(err.0[0].key, "agents[0].tools", "{err}");
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn edge_limits_load_and_bad_values_name_their_key() {
+        let cfg = load(
+            &[
+                ("TROUPE__GATEWAY__ALLOWED_HOSTS", "Troupe.Example.com,[::2]"),
+                ("TROUPE__GATEWAY__MAX_CONNECTIONS", "7"),
+            ],
+            Overrides::default(),
+        )
+        .expect("ok");
+        assert_eq!(cfg.allowed_hosts, ["troupe.example.com", "::2"]);
+        assert_eq!(cfg.max_connections, 7);
+        let err = load(
+            &[
+                ("TROUPE__GATEWAY__ALLOWED_HOSTS", "https://evil.example/"),
+                ("TROUPE__GATEWAY__MAX_CONNECTIONS_PER_IP", "0"),
+            ],
+            Overrides::default(),
+        )
+        .expect_err("invalid");
+        let keys: Vec<_> = err.0.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["gateway.allowed_hosts[0]", "gateway.max_connections_per_ip"]
+        );
     }
 
     #[test]

@@ -1,30 +1,42 @@
 //! HTTP and WebSocket routes on the one gateway port.
 
+mod auth;
+mod body_deadline;
+pub mod connections;
+pub mod edge;
+mod host;
 mod openai;
 mod sessions;
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use actix_web::http::StatusCode;
+use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use serde::Deserialize;
-use serde_json::json;
-use subtle::ConstantTimeEq;
-use troupe_actors::gateway::{AuthPolicy, Gateway};
+use serde_json::{Value, json};
+use troupe_actors::gateway::Gateway;
 use troupe_actors::messages::FaultMode;
 use troupe_actors::supervisor::{
     ChildAction, ChildCommand, ChildId, CommandError, NodeState, SupervisorActor, TreeNode,
 };
 use troupe_actors::ws_session::WsSessionActor;
 
-/// An HTTP error with a JSON body `{error: {code, message}}`.
+pub(crate) use auth::authorize;
+
+/// Largest request body outside `/v1/chat/completions` (which allows 4 MiB).
+pub const BODY_LIMIT: usize = 256 * 1024;
+
+/// An HTTP error with a JSON body `{error: {code, message}}`; 429 and 503 always carry
+/// `Retry-After`, 401 `WWW-Authenticate: Bearer`.
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
 pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    retry_after_secs: Option<u64>,
+    close: bool,
 }
 
 impl ApiError {
@@ -33,7 +45,40 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after_secs: None,
+            close: false,
         }
+    }
+
+    /// Sets `Retry-After` (seconds).
+    pub(crate) fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after_secs = Some(secs);
+        self
+    }
+
+    /// Closes the connection after the response.
+    pub(crate) fn close_connection(mut self) -> Self {
+        self.close = true;
+        self
+    }
+
+    /// The response with this error's status and headers and the given JSON body.
+    pub(crate) fn respond_with(&self, body: &Value) -> HttpResponse {
+        let mut res = HttpResponse::build(self.status);
+        let retryable = matches!(
+            self.status,
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+        );
+        if let Some(secs) = self.retry_after_secs.or(retryable.then_some(1)) {
+            res.insert_header((header::RETRY_AFTER, secs.to_string()));
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            res.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        if self.close {
+            res.force_close();
+        }
+        res.json(body)
     }
 }
 
@@ -42,8 +87,7 @@ impl ResponseError for ApiError {
         self.status
     }
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status)
-            .json(json!({ "error": { "code": self.code, "message": self.message } }))
+        self.respond_with(&json!({ "error": { "code": self.code, "message": self.message } }))
     }
 }
 
@@ -62,76 +106,55 @@ impl From<CommandError> for ApiError {
     }
 }
 
-/// Registers every route.
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz))
-        .route("/metrics", web::get().to(metrics))
-        .route("/api/status", web::get().to(status))
-        .route("/api/supervisor/crash", web::post().to(crash))
-        .route("/api/supervisor/restart", web::post().to(restart))
-        .route("/api/sessions", web::get().to(sessions::list))
-        .route("/api/usage", web::get().to(sessions::usage))
-        .route(
-            "/api/sessions/{key}/messages",
-            web::get().to(sessions::messages),
+/// An endpoint at `path` whose other methods get 405 with `Allow: allow`.
+fn endpoint(path: &str, allow: &'static str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(move || async move {
+        let mut res = ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "METHOD_NOT_ALLOWED",
+            format!("method not allowed here; allowed: {allow}"),
         )
-        .route(
-            "/api/sessions/{key}/messages",
-            web::post().to(sessions::post),
-        )
-        .route(
-            "/v1/chat/completions",
-            web::post().to(openai::chat_completions),
-        )
-        .route("/v1/models", web::get().to(openai::models))
-        .route("/ws", web::get().to(ws))
-        .route("/", web::get().to(root));
+        .error_response();
+        res.headers_mut()
+            .insert(header::ALLOW, header::HeaderValue::from_static(allow));
+        res
+    }))
 }
 
-pub(crate) fn authorize(req: &HttpRequest, gateway: &Gateway) -> Result<(), ApiError> {
-    let expected = match &gateway.settings.auth {
-        AuthPolicy::None => return Ok(()),
-        AuthPolicy::Token(s) | AuthPolicy::Password(s) => &s.0,
-    };
-    let limiter = &gateway.settings.auth_limiter;
-    let ip = req.peer_addr().map(|a| a.ip());
-    if let Some(retry) = ip.and_then(|ip| limiter.blocked(ip, Instant::now())) {
-        return Err(too_many_failures(retry));
-    }
-    let given = req
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
-        if let Some(ip) = ip {
-            limiter.succeeded(ip);
-        }
-        Ok(())
-    } else {
-        if let Some(ip) = ip {
-            limiter.failed(ip, Instant::now());
-        }
-        Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "UNAUTHORIZED",
-            "missing or wrong bearer token (Authorization: Bearer <token>)",
-        ))
-    }
-}
-
-/// 429 for an address with too many failed authentication attempts.
-pub(crate) fn too_many_failures(retry: std::time::Duration) -> ApiError {
+/// 404 for a path with no endpoint.
+async fn not_found(req: HttpRequest) -> HttpResponse {
     ApiError::new(
-        StatusCode::TOO_MANY_REQUESTS,
-        "RATE_LIMITED",
-        format!(
-            "too many failed authentication attempts from this address; retry in {} s",
-            retry.as_secs().max(1)
-        ),
+        StatusCode::NOT_FOUND,
+        "NOT_FOUND",
+        format!("no endpoint at {}", req.path()),
     )
+    .error_response()
+}
+
+/// Registers every route (GET endpoints answer HEAD too, through the edge middleware).
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    const GET: &str = "GET, HEAD";
+    const POST: &str = "POST";
+    cfg.service(endpoint("/healthz", GET).route(web::get().to(healthz)))
+        .service(endpoint("/readyz", GET).route(web::get().to(readyz)))
+        .service(endpoint("/metrics", GET).route(web::get().to(metrics)))
+        .service(endpoint("/api/status", GET).route(web::get().to(status)))
+        .service(endpoint("/api/supervisor/crash", POST).route(web::post().to(crash)))
+        .service(endpoint("/api/supervisor/restart", POST).route(web::post().to(restart)))
+        .service(endpoint("/api/sessions", GET).route(web::get().to(sessions::list)))
+        .service(endpoint("/api/usage", GET).route(web::get().to(sessions::usage)))
+        .service(
+            endpoint("/api/sessions/{key}/messages", "GET, HEAD, POST")
+                .route(web::get().to(sessions::messages))
+                .route(web::post().to(sessions::post)),
+        )
+        .service(
+            endpoint("/v1/chat/completions", POST).route(web::post().to(openai::chat_completions)),
+        )
+        .service(endpoint("/v1/models", GET).route(web::get().to(openai::models)))
+        .service(endpoint("/ws", GET).route(web::get().to(ws)))
+        .service(endpoint("/", GET).route(web::get().to(root)))
+        .default_service(web::to(not_found));
 }
 
 async fn healthz(gateway: web::Data<Gateway>) -> HttpResponse {
@@ -154,7 +177,9 @@ async fn readyz(gateway: web::Data<Gateway>) -> HttpResponse {
     } else {
         let mut down = Vec::new();
         down_nodes(&status.tree, &mut down);
-        HttpResponse::ServiceUnavailable().json(json!({ "ready": false, "notRunning": down }))
+        HttpResponse::ServiceUnavailable()
+            .insert_header((header::RETRY_AFTER, "1"))
+            .json(json!({ "ready": false, "notRunning": down }))
     }
 }
 
@@ -332,20 +357,9 @@ async fn ws(
     body: web::Payload,
     gateway: web::Data<Gateway>,
 ) -> Result<HttpResponse, actix_web::Error> {
+    // Host, Origin and the connection bounds were checked by the edge middleware; the
+    // credential comes in the `connect` request.
     let gateway: Arc<Gateway> = gateway.into_inner();
-    if let Some(origin) = foreign_origin(&req) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "FORBIDDEN",
-            format!("cross-origin WebSocket from {origin} refused: a web page must be served by this gateway to use it"),
-        )
-        .into());
-    }
-    let ip = req.peer_addr().map(|a| a.ip());
-    if let Some(retry) = ip.and_then(|ip| gateway.settings.auth_limiter.blocked(ip, Instant::now()))
-    {
-        return Err(too_many_failures(retry).into());
-    }
     let Some(clients) = gateway.lookup::<SupervisorActor>("clients").await else {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -363,23 +377,6 @@ async fn ws(
         req.peer_addr(),
     );
     Ok(response)
-}
-
-/// The `Origin` of a browser page on another site (DNS rebinding or a malicious page),
-/// if any: browsers always send `Origin` on WebSocket upgrades, other clients rarely do.
-fn foreign_origin(req: &HttpRequest) -> Option<String> {
-    let origin = req.headers().get("origin")?.to_str().ok()?;
-    let host = req
-        .headers()
-        .get("host")
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("");
-    let origin_host = origin
-        .split_once("://")
-        .map(|(_, rest)| rest)
-        .unwrap_or(origin)
-        .trim_end_matches('/');
-    (origin_host != host).then(|| origin.to_string())
 }
 
 async fn root(

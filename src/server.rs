@@ -20,6 +20,8 @@ use troupe_actors::tree::{TreeConfig, start_root};
 use crate::cli::RunFlags;
 use crate::config::{AuthSetting, Config, Overrides, Sources};
 use crate::exit;
+use crate::http::connections::{AcceptedConnection, ConnectionLimits};
+use crate::http::edge::EdgePolicy;
 use crate::paths::StatePaths;
 use crate::pidfile::{PidFile, PidFileError};
 
@@ -271,18 +273,38 @@ async fn serve(
     };
     let data = web::Data::new(gateway);
     let gateway_data = data.clone();
+    let edge = web::Data::new(EdgePolicy {
+        allowed_hosts: config.allowed_hosts.clone(),
+        request_timeout: config.request_timeout,
+    });
+    let limits = ConnectionLimits::new(config.max_connections, config.max_connections_per_ip);
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
-            .app_data(web::PayloadConfig::new(256 * 1024))
+            .app_data(edge.clone())
+            .app_data(web::PayloadConfig::new(crate::http::BODY_LIMIT))
+            .wrap(actix_web::middleware::from_fn(crate::http::edge::guard))
             .configure(crate::http::routes)
     })
     .workers(config.workers)
-    // Small frames (a turn's deltas, a response after a request) must not wait on Nagle's
-    // algorithm meeting the client's delayed ACK (~40 ms per exchange).
-    .on_connect(|conn, _| {
+    // Headers must arrive within the request timeout (the body's own deadline is in the
+    // edge middleware). A worker stops accepting past `max_connections`: admitted
+    // connections are at most that in all, so the rest is room to answer refusals with 503.
+    .client_request_timeout(config.request_timeout)
+    .max_connections(config.max_connections.saturating_mul(2))
+    .on_connect(move |conn, ext| {
         if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+            // Small frames (a turn's deltas, a response after a request) must not wait on
+            // Nagle's algorithm meeting the client's delayed ACK (~40 ms per exchange).
             let _ = tcp.set_nodelay(true);
+            let admission = match tcp.peer_addr() {
+                Ok(peer) => limits.admit(peer.ip()),
+                Err(e) => Err(format!("cannot read the client address: {e}")),
+            };
+            ext.insert(AcceptedConnection {
+                local: tcp.local_addr().ok(),
+                admission,
+            });
         }
     })
     .disable_signals()

@@ -321,7 +321,7 @@ fn gateway_call_health_works_from_the_cli() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn repeated_failed_auth_from_one_address_is_rate_limited() {
+async fn repeated_wrong_credentials_from_one_address_are_rate_limited() {
     let gw = TestGateway::builder()
         .env("TROUPE__GATEWAY__AUTH__MAX_FAILURES_PER_MINUTE", "3")
         .start();
@@ -341,27 +341,34 @@ async fn repeated_failed_auth_from_one_address_is_rate_limited() {
         .await
         .expect("GET");
     assert_eq!(wrong.status(), 401);
-    let blocked = http
+    let limited = http
+        .get(gw.http("/api/status"))
+        .bearer_auth("nope")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(limited.status(), 429, "the allowance is used up");
+    assert!(limited.headers().contains_key("retry-after"));
+    let body: serde_json::Value = limited.json().await.expect("json");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("too many wrong"),
+        "{body}"
+    );
+    let right = http
         .get(gw.http("/api/status"))
         .bearer_auth(&gw.token)
         .send()
         .await
         .expect("GET");
-    assert_eq!(
-        blocked.status(),
-        429,
-        "even the right token waits out the minute"
-    );
-    let body: serde_json::Value = blocked.json().await.expect("json");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap_or("")
-            .contains("too many failed"),
-        "{body}"
-    );
-    let upgrade = tokio_tungstenite::connect_async(gw.ws_url()).await;
-    assert!(upgrade.is_err(), "the WebSocket upgrade is refused too");
+    assert_eq!(right.status(), 200, "the right token is never refused");
+    let mut c = WsClient::open(&gw.ws_url()).await;
+    let res = c
+        .connect("wrong-token-wrong-token", &["operator.read"])
+        .await;
+    assert_eq!(res["error"]["details"]["code"], "RATE_LIMITED", "{res}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

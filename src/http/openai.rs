@@ -142,6 +142,18 @@ impl OpenAiError {
     }
 }
 
+/// An edge error (Host, connection bound, authentication, payload) in OpenAI's shape.
+pub(super) fn error_response(err: &super::ApiError) -> HttpResponse {
+    let status = err.status_code();
+    let (kind, code) = match status {
+        StatusCode::UNAUTHORIZED => ("invalid_request_error", "invalid_api_key"),
+        StatusCode::TOO_MANY_REQUESTS => ("rate_limit_error", "rate_limit_exceeded"),
+        s if s.is_server_error() => ("api_error", "unavailable"),
+        _ => ("invalid_request_error", err.code),
+    };
+    err.respond_with(&error_body(&err.to_string(), kind, None, Some(code)))
+}
+
 fn error_body(message: &str, kind: &str, param: Option<&str>, code: Option<&str>) -> Value {
     json!({ "error": { "message": message, "type": kind, "param": param, "code": code } })
 }
@@ -301,6 +313,16 @@ pub async fn chat_completions(
     authorize(&req, &gateway).map_err(|_| OpenAiError::unauthorized())?;
     let body = match payload.to_bytes_limited(MAX_BODY_BYTES).await {
         Ok(Ok(body)) => body,
+        Ok(Err(e))
+            if e.as_error::<actix_web::error::PayloadError>()
+                .is_some_and(super::body_deadline::is_deadline) =>
+        {
+            return Err(OpenAiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "invalid_request_error",
+                e.to_string(),
+            ));
+        }
         Ok(Err(e)) => {
             return Err(OpenAiError::invalid(
                 None,

@@ -16,6 +16,52 @@ fn same_secret(given: Option<&str>, expected: &str) -> bool {
 }
 
 impl WsSessionActor {
+    /// Answers a `connect` whose credential is missing or wrong, then closes. Only a wrong
+    /// credential counts against the address (DESIGN.md §11); past the allowance it is
+    /// answered `RATE_LIMITED` (retryable, with the time left) instead of `AUTH_FAILED`.
+    fn refuse_credential(&mut self, id: String, wrong: bool, ctx: &mut Context<Self>) {
+        tracing::warn!(conn_id = %self.conn_id, peer = ?self.peer, wrong, "ws auth failed");
+        let limited = match (wrong, self.peer) {
+            (true, Some(peer)) => self
+                .gateway
+                .settings
+                .auth_limiter
+                .wrong_credential(peer.ip(), std::time::Instant::now())
+                .err(),
+            _ => None,
+        };
+        let (error, reason) = match limited {
+            Some(retry) => {
+                let mut error = ErrorShape::forbidden(
+                    "RATE_LIMITED",
+                    format!(
+                        "too many wrong credentials from this address; retry in {} s",
+                        retry.as_secs().max(1)
+                    ),
+                );
+                error.retryable = Some(true);
+                error.retry_after_ms = Some(retry.as_millis() as u64);
+                (error, "too many wrong credentials")
+            }
+            None if wrong => (
+                ErrorShape::forbidden(
+                    "AUTH_FAILED",
+                    "unauthorized: gateway token or password mismatch",
+                ),
+                "unauthorized",
+            ),
+            None => (
+                ErrorShape::forbidden(
+                    "AUTH_FAILED",
+                    "unauthorized: connect must carry auth.token (or auth.password in password mode)",
+                ),
+                "unauthorized",
+            ),
+        };
+        self.respond(id, Err(error), ctx);
+        self.close_after_flush(CloseCode::Policy, reason, ctx);
+    }
+
     pub(super) fn on_connect(&mut self, frame: RequestFrame, ctx: &mut Context<Self>) {
         if frame.method != "connect" {
             let error = ErrorShape::invalid(format!(
@@ -46,48 +92,16 @@ impl WsSessionActor {
             self.close_after_flush(CloseCode::Policy, "protocol mismatch", ctx);
             return;
         }
-        let ip = self.peer.map(|p| p.ip());
-        if let Some(retry) = ip.and_then(|ip| {
-            self.gateway
-                .settings
-                .auth_limiter
-                .blocked(ip, std::time::Instant::now())
-        }) {
-            let error = ErrorShape::forbidden(
-                "RATE_LIMITED",
-                format!(
-                    "too many failed authentication attempts from this address; retry in {} s",
-                    retry.as_secs().max(1)
-                ),
-            );
-            self.respond(frame.id, Err(error), ctx);
-            self.close_after_flush(
-                CloseCode::Policy,
-                "too many failed authentication attempts",
-                ctx,
-            );
-            return;
-        }
         let auth = params.auth.unwrap_or_default();
-        let authenticated = match &self.gateway.settings.auth {
-            AuthPolicy::None => true,
-            AuthPolicy::Token(token) => same_secret(auth.token.as_deref(), &token.0),
-            AuthPolicy::Password(pw) => same_secret(auth.password.as_deref(), &pw.0),
+        let given = match &self.gateway.settings.auth {
+            AuthPolicy::None => None,
+            AuthPolicy::Token(token) => Some((auth.token.as_deref(), &token.0)),
+            AuthPolicy::Password(pw) => Some((auth.password.as_deref(), &pw.0)),
         };
-        let limiter = &self.gateway.settings.auth_limiter;
-        if let (Some(ip), false) = (ip, authenticated) {
-            limiter.failed(ip, std::time::Instant::now());
-        } else if let Some(ip) = ip {
-            limiter.succeeded(ip);
-        }
-        if !authenticated {
-            tracing::warn!(conn_id = %self.conn_id, peer = ?self.peer, "ws auth failed");
-            let error = ErrorShape::forbidden(
-                "AUTH_FAILED",
-                "unauthorized: gateway token or password mismatch",
-            );
-            self.respond(frame.id, Err(error), ctx);
-            self.close_after_flush(CloseCode::Policy, "unauthorized", ctx);
+        if let Some((given, expected)) = given
+            && !same_secret(given, expected)
+        {
+            self.refuse_credential(frame.id, given.is_some_and(|g| !g.is_empty()), ctx);
             return;
         }
         let requested: Vec<Scope> = match params.scopes {
