@@ -9,35 +9,15 @@ use serde_json::{Value, json};
 
 use super::WsSessionActor;
 use super::methods::parse;
-use crate::messages::{QueueMode, SessionEvent};
-use crate::protocol::ErrorShape;
+use super::turn_params::{AgentParams, ChatSendParams};
+use crate::messages::{QueueMode, SessionEvent, TurnOptions};
+use crate::protocol::{ErrorShape, Scope};
 use crate::session_key::agent_for;
 use crate::session_queue::{
-    AbortTurn, QueueError, ResetSession, SessionQueueActor, SubmitTurn, Subscribe, TurnAccepted,
-    Unsubscribe, WaitRun,
+    AbortTurn, QueueError, ResetSession, RunSummary, SessionQueueActor, SubmitTurn, Subscribe,
+    TurnAccepted, Unsubscribe, WaitRun,
 };
 use crate::store::{StoreActor, StoreRead, turns};
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct ChatSendParams {
-    session_key: String,
-    message: String,
-    idempotency_key: String,
-    #[serde(default)]
-    queue_mode: QueueMode,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct AgentParams {
-    message: String,
-    #[serde(default)]
-    agent_id: Option<String>,
-    #[serde(default)]
-    session_key: Option<String>,
-    idempotency_key: String,
-}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -86,6 +66,28 @@ pub fn usage_since(days: Option<u32>) -> i64 {
     crate::now_ms() as i64 - days * 86_400_000
 }
 
+/// `models.list`: Troupe's `limit`, the `agentId` / `provider` filters, and the rest of
+/// OpenClaw's `ModelsListParamsSchema` accepted and ignored.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[allow(dead_code)]
+struct ModelsListParams {
+    #[serde(default)]
+    limit: Option<u32>,
+    #[serde(default)]
+    agent_id: Option<String>,
+    #[serde(default)]
+    provider: Option<String>,
+    session_key: Option<serde::de::IgnoredAny>,
+    auth_profile_id: Option<serde::de::IgnoredAny>,
+    include_details: Option<serde::de::IgnoredAny>,
+    include_provider_capabilities: Option<serde::de::IgnoredAny>,
+    include_default_models: Option<serde::de::IgnoredAny>,
+    prepared_only: Option<serde::de::IgnoredAny>,
+    refresh: Option<serde::de::IgnoredAny>,
+    view: Option<serde::de::IgnoredAny>,
+}
+
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct ListParams {
@@ -113,6 +115,22 @@ fn accepted_payload(a: &TurnAccepted) -> Value {
     })
 }
 
+/// A run's end as `agent` (final) and `agent.wait` answer it: Troupe's `{runId, status,
+/// summary, error?}` plus OpenClaw's `result.payloads` (what `openclaw agent` prints).
+fn run_result(summary: &RunSummary) -> Value {
+    let mut payload = json!(summary);
+    let payloads: Vec<Value> = if summary.summary.is_empty() {
+        Vec::new()
+    } else {
+        vec![json!({ "text": summary.summary })]
+    };
+    payload["result"] = json!({ "payloads": payloads });
+    if let (true, Some(error)) = (summary.summary.is_empty(), &summary.error) {
+        payload["summary"] = json!(error);
+    }
+    payload
+}
+
 fn unavailable(what: &str) -> ErrorShape {
     ErrorShape::unavailable(format!("{what} is restarting; retry"), 200)
 }
@@ -125,6 +143,25 @@ impl WsSessionActor {
             .iter()
             .map(|a| a.id.clone())
             .collect()
+    }
+
+    /// The provider of an agent (for checking a `provider` override).
+    fn provider_of(&self, agent_id: &str) -> String {
+        self.gateway
+            .settings
+            .agents
+            .iter()
+            .find(|a| a.id == agent_id)
+            .map(|a| a.provider.clone())
+            .unwrap_or_default()
+    }
+
+    /// The scope this connection was granted.
+    fn scope(&self) -> Scope {
+        match self.phase {
+            super::Phase::Connected { scope } => scope,
+            _ => Scope::Read,
+        }
     }
 
     fn check_key(&self, key: &str) -> Result<String, ErrorShape> {
@@ -193,6 +230,14 @@ impl WsSessionActor {
         let result = match method {
             "chat.send" => parse::<ChatSendParams>(method, params).and_then(|p| {
                 let agent_id = self.check_key(&p.session_key)?;
+                if p.agent_id.as_ref().is_some_and(|a| *a != agent_id) {
+                    return Err(ErrorShape::invalid(format!(
+                        "agentId {:?} does not own session {:?}",
+                        p.agent_id.unwrap_or_default(),
+                        p.session_key
+                    )));
+                }
+                let options = p.options()?;
                 self.submit(
                     id.clone(),
                     p.session_key,
@@ -200,6 +245,7 @@ impl WsSessionActor {
                     p.message,
                     p.idempotency_key,
                     p.queue_mode,
+                    options,
                     false,
                     ctx,
                 );
@@ -213,6 +259,8 @@ impl WsSessionActor {
                     .unwrap_or_else(|| "main".into());
                 let key = p
                     .session_key
+                    .clone()
+                    .filter(|k| !k.is_empty())
                     .unwrap_or_else(|| format!("agent:{agent_id}:main"));
                 let owner = self.check_key(&key)?;
                 if p.agent_id.as_ref().is_some_and(|a| *a != owner) {
@@ -220,6 +268,7 @@ impl WsSessionActor {
                         "agentId {agent_id:?} does not own session {key:?}"
                     )));
                 }
+                let options = p.options(&self.provider_of(&owner), self.scope() >= Scope::Admin)?;
                 self.submit(
                     id.clone(),
                     key,
@@ -227,6 +276,7 @@ impl WsSessionActor {
                     p.message,
                     p.idempotency_key,
                     QueueMode::Followup,
+                    options,
                     true,
                     ctx,
                 );
@@ -270,13 +320,22 @@ impl WsSessionActor {
                 let op = StoreRead::new(move |pool| Box::pin(async move { turns::usage_report(&pool, since).await }));
                 self.read_store(id.clone(), op, ctx, move |report| json!({ "sinceMs": since, "usage": report }));
             }),
-            "models.list" => parse::<ListParams>(method, params).map(|_| {
+            "models.list" => parse::<ModelsListParams>(method, params).map(|p| {
                 let models: Vec<Value> = self
                     .gateway
                     .settings
                     .agents
                     .iter()
-                    .map(|a| json!({ "id": a.id, "agentId": a.id, "provider": a.provider, "model": a.model, "realModel": a.real_model }))
+                    .filter(|a| p.agent_id.as_ref().is_none_or(|id| *id == a.id))
+                    .filter(|a| p.provider.as_ref().is_none_or(|pr| *pr == a.provider))
+                    .take(p.limit.unwrap_or(u32::MAX) as usize)
+                    // A model here is an agent; name, input, available and local are the
+                    // fields OpenClaw's model catalog rows have (`openclaw models list`).
+                    .map(|a| json!({
+                        "id": a.id, "agentId": a.id, "provider": a.provider, "model": a.model, "realModel": a.real_model,
+                        "name": format!("{} (agent {})", a.model, a.id), "input": ["text"], "available": true,
+                        "local": !a.real_model,
+                    }))
                     .collect();
                 self.respond(id.clone(), Ok(json!({ "models": models })), ctx);
             }),
@@ -336,6 +395,7 @@ impl WsSessionActor {
         text: String,
         idempotency_key: String,
         mode: QueueMode,
+        options: TurnOptions,
         two_stage: bool,
         ctx: &mut Context<Self>,
     ) {
@@ -351,6 +411,7 @@ impl WsSessionActor {
                 idempotency_key: Some(idempotency_key),
                 mode,
                 subscriber: Some(subscriber),
+                options,
             };
             ctx.spawn(
                 queue
@@ -378,7 +439,7 @@ impl WsSessionActor {
             ctx.spawn(queue.send(WaitRun { run_id, timeout }).into_actor(act).map(
                 move |res, act, ctx| {
                     let result = match res {
-                        Ok(Ok(summary)) => Ok(json!(summary)),
+                        Ok(Ok(summary)) => Ok(run_result(&summary)),
                         Ok(Err(e)) => Err(queue_error(e)),
                         Err(_) => Err(unavailable("the session queue")),
                     };
