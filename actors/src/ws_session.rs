@@ -7,6 +7,7 @@ mod chat;
 pub use chat::usage_since;
 mod handshake;
 mod methods;
+mod session_params;
 mod turn_params;
 
 use std::collections::VecDeque;

@@ -9,6 +9,9 @@ use serde_json::{Value, json};
 
 use super::WsSessionActor;
 use super::methods::parse;
+use super::session_params::{
+    AbortParams, HistoryParams, ListParams, ModelsListParams, SessionParams,
+};
 use super::turn_params::{AgentParams, ChatSendParams};
 use crate::messages::{QueueMode, SessionEvent, TurnOptions};
 use crate::protocol::{ErrorShape, Scope};
@@ -27,32 +30,6 @@ struct WaitParams {
     timeout_ms: Option<u64>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct HistoryParams {
-    session_key: String,
-    #[serde(default)]
-    limit: Option<u32>,
-    #[serde(default)]
-    before: Option<i64>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct AbortParams {
-    session_key: String,
-    #[serde(default)]
-    run_id: Option<String>,
-    #[serde(default)]
-    clear_queued: bool,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct SessionParams {
-    session_key: String,
-}
-
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct UsageParams {
@@ -64,35 +41,6 @@ struct UsageParams {
 pub fn usage_since(days: Option<u32>) -> i64 {
     let days = i64::from(days.unwrap_or(30).clamp(1, 3650));
     crate::now_ms() as i64 - days * 86_400_000
-}
-
-/// `models.list`: Troupe's `limit`, the `agentId` / `provider` filters, and the rest of
-/// OpenClaw's `ModelsListParamsSchema` accepted and ignored.
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-#[allow(dead_code)]
-struct ModelsListParams {
-    #[serde(default)]
-    limit: Option<u32>,
-    #[serde(default)]
-    agent_id: Option<String>,
-    #[serde(default)]
-    provider: Option<String>,
-    session_key: Option<serde::de::IgnoredAny>,
-    auth_profile_id: Option<serde::de::IgnoredAny>,
-    include_details: Option<serde::de::IgnoredAny>,
-    include_provider_capabilities: Option<serde::de::IgnoredAny>,
-    include_default_models: Option<serde::de::IgnoredAny>,
-    prepared_only: Option<serde::de::IgnoredAny>,
-    refresh: Option<serde::de::IgnoredAny>,
-    view: Option<serde::de::IgnoredAny>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct ListParams {
-    #[serde(default)]
-    limit: Option<u32>,
 }
 
 /// Maps a queue refusal to the protocol's error.
