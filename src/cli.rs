@@ -36,7 +36,9 @@ pub enum Command {
     },
     /// Diagnose config, state dir, port, stale PID file, store and providers.
     Doctor,
-    /// Chat with an agent through the gateway (/abort, /reset, /history, /quit).
+    /// Chat with an agent through the gateway (/abort, /reset, /history, /quit). From a
+    /// pipe, or with --message, it sends, waits for the replies, prints them and exits
+    /// non-zero if any failed.
     Chat {
         /// Agent id (default: main).
         #[arg(long)]
@@ -44,6 +46,12 @@ pub enum Command {
         /// Session key (default: agent:<agent>:main).
         #[arg(long)]
         session: Option<String>,
+        /// Send this one message, print the reply and exit (instead of reading stdin).
+        #[arg(long, short)]
+        message: Option<String>,
+        /// Print one JSON object per reply ({runId, sessionKey, status, reply, error?}).
+        #[arg(long)]
+        json: bool,
         /// Connection flags.
         #[command(flatten)]
         client: ClientFlags,

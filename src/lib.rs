@@ -65,8 +65,18 @@ pub fn dispatch(cli: Cli) -> i32 {
         Command::Chat {
             agent,
             session,
+            message,
+            json,
             client,
-        } => chat::run(&paths, &env, agent, session, &client),
+        } => {
+            let options = chat::ChatOptions {
+                agent,
+                session,
+                message,
+                json,
+            };
+            chat::run(&paths, &env, options, &client)
+        }
     }
 }
 

@@ -266,6 +266,7 @@ async fn serve(
             config.auth_max_failures,
             Duration::from_secs(60),
         )),
+        log_file: Some(paths.log_file()),
     };
     let gateway = Gateway {
         settings: Arc::new(settings),

@@ -31,9 +31,6 @@ fn troupe_chat_streams_replies_and_handles_slash_commands() {
     });
     let mut stdin = child.stdin.take().expect("stdin");
     let seen = |needle: &str| output.lock().expect("lock").contains(needle);
-    eventually_sync(WAIT, "the chat banner", || {
-        seen("troupe chat: session agent:main:main").then_some(())
-    });
     writeln!(stdin, "hello from the terminal").expect("type");
     eventually_sync(WAIT, "the streamed reply", || {
         seen("echo: hello from the terminal\n").then_some(())
@@ -49,6 +46,119 @@ fn troupe_chat_streams_replies_and_handles_slash_commands() {
         child.try_wait().ok().flatten()
     });
     assert!(status.success());
+}
+
+/// Runs `troupe chat ARGS` against `gw` with `input` on stdin; returns (code, stdout, stderr).
+fn chat_with_input(gw: &TestGateway, args: &[&str], input: &str) -> (i32, String, String) {
+    let mut child = Command::new(troupe_bin())
+        .arg("chat")
+        .args(args)
+        .env("TROUPE_HOME", gw.home())
+        .env_remove("TROUPE_GATEWAY_TOKEN")
+        .env_remove("TROUPE_GATEWAY_PORT")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn troupe chat");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(input.as_bytes()).expect("write stdin");
+    drop(stdin);
+    let out = child.wait_with_output().expect("troupe chat exits");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn piped_chat_sends_every_line_prints_every_reply_and_exits_zero() {
+    let gw = TestGateway::builder().start();
+    let (code, stdout, stderr) = chat_with_input(
+        &gw,
+        &["--timeout", "60"],
+        "first line\nsecond line\n\nthird line\n",
+    );
+    assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
+    assert_eq!(
+        stdout, "echo: first line\necho: second line\necho: third line\n",
+        "each reply once, in order, nothing else; stderr: {stderr}"
+    );
+    let (code, history, _) = cli(
+        gw.home(),
+        &[
+            "gateway",
+            "call",
+            "chat.history",
+            "--params",
+            r#"{"sessionKey":"agent:main:main"}"#,
+        ],
+    );
+    assert_eq!(code, 0);
+    let history: Value = serde_json::from_str(&history).expect("history JSON");
+    assert_eq!(
+        history["messages"].as_array().map(Vec::len),
+        Some(6),
+        "{history}"
+    );
+}
+
+#[test]
+fn one_shot_message_prints_its_reply_as_text_or_json() {
+    let gw = TestGateway::builder().start();
+    let (code, stdout, stderr) = cli(gw.home(), &["chat", "--message", "just once"]);
+    assert_eq!(code, 0, "stderr: {stderr}");
+    assert_eq!(stdout, "echo: just once\n");
+    let (code, stdout, stderr) = cli(
+        gw.home(),
+        &[
+            "chat",
+            "--session",
+            "agent:main:cli:dm:scripted",
+            "--message",
+            "as json",
+            "--json",
+        ],
+    );
+    assert_eq!(code, 0, "stderr: {stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "one JSON object per reply: {stdout}");
+    let reply: Value = serde_json::from_str(lines[0]).expect("a JSON line");
+    assert_eq!(reply["status"], "ok");
+    assert_eq!(reply["reply"], "echo: as json");
+    assert_eq!(reply["sessionKey"], "agent:main:cli:dm:scripted");
+    assert!(
+        reply["runId"].as_str().is_some_and(|r| !r.is_empty()),
+        "{reply}"
+    );
+    let (code, stdout, stderr) = chat_with_input(&gw, &["--json"], "a\nb\n");
+    assert_eq!(code, 0, "stderr: {stderr}");
+    let replies: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    assert_eq!(replies.len(), 2, "{stdout}");
+    assert_eq!(replies[0]["reply"], "echo: a");
+    assert_eq!(replies[1]["reply"], "echo: b");
+}
+
+#[test]
+fn a_refused_chat_exits_non_zero_with_the_reason_on_stderr() {
+    let gw = TestGateway::builder().start();
+    let (code, stdout, stderr) = cli(gw.home(), &["chat", "--agent", "nobody", "--message", "hi"]);
+    assert_ne!(code, 0, "stdout: {stdout}");
+    assert!(
+        stderr.contains("nobody"),
+        "the error names the agent: {stderr}"
+    );
+    assert!(stdout.is_empty(), "nothing on stdout: {stdout}");
+    let (code, _, stderr) = chat_with_input(&gw, &["--session", "agent:main:\u{7}bell"], "hi\n");
+    assert_ne!(code, 0);
+    assert!(stderr.contains("INVALID_SESSION_KEY"), "{stderr}");
+    let (code, _, stderr) = cli(gw.home(), &["chat", "--token", "wrong", "--message", "hi"]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("unauthorized"), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,7 +11,7 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use crate::gateway::AgentSummary;
-use crate::messages::{Shutdown, TurnEvent};
+use crate::messages::{Shutdown, TurnEvent, TurnOptions};
 use crate::provider::{Provider, Usage};
 use crate::session_queue::SubmitTurn;
 use crate::store::turns::StoredMessage;
@@ -75,6 +75,8 @@ pub struct RunTurn {
     pub queue: Option<Recipient<SubmitTurn>>,
     /// Fires (or is dropped) when the run must stop: an abort, or the queue went away.
     pub abort: oneshot::Receiver<()>,
+    /// Per-turn settings from the client (timeout, extra system prompt, model).
+    pub options: TurnOptions,
 }
 
 /// How a run ended.
@@ -187,8 +189,10 @@ impl Handler<RunTurn> for AgentActor {
             history: msg.history,
             events: msg.events,
             tools,
+            extra_system_prompt: msg.options.extra_system_prompt,
+            model: msg.options.model,
         };
-        let run = turn::run(self.settings.clone(), input, msg.abort);
+        let run = turn::run_within(msg.options.timeout, self.settings.clone(), input, msg.abort);
         Box::pin(run.into_actor(self).map(|outcome, act, _| {
             act.runs_in_flight -= 1;
             outcome

@@ -69,6 +69,8 @@ pub struct GatewaySettings {
     pub stopping: std::sync::atomic::AtomicBool,
     /// Failed-authentication limiter, shared with the HTTP routes.
     pub auth_limiter: std::sync::Arc<crate::auth_limit::AuthLimiter>,
+    /// The gateway's log file, read by `logs.tail` (`None`: not logging to a file).
+    pub log_file: Option<std::path::PathBuf>,
 }
 
 impl GatewaySettings {

@@ -30,6 +30,7 @@ pub mod auth_limit;
 pub mod echo;
 pub mod event_sink;
 pub mod gateway;
+pub mod log_tail;
 pub mod messages;
 pub mod protocol;
 pub mod provider;

@@ -83,8 +83,10 @@ macro_rules! child_controls {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum QueueMode {
-    /// Wait in line, run after the runs ahead of it.
+    /// Wait in line, run after the runs ahead of it. OpenClaw's `steer` (inject into the
+    /// running turn) is taken as this: a turn here cannot be changed once it runs.
     #[default]
+    #[serde(alias = "steer")]
     Followup,
     /// Waiting messages coalesce into one turn.
     Collect,
@@ -101,6 +103,18 @@ impl QueueMode {
             Self::Interrupt => "interrupt",
         }
     }
+}
+
+/// Per-turn settings a client may give with its message (OpenClaw's `agent` / `chat.send`
+/// fields `timeout`, `extraSystemPrompt`, `model`); the default changes nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TurnOptions {
+    /// End the run with an error if it has not finished in this long.
+    pub timeout: Option<std::time::Duration>,
+    /// Appended to the agent's persona (system prompt) for this turn only.
+    pub extra_system_prompt: Option<String>,
+    /// Use this model instead of the agent's configured one for this turn only.
+    pub model: Option<String>,
 }
 
 /// What an agent reports while a run streams (agent → session-queue).

@@ -320,8 +320,13 @@ impl SessionQueueActor {
             .cloned();
         let events = ctx.address().recipient::<TurnEvent>();
         let queue = ctx.address().recipient::<SubmitTurn>();
-        let (input, agent_id, this_run, session_key) =
-            (turn.input, turn.agent_id, run_id.clone(), key.clone());
+        let (input, agent_id, this_run, session_key, options) = (
+            turn.input,
+            turn.agent_id,
+            run_id.clone(),
+            key.clone(),
+            turn.options,
+        );
         let execute = async move {
             let history = match started.await {
                 Ok(h) => h,
@@ -354,6 +359,7 @@ impl SessionQueueActor {
                 events,
                 queue: Some(queue),
                 abort: abort_rx,
+                options,
             };
             let outcome = match agent.send(run).await {
                 Ok(outcome) => outcome,
@@ -587,6 +593,7 @@ impl SessionQueueActor {
                 agent_id: run.agent_id,
                 input: run.input,
                 mode,
+                options: Default::default(),
             });
     }
 }

@@ -146,6 +146,7 @@ pub async fn execute(ctx: &ToolContext, call: &ToolCall) -> Result<String, Strin
                 idempotency_key: Some(format!("tool:{}:{}", ctx.run_id, call.id)),
                 mode: QueueMode::Followup,
                 subscriber: None,
+                options: Default::default(),
             };
             match queue.send(submit).await {
                 Ok(Ok(a)) => Ok(

@@ -8,6 +8,8 @@ pub use chat::{transcript_json, usage_since};
 mod handshake;
 mod methods;
 mod queue_link;
+mod session_params;
+mod turn_params;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;

@@ -394,6 +394,7 @@ impl Turn {
             idempotency_key: Some(self.idempotency_key.clone()),
             mode: QueueMode::Followup,
             subscriber,
+            options: Default::default(),
         };
         self.queue
             .send(submit)

@@ -173,6 +173,7 @@ pub async fn post(
         idempotency_key: Some(idempotency_key),
         mode: body.queue_mode,
         subscriber: None,
+        options: Default::default(),
     };
     match queue.send(submit).await.map_err(|_| unavailable("the session queue"))? {
         Ok(a) => Ok(HttpResponse::Accepted().json(json!({

@@ -25,6 +25,39 @@ pub struct TurnInput {
     pub events: Recipient<TurnEvent>,
     /// Tool context.
     pub tools: ToolContext,
+    /// Appended to the persona for this turn.
+    pub extra_system_prompt: Option<String>,
+    /// Overrides the agent's model for this turn.
+    pub model: Option<String>,
+}
+
+/// The system prompt of a turn: the persona, then the client's extra prompt.
+pub fn system_prompt(persona: Option<&str>, extra: Option<&str>) -> Option<String> {
+    let parts: Vec<&str> = [persona, extra]
+        .into_iter()
+        .flatten()
+        .filter(|p| !p.trim().is_empty())
+        .collect();
+    (!parts.is_empty()).then(|| parts.join("\n\n"))
+}
+
+/// [`run`], ended with an error if it has not finished within `timeout`.
+pub async fn run_within(
+    timeout: Option<std::time::Duration>,
+    settings: AgentSettings,
+    turn: TurnInput,
+    abort: oneshot::Receiver<()>,
+) -> RunOutcome {
+    let Some(limit) = timeout else {
+        return run(settings, turn, abort).await;
+    };
+    match tokio::time::timeout(limit, run(settings, turn, abort)).await {
+        Ok(outcome) => outcome,
+        Err(_) => RunOutcome::failed(format!(
+            "the run did not finish within its timeout of {} ms",
+            limit.as_millis()
+        )),
+    }
 }
 
 fn outcome(
@@ -79,8 +112,14 @@ pub async fn run(
         .collect();
     messages.push(ChatMessage::User(turn.input.clone()));
     let mut request = ChatRequest {
-        model: settings.summary.model.clone(),
-        system: settings.persona.clone(),
+        model: turn
+            .model
+            .clone()
+            .unwrap_or_else(|| settings.summary.model.clone()),
+        system: system_prompt(
+            settings.persona.as_deref(),
+            turn.extra_system_prompt.as_deref(),
+        ),
         messages,
         tools: tools::specs(&settings.tools),
         temperature: settings.temperature,
@@ -148,4 +187,21 @@ pub async fn run(
         settings.max_iterations
     );
     outcome(RunStatus::Error, text, Some(why), usage, &settings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::system_prompt;
+
+    #[test]
+    fn the_extra_system_prompt_follows_the_persona() {
+        assert_eq!(system_prompt(None, None), None);
+        assert_eq!(system_prompt(Some("P"), None).as_deref(), Some("P"));
+        assert_eq!(system_prompt(None, Some("X")).as_deref(), Some("X"));
+        assert_eq!(
+            system_prompt(Some("P"), Some("X")).as_deref(),
+            Some("P\n\nX")
+        );
+        assert_eq!(system_prompt(Some("P"), Some("  ")).as_deref(), Some("P"));
+    }
 }

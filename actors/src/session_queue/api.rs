@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use crate::messages::{QueueMode, SessionEvent};
+use crate::messages::{QueueMode, SessionEvent, TurnOptions};
 
 /// Limits of the queue.
 #[derive(Debug, Clone)]
@@ -61,6 +61,8 @@ pub struct SubmitTurn {
     pub mode: QueueMode,
     /// Subscribe this client to the session's events.
     pub subscriber: Option<(String, Recipient<SessionEvent>)>,
+    /// Per-turn settings (timeout, extra system prompt, model override).
+    pub options: TurnOptions,
 }
 
 /// The `accepted` acknowledgement.

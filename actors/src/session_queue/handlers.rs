@@ -43,6 +43,7 @@ impl Handler<SubmitTurn> for SessionQueueActor {
                 agent_id: msg.agent_id.clone(),
                 input: msg.text.clone(),
                 mode: msg.mode,
+                options: msg.options,
             });
         }
         let turn = NewTurn {

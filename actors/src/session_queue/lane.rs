@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 
-use crate::messages::QueueMode;
+use crate::messages::{QueueMode, TurnOptions};
 
 /// A submitted turn waiting in a lane.
 #[derive(Debug, Clone)]
@@ -18,6 +18,8 @@ pub struct Waiting {
     pub input: String,
     /// Queue mode.
     pub mode: QueueMode,
+    /// Per-turn settings (not kept across a gateway restart).
+    pub options: TurnOptions,
 }
 
 /// The run a lane is executing.
@@ -143,6 +145,7 @@ mod tests {
             agent_id: "main".into(),
             input: format!("m{ticket}"),
             mode,
+            options: TurnOptions::default(),
         }
     }
 

@@ -10,34 +10,18 @@ use serde_json::{Value, json};
 use super::WsSessionActor;
 use super::methods::parse;
 use super::queue_link::PendingSubmit;
-use crate::messages::{QueueMode, SessionEvent};
-use crate::protocol::ErrorShape;
+use super::session_params::{
+    AbortParams, HistoryParams, ListParams, ModelsListParams, SessionParams,
+};
+use super::turn_params::{AgentParams, ChatSendParams};
+use crate::messages::{QueueMode, SessionEvent, TurnOptions};
+use crate::protocol::{ErrorShape, Scope};
 use crate::session_key::{ResolvedKey, resolve};
 use crate::session_queue::{
-    AbortTurn, QueueError, ResetSession, SubmitTurn, Subscribe, TurnAccepted, Unsubscribe, WaitRun,
+    AbortTurn, QueueError, ResetSession, RunSummary, SubmitTurn, Subscribe, TurnAccepted,
+    Unsubscribe, WaitRun,
 };
 use crate::store::{StoreActor, StoreRead, turns};
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct ChatSendParams {
-    session_key: String,
-    message: String,
-    idempotency_key: String,
-    #[serde(default)]
-    queue_mode: QueueMode,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct AgentParams {
-    message: String,
-    #[serde(default)]
-    agent_id: Option<String>,
-    #[serde(default)]
-    session_key: Option<String>,
-    idempotency_key: String,
-}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -45,32 +29,6 @@ struct WaitParams {
     run_id: String,
     #[serde(default)]
     timeout_ms: Option<u64>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct HistoryParams {
-    session_key: String,
-    #[serde(default)]
-    limit: Option<u32>,
-    #[serde(default)]
-    before: Option<i64>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct AbortParams {
-    session_key: String,
-    #[serde(default)]
-    run_id: Option<String>,
-    #[serde(default)]
-    clear_queued: bool,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct SessionParams {
-    session_key: String,
 }
 
 #[derive(Deserialize, Default)]
@@ -84,13 +42,6 @@ struct UsageParams {
 pub fn usage_since(days: Option<u32>) -> i64 {
     let days = i64::from(days.unwrap_or(30).clamp(1, 3650));
     crate::now_ms() as i64 - days * 86_400_000
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct ListParams {
-    #[serde(default)]
-    limit: Option<u32>,
 }
 
 /// Maps a queue refusal to the protocol's error.
@@ -124,6 +75,22 @@ pub fn transcript_json(session_key: &str, page: turns::Transcript) -> Value {
     })
 }
 
+/// A run's end as `agent` (final) and `agent.wait` answer it: Troupe's `{runId, status,
+/// summary, error?}` plus OpenClaw's `result.payloads` (what `openclaw agent` prints).
+pub(super) fn run_result(summary: &RunSummary) -> Value {
+    let mut payload = json!(summary);
+    let payloads: Vec<Value> = if summary.summary.is_empty() {
+        Vec::new()
+    } else {
+        vec![json!({ "text": summary.summary })]
+    };
+    payload["result"] = json!({ "payloads": payloads });
+    if let (true, Some(error)) = (summary.summary.is_empty(), &summary.error) {
+        payload["summary"] = json!(error);
+    }
+    payload
+}
+
 /// The answer when a part of the gateway is restarting.
 pub(super) fn unavailable(what: &str) -> ErrorShape {
     ErrorShape::unavailable(format!("{what} is restarting; retry"), 200)
@@ -137,6 +104,25 @@ impl WsSessionActor {
             .iter()
             .map(|a| a.id.clone())
             .collect()
+    }
+
+    /// The provider of an agent (for checking a `provider` override).
+    fn provider_of(&self, agent_id: &str) -> String {
+        self.gateway
+            .settings
+            .agents
+            .iter()
+            .find(|a| a.id == agent_id)
+            .map(|a| a.provider.clone())
+            .unwrap_or_default()
+    }
+
+    /// The scope this connection was granted.
+    fn scope(&self) -> Scope {
+        match self.phase {
+            super::Phase::Connected { scope } => scope,
+            _ => Scope::Read,
+        }
     }
 
     /// Validates a session key into its full form and its agent.
@@ -180,6 +166,14 @@ impl WsSessionActor {
         let result = match method {
             "chat.send" => parse::<ChatSendParams>(method, params).and_then(|p| {
                 let ResolvedKey { key, agent } = self.check_key(&p.session_key)?;
+                if p.agent_id.as_ref().is_some_and(|a| *a != agent) {
+                    return Err(ErrorShape::invalid(format!(
+                        "agentId {:?} does not own session {:?}",
+                        p.agent_id.unwrap_or_default(),
+                        p.session_key
+                    )));
+                }
+                let options = p.options()?;
                 self.submit(
                     id.clone(),
                     key,
@@ -187,6 +181,7 @@ impl WsSessionActor {
                     p.message,
                     p.idempotency_key,
                     p.queue_mode,
+                    options,
                     false,
                     ctx,
                 );
@@ -200,6 +195,8 @@ impl WsSessionActor {
                     .unwrap_or_else(|| "main".into());
                 let key = p
                     .session_key
+                    .clone()
+                    .filter(|k| !k.is_empty())
                     .unwrap_or_else(|| format!("agent:{agent_id}:main"));
                 let ResolvedKey { key, agent: owner } = self.check_key(&key)?;
                 if p.agent_id.as_ref().is_some_and(|a| *a != owner) {
@@ -207,6 +204,7 @@ impl WsSessionActor {
                         "agentId {agent_id:?} does not own session {key:?}"
                     )));
                 }
+                let options = p.options(&self.provider_of(&owner), self.scope() >= Scope::Admin)?;
                 self.submit(
                     id.clone(),
                     key,
@@ -214,6 +212,7 @@ impl WsSessionActor {
                     p.message,
                     p.idempotency_key,
                     QueueMode::Followup,
+                    options,
                     true,
                     ctx,
                 );
@@ -252,13 +251,22 @@ impl WsSessionActor {
                 let op = StoreRead::new(move |pool| Box::pin(async move { turns::usage_report(&pool, since).await }));
                 self.read_store(id.clone(), op, ctx, move |report| json!({ "sinceMs": since, "usage": report }));
             }),
-            "models.list" => parse::<ListParams>(method, params).map(|_| {
+            "models.list" => parse::<ModelsListParams>(method, params).map(|p| {
                 let models: Vec<Value> = self
                     .gateway
                     .settings
                     .agents
                     .iter()
-                    .map(|a| json!({ "id": a.id, "agentId": a.id, "provider": a.provider, "model": a.model, "realModel": a.real_model }))
+                    .filter(|a| p.agent_id.as_ref().is_none_or(|id| *id == a.id))
+                    .filter(|a| p.provider.as_ref().is_none_or(|pr| *pr == a.provider))
+                    .take(p.limit.unwrap_or(u32::MAX) as usize)
+                    // A model here is an agent; name, input, available and local are the
+                    // fields OpenClaw's model catalog rows have (`openclaw models list`).
+                    .map(|a| json!({
+                        "id": a.id, "agentId": a.id, "provider": a.provider, "model": a.model, "realModel": a.real_model,
+                        "name": format!("{} (agent {})", a.model, a.id), "input": ["text"], "available": true,
+                        "local": !a.real_model,
+                    }))
                     .collect();
                 self.respond(id.clone(), Ok(json!({ "models": models })), ctx);
             }),
@@ -326,6 +334,7 @@ impl WsSessionActor {
         text: String,
         idempotency_key: String,
         mode: QueueMode,
+        options: TurnOptions,
         two_stage: bool,
         ctx: &mut Context<Self>,
     ) {
@@ -337,6 +346,7 @@ impl WsSessionActor {
             idempotency_key: Some(idempotency_key),
             mode,
             subscriber: Some((self.conn_id.clone(), ctx.address().recipient())),
+            options,
         };
         self.submit_turn(id, submit, two_stage, ctx);
     }
@@ -386,7 +396,7 @@ impl WsSessionActor {
                         return; // answered from the run's end event
                     }
                     match res {
-                        Ok(Ok(summary)) => act.respond(id, Ok(json!(summary)), ctx),
+                        Ok(Ok(summary)) => act.respond(id, Ok(run_result(&summary)), ctx),
                         Ok(Err(e)) => act.respond(id, Err(queue_error(e)), ctx),
                         Err(_) if attempt < 20 => {
                             act.queue_lost(ctx);
@@ -450,7 +460,7 @@ impl Handler<SessionEvent> for WsSessionActor {
             // stop that may follow in the mailbox), not when the queue's reply arrives.
             if let Some(ended) = &msg.ended {
                 for id in self.awaiting.remove(&ended.run_id).unwrap_or_default() {
-                    self.respond(id, Ok(json!(**ended)), ctx);
+                    self.respond(id, Ok(run_result(ended)), ctx);
                 }
             }
         }

@@ -126,7 +126,7 @@ impl WsSessionActor {
             "type": "hello-ok",
             "protocol": protocol,
             "server": { "version": settings.version, "connId": self.conn_id },
-            "features": { "methods": methods::names(), "events": methods::EVENTS },
+            "features": { "methods": methods::names(), "events": methods::EVENTS, "capabilities": methods::CAPABILITIES },
             "snapshot": {
                 "presence": [],
                 "health": { "ok": true },

@@ -13,6 +13,10 @@ use crate::supervisor::{ChildAction, ChildCommand, ChildId, CommandError, Comman
 /// Responses a connection may be owed at once (slow `agent.wait`s, runs in progress, ...).
 pub const MAX_OWED: usize = 256;
 
+/// Capabilities announced in `hello-ok` (`features.capabilities`), named as OpenClaw names
+/// them: its CLI checks `published-model-catalog` before `models list`.
+pub const CAPABILITIES: &[&str] = &["published-model-catalog"];
+
 /// Events this gateway may send.
 pub const EVENTS: &[&str] = &["connect.challenge", "tick", "shutdown", "agent", "chat"];
 
@@ -25,6 +29,7 @@ const METHODS: &[(&str, Scope)] = &[
     ("agent.wait", Scope::Read),
     ("usage.status", Scope::Read),
     ("models.list", Scope::Read),
+    ("logs.tail", Scope::Read),
     ("chat.send", Scope::Write),
     ("agent", Scope::Write),
     ("chat.abort", Scope::Write),
@@ -46,6 +51,18 @@ pub fn names() -> Vec<&'static str> {
 struct TreeParams {
     #[serde(default)]
     clients: Option<String>,
+}
+
+/// `logs.tail` (OpenClaw's `LogsTailParamsSchema`).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct LogsTailParams {
+    #[serde(default)]
+    cursor: Option<u64>,
+    #[serde(default)]
+    limit: Option<usize>,
+    #[serde(default)]
+    max_bytes: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -135,9 +152,19 @@ impl WsSessionActor {
                 self.respond(id, Ok(payload), ctx);
             }
             "agents.list" => {
-                let payload = json!({ "agents": self.gateway.settings.agents });
+                let agents = &self.gateway.settings.agents;
+                let default_id = agents.first().map(|a| a.id.as_str()).unwrap_or("main");
+                // defaultId, mainKey and scope as OpenClaw's AgentsListResult has them: its
+                // CLI picks the agent (and session agent:<id>:main) from them.
+                let payload = json!({
+                    "agents": agents, "defaultId": default_id, "mainKey": "main", "scope": "per-sender",
+                });
                 self.respond(id, Ok(payload), ctx);
             }
+            "logs.tail" => match parse::<LogsTailParams>(&method, params) {
+                Ok(p) => self.logs_tail(id, p, ctx),
+                Err(error) => self.respond(id, Err(error), ctx),
+            },
             "status" | "supervisor.tree" => match parse::<TreeParams>(&method, params) {
                 Ok(p) => {
                     let all = p.clients.as_deref() == Some("all");
@@ -172,6 +199,32 @@ impl WsSessionActor {
             },
             _ => self.on_chat_method(id, &method, params, ctx),
         }
+    }
+
+    fn logs_tail(&mut self, id: String, p: LogsTailParams, ctx: &mut Context<Self>) {
+        let Some(file) = self.gateway.settings.log_file.clone() else {
+            let error = ErrorShape::unavailable("this gateway does not log to a file", 0)
+                .with_detail("NO_LOG_FILE");
+            self.respond(id, Err(error), ctx);
+            return;
+        };
+        let read = tokio::task::spawn_blocking(move || {
+            crate::log_tail::tail(&file, p.cursor, p.limit, p.max_bytes)
+                .map_err(|e| format!("cannot read the log {}: {e}", file.display()))
+        });
+        ctx.spawn(read.into_actor(self).map(move |res, act, ctx| {
+            let result = match res {
+                Ok(Ok(tail)) => {
+                    serde_json::to_value(tail).map_err(|e| ErrorShape::invalid(e.to_string()))
+                }
+                Ok(Err(why)) => Err(ErrorShape::unavailable(why, 1000)),
+                Err(e) => Err(ErrorShape::unavailable(
+                    format!("the log reader failed: {e}"),
+                    1000,
+                )),
+            };
+            act.respond(id, result, ctx);
+        }));
     }
 
     fn route(
