@@ -55,21 +55,24 @@ fn appender(log: FileLog<'_>) -> Result<RollingFileAppender, String> {
         LogRotation::Hourly => Rotation::HOURLY,
         LogRotation::Never => Rotation::NEVER,
     };
+    // The link to the current file is made from this path: absolute, so that it resolves
+    // even when TROUPE_HOME is relative.
+    let dir = std::fs::canonicalize(log.dir).unwrap_or_else(|_| log.dir.to_path_buf());
     let mut builder = RollingFileAppender::builder()
         .rotation(rotation)
         .filename_prefix("troupe")
         .filename_suffix("log");
     if log.rotation != LogRotation::Never {
-        let current = log.dir.join(LOG_FILE_NAME);
+        let current = dir.join(LOG_FILE_NAME);
         if std::fs::symlink_metadata(&current).is_ok_and(|m| m.is_file()) {
-            let _ = std::fs::rename(&current, log.dir.join("troupe.previous.log"));
+            let _ = std::fs::rename(&current, dir.join("troupe.previous.log"));
         }
         builder = builder
             .max_log_files(log.max_files)
             .latest_symlink(LOG_FILE_NAME);
     }
     builder
-        .build(log.dir)
+        .build(&dir)
         .map_err(|e| format!("cannot open the log file in {}: {e}", log.dir.display()))
 }
 

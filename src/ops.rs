@@ -242,15 +242,33 @@ pub fn doctor(
             }
         }
         let db = paths.resolve(&config.store_path);
-        println!(
-            "info store {}{}",
-            db.display(),
-            if db.exists() {
-                ""
-            } else {
-                " (created at first start)"
-            }
-        );
+        let dir_ok = db
+            .parent()
+            .is_none_or(|d| d.as_os_str().is_empty() || d.is_dir());
+        if !dir_ok || db.is_dir() {
+            check(
+                false,
+                format!(
+                    "store.path {} cannot be opened: {}",
+                    db.display(),
+                    if db.is_dir() {
+                        "it is a directory"
+                    } else {
+                        "its directory does not exist"
+                    }
+                ),
+            );
+        } else {
+            println!(
+                "info store {}{}",
+                db.display(),
+                if db.exists() {
+                    ""
+                } else {
+                    " (created at first start)"
+                }
+            );
+        }
     }
     println!("info no channels configured");
     if failed == 0 { exit::OK } else { exit::FAILURE }

@@ -650,6 +650,15 @@ fn an_unopenable_store_path_exits_73_naming_it() {
         "stderr names the key and the path: {err}"
     );
     assert!(!pid_file(&home).exists(), "no PID file left behind");
+    let mut env = DOCTOR_ENV.to_vec();
+    env.push(("TROUPE__STORE__PATH", missing));
+    let (code, out, err) = run_bounded(&home, &["doctor"], &env);
+    assert_ne!(code, 0, "stdout {out}, stderr {err}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("FAIL") && l.contains("store.path")),
+        "doctor flags the store path: {out}"
+    );
 }
 
 #[test]
