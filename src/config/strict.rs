@@ -106,6 +106,9 @@ fn check_value(key: &str, want: Kind, got: &ValueKind, errors: &mut Vec<ConfigEr
                 errors.push(bad(format!("{n} is too large: at most {max} {unit}")));
             }
         }
+        (Kind::Integer, Kind::Float) if matches!(got, ValueKind::Float(f) if f.fract() == 0.0) => {
+            errors.push(bad(format!("{got} is too large for a whole number")))
+        }
         (Kind::Integer, _) => errors.push(bad(format!(
             "must be a whole number, got {}",
             describe(got)
