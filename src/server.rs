@@ -94,6 +94,12 @@ fn token_file(paths: &StatePaths, notices: &mut Vec<String>) -> Result<String, S
             ));
         }
         if let Some(token) = paths.read_token() {
+            if token.len() < 16 {
+                return Err(format!(
+                    "token file {} holds a token shorter than 16 characters; remove it and a new one is generated",
+                    path.display()
+                ));
+            }
             return Ok(token);
         }
     }

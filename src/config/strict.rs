@@ -181,7 +181,8 @@ pub fn check_file_syntax(path: &Path) -> Result<(), ConfigError> {
     };
     let line_no = err
         .span()
-        .map(|span| text[..span.start.min(text.len())].matches('\n').count())
+        .and_then(|span| text.get(..span.start))
+        .map(|before| before.matches('\n').count())
         .unwrap_or(0);
     let lines: Vec<&str> = text.lines().collect();
     let name = lines
