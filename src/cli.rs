@@ -84,7 +84,7 @@ pub struct ClientFlags {
     /// Gateway URL (default: ws://127.0.0.1:<port from run/troupe.port or config>).
     #[arg(long)]
     pub url: Option<String>,
-    /// Token (default: TROUPE_GATEWAY_TOKEN, then the state dir's token file).
+    /// Token (default: TROUPE_GATEWAY_TOKEN, then gateway.auth.token, then the state dir's token file).
     #[arg(long)]
     pub token: Option<String>,
     /// Password, when gateway.auth.mode = "password" (default: TROUPE_GATEWAY_PASSWORD).

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::cli::ClientFlags;
+use crate::config::AuthSetting;
 use crate::paths::StatePaths;
 
 /// Why a client command failed.
@@ -44,24 +45,47 @@ pub struct Target {
 }
 
 impl Target {
-    /// From flags, env, the state dir's port and token files, and the default port.
+    /// From flags, env (`TROUPE_GATEWAY_TOKEN`, `TROUPE_GATEWAY_PASSWORD`), the config
+    /// file's `gateway.auth.token` / `gateway.auth.password` / `gateway.port` (the file of
+    /// `TROUPE_CONFIG`, else the state dir's `config.toml`), the state dir's port and token
+    /// files, and the default port, in that order of precedence.
     pub fn resolve(flags: &ClientFlags, paths: &StatePaths, env: &HashMap<String, String>) -> Self {
+        let config_file = env
+            .get("TROUPE_CONFIG")
+            .filter(|c| !c.is_empty())
+            .map(std::path::PathBuf::from);
+        // An invalid config does not stop a client command: it falls back to the files.
+        let config = crate::server::load_config(
+            paths,
+            config_file.as_deref(),
+            env,
+            &crate::config::Overrides::default(),
+        )
+        .ok();
         let url = flags.url.clone().unwrap_or_else(|| {
             let port = paths
                 .read_port()
                 .or_else(|| env.get("TROUPE_GATEWAY_PORT").and_then(|p| p.parse().ok()))
+                .or_else(|| config.as_ref().map(|c| c.port))
                 .unwrap_or(18789);
             format!("ws://{}:{port}/ws", paths.read_host())
         });
+        let (config_token, config_password) = match config.as_ref().map(|c| &c.auth) {
+            Some(AuthSetting::Token(Some(t))) => (Some(t.0.clone()), None),
+            Some(AuthSetting::Password(p)) => (None, Some(p.0.clone())),
+            _ => (None, None),
+        };
         let token = flags
             .token
             .clone()
             .or_else(|| env.get("TROUPE_GATEWAY_TOKEN").cloned())
+            .or(config_token)
             .or_else(|| paths.read_token());
         let password = flags
             .password
             .clone()
-            .or_else(|| env.get("TROUPE_GATEWAY_PASSWORD").cloned());
+            .or_else(|| env.get("TROUPE_GATEWAY_PASSWORD").cloned())
+            .or(config_password);
         Self {
             url,
             token,

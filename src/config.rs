@@ -12,6 +12,11 @@ use serde::Deserialize;
 use troupe_actors::gateway::{AgentSummary, Secret};
 use troupe_actors::supervisor::Intensity;
 
+mod strict;
+
+/// The most HTTP worker threads `gateway.workers` may ask for.
+pub const MAX_WORKERS: usize = 256;
+
 /// The defaults compiled into the binary.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 
@@ -130,6 +135,10 @@ pub struct Config {
     pub agent_defs: Vec<AgentDef>,
     /// Tracing filter.
     pub log_level: String,
+    /// How often the log file is rotated.
+    pub log_rotation: crate::logging::LogRotation,
+    /// Rotated log files kept (the current one included).
+    pub log_max_files: usize,
     /// SQLite file (relative to the state dir unless absolute).
     pub store_path: PathBuf,
     /// Agents.
@@ -261,6 +270,8 @@ struct RawDebug {
 #[serde(deny_unknown_fields)]
 struct RawLogging {
     level: String,
+    rotation: String,
+    max_files: usize,
 }
 
 #[derive(Deserialize)]
@@ -330,6 +341,9 @@ impl Config {
             if *required && !path.exists() {
                 return Err(error(&path.display().to_string(), "config file not found"));
             }
+            if path.exists() {
+                strict::check_file_syntax(path).map_err(|e| ConfigErrors(vec![e]))?;
+            }
             builder = builder.add_source(
                 File::from(path.clone())
                     .format(FileFormat::Toml)
@@ -354,11 +368,33 @@ impl Config {
         let merged = builder
             .build()
             .map_err(|e| error(&key_of(&e), e.to_string()))?;
+        let strict_errors = strict::check(&table(DEFAULT_TOML)?, &merged_table(&merged)?);
+        if !strict_errors.is_empty() {
+            return Err(ConfigErrors(strict_errors));
+        }
         let raw: Raw = merged
             .try_deserialize()
             .map_err(|e| error(&key_of(&e), e.to_string()))?;
         validate(raw, sources.env, sources.overrides)
     }
+}
+
+/// The embedded defaults as a table of values.
+fn table(toml: &str) -> Result<config::Map<String, config::Value>, ConfigErrors> {
+    let built = config::Config::builder()
+        .add_source(File::from_str(toml, FileFormat::Toml))
+        .build()
+        .map_err(|e| error("config", e.to_string()))?;
+    merged_table(&built)
+}
+
+fn merged_table(
+    merged: &config::Config,
+) -> Result<config::Map<String, config::Value>, ConfigErrors> {
+    merged
+        .clone()
+        .try_deserialize()
+        .map_err(|e| error(&key_of(&e), e.to_string()))
 }
 
 fn key_of(err: &config::ConfigError) -> String {
@@ -586,6 +622,20 @@ fn validate(
             .unwrap_or(2),
         n => n,
     };
+    if workers > MAX_WORKERS {
+        bad(
+            "gateway.workers",
+            format!("{workers} is too many: at most {MAX_WORKERS} (0 = one per core)"),
+        );
+    }
+    let log_rotation =
+        crate::logging::LogRotation::parse(&raw.logging.rotation).unwrap_or_else(|why| {
+            bad("logging.rotation", why);
+            crate::logging::LogRotation::Never
+        });
+    if raw.logging.max_files == 0 {
+        bad("logging.max_files", "must be at least 1".into());
+    }
     if raw.sessions.lane_capacity == 0 {
         bad("sessions.lane_capacity", "must be at least 1".into());
     }
@@ -651,6 +701,8 @@ fn validate(
             .collect(),
         agent_defs: raw.agents.clone(),
         log_level,
+        log_rotation,
+        log_max_files: raw.logging.max_files,
         store_path: raw.store.path,
         agents,
     })
@@ -800,5 +852,69 @@ mod tests {
         let err =
             load(&[("TROUPE_GATEWAY_TOKEN", "short")], Overrides::default()).expect_err("invalid");
         assert_eq!(err.0[0].key, "gateway.auth.token");
+    }
+
+    #[test]
+    fn booleans_are_strict_but_env_true_and_false_work() {
+        for bad in ["yes", "on", "1", "Y"] {
+            let err = load(
+                &[("TROUPE__DEBUG__FAULT_INJECTION", bad)],
+                Overrides::default(),
+            )
+            .expect_err(bad);
+            assert_eq!(err.0[0].key, "debug.fault_injection", "{bad}: {err}");
+            assert!(err.0[0].why.contains("true or false"), "{err}");
+        }
+        for (text, on) in [("true", true), ("FALSE", false)] {
+            let cfg = load(
+                &[("TROUPE__DEBUG__FAULT_INJECTION", text)],
+                Overrides::default(),
+            )
+            .expect(text);
+            assert_eq!(cfg.fault_injection, on);
+        }
+    }
+
+    #[test]
+    fn numbers_are_strict_and_bounded() {
+        for (key, env, value) in [
+            ("gateway.workers", "TROUPE__GATEWAY__WORKERS", "1.5"),
+            ("gateway.port", "TROUPE__GATEWAY__PORT", "true"),
+            (
+                "sessions.lane_capacity",
+                "TROUPE__SESSIONS__LANE_CAPACITY",
+                "2.7",
+            ),
+            (
+                "gateway.shutdown_timeout_ms",
+                "TROUPE__GATEWAY__SHUTDOWN_TIMEOUT_MS",
+                "99999999999999999999",
+            ),
+            (
+                "gateway.shutdown_timeout_ms",
+                "TROUPE__GATEWAY__SHUTDOWN_TIMEOUT_MS",
+                "9223372036854775807",
+            ),
+            ("gateway.workers", "TROUPE__GATEWAY__WORKERS", "100000"),
+            ("logging.rotation", "TROUPE__LOGGING__ROTATION", "weekly"),
+            ("logging.max_files", "TROUPE__LOGGING__MAX_FILES", "0"),
+        ] {
+            let err = load(&[(env, value)], Overrides::default()).expect_err(value);
+            assert_eq!(err.0[0].key, key, "{env}={value}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_string_for_a_boolean_in_the_file_names_the_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("config.toml");
+        std::fs::write(&file, "[debug]\nfault_injection = \"yes\"\n").expect("write");
+        let err = Config::load(Sources {
+            file: Some((file, true)),
+            env: &HashMap::new(),
+            overrides: &Overrides::default(),
+        })
+        .expect_err("invalid");
+        assert_eq!(err.0[0].key, "debug.fault_injection", "{err}");
     }
 }

@@ -31,9 +31,32 @@ use std::time::Duration;
 use cli::{Cli, Command, GatewayCommand};
 use paths::StatePaths;
 
-/// Runs a parsed command line; returns the exit code.
+/// Runs a parsed command line; returns the exit code. A panic that reaches here (a bug)
+/// still ends with one line on stderr and exit 70, never a silent 101.
 pub fn dispatch(cli: Cli) -> i32 {
-    let env: HashMap<String, String> = std::env::vars().collect();
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| dispatch_command(cli))) {
+        Ok(code) => code,
+        Err(payload) => {
+            let what = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic with a non-string payload".into());
+            eprintln!(
+                "troupe: internal error: {what}; exiting {} (please report this)",
+                exit::ESCALATED
+            );
+            exit::ESCALATED
+        }
+    }
+}
+
+fn dispatch_command(cli: Cli) -> i32 {
+    let mut env: HashMap<String, String> = std::env::vars().collect();
+    // `--config` reaches client commands (token, password, port) the way TROUPE_CONFIG does.
+    if let Some(file) = &cli.config {
+        env.insert("TROUPE_CONFIG".into(), file.display().to_string());
+    }
     let paths = StatePaths::from_env(&env);
     let config_file = cli.config.as_deref();
     match cli.command {

@@ -112,9 +112,19 @@ pub fn logs(paths: &StatePaths, lines: usize, follow: bool) -> i32 {
         return exit::OK;
     }
     let mut pos = text.len() as u64;
+    let mut current = std::fs::canonicalize(&path).ok();
     loop {
         std::thread::sleep(Duration::from_millis(250));
-        let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        // A rotated log: `troupe.log` now links to a new file; follow it from its start.
+        let now = std::fs::canonicalize(&path).ok();
+        if now != current
+            && let Ok(f) = std::fs::File::open(&path)
+        {
+            file = f;
+            pos = 0;
+            current = now;
+        }
+        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
         if len < pos {
             pos = 0;
         }
@@ -155,16 +165,33 @@ pub fn doctor(
         writable,
         format!("state dir {} is writable", paths.home.display()),
     );
-    if let Ok(meta) = std::fs::metadata(paths.token_file()) {
+    if let Ok(meta) = std::fs::symlink_metadata(paths.token_file()) {
         use std::os::unix::fs::PermissionsExt;
+        let path = paths.token_file();
         let mode = meta.permissions().mode() & 0o777;
-        check(
-            mode & 0o077 == 0,
-            format!(
-                "token file {} is private (mode {mode:o})",
-                paths.token_file().display()
-            ),
-        );
+        if !meta.is_file() {
+            check(
+                false,
+                format!(
+                    "token file {} is not a regular file (a symlink or directory): remove it",
+                    path.display()
+                ),
+            );
+        } else if mode & 0o077 != 0 {
+            check(
+                false,
+                format!(
+                    "token file {} is readable by others (mode {mode:o}): run `chmod 600 {}` (the gateway also fixes it at start) and consider rotating the token",
+                    path.display(),
+                    path.display()
+                ),
+            );
+        } else {
+            check(
+                true,
+                format!("token file {} is private (mode {mode:o})", path.display()),
+            );
+        }
     }
     let running = PidFile::is_locked(&paths.pid_file());
     if paths.pid_file().exists() && !running {
@@ -215,15 +242,33 @@ pub fn doctor(
             }
         }
         let db = paths.resolve(&config.store_path);
-        println!(
-            "info store {}{}",
-            db.display(),
-            if db.exists() {
-                ""
-            } else {
-                " (created at first start)"
-            }
-        );
+        let dir_ok = db
+            .parent()
+            .is_none_or(|d| d.as_os_str().is_empty() || d.is_dir());
+        if !dir_ok || db.is_dir() {
+            check(
+                false,
+                format!(
+                    "store.path {} cannot be opened: {}",
+                    db.display(),
+                    if db.is_dir() {
+                        "it is a directory"
+                    } else {
+                        "its directory does not exist"
+                    }
+                ),
+            );
+        } else {
+            println!(
+                "info store {}{}",
+                db.display(),
+                if db.exists() {
+                    ""
+                } else {
+                    " (created at first start)"
+                }
+            );
+        }
     }
     println!("info no channels configured");
     if failed == 0 { exit::OK } else { exit::FAILURE }

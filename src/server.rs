@@ -55,34 +55,96 @@ pub fn ensure_state_dir(paths: &StatePaths) -> std::io::Result<()> {
 }
 
 /// The token from config/env/flag, else the token file, generated (0600) on first start.
-pub fn resolve_auth(config: &Config, paths: &StatePaths) -> std::io::Result<AuthPolicy> {
+/// A token file readable by others is made private again, and said so in `notices`.
+pub fn resolve_auth(
+    config: &Config,
+    paths: &StatePaths,
+    notices: &mut Vec<String>,
+) -> Result<AuthPolicy, String> {
     Ok(match &config.auth {
         AuthSetting::Token(Some(t)) => AuthPolicy::Token(t.clone()),
-        AuthSetting::Token(None) => AuthPolicy::Token(Secret(token_file(paths)?)),
+        AuthSetting::Token(None) => AuthPolicy::Token(Secret(token_file(paths, notices)?)),
         AuthSetting::Password(p) => AuthPolicy::Password(p.clone()),
         AuthSetting::None => AuthPolicy::None,
     })
 }
 
-fn token_file(paths: &StatePaths) -> std::io::Result<String> {
+fn token_file(paths: &StatePaths, notices: &mut Vec<String>) -> Result<String, String> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    if let Some(token) = paths.read_token() {
-        return Ok(token);
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let path = paths.token_file();
+    if let Ok(meta) = std::fs::symlink_metadata(&path) {
+        if !meta.is_file() {
+            return Err(format!(
+                "token file {} is not a regular file (a symlink or directory); remove it and a new token is generated",
+                path.display()
+            ));
+        }
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(
+                |e| {
+                    format!(
+                        "token file {} is readable by others (mode {mode:o}) and cannot be made private: {e}",
+                        path.display()
+                    )
+                },
+            )?;
+            notices.push(format!(
+                "token file {} was readable by others (mode {mode:o}); made it private (0600). Consider rotating the token",
+                path.display()
+            ));
+        }
+        if let Some(token) = paths.read_token() {
+            if token.len() < 16 {
+                return Err(format!(
+                    "token file {} holds a token shorter than 16 characters; remove it and a new one is generated",
+                    path.display()
+                ));
+            }
+            return Ok(token);
+        }
     }
     let token = format!(
         "{}{}",
         uuid::Uuid::new_v4().simple(),
         uuid::Uuid::new_v4().simple()
     );
-    let mut file = std::fs::OpenOptions::new()
+    let write = || -> std::io::Result<()> {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)?;
+        writeln!(file, "{token}")
+    };
+    write().map_err(|e| format!("cannot write token file {}: {e}", path.display()))?;
+    Ok(token)
+}
+
+/// Checks, before anything starts, that the store file can be opened for writing (and
+/// its directory exists), so a bad `store.path` is one clear error instead of a
+/// restart loop of the store and everything that needs it.
+fn check_store_path(path: &std::path::Path) -> Result<(), String> {
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+    if let Some(dir) = parent
+        && !dir.is_dir()
+    {
+        return Err(format!(
+            "cannot open store.path {}: directory {} does not exist",
+            path.display(),
+            dir.display()
+        ));
+    }
+    std::fs::OpenOptions::new()
+        .read(true)
         .write(true)
         .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(paths.token_file())?;
-    writeln!(file, "{token}")?;
-    Ok(token)
+        .truncate(false)
+        .open(path)
+        .map(drop)
+        .map_err(|e| format!("cannot open store.path {}: {e}", path.display()))
 }
 
 /// Runs the gateway in the foreground; returns the process exit code.
@@ -127,17 +189,7 @@ pub fn run(
             return exit::CONFIG;
         }
     };
-    let auth = match resolve_auth(&config, paths) {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!(
-                "troupe: cannot write token file {}: {e}",
-                paths.token_file().display()
-            );
-            return exit::STATE_DIR;
-        }
-    };
-    if !config.bind.is_loopback() && matches!(auth, AuthPolicy::None) {
+    if !config.bind.is_loopback() && matches!(config.auth, AuthSetting::None) {
         eprintln!(
             "troupe: refusing to bind {} with gateway.auth.mode = \"none\": anyone on the network could drive your agents; enable token auth or bind loopback",
             config.bind
@@ -148,6 +200,7 @@ pub fn run(
         eprintln!("troupe: --force: stopping the gateway already running on this home");
         crate::daemon::stop(paths, config.shutdown_timeout);
     }
+    // The PID lock comes first: a second instance refused with 75 touches nothing else.
     let pid_file = match PidFile::acquire(&paths.pid_file()) {
         Ok(p) => p,
         Err(e @ PidFileError::AlreadyRunning { .. }) => {
@@ -156,6 +209,18 @@ pub fn run(
         }
         Err(e) => {
             eprintln!("troupe: {e}");
+            return exit::STATE_DIR;
+        }
+    };
+    if let Err(why) = check_store_path(&paths.resolve(&config.store_path)) {
+        eprintln!("troupe: {why}");
+        return exit::STATE_DIR;
+    }
+    let mut notices = Vec::new();
+    let auth = match resolve_auth(&config, paths, &mut notices) {
+        Ok(a) => a,
+        Err(why) => {
+            eprintln!("troupe: {why}");
             return exit::STATE_DIR;
         }
     };
@@ -173,7 +238,18 @@ pub fn run(
             return exit::FAILURE;
         }
     };
-    let _log_guard = crate::logging::init(&config.log_level, &paths.logs_dir());
+    let file_log = crate::logging::FileLog {
+        dir: &paths.logs_dir(),
+        rotation: config.log_rotation,
+        max_files: config.log_max_files,
+    };
+    let _log_guard = match crate::logging::init(&config.log_level, file_log) {
+        Ok(guard) => guard,
+        Err(why) => {
+            eprintln!("troupe: {why}");
+            return exit::STATE_DIR;
+        }
+    };
     install_panic_hook();
     let addr = match listener.local_addr() {
         Ok(a) => a,
@@ -187,6 +263,14 @@ pub fn run(
         pid = std::process::id(),
         "troupe listening on http://{addr} (ws://{addr}/ws)"
     );
+    for notice in &notices {
+        tracing::warn!("{notice}");
+    }
+    if config.fault_injection {
+        let warning = "debug.fault_injection is ON: any admin client can crash parts of this gateway (supervisor.crash, POST /api/supervisor/crash); never enable it in production";
+        eprintln!("troupe: WARNING: {warning}");
+        tracing::warn!("{warning}");
+    }
     if pid_file.replaced_stale {
         tracing::warn!(path = %paths.pid_file().display(), "replaced a stale PID file");
     }
@@ -212,6 +296,7 @@ pub fn run(
         Ok(code) => code,
         Err(e) => {
             tracing::error!(error = %e, "gateway failed");
+            eprintln!("troupe: the gateway failed: {e}");
             exit::FAILURE
         }
     };
@@ -346,6 +431,10 @@ async fn serve(
     Ok(match escalated {
         Some(why) => {
             tracing::error!(reason = %why, "root supervisor gave up; exiting non-zero");
+            eprintln!(
+                "troupe: the root supervisor gave up ({why}); exiting {}",
+                exit::ESCALATED
+            );
             exit::ESCALATED
         }
         None => {

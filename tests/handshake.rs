@@ -60,6 +60,42 @@ async fn protocol_3_clients_are_accepted_and_older_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inverted_protocol_range_and_node_role_are_refused_with_the_reason() {
+    let gw = TestGateway::builder().start();
+    for (params, detail) in [
+        (
+            json!({"minProtocol":4,"maxProtocol":3,"client":{"id":"cli"},"auth":{"token":gw.token}}),
+            "INVALID_PROTOCOL_RANGE",
+        ),
+        (
+            json!({"minProtocol":3,"maxProtocol":4,"role":"node","client":{"id":"cli"},"auth":{"token":gw.token}}),
+            "UNSUPPORTED_ROLE",
+        ),
+        (
+            json!({"minProtocol":3,"maxProtocol":4,"role":"superuser","auth":{"token":gw.token}}),
+            "UNSUPPORTED_ROLE",
+        ),
+    ] {
+        let mut c = WsClient::open(&gw.ws_url()).await;
+        c.send_text(&json!({"type":"req","id":"c","method":"connect","params":params}).to_string())
+            .await;
+        let (frames, close) = c.until_closed().await;
+        assert_eq!(frames.len(), 1, "{params}: {frames:?}");
+        assert_eq!(frames[0]["ok"], false, "{params}: {frames:?}");
+        assert_eq!(frames[0]["error"]["code"], "INVALID_REQUEST", "{frames:?}");
+        assert_eq!(frames[0]["error"]["details"]["code"], detail, "{frames:?}");
+        assert_eq!(close.expect("close frame").code, CloseCode::Policy);
+    }
+    let mut ok = WsClient::open(&gw.ws_url()).await;
+    let params =
+        json!({"minProtocol":3,"maxProtocol":4,"role":"operator","auth":{"token":gw.token}});
+    ok.send_text(&json!({"type":"req","id":"c","method":"connect","params":params}).to_string())
+        .await;
+    let res = ok.response("c").await;
+    assert_eq!(res["payload"]["auth"]["role"], "operator", "{res}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_token_gets_an_error_then_close() {
     let gw = TestGateway::builder().start();
     let mut c = WsClient::open(&gw.ws_url()).await;

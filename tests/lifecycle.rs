@@ -609,3 +609,182 @@ fn start_status_and_call_work_on_a_specific_bind_address_and_in_password_mode() 
     let (code, _, err) = cli_env(&home, &["gateway", "stop"], &env);
     assert_eq!(code, 0, "{err}");
 }
+
+/// Runs `gateway run` on port 0 with a config file holding `toml`; returns what
+/// [`run_bounded`] does.
+fn run_with_config(home: &Path, toml: &str) -> (i32, String, String) {
+    std::fs::create_dir_all(home).expect("create home");
+    let file = home.join("config.toml");
+    std::fs::write(&file, toml).expect("write config");
+    run_bounded(home, &["gateway", "run", "--port", "0"], &[])
+}
+
+#[test]
+fn too_many_workers_exits_64_naming_the_key_instead_of_panicking() {
+    let (_dir, home) = fresh_home();
+    let (code, out, err) = run_bounded(
+        &home,
+        &["gateway", "run", "--port", "0"],
+        &[("TROUPE__GATEWAY__WORKERS", "100000")],
+    );
+    assert_eq!(code, 64, "stdout {out}, stderr {err}");
+    assert!(
+        err.contains("gateway.workers"),
+        "stderr names the key: {err}"
+    );
+}
+
+#[test]
+fn an_unopenable_store_path_exits_73_naming_it() {
+    let (dir, home) = fresh_home();
+    let missing = dir.path().join("no/such/dir/troupe.db");
+    let missing = missing.to_str().expect("utf-8 path");
+    let (code, out, err) = run_bounded(
+        &home,
+        &["gateway", "run", "--port", "0"],
+        &[("TROUPE__STORE__PATH", missing)],
+    );
+    assert_eq!(code, 73, "stdout {out}, stderr {err}");
+    assert!(
+        err.contains("store.path") && err.contains(missing),
+        "stderr names the key and the path: {err}"
+    );
+    assert!(!pid_file(&home).exists(), "no PID file left behind");
+    let mut env = DOCTOR_ENV.to_vec();
+    env.push(("TROUPE__STORE__PATH", missing));
+    let (code, out, err) = run_bounded(&home, &["doctor"], &env);
+    assert_ne!(code, 0, "stdout {out}, stderr {err}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("FAIL") && l.contains("store.path")),
+        "doctor flags the store path: {out}"
+    );
+}
+
+#[test]
+fn fault_injection_must_be_a_real_boolean() {
+    for value in ["\"yes\"", "\"on\"", "1"] {
+        let (_dir, home) = fresh_home();
+        let (code, out, err) =
+            run_with_config(&home, &format!("[debug]\nfault_injection = {value}\n"));
+        assert_eq!(code, 64, "{value}: stdout {out}, stderr {err}");
+        assert!(
+            err.contains("debug.fault_injection") && err.contains("true or false"),
+            "{value}: stderr names the key and what it must be: {err}"
+        );
+    }
+}
+
+#[test]
+fn an_overflowing_shutdown_timeout_exits_64_naming_the_key() {
+    for value in ["99999999999999999999", "9223372036854775807"] {
+        let (_dir, home) = fresh_home();
+        let (code, out, err) = run_with_config(
+            &home,
+            &format!("[gateway]\nshutdown_timeout_ms = {value}\n"),
+        );
+        assert_eq!(code, 64, "{value}: stdout {out}, stderr {err}");
+        assert!(
+            err.contains("gateway.shutdown_timeout_ms"),
+            "{value}: stderr names the key: {err}"
+        );
+    }
+}
+
+#[test]
+fn fault_injection_on_is_warned_about_at_start() {
+    let gw = TestGateway::builder().chaos().start();
+    let log = gw.home().join("logs/troupe.log");
+    eventually_sync(WAIT, "the log warns that fault injection is on", || {
+        let text = std::fs::read_to_string(&log).ok()?;
+        text.lines()
+            .any(|l| l.contains("WARN") && l.contains("fault_injection is ON"))
+            .then_some(())
+    });
+}
+
+#[test]
+fn a_world_readable_token_file_is_flagged_by_doctor_and_made_private_at_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let home = tempfile::tempdir().expect("tempdir");
+    let token_path = home.path().join("token");
+    let token = "0123456789abcdef0123456789abcdef";
+    std::fs::write(&token_path, format!("{token}\n")).expect("write token");
+    std::fs::set_permissions(&token_path, std::fs::Permissions::from_mode(0o644))
+        .expect("chmod 644");
+
+    let (code, out, err) = run_bounded(home.path(), &["doctor"], &DOCTOR_ENV);
+    assert_ne!(code, 0, "stdout {out}, stderr {err}");
+    let line = out
+        .lines()
+        .find(|l| l.contains("readable by others"))
+        .unwrap_or_else(|| panic!("doctor flags the token file's mode: {out}"));
+    assert!(line.starts_with("FAIL") && line.contains("644"), "{line}");
+
+    let gw = TestGateway::builder().start_in(home);
+    assert_eq!(gw.token, token, "the existing token is kept");
+    let mode = std::fs::metadata(&token_path)
+        .expect("token file")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "made private at start, got {mode:o}");
+}
+
+#[test]
+fn a_refused_second_instance_does_not_write_a_token_file() {
+    let gw = TestGateway::builder().start();
+    let token_path = gw.home().join("token");
+    std::fs::remove_file(&token_path).expect("remove the first instance's token file");
+    let (code, out, err) = run_bounded(gw.home(), &["gateway", "run", "--port", "0"], &[]);
+    assert_eq!(code, 75, "stdout {out}, stderr {err}");
+    assert!(
+        !token_path.exists(),
+        "a second instance refused by the PID lock generated a token file"
+    );
+}
+
+#[test]
+fn the_cli_uses_gateway_auth_token_from_the_config_file() {
+    let home = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        home.path().join("config.toml"),
+        "[gateway.auth]\ntoken = \"config-file-token-0123456789\"\n",
+    )
+    .expect("write config");
+    let gw = TestGateway::builder().start_in(home);
+    assert!(
+        !gw.home().join("token").exists(),
+        "no token file when the config sets the token"
+    );
+    let (code, out, err) = cli(gw.home(), &["gateway", "call", "health"]);
+    assert_eq!(code, 0, "stdout {out}, stderr {err}");
+    let health: Value = serde_json::from_str(&out).expect("call prints JSON");
+    assert_eq!(health["ok"], true, "{health}");
+}
+
+#[test]
+fn logs_rotate_daily_by_default_into_dated_files_linked_as_troupe_log() {
+    let mut gw = TestGateway::builder().start();
+    gw.terminate();
+    let logs = gw.home().join("logs");
+    let target = std::fs::read_link(logs.join("troupe.log")).expect("troupe.log is a link");
+    let name = target
+        .file_name()
+        .expect("file name")
+        .to_string_lossy()
+        .into_owned();
+    assert!(
+        name.starts_with("troupe.20") && name.ends_with(".log"),
+        "the current log is dated: {name}"
+    );
+    let text = std::fs::read_to_string(logs.join(&name)).expect("dated log");
+    assert!(text.contains("stopped cleanly"), "{text}");
+}
+
+#[test]
+fn an_unknown_log_rotation_exits_64_naming_the_key() {
+    let (_dir, home) = fresh_home();
+    let (code, out, err) = run_with_config(&home, "[logging]\nrotation = \"sometimes\"\n");
+    assert_eq!(code, 64, "stdout {out}, stderr {err}");
+    assert!(err.contains("logging.rotation"), "{err}");
+}

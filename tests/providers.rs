@@ -300,6 +300,32 @@ async fn persistent_5xx_ends_the_run_with_a_clean_error_and_the_lane_moves_on() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_error_body_is_read_only_in_part_and_the_error_stays_short() {
+    let fake = FakeLlm::start();
+    let gw = start(&fake, home_with_agents(""));
+    gw.wait_ready().await;
+    let mut c = gw.client().await;
+    // 8 MiB of error message, in the API's JSON error envelope: reading it whole would
+    // hold it all in memory and put all of it in the run's error.
+    let huge = format!("upstream exploded {}", "x".repeat(8 * 1024 * 1024));
+    for (agent, provider) in FORMATS {
+        for _ in 0..3 {
+            fake.push(Script::status(500, &huge));
+        }
+        let (done, _) = run_turn(&mut c, agent, "hello", &format!("huge-{agent}")).await;
+        assert_eq!(done["status"], "error", "{provider}: {done}");
+        let error = done["error"].as_str().unwrap_or("");
+        assert!(error.contains("HTTP 500"), "{provider}: {error:.200}");
+        assert!(
+            error.len() < 4096,
+            "{provider}: the error is bounded, got {} bytes: {:.200}",
+            error.len(),
+            error
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_stream_times_out_between_chunks_without_retrying_what_streamed() {
     let fake = FakeLlm::start();
     let gw = start(&fake, home_with_agents(""));

@@ -328,6 +328,27 @@ pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Durati
     Duration::try_from_secs_f64(secs).ok()
 }
 
+/// The most bytes read from a provider's error body; the rest is never read.
+pub const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
+/// The most characters of a provider's error message kept in the run's error.
+const MAX_ERROR_MESSAGE_CHARS: usize = 300;
+
+/// Reads at most `limit` bytes of a body (what arrived before a broken connection, if it
+/// breaks), as text.
+async fn read_bounded(mut response: reqwest::Response, limit: usize) -> String {
+    let mut body = Vec::new();
+    while body.len() < limit {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = limit - body.len();
+                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    String::from_utf8_lossy(&body).into_owned()
+}
+
 /// Sends a request with the first-byte timeout and maps failures.
 pub(crate) async fn send(
     provider: &'static str,
@@ -362,15 +383,16 @@ pub(crate) async fn send(
         return Ok(response);
     }
     let retry_after = retry_after(response.headers());
-    let body = tokio::time::timeout(policy.idle, response.text())
+    let body = tokio::time::timeout(policy.idle, read_bounded(response, MAX_ERROR_BODY_BYTES))
         .await
-        .ok()
-        .and_then(Result::ok)
         .unwrap_or_default();
     let message = serde_json::from_str::<Value>(&body)
         .ok()
         .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
-        .unwrap_or_else(|| body.chars().take(300).collect());
+        .unwrap_or(body)
+        .chars()
+        .take(MAX_ERROR_MESSAGE_CHARS)
+        .collect();
     Err(ProviderError::Status {
         provider,
         status: status.as_u16(),

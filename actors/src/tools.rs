@@ -161,72 +161,177 @@ pub async fn execute(ctx: &ToolContext, call: &ToolCall) -> Result<String, Strin
     }
 }
 
+/// The largest note `memory_read` returns and `memory_write` leaves behind, in bytes.
+pub const MAX_NOTE_BYTES: u64 = 256 * 1024;
+/// Files `memory_search` looks at, at most (a huge vault is searched in part).
+const MAX_SEARCH_FILES: usize = 5_000;
+/// Lines `memory_search` returns, at most.
+const MAX_SEARCH_HITS: usize = 50;
+
+/// Resolves a note path to where it really is, following symlinks, and refuses it unless
+/// it stays inside the memory dir. The part of the path that does not exist yet (a note
+/// about to be written) is appended to the resolved part, so it cannot pass through a
+/// symlink either.
+fn resolve_note(dir: &Path, rel: &str) -> Result<PathBuf, String> {
+    let lexical = note_path(dir, rel)?;
+    let root = std::fs::canonicalize(dir)
+        .map_err(|e| format!("memory directory {} is unavailable: {e}", dir.display()))?;
+    let mut existing = lexical.as_path();
+    let mut missing = Vec::new();
+    while std::fs::symlink_metadata(existing).is_err() {
+        match (existing.file_name(), existing.parent()) {
+            (Some(name), Some(parent)) if existing != dir => {
+                missing.push(name.to_owned());
+                existing = parent;
+            }
+            _ => break,
+        }
+    }
+    let real = std::fs::canonicalize(existing)
+        .map_err(|e| format!("path {rel:?} cannot be resolved ({e}); refused"))?;
+    if !real.starts_with(&root) {
+        return Err(format!(
+            "path {rel:?} leads outside memory/ (through a symlink); refused"
+        ));
+    }
+    Ok(missing.iter().rev().fold(real, |p, name| p.join(name)))
+}
+
+fn memory_read(dir: &Path, rel: &str) -> Result<String, String> {
+    use std::io::Read;
+    let path = resolve_note(dir, rel)?;
+    let meta = std::fs::metadata(&path).map_err(|e| format!("cannot read {rel}: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!("cannot read {rel}: not a regular file"));
+    }
+    if meta.len() > MAX_NOTE_BYTES {
+        return Err(format!(
+            "note {rel} is {} bytes; memory_read returns at most {MAX_NOTE_BYTES} bytes",
+            meta.len()
+        ));
+    }
+    let mut text = String::new();
+    std::fs::File::open(&path)
+        .and_then(|f| f.take(MAX_NOTE_BYTES).read_to_string(&mut text))
+        .map_err(|e| format!("cannot read {rel}: {e}"))?;
+    Ok(text)
+}
+
+fn memory_write(dir: &Path, rel: &str, content: &str, append: bool) -> Result<String, String> {
+    use std::io::Write;
+    if content.len() as u64 > MAX_NOTE_BYTES {
+        return Err(format!(
+            "content is {} bytes; a note may hold at most {MAX_NOTE_BYTES} bytes",
+            content.len()
+        ));
+    }
+    std::fs::create_dir_all(dir)
+        .map_err(|e| format!("cannot create memory directory {}: {e}", dir.display()))?;
+    let path = resolve_note(dir, rel)?;
+    if let Ok(meta) = std::fs::metadata(&path) {
+        if !meta.is_file() {
+            return Err(format!("cannot write {rel}: not a regular file"));
+        }
+        if append && meta.len() + content.len() as u64 > MAX_NOTE_BYTES {
+            return Err(format!(
+                "appending {} bytes to {rel} ({} bytes) would pass the {MAX_NOTE_BYTES}-byte limit of a note",
+                content.len(),
+                meta.len()
+            ));
+        }
+    }
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| format!("cannot create {rel}: {e}"))?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .append(append)
+        .truncate(!append)
+        .open(&path)
+        .map_err(|e| format!("cannot write {rel}: {e}"))?;
+    file.write_all(content.as_bytes())
+        .map_err(|e| format!("cannot write {rel}: {e}"))?;
+    Ok(json!({ "written": rel, "bytes": content.len() }).to_string())
+}
+
 async fn memory(dir: &Path, tool: &str, args: &Value) -> Result<String, String> {
+    let dir = dir.to_path_buf();
     match tool {
         "memory_read" => {
-            let path = note_path(dir, arg(args, "path")?)?;
-            tokio::fs::read_to_string(&path)
-                .await
-                .map_err(|e| format!("cannot read {}: {e}", arg(args, "path").unwrap_or("")))
+            let rel = arg(args, "path")?.to_string();
+            blocking(move || memory_read(&dir, &rel)).await
         }
         "memory_write" => {
-            let rel = arg(args, "path")?;
-            let path = note_path(dir, rel)?;
-            let content = arg(args, "content")?;
-            if let Some(parent) = path.parent() {
-                tokio::fs::create_dir_all(parent)
-                    .await
-                    .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
-            }
-            if args["append"].as_bool().unwrap_or(false) {
-                use tokio::io::AsyncWriteExt;
-                let mut f = tokio::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&path)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                f.write_all(content.as_bytes())
-                    .await
-                    .map_err(|e| e.to_string())?;
-            } else {
-                tokio::fs::write(&path, content)
-                    .await
-                    .map_err(|e| format!("cannot write {rel}: {e}"))?;
-            }
-            Ok(json!({ "written": rel, "bytes": content.len() }).to_string())
+            let rel = arg(args, "path")?.to_string();
+            let content = arg(args, "content")?.to_string();
+            let append = args["append"].as_bool().unwrap_or(false);
+            blocking(move || memory_write(&dir, &rel, &content, append)).await
         }
         _ => {
             let query = arg(args, "query")?.to_lowercase();
-            let dir = dir.to_path_buf();
-            tokio::task::spawn_blocking(move || search(&dir, &query))
-                .await
-                .map_err(|e| e.to_string())
+            blocking(move || Ok(search(&dir, &query))).await
         }
     }
 }
 
+async fn blocking(
+    op: impl FnOnce() -> Result<String, String> + Send + 'static,
+) -> Result<String, String> {
+    tokio::task::spawn_blocking(op)
+        .await
+        .map_err(|e| format!("the tool stopped unexpectedly: {e}"))?
+}
+
+/// Searches regular files under the memory dir. Symlinked directories are not entered;
+/// a symlinked file is read only when it resolves inside the memory dir; files larger
+/// than a note may be are skipped.
 fn search(dir: &Path, query: &str) -> String {
     let mut hits = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
+    let Ok(root) = std::fs::canonicalize(dir) else {
+        return json!({ "matches": hits }).to_string();
+    };
+    let mut stack = vec![root.clone()];
+    let mut files = 0;
     while let Some(d) = stack.pop() {
         let Ok(entries) = std::fs::read_dir(&d) else {
             continue;
         };
         for entry in entries.flatten() {
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
             let path = entry.path();
-            if path.is_dir() {
+            if kind.is_dir() {
                 stack.push(path);
-            } else if let Ok(text) = std::fs::read_to_string(&path) {
-                let rel = path
-                    .strip_prefix(dir)
-                    .unwrap_or(&path)
-                    .display()
-                    .to_string();
-                for (n, line) in text.lines().enumerate() {
-                    if line.to_lowercase().contains(query) && hits.len() < 50 {
-                        hits.push(json!({ "path": rel, "line": n + 1, "text": line }));
-                    }
+                continue;
+            }
+            let real = if kind.is_symlink() {
+                match std::fs::canonicalize(&path) {
+                    Ok(real) if real.starts_with(&root) && real.is_file() => real,
+                    _ => continue,
+                }
+            } else if kind.is_file() {
+                path.clone()
+            } else {
+                continue;
+            };
+            files += 1;
+            if files > MAX_SEARCH_FILES || hits.len() >= MAX_SEARCH_HITS {
+                return json!({ "matches": hits, "truncated": true }).to_string();
+            }
+            let small = std::fs::metadata(&real).is_ok_and(|m| m.len() <= MAX_NOTE_BYTES);
+            let Some(text) = small.then(|| std::fs::read_to_string(&real).ok()).flatten() else {
+                continue;
+            };
+            let rel = path
+                .strip_prefix(&root)
+                .unwrap_or(&path)
+                .display()
+                .to_string();
+            for (n, line) in text.lines().enumerate() {
+                if line.to_lowercase().contains(query) && hits.len() < MAX_SEARCH_HITS {
+                    hits.push(json!({ "path": rel, "line": n + 1, "text": line }));
                 }
             }
         }
@@ -291,5 +396,131 @@ mod tests {
         let bad = execute(&ctx, &call("memory_read", json!({ "path": "../x" }))).await;
         assert!(bad.is_err());
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// A directory under the system temp dir, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new() -> Self {
+            let dir = std::env::temp_dir().join(format!("troupe-tools-{}", uuid::Uuid::new_v4()));
+            std::fs::create_dir_all(&dir).expect("temp dir");
+            Self(dir)
+        }
+        fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn tool_ctx(dir: &Path) -> ToolContext {
+        ToolContext {
+            memory_dir: Some(dir.to_path_buf()),
+            run_id: "r".into(),
+            agent_id: "main".into(),
+            agents: vec![],
+            queue: None,
+        }
+    }
+
+    fn call(name: &str, args: Value) -> ToolCall {
+        ToolCall {
+            id: "c".into(),
+            name: name.into(),
+            arguments: args.to_string(),
+        }
+    }
+
+    #[tokio::test]
+    async fn memory_tools_refuse_symlinks_that_lead_outside_the_memory_dir() {
+        let base = TempDir::new();
+        let memory = base.path().join("memory");
+        let outside = base.path().join("outside");
+        std::fs::create_dir_all(&memory).expect("memory dir");
+        std::fs::create_dir_all(&outside).expect("outside dir");
+        std::fs::write(outside.join("secret.md"), "the secret password\n").expect("secret");
+        std::os::unix::fs::symlink(outside.join("secret.md"), memory.join("leak.md"))
+            .expect("file symlink");
+        std::os::unix::fs::symlink(&outside, memory.join("elsewhere")).expect("dir symlink");
+        std::os::unix::fs::symlink(base.path().join("nowhere.md"), memory.join("dangling.md"))
+            .expect("dangling symlink");
+        std::fs::write(memory.join("ok.md"), "fine\n").expect("note");
+        std::os::unix::fs::symlink(memory.join("ok.md"), memory.join("alias.md"))
+            .expect("inside symlink");
+        let ctx = tool_ctx(&memory);
+
+        for path in ["leak.md", "elsewhere/secret.md"] {
+            let err = execute(&ctx, &call("memory_read", json!({ "path": path })))
+                .await
+                .expect_err(path);
+            assert!(err.contains("outside memory/"), "{path}: {err}");
+        }
+        for path in [
+            "elsewhere/new.md",
+            "elsewhere/sub/new.md",
+            "dangling.md",
+            "leak.md",
+        ] {
+            let err = execute(
+                &ctx,
+                &call("memory_write", json!({ "path": path, "content": "x" })),
+            )
+            .await
+            .expect_err(path);
+            assert!(err.contains("refused"), "{path}: {err}");
+        }
+        assert!(!outside.join("new.md").exists() && !outside.join("sub").exists());
+        assert!(!base.path().join("nowhere.md").exists());
+        assert_eq!(
+            std::fs::read_to_string(outside.join("secret.md")).expect("secret"),
+            "the secret password\n"
+        );
+        let found = execute(&ctx, &call("memory_search", json!({ "query": "secret" })))
+            .await
+            .expect("search");
+        assert!(!found.contains("password"), "search stays inside: {found}");
+        let alias = execute(&ctx, &call("memory_read", json!({ "path": "alias.md" })))
+            .await
+            .expect("a symlink inside memory/ is fine");
+        assert_eq!(alias, "fine\n");
+    }
+
+    #[tokio::test]
+    async fn memory_tools_cap_what_they_read_and_write() {
+        let base = TempDir::new();
+        let memory = base.path().join("memory");
+        std::fs::create_dir_all(&memory).expect("memory dir");
+        let big = "x".repeat(MAX_NOTE_BYTES as usize + 1);
+        std::fs::write(memory.join("big.md"), &big).expect("big note");
+        let ctx = tool_ctx(&memory);
+        let err = execute(&ctx, &call("memory_read", json!({ "path": "big.md" })))
+            .await
+            .expect_err("too big to read");
+        assert!(err.contains("at most"), "{err}");
+        let err = execute(
+            &ctx,
+            &call("memory_write", json!({ "path": "new.md", "content": big })),
+        )
+        .await
+        .expect_err("too big to write");
+        assert!(err.contains("at most"), "{err}");
+        assert!(!memory.join("new.md").exists());
+        let half = "y".repeat(MAX_NOTE_BYTES as usize / 2 + 1);
+        for (i, expect_ok) in [(0, true), (1, false)] {
+            let result = execute(
+                &ctx,
+                &call(
+                    "memory_write",
+                    json!({ "path": "grow.md", "content": half, "append": true }),
+                ),
+            )
+            .await;
+            assert_eq!(result.is_ok(), expect_ok, "append #{i}: {result:?}");
+        }
     }
 }

@@ -11,6 +11,33 @@ use crate::protocol::{
     ConnectParams, ErrorShape, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, RequestFrame, Scope,
 };
 
+/// The one role Troupe serves: an operator client (CLI, UI, automation).
+const OPERATOR_ROLE: &str = "operator";
+
+/// Refuses a `connect` that cannot be honoured: an inverted protocol range, or a role
+/// other than `operator` (OpenClaw's `node` is a device node, which Troupe does not
+/// implement). Each refusal is `INVALID_REQUEST` with a `details.code` and the reason.
+fn check_connect(params: &ConnectParams) -> Result<(), ErrorShape> {
+    if params.min_protocol > params.max_protocol {
+        return Err(ErrorShape::invalid(format!(
+            "minProtocol {} is greater than maxProtocol {}: no version satisfies both",
+            params.min_protocol, params.max_protocol
+        ))
+        .with_detail("INVALID_PROTOCOL_RANGE"));
+    }
+    match params.role.as_deref() {
+        None | Some(OPERATOR_ROLE) => Ok(()),
+        Some("node") => Err(ErrorShape::invalid(
+            "role \"node\" (an OpenClaw device node) is not supported by this gateway; connect with role \"operator\"",
+        )
+        .with_detail("UNSUPPORTED_ROLE")),
+        Some(other) => Err(ErrorShape::invalid(format!(
+            "unknown role {other:?}; this gateway accepts only \"operator\""
+        ))
+        .with_detail("UNSUPPORTED_ROLE")),
+    }
+}
+
 fn same_secret(given: Option<&str>, expected: &str) -> bool {
     given.is_some_and(|g| bool::from(g.as_bytes().ct_eq(expected.as_bytes())))
 }
@@ -82,6 +109,15 @@ impl WsSessionActor {
                 return;
             }
         };
+        if let Err(error) = check_connect(&params) {
+            let reason = match error.details.as_ref().and_then(|d| d["code"].as_str()) {
+                Some("UNSUPPORTED_ROLE") => "unsupported role",
+                _ => "invalid protocol range",
+            };
+            self.respond(frame.id, Err(error), ctx);
+            self.close_after_flush(CloseCode::Policy, reason, ctx);
+            return;
+        }
         if params.max_protocol < MIN_PROTOCOL_VERSION || params.min_protocol > PROTOCOL_VERSION {
             let error = ErrorShape::invalid(format!(
                 "protocol {}..{} not supported; this gateway speaks {MIN_PROTOCOL_VERSION}..{PROTOCOL_VERSION}",
@@ -139,7 +175,7 @@ impl WsSessionActor {
                 "maxBufferedBytes": settings.max_buffered_bytes,
                 "tickIntervalMs": settings.tick_interval.as_millis() as u64,
             },
-            "auth": { "role": params.role.unwrap_or_else(|| "operator".into()), "scopes": granted },
+            "auth": { "role": OPERATOR_ROLE, "scopes": granted },
         });
         tracing::debug!(conn_id = %self.conn_id, client = ?params.client.id, "ws handshake ok");
         self.respond(frame.id, Ok(hello), ctx);
@@ -148,5 +184,48 @@ impl WsSessionActor {
                 act.event("tick", &json!({ "ts": crate::now_ms() }), ctx);
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(min: u32, max: u32, role: Option<&str>) -> ConnectParams {
+        serde_json::from_value(json!({
+            "minProtocol": min, "maxProtocol": max, "role": role,
+        }))
+        .expect("connect params")
+    }
+
+    fn detail(result: Result<(), ErrorShape>) -> String {
+        let error = result.expect_err("refused");
+        assert_eq!(error.code, "INVALID_REQUEST");
+        error.details.expect("details")["code"]
+            .as_str()
+            .expect("details.code")
+            .to_string()
+    }
+
+    #[test]
+    fn inverted_protocol_range_is_refused() {
+        assert_eq!(
+            detail(check_connect(&params(4, 3, None))),
+            "INVALID_PROTOCOL_RANGE"
+        );
+        assert!(check_connect(&params(3, 4, None)).is_ok());
+        assert!(check_connect(&params(4, 4, Some("operator"))).is_ok());
+    }
+
+    #[test]
+    fn only_the_operator_role_is_accepted() {
+        assert_eq!(
+            detail(check_connect(&params(3, 4, Some("node")))),
+            "UNSUPPORTED_ROLE"
+        );
+        assert_eq!(
+            detail(check_connect(&params(3, 4, Some("root")))),
+            "UNSUPPORTED_ROLE"
+        );
     }
 }
