@@ -105,6 +105,9 @@ pub struct StatusReport {
     pub ready: bool,
     /// Configured agents.
     pub agents: Vec<AgentSummary>,
+    /// Killed nodes still running anywhere in the tree (a handler blocking its thread
+    /// cannot be stopped from outside); they leak until the process exits.
+    pub unstoppable: usize,
     /// The supervision tree.
     pub tree: crate::supervisor::TreeNode,
 }
@@ -128,6 +131,7 @@ impl Gateway {
                 mailbox: 0,
                 children: Vec::new(),
                 child_count: None,
+                unstoppable: 0,
             },
         };
         StatusReport {
@@ -135,6 +139,7 @@ impl Gateway {
             pid: std::process::id(),
             uptime_ms: self.settings.uptime_ms(),
             ready: ready(&tree),
+            unstoppable: tree.unstoppable_total(),
             agents: self.settings.agents.clone(),
             tree,
         }
@@ -163,6 +168,7 @@ mod tests {
             mailbox: 0,
             children,
             child_count: None,
+            unstoppable: 0,
         }
     }
 

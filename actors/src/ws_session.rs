@@ -21,7 +21,13 @@ use crate::gateway::Gateway;
 use crate::messages::Shutdown;
 use crate::protocol::{ErrorShape, EventFrame, RequestFrame, ResponseFrame, Scope};
 use crate::session_queue::SessionQueueActor;
-use crate::supervisor::{AdoptChild, ChildHandle, ChildId, ChildLink, ExitGuard, SupervisorActor};
+use crate::supervisor::{
+    AdoptChild, ChildHandle, ChildId, ChildLink, ExitGuard, Liveness, SupervisorActor,
+};
+
+/// How often a session proves its context still runs (the clients supervisor declares it
+/// hung after the hang timeout, and never before three of these).
+const WS_BEAT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Where the connection is in its life.
 enum Phase {
@@ -76,26 +82,53 @@ impl WsSessionActor {
             id: ChildId::new(format!("ws:{conn_id}")),
             generation: 1,
             supervisor: clients,
+            liveness: Liveness::new(WS_BEAT_EVERY),
         };
-        WsSessionActor::create(move |ctx| {
-            ctx.add_stream(stream);
-            WsSessionActor {
-                conn_id,
-                gateway,
-                session,
-                peer,
-                phase: Phase::Handshake,
-                nonce: uuid::Uuid::new_v4().simple().to_string(),
-                seq: 0,
-                outbox: VecDeque::new(),
-                outbox_bytes: 0,
-                writing: false,
-                _guard: link.guard(),
-                link,
-                queue: None,
-                owed: 0,
-            }
-        })
+        let adopt_link = link.clone();
+        let closer = session.clone();
+        let mut ctx = Context::new();
+        ctx.add_stream(stream);
+        let addr = ctx.address();
+        let actor = WsSessionActor {
+            conn_id,
+            gateway,
+            session,
+            peer,
+            phase: Phase::Handshake,
+            nonce: uuid::Uuid::new_v4().simple().to_string(),
+            seq: 0,
+            outbox: VecDeque::new(),
+            outbox_bytes: 0,
+            writing: false,
+            _guard: link.guard(),
+            link,
+            queue: None,
+            owed: 0,
+        };
+        // Run the context as a task of our own, so a hung session can be aborted; adopt
+        // it before that task first runs, so its exit report cannot precede its adoption.
+        let task = actix_rt::spawn(ctx.into_future(actor));
+        let worker = actix_rt::Arbiter::current();
+        let handle = ChildHandle::of(addr.clone())
+            .abortable(task.abort_handle())
+            .on_kill(move || {
+                let session = closer.clone();
+                worker.spawn(async move {
+                    let reason = CloseReason {
+                        code: CloseCode::Error,
+                        description: Some("session stopped by its supervisor".into()),
+                    };
+                    let _ = session.close(Some(reason)).await;
+                });
+            });
+        adopt_link.supervisor.do_send(AdoptChild {
+            id: adopt_link.id.clone(),
+            kind: "ws",
+            generation: adopt_link.generation,
+            handle,
+            liveness: adopt_link.liveness.clone(),
+        });
+        addr
     }
 
     fn send_json(&mut self, value: &impl serde::Serialize, ctx: &mut Context<Self>) {
@@ -259,12 +292,7 @@ impl Actor for WsSessionActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(64);
-        self.link.supervisor.do_send(AdoptChild {
-            id: self.link.id.clone(),
-            kind: "ws",
-            generation: self.link.generation,
-            handle: ChildHandle::of(ctx.address()),
-        });
+        self.link.liveness.attach(ctx);
         tracing::debug!(conn_id = %self.conn_id, peer = ?self.peer, "ws connected");
         let challenge = json!({ "nonce": self.nonce, "ts": crate::now_ms() });
         self.event("connect.challenge", &challenge, ctx);

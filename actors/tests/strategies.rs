@@ -85,6 +85,10 @@ struct Finish;
 
 impl Actor for Worker {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.guard.liveness().attach(ctx);
+    }
 }
 
 troupe_actors::child_controls!(Worker, |_this| 0);
