@@ -650,3 +650,167 @@ async fn crash_that_makes_a_child_supervisor_escalate_is_reported_as_delivered()
         "the crash was delivered (inner escalated and restarted) but reported as: {failures:?}"
     );
 }
+
+/// What the logged children did, in order (`start a1`, `stop a1`, ...), shared by all.
+type Log = Arc<Mutex<Vec<String>>>;
+
+/// A child that records its start and its stop in a shared log, and takes `stop_delay`
+/// to stop when asked (draining work, as the session-queue does).
+struct Logged {
+    name: String,
+    log: Log,
+    stop_delay: Duration,
+    guard: ExitGuard,
+}
+
+impl Logged {
+    fn record(&self, what: &str) {
+        self.log
+            .lock()
+            .expect("log lock")
+            .push(format!("{what} {}", self.name));
+    }
+}
+
+impl Actor for Logged {
+    type Context = Context<Self>;
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.guard.liveness().attach(ctx);
+        self.record("start");
+    }
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.record("stop");
+    }
+}
+
+troupe_actors::child_controls!(Logged, |_this| 0);
+
+impl Handler<Shutdown> for Logged {
+    type Result = ();
+    fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) {
+        ctx.run_later(self.stop_delay, |_, ctx| ctx.stop());
+    }
+}
+
+/// A logged child spec; instance n of child `a` logs as `a<n>`.
+fn logged(id: &str, log: &Log) -> ChildSpec {
+    let mut starts = 0;
+    let log = log.clone();
+    let name = id.to_string();
+    ChildSpec::new(id, "worker", move |link: ChildLink| {
+        starts += 1;
+        let addr = Logged {
+            name: format!("{name}{starts}"),
+            log: log.clone(),
+            stop_delay: Duration::from_millis(150),
+            guard: link.guard(),
+        }
+        .start();
+        Ok(ChildHandle::of(addr))
+    })
+}
+
+fn entries(log: &Log) -> Vec<String> {
+    log.lock().expect("log lock").clone()
+}
+
+/// Waits until the log holds `n` entries and returns them.
+async fn log_of(log: &Log, n: usize) -> Vec<String> {
+    eventually(&format!("{n} log entries"), || async {
+        let e = entries(log);
+        (e.len() >= n).then_some(e)
+    })
+    .await
+}
+
+async fn crash_logged(sup: &Addr<SupervisorActor>, id: &str) {
+    assert!(
+        matches!(
+            command(sup, id, ChildAction::Crash(FaultMode::Panic)).await,
+            Ok(CommandOutcome::Done)
+        ),
+        "crash {id} delivered"
+    );
+}
+
+#[actix_rt::test]
+async fn operator_restart_stops_the_old_instance_before_starting_the_new_one() {
+    panic_hook();
+    let log = Log::default();
+    let sup = start(Strategy::OneForOne, vec![logged("a", &log)]);
+    log_of(&log, 1).await;
+    assert!(matches!(
+        command(&sup, "a", ChildAction::Restart).await,
+        Ok(CommandOutcome::Done)
+    ));
+    let e = log_of(&log, 3).await;
+    assert_eq!(e, ["start a1", "stop a1", "start a2"], "no overlap: {e:?}");
+}
+
+#[actix_rt::test]
+async fn one_for_all_stops_siblings_in_reverse_start_order_before_starting_any() {
+    panic_hook();
+    let log = Log::default();
+    let sup = start(
+        Strategy::OneForAll,
+        vec![logged("a", &log), logged("b", &log), logged("c", &log)],
+    );
+    log_of(&log, 3).await;
+    crash_logged(&sup, "b").await;
+    let e = log_of(&log, 9).await;
+    assert_eq!(
+        e[3..],
+        ["stop b1", "stop c1", "stop a1", "start a2", "start b2", "start c2"],
+        "the crashed child is down; siblings stop newest first, then all start in order: {e:?}"
+    );
+}
+
+#[actix_rt::test]
+async fn rest_for_one_stops_later_children_newest_first_before_restarting() {
+    panic_hook();
+    let log = Log::default();
+    let sup = start(
+        Strategy::RestForOne,
+        vec![
+            logged("a", &log),
+            logged("b", &log),
+            logged("c", &log),
+            logged("d", &log),
+        ],
+    );
+    log_of(&log, 4).await;
+    crash_logged(&sup, "b").await;
+    let e = log_of(&log, 10).await;
+    assert_eq!(
+        e[4..],
+        ["stop b1", "stop d1", "stop c1", "start b2", "start c2", "start d2"],
+        "{e:?}"
+    );
+    assert!(!e.contains(&"stop a1".to_string()), "a untouched: {e:?}");
+}
+
+#[actix_rt::test]
+async fn one_for_all_stops_a_temporary_sibling_and_does_not_restart_it() {
+    panic_hook();
+    let log = Log::default();
+    let sup = start(
+        Strategy::OneForAll,
+        vec![
+            logged("a", &log),
+            logged("tmp", &log).restart(Restart::Temporary),
+        ],
+    );
+    log_of(&log, 2).await;
+    crash_logged(&sup, "a").await;
+    let e = log_of(&log, 5).await;
+    assert_eq!(e[2..], ["stop a1", "stop tmp1", "start a2"], "{e:?}");
+    eventually("tmp removed from the tree", || async {
+        tree(&sup).await.find("tmp").is_none().then_some(())
+    })
+    .await;
+    let e = entries(&log);
+    assert!(
+        !e.iter().any(|x| x == "start tmp2"),
+        "a temporary child is never restarted: {e:?}"
+    );
+}
