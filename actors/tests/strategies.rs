@@ -814,3 +814,141 @@ async fn one_for_all_stops_a_temporary_sibling_and_does_not_restart_it() {
         "a temporary child is never restarted: {e:?}"
     );
 }
+
+/// Legitimate long work declared busy (as the store declares an open or a write).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct BusyFor(Duration);
+
+/// Blocks the child's thread until the sender side of the channel says go.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct BlockUntil(std::sync::mpsc::Receiver<()>);
+
+impl Handler<BusyFor> for Worker {
+    type Result = ();
+    fn handle(&mut self, msg: BusyFor, ctx: &mut Self::Context) {
+        let busy = self.guard.liveness().busy();
+        ctx.wait(
+            actix_rt::time::sleep(msg.0)
+                .into_actor(self)
+                .map(move |_, _, _| drop(busy)),
+        );
+    }
+}
+
+impl Handler<BlockUntil> for Worker {
+    type Result = ();
+    fn handle(&mut self, msg: BlockUntil, _: &mut Self::Context) {
+        let _ = msg.0.recv();
+    }
+}
+
+fn quick_hangs(strategy: Strategy) -> SupervisorConfig {
+    SupervisorConfig {
+        ping_interval: Duration::from_millis(50),
+        hang_timeout: Duration::from_millis(300),
+        ..config(strategy, 10)
+    }
+}
+
+#[actix_rt::test]
+async fn child_busy_with_long_legitimate_work_is_not_declared_hung() {
+    panic_hook();
+    let sup = SupervisorActor::new(
+        quick_hangs(Strategy::OneForOne),
+        vec![worker("store")],
+        None,
+    )
+    .start();
+    running_as(&sup, "store", 1, 0).await;
+    let store = lookup(&sup, "store").await.expect("store running");
+    // Four hang timeouts of work holding the context, like a migration on a slow disk.
+    store.do_send(BusyFor(Duration::from_millis(1200)));
+    let after = store.send(Hello).await.expect("the same instance answers after its work");
+    assert_eq!(after, 1);
+    let node = child(&sup, "store").await;
+    assert_eq!(node.restarts, 0, "busy is not hung: {node:?}");
+    assert!(node.last_exit.is_none(), "{node:?}");
+}
+
+#[actix_rt::test]
+async fn child_blocking_its_thread_is_replaced_and_counted_unstoppable_until_it_returns() {
+    panic_hook();
+    let arbiters = Arc::new(Mutex::new(Vec::new()));
+    let sup = SupervisorActor::new(
+        quick_hangs(Strategy::OneForOne),
+        vec![worker_on_own_arbiter("stuck", arbiters.clone())],
+        None,
+    )
+    .start();
+    running_as(&sup, "stuck", 1, 0).await;
+    let (release, blocked) = std::sync::mpsc::channel();
+    lookup(&sup, "stuck")
+        .await
+        .expect("stuck running")
+        .do_send(BlockUntil(blocked));
+
+    let stuck = running_as(&sup, "stuck", 2, 1).await;
+    assert!(message(&stuck).contains("hung"), "{stuck:?}");
+    eventually("the blocked instance is counted as unstoppable", || async {
+        (tree(&sup).await.unstoppable == 1).then_some(())
+    })
+    .await;
+
+    release.send(()).expect("the blocked handler is still waiting");
+    eventually("once it returns, its arbiter stops and the count drops", || async {
+        (tree(&sup).await.unstoppable == 0).then_some(())
+    })
+    .await;
+    let first = arbiters.lock().expect("arbiters lock")[0].clone();
+    assert!(!first.spawn(async {}), "the old arbiter is gone");
+}
+
+#[actix_rt::test]
+async fn hung_child_supervisor_is_killed_with_its_whole_subtree() {
+    panic_hook();
+    let arbiters = Arc::new(Mutex::new(Vec::new()));
+    let inner = SupervisorConfig {
+        id: ChildId::new("inner"),
+        ..quick_hangs(Strategy::OneForOne)
+    };
+    let leaf_arbiters = arbiters.clone();
+    // As the tree runs `agents` and `clients`: a child supervisor on its own arbiter.
+    let spec = ChildSpec::new("inner", "supervisor", move |link: ChildLink| {
+        let arbiter = Arbiter::new();
+        let config = inner.clone();
+        let leaf = worker_on_own_arbiter("leaf", leaf_arbiters.clone());
+        let addr = SupervisorActor::start_in_arbiter(&arbiter.handle(), move |_| {
+            SupervisorActor::new(config, vec![leaf], Some(link))
+        });
+        Ok(ChildHandle::of_supervisor(addr).on_arbiter(arbiter.handle()))
+    });
+    let sup = SupervisorActor::new(quick_hangs(Strategy::OneForOne), vec![spec], None).start();
+    let old_leaf = eventually("leaf running", || async { lookup(&sup, "leaf").await }).await;
+
+    crash(&sup, "inner", FaultMode::Hang).await;
+    let inner = eventually("inner restarted as hung", || async {
+        let n = tree(&sup).await.find("inner")?.clone();
+        (n.restarts == 1 && n.state == NodeState::Running).then_some(n)
+    })
+    .await;
+    assert!(message(&inner).contains("hung"), "{inner:?}");
+    eventually("the old leaf is stopped with its supervisor", || async {
+        (!old_leaf.connected()).then_some(())
+    })
+    .await;
+    let first = arbiters.lock().expect("arbiters lock")[0].clone();
+    eventually("the old leaf's arbiter is stopped", || {
+        let first = first.clone();
+        async move { (!first.spawn(async {})).then_some(()) }
+    })
+    .await;
+    let leaf = eventually("a fresh leaf answers", || async {
+        let leaf = lookup(&sup, "leaf").await?;
+        (leaf != old_leaf && leaf.send(Hello).await.is_ok()).then_some(leaf)
+    })
+    .await;
+    assert!(leaf.connected());
+    assert_eq!(tree(&sup).await.unstoppable, 0, "everything killed is gone");
+}
