@@ -29,6 +29,9 @@ use crate::supervisor::{
 /// hung after the hang timeout, and never before three of these).
 const WS_BEAT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// How long a new session waits for the clients supervisor to adopt it before closing.
+const ADOPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Where the connection is in its life.
 enum Phase {
     /// Waiting for `connect`; the nonce was sent in `connect.challenge`.
@@ -121,12 +124,26 @@ impl WsSessionActor {
                     let _ = session.close(Some(reason)).await;
                 });
             });
-        adopt_link.supervisor.do_send(AdoptChild {
+        let abort = task.abort_handle();
+        let kill = handle.on_kill.clone();
+        let adopted = adopt_link.supervisor.send(AdoptChild {
             id: adopt_link.id.clone(),
             kind: "ws",
             generation: adopt_link.generation,
             handle,
             liveness: adopt_link.liveness.clone(),
+        });
+        // A session `clients` never takes in (it hung and was killed with the message in
+        // its mailbox) would live outside the tree: close it instead.
+        actix_rt::spawn(async move {
+            let taken = tokio::time::timeout(ADOPT_TIMEOUT, adopted).await;
+            if !matches!(taken, Ok(Ok(()))) {
+                tracing::warn!(child = %adopt_link.id, "not adopted by the clients supervisor; closing");
+                if let Some(kill) = kill {
+                    kill();
+                }
+                abort.abort();
+            }
         });
         addr
     }
