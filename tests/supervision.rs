@@ -412,7 +412,10 @@ async fn hung_ws_session_is_closed_with_1011_and_leaves_the_tree() {
         .json()
         .await
         .expect("json");
-    assert_eq!(status["unstoppable"], 0, "an async hang is killable: {status}");
+    assert_eq!(
+        status["unstoppable"], 0,
+        "an async hang is killable: {status}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,9 +1,12 @@
-//! Messages every supervised child answers: liveness, fault injection and graceful stop.
+//! Messages every supervised child answers: ping (mailbox depth), fault injection and
+//! graceful stop. Hang detection does not use messages: see `supervisor::Liveness`.
 
 use actix::{Message, MessageResponse};
 use serde::{Deserialize, Serialize};
 
-/// Liveness probe from the supervisor; a child that does not answer in time is hung.
+/// Asks a child for its mailbox depth (and answers `supervisor.ping`). Not the hang
+/// verdict: that reads the child's progress counter (`supervisor::Liveness`), which does
+/// not wait behind work in the mailbox.
 #[derive(Message, Debug, Clone, Copy)]
 #[rtype(result = "Pong")]
 pub struct Ping;

@@ -760,7 +760,9 @@ async fn one_for_all_stops_siblings_in_reverse_start_order_before_starting_any()
     let e = log_of(&log, 9).await;
     assert_eq!(
         e[3..],
-        ["stop b1", "stop c1", "stop a1", "start a2", "start b2", "start c2"],
+        [
+            "stop b1", "stop c1", "stop a1", "start a2", "start b2", "start c2"
+        ],
         "the crashed child is down; siblings stop newest first, then all start in order: {e:?}"
     );
 }
@@ -783,7 +785,9 @@ async fn rest_for_one_stops_later_children_newest_first_before_restarting() {
     let e = log_of(&log, 10).await;
     assert_eq!(
         e[4..],
-        ["stop b1", "stop d1", "stop c1", "start b2", "start c2", "start d2"],
+        [
+            "stop b1", "stop d1", "stop c1", "start b2", "start c2", "start d2"
+        ],
         "{e:?}"
     );
     assert!(!e.contains(&"stop a1".to_string()), "a untouched: {e:?}");
@@ -865,7 +869,10 @@ async fn child_busy_with_long_legitimate_work_is_not_declared_hung() {
     let store = lookup(&sup, "store").await.expect("store running");
     // Four hang timeouts of work holding the context, like a migration on a slow disk.
     store.do_send(BusyFor(Duration::from_millis(1200)));
-    let after = store.send(Hello).await.expect("the same instance answers after its work");
+    let after = store
+        .send(Hello)
+        .await
+        .expect("the same instance answers after its work");
     assert_eq!(after, 1);
     let node = child(&sup, "store").await;
     assert_eq!(node.restarts, 0, "busy is not hung: {node:?}");
@@ -896,10 +903,13 @@ async fn child_blocking_its_thread_is_replaced_and_counted_unstoppable_until_it_
     })
     .await;
 
-    release.send(()).expect("the blocked handler is still waiting");
-    eventually("once it returns, its arbiter stops and the count drops", || async {
-        (tree(&sup).await.unstoppable == 0).then_some(())
-    })
+    release
+        .send(())
+        .expect("the blocked handler is still waiting");
+    eventually(
+        "once it returns, its arbiter stops and the count drops",
+        || async { (tree(&sup).await.unstoppable == 0).then_some(()) },
+    )
     .await;
     let first = arbiters.lock().expect("arbiters lock")[0].clone();
     assert!(!first.spawn(async {}), "the old arbiter is gone");

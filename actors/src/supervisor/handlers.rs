@@ -10,6 +10,10 @@ use super::*;
 use crate::messages::{FaultMode, InjectFault, Ping, Pong, Shutdown};
 use crate::now_ms;
 
+/// The least a child supervisor is given to answer a describe or a routed command before
+/// it is skipped (a hung one is killed within the hang timeout; this only bounds the wait).
+const SUBTREE_REPLY_MIN: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl Actor for SupervisorActor {
     type Context = Context<Self>;
 
@@ -101,7 +105,7 @@ impl Handler<DescribeTree> for SupervisorActor {
             if let Some(child) = self.children.get(id) {
                 let sub = child.handle.as_ref().and_then(|h| h.subtree.clone());
                 // A hung subtree must not hang the status: it shows without children.
-                let timeout = self.config.hang_timeout;
+                let timeout = self.config.hang_timeout.max(SUBTREE_REPLY_MIN);
                 subtrees.push(sub.map(move |s| tokio::time::timeout(timeout, s.send(msg))));
                 nodes.push(child.node());
             }
@@ -176,7 +180,7 @@ impl Handler<ChildCommand> for SupervisorActor {
             .filter_map(|id| self.children.get(id))
             .filter_map(|c| c.handle.as_ref().and_then(|h| h.subtree.clone()))
             .collect();
-        let timeout = self.config.hang_timeout;
+        let timeout = self.config.hang_timeout.max(SUBTREE_REPLY_MIN);
         Box::pin(async move {
             let mut unreachable = false;
             for sub in subs {
@@ -205,32 +209,47 @@ impl Handler<Shutdown> for SupervisorActor {
         self.stop_queue.clear();
         self.current_stop = None;
         self.start_queue.clear();
+        let mut adopted = Vec::new();
         let mut stops = Vec::new();
         for id in self.order.iter().rev() {
             if let Some(child) = self.children.get_mut(id) {
                 child.generation = 0;
                 child.state = NodeState::Stopped;
                 if let Some(handle) = child.handle.take() {
-                    stops.push((id.clone(), handle, child.spec.shutdown));
+                    let stop = (id.clone(), handle, child.spec.shutdown);
+                    if child.adopted {
+                        adopted.push(stop);
+                    } else {
+                        stops.push(stop);
+                    }
                 }
             }
         }
         let me = self.config.id.clone();
         Box::pin(
             async move {
-                for (id, handle, timeout) in stops {
-                    let stopped = tokio::time::timeout(timeout, handle.shutdown.send(Shutdown)).await;
-                    if stopped.is_err() {
-                        tracing::warn!(supervisor = %me, child = %id, "shutdown timed out; killing");
-                        handle.kill();
-                    } else if let Some(arbiter) = handle.arbiter {
-                        arbiter.stop();
-                    }
+                // Adopted sessions are independent of each other: stop them all at once,
+                // so one that hangs does not hold up the rest. Then the others, newest first.
+                join_all(adopted.into_iter().map(|stop| stop_child(&me, stop))).await;
+                for stop in stops {
+                    stop_child(&me, stop).await;
                 }
             }
             .into_actor(self)
             .map(|_, _, ctx| ctx.stop()),
         )
+    }
+}
+
+/// Asks a child to stop and waits for its answer up to its shutdown timeout; kills it
+/// if the timeout passes.
+async fn stop_child(me: &ChildId, (id, handle, timeout): (ChildId, ChildHandle, Duration)) {
+    let stopped = tokio::time::timeout(timeout, handle.shutdown.send(Shutdown)).await;
+    if stopped.is_err() {
+        tracing::warn!(supervisor = %me, child = %id, "shutdown timed out; killing");
+        handle.kill();
+    } else if let Some(arbiter) = handle.arbiter {
+        arbiter.stop();
     }
 }
 

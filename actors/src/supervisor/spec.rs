@@ -104,7 +104,9 @@ pub struct ChildSpec {
 }
 
 impl ChildSpec {
-    /// A permanent, pinged child with a 5 s shutdown timeout and no backoff.
+    /// A permanent, watched child with a 5 s shutdown timeout and no backoff. The child must
+    /// call `guard.liveness().attach(ctx)` in `started()` (or the spec must say
+    /// [`ChildSpec::without_liveness`]), else it is taken for hung.
     pub fn new(
         id: impl Into<String>,
         kind: &'static str,
