@@ -480,3 +480,38 @@ async fn after_a_clients_hang_every_open_connection_shows_in_the_tree() {
     let health = after.request("health", None).await;
     assert_eq!(health["ok"], true);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocked_agents_supervisor_is_replaced_its_agent_stopped_and_counted_unstoppable() {
+    let gw = TestGateway::builder().chaos().start();
+    gw.wait_ready().await;
+    let baseline = threads(&gw);
+    crash_http(&gw, "agents", "block").await;
+    gw.child_restarted("agents", 1).await;
+    gw.child_restarted("agent:main", 0).await;
+    let status = eventually(WAIT, "status counts the blocked node", || async {
+        let status: serde_json::Value = reqwest::Client::new()
+            .get(gw.http("/api/status"))
+            .bearer_auth(&gw.token)
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (status["unstoppable"] == 1).then_some(status)
+    })
+    .await;
+    assert_eq!(
+        node(&status["tree"], "root").expect("root")["unstoppable"],
+        1
+    );
+    let m = metrics(&gw).await;
+    assert!(m.contains("troupe_unstoppable_nodes 1"), "{m}");
+    // Only the blocked supervisor's own thread leaks: its agent's thread was stopped by
+    // the root, which holds its children's kill switches.
+    eventually(WAIT, "only the blocked thread is left over", || async {
+        (threads(&gw) <= baseline + 1 + 2).then_some(())
+    })
+    .await;
+}

@@ -27,6 +27,16 @@ pub enum FaultMode {
     Panic,
     /// Stop processing messages forever (a handler that never returns).
     Hang,
+    /// Block the actor's thread forever (a blocking loop). Nothing can stop such a thread
+    /// from outside in Rust: the node is replaced, and counted as unstoppable for good.
+    Block,
+}
+
+/// Blocks the calling thread forever (the [`FaultMode::Block`] fault).
+pub fn block_thread_forever() {
+    loop {
+        std::thread::park();
+    }
 }
 
 /// Fault injection (only reachable when `debug.fault_injection` is on).
@@ -75,6 +85,13 @@ macro_rules! child_controls {
                             ctx,
                             ::actix::fut::wrap_future(::futures_util::future::pending::<()>()),
                         );
+                    }
+                    $crate::messages::FaultMode::Block => {
+                        ::tracing::warn!(
+                            actor = stringify!($actor),
+                            "fault injection: blocking this thread forever"
+                        );
+                        $crate::messages::block_thread_forever();
                     }
                 }
             }

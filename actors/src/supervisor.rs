@@ -8,6 +8,7 @@ mod handlers;
 mod intensity;
 mod liveness;
 mod restart;
+mod roster;
 mod spec;
 mod tree_node;
 mod watch;
@@ -23,6 +24,7 @@ use tokio::sync::oneshot;
 pub use guard::{ExitGuard, ExitReason, install_panic_hook};
 pub use intensity::{RestartWindow, backoff_delay};
 pub use liveness::{BUSY_LEASH, BusyGuard, DEFAULT_BEAT_EVERY, Liveness, ProgressWatch};
+pub use roster::Roster;
 pub use spec::{
     Backoff, ChildHandle, ChildId, ChildLink, ChildSpec, Intensity, Restart, StartError, StartFn,
     Strategy,
@@ -153,6 +155,8 @@ struct Child {
     watch: Option<ProgressWatch>,
     /// Asked to stop as part of a restart; its exit report is awaited.
     stopping: bool,
+    /// The running instance's own children, if it is a supervisor.
+    below: Roster,
 }
 
 impl Child {
@@ -172,6 +176,7 @@ impl Child {
             adopted: false,
             watch: None,
             stopping: false,
+            below: Roster::default(),
         }
     }
 
@@ -206,6 +211,8 @@ pub struct SupervisorActor {
     children: HashMap<ChildId, Child>,
     window: RestartWindow,
     guard: Option<ExitGuard>,
+    /// This supervisor's children's kill switches, shared with its parent.
+    roster: Roster,
     escalation: Option<oneshot::Sender<String>>,
     shutting_down: bool,
     next_generation: u64,
@@ -228,6 +235,7 @@ impl SupervisorActor {
             config,
             order: Vec::new(),
             children: HashMap::new(),
+            roster: link.as_ref().map(|l| l.roster.clone()).unwrap_or_default(),
             guard: link.map(|l| l.guard()),
             escalation: None,
             shutting_down: false,
@@ -277,14 +285,17 @@ impl SupervisorActor {
         child.ping_sent = None;
         child.stopping = false;
         child.watch = Some(ProgressWatch::new(liveness.clone(), Instant::now()));
+        child.below = Roster::default();
         let link = ChildLink {
             id: id.clone(),
             generation,
             supervisor: me,
             liveness,
+            roster: child.below.clone(),
         };
         match (child.spec.start)(link) {
             Ok(handle) => {
+                self.roster.insert(id, &handle, &child.below);
                 child.handle = Some(handle);
                 child.state = NodeState::Running;
                 child.started_at = Some(now_ms());
@@ -307,6 +318,9 @@ impl SupervisorActor {
         };
         child.watch = None;
         child.ping_sent = None;
+        self.roster.remove(id);
+        // The subtree too, without asking the child: it may be too stuck to pass it on.
+        child.below.kill_all();
         if let Some(handle) = child.handle.take() {
             handle.kill();
             self.zombies.push(Zombie {
@@ -333,6 +347,7 @@ impl SupervisorActor {
             // The child's own thread: it must not outlive the child.
             arbiter.stop();
         }
+        self.roster.remove(&id);
         child.ping_sent = None;
         child.watch = None;
         child.started_at = None;

@@ -22,7 +22,7 @@ use crate::messages::Shutdown;
 use crate::protocol::{ErrorShape, EventFrame, RequestFrame, ResponseFrame, Scope};
 use crate::session_queue::SessionQueueActor;
 use crate::supervisor::{
-    AdoptChild, ChildHandle, ChildId, ChildLink, ExitGuard, Liveness, SupervisorActor,
+    AdoptChild, ChildHandle, ChildId, ChildLink, ExitGuard, Liveness, Roster, SupervisorActor,
 };
 
 /// How often a session proves its context still runs (the clients supervisor declares it
@@ -86,6 +86,7 @@ impl WsSessionActor {
             generation: 1,
             supervisor: clients,
             liveness: Liveness::new(WS_BEAT_EVERY),
+            roster: Roster::default(),
         };
         let adopt_link = link.clone();
         let closer = session.clone();

@@ -962,3 +962,55 @@ async fn hung_child_supervisor_is_killed_with_its_whole_subtree() {
     assert!(leaf.connected());
     assert_eq!(tree(&sup).await.unstoppable, 0, "everything killed is gone");
 }
+
+#[actix_rt::test]
+async fn child_supervisor_blocking_its_thread_still_has_its_subtree_stopped_and_is_counted() {
+    panic_hook();
+    let arbiters = Arc::new(Mutex::new(Vec::new()));
+    let inner = SupervisorConfig {
+        id: ChildId::new("inner"),
+        ..quick_hangs(Strategy::OneForOne)
+    };
+    let leaf_arbiters = arbiters.clone();
+    let spec = ChildSpec::new("inner", "supervisor", move |link: ChildLink| {
+        let arbiter = Arbiter::new();
+        let config = inner.clone();
+        let leaf = worker_on_own_arbiter("leaf", leaf_arbiters.clone());
+        let addr = SupervisorActor::start_in_arbiter(&arbiter.handle(), move |_| {
+            SupervisorActor::new(config, vec![leaf], Some(link))
+        });
+        Ok(ChildHandle::of_supervisor(addr).on_arbiter(arbiter.handle()))
+    });
+    let sup = SupervisorActor::new(quick_hangs(Strategy::OneForOne), vec![spec], None).start();
+    let old_leaf = eventually("leaf running", || async { lookup(&sup, "leaf").await }).await;
+
+    // The inner supervisor's thread never returns: its drop never runs, so only the
+    // parent's copy of its children's kill switches can stop the leaf.
+    crash(&sup, "inner", FaultMode::Block).await;
+    eventually("inner replaced", || async {
+        let n = tree(&sup).await.find("inner")?.clone();
+        (n.restarts == 1 && n.state == NodeState::Running).then_some(())
+    })
+    .await;
+    eventually(
+        "the blocked supervisor's leaf is stopped anyway",
+        || async { (!old_leaf.connected()).then_some(()) },
+    )
+    .await;
+    let first = arbiters.lock().expect("arbiters lock")[0].clone();
+    eventually("the old leaf's arbiter is stopped", || {
+        let first = first.clone();
+        async move { (!first.spawn(async {})).then_some(()) }
+    })
+    .await;
+    eventually(
+        "the blocked supervisor is counted as unstoppable",
+        || async { (tree(&sup).await.unstoppable == 1).then_some(()) },
+    )
+    .await;
+    eventually("a fresh leaf answers", || async {
+        let leaf = lookup(&sup, "leaf").await?;
+        (leaf != old_leaf && leaf.send(Hello).await.is_ok()).then_some(())
+    })
+    .await;
+}

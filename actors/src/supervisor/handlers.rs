@@ -42,6 +42,7 @@ impl Drop for SupervisorActor {
             if let Some(handle) = child.handle.take() {
                 handle.kill();
             }
+            child.below.kill_all();
         }
     }
 }
@@ -78,6 +79,7 @@ impl Handler<AdoptChild> for SupervisorActor {
         .restart(Restart::Temporary);
         let mut child = Child::new(spec);
         child.adopted = true;
+        self.roster.insert(&id, &msg.handle, &child.below);
         child.watch = Some(ProgressWatch::new(msg.liveness, Instant::now()));
         child.generation = msg.generation;
         child.handle = Some(msg.handle);
@@ -269,6 +271,10 @@ impl Handler<InjectFault> for SupervisorActor {
                 self.config.id
             ),
             FaultMode::Hang => ctx.wait(fut::wrap_future(futures_util::future::pending::<()>())),
+            FaultMode::Block => {
+                tracing::warn!(supervisor = %self.config.id, "fault injection: blocking this thread forever");
+                crate::messages::block_thread_forever();
+            }
         }
     }
 }

@@ -75,6 +75,7 @@ impl SupervisorActor {
             if let Some(arbiter) = child.handle.take().and_then(|h| h.arbiter) {
                 arbiter.stop();
             }
+            self.roster.remove(id);
             if child.spec.restart == Restart::Temporary {
                 self.children.remove(id);
                 self.order.retain(|c| c != id);

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::SupervisorActor;
 use super::guard::ExitGuard;
 use super::liveness::Liveness;
+use super::roster::Roster;
 use crate::messages::{InjectFault, Ping, Shutdown};
 
 /// The name of a child in the tree, unique among its siblings (`store`, `agent:main`, `ws:<uuid>`).
@@ -159,6 +160,8 @@ pub struct ChildLink {
     pub supervisor: Addr<SupervisorActor>,
     /// Progress counters the child bumps and the supervisor reads.
     pub liveness: Liveness,
+    /// Where a child supervisor lists its own children's kill switches (see [`Roster`]).
+    pub roster: Roster,
 }
 
 impl ChildLink {
