@@ -313,6 +313,11 @@ async fn metrics(gateway: web::Data<Gateway>) -> HttpResponse {
         "# HELP troupe_ready 1 when every permanent child is running.\n# TYPE troupe_ready gauge\n",
     );
     out.push_str(&format!("troupe_ready {}\n", u8::from(status.ready)));
+    out.push_str("# HELP troupe_unstoppable_nodes Killed nodes still running (a handler blocking its thread cannot be stopped); they leak until the process exits.\n# TYPE troupe_unstoppable_nodes gauge\n");
+    out.push_str(&format!(
+        "troupe_unstoppable_nodes {}\n",
+        status.unstoppable
+    ));
     let mut nodes = Vec::new();
     collect(&status.tree, &mut nodes);
     out.push_str("# HELP troupe_child_restarts_total Restarts of each supervised child.\n# TYPE troupe_child_restarts_total counter\n");

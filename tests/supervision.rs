@@ -346,3 +346,172 @@ async fn clients_subtree_lists_the_first_100_and_a_count_unless_all_are_asked_fo
         "{bad}"
     );
 }
+
+/// Fault injection over HTTP, so the caller's own WS connection is not in the way.
+async fn crash_http(gw: &TestGateway, id: &str, mode: &str) {
+    let res = reqwest::Client::new()
+        .post(gw.http("/api/supervisor/crash"))
+        .bearer_auth(&gw.token)
+        .json(&json!({ "id": id, "mode": mode }))
+        .send()
+        .await
+        .expect("POST /api/supervisor/crash");
+    assert_eq!(res.status(), 202, "crash {id} {mode} accepted");
+}
+
+/// Threads of the gateway process right now.
+fn threads(gw: &TestGateway) -> usize {
+    std::fs::read_dir(format!("/proc/{}/task", gw.child.id()))
+        .expect("/proc/<pid>/task")
+        .count()
+}
+
+async fn metrics(gw: &TestGateway) -> String {
+    reqwest::get(gw.http("/metrics"))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics text")
+}
+
+fn clients_in(tree: &serde_json::Value) -> Vec<String> {
+    node(tree, "clients")
+        .and_then(|c| c["children"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|c| c["id"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hung_ws_session_is_closed_with_1011_and_leaves_the_tree() {
+    let gw = TestGateway::builder().chaos().start();
+    gw.wait_ready().await;
+    let mut victim = gw.client().await;
+    let mut other = gw.client().await;
+    let victim_ws = format!("ws:{}", victim.conn_id);
+    crash_http(&gw, &victim_ws, "hang").await;
+
+    let (_, close) = victim.until_closed().await;
+    let close = close.expect("a close frame, not a dropped socket");
+    assert_eq!(u16::from(close.code), 1011, "{close:?}");
+    eventually(WAIT, "the hung session leaves the tree", || async {
+        let tree = gw.tree().await;
+        node(&tree, &victim_ws).is_none().then_some(())
+    })
+    .await;
+    let health = other.request("health", None).await;
+    assert_eq!(health["ok"], true, "other sessions keep working: {health}");
+    let status: serde_json::Value = reqwest::Client::new()
+        .get(gw.http("/api/status"))
+        .bearer_auth(&gw.token)
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        status["unstoppable"], 0,
+        "an async hang is killable: {status}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hanging_agents_repeatedly_does_not_leak_agent_threads() {
+    let gw = TestGateway::builder().chaos().start();
+    gw.wait_ready().await;
+    let baseline = threads(&gw);
+    for round in 1..=4 {
+        crash_http(&gw, "agents", "hang").await;
+        let agents = gw.child_restarted("agents", round).await;
+        assert!(
+            agents["lastExit"]["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("hung"),
+            "{agents}"
+        );
+        gw.child_restarted("agent:main", 0).await;
+    }
+    // Each hang leaked the agent's thread (and the old supervisor) before: 4 rounds, 4+.
+    eventually(WAIT, "the old subtrees' threads are gone", || async {
+        (threads(&gw) <= baseline + 2).then_some(())
+    })
+    .await;
+    let m = metrics(&gw).await;
+    assert!(m.contains("troupe_unstoppable_nodes 0"), "{m}");
+    let mut op = gw.client().await;
+    let ping = op
+        .request("supervisor.ping", Some(json!({ "id": "agent:main" })))
+        .await;
+    assert_eq!(ping["ok"], true, "the fresh agent answers: {ping}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_clients_hang_every_open_connection_shows_in_the_tree() {
+    let gw = TestGateway::builder().chaos().start();
+    gw.wait_ready().await;
+    let mut before = gw.client().await;
+    crash_http(&gw, "clients", "hang").await;
+    gw.child_restarted("clients", 1).await;
+
+    // The old sessions died with their supervisor (a close frame, not a silent ghost).
+    let (_, close) = before.until_closed().await;
+    assert!(close.is_some(), "closed with a close frame");
+
+    let mut after = eventually(WAIT, "a new connection is accepted", || async {
+        let mut c = WsClient::open(&gw.ws_url()).await;
+        let hello = c.connect(&gw.token, &["operator.admin"]).await;
+        (hello["ok"] == true).then_some(c)
+    })
+    .await;
+    let after_ws = format!("ws:{}", after.conn_id);
+    let tree = eventually(WAIT, "the new connection is in the tree", || async {
+        let tree = gw.tree().await;
+        node(&tree, &after_ws).is_some().then_some(tree)
+    })
+    .await;
+    let listed = clients_in(&tree);
+    assert_eq!(listed, vec![after_ws.clone()], "only live sessions: {tree}");
+    let m = metrics(&gw).await;
+    assert!(m.contains("troupe_ws_connections 1"), "{m}");
+    let health = after.request("health", None).await;
+    assert_eq!(health["ok"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocked_agents_supervisor_is_replaced_its_agent_stopped_and_counted_unstoppable() {
+    let gw = TestGateway::builder().chaos().start();
+    gw.wait_ready().await;
+    let baseline = threads(&gw);
+    crash_http(&gw, "agents", "block").await;
+    gw.child_restarted("agents", 1).await;
+    gw.child_restarted("agent:main", 0).await;
+    let status = eventually(WAIT, "status counts the blocked node", || async {
+        let status: serde_json::Value = reqwest::Client::new()
+            .get(gw.http("/api/status"))
+            .bearer_auth(&gw.token)
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (status["unstoppable"] == 1).then_some(status)
+    })
+    .await;
+    assert_eq!(
+        node(&status["tree"], "root").expect("root")["unstoppable"],
+        1
+    );
+    let m = metrics(&gw).await;
+    assert!(m.contains("troupe_unstoppable_nodes 1"), "{m}");
+    // Only the blocked supervisor's own thread leaks: its agent's thread was stopped by
+    // the root, which holds its children's kill switches.
+    eventually(WAIT, "only the blocked thread is left over", || async {
+        (threads(&gw) <= baseline + 1 + 2).then_some(())
+    })
+    .await;
+}

@@ -151,6 +151,7 @@ impl Actor for AgentActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(1024);
+        self._guard.liveness().attach(ctx);
         tracing::debug!(agent_id = %self.settings.summary.id, "agent started");
     }
 }

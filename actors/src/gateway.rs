@@ -110,6 +110,9 @@ pub struct StatusReport {
     pub ready: bool,
     /// Configured agents.
     pub agents: Vec<AgentSummary>,
+    /// Killed nodes still running anywhere in the tree (a handler blocking its thread
+    /// cannot be stopped from outside); they leak until the process exits.
+    pub unstoppable: usize,
     /// The supervision tree.
     pub tree: crate::supervisor::TreeNode,
 }
@@ -133,6 +136,7 @@ impl Gateway {
                 mailbox: 0,
                 children: Vec::new(),
                 child_count: None,
+                unstoppable: 0,
             },
         };
         StatusReport {
@@ -140,6 +144,7 @@ impl Gateway {
             pid: std::process::id(),
             uptime_ms: self.settings.uptime_ms(),
             ready: ready(&tree),
+            unstoppable: tree.unstoppable_total(),
             agents: self.settings.agents.clone(),
             tree,
         }
@@ -168,6 +173,7 @@ mod tests {
             mailbox: 0,
             children,
             child_count: None,
+            unstoppable: 0,
         }
     }
 

@@ -14,7 +14,8 @@
 //! restarts whom. Modules:
 //!
 //! - [`supervisor`]: the generic [`SupervisorActor`](supervisor::SupervisorActor): child
-//!   specs, strategies, restart intensity, backoff, the registry and liveness pings.
+//!   specs, strategies, restart intensity, backoff, the registry, and liveness as progress
+//!   (a heartbeat counter read without messaging; hung nodes are killed with their subtree).
 //! - [`messages`]: messages every child answers (ping, fault injection, shutdown).
 //! - [`store`]: [`StoreActor`](store::StoreActor), the SQLite single writer.
 //! - [`session_queue`]: [`SessionQueueActor`](session_queue::SessionQueueActor): lanes,

@@ -1,9 +1,12 @@
-//! Messages every supervised child answers: liveness, fault injection and graceful stop.
+//! Messages every supervised child answers: ping (mailbox depth), fault injection and
+//! graceful stop. Hang detection does not use messages: see `supervisor::Liveness`.
 
 use actix::{Message, MessageResponse};
 use serde::{Deserialize, Serialize};
 
-/// Liveness probe from the supervisor; a child that does not answer in time is hung.
+/// Asks a child for its mailbox depth (and answers `supervisor.ping`). Not the hang
+/// verdict: that reads the child's progress counter (`supervisor::Liveness`), which does
+/// not wait behind work in the mailbox.
 #[derive(Message, Debug, Clone, Copy)]
 #[rtype(result = "Pong")]
 pub struct Ping;
@@ -24,6 +27,16 @@ pub enum FaultMode {
     Panic,
     /// Stop processing messages forever (a handler that never returns).
     Hang,
+    /// Block the actor's thread forever (a blocking loop). Nothing can stop such a thread
+    /// from outside in Rust: the node is replaced, and counted as unstoppable for good.
+    Block,
+}
+
+/// Blocks the calling thread forever (the [`FaultMode::Block`] fault).
+pub fn block_thread_forever() {
+    loop {
+        std::thread::park();
+    }
 }
 
 /// Fault injection (only reachable when `debug.fault_injection` is on).
@@ -72,6 +85,13 @@ macro_rules! child_controls {
                             ctx,
                             ::actix::fut::wrap_future(::futures_util::future::pending::<()>()),
                         );
+                    }
+                    $crate::messages::FaultMode::Block => {
+                        ::tracing::warn!(
+                            actor = stringify!($actor),
+                            "fault injection: blocking this thread forever"
+                        );
+                        $crate::messages::block_thread_forever();
                     }
                 }
             }

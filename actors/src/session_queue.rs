@@ -543,7 +543,10 @@ impl SessionQueueActor {
         let recover = self.store_write(StoreWrite::new(move |pool| {
             Box::pin(async move { turns::recover_runs(&pool, reason).await })
         }));
-        ctx.wait(recover.into_actor(self).map(|res, act, ctx| match res {
+        let busy = self.guard.liveness().busy();
+        ctx.wait(recover.into_actor(self).map(move |res, act, ctx| {
+            drop(busy);
+            match res {
             Ok((interrupted, queued)) => {
                 for run in &interrupted {
                     tracing::warn!(run_id = %run.id, session_key = %run.session_key, "run interrupted by the last stop marked failed");
@@ -565,6 +568,7 @@ impl SessionQueueActor {
                 act.guard.fail(format!("cannot recover queued turns: {e}"));
                 ctx.stop();
             }
+        }
         }));
     }
 
@@ -603,9 +607,12 @@ impl Actor for SessionQueueActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(4096);
+        self.guard.liveness().attach(ctx);
         let root = self.root.clone();
+        let busy = self.guard.liveness().busy();
         let find = async move { lookup_patiently::<StoreActor>(&root, "store").await };
-        ctx.wait(find.into_actor(self).map(|found, act, ctx| {
+        ctx.wait(find.into_actor(self).map(move |found, act, ctx| {
+            drop(busy);
             act.store = found;
             act.recover(ctx);
         }));

@@ -134,21 +134,28 @@ impl Actor for StoreActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(1024);
+        self.guard.liveness().attach(ctx);
         let path = self.path.clone();
+        // Opening and migrating may take long on a slow disk: legitimate work, not a hang.
+        let busy = self.guard.liveness().busy();
         ctx.wait(
-            async move { open(&path).await }.into_actor(self).map(
-                |opened, act, ctx| match opened {
-                    Ok(pool) => {
-                        tracing::info!(path = %act.path.display(), "store open");
-                        act.pool = Some(pool);
-                    }
-                    Err(err) => {
-                        tracing::error!(error = %err, "store failed to open");
-                        act.guard.fail(err.to_string());
-                        ctx.stop();
-                    }
-                },
-            ),
+            async move {
+                let opened = open(&path).await;
+                drop(busy);
+                opened
+            }
+            .into_actor(self)
+            .map(|opened, act, ctx| match opened {
+                Ok(pool) => {
+                    tracing::info!(path = %act.path.display(), "store open");
+                    act.pool = Some(pool);
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "store failed to open");
+                    act.guard.fail(err.to_string());
+                    ctx.stop();
+                }
+            }),
         );
     }
 }
@@ -203,8 +210,11 @@ impl<T: 'static> Handler<StoreWrite<T>> for StoreActor {
             return AtomicResponse::new(Box::pin(fut::ready(Err(StoreError::NotOpen))));
         };
         self.pending += 1;
+        // An atomic write holds the context: declared busy, so a slow disk is not a hang.
+        let busy = self.guard.liveness().busy();
         AtomicResponse::new(Box::pin((msg.0)(pool).into_actor(self).map(
-            |result, act, _| {
+            move |result, act, _| {
+                drop(busy);
                 act.pending -= 1;
                 result
             },

@@ -1,15 +1,20 @@
 //! The supervisor actor: starts children from specs, detects their death (drop guard) and
-//! hangs (pings), restarts them by strategy within a restart intensity, escalates beyond it,
-//! routes commands by child id, and describes its subtree.
+//! hangs (no progress, see [`Liveness`]), restarts them by strategy within a restart
+//! intensity (stopping the old instances first, OTP style), escalates beyond it, routes
+//! commands by child id, and describes its subtree.
 
 mod guard;
 mod handlers;
 mod intensity;
+mod liveness;
+mod restart;
+mod roster;
 mod spec;
 mod tree_node;
+mod watch;
 
 use std::any::Any;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,13 +23,15 @@ use tokio::sync::oneshot;
 
 pub use guard::{ExitGuard, ExitReason, install_panic_hook};
 pub use intensity::{RestartWindow, backoff_delay};
+pub use liveness::{BUSY_LEASH, BusyGuard, DEFAULT_BEAT_EVERY, Liveness, ProgressWatch};
+pub use roster::Roster;
 pub use spec::{
     Backoff, ChildHandle, ChildId, ChildLink, ChildSpec, Intensity, Restart, StartError, StartFn,
     Strategy,
 };
 pub use tree_node::{LastExit, NodeState, TreeNode};
 
-use crate::messages::{FaultMode, Ping, Pong, Shutdown};
+use crate::messages::FaultMode;
 use crate::now_ms;
 
 /// A child reports that it exited (sent by its [`ExitGuard`]).
@@ -54,6 +61,8 @@ pub struct AdoptChild {
     pub generation: u64,
     /// Its control inboxes.
     pub handle: ChildHandle,
+    /// The progress counters it beats (see [`Liveness::attach`]).
+    pub liveness: Liveness,
 }
 
 /// Asks a supervisor for its subtree.
@@ -120,9 +129,9 @@ pub struct SupervisorConfig {
     pub strategy: Strategy,
     /// Restart intensity before escalating.
     pub intensity: Intensity,
-    /// How often children are pinged.
+    /// How often children's progress is checked (and their mailbox depth asked for).
     pub ping_interval: Duration,
-    /// A child that leaves a ping unanswered this long is hung and restarted.
+    /// A child that makes no progress this long is hung, killed and restarted.
     pub hang_timeout: Duration,
     /// Children listed in the status tree unless all are asked for.
     pub list_limit: usize,
@@ -140,6 +149,14 @@ struct Child {
     mailbox: usize,
     backoff_attempt: u32,
     ping_sent: Option<Instant>,
+    /// Started elsewhere and adopted (a WS session): never pinged for its mailbox.
+    adopted: bool,
+    /// Progress of the running instance.
+    watch: Option<ProgressWatch>,
+    /// Asked to stop as part of a restart; its exit report is awaited.
+    stopping: bool,
+    /// The running instance's own children, if it is a supervisor.
+    below: Roster,
 }
 
 impl Child {
@@ -156,6 +173,10 @@ impl Child {
             mailbox: 0,
             backoff_attempt: 0,
             ping_sent: None,
+            adopted: false,
+            watch: None,
+            stopping: false,
+            below: Roster::default(),
         }
     }
 
@@ -170,8 +191,17 @@ impl Child {
             mailbox: self.mailbox,
             children: Vec::new(),
             child_count: None,
+            unstoppable: 0,
         }
     }
+}
+
+/// A killed child not yet seen gone: a handler blocking its thread cannot be stopped.
+struct Zombie {
+    id: ChildId,
+    handle: ChildHandle,
+    deadline: Instant,
+    counted: bool,
 }
 
 /// A supervisor in the tree (root, `agents`, `clients`, ...).
@@ -181,10 +211,20 @@ pub struct SupervisorActor {
     children: HashMap<ChildId, Child>,
     window: RestartWindow,
     guard: Option<ExitGuard>,
+    /// This supervisor's children's kill switches, shared with its parent.
+    roster: Roster,
     escalation: Option<oneshot::Sender<String>>,
     shutting_down: bool,
     next_generation: u64,
     started_at: u64,
+    /// Children still to stop before a restart, in stop order (reverse start order).
+    stop_queue: VecDeque<ChildId>,
+    /// The child being stopped now (its exit or its shutdown timeout is awaited).
+    current_stop: Option<ChildId>,
+    /// Children to start once every stop is done.
+    start_queue: Vec<ChildId>,
+    /// Killed children not yet seen gone.
+    zombies: Vec<Zombie>,
 }
 
 impl SupervisorActor {
@@ -195,11 +235,16 @@ impl SupervisorActor {
             config,
             order: Vec::new(),
             children: HashMap::new(),
+            roster: link.as_ref().map(|l| l.roster.clone()).unwrap_or_default(),
             guard: link.map(|l| l.guard()),
             escalation: None,
             shutting_down: false,
             next_generation: 0,
             started_at: now_ms(),
+            stop_queue: VecDeque::new(),
+            current_stop: None,
+            start_queue: Vec::new(),
+            zombies: Vec::new(),
         };
         for spec in specs {
             this.order.push(spec.id.clone());
@@ -220,23 +265,37 @@ impl SupervisorActor {
         this
     }
 
+    /// How often a child of this supervisor beats: often enough for the hang timeout.
+    fn beat_every(&self) -> Duration {
+        (self.config.hang_timeout / 4)
+            .min(self.config.ping_interval)
+            .max(Duration::from_millis(10))
+    }
+
     fn start_child(&mut self, id: &ChildId, ctx: &mut Context<Self>) {
         self.next_generation += 1;
         let generation = self.next_generation;
         let me = ctx.address();
+        let liveness = Liveness::new(self.beat_every());
         let Some(child) = self.children.get_mut(id) else {
             return;
         };
         child.generation = generation;
         child.state = NodeState::Starting;
         child.ping_sent = None;
+        child.stopping = false;
+        child.watch = Some(ProgressWatch::new(liveness.clone(), Instant::now()));
+        child.below = Roster::default();
         let link = ChildLink {
             id: id.clone(),
             generation,
             supervisor: me,
+            liveness,
+            roster: child.below.clone(),
         };
         match (child.spec.start)(link) {
             Ok(handle) => {
+                self.roster.insert(id, &handle, &child.below);
                 child.handle = Some(handle);
                 child.state = NodeState::Running;
                 child.started_at = Some(now_ms());
@@ -251,24 +310,25 @@ impl SupervisorActor {
         }
     }
 
-    /// Takes the child's handle and makes it stop: gracefully, or at once when `kill`.
-    fn abandon(&mut self, id: &ChildId, kill: bool, ctx: &mut Context<Self>) {
+    /// Kills a child's instance at once and remembers it until it is seen gone.
+    fn kill(&mut self, id: &ChildId) {
+        let grace = self.config.hang_timeout.max(Duration::from_secs(1));
         let Some(child) = self.children.get_mut(id) else {
             return;
         };
-        child.generation = 0;
+        child.watch = None;
         child.ping_sent = None;
+        self.roster.remove(id);
+        // The subtree too, without asking the child: it may be too stuck to pass it on.
+        child.below.kill_all();
         if let Some(handle) = child.handle.take() {
-            handle.shutdown.do_send(Shutdown);
-            if let Some(arbiter) = handle.arbiter {
-                if kill {
-                    arbiter.stop();
-                } else {
-                    ctx.run_later(child.spec.shutdown, move |_, _| {
-                        arbiter.stop();
-                    });
-                }
-            }
+            handle.kill();
+            self.zombies.push(Zombie {
+                id: id.clone(),
+                handle,
+                deadline: Instant::now() + grace,
+                counted: false,
+            });
         }
     }
 
@@ -287,7 +347,9 @@ impl SupervisorActor {
             // The child's own thread: it must not outlive the child.
             arbiter.stop();
         }
+        self.roster.remove(&id);
         child.ping_sent = None;
+        child.watch = None;
         child.started_at = None;
         child.last_exit = Some(LastExit {
             reason,
@@ -325,27 +387,31 @@ impl SupervisorActor {
             self.escalate(why, ctx);
             return;
         }
-        let to_restart: Vec<ChildId> = match self.config.strategy {
-            Strategy::OneForOne => vec![id.clone()],
-            Strategy::OneForAll => self.order.clone(),
+        match self.config.strategy {
+            Strategy::OneForOne => {
+                if let Some(child) = self.children.get_mut(&id) {
+                    child.restarts += 1;
+                    child.generation = 0;
+                }
+                self.begin_start(&id, ctx);
+            }
+            Strategy::OneForAll => {
+                let group = self.order.clone();
+                self.restart_group(group, ctx);
+            }
             Strategy::RestForOne => {
                 let pos = self.order.iter().position(|c| c == &id).unwrap_or(0);
-                self.order[pos..].to_vec()
+                let group = self.order[pos..].to_vec();
+                self.restart_group(group, ctx);
             }
-        };
-        for sibling in to_restart.iter().rev().filter(|c| **c != id) {
-            self.abandon(sibling, false, ctx);
-        }
-        for target in to_restart {
-            self.schedule_restart(&target, ctx);
         }
     }
 
-    fn schedule_restart(&mut self, id: &ChildId, ctx: &mut Context<Self>) {
+    /// Starts a child that is down, after its backoff delay if it has one.
+    fn begin_start(&mut self, id: &ChildId, ctx: &mut Context<Self>) {
         let Some(child) = self.children.get_mut(id) else {
             return;
         };
-        child.restarts += 1;
         child.generation = 0;
         match child.spec.backoff {
             Some(backoff) => {
@@ -378,7 +444,7 @@ impl SupervisorActor {
         self.shutting_down = true;
         for id in self.order.clone().into_iter().rev() {
             // Kill now: this supervisor stops right after, and with it any scheduled stop.
-            self.abandon(&id, true, ctx);
+            self.kill(&id);
         }
         if let Some(guard) = self.guard.as_mut() {
             guard.fail(why.clone());
@@ -387,48 +453,6 @@ impl SupervisorActor {
             let _ = tx.send(why);
         }
         ctx.stop();
-    }
-
-    fn check_liveness(&mut self, ctx: &mut Context<Self>) {
-        let now = Instant::now();
-        let mut hung = Vec::new();
-        let mut pings = Vec::new();
-        for (id, child) in self.children.iter_mut() {
-            if !child.spec.liveness || child.state != NodeState::Running {
-                continue;
-            }
-            let Some(handle) = child.handle.as_ref() else {
-                continue;
-            };
-            match child.ping_sent {
-                Some(sent) if now.duration_since(sent) > self.config.hang_timeout => {
-                    hung.push(id.clone())
-                }
-                Some(_) => {}
-                None => {
-                    child.ping_sent = Some(now);
-                    pings.push((id.clone(), child.generation, handle.ping.send(Ping)));
-                }
-            }
-        }
-        for (id, generation, pong) in pings {
-            ctx.spawn(pong.into_actor(self).map(move |res, act, _| {
-                if let (Ok(Pong { mailbox }), Some(child)) = (res, act.children.get_mut(&id))
-                    && child.generation == generation
-                {
-                    child.ping_sent = None;
-                    child.mailbox = mailbox;
-                }
-            }));
-        }
-        for id in hung {
-            let message = format!(
-                "hung: no reply to a liveness ping within {} ms",
-                self.config.hang_timeout.as_millis()
-            );
-            self.abandon(&id, true, ctx);
-            self.child_exited(id, ExitReason::Error, Some(message), ctx);
-        }
     }
 
     fn own_node(&self, children: Vec<TreeNode>, child_count: Option<usize>) -> TreeNode {
@@ -446,6 +470,7 @@ impl SupervisorActor {
             mailbox: 0,
             children,
             child_count,
+            unstoppable: self.zombies.iter().filter(|z| z.counted).count(),
         }
     }
 }

@@ -80,14 +80,21 @@ pub fn start_root(cfg: &TreeConfig, escalation: oneshot::Sender<String>) -> Addr
 }
 
 /// A child that is itself a supervisor; `children` builds its specs at every (re)start.
+/// It runs on its own arbiter, so a hung one is killed with its thread, and its drop
+/// kills its children: nothing of the old subtree outlives it.
 fn supervisor_spec(
     config: SupervisorConfig,
-    children: impl Fn() -> Vec<ChildSpec> + 'static,
+    children: impl Fn() -> Vec<ChildSpec> + Send + 'static,
 ) -> ChildSpec {
     let id = config.id.to_string();
     ChildSpec::new(id, "supervisor", move |link: ChildLink| {
-        let addr = SupervisorActor::new(config.clone(), children(), Some(link)).start();
-        Ok(ChildHandle::of_supervisor(addr))
+        let arbiter = Arbiter::new();
+        let config = config.clone();
+        let specs = children();
+        let addr = SupervisorActor::start_in_arbiter(&arbiter.handle(), move |_| {
+            SupervisorActor::new(config, specs, Some(link))
+        });
+        Ok(ChildHandle::of_supervisor(addr).on_arbiter(arbiter.handle()))
     })
     .shutdown(Duration::from_secs(15))
 }

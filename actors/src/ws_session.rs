@@ -23,7 +23,16 @@ use serde_json::{Value, json};
 use crate::gateway::Gateway;
 use crate::messages::Shutdown;
 use crate::protocol::{ErrorShape, EventFrame, RequestFrame, ResponseFrame, Scope};
-use crate::supervisor::{AdoptChild, ChildHandle, ChildId, ChildLink, ExitGuard, SupervisorActor};
+use crate::supervisor::{
+    AdoptChild, ChildHandle, ChildId, ChildLink, ExitGuard, Liveness, Roster, SupervisorActor,
+};
+
+/// How often a session proves its context still runs (the clients supervisor declares it
+/// hung after the hang timeout, and never before three of these).
+const WS_BEAT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How long a new session waits for the clients supervisor to adopt it before closing.
+const ADOPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Where the connection is in its life.
 enum Phase {
@@ -81,28 +90,70 @@ impl WsSessionActor {
             id: ChildId::new(format!("ws:{conn_id}")),
             generation: 1,
             supervisor: clients,
+            liveness: Liveness::new(WS_BEAT_EVERY),
+            roster: Roster::default(),
         };
-        WsSessionActor::create(move |ctx| {
-            ctx.add_stream(stream);
-            WsSessionActor {
-                conn_id,
-                gateway,
-                peer,
-                phase: Phase::Handshake,
-                nonce: uuid::Uuid::new_v4().simple().to_string(),
-                seq: 0,
-                outbox: VecDeque::new(),
-                outbox_bytes: 0,
-                writing: false,
-                _guard: link.guard(),
-                link,
-                link_q: queue_link::QueueLink::default(),
-                owed: 0,
-                awaiting: Default::default(),
-                _close_on_panic: CloseOnPanic(session.clone()),
-                session,
+        let adopt_link = link.clone();
+        let closer = session.clone();
+        let mut ctx = Context::new();
+        ctx.add_stream(stream);
+        let addr = ctx.address();
+        let actor = WsSessionActor {
+            conn_id,
+            gateway,
+            session,
+            peer,
+            phase: Phase::Handshake,
+            nonce: uuid::Uuid::new_v4().simple().to_string(),
+            seq: 0,
+            outbox: VecDeque::new(),
+            outbox_bytes: 0,
+            writing: false,
+            _guard: link.guard(),
+            link,
+            link_q: queue_link::QueueLink::default(),
+            owed: 0,
+            awaiting: Default::default(),
+            _close_on_panic: CloseOnPanic(closer.clone()),
+        };
+        // Run the context as a task of our own, so a hung session can be aborted; adopt
+        // it before that task first runs, so its exit report cannot precede its adoption.
+        let task = actix_rt::spawn(ctx.into_future(actor));
+        let worker = actix_rt::Arbiter::current();
+        let handle = ChildHandle::of(addr.clone())
+            .abortable(task.abort_handle())
+            .on_kill(move || {
+                let session = closer.clone();
+                worker.spawn(async move {
+                    let reason = CloseReason {
+                        code: CloseCode::Error,
+                        description: Some("session stopped by its supervisor".into()),
+                    };
+                    let _ = session.close(Some(reason)).await;
+                });
+            });
+        let abort = task.abort_handle();
+        let kill = handle.on_kill.clone();
+        let adopted = adopt_link.supervisor.send(AdoptChild {
+            id: adopt_link.id.clone(),
+            kind: "ws",
+            generation: adopt_link.generation,
+            handle,
+            liveness: adopt_link.liveness.clone(),
+        });
+        // A session `clients` never takes in (it hung and was killed with the message in
+        // its mailbox) would live outside the tree: close it instead.
+        actix_rt::spawn(async move {
+            let taken = tokio::time::timeout(ADOPT_TIMEOUT, adopted).await;
+            if !matches!(taken, Ok(Ok(()))) {
+                tracing::warn!(child = %adopt_link.id, "not adopted by the clients supervisor; closing");
+                if let Some(kill) = kill {
+                    kill();
+                }
+                abort.abort();
             }
-        })
+        });
+        addr
     }
 
     fn send_json(&mut self, value: &impl serde::Serialize, ctx: &mut Context<Self>) {
@@ -272,12 +323,7 @@ impl Actor for WsSessionActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(64);
-        self.link.supervisor.do_send(AdoptChild {
-            id: self.link.id.clone(),
-            kind: "ws",
-            generation: self.link.generation,
-            handle: ChildHandle::of(ctx.address()),
-        });
+        self.link.liveness.attach(ctx);
         tracing::debug!(conn_id = %self.conn_id, peer = ?self.peer, "ws connected");
         let challenge = json!({ "nonce": self.nonce, "ts": crate::now_ms() });
         self.event("connect.challenge", &challenge, ctx);

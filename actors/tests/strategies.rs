@@ -85,6 +85,10 @@ struct Finish;
 
 impl Actor for Worker {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.guard.liveness().attach(ctx);
+    }
 }
 
 troupe_actors::child_controls!(Worker, |_this| 0);
@@ -645,4 +649,368 @@ async fn crash_that_makes_a_child_supervisor_escalate_is_reported_as_delivered()
         failures.is_empty(),
         "the crash was delivered (inner escalated and restarted) but reported as: {failures:?}"
     );
+}
+
+/// What the logged children did, in order (`start a1`, `stop a1`, ...), shared by all.
+type Log = Arc<Mutex<Vec<String>>>;
+
+/// A child that records its start and its stop in a shared log, and takes `stop_delay`
+/// to stop when asked (draining work, as the session-queue does).
+struct Logged {
+    name: String,
+    log: Log,
+    stop_delay: Duration,
+    guard: ExitGuard,
+}
+
+impl Logged {
+    fn record(&self, what: &str) {
+        self.log
+            .lock()
+            .expect("log lock")
+            .push(format!("{what} {}", self.name));
+    }
+}
+
+impl Actor for Logged {
+    type Context = Context<Self>;
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.guard.liveness().attach(ctx);
+        self.record("start");
+    }
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.record("stop");
+    }
+}
+
+troupe_actors::child_controls!(Logged, |_this| 0);
+
+impl Handler<Shutdown> for Logged {
+    type Result = ();
+    fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) {
+        ctx.run_later(self.stop_delay, |_, ctx| ctx.stop());
+    }
+}
+
+/// A logged child spec; instance n of child `a` logs as `a<n>`.
+fn logged(id: &str, log: &Log) -> ChildSpec {
+    let mut starts = 0;
+    let log = log.clone();
+    let name = id.to_string();
+    ChildSpec::new(id, "worker", move |link: ChildLink| {
+        starts += 1;
+        let addr = Logged {
+            name: format!("{name}{starts}"),
+            log: log.clone(),
+            stop_delay: Duration::from_millis(150),
+            guard: link.guard(),
+        }
+        .start();
+        Ok(ChildHandle::of(addr))
+    })
+}
+
+fn entries(log: &Log) -> Vec<String> {
+    log.lock().expect("log lock").clone()
+}
+
+/// Waits until the log holds `n` entries and returns them.
+async fn log_of(log: &Log, n: usize) -> Vec<String> {
+    eventually(&format!("{n} log entries"), || async {
+        let e = entries(log);
+        (e.len() >= n).then_some(e)
+    })
+    .await
+}
+
+async fn crash_logged(sup: &Addr<SupervisorActor>, id: &str) {
+    assert!(
+        matches!(
+            command(sup, id, ChildAction::Crash(FaultMode::Panic)).await,
+            Ok(CommandOutcome::Done)
+        ),
+        "crash {id} delivered"
+    );
+}
+
+#[actix_rt::test]
+async fn operator_restart_stops_the_old_instance_before_starting_the_new_one() {
+    panic_hook();
+    let log = Log::default();
+    let sup = start(Strategy::OneForOne, vec![logged("a", &log)]);
+    log_of(&log, 1).await;
+    assert!(matches!(
+        command(&sup, "a", ChildAction::Restart).await,
+        Ok(CommandOutcome::Done)
+    ));
+    let e = log_of(&log, 3).await;
+    assert_eq!(e, ["start a1", "stop a1", "start a2"], "no overlap: {e:?}");
+}
+
+#[actix_rt::test]
+async fn one_for_all_stops_siblings_in_reverse_start_order_before_starting_any() {
+    panic_hook();
+    let log = Log::default();
+    let sup = start(
+        Strategy::OneForAll,
+        vec![logged("a", &log), logged("b", &log), logged("c", &log)],
+    );
+    log_of(&log, 3).await;
+    crash_logged(&sup, "b").await;
+    let e = log_of(&log, 9).await;
+    assert_eq!(
+        e[3..],
+        [
+            "stop b1", "stop c1", "stop a1", "start a2", "start b2", "start c2"
+        ],
+        "the crashed child is down; siblings stop newest first, then all start in order: {e:?}"
+    );
+}
+
+#[actix_rt::test]
+async fn rest_for_one_stops_later_children_newest_first_before_restarting() {
+    panic_hook();
+    let log = Log::default();
+    let sup = start(
+        Strategy::RestForOne,
+        vec![
+            logged("a", &log),
+            logged("b", &log),
+            logged("c", &log),
+            logged("d", &log),
+        ],
+    );
+    log_of(&log, 4).await;
+    crash_logged(&sup, "b").await;
+    let e = log_of(&log, 10).await;
+    assert_eq!(
+        e[4..],
+        [
+            "stop b1", "stop d1", "stop c1", "start b2", "start c2", "start d2"
+        ],
+        "{e:?}"
+    );
+    assert!(!e.contains(&"stop a1".to_string()), "a untouched: {e:?}");
+}
+
+#[actix_rt::test]
+async fn one_for_all_stops_a_temporary_sibling_and_does_not_restart_it() {
+    panic_hook();
+    let log = Log::default();
+    let sup = start(
+        Strategy::OneForAll,
+        vec![
+            logged("a", &log),
+            logged("tmp", &log).restart(Restart::Temporary),
+        ],
+    );
+    log_of(&log, 2).await;
+    crash_logged(&sup, "a").await;
+    let e = log_of(&log, 5).await;
+    assert_eq!(e[2..], ["stop a1", "stop tmp1", "start a2"], "{e:?}");
+    eventually("tmp removed from the tree", || async {
+        tree(&sup).await.find("tmp").is_none().then_some(())
+    })
+    .await;
+    let e = entries(&log);
+    assert!(
+        !e.iter().any(|x| x == "start tmp2"),
+        "a temporary child is never restarted: {e:?}"
+    );
+}
+
+/// Legitimate long work declared busy (as the store declares an open or a write).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct BusyFor(Duration);
+
+/// Blocks the child's thread until the sender side of the channel says go.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct BlockUntil(std::sync::mpsc::Receiver<()>);
+
+impl Handler<BusyFor> for Worker {
+    type Result = ();
+    fn handle(&mut self, msg: BusyFor, ctx: &mut Self::Context) {
+        let busy = self.guard.liveness().busy();
+        ctx.wait(
+            actix_rt::time::sleep(msg.0)
+                .into_actor(self)
+                .map(move |_, _, _| drop(busy)),
+        );
+    }
+}
+
+impl Handler<BlockUntil> for Worker {
+    type Result = ();
+    fn handle(&mut self, msg: BlockUntil, _: &mut Self::Context) {
+        let _ = msg.0.recv();
+    }
+}
+
+fn quick_hangs(strategy: Strategy) -> SupervisorConfig {
+    SupervisorConfig {
+        ping_interval: Duration::from_millis(50),
+        hang_timeout: Duration::from_millis(300),
+        ..config(strategy, 10)
+    }
+}
+
+#[actix_rt::test]
+async fn child_busy_with_long_legitimate_work_is_not_declared_hung() {
+    panic_hook();
+    let sup = SupervisorActor::new(
+        quick_hangs(Strategy::OneForOne),
+        vec![worker("store")],
+        None,
+    )
+    .start();
+    running_as(&sup, "store", 1, 0).await;
+    let store = lookup(&sup, "store").await.expect("store running");
+    // Four hang timeouts of work holding the context, like a migration on a slow disk.
+    store.do_send(BusyFor(Duration::from_millis(1200)));
+    let after = store
+        .send(Hello)
+        .await
+        .expect("the same instance answers after its work");
+    assert_eq!(after, 1);
+    let node = child(&sup, "store").await;
+    assert_eq!(node.restarts, 0, "busy is not hung: {node:?}");
+    assert!(node.last_exit.is_none(), "{node:?}");
+}
+
+#[actix_rt::test]
+async fn child_blocking_its_thread_is_replaced_and_counted_unstoppable_until_it_returns() {
+    panic_hook();
+    let arbiters = Arc::new(Mutex::new(Vec::new()));
+    let sup = SupervisorActor::new(
+        quick_hangs(Strategy::OneForOne),
+        vec![worker_on_own_arbiter("stuck", arbiters.clone())],
+        None,
+    )
+    .start();
+    running_as(&sup, "stuck", 1, 0).await;
+    let (release, blocked) = std::sync::mpsc::channel();
+    lookup(&sup, "stuck")
+        .await
+        .expect("stuck running")
+        .do_send(BlockUntil(blocked));
+
+    let stuck = running_as(&sup, "stuck", 2, 1).await;
+    assert!(message(&stuck).contains("hung"), "{stuck:?}");
+    eventually("the blocked instance is counted as unstoppable", || async {
+        (tree(&sup).await.unstoppable == 1).then_some(())
+    })
+    .await;
+
+    release
+        .send(())
+        .expect("the blocked handler is still waiting");
+    eventually(
+        "once it returns, its arbiter stops and the count drops",
+        || async { (tree(&sup).await.unstoppable == 0).then_some(()) },
+    )
+    .await;
+    let first = arbiters.lock().expect("arbiters lock")[0].clone();
+    assert!(!first.spawn(async {}), "the old arbiter is gone");
+}
+
+#[actix_rt::test]
+async fn hung_child_supervisor_is_killed_with_its_whole_subtree() {
+    panic_hook();
+    let arbiters = Arc::new(Mutex::new(Vec::new()));
+    let inner = SupervisorConfig {
+        id: ChildId::new("inner"),
+        ..quick_hangs(Strategy::OneForOne)
+    };
+    let leaf_arbiters = arbiters.clone();
+    // As the tree runs `agents` and `clients`: a child supervisor on its own arbiter.
+    let spec = ChildSpec::new("inner", "supervisor", move |link: ChildLink| {
+        let arbiter = Arbiter::new();
+        let config = inner.clone();
+        let leaf = worker_on_own_arbiter("leaf", leaf_arbiters.clone());
+        let addr = SupervisorActor::start_in_arbiter(&arbiter.handle(), move |_| {
+            SupervisorActor::new(config, vec![leaf], Some(link))
+        });
+        Ok(ChildHandle::of_supervisor(addr).on_arbiter(arbiter.handle()))
+    });
+    let sup = SupervisorActor::new(quick_hangs(Strategy::OneForOne), vec![spec], None).start();
+    let old_leaf = eventually("leaf running", || async { lookup(&sup, "leaf").await }).await;
+
+    crash(&sup, "inner", FaultMode::Hang).await;
+    let inner = eventually("inner restarted as hung", || async {
+        let n = tree(&sup).await.find("inner")?.clone();
+        (n.restarts == 1 && n.state == NodeState::Running).then_some(n)
+    })
+    .await;
+    assert!(message(&inner).contains("hung"), "{inner:?}");
+    eventually("the old leaf is stopped with its supervisor", || async {
+        (!old_leaf.connected()).then_some(())
+    })
+    .await;
+    let first = arbiters.lock().expect("arbiters lock")[0].clone();
+    eventually("the old leaf's arbiter is stopped", || {
+        let first = first.clone();
+        async move { (!first.spawn(async {})).then_some(()) }
+    })
+    .await;
+    let leaf = eventually("a fresh leaf answers", || async {
+        let leaf = lookup(&sup, "leaf").await?;
+        (leaf != old_leaf && leaf.send(Hello).await.is_ok()).then_some(leaf)
+    })
+    .await;
+    assert!(leaf.connected());
+    assert_eq!(tree(&sup).await.unstoppable, 0, "everything killed is gone");
+}
+
+#[actix_rt::test]
+async fn child_supervisor_blocking_its_thread_still_has_its_subtree_stopped_and_is_counted() {
+    panic_hook();
+    let arbiters = Arc::new(Mutex::new(Vec::new()));
+    let inner = SupervisorConfig {
+        id: ChildId::new("inner"),
+        ..quick_hangs(Strategy::OneForOne)
+    };
+    let leaf_arbiters = arbiters.clone();
+    let spec = ChildSpec::new("inner", "supervisor", move |link: ChildLink| {
+        let arbiter = Arbiter::new();
+        let config = inner.clone();
+        let leaf = worker_on_own_arbiter("leaf", leaf_arbiters.clone());
+        let addr = SupervisorActor::start_in_arbiter(&arbiter.handle(), move |_| {
+            SupervisorActor::new(config, vec![leaf], Some(link))
+        });
+        Ok(ChildHandle::of_supervisor(addr).on_arbiter(arbiter.handle()))
+    });
+    let sup = SupervisorActor::new(quick_hangs(Strategy::OneForOne), vec![spec], None).start();
+    let old_leaf = eventually("leaf running", || async { lookup(&sup, "leaf").await }).await;
+
+    // The inner supervisor's thread never returns: its drop never runs, so only the
+    // parent's copy of its children's kill switches can stop the leaf.
+    crash(&sup, "inner", FaultMode::Block).await;
+    eventually("inner replaced", || async {
+        let n = tree(&sup).await.find("inner")?.clone();
+        (n.restarts == 1 && n.state == NodeState::Running).then_some(())
+    })
+    .await;
+    eventually(
+        "the blocked supervisor's leaf is stopped anyway",
+        || async { (!old_leaf.connected()).then_some(()) },
+    )
+    .await;
+    let first = arbiters.lock().expect("arbiters lock")[0].clone();
+    eventually("the old leaf's arbiter is stopped", || {
+        let first = first.clone();
+        async move { (!first.spawn(async {})).then_some(()) }
+    })
+    .await;
+    eventually(
+        "the blocked supervisor is counted as unstoppable",
+        || async { (tree(&sup).await.unstoppable == 1).then_some(()) },
+    )
+    .await;
+    eventually("a fresh leaf answers", || async {
+        let leaf = lookup(&sup, "leaf").await?;
+        (leaf != old_leaf && leaf.send(Hello).await.is_ok()).then_some(())
+    })
+    .await;
 }

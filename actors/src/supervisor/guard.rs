@@ -6,6 +6,7 @@ use std::cell::RefCell;
 use serde::{Deserialize, Serialize};
 
 use super::ChildExited;
+use super::liveness::Liveness;
 use super::spec::ChildLink;
 
 /// How a child ended.
@@ -57,6 +58,7 @@ fn take_last_panic() -> Option<String> {
 /// Kept in a child's state; when the child is dropped (stopped, panicked or killed) it tells
 /// the supervisor. Never panics.
 pub struct ExitGuard {
+    liveness: Liveness,
     link: Option<ChildLink>,
     error: Option<String>,
 }
@@ -64,9 +66,16 @@ pub struct ExitGuard {
 impl ExitGuard {
     pub(super) fn new(link: ChildLink) -> Self {
         Self {
+            liveness: link.liveness.clone(),
             link: Some(link),
             error: None,
         }
+    }
+
+    /// The child's progress counters: call [`Liveness::attach`] from `started()`, and hold
+    /// [`Liveness::busy`] across legitimate long work.
+    pub fn liveness(&self) -> &Liveness {
+        &self.liveness
     }
 
     /// Records that the coming stop is an error exit, with its cause.

@@ -10,11 +10,18 @@ use super::*;
 use crate::messages::{FaultMode, InjectFault, Ping, Pong, Shutdown};
 use crate::now_ms;
 
+/// The least a child supervisor is given to answer a describe or a routed command before
+/// it is skipped (a hung one is killed within the hang timeout; this only bounds the wait).
+const SUBTREE_REPLY_MIN: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl Actor for SupervisorActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(1024);
+        if let Some(guard) = self.guard.as_ref() {
+            guard.liveness().attach(ctx);
+        }
         for id in self.order.clone() {
             if self.shutting_down {
                 break;
@@ -28,15 +35,14 @@ impl Actor for SupervisorActor {
 }
 
 impl Drop for SupervisorActor {
-    /// Children die with their supervisor (it may have panicked): stop them all.
+    /// Children die with their supervisor (it may have panicked, or been killed as hung):
+    /// kill them all, without waiting for anything.
     fn drop(&mut self) {
         for child in self.children.values_mut() {
             if let Some(handle) = child.handle.take() {
-                handle.shutdown.do_send(Shutdown);
-                if let Some(arbiter) = handle.arbiter {
-                    arbiter.stop();
-                }
+                handle.kill();
             }
+            child.below.kill_all();
         }
     }
 }
@@ -44,11 +50,16 @@ impl Drop for SupervisorActor {
 impl Handler<ChildExited> for SupervisorActor {
     type Result = ();
     fn handle(&mut self, msg: ChildExited, ctx: &mut Self::Context) {
-        let current = self
+        let Some(child) = self
             .children
             .get(&msg.id)
-            .is_some_and(|c| c.generation == msg.generation && c.generation != 0);
-        if current {
+            .filter(|c| c.generation == msg.generation && c.generation != 0)
+        else {
+            return;
+        };
+        if child.stopping {
+            self.stop_done(&msg.id, ctx);
+        } else {
             self.child_exited(msg.id, msg.reason, msg.message, ctx);
         }
     }
@@ -65,9 +76,11 @@ impl Handler<AdoptChild> for SupervisorActor {
         let spec = ChildSpec::new(msg.id.0, msg.kind, |_| {
             Err(StartError("an adopted child cannot be restarted".into()))
         })
-        .restart(Restart::Temporary)
-        .without_liveness();
+        .restart(Restart::Temporary);
         let mut child = Child::new(spec);
+        child.adopted = true;
+        self.roster.insert(&id, &msg.handle, &child.below);
+        child.watch = Some(ProgressWatch::new(msg.liveness, Instant::now()));
         child.generation = msg.generation;
         child.handle = Some(msg.handle);
         child.state = NodeState::Running;
@@ -93,7 +106,9 @@ impl Handler<DescribeTree> for SupervisorActor {
         for id in self.order.iter().take(limit) {
             if let Some(child) = self.children.get(id) {
                 let sub = child.handle.as_ref().and_then(|h| h.subtree.clone());
-                subtrees.push(sub.map(|s| s.send(msg)));
+                // A hung subtree must not hang the status: it shows without children.
+                let timeout = self.config.hang_timeout.max(SUBTREE_REPLY_MIN);
+                subtrees.push(sub.map(move |s| tokio::time::timeout(timeout, s.send(msg))));
                 nodes.push(child.node());
             }
         }
@@ -101,7 +116,7 @@ impl Handler<DescribeTree> for SupervisorActor {
         Box::pin(async move {
             let replies = join_all(subtrees.into_iter().map(|s| async move {
                 match s {
-                    Some(fut) => fut.await.ok(),
+                    Some(fut) => fut.await.ok().and_then(Result::ok),
                     None => None,
                 }
             }))
@@ -135,7 +150,6 @@ impl Handler<ChildCommand> for SupervisorActor {
                 ChildAction::Lookup => Ok(CommandOutcome::Found(handle.addr.clone())),
                 ChildAction::Restart => {
                     tracing::info!(supervisor = %self.config.id, child = %msg.id, "restart requested");
-                    self.abandon(&msg.id, false, ctx);
                     if let Some(child) = self.children.get_mut(&msg.id) {
                         child.last_exit = Some(LastExit {
                             reason: ExitReason::Normal,
@@ -143,7 +157,7 @@ impl Handler<ChildCommand> for SupervisorActor {
                             at: now_ms(),
                         });
                     }
-                    self.schedule_restart(&msg.id, ctx);
+                    self.restart_group(vec![msg.id.clone()], ctx);
                     Ok(CommandOutcome::Done)
                 }
                 ChildAction::Ping => {
@@ -168,13 +182,14 @@ impl Handler<ChildCommand> for SupervisorActor {
             .filter_map(|id| self.children.get(id))
             .filter_map(|c| c.handle.as_ref().and_then(|h| h.subtree.clone()))
             .collect();
+        let timeout = self.config.hang_timeout.max(SUBTREE_REPLY_MIN);
         Box::pin(async move {
             let mut unreachable = false;
             for sub in subs {
-                match sub.send(msg.clone()).await {
-                    Ok(Err(CommandError::NotFound(_))) => continue,
-                    Err(_) => unreachable = true,
-                    Ok(result) => return result,
+                match tokio::time::timeout(timeout, sub.send(msg.clone())).await {
+                    Ok(Ok(Err(CommandError::NotFound(_)))) => continue,
+                    Ok(Err(_)) | Err(_) => unreachable = true,
+                    Ok(Ok(result)) => return result,
                 }
             }
             if unreachable {
@@ -193,32 +208,50 @@ impl Handler<Shutdown> for SupervisorActor {
     type Result = ResponseActFuture<Self, ()>;
     fn handle(&mut self, _: Shutdown, _: &mut Self::Context) -> Self::Result {
         self.shutting_down = true;
+        self.stop_queue.clear();
+        self.current_stop = None;
+        self.start_queue.clear();
+        let mut adopted = Vec::new();
         let mut stops = Vec::new();
         for id in self.order.iter().rev() {
             if let Some(child) = self.children.get_mut(id) {
                 child.generation = 0;
                 child.state = NodeState::Stopped;
                 if let Some(handle) = child.handle.take() {
-                    stops.push((id.clone(), handle, child.spec.shutdown));
+                    let stop = (id.clone(), handle, child.spec.shutdown);
+                    if child.adopted {
+                        adopted.push(stop);
+                    } else {
+                        stops.push(stop);
+                    }
                 }
             }
         }
         let me = self.config.id.clone();
         Box::pin(
             async move {
-                for (id, handle, timeout) in stops {
-                    let stopped = tokio::time::timeout(timeout, handle.shutdown.send(Shutdown)).await;
-                    if stopped.is_err() {
-                        tracing::warn!(supervisor = %me, child = %id, "shutdown timed out; killing");
-                    }
-                    if let Some(arbiter) = handle.arbiter {
-                        arbiter.stop();
-                    }
+                // Adopted sessions are independent of each other: stop them all at once,
+                // so one that hangs does not hold up the rest. Then the others, newest first.
+                join_all(adopted.into_iter().map(|stop| stop_child(&me, stop))).await;
+                for stop in stops {
+                    stop_child(&me, stop).await;
                 }
             }
             .into_actor(self)
             .map(|_, _, ctx| ctx.stop()),
         )
+    }
+}
+
+/// Asks a child to stop and waits for its answer up to its shutdown timeout; kills it
+/// if the timeout passes.
+async fn stop_child(me: &ChildId, (id, handle, timeout): (ChildId, ChildHandle, Duration)) {
+    let stopped = tokio::time::timeout(timeout, handle.shutdown.send(Shutdown)).await;
+    if stopped.is_err() {
+        tracing::warn!(supervisor = %me, child = %id, "shutdown timed out; killing");
+        handle.kill();
+    } else if let Some(arbiter) = handle.arbiter {
+        arbiter.stop();
     }
 }
 
@@ -238,6 +271,10 @@ impl Handler<InjectFault> for SupervisorActor {
                 self.config.id
             ),
             FaultMode::Hang => ctx.wait(fut::wrap_future(futures_util::future::pending::<()>())),
+            FaultMode::Block => {
+                tracing::warn!(supervisor = %self.config.id, "fault injection: blocking this thread forever");
+                crate::messages::block_thread_forever();
+            }
         }
     }
 }

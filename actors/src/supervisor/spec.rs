@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use super::SupervisorActor;
 use super::guard::ExitGuard;
+use super::liveness::Liveness;
+use super::roster::Roster;
 use crate::messages::{InjectFault, Ping, Shutdown};
 
 /// The name of a child in the tree, unique among its siblings (`store`, `agent:main`, `ws:<uuid>`).
@@ -81,7 +83,8 @@ pub struct Backoff {
 pub struct StartError(pub String);
 
 /// The function that starts (and restarts) a child, given the link it reports its exit on.
-pub type StartFn = Box<dyn FnMut(ChildLink) -> Result<ChildHandle, StartError>>;
+/// `Send`, so a child supervisor can be built on its own arbiter.
+pub type StartFn = Box<dyn FnMut(ChildLink) -> Result<ChildHandle, StartError> + Send>;
 
 /// Everything the supervisor knows about a child before it starts it.
 pub struct ChildSpec {
@@ -95,18 +98,20 @@ pub struct ChildSpec {
     pub shutdown: Duration,
     /// Delay between restarts, if any.
     pub backoff: Option<Backoff>,
-    /// Whether the supervisor pings it to detect a hung handler.
+    /// Whether the supervisor watches its progress (see [`Liveness`]) to detect a hang.
     pub liveness: bool,
     /// Starts the child.
     pub start: StartFn,
 }
 
 impl ChildSpec {
-    /// A permanent, pinged child with a 5 s shutdown timeout and no backoff.
+    /// A permanent, watched child with a 5 s shutdown timeout and no backoff. The child must
+    /// call `guard.liveness().attach(ctx)` in `started()` (or the spec must say
+    /// [`ChildSpec::without_liveness`]), else it is taken for hung.
     pub fn new(
         id: impl Into<String>,
         kind: &'static str,
-        start: impl FnMut(ChildLink) -> Result<ChildHandle, StartError> + 'static,
+        start: impl FnMut(ChildLink) -> Result<ChildHandle, StartError> + Send + 'static,
     ) -> Self {
         Self {
             id: ChildId::new(id),
@@ -137,7 +142,7 @@ impl ChildSpec {
         self
     }
 
-    /// Turns off liveness pings (for children too numerous to ping, like WS sessions).
+    /// Turns off hang detection (for children that do not beat).
     pub fn without_liveness(mut self) -> Self {
         self.liveness = false;
         self
@@ -153,6 +158,10 @@ pub struct ChildLink {
     pub generation: u64,
     /// The parent supervisor.
     pub supervisor: Addr<SupervisorActor>,
+    /// Progress counters the child bumps and the supervisor reads.
+    pub liveness: Liveness,
+    /// Where a child supervisor lists its own children's kill switches (see [`Roster`]).
+    pub roster: Roster,
 }
 
 impl ChildLink {
@@ -176,6 +185,11 @@ pub struct ChildHandle {
     pub subtree: Option<Addr<SupervisorActor>>,
     /// A dedicated arbiter to stop if the child hangs or must be killed.
     pub arbiter: Option<ArbiterHandle>,
+    /// The task running the child's context, aborted if it hangs (children on a shared
+    /// arbiter, like WS sessions).
+    pub abort: Option<tokio::task::AbortHandle>,
+    /// Releases what a hung child holds that others see (a WS session's socket).
+    pub on_kill: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
 impl ChildHandle {
@@ -192,6 +206,8 @@ impl ChildHandle {
             addr: Arc::new(addr),
             subtree: None,
             arbiter: None,
+            abort: None,
+            on_kill: None,
         }
     }
 
@@ -206,6 +222,40 @@ impl ChildHandle {
     pub fn on_arbiter(mut self, arbiter: ArbiterHandle) -> Self {
         self.arbiter = Some(arbiter);
         self
+    }
+
+    /// Marks the task that runs the child's context, aborted if the child must be killed.
+    pub fn abortable(mut self, abort: tokio::task::AbortHandle) -> Self {
+        self.abort = Some(abort);
+        self
+    }
+
+    /// Runs `release` when the child is killed (not when it stops by itself).
+    pub fn on_kill(mut self, release: impl Fn() + Send + Sync + 'static) -> Self {
+        self.on_kill = Some(Arc::new(release));
+        self
+    }
+
+    /// Kills the child without its cooperation: asks it to stop, releases what it holds,
+    /// stops its arbiter and aborts its task. A handler blocking its thread cannot be
+    /// killed this way (nothing in Rust can stop a thread from outside): the caller checks
+    /// [`ChildHandle::gone`] afterwards.
+    pub fn kill(&self) {
+        let _ = self.shutdown.try_send(Shutdown);
+        if let Some(release) = &self.on_kill {
+            release();
+        }
+        if let Some(arbiter) = &self.arbiter {
+            arbiter.stop();
+        }
+        if let Some(abort) = &self.abort {
+            abort.abort();
+        }
+    }
+
+    /// Whether the child's context is gone (its mailbox has no receiver any more).
+    pub fn gone(&self) -> bool {
+        !self.shutdown.connected()
     }
 
     /// The typed address, if the child is an `A`.

@@ -56,6 +56,14 @@ pub struct TreeNode {
     /// Total number of children when `children` was truncated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub child_count: Option<usize>,
+    /// Children this supervisor killed that are still running (a handler blocking its
+    /// thread cannot be stopped from outside); they leak until the process exits.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unstoppable: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl TreeNode {
@@ -65,5 +73,15 @@ impl TreeNode {
             return Some(self);
         }
         self.children.iter().find_map(|c| c.find(id))
+    }
+
+    /// Nodes that could not be stopped, in this node and everything below it.
+    pub fn unstoppable_total(&self) -> usize {
+        self.unstoppable
+            + self
+                .children
+                .iter()
+                .map(TreeNode::unstoppable_total)
+                .sum::<usize>()
     }
 }
