@@ -117,6 +117,8 @@ pub struct Config {
     pub max_concurrent_runs: usize,
     /// Waiting turns per session.
     pub lane_capacity: usize,
+    /// Waiting turns across all sessions.
+    pub max_waiting_turns: usize,
     /// Idempotency window.
     pub dedupe_window: Duration,
     /// Delay between echo deltas.
@@ -141,6 +143,8 @@ pub struct Config {
     pub log_max_files: usize,
     /// SQLite file (relative to the state dir unless absolute).
     pub store_path: PathBuf,
+    /// Finished runs and their transcripts older than this are deleted (`None`: kept).
+    pub retention: Option<Duration>,
     /// Agents.
     pub agents: Vec<AgentSummary>,
 }
@@ -223,6 +227,7 @@ struct RawIntensity {
 struct RawSessions {
     max_concurrent_runs: usize,
     lane_capacity: usize,
+    max_waiting_turns: usize,
     dedupe_window_secs: u64,
     history_limit: usize,
 }
@@ -278,6 +283,7 @@ struct RawLogging {
 #[serde(deny_unknown_fields)]
 struct RawStore {
     path: PathBuf,
+    retention_days: u64,
 }
 
 /// An agent as written in config or `agents/<id>/agent.toml`.
@@ -639,6 +645,15 @@ fn validate(
     if raw.sessions.lane_capacity == 0 {
         bad("sessions.lane_capacity", "must be at least 1".into());
     }
+    if raw.sessions.max_waiting_turns == 0 {
+        bad("sessions.max_waiting_turns", "must be at least 1".into());
+    }
+    if raw.store.retention_days > 36_500 {
+        bad(
+            "store.retention_days",
+            "must be at most 36500 (100 years); 0 keeps everything".into(),
+        );
+    }
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
@@ -682,6 +697,7 @@ fn validate(
         fault_injection: raw.debug.fault_injection,
         max_concurrent_runs,
         lane_capacity: raw.sessions.lane_capacity,
+        max_waiting_turns: raw.sessions.max_waiting_turns,
         dedupe_window: Duration::from_secs(raw.sessions.dedupe_window_secs),
         echo_delta_delay: Duration::from_millis(raw.providers.echo.delta_delay_ms),
         history_limit: raw.sessions.history_limit,
@@ -704,6 +720,8 @@ fn validate(
         log_rotation,
         log_max_files: raw.logging.max_files,
         store_path: raw.store.path,
+        retention: (raw.store.retention_days > 0)
+            .then(|| Duration::from_secs(raw.store.retention_days.min(36_500) * 86_400)),
         agents,
     })
 }

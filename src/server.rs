@@ -318,6 +318,7 @@ async fn serve(
     let (escalation_tx, escalation_rx) = oneshot::channel();
     let tree = TreeConfig {
         store_path: paths.resolve(&config.store_path),
+        store_retention: config.retention,
         agents: agents.clone(),
         root_intensity: config.root_intensity,
         agents_intensity: config.agents_intensity,
@@ -326,6 +327,7 @@ async fn serve(
         queue: QueueSettings {
             max_concurrent: config.max_concurrent_runs,
             lane_capacity: config.lane_capacity,
+            max_waiting: config.max_waiting_turns,
             dedupe_window: config.dedupe_window,
             history_limit: config.history_limit,
             stateless_agents: agents

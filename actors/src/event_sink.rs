@@ -143,6 +143,7 @@ impl Actor for EventSinkActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(CHANNEL_CAPACITY);
         ctx.run_interval(RECEIVER_CHECK, |act, ctx| {
             if act.tx.is_closed() {
                 tracing::debug!(conn_id = %act.conn_id, run_id = ?act.run_id,
@@ -162,7 +163,16 @@ impl Actor for EventSinkActor {
 impl Handler<SessionEvent> for EventSinkActor {
     type Result = ();
     fn handle(&mut self, msg: SessionEvent, ctx: &mut Self::Context) {
-        if msg.event != "chat" || self.done {
+        if self.done {
+            return;
+        }
+        if msg.missed > 0 {
+            // Deltas were lost to a full mailbox: a stream with holes would be wrong text.
+            tracing::warn!(conn_id = %self.conn_id, missed = msg.missed, "event sink fell behind; ending its stream");
+            self.finish(ctx);
+            return;
+        }
+        if msg.event != "chat" {
             return;
         }
         match &self.run_id {
@@ -312,6 +322,7 @@ mod tests {
             payload: Arc::new(payload),
             before: None,
             ended: None,
+            missed: 0,
         }
     }
 
@@ -326,6 +337,7 @@ mod tests {
             payload: Arc::new(json!({ "runId": "r1", "stream": "assistant" })),
             before: None,
             ended: None,
+            missed: 0,
         });
         h.sink.do_send(TrackRun {
             run_id: "r1".into(),

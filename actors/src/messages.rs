@@ -174,4 +174,6 @@ pub struct SessionEvent {
     /// Set on a run's last event: how it ended (so a subscriber owed the run's final answer
     /// can give it at once, before anything that follows in its mailbox, such as a stop).
     pub ended: Option<std::sync::Arc<crate::session_queue::RunSummary>>,
+    /// Events this subscriber missed before this one (its mailbox was full).
+    pub missed: u64,
 }

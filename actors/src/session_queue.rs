@@ -53,6 +53,8 @@ pub struct SessionQueueActor {
     active_runs: usize,
     next_ticket: u64,
     subscribers: HashMap<String, HashMap<String, Recipient<SessionEvent>>>,
+    /// Events a client's full mailbox made it miss, told with the next one it gets.
+    missed: HashMap<String, u64>,
     subscriptions: HashMap<String, HashSet<String>>,
     waiters: HashMap<String, Vec<oneshot::Sender<RunSummary>>>,
     generation: u64,
@@ -79,6 +81,7 @@ impl SessionQueueActor {
                     active_runs: 0,
                     next_ticket: 0,
                     subscribers: HashMap::new(),
+                    missed: HashMap::new(),
                     subscriptions: HashMap::new(),
                     waiters: HashMap::new(),
                     generation: link.generation,
@@ -202,15 +205,27 @@ impl SessionQueueActor {
             return;
         };
         let payload = Arc::new(payload);
-        subs.retain(|_, r| r.connected());
-        for recipient in subs.values() {
-            recipient.do_send(SessionEvent {
+        let frames = 1 + u64::from(before.is_some());
+        // try_send: a client whose mailbox is full misses events rather than growing it;
+        // the next event it gets says how many it missed, so it sees a `seq` gap.
+        subs.retain(|conn_id, recipient| {
+            let missed = self.missed.remove(conn_id).unwrap_or(0);
+            let sent = recipient.try_send(SessionEvent {
                 event,
                 payload: payload.clone(),
                 before: before.clone(),
                 ended: ended.clone(),
+                missed,
             });
-        }
+            match sent {
+                Ok(()) => true,
+                Err(SendError::Full(_)) => {
+                    self.missed.insert(conn_id.clone(), missed + frames);
+                    true
+                }
+                Err(SendError::Closed(_)) => false,
+            }
+        });
     }
 
     fn subscribe(
@@ -221,7 +236,7 @@ impl SessionQueueActor {
     ) {
         let keys = self.subscriptions.entry(conn_id.clone()).or_default();
         if keys.len() >= MAX_SUBSCRIPTIONS && !keys.contains(session_key) {
-            tracing::warn!(conn_id = %conn_id, session_key, "subscription limit reached; not subscribing");
+            tracing::warn!(conn_id = %conn_id, session_key = ?session_key, "subscription limit reached; not subscribing");
             return;
         }
         keys.insert(session_key.to_string());
@@ -239,6 +254,7 @@ impl SessionQueueActor {
         });
         let live: HashSet<&String> = self.subscribers.values().flat_map(|s| s.keys()).collect();
         self.subscriptions.retain(|conn, _| live.contains(conn));
+        self.missed.retain(|conn, _| live.contains(conn));
     }
 
     fn mark_runnable(&mut self, key: &str) {
@@ -549,7 +565,7 @@ impl SessionQueueActor {
             match res {
             Ok((interrupted, queued)) => {
                 for run in &interrupted {
-                    tracing::warn!(run_id = %run.id, session_key = %run.session_key, "run interrupted by the last stop marked failed");
+                    tracing::warn!(run_id = %run.id, session_key = ?run.session_key, "run interrupted by the last stop marked failed");
                 }
                 if !queued.is_empty() {
                     tracing::info!(count = queued.len(), "resuming queued turns from the store");

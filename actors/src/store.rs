@@ -42,6 +42,7 @@ pub enum StoreError {
 /// The SQLite store actor.
 pub struct StoreActor {
     path: PathBuf,
+    retention: Option<Duration>,
     pool: Option<SqlitePool>,
     pending: usize,
     guard: ExitGuard,
@@ -68,12 +69,15 @@ pub struct GetStoreInfo;
 
 impl StoreActor {
     /// The child spec of `store`.
-    pub fn spec(path: PathBuf) -> ChildSpec {
+    /// `retention`: finished runs and their messages older than this are deleted, at
+    /// start and every [`RETENTION_SWEEP_EVERY`].
+    pub fn spec(path: PathBuf, retention: Option<Duration>) -> ChildSpec {
         ChildSpec::new("store", "store", move |link: ChildLink| {
             let arbiter = Arbiter::new();
             let path = path.clone();
             let addr = StoreActor::start_in_arbiter(&arbiter.handle(), move |_| StoreActor {
                 path,
+                retention,
                 pool: None,
                 pending: 0,
                 guard: link.guard(),
@@ -149,6 +153,12 @@ impl Actor for StoreActor {
                 Ok(pool) => {
                     tracing::info!(path = %act.path.display(), "store open");
                     act.pool = Some(pool);
+                    if let Some(keep) = act.retention {
+                        act.sweep(keep, ctx);
+                        ctx.run_interval(RETENTION_SWEEP_EVERY, move |act, ctx| {
+                            act.sweep(keep, ctx)
+                        });
+                    }
                 }
                 Err(err) => {
                     tracing::error!(error = %err, "store failed to open");
@@ -161,6 +171,31 @@ impl Actor for StoreActor {
 }
 
 crate::child_controls!(StoreActor, |this| this.pending);
+
+/// How often old runs are swept when a retention is set.
+pub const RETENTION_SWEEP_EVERY: Duration = Duration::from_secs(3600);
+
+impl StoreActor {
+    /// Deletes what is older than `keep`, as a write in line with the others.
+    fn sweep(&mut self, keep: Duration, ctx: &mut Context<Self>) {
+        let cutoff = crate::now_ms() as i64 - keep.as_millis() as i64;
+        let sweep = StoreWrite::new(move |pool| {
+            Box::pin(async move { turns::sweep_older_than(&pool, cutoff).await })
+        });
+        ctx.spawn(
+            ctx.address()
+                .send(sweep)
+                .into_actor(self)
+                .map(|res, _, _| match res {
+                    Ok(Ok((runs, messages))) if runs + messages > 0 => {
+                        tracing::info!(runs, messages, "retention: old runs and messages deleted")
+                    }
+                    Ok(Err(e)) => tracing::warn!(error = %e, "retention sweep failed"),
+                    _ => {}
+                }),
+        );
+    }
+}
 
 impl Handler<GetStoreInfo> for StoreActor {
     type Result = ResponseFuture<Result<StoreInfo, StoreError>>;

@@ -20,6 +20,8 @@ use crate::supervisor::{
 pub struct TreeConfig {
     /// SQLite file.
     pub store_path: PathBuf,
+    /// Finished runs older than this are deleted (`None`: kept).
+    pub store_retention: Option<Duration>,
     /// Agents to run.
     pub agents: Vec<AgentSettings>,
     /// Root restart intensity (past it the process exits non-zero).
@@ -50,7 +52,7 @@ impl TreeConfig {
 /// The root's children, in start order.
 pub fn root_specs(cfg: &TreeConfig) -> Vec<ChildSpec> {
     vec![
-        StoreActor::spec(cfg.store_path.clone()),
+        StoreActor::spec(cfg.store_path.clone(), cfg.store_retention),
         SessionQueueActor::spec(cfg.queue.clone()),
         supervisor_spec(
             cfg.supervisor("agents", Strategy::OneForOne, cfg.agents_intensity),

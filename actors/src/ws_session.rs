@@ -322,7 +322,9 @@ impl Actor for WsSessionActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.set_mailbox_capacity(64);
+        // Run events arrive here in bursts (a fast stream); past this, events are missed
+        // (told to the client as a `seq` gap), never queued without bound.
+        ctx.set_mailbox_capacity(1024);
         self.link.liveness.attach(ctx);
         tracing::debug!(conn_id = %self.conn_id, peer = ?self.peer, "ws connected");
         let challenge = json!({ "nonce": self.nonce, "ts": crate::now_ms() });

@@ -111,7 +111,8 @@ impl OpenAiError {
 
     fn queue(err: QueueError) -> Self {
         match err {
-            QueueError::LaneFull { retry_after_ms, .. } => Self {
+            QueueError::LaneFull { retry_after_ms, .. }
+            | QueueError::QueueFull { retry_after_ms, .. } => Self {
                 retry_after_secs: Some(retry_after_ms.div_ceil(1000).max(1)),
                 ..Self::new(
                     StatusCode::TOO_MANY_REQUESTS,
@@ -134,6 +135,7 @@ impl OpenAiError {
                 "api_error",
                 err.to_string(),
             ),
+            QueueError::Invalid(why) => Self::invalid(None, why),
         }
     }
 

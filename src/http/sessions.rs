@@ -180,9 +180,10 @@ pub async fn post(
             "runId": a.run_id, "status": "accepted", "runStatus": a.status, "acceptedAt": a.accepted_at,
             "queued": { "position": a.position }, "duplicate": a.duplicate,
         }))),
-        Err(e @ QueueError::LaneFull { retry_after_ms, .. }) => Ok(HttpResponse::ServiceUnavailable()
+        Err(e @ (QueueError::LaneFull { retry_after_ms, .. } | QueueError::QueueFull { retry_after_ms, .. })) => Ok(HttpResponse::ServiceUnavailable()
             .insert_header(("Retry-After", retry_after_ms.div_ceil(1000).to_string()))
             .json(json!({ "error": { "code": "UNAVAILABLE", "message": e.to_string(), "retryAfterMs": retry_after_ms } }))),
+        Err(QueueError::Invalid(why)) => Err(ApiError::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", why)),
         Err(e) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", e.to_string())),
     }
 }

@@ -13,6 +13,8 @@ pub struct QueueSettings {
     pub max_concurrent: usize,
     /// Turns that may wait in one session's lane.
     pub lane_capacity: usize,
+    /// Turns that may wait across all sessions.
+    pub max_waiting: usize,
     /// How long an idempotency key is remembered.
     pub dedupe_window: Duration,
     /// Transcript messages given to the agent as context.
@@ -20,6 +22,9 @@ pub struct QueueSettings {
     /// Agents whose provider ignores the transcript (echo): no history is read for them.
     pub stateless_agents: std::collections::HashSet<String>,
 }
+
+/// The longest idempotency key accepted, in bytes.
+pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 256;
 
 /// Why a submission was refused.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -40,6 +45,17 @@ pub enum QueueError {
     /// No such run.
     #[error("no run with id {0:?}")]
     UnknownRun(String),
+    /// Too many turns wait across all sessions; retry later.
+    #[error("{waiting} turns are waiting across all sessions (the limit); retry later")]
+    QueueFull {
+        /// Waiting turns.
+        waiting: usize,
+        /// Suggested wait.
+        retry_after_ms: u64,
+    },
+    /// The submission itself is wrong (not retryable).
+    #[error("{0}")]
+    Invalid(String),
     /// The gateway is stopping: nothing new is accepted (retry once it is back).
     #[error("the gateway is stopping; retry once it has restarted")]
     Stopping,

@@ -6,8 +6,8 @@ use tokio::sync::oneshot;
 
 use super::lane::Waiting;
 use super::{
-    AbortReport, AbortTurn, QueueError, ResetSession, RunSummary, SessionQueueActor, SubmitTurn,
-    Subscribe, TurnAccepted, Unsubscribe, WaitRun,
+    AbortReport, AbortTurn, MAX_IDEMPOTENCY_KEY_BYTES, QueueError, ResetSession, RunSummary,
+    SessionQueueActor, SubmitTurn, Subscribe, TurnAccepted, Unsubscribe, WaitRun,
 };
 use crate::messages::{QueueMode, Shutdown, TurnEvent, TurnEventKind};
 use crate::now_ms;
@@ -24,8 +24,8 @@ impl Handler<Shutdown> for SessionQueueActor {
 impl Handler<SubmitTurn> for SessionQueueActor {
     type Result = ResponseActFuture<Self, Result<TurnAccepted, QueueError>>;
     fn handle(&mut self, msg: SubmitTurn, _: &mut Self::Context) -> Self::Result {
-        if self.draining.is_some() {
-            return Box::pin(fut::ready(Err(QueueError::Stopping)));
+        if let Some(refusal) = self.refusal(&msg) {
+            return Box::pin(fut::ready(Err(refusal)));
         }
         let key = msg.session_key.clone();
         if let Some((conn_id, recipient)) = msg.subscriber {
@@ -68,6 +68,28 @@ impl Handler<SubmitTurn> for SessionQueueActor {
 }
 
 impl SessionQueueActor {
+    /// Why a submission is refused before it is stored, if it is.
+    fn refusal(&self, msg: &SubmitTurn) -> Option<QueueError> {
+        if self.draining.is_some() {
+            return Some(QueueError::Stopping);
+        }
+        if let Some(key) = &msg.idempotency_key
+            && key.len() > MAX_IDEMPOTENCY_KEY_BYTES
+        {
+            return Some(QueueError::Invalid(format!(
+                "idempotencyKey is {} bytes long; the limit is {MAX_IDEMPOTENCY_KEY_BYTES}",
+                key.len()
+            )));
+        }
+        let waiting: usize = self.lanes.values().map(|l| l.waiting.len()).sum();
+        (waiting >= self.settings.max_waiting && msg.mode != QueueMode::Interrupt).then_some(
+            QueueError::QueueFull {
+                waiting,
+                retry_after_ms: 1000,
+            },
+        )
+    }
+
     fn accepted(
         &mut self,
         key: &str,

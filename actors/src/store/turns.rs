@@ -635,3 +635,149 @@ pub async fn clear_session(
     tx.commit().await?;
     Ok(existed)
 }
+
+/// Retention: deletes finished runs that ended before `cutoff_ms` and transcript messages
+/// older than it, never those of queued or running turns. Returns (runs, messages) deleted.
+pub async fn sweep_older_than(pool: &SqlitePool, cutoff_ms: i64) -> Result<(u64, u64), StoreError> {
+    let mut tx = pool.begin().await?;
+    let messages = sqlx::query(
+        "DELETE FROM messages WHERE ts < ?1 AND (run_id IS NULL OR run_id NOT IN
+           (SELECT id FROM runs WHERE status IN ('queued', 'running')))",
+    )
+    .bind(cutoff_ms)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    let runs = sqlx::query(
+        "DELETE FROM runs WHERE status NOT IN ('queued', 'running') AND COALESCE(finished_at, accepted_at) < ?1",
+    )
+    .bind(cutoff_ms)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    tx.commit().await?;
+    Ok((runs, messages))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn turn(key: &str, text: &str, idem: &str) -> NewTurn {
+        NewTurn {
+            session_key: key.into(),
+            agent_id: "main".into(),
+            text: text.into(),
+            idempotency_key: Some(idem.into()),
+            mode: "followup".into(),
+            dedupe_window_ms: 3_600_000,
+            lane_full: false,
+        }
+    }
+
+    async fn accept(pool: &SqlitePool, t: NewTurn) -> RunRecord {
+        match accept_turn(pool, t).await {
+            Ok(Acceptance::New(run)) => run,
+            other => panic!("not accepted: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn retention_deletes_old_finished_turns_and_keeps_waiting_ones() {
+        let dir = std::env::temp_dir().join(format!("troupe-retention-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pool = crate::store::open(&dir.join("t.db")).await.unwrap();
+        let old = accept(&pool, turn("agent:main:a", "old", "k1")).await;
+        let end = RunEnd {
+            status: "ok".into(),
+            output: "old reply".into(),
+            ..RunEnd::default()
+        };
+        finish_run(&pool, &old.id, &end).await.unwrap();
+        let waiting = accept(&pool, turn("agent:main:a", "still waiting", "k2")).await;
+        // Both happened "long ago".
+        sqlx::query("UPDATE messages SET ts = 1000")
+            .execute(&pool)
+            .await
+            .unwrap();
+        sqlx::query("UPDATE runs SET accepted_at = 1000, finished_at = CASE WHEN finished_at IS NULL THEN NULL ELSE 1000 END")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let (runs, messages) = sweep_older_than(&pool, 2000).await.unwrap();
+        assert_eq!(
+            (runs, messages),
+            (1, 2),
+            "the finished turn and its two messages"
+        );
+        assert!(get_run(&pool, &old.id).await.unwrap().is_none());
+        assert!(get_run(&pool, &waiting.id).await.unwrap().is_some());
+        let page = history(&pool, "agent:main:a", HistoryPage::new(10, None))
+            .await
+            .unwrap();
+        let texts: Vec<&str> = page.messages.iter().map(|m| m.text.as_str()).collect();
+        assert_eq!(texts, ["still waiting"]);
+        assert!(page.messages[0].queued);
+        pool.close().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn idempotency_keys_are_per_session_and_history_pages_by_bytes() {
+        let dir = std::env::temp_dir().join(format!("troupe-idem-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pool = crate::store::open(&dir.join("t.db")).await.unwrap();
+        let a = accept(&pool, turn("agent:main:a", "x", "same")).await;
+        let b = accept(&pool, turn("agent:main:b", "y", "same")).await;
+        assert_ne!(a.id, b.id);
+        match accept_turn(&pool, turn("agent:main:a", "z", "same"))
+            .await
+            .unwrap()
+        {
+            Acceptance::Duplicate(run) => assert_eq!(run.id, a.id),
+            other => panic!("expected the duplicate, got {other:?}"),
+        }
+        for i in 0..5 {
+            accept(
+                &pool,
+                turn("agent:main:c", &"é".repeat(100), &format!("c{i}")),
+            )
+            .await;
+        }
+        let page = HistoryPage {
+            limit: 100,
+            before: None,
+            max_bytes: 450,
+            max_text_bytes: 150,
+        };
+        let first = history(&pool, "agent:main:c", page).await.unwrap();
+        assert_eq!(
+            first.messages.len(),
+            3,
+            "three texts of 150 bytes fit in 450"
+        );
+        assert!(first.has_more);
+        assert!(
+            first
+                .messages
+                .iter()
+                .all(|m| m.truncated && m.bytes == Some(200))
+        );
+        assert!(first.messages.iter().all(|m| m.text.len() == 150));
+        let rest = history(
+            &pool,
+            "agent:main:c",
+            HistoryPage {
+                before: first.next_before,
+                ..page
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(rest.messages.len(), 2);
+        assert!(!rest.has_more);
+        assert!(rest.messages.last().unwrap().id < first.messages[0].id);
+        pool.close().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

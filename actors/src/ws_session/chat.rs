@@ -54,6 +54,12 @@ pub fn queue_error(err: QueueError) -> ErrorShape {
             ErrorShape::unavailable(err.to_string(), 500).with_detail("STORE_UNAVAILABLE")
         }
         QueueError::UnknownRun(_) => ErrorShape::invalid(err.to_string()).with_detail("NOT_FOUND"),
+        QueueError::QueueFull { retry_after_ms, .. } => {
+            ErrorShape::unavailable(err.to_string(), *retry_after_ms).with_detail("QUEUE_FULL")
+        }
+        QueueError::Invalid(_) => {
+            ErrorShape::invalid(err.to_string()).with_detail("INVALID_PARAMS")
+        }
         QueueError::Stopping => {
             ErrorShape::unavailable(err.to_string(), 5000).with_detail("GATEWAY_STOPPING")
         }
@@ -452,6 +458,8 @@ impl Handler<SessionEvent> for WsSessionActor {
     type Result = ();
     fn handle(&mut self, msg: SessionEvent, ctx: &mut Self::Context) {
         if matches!(self.phase, super::Phase::Connected { .. }) {
+            // Events lost to a full mailbox leave a gap in `seq`: the client refreshes.
+            self.seq += msg.missed;
             if let Some((event, payload)) = &msg.before {
                 self.event(event, payload, ctx);
             }

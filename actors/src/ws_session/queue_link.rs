@@ -10,6 +10,7 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use super::WsSessionActor;
+use crate::protocol::ErrorShape;
 use crate::session_queue::{SessionQueueActor, SubmitTurn, Subscribe};
 use crate::supervisor::lookup;
 
@@ -22,6 +23,9 @@ pub(super) type QueueOp = Box<
 const LOOKUP_ATTEMPTS: u32 = 100;
 /// Pause between lookups while the queue restarts.
 const LOOKUP_PAUSE: Duration = Duration::from_millis(100);
+/// How long a submission may wait for the queue's answer before `UNAVAILABLE` (a queue
+/// this far behind is overloaded; its mailbox is bounded, and a waiting sender is not).
+const SUBMIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Times one submission is sent to a queue that then died before answering.
 pub(super) const SUBMIT_ATTEMPTS: u32 = 5;
 
@@ -120,7 +124,7 @@ impl WsSessionActor {
         entry.attempt += 1;
         entry.sent = true;
         let attempt = entry.attempt;
-        let sent = addr.send(entry.submit.clone());
+        let sent = addr.send(entry.submit.clone()).timeout(SUBMIT_TIMEOUT);
         ctx.spawn(sent.into_actor(self).map(move |reply, act, ctx| {
             let current = act
                 .link_q
@@ -134,6 +138,18 @@ impl WsSessionActor {
                 Ok(result) => {
                     if let Some(entry) = act.link_q.submits.remove(&seq) {
                         act.on_submitted(entry, result, ctx);
+                    }
+                }
+                Err(MailboxError::Timeout) => {
+                    // The queue is alive but this long behind: say so rather than wait on.
+                    // The turn may still be accepted; a retry with the same key is safe.
+                    if let Some(entry) = act.link_q.submits.remove(&seq) {
+                        let error = ErrorShape::unavailable(
+                            "the session queue is overloaded; retry with the same idempotencyKey",
+                            1000,
+                        )
+                        .with_detail("QUEUE_BUSY");
+                        act.respond(entry.id, Err(error), ctx);
                     }
                 }
                 Err(_) if attempt >= SUBMIT_ATTEMPTS => {
