@@ -17,6 +17,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use troupe_actors::gateway::Gateway;
 use troupe_actors::messages::FaultMode;
+use troupe_actors::store::{GetStoreStats, LATENCY_BUCKETS_US, OpStats, StoreActor};
 use troupe_actors::supervisor::{
     ChildAction, ChildCommand, ChildId, CommandError, NodeState, SupervisorActor, TreeNode,
 };
@@ -345,9 +346,69 @@ async fn metrics(gateway: web::Data<Gateway>) -> HttpResponse {
             u8::from(n.state == NodeState::Running)
         ));
     }
+    if let Some(store) = gateway.lookup::<StoreActor>("store").await
+        && let Ok(stats) = store.send(GetStoreStats).await
+    {
+        store_metrics(&stats, &mut out);
+    }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(out)
+}
+
+/// Per-operation counts and latency histograms of the store, and its write batches.
+fn store_metrics(stats: &OpStats, out: &mut String) {
+    out.push_str(
+        "# HELP troupe_store_op_seconds Time of each store operation, by operation.
+# TYPE troupe_store_op_seconds histogram
+",
+    );
+    for (op, stat) in &stats.ops {
+        for (bound, count) in LATENCY_BUCKETS_US.iter().zip(&stat.buckets) {
+            let le = *bound as f64 / 1e6;
+            out.push_str(&format!(
+                "troupe_store_op_seconds_bucket{{op=\"{op}\",le=\"{le}\"}} {count}\n"
+            ));
+        }
+        out.push_str(&format!(
+            "troupe_store_op_seconds_bucket{{op=\"{op}\",le=\"+Inf\"}} {}\n",
+            stat.count
+        ));
+        out.push_str(&format!(
+            "troupe_store_op_seconds_sum{{op=\"{op}\"}} {}\n",
+            stat.total_us as f64 / 1e6
+        ));
+        out.push_str(&format!(
+            "troupe_store_op_seconds_count{{op=\"{op}\"}} {}\n",
+            stat.count
+        ));
+    }
+    out.push_str(
+        "# HELP troupe_store_op_errors_total Failed store operations, by operation.
+# TYPE troupe_store_op_errors_total counter
+",
+    );
+    for (op, stat) in &stats.ops {
+        out.push_str(&format!(
+            "troupe_store_op_errors_total{{op=\"{op}\"}} {}\n",
+            stat.errors
+        ));
+    }
+    out.push_str(
+        "# HELP troupe_store_batches_total Write transactions committed (group commit).
+# TYPE troupe_store_batches_total counter
+",
+    );
+    out.push_str(&format!("troupe_store_batches_total {}\n", stats.batches));
+    out.push_str(
+        "# HELP troupe_store_batched_writes_total Writes in those transactions.
+# TYPE troupe_store_batched_writes_total counter
+",
+    );
+    out.push_str(&format!(
+        "troupe_store_batched_writes_total {}\n",
+        stats.batched_writes
+    ));
 }
 
 fn collect<'a>(node: &'a TreeNode, out: &mut Vec<&'a TreeNode>) {

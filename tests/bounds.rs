@@ -100,3 +100,57 @@ fn bad_bound_settings_exit_64_naming_the_key() {
         assert!(err.contains(key), "{err}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_writes_are_group_committed_and_timed_per_operation_in_metrics() {
+    let gw = TestGateway::builder()
+        .env("TROUPE__SESSIONS__LANE_CAPACITY", "100")
+        .start();
+    gw.wait_ready().await;
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        clients.push(gw.client().await);
+    }
+    let bursts = futures_util::future::join_all(clients.iter_mut().enumerate().map(|(n, c)| async move {
+        let frames: Vec<(&str, Value)> = (0..25)
+            .map(|i| {
+                let params = json!({ "sessionKey": format!("agent:main:g{n}"), "message": "x", "idempotencyKey": format!("g{n}-{i}") });
+                ("chat.send", params)
+            })
+            .collect();
+        let ids = c.burst(&frames).await;
+        c.responses_to(&ids, |_| false).await
+    }))
+    .await;
+    assert!(
+        bursts
+            .iter()
+            .flat_map(|b| b.values())
+            .all(|a| a["ok"] == true)
+    );
+    let metrics = reqwest::get(gw.http("/metrics"))
+        .await
+        .expect("GET")
+        .text()
+        .await
+        .expect("text");
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {metrics}"))
+    };
+    let accepted = value("troupe_store_op_seconds_count{op=\"accept_turn\"}");
+    assert!(accepted >= 100.0, "{metrics}");
+    let (batches, writes) = (
+        value("troupe_store_batches_total"),
+        value("troupe_store_batched_writes_total"),
+    );
+    assert!(writes >= accepted, "{metrics}");
+    assert!(
+        batches < writes,
+        "several writes share a transaction: {batches} / {writes}"
+    );
+}

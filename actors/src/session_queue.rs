@@ -22,7 +22,7 @@ use crate::agent::{AgentActor, RunOutcome, RunStatus, RunTurn};
 use crate::messages::{QueueMode, SessionEvent, TurnEvent};
 use crate::now_ms;
 use crate::store::turns::{self, RunRecord};
-use crate::store::{StoreActor, StoreError, StoreRead, StoreWrite};
+use crate::store::{CloseRuns, FinishRun, RecoverRuns, StartRun, StoreActor, StoreError, StoreOp};
 use crate::supervisor::{
     ChildHandle, ChildLink, ChildSpec, ExitGuard, SupervisorActor, lookup_patiently,
 };
@@ -30,7 +30,6 @@ use drain::Drain;
 use lane::{Active, Lane, Waiting};
 
 /// A store write that can be made again (for retries).
-type WriteOp = std::rc::Rc<dyn Fn() -> StoreWrite<()>>;
 /// What runs once a durable write is done.
 type AfterWrite = Box<dyn FnOnce(&mut SessionQueueActor, &mut Context<SessionQueueActor>)>;
 
@@ -95,26 +94,10 @@ impl SessionQueueActor {
 
     /// Sends a store operation now (so writes reach the store in the order they were made)
     /// and returns the future of its result.
-    fn store_write<T: Send + 'static>(
+    fn to_store<O: StoreOp>(
         &self,
-        op: StoreWrite<T>,
-    ) -> impl Future<Output = Result<T, StoreError>> + 'static {
-        self.to_store(op)
-    }
-
-    fn store_read<T: Send + 'static>(
-        &self,
-        op: StoreRead<T>,
-    ) -> impl Future<Output = Result<T, StoreError>> + 'static {
-        self.to_store(op)
-    }
-
-    fn to_store<T, M>(&self, op: M) -> impl Future<Output = Result<T, StoreError>> + 'static
-    where
-        T: Send + 'static,
-        M: Message<Result = Result<T, StoreError>> + Send + 'static,
-        StoreActor: Handler<M>,
-    {
+        op: O,
+    ) -> impl Future<Output = Result<O::Output, StoreError>> + 'static {
         let sent = self
             .store
             .as_ref()
@@ -130,15 +113,15 @@ impl SessionQueueActor {
 
     /// Writes with retries while the store is restarting (its address is refreshed every
     /// 500 ms); `then` runs once the write is stored, or after the last attempt failed.
-    fn write_durably(
+    fn write_durably<O: StoreOp<Output = ()>>(
         &mut self,
         what: &'static str,
-        op: WriteOp,
+        op: std::rc::Rc<dyn Fn() -> O>,
         attempt: u32,
         then: AfterWrite,
         ctx: &mut Context<Self>,
     ) {
-        let write = self.store_write(op());
+        let write = self.to_store(op());
         ctx.spawn(
             write
                 .into_actor(self)
@@ -298,34 +281,16 @@ impl SessionQueueActor {
         });
         self.active_runs += 1;
         // One store round trip: mark running, close coalesced runs, read the context.
-        let (id, key2) = (run_id.clone(), key.clone());
         let limit = if self.settings.stateless_agents.contains(&turn.agent_id) {
             0
         } else {
             self.settings.history_limit as i64
         };
-        let started = self.store_write(StoreWrite::new(move |pool| {
-            Box::pin(async move {
-                turns::mark_running(&pool, &id).await?;
-                if !carried.is_empty() {
-                    turns::close_runs(
-                        &pool,
-                        &carried,
-                        "coalesced",
-                        Some("coalesced into a collect turn"),
-                        Some(&id),
-                    )
-                    .await?;
-                }
-                if limit == 0 {
-                    return Ok(Vec::new());
-                }
-                // Context is what came before this turn's own first message: later messages
-                // queued behind it, and its own (coalesced) input, are not its history.
-                let first_own = turns::first_message_of_run(&pool, &id).await?;
-                turns::context(&pool, &key2, limit, first_own).await
-            })
-        }));
+        let started = self.to_store(StartRun {
+            run_id: run_id.clone(),
+            carried: carried.clone(),
+            context_limit: limit,
+        });
         let (abort_tx, abort_rx) = oneshot::channel();
         self.aborts.insert(run_id.clone(), abort_tx);
         let root = self.root.clone();
@@ -421,11 +386,9 @@ impl SessionQueueActor {
             cost_usd: outcome.cost_usd,
         };
         let id = run_id.clone();
-        let op: WriteOp = std::rc::Rc::new(move || {
-            let (id, end) = (id.clone(), end.clone());
-            StoreWrite::new(move |pool| {
-                Box::pin(async move { turns::finish_run(&pool, &id, &end).await })
-            })
+        let op = std::rc::Rc::new(move || FinishRun {
+            run_id: id.clone(),
+            end: end.clone(),
         });
         // The lane moves on only once the run's end is stored (or the store stayed away).
         let then = Box::new(move |act: &mut Self, ctx: &mut Context<Self>| {
@@ -523,13 +486,10 @@ impl SessionQueueActor {
                 },
             );
         }
-        let op: WriteOp = std::rc::Rc::new(move || {
-            let ids = run_ids.clone();
-            StoreWrite::new(move |pool| {
-                Box::pin(async move {
-                    turns::close_runs(&pool, &ids, "aborted", Some(note), None).await
-                })
-            })
+        let op = std::rc::Rc::new(move || CloseRuns {
+            run_ids: run_ids.clone(),
+            status: "aborted",
+            note: Some(note.into()),
         });
         self.write_durably("dropped runs", op, 1, Box::new(|_, _| {}), ctx);
     }
@@ -556,9 +516,7 @@ impl SessionQueueActor {
         } else {
             "the gateway stopped"
         };
-        let recover = self.store_write(StoreWrite::new(move |pool| {
-            Box::pin(async move { turns::recover_runs(&pool, reason).await })
-        }));
+        let recover = self.to_store(RecoverRuns { reason });
         let busy = self.guard.liveness().busy();
         ctx.wait(recover.into_actor(self).map(move |res, act, ctx| {
             drop(busy);

@@ -1,21 +1,33 @@
-//! `store`: the single SQLite writer (sqlx, WAL, migrations), on its own arbiter. Every
-//! write goes through this actor, one at a time in arrival order ([`StoreWrite`]); reads
-//! ([`StoreRead`]) do not wait behind writes. The queries are in [`turns`].
+//! `store`: the single writer of Troupe's database, on its own arbiter (its own thread).
+//!
+//! Callers send typed domain operations ([`ops`]: `AcceptTurn`, `StartRun`, `FinishRun`,
+//! `History`, ...), never SQL. They run against a [`Store`] backend (SQLite today, in
+//! [`sqlite`]; another backend implements the same trait without touching callers).
+//!
+//! Writes are group-committed: each write handler queues its operation; once the actor has
+//! drained what is waiting in its mailbox (at most [`MAX_BATCH`] at a time) it runs them
+//! all in one transaction, each in its own savepoint (one failing operation does not undo
+//! the others), commits, and only then answers each. Reads run at once, beside nothing
+//! else, on the same thread. Every operation is counted and timed per name for `/metrics`.
 
+pub mod ops;
+pub mod sqlite;
 pub mod turns;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::str::FromStr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use serde::Serialize;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use tokio::sync::oneshot;
 
 use crate::messages::Shutdown;
 use crate::supervisor::{ChildHandle, ChildLink, ChildSpec, ExitGuard};
+pub use ops::*;
+use turns::{
+    Acceptance, HistoryPage, NewTurn, RunEnd, RunRecord, SessionSummary, StoredMessage, Transcript,
+};
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
@@ -26,25 +38,155 @@ pub enum StoreError {
         /// File path.
         path: String,
         /// Cause.
-        source: sqlx::Error,
+        source: rusqlite::Error,
     },
     /// A migration failed.
     #[error("store migration failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    Migrate(String),
     /// A query failed.
     #[error("store query failed: {0}")]
-    Query(#[from] sqlx::Error),
+    Query(#[from] rusqlite::Error),
+    /// The batch this write was in could not be committed.
+    #[error("store commit failed: {0}")]
+    Commit(String),
     /// The store is not open yet (or was closed).
     #[error("store is not open")]
     NotOpen,
 }
 
-/// The SQLite store actor.
+/// A storage backend: the domain operations, and the batch (transaction) they run in.
+pub trait Store: Send {
+    /// Starts a batch of writes.
+    fn begin(&mut self) -> Result<(), StoreError>;
+    /// Makes the batch durable.
+    fn commit(&mut self) -> Result<(), StoreError>;
+    /// Abandons the batch.
+    fn rollback(&mut self);
+    /// Starts one operation inside the batch.
+    fn savepoint(&mut self) -> Result<(), StoreError>;
+    /// Ends the operation: keeps its changes, or undoes only them.
+    fn release(&mut self, keep: bool) -> Result<(), StoreError>;
+    /// Stores a user's message and a queued run (or finds the duplicate of its key).
+    fn accept_turn(&mut self, turn: &NewTurn) -> Result<Acceptance, StoreError>;
+    /// Marks a run running, closes the runs coalesced into it, and reads its context.
+    fn start_run(
+        &mut self,
+        run_id: &str,
+        carried: &[String],
+        context_limit: i64,
+    ) -> Result<Vec<StoredMessage>, StoreError>;
+    /// Records a run's end (and its reply in the transcript).
+    fn finish_run(&mut self, run_id: &str, end: &RunEnd) -> Result<(), StoreError>;
+    /// Closes queued or running runs (aborted, superseded, coalesced into `into`).
+    fn close_runs(
+        &mut self,
+        run_ids: &[String],
+        status: &str,
+        note: Option<&str>,
+        into: Option<&str>,
+    ) -> Result<(), StoreError>;
+    /// At start: fails runs left running (with `reason`), returns them and the queued ones.
+    fn recover_runs(
+        &mut self,
+        reason: &str,
+    ) -> Result<(Vec<RunRecord>, Vec<RunRecord>), StoreError>;
+    /// One run by id.
+    fn get_run(&mut self, run_id: &str) -> Result<Option<RunRecord>, StoreError>;
+    /// A transcript page in turn order.
+    fn history(&mut self, session_key: &str, page: HistoryPage) -> Result<Transcript, StoreError>;
+    /// Sessions, most recently active first.
+    fn list_sessions(&mut self, limit: i64) -> Result<Vec<SessionSummary>, StoreError>;
+    /// Tokens and cost since a time: total, per agent, per session, per day.
+    fn usage_report(&mut self, since_ms: i64) -> Result<serde_json::Value, StoreError>;
+    /// Clears a session's transcript and finished runs (`delete`: the session too).
+    fn clear_session(&mut self, session_key: &str, delete: bool) -> Result<bool, StoreError>;
+    /// Retention: deletes finished runs and messages older than a time.
+    fn sweep_older_than(&mut self, cutoff_ms: i64) -> Result<(u64, u64), StoreError>;
+    /// Counts for `status` and `doctor`.
+    fn info(&mut self) -> Result<StoreInfo, StoreError>;
+}
+
+/// Writes committed together at most.
+pub const MAX_BATCH: usize = 256;
+
+/// How often old runs are swept when a retention is set.
+pub const RETENTION_SWEEP_EVERY: Duration = Duration::from_secs(3600);
+
+/// A queued write: runs against the backend and returns how to answer once the batch's
+/// commit is known (`Some(error)` if it failed).
+type PendingWrite =
+    Box<dyn FnOnce(&mut dyn Store, &mut OpStats) -> Box<dyn FnOnce(Option<&StoreError>)>>;
+
+/// Count and time of one operation kind.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OpStat {
+    /// Operations run.
+    pub count: u64,
+    /// Of those, failed.
+    pub errors: u64,
+    /// Total time, microseconds.
+    pub total_us: u64,
+    /// Cumulative counts of operations at most [`LATENCY_BUCKETS_US`] long.
+    pub buckets: Vec<u64>,
+}
+
+/// Histogram bucket bounds of store operation latency, microseconds.
+pub const LATENCY_BUCKETS_US: [u64; 8] = [50, 100, 250, 500, 1_000, 5_000, 25_000, 100_000];
+
+/// Statistics of every operation kind, by name, plus the batches.
+#[derive(Debug, Clone, Default, Serialize, MessageResponse)]
+#[serde(rename_all = "camelCase")]
+pub struct OpStats {
+    /// Per operation name.
+    pub ops: BTreeMap<&'static str, OpStat>,
+    /// Write batches committed.
+    pub batches: u64,
+    /// Writes in those batches.
+    pub batched_writes: u64,
+}
+
+impl OpStats {
+    fn record(&mut self, name: &'static str, took: Duration, ok: bool) {
+        let us = took.as_micros() as u64;
+        let stat = self.ops.entry(name).or_insert_with(|| OpStat {
+            buckets: vec![0; LATENCY_BUCKETS_US.len()],
+            ..OpStat::default()
+        });
+        stat.count += 1;
+        stat.errors += u64::from(!ok);
+        stat.total_us += us;
+        for (bucket, bound) in stat.buckets.iter_mut().zip(LATENCY_BUCKETS_US) {
+            if us <= bound {
+                *bucket += 1;
+            }
+        }
+    }
+}
+
+/// Runs one operation, timing and counting it.
+fn timed<T>(
+    stats: &mut OpStats,
+    name: &'static str,
+    run: impl FnOnce() -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let start = Instant::now();
+    let result = run();
+    stats.record(name, start.elapsed(), result.is_ok());
+    if let Err(e) = &result {
+        tracing::warn!(op = name, error = %e, "store operation failed");
+    }
+    result
+}
+
+/// The store actor.
 pub struct StoreActor {
     path: PathBuf,
     retention: Option<Duration>,
-    pool: Option<SqlitePool>,
-    pending: usize,
+    db: Option<Box<dyn Store>>,
+    batch: Vec<PendingWrite>,
+    flush_queued: bool,
+    stats: OpStats,
     guard: ExitGuard,
 }
 
@@ -62,11 +204,6 @@ pub struct StoreInfo {
     pub messages: i64,
 }
 
-/// Asks the store for [`StoreInfo`].
-#[derive(Message, Debug)]
-#[rtype(result = "Result<StoreInfo, StoreError>")]
-pub struct GetStoreInfo;
-
 impl StoreActor {
     /// The child spec of `store`.
     /// `retention`: finished runs and their messages older than this are deleted, at
@@ -78,59 +215,137 @@ impl StoreActor {
             let addr = StoreActor::start_in_arbiter(&arbiter.handle(), move |_| StoreActor {
                 path,
                 retention,
-                pool: None,
-                pending: 0,
+                db: None,
+                batch: Vec::new(),
+                flush_queued: false,
+                stats: OpStats::default(),
                 guard: link.guard(),
             });
             Ok(ChildHandle::of(addr).on_arbiter(arbiter.handle()))
         })
         .shutdown(Duration::from_secs(10))
     }
+
+    /// Runs the queued writes in one transaction, then answers each.
+    fn flush(&mut self) {
+        self.flush_queued = false;
+        if self.batch.is_empty() {
+            return;
+        }
+        let take = self.batch.len().min(MAX_BATCH);
+        let writes: Vec<PendingWrite> = self.batch.drain(..take).collect();
+        let Some(db) = self.db.as_deref_mut() else {
+            for write in writes {
+                // Not open: every write fails alike (no backend to run against).
+                drop(write);
+            }
+            return;
+        };
+        let _busy = self.guard.liveness().busy();
+        let count = writes.len() as u64;
+        let begun = db.begin();
+        let mut answers = Vec::with_capacity(writes.len());
+        if begun.is_ok() {
+            for write in writes {
+                answers.push(write(db, &mut self.stats));
+            }
+        }
+        let committed = begun.and_then(|()| db.commit());
+        if committed.is_err() {
+            db.rollback();
+        }
+        self.stats.batches += 1;
+        self.stats.batched_writes += count;
+        let failure = committed.err().map(|e| StoreError::Commit(e.to_string()));
+        if let Some(e) = &failure {
+            tracing::error!(error = %e, writes = count, "store batch failed");
+        }
+        for answer in answers {
+            answer(failure.as_ref());
+        }
+    }
+
+    /// Deletes what is older than `keep`, as a write in line with the others.
+    fn sweep(&mut self, keep: Duration, ctx: &mut Context<Self>) {
+        let cutoff = crate::now_ms() as i64 - keep.as_millis() as i64;
+        let sweep = ctx.address().send(SweepOlderThan { cutoff_ms: cutoff });
+        ctx.spawn(sweep.into_actor(self).map(|res, _, _| match res {
+            Ok(Ok((runs, messages))) if runs + messages > 0 => {
+                tracing::info!(runs, messages, "retention: old runs and messages deleted")
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "retention sweep failed"),
+            _ => {}
+        }));
+    }
 }
 
-/// Opens (creating if needed) the database in WAL mode, migrates it and records this boot.
-pub async fn open(path: &std::path::Path) -> Result<SqlitePool, StoreError> {
-    let display = path.display().to_string();
-    let options = SqliteConnectOptions::from_str(&format!("sqlite://{display}"))
-        .map_err(|source| StoreError::Open {
-            path: display.clone(),
-            source,
-        })?
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Normal)
-        .foreign_keys(true)
-        .busy_timeout(Duration::from_secs(2));
-    let pool = SqlitePoolOptions::new()
-        .max_connections(4)
-        .connect_with(options)
-        .await
-        .map_err(|source| StoreError::Open {
-            path: display,
-            source,
-        })?;
-    sqlx::migrate!("./migrations").run(&pool).await?;
-    sqlx::query("INSERT INTO boots (pid, version, started_at) VALUES (?, ?, ?)")
-        .bind(std::process::id() as i64)
-        .bind(env!("CARGO_PKG_VERSION"))
-        .bind(crate::now_ms() as i64)
-        .execute(&pool)
-        .await?;
-    Ok(pool)
+/// Answered by the store with its operation statistics (for `/metrics`).
+#[derive(Message, Debug)]
+#[rtype(result = "OpStats")]
+pub struct GetStoreStats;
+
+impl Handler<GetStoreStats> for StoreActor {
+    type Result = OpStats;
+    fn handle(&mut self, _: GetStoreStats, _: &mut Self::Context) -> OpStats {
+        self.stats.clone()
+    }
 }
 
-async fn info(pool: SqlitePool, path: String) -> Result<StoreInfo, StoreError> {
-    let (boots, sessions, messages): (i64, i64, i64) = sqlx::query_as(
-        "SELECT (SELECT COUNT(*) FROM boots), (SELECT COUNT(*) FROM sessions), (SELECT COUNT(*) FROM messages)",
-    )
-    .fetch_one(&pool)
-    .await?;
-    Ok(StoreInfo {
-        path,
-        boots,
-        sessions,
-        messages,
-    })
+/// Runs the queued writes (sent to itself once the mailbox backlog is handled).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct FlushBatch;
+
+impl Handler<FlushBatch> for StoreActor {
+    type Result = ();
+    fn handle(&mut self, _: FlushBatch, ctx: &mut Self::Context) {
+        self.flush();
+        if !self.batch.is_empty() && !self.flush_queued {
+            self.flush_queued = true;
+            ctx.notify(FlushBatch);
+        }
+    }
+}
+
+impl<O: StoreOp> Handler<O> for StoreActor {
+    type Result = ResponseFuture<Result<O::Output, StoreError>>;
+    fn handle(&mut self, op: O, ctx: &mut Self::Context) -> Self::Result {
+        if self.db.is_none() {
+            return Box::pin(async { Err(StoreError::NotOpen) });
+        }
+        if !O::WRITE {
+            let result = match self.db.as_deref_mut() {
+                Some(db) => timed(&mut self.stats, O::NAME, || op.run(db)),
+                None => Err(StoreError::NotOpen),
+            };
+            return Box::pin(async move { result });
+        }
+        let (tx, rx) = oneshot::channel();
+        self.batch.push(Box::new(move |db, stats| {
+            let result = match db.savepoint() {
+                Ok(()) => {
+                    let result = timed(stats, O::NAME, || op.run(db));
+                    match db.release(result.is_ok()) {
+                        Ok(()) => result,
+                        Err(e) => Err(e),
+                    }
+                }
+                Err(e) => Err(e),
+            };
+            Box::new(move |failed: Option<&StoreError>| {
+                let answer = match failed {
+                    Some(e) => Err(StoreError::Commit(e.to_string())),
+                    None => result,
+                };
+                let _ = tx.send(answer);
+            })
+        }));
+        if !self.flush_queued {
+            self.flush_queued = true;
+            ctx.notify(FlushBatch);
+        }
+        Box::pin(async move { rx.await.unwrap_or(Err(StoreError::NotOpen)) })
+    }
 }
 
 impl Actor for StoreActor {
@@ -139,146 +354,40 @@ impl Actor for StoreActor {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(1024);
         self.guard.liveness().attach(ctx);
-        let path = self.path.clone();
         // Opening and migrating may take long on a slow disk: legitimate work, not a hang.
-        let busy = self.guard.liveness().busy();
-        ctx.wait(
-            async move {
-                let opened = open(&path).await;
-                drop(busy);
-                opened
-            }
-            .into_actor(self)
-            .map(|opened, act, ctx| match opened {
-                Ok(pool) => {
-                    tracing::info!(path = %act.path.display(), "store open");
-                    act.pool = Some(pool);
-                    if let Some(keep) = act.retention {
-                        act.sweep(keep, ctx);
-                        ctx.run_interval(RETENTION_SWEEP_EVERY, move |act, ctx| {
-                            act.sweep(keep, ctx)
-                        });
-                    }
-                }
-                Err(err) => {
-                    tracing::error!(error = %err, "store failed to open");
-                    act.guard.fail(err.to_string());
-                    ctx.stop();
-                }
-            }),
-        );
-    }
-}
-
-crate::child_controls!(StoreActor, |this| this.pending);
-
-/// How often old runs are swept when a retention is set.
-pub const RETENTION_SWEEP_EVERY: Duration = Duration::from_secs(3600);
-
-impl StoreActor {
-    /// Deletes what is older than `keep`, as a write in line with the others.
-    fn sweep(&mut self, keep: Duration, ctx: &mut Context<Self>) {
-        let cutoff = crate::now_ms() as i64 - keep.as_millis() as i64;
-        let sweep = StoreWrite::new(move |pool| {
-            Box::pin(async move { turns::sweep_older_than(&pool, cutoff).await })
-        });
-        ctx.spawn(
-            ctx.address()
-                .send(sweep)
-                .into_actor(self)
-                .map(|res, _, _| match res {
-                    Ok(Ok((runs, messages))) if runs + messages > 0 => {
-                        tracing::info!(runs, messages, "retention: old runs and messages deleted")
-                    }
-                    Ok(Err(e)) => tracing::warn!(error = %e, "retention sweep failed"),
-                    _ => {}
-                }),
-        );
-    }
-}
-
-impl Handler<GetStoreInfo> for StoreActor {
-    type Result = ResponseFuture<Result<StoreInfo, StoreError>>;
-    fn handle(&mut self, _: GetStoreInfo, _: &mut Self::Context) -> Self::Result {
-        let pool = self.pool.clone();
-        let path = self.path.display().to_string();
-        Box::pin(async move { info(pool.ok_or(StoreError::NotOpen)?, path).await })
-    }
-}
-
-/// The future a store operation runs on the pool.
-pub type StoreFuture<T> =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, StoreError>> + Send>>;
-
-/// A write, run strictly after the writes sent before it (the single-writer rule).
-pub struct StoreWrite<T>(pub Box<dyn FnOnce(SqlitePool) -> StoreFuture<T> + Send>);
-
-/// A read; may run beside other reads.
-pub struct StoreRead<T>(pub Box<dyn FnOnce(SqlitePool) -> StoreFuture<T> + Send>);
-
-impl<T: 'static> Message for StoreWrite<T> {
-    type Result = Result<T, StoreError>;
-}
-
-impl<T: 'static> Message for StoreRead<T> {
-    type Result = Result<T, StoreError>;
-}
-
-impl<T> StoreWrite<T> {
-    /// Wraps an async write over the pool.
-    pub fn new(op: impl FnOnce(SqlitePool) -> StoreFuture<T> + Send + 'static) -> Self {
-        Self(Box::new(op))
-    }
-}
-
-impl<T> StoreRead<T> {
-    /// Wraps an async read over the pool.
-    pub fn new(op: impl FnOnce(SqlitePool) -> StoreFuture<T> + Send + 'static) -> Self {
-        Self(Box::new(op))
-    }
-}
-
-impl<T: 'static> Handler<StoreWrite<T>> for StoreActor {
-    type Result = AtomicResponse<Self, Result<T, StoreError>>;
-    fn handle(&mut self, msg: StoreWrite<T>, _: &mut Self::Context) -> Self::Result {
-        let Some(pool) = self.pool.clone() else {
-            return AtomicResponse::new(Box::pin(fut::ready(Err(StoreError::NotOpen))));
+        // It runs on this actor's own thread, where every store operation runs.
+        let opened = {
+            let _busy = self.guard.liveness().busy();
+            sqlite::SqliteStore::open(&self.path)
         };
-        self.pending += 1;
-        // An atomic write holds the context: declared busy, so a slow disk is not a hang.
-        let busy = self.guard.liveness().busy();
-        AtomicResponse::new(Box::pin((msg.0)(pool).into_actor(self).map(
-            move |result, act, _| {
-                drop(busy);
-                act.pending -= 1;
-                result
-            },
-        )))
-    }
-}
-
-impl<T: 'static> Handler<StoreRead<T>> for StoreActor {
-    type Result = ResponseFuture<Result<T, StoreError>>;
-    fn handle(&mut self, msg: StoreRead<T>, _: &mut Self::Context) -> Self::Result {
-        match self.pool.clone() {
-            Some(pool) => (msg.0)(pool),
-            None => Box::pin(async { Err(StoreError::NotOpen) }),
+        match opened {
+            Ok(db) => {
+                tracing::info!(path = %self.path.display(), "store open");
+                self.db = Some(Box::new(db));
+                if let Some(keep) = self.retention {
+                    self.sweep(keep, ctx);
+                    ctx.run_interval(RETENTION_SWEEP_EVERY, move |act, ctx| act.sweep(keep, ctx));
+                }
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "store failed to open");
+                self.guard.fail(err.to_string());
+                ctx.stop();
+            }
         }
     }
 }
 
+crate::child_controls!(StoreActor, |this| this.batch.len());
+
 impl Handler<Shutdown> for StoreActor {
-    type Result = ResponseActFuture<Self, ()>;
-    fn handle(&mut self, _: Shutdown, _: &mut Self::Context) -> Self::Result {
-        let pool = self.pool.take();
-        Box::pin(
-            async move {
-                if let Some(pool) = pool {
-                    pool.close().await;
-                }
-            }
-            .into_actor(self)
-            .map(|_, _, ctx| ctx.stop()),
-        )
+    type Result = ();
+    fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) {
+        // The store stops last: what is queued is written before the database closes.
+        while !self.batch.is_empty() {
+            self.flush();
+        }
+        self.db = None;
+        ctx.stop();
     }
 }

@@ -9,7 +9,7 @@ use troupe_actors::gateway::Gateway;
 use troupe_actors::messages::QueueMode;
 use troupe_actors::session_key::{ResolvedKey, resolve};
 use troupe_actors::session_queue::{QueueError, SessionQueueActor, SubmitTurn};
-use troupe_actors::store::{StoreActor, StoreRead, turns};
+use troupe_actors::store::{History, ListSessions, StoreActor, StoreOp, UsageReport, turns};
 use troupe_actors::ws_session::transcript_json;
 
 use super::{ApiError, authorize, json_body};
@@ -48,7 +48,10 @@ async fn store(gateway: &Gateway) -> Result<actix::Addr<StoreActor>, ApiError> {
         .ok_or_else(|| unavailable("the store"))
 }
 
-async fn read<T: Send + 'static>(gateway: &Gateway, op: StoreRead<T>) -> Result<T, ApiError> {
+async fn read<O: StoreOp>(gateway: &Gateway, op: O) -> Result<O::Output, ApiError>
+where
+    StoreActor: actix::Handler<O>,
+{
     store(gateway)
         .await?
         .send(op)
@@ -80,13 +83,7 @@ pub async fn list(
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &gateway)?;
     let limit = i64::from(q.limit.unwrap_or(100).clamp(1, 1000));
-    let sessions = read(
-        &gateway,
-        StoreRead::new(move |pool| {
-            Box::pin(async move { turns::list_sessions(&pool, limit).await })
-        }),
-    )
-    .await?;
+    let sessions = read(&gateway, ListSessions { limit }).await?;
     Ok(HttpResponse::Ok().json(json!({ "sessions": sessions })))
 }
 
@@ -105,7 +102,10 @@ pub async fn messages(
     let k = key.clone();
     let transcript = read(
         &gateway,
-        StoreRead::new(move |pool| Box::pin(async move { turns::history(&pool, &k, page).await })),
+        History {
+            session_key: k,
+            page,
+        },
     )
     .await?;
     Ok(HttpResponse::Ok().json(transcript_json(&key, transcript)))
@@ -126,13 +126,7 @@ pub async fn usage(
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &gateway)?;
     let since = troupe_actors::ws_session::usage_since(q.days);
-    let report = read(
-        &gateway,
-        StoreRead::new(move |pool| {
-            Box::pin(async move { turns::usage_report(&pool, since).await })
-        }),
-    )
-    .await?;
+    let report = read(&gateway, UsageReport { since_ms: since }).await?;
     Ok(HttpResponse::Ok().json(json!({ "sinceMs": since, "usage": report })))
 }
 

@@ -11,8 +11,8 @@ use super::{
 };
 use crate::messages::{QueueMode, Shutdown, TurnEvent, TurnEventKind};
 use crate::now_ms;
-use crate::store::turns::{self, Acceptance, NewTurn};
-use crate::store::{StoreError, StoreRead, StoreWrite};
+use crate::store::turns::{Acceptance, NewTurn};
+use crate::store::{AcceptTurn, ClearSession, GetRun, StoreError};
 
 impl Handler<Shutdown> for SessionQueueActor {
     type Result = ();
@@ -56,9 +56,7 @@ impl Handler<SubmitTurn> for SessionQueueActor {
             lane_full,
         };
         let mode = msg.mode;
-        let accept = self.store_write(StoreWrite::new(move |pool| {
-            Box::pin(async move { turns::accept_turn(&pool, turn).await })
-        }));
+        let accept = self.to_store(AcceptTurn { turn });
         Box::pin(accept.into_actor(self).map(move |accepted, act, ctx| {
             let result = act.accepted(&key, ticket, mode, waiting, accepted, ctx);
             act.after_change(&key, ctx);
@@ -236,10 +234,9 @@ impl Handler<WaitRun> for SessionQueueActor {
             };
             return Box::pin(wait.into_actor(self));
         }
-        let id = msg.run_id.clone();
-        let lookup = self.store_read(StoreRead::new(move |pool| {
-            Box::pin(async move { turns::get_run(&pool, &id).await })
-        }));
+        let lookup = self.to_store(GetRun {
+            run_id: msg.run_id.clone(),
+        });
         let (timeout, run_id) = (msg.timeout, msg.run_id);
         Box::pin(lookup.into_actor(self).then(move |found, act, _| {
             let mut done = |result| {
@@ -328,10 +325,10 @@ impl Handler<ResetSession> for SessionQueueActor {
             .map(|l| l.clear_waiting(None))
             .unwrap_or_default();
         self.drop_runs(dropped, "session reset", ctx);
-        let delete = msg.delete;
-        let write = self.store_write(StoreWrite::new(move |pool| {
-            Box::pin(async move { turns::clear_session(&pool, &key, delete).await })
-        }));
+        let write = self.to_store(ClearSession {
+            session_key: key,
+            delete: msg.delete,
+        });
         Box::pin(
             write
                 .into_actor(self)

@@ -21,7 +21,7 @@ use crate::session_queue::{
     AbortTurn, QueueError, ResetSession, RunSummary, SubmitTurn, Subscribe, TurnAccepted,
     Unsubscribe, WaitRun,
 };
-use crate::store::{StoreActor, StoreRead, turns};
+use crate::store::{History, ListSessions, StoreActor, StoreOp, UsageReport, turns};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -137,13 +137,16 @@ impl WsSessionActor {
             .map_err(|e| ErrorShape::invalid(e).with_detail("INVALID_SESSION_KEY"))
     }
 
-    fn read_store<T: Send + 'static>(
+    /// Runs a store read and answers the request with `render` of its result.
+    fn read_store<O: StoreOp>(
         &mut self,
         id: String,
-        op: StoreRead<T>,
+        op: O,
         ctx: &mut Context<Self>,
-        render: impl FnOnce(T) -> Value + 'static,
-    ) {
+        render: impl FnOnce(O::Output) -> Value + 'static,
+    ) where
+        StoreActor: Handler<O>,
+    {
         let gateway = self.gateway.clone();
         let read = async move {
             let store = gateway
@@ -232,19 +235,17 @@ impl WsSessionActor {
                 p.session_key = self.check_key(&p.session_key)?.key;
                 self.subscribe_to(&p.session_key, ctx);
                 let page = turns::HistoryPage::new(i64::from(p.limit.unwrap_or(100).clamp(1, 1000)), p.before);
-                let key = p.session_key.clone();
-                let op = StoreRead::new(move |pool| {
-                    Box::pin(async move { turns::history(&pool, &key, page).await })
-                });
+                let op = History {
+                    session_key: p.session_key.clone(),
+                    page,
+                };
                 let key = p.session_key;
                 self.read_store(id.clone(), op, ctx, move |page| transcript_json(&key, page));
                 Ok(())
             }),
             "sessions.list" => parse::<ListParams>(method, params).map(|p| {
                 let limit = i64::from(p.limit.unwrap_or(100).clamp(1, 1000));
-                let op = StoreRead::new(move |pool| {
-                    Box::pin(async move { turns::list_sessions(&pool, limit).await })
-                });
+                let op = ListSessions { limit };
                 self.read_store(
                     id.clone(),
                     op,
@@ -254,7 +255,7 @@ impl WsSessionActor {
             }),
             "usage.status" => parse::<UsageParams>(method, params).map(|p| {
                 let since = usage_since(p.days);
-                let op = StoreRead::new(move |pool| Box::pin(async move { turns::usage_report(&pool, since).await }));
+                let op = UsageReport { since_ms: since };
                 self.read_store(id.clone(), op, ctx, move |report| json!({ "sinceMs": since, "usage": report }));
             }),
             "models.list" => parse::<ModelsListParams>(method, params).map(|p| {

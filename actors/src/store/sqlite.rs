@@ -1,0 +1,703 @@
+//! The SQLite store: every SQL statement of Troupe, over one `rusqlite` connection owned by
+//! the store actor's thread (WAL, a single writer). Migrations are the files in
+//! `actors/migrations/`, applied in order and tracked in `PRAGMA user_version`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use super::turns::{
+    Acceptance, HistoryPage, NewTurn, RunEnd, RunRecord, SessionSummary, StoredMessage, Transcript,
+    UsageRow,
+};
+use super::{Store, StoreError, StoreInfo};
+use crate::now_ms;
+
+/// The schema, in order; a database at `user_version` N has the first N applied.
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/0001_init.sql")),
+    (2, include_str!("../../migrations/0002_runs.sql")),
+    (3, include_str!("../../migrations/0003_usage.sql")),
+    (
+        4,
+        include_str!("../../migrations/0004_message_run_index.sql"),
+    ),
+    (5, include_str!("../../migrations/0005_turn_order.sql")),
+];
+
+const RUN_COLUMNS: &str = "seq, id, session_key, agent_id, status, mode, input, output, error, coalesced_into, accepted_at, finished_at";
+
+/// The cursor condition "before message `?1` in turn order".
+const BEFORE: &str =
+    "(m.turn, m.id) < (COALESCE((SELECT turn FROM messages WHERE id = ?1), ?1), ?1)";
+
+/// A SQLite database behind the [`Store`] trait.
+pub struct SqliteStore {
+    conn: Connection,
+    path: String,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database in WAL mode, migrates it and records this boot.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let display = path.display().to_string();
+        let open_err = |source: rusqlite::Error| StoreError::Open {
+            path: display.clone(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(open_err)?;
+        conn.busy_timeout(Duration::from_secs(2))
+            .map_err(open_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(open_err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(open_err)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(open_err)?;
+        let mut store = Self {
+            conn,
+            path: display,
+        };
+        store.migrate()?;
+        store.conn.execute(
+            "INSERT INTO boots (pid, version, started_at) VALUES (?1, ?2, ?3)",
+            params![
+                std::process::id() as i64,
+                env!("CARGO_PKG_VERSION"),
+                now_ms() as i64
+            ],
+        )?;
+        Ok(store)
+    }
+
+    /// Applies the migrations this database lacks. A database made by an earlier Troupe
+    /// (which tracked them in sqlx's `_sqlx_migrations`) starts from what that table says.
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let mut version: i64 = self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version == 0 {
+            let sqlx: Option<i64> = self
+                .conn
+                .query_row(
+                    "SELECT MAX(version) FROM _sqlx_migrations WHERE success = 1",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()
+                .unwrap_or(None)
+                .flatten();
+            version = sqlx.unwrap_or(0);
+        }
+        for (number, sql) in MIGRATIONS.iter().filter(|(n, _)| *n > version) {
+            let tx = self.conn.transaction()?;
+            tx.execute_batch(sql)
+                .map_err(|e| StoreError::Migrate(format!("migration {number}: {e}")))?;
+            tx.pragma_update(None, "user_version", number)?;
+            tx.commit()?;
+        }
+        Ok(())
+    }
+}
+
+fn run_from_row(row: &Row<'_>) -> rusqlite::Result<RunRecord> {
+    Ok(RunRecord {
+        seq: row.get("seq")?,
+        id: row.get("id")?,
+        session_key: row.get("session_key")?,
+        agent_id: row.get("agent_id")?,
+        status: row.get("status")?,
+        mode: row.get("mode")?,
+        input: row.get("input")?,
+        output: row.get("output")?,
+        error: row.get("error")?,
+        coalesced_into: row.get("coalesced_into")?,
+        accepted_at: row.get("accepted_at")?,
+        finished_at: row.get("finished_at")?,
+    })
+}
+
+/// Cuts a text to at most `max` bytes on a character boundary (`substr` counts characters).
+fn cut_to_bytes(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
+}
+
+impl Store for SqliteStore {
+    fn begin(&mut self) -> Result<(), StoreError> {
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        Ok(())
+    }
+
+    fn commit(&mut self) -> Result<(), StoreError> {
+        self.conn.execute_batch("COMMIT")?;
+        Ok(())
+    }
+
+    fn rollback(&mut self) {
+        let _ = self.conn.execute_batch("ROLLBACK");
+    }
+
+    fn savepoint(&mut self) -> Result<(), StoreError> {
+        self.conn.execute_batch("SAVEPOINT op")?;
+        Ok(())
+    }
+
+    fn release(&mut self, keep: bool) -> Result<(), StoreError> {
+        let sql = if keep {
+            "RELEASE op"
+        } else {
+            "ROLLBACK TO op; RELEASE op"
+        };
+        self.conn.execute_batch(sql)?;
+        Ok(())
+    }
+
+    fn accept_turn(&mut self, turn: &NewTurn) -> Result<Acceptance, StoreError> {
+        let now = now_ms() as i64;
+        if let Some(key) = &turn.idempotency_key {
+            let sql = format!(
+                "SELECT {RUN_COLUMNS} FROM runs WHERE session_key = ?1 AND idempotency_key = ?2 AND accepted_at >= ?3 ORDER BY seq DESC LIMIT 1"
+            );
+            let found = self
+                .conn
+                .prepare_cached(&sql)?
+                .query_row(
+                    params![turn.session_key, key, now - turn.dedupe_window_ms],
+                    run_from_row,
+                )
+                .optional()?;
+            if let Some(run) = found {
+                return Ok(Acceptance::Duplicate(run));
+            }
+        }
+        if turn.lane_full {
+            return Ok(Acceptance::Refused);
+        }
+        self.conn
+            .prepare_cached(
+                "INSERT INTO sessions (key, agent_id, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)
+                 ON CONFLICT(key) DO UPDATE SET updated_at = excluded.updated_at",
+            )?
+            .execute(params![turn.session_key, turn.agent_id, now])?;
+        let run_id = uuid::Uuid::new_v4().to_string();
+        let sql = format!(
+            "INSERT INTO runs (id, session_key, agent_id, status, mode, idempotency_key, input, accepted_at)
+             VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7) RETURNING {RUN_COLUMNS}"
+        );
+        let run = self.conn.prepare_cached(&sql)?.query_row(
+            params![
+                run_id,
+                turn.session_key,
+                turn.agent_id,
+                turn.mode,
+                turn.idempotency_key,
+                turn.text,
+                now
+            ],
+            run_from_row,
+        )?;
+        self.conn
+            .prepare_cached(
+                "INSERT INTO messages (session_key, role, text, run_id, ts, turn) VALUES (?1, 'user', ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![turn.session_key, turn.text, run_id, now, run.seq])?;
+        Ok(Acceptance::New(run))
+    }
+
+    fn start_run(
+        &mut self,
+        run_id: &str,
+        carried: &[String],
+        context_limit: i64,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        self.conn
+            .prepare_cached(
+                "UPDATE runs SET status = 'running', started_at = ?1 WHERE id = ?2 AND status = 'queued'",
+            )?
+            .execute(params![now_ms() as i64, run_id])?;
+        if !carried.is_empty() {
+            self.close_runs(
+                carried,
+                "coalesced",
+                Some("coalesced into a collect turn"),
+                Some(run_id),
+            )?;
+        }
+        if context_limit == 0 {
+            return Ok(Vec::new());
+        }
+        // Context is what came before this turn's own first message: later messages
+        // queued behind it, and its own (coalesced) input, are not its history.
+        let first_own: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT MIN(id) FROM messages WHERE run_id = ?1")?
+            .query_row([run_id], |r| r.get(0))?;
+        let sql = format!(
+            "SELECT m.id, m.role, m.text, m.ts, m.run_id FROM messages m
+             WHERE m.session_key = (SELECT session_key FROM runs WHERE id = ?2) AND {BEFORE}
+             ORDER BY m.turn DESC, m.id DESC LIMIT ?3"
+        );
+        let mut out = self
+            .conn
+            .prepare_cached(&sql)?
+            .query_map(
+                params![first_own.unwrap_or(i64::MAX), run_id, context_limit],
+                |r| {
+                    Ok(StoredMessage {
+                        id: r.get("id")?,
+                        role: r.get("role")?,
+                        text: r.get("text")?,
+                        ts: r.get("ts")?,
+                        run_id: r.get("run_id")?,
+                        queued: false,
+                        truncated: false,
+                        bytes: None,
+                    })
+                },
+            )?
+            .collect::<Result<Vec<_>, _>>()?;
+        out.reverse();
+        Ok(out)
+    }
+
+    fn finish_run(&mut self, run_id: &str, end: &RunEnd) -> Result<(), StoreError> {
+        let now = now_ms() as i64;
+        let updated: Option<(String, i64)> = self
+            .conn
+            .prepare_cached(
+                "UPDATE runs SET status = ?1, output = ?2, error = ?3, finished_at = ?4, input_tokens = ?5, output_tokens = ?6, cost_usd = ?7
+                 WHERE id = ?8 RETURNING session_key, seq",
+            )?
+            .query_row(
+                params![
+                    end.status,
+                    end.output,
+                    end.error,
+                    now,
+                    end.input_tokens as i64,
+                    end.output_tokens as i64,
+                    end.cost_usd,
+                    run_id
+                ],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((session_key, turn)) = updated else {
+            // The session was deleted while the run was going: nothing left to record.
+            return Ok(());
+        };
+        if !end.output.is_empty() {
+            self.conn
+                .prepare_cached(
+                    "INSERT INTO messages (session_key, role, text, run_id, ts, turn) VALUES (?1, 'assistant', ?2, ?3, ?4, ?5)",
+                )?
+                .execute(params![session_key, end.output, run_id, now, turn])?;
+        }
+        self.conn
+            .prepare_cached("UPDATE sessions SET updated_at = ?1 WHERE key = ?2")?
+            .execute(params![now, session_key])?;
+        Ok(())
+    }
+
+    fn close_runs(
+        &mut self,
+        run_ids: &[String],
+        status: &str,
+        note: Option<&str>,
+        into: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let now = now_ms() as i64;
+        for id in run_ids {
+            self.conn
+                .prepare_cached(
+                    "UPDATE runs SET status = ?1, error = ?2, coalesced_into = ?3, finished_at = ?4 WHERE id = ?5 AND status IN ('queued', 'running')",
+                )?
+                .execute(params![status, note, into, now, id])?;
+            if let Some(carrier) = into {
+                // A coalesced message belongs to the turn that carried it.
+                self.conn
+                    .prepare_cached(
+                        "UPDATE messages SET turn = (SELECT seq FROM runs WHERE id = ?1) WHERE run_id = ?2",
+                    )?
+                    .execute(params![carrier, id])?;
+            }
+        }
+        Ok(())
+    }
+
+    fn recover_runs(
+        &mut self,
+        reason: &str,
+    ) -> Result<(Vec<RunRecord>, Vec<RunRecord>), StoreError> {
+        let by_status = |conn: &Connection, status: &str| -> Result<Vec<RunRecord>, StoreError> {
+            let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE status = ?1 ORDER BY seq");
+            let runs = conn
+                .prepare(&sql)?
+                .query_map([status], run_from_row)?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(runs)
+        };
+        let mut interrupted = by_status(&self.conn, "running")?;
+        for run in &mut interrupted {
+            let end = RunEnd {
+                status: "error".into(),
+                error: Some(format!(
+                    "interrupted: {reason} during this run; not retried so it cannot answer twice"
+                )),
+                ..RunEnd::default()
+            };
+            self.finish_run(&run.id, &end)?;
+            run.status = "error".into();
+        }
+        let queued = by_status(&self.conn, "queued")?;
+        Ok((interrupted, queued))
+    }
+
+    fn get_run(&mut self, run_id: &str) -> Result<Option<RunRecord>, StoreError> {
+        let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1");
+        Ok(self
+            .conn
+            .prepare_cached(&sql)?
+            .query_row([run_id], run_from_row)
+            .optional()?)
+    }
+
+    fn history(&mut self, session_key: &str, page: HistoryPage) -> Result<Transcript, StoreError> {
+        let sql = format!(
+            "SELECT m.id, m.role, substr(m.text, 1, ?3) AS text, length(CAST(m.text AS BLOB)) AS bytes, m.ts, m.run_id,
+                    r.status = 'queued' AS queued
+             FROM messages m LEFT JOIN runs r ON r.id = m.run_id
+             WHERE m.session_key = ?2 AND {BEFORE}
+             ORDER BY m.turn DESC, m.id DESC LIMIT ?4"
+        );
+        let max_text = page.max_text_bytes.max(1);
+        let limit = page.limit.max(1);
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let mut rows = stmt.query(params![
+            page.before.unwrap_or(i64::MAX),
+            session_key,
+            max_text as i64,
+            limit + 1
+        ])?;
+        let mut messages = Vec::new();
+        let mut used = 0usize;
+        let mut has_more = false;
+        while let Some(row) = rows.next()? {
+            let bytes: i64 = row.get("bytes")?;
+            let text = cut_to_bytes(row.get("text")?, max_text);
+            let truncated = (text.len() as i64) < bytes;
+            let full = messages.len() as i64 >= limit;
+            if full || (!messages.is_empty() && used + text.len() > page.max_bytes) {
+                has_more = true;
+                break;
+            }
+            used += text.len();
+            messages.push(StoredMessage {
+                id: row.get("id")?,
+                role: row.get("role")?,
+                text,
+                ts: row.get("ts")?,
+                run_id: row.get("run_id")?,
+                queued: row.get::<_, Option<bool>>("queued")?.unwrap_or(false),
+                truncated,
+                bytes: truncated.then_some(bytes),
+            });
+        }
+        let next_before = has_more.then(|| messages.last().map(|m| m.id)).flatten();
+        messages.reverse();
+        Ok(Transcript {
+            messages,
+            has_more,
+            next_before,
+        })
+    }
+
+    fn list_sessions(&mut self, limit: i64) -> Result<Vec<SessionSummary>, StoreError> {
+        let sessions = self
+            .conn
+            .prepare_cached(
+                "SELECT s.key, s.agent_id, s.created_at, s.updated_at, (SELECT COUNT(*) FROM messages m WHERE m.session_key = s.key) AS messages
+                 FROM sessions s ORDER BY s.updated_at DESC LIMIT ?1",
+            )?
+            .query_map([limit], |r| {
+                Ok(SessionSummary {
+                    key: r.get("key")?,
+                    agent_id: r.get("agent_id")?,
+                    created_at: r.get("created_at")?,
+                    updated_at: r.get("updated_at")?,
+                    messages: r.get("messages")?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(sessions)
+    }
+
+    fn usage_report(&mut self, since_ms: i64) -> Result<serde_json::Value, StoreError> {
+        let group = |expr: &str, order: &str| {
+            format!(
+                "SELECT {expr} AS key, COUNT(*) AS runs, COALESCE(SUM(input_tokens), 0) AS input_tokens, COALESCE(SUM(output_tokens), 0) AS output_tokens, COALESCE(SUM(cost_usd), 0.0) AS cost_usd
+                 FROM runs WHERE finished_at IS NOT NULL AND finished_at >= ?1 GROUP BY 1 ORDER BY {order} LIMIT 100"
+            )
+        };
+        let mut out = serde_json::Map::new();
+        for (name, sql) in [
+            ("total", group("''", "1")),
+            ("byAgent", group("agent_id", "1")),
+            (
+                "bySession",
+                group("session_key", "(input_tokens + output_tokens) DESC"),
+            ),
+            (
+                "byDay",
+                group("strftime('%Y-%m-%d', finished_at / 1000, 'unixepoch')", "1"),
+            ),
+        ] {
+            let rows = self
+                .conn
+                .prepare_cached(&sql)?
+                .query_map([since_ms], |r| {
+                    Ok(UsageRow {
+                        key: r.get("key")?,
+                        runs: r.get("runs")?,
+                        input_tokens: r.get("input_tokens")?,
+                        output_tokens: r.get("output_tokens")?,
+                        cost_usd: r.get("cost_usd")?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            let value = if name == "total" {
+                serde_json::to_value(rows.into_iter().next().unwrap_or(UsageRow {
+                    key: String::new(),
+                    runs: 0,
+                    input_tokens: 0,
+                    output_tokens: 0,
+                    cost_usd: 0.0,
+                }))
+            } else {
+                serde_json::to_value(rows)
+            };
+            out.insert(name.into(), value.unwrap_or_default());
+        }
+        Ok(serde_json::Value::Object(out))
+    }
+
+    fn clear_session(&mut self, session_key: &str, delete: bool) -> Result<bool, StoreError> {
+        let existed = self
+            .conn
+            .query_row(
+                "SELECT 1 FROM sessions WHERE key = ?1",
+                [session_key],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some();
+        self.conn
+            .execute("DELETE FROM messages WHERE session_key = ?1", [session_key])?;
+        self.conn.execute(
+            "DELETE FROM runs WHERE session_key = ?1 AND status NOT IN ('queued', 'running')",
+            [session_key],
+        )?;
+        if delete {
+            self.conn
+                .execute("DELETE FROM runs WHERE session_key = ?1", [session_key])?;
+            self.conn
+                .execute("DELETE FROM sessions WHERE key = ?1", [session_key])?;
+        }
+        Ok(existed)
+    }
+
+    fn sweep_older_than(&mut self, cutoff_ms: i64) -> Result<(u64, u64), StoreError> {
+        let messages = self.conn.execute(
+            "DELETE FROM messages WHERE ts < ?1 AND (run_id IS NULL OR run_id NOT IN
+               (SELECT id FROM runs WHERE status IN ('queued', 'running')))",
+            [cutoff_ms],
+        )?;
+        let runs = self.conn.execute(
+            "DELETE FROM runs WHERE status NOT IN ('queued', 'running') AND COALESCE(finished_at, accepted_at) < ?1",
+            [cutoff_ms],
+        )?;
+        Ok((runs as u64, messages as u64))
+    }
+
+    fn info(&mut self) -> Result<StoreInfo, StoreError> {
+        let (boots, sessions, messages) = self.conn.query_row(
+            "SELECT (SELECT COUNT(*) FROM boots), (SELECT COUNT(*) FROM sessions), (SELECT COUNT(*) FROM messages)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
+        Ok(StoreInfo {
+            path: self.path.clone(),
+            boots,
+            sessions,
+            messages,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::turns::*;
+
+    fn turn(key: &str, text: &str, idem: &str) -> NewTurn {
+        NewTurn {
+            session_key: key.into(),
+            agent_id: "main".into(),
+            text: text.into(),
+            idempotency_key: Some(idem.into()),
+            mode: "followup".into(),
+            dedupe_window_ms: 3_600_000,
+            lane_full: false,
+        }
+    }
+
+    fn accept(db: &mut SqliteStore, t: NewTurn) -> RunRecord {
+        match db.accept_turn(&t) {
+            Ok(Acceptance::New(run)) => run,
+            other => panic!("not accepted: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn retention_deletes_old_finished_turns_and_keeps_waiting_ones() {
+        let dir = std::env::temp_dir().join(format!("troupe-retention-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut db = SqliteStore::open(&dir.join("t.db")).unwrap();
+        let old = accept(&mut db, turn("agent:main:a", "old", "k1"));
+        let end = RunEnd {
+            status: "ok".into(),
+            output: "old reply".into(),
+            ..RunEnd::default()
+        };
+        db.finish_run(&old.id, &end).unwrap();
+        let waiting = accept(&mut db, turn("agent:main:a", "still waiting", "k2"));
+        // Both happened "long ago".
+        db.conn
+            .execute("UPDATE messages SET ts = 1000", [])
+            .unwrap();
+        db.conn
+            .execute("UPDATE runs SET accepted_at = 1000, finished_at = CASE WHEN finished_at IS NULL THEN NULL ELSE 1000 END", [])
+            .unwrap();
+        let (runs, messages) = db.sweep_older_than(2000).unwrap();
+        assert_eq!(
+            (runs, messages),
+            (1, 2),
+            "the finished turn and its two messages"
+        );
+        assert!(db.get_run(&old.id).unwrap().is_none());
+        assert!(db.get_run(&waiting.id).unwrap().is_some());
+        let page = db
+            .history("agent:main:a", HistoryPage::new(10, None))
+            .unwrap();
+        let texts: Vec<&str> = page.messages.iter().map(|m| m.text.as_str()).collect();
+        assert_eq!(texts, ["still waiting"]);
+        assert!(page.messages[0].queued);
+        drop(db);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn idempotency_keys_are_per_session_and_history_pages_by_bytes() {
+        let dir = std::env::temp_dir().join(format!("troupe-idem-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut db = SqliteStore::open(&dir.join("t.db")).unwrap();
+        let a = accept(&mut db, turn("agent:main:a", "x", "same"));
+        let b = accept(&mut db, turn("agent:main:b", "y", "same"));
+        assert_ne!(a.id, b.id);
+        match db.accept_turn(&turn("agent:main:a", "z", "same")).unwrap() {
+            Acceptance::Duplicate(run) => assert_eq!(run.id, a.id),
+            other => panic!("expected the duplicate, got {other:?}"),
+        }
+        for i in 0..5 {
+            accept(
+                &mut db,
+                turn("agent:main:c", &"é".repeat(100), &format!("c{i}")),
+            );
+        }
+        let page = HistoryPage {
+            limit: 100,
+            before: None,
+            max_bytes: 450,
+            max_text_bytes: 150,
+        };
+        let first = db.history("agent:main:c", page).unwrap();
+        assert_eq!(
+            first.messages.len(),
+            3,
+            "three texts of 150 bytes fit in 450"
+        );
+        assert!(first.has_more);
+        assert!(
+            first
+                .messages
+                .iter()
+                .all(|m| m.truncated && m.bytes == Some(200))
+        );
+        assert!(first.messages.iter().all(|m| m.text.len() == 150));
+        let rest = db
+            .history(
+                "agent:main:c",
+                HistoryPage {
+                    before: first.next_before,
+                    ..page
+                },
+            )
+            .unwrap();
+        assert_eq!(rest.messages.len(), 2);
+        assert!(!rest.has_more);
+        assert!(rest.messages.last().unwrap().id < first.messages[0].id);
+        drop(db);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[cfg(test)]
+mod upgrade_tests {
+    use super::*;
+
+    #[test]
+    fn a_database_migrated_by_sqlx_is_taken_over_without_reapplying() {
+        let dir = std::env::temp_dir().join(format!("troupe-upgrade-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("old.db");
+        {
+            // What an earlier Troupe left: schema 1-4 and sqlx's ledger of them.
+            let conn = Connection::open(&path).unwrap();
+            for (_, sql) in &MIGRATIONS[..4] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.execute_batch(
+                "CREATE TABLE _sqlx_migrations (version BIGINT PRIMARY KEY, success BOOLEAN NOT NULL);
+                 INSERT INTO _sqlx_migrations VALUES (1, 1), (2, 1), (3, 1), (4, 1);
+                 INSERT INTO sessions VALUES ('agent:main:main', 'main', 1, 1);
+                 INSERT INTO messages (session_key, role, text, run_id, ts) VALUES ('agent:main:main', 'user', 'kept', NULL, 1);",
+            )
+            .unwrap();
+        }
+        let mut db = SqliteStore::open(&path).unwrap();
+        let version: i64 = db
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, MIGRATIONS.len() as i64);
+        let page = db
+            .history(
+                "agent:main:main",
+                crate::store::turns::HistoryPage::new(10, None),
+            )
+            .unwrap();
+        assert_eq!(page.messages.len(), 1, "old data kept");
+        drop(db);
+        // Opening again applies nothing twice.
+        SqliteStore::open(&path).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
