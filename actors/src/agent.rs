@@ -134,7 +134,7 @@ impl AgentActor {
     pub fn spec(settings: AgentSettings) -> ChildSpec {
         let id = format!("agent:{}", settings.summary.id);
         ChildSpec::new(id, "agent", move |link: ChildLink| {
-            let arbiter = Arbiter::new();
+            let arbiter = crate::supervisor::child_arbiter(&link.id.to_string());
             let settings = settings.clone();
             let addr = AgentActor::start_in_arbiter(&arbiter.handle(), move |_| AgentActor {
                 settings,

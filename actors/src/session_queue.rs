@@ -65,7 +65,7 @@ impl SessionQueueActor {
     /// The child spec of `session-queue` (own arbiter).
     pub fn spec(settings: QueueSettings) -> ChildSpec {
         ChildSpec::new("session-queue", "session-queue", move |link: ChildLink| {
-            let arbiter = Arbiter::new();
+            let arbiter = crate::supervisor::child_arbiter("session-queue");
             let settings = settings.clone();
             let addr = SessionQueueActor::start_in_arbiter(&arbiter.handle(), move |_| {
                 SessionQueueActor {

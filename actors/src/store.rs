@@ -210,7 +210,7 @@ impl StoreActor {
     /// start and every [`RETENTION_SWEEP_EVERY`].
     pub fn spec(path: PathBuf, retention: Option<Duration>) -> ChildSpec {
         ChildSpec::new("store", "store", move |link: ChildLink| {
-            let arbiter = Arbiter::new();
+            let arbiter = crate::supervisor::child_arbiter("store");
             let path = path.clone();
             let addr = StoreActor::start_in_arbiter(&arbiter.handle(), move |_| StoreActor {
                 path,

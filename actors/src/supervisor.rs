@@ -475,6 +475,18 @@ impl SupervisorActor {
     }
 }
 
+/// A new arbiter (thread) for the child `id`: every log line written on it carries the
+/// span `actor{id=...}`, so a line says which node of the tree wrote it.
+pub fn child_arbiter(id: &str) -> actix::Arbiter {
+    let arbiter = actix::Arbiter::new();
+    let id = id.to_string();
+    arbiter.spawn_fn(move || {
+        // Entered for the thread's whole life (it runs only this child).
+        std::mem::forget(tracing::info_span!("actor", id = %id).entered());
+    });
+    arbiter
+}
+
 /// Finds a child's current address anywhere in the tree (the registry: addresses change
 /// on restart, ids do not).
 pub async fn lookup<A: Actor>(root: &Addr<SupervisorActor>, id: &str) -> Option<Addr<A>> {

@@ -90,7 +90,7 @@ fn supervisor_spec(
 ) -> ChildSpec {
     let id = config.id.to_string();
     ChildSpec::new(id, "supervisor", move |link: ChildLink| {
-        let arbiter = Arbiter::new();
+        let arbiter = crate::supervisor::child_arbiter(&link.id.to_string());
         let config = config.clone();
         let specs = children();
         let addr = SupervisorActor::start_in_arbiter(&arbiter.handle(), move |_| {
