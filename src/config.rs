@@ -7,6 +7,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod channels;
+
 use config::{Environment, File, FileFormat};
 use serde::Deserialize;
 use troupe_actors::gateway::{AgentSummary, Secret};
@@ -134,6 +136,8 @@ pub struct Config {
     pub store_path: PathBuf,
     /// Agents.
     pub agents: Vec<AgentSummary>,
+    /// Chat-platform accounts (`[[channels.telegram]]`).
+    pub channels: troupe_actors::channels::ChannelAccounts,
 }
 
 #[derive(Deserialize)]
@@ -149,6 +153,8 @@ struct Raw {
     agents: Vec<RawAgent>,
     #[serde(default)]
     pricing: Vec<RawPrice>,
+    #[serde(default)]
+    channels: channels::RawChannels,
 }
 
 #[derive(Deserialize, Clone)]
@@ -596,6 +602,7 @@ fn validate(
         0 => (4 * cores).max(8),
         n => n,
     };
+    let channels = channels::accounts(raw.channels, env, &mut bad);
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }
@@ -653,6 +660,7 @@ fn validate(
         log_level,
         store_path: raw.store.path,
         agents,
+        channels,
     })
 }
 

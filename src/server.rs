@@ -238,6 +238,7 @@ async fn serve(
         agents_intensity: config.agents_intensity,
         ping_interval: config.ping_interval,
         hang_timeout: config.hang_timeout,
+        channels: config.channels.clone(),
         queue: QueueSettings {
             max_concurrent: config.max_concurrent_runs,
             lane_capacity: config.lane_capacity,

@@ -2,6 +2,7 @@
 //! write goes through this actor, one at a time in arrival order ([`StoreWrite`]); reads
 //! ([`StoreRead`]) do not wait behind writes. The queries are in [`turns`].
 
+pub mod channels;
 pub mod turns;
 
 use std::path::PathBuf;
