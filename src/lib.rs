@@ -67,6 +67,20 @@ pub fn dispatch(cli: Cli) -> i32 {
             session,
             client,
         } => chat::run(&paths, &env, agent, session, &client),
+        Command::Pairing { command } => match command {
+            cli::PairingCommand::List { client } => {
+                call(&paths, &env, "pairing.list", None, false, &client)
+            }
+            cli::PairingCommand::Approve { code, client } => {
+                let params = serde_json::json!({ "code": code }).to_string();
+                call(&paths, &env, "pairing.approve", Some(params), false, &client)
+            }
+        },
+        Command::Channels { command } => match command {
+            cli::ChannelsCommand::Status { client } => {
+                call(&paths, &env, "channels.status", None, false, &client)
+            }
+        },
     }
 }
 
