@@ -73,7 +73,14 @@ pub fn dispatch(cli: Cli) -> i32 {
             }
             cli::PairingCommand::Approve { code, client } => {
                 let params = serde_json::json!({ "code": code }).to_string();
-                call(&paths, &env, "pairing.approve", Some(params), false, &client)
+                call(
+                    &paths,
+                    &env,
+                    "pairing.approve",
+                    Some(params),
+                    false,
+                    &client,
+                )
             }
         },
         Command::Channels { command } => match command {

@@ -177,7 +177,11 @@ pub async fn status(gateway: &Gateway) -> Value {
     json!({ "channels": out })
 }
 
-async fn account_status(gateway: &Gateway, node: &TreeNode, store: Option<&Addr<StoreActor>>) -> Value {
+async fn account_status(
+    gateway: &Gateway,
+    node: &TreeNode,
+    store: Option<&Addr<StoreActor>>,
+) -> Value {
     let (channel, account) = node.id.split_once(':').unwrap_or((node.kind.as_str(), ""));
     let snapshot = match channel {
         "telegram" => match lookup::<telegram::TelegramActor>(&gateway.root, &node.id).await {
@@ -201,11 +205,10 @@ async fn account_status(gateway: &Gateway, node: &TreeNode, store: Option<&Addr<
         None => None,
     };
     let snapshot = snapshot.unwrap_or_default();
-    let last_error = snapshot.last_error.clone().or_else(|| {
-        node.last_exit
-            .as_ref()
-            .and_then(|e| e.message.clone())
-    });
+    let last_error = snapshot
+        .last_error
+        .clone()
+        .or_else(|| node.last_exit.as_ref().and_then(|e| e.message.clone()));
     json!({
         "id": node.id,
         "channel": channel,
@@ -225,7 +228,9 @@ async fn account_status(gateway: &Gateway, node: &TreeNode, store: Option<&Addr<
 }
 
 /// The store's current address, waiting a few seconds while it (re)starts.
-pub(crate) async fn store_of(root: &Addr<SupervisorActor>) -> Result<Addr<StoreActor>, ChannelError> {
+pub(crate) async fn store_of(
+    root: &Addr<SupervisorActor>,
+) -> Result<Addr<StoreActor>, ChannelError> {
     lookup_patiently::<StoreActor>(root, "store")
         .await
         .ok_or_else(|| ChannelError::Store("the store is not running".into()))

@@ -55,13 +55,19 @@ pub(super) fn accounts(
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
         if !valid_name {
-            bad(&key("account"), format!("{account:?} must be letters, digits, '-' or '_'"));
+            bad(
+                &key("account"),
+                format!("{account:?} must be letters, digits, '-' or '_'"),
+            );
         } else if !seen.insert(account.clone()) {
             bad(&key("account"), format!("{account:?} is configured twice"));
         }
         let token = match (t.token_env, t.token_file) {
             (Some(_), Some(_)) => {
-                bad(&key("token_file"), "set token_env or token_file, not both".into());
+                bad(
+                    &key("token_file"),
+                    "set token_env or token_file, not both".into(),
+                );
                 None
             }
             (None, Some(file)) if file.trim().is_empty() => {
@@ -91,7 +97,10 @@ pub(super) fn accounts(
         if !(api_url.starts_with("http://") || api_url.starts_with("https://"))
             || reqwest_like_host(&api_url).is_none()
         {
-            bad(&key("api_url"), format!("{api_url:?} must be an http:// or https:// URL"));
+            bad(
+                &key("api_url"),
+                format!("{api_url:?} must be an http:// or https:// URL"),
+            );
         }
         let agent = t.agent.unwrap_or_else(|| "main".into());
         if agent.trim().is_empty() {
@@ -173,8 +182,10 @@ mod tests {
 
     fn parse(toml_text: &str, env: &[(&str, &str)]) -> (ChannelAccounts, Vec<String>) {
         let raw: RawChannels = toml::from_str(toml_text).expect("toml");
-        let env: HashMap<String, String> =
-            env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let mut errors = Vec::new();
         let accounts = accounts(raw, &env, &mut |k, why| errors.push(format!("{k}: {why}")));
         (accounts, errors)
@@ -191,7 +202,10 @@ mod tests {
         assert_eq!(t.group_policy, GroupPolicy::Mention);
         assert_eq!(t.poll_timeout, Duration::from_secs(10));
         assert!(matches!(&t.token, TokenSource::Value(s) if s.0 == "1:abc"));
-        assert!(!format!("{t:?}").contains("1:abc"), "the token leaks through Debug");
+        assert!(
+            !format!("{t:?}").contains("1:abc"),
+            "the token leaks through Debug"
+        );
     }
 
     #[test]
@@ -216,7 +230,10 @@ poll_timeout_secs = 0
             "channels.telegram[0].allow_from[0]",
             "channels.telegram[0].poll_timeout_secs",
         ] {
-            assert!(errors.iter().any(|e| e.starts_with(key)), "no error for {key}: {errors:?}");
+            assert!(
+                errors.iter().any(|e| e.starts_with(key)),
+                "no error for {key}: {errors:?}"
+            );
         }
     }
 
@@ -224,7 +241,17 @@ poll_timeout_secs = 0
     fn duplicate_accounts_and_two_token_sources_are_refused() {
         let text = "[[telegram]]\ntoken_file = \"/t\"\n[[telegram]]\ntoken_file = \"/t\"\ntoken_env = \"X\"\n";
         let (_, errors) = parse(text, &[]);
-        assert!(errors.iter().any(|e| e.starts_with("channels.telegram[1].account")), "{errors:?}");
-        assert!(errors.iter().any(|e| e.starts_with("channels.telegram[1].token_file")), "{errors:?}");
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with("channels.telegram[1].account")),
+            "{errors:?}"
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with("channels.telegram[1].token_file")),
+            "{errors:?}"
+        );
     }
 }

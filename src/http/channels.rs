@@ -11,13 +11,20 @@ use troupe_actors::gateway::Gateway;
 use super::{ApiError, authorize, json_body};
 
 /// `GET /api/channels`.
-pub async fn status(req: HttpRequest, gateway: web::Data<Gateway>) -> Result<HttpResponse, ApiError> {
+pub async fn status(
+    req: HttpRequest,
+    gateway: web::Data<Gateway>,
+) -> Result<HttpResponse, ApiError> {
     authorize(&req, &gateway)?;
     Ok(HttpResponse::Ok().json(channels::status(&gateway).await))
 }
 
 fn unavailable(err: channels::ChannelError) -> ApiError {
-    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", err.to_string())
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "UNAVAILABLE",
+        err.to_string(),
+    )
 }
 
 /// `GET /api/pairing`: pending pairing requests.
@@ -41,12 +48,18 @@ pub async fn approve(
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &gateway)?;
     let body: ApproveBody = json_body(&req, &body)?;
-    match pairing::approve(&gateway.root, &body.code).await.map_err(unavailable)? {
+    match pairing::approve(&gateway.root, &body.code)
+        .await
+        .map_err(unavailable)?
+    {
         Some(approved) => Ok(HttpResponse::Ok().json(json!({ "approved": approved }))),
         None => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "UNKNOWN_CODE",
-            format!("no pending pairing request has code {:?} (unknown or expired)", body.code),
+            format!(
+                "no pending pairing request has code {:?} (unknown or expired)",
+                body.code
+            ),
         )),
     }
 }

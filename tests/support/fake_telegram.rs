@@ -46,6 +46,7 @@ struct Inner {
     parse_rejections: u32,
     stall_polls: bool,
     hold_sends: bool,
+    hold_epoch: u64,
     held: HashMap<i64, usize>,
     polls_completed: u64,
 }
@@ -138,7 +139,10 @@ impl FakeTelegram {
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.shared.inner.lock().unwrap_or_else(PoisonError::into_inner)
+        self.shared
+            .inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Queues a raw update object (its `update_id` is kept if present).
@@ -240,6 +244,17 @@ impl FakeTelegram {
     /// `sendMessage` requests wait unanswered and unrecorded (or go on).
     pub fn hold_sends(&self, hold: bool) {
         self.lock().hold_sends = hold;
+        self.shared.changed.notify_waiters();
+    }
+
+    /// Ends the hold; the sends held so far are dropped unrecorded, as if their client
+    /// died before Telegram processed them (they are answered with an error nobody reads).
+    pub fn drop_held_sends(&self) {
+        {
+            let mut inner = self.lock();
+            inner.hold_epoch += 1;
+            inner.hold_sends = false;
+        }
         self.shared.changed.notify_waiters();
     }
 
@@ -384,16 +399,21 @@ async fn send_message(shared: &Shared, params: &Value) -> HttpResponse {
     let text = params["text"].as_str().unwrap_or("").to_string();
     let parse_mode = params["parse_mode"].as_str().map(str::to_string);
     let mut guard = None;
+    let mut epoch = None;
     loop {
         let changed = shared.changed.notified();
         tokio::pin!(changed);
         changed.as_mut().enable();
         {
             let mut inner = lock(shared);
+            if epoch.is_some_and(|e| e != inner.hold_epoch) {
+                return api_error(400, "Bad Request: dropped with its client", None);
+            }
             if !inner.hold_sends {
                 break;
             }
             if guard.is_none() {
+                epoch = Some(inner.hold_epoch);
                 *inner.held.entry(chat).or_default() += 1;
                 guard = Some(HeldGuard { shared, chat });
             }

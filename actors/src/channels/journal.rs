@@ -47,7 +47,10 @@ impl Route {
 
 /// Runs the turn of a journaled message (or finds the run of an earlier attempt), records
 /// its reply as deliveries and closes the message. Returns the deliveries to send, in order.
-pub async fn answer(route: &Route, inbound: &InboundRecord) -> Result<Vec<DeliveryRecord>, ChannelError> {
+pub async fn answer(
+    route: &Route,
+    inbound: &InboundRecord,
+) -> Result<Vec<DeliveryRecord>, ChannelError> {
     let key = route.idempotency_key(inbound);
     let mut summary = run_once(route, inbound, key.clone()).await?;
     let interrupted = summary.status == "error"
@@ -67,7 +70,9 @@ pub async fn answer(route: &Route, inbound: &InboundRecord) -> Result<Vec<Delive
     let store = store_of(&route.root).await?;
     store
         .send(StoreWrite::new(move |pool| {
-            Box::pin(async move { queries::record_reply(&pool, &acc, &inbound, &run_id, &parts).await })
+            Box::pin(
+                async move { queries::record_reply(&pool, &acc, &inbound, &run_id, &parts).await },
+            )
         }))
         .await
         .map_err(|e| ChannelError::Store(e.to_string()))?
@@ -93,7 +98,11 @@ async fn queue_of(root: &Addr<SupervisorActor>) -> Result<Addr<SessionQueueActor
         .ok_or_else(|| ChannelError::Queue("the session queue is not running".into()))
 }
 
-async fn run_once(route: &Route, inbound: &InboundRecord, key: String) -> Result<RunSummary, ChannelError> {
+async fn run_once(
+    route: &Route,
+    inbound: &InboundRecord,
+    key: String,
+) -> Result<RunSummary, ChannelError> {
     let mut attempt = 0;
     let accepted = loop {
         let queue = queue_of(&route.root).await?;
@@ -107,7 +116,9 @@ async fn run_once(route: &Route, inbound: &InboundRecord, key: String) -> Result
         };
         match queue.send(submit).await {
             Ok(Ok(accepted)) => break accepted,
-            Ok(Err(QueueError::LaneFull { retry_after_ms, .. })) if attempt < LANE_FULL_ATTEMPTS => {
+            Ok(Err(QueueError::LaneFull { retry_after_ms, .. }))
+                if attempt < LANE_FULL_ATTEMPTS =>
+            {
                 attempt += 1;
                 tokio::time::sleep(Duration::from_millis(retry_after_ms.max(100))).await;
             }

@@ -34,7 +34,11 @@ pub fn split_message(text: &str, limit: usize) -> Vec<String> {
         let cut = ["\n\n", "\n", " "]
             .iter()
             .find_map(|sep| window.rfind(sep).filter(|&at| at > 0))
-            .unwrap_or(window.len().max(rest.chars().next().map_or(1, char::len_utf8)));
+            .unwrap_or(
+                window
+                    .len()
+                    .max(rest.chars().next().map_or(1, char::len_utf8)),
+            );
         let (head, tail) = rest.split_at(cut);
         let head = head.trim_end();
         if !head.is_empty() {
@@ -58,9 +62,18 @@ mod tests {
     #[test]
     fn prefers_paragraph_then_line_then_word_boundaries() {
         let text = "aaaa bbbb\ncccc\n\ndddd eeee";
-        assert_eq!(split_message(text, 16), vec!["aaaa bbbb\ncccc", "dddd eeee"]);
-        assert_eq!(split_message("aaaa bbbb\ncccc dd", 12), vec!["aaaa bbbb", "cccc dd"]);
-        assert_eq!(split_message("aaaa bbbb cccc", 10), vec!["aaaa bbbb", "cccc"]);
+        assert_eq!(
+            split_message(text, 16),
+            vec!["aaaa bbbb\ncccc", "dddd eeee"]
+        );
+        assert_eq!(
+            split_message("aaaa bbbb\ncccc dd", 12),
+            vec!["aaaa bbbb", "cccc dd"]
+        );
+        assert_eq!(
+            split_message("aaaa bbbb cccc", 10),
+            vec!["aaaa bbbb", "cccc"]
+        );
     }
 
     #[test]

@@ -28,7 +28,9 @@ use crate::messages::Shutdown;
 use crate::now_ms;
 use crate::store::StoreWrite;
 use crate::store::channels::{self as queries, Account, DeliveryRecord, InboundRecord, NewInbound};
-use crate::supervisor::{ChildHandle, ChildLink, ChildSpec, ExitGuard, SupervisorActor, StartError};
+use crate::supervisor::{
+    ChildHandle, ChildLink, ChildSpec, ExitGuard, StartError, SupervisorActor,
+};
 
 /// Telegram's message length limit (UTF-16 units).
 pub const MESSAGE_LIMIT: usize = 4096;
@@ -301,7 +303,8 @@ impl TelegramActor {
             }
             Err(RequestError::Api(ApiError::TerminatedByOtherGetUpdates)) => {
                 self.conflicts += 1;
-                let delay = Duration::from_secs(1u64 << self.conflicts.min(6)).min(MAX_CONFLICT_DELAY);
+                let delay =
+                    Duration::from_secs(1u64 << self.conflicts.min(6)).min(MAX_CONFLICT_DELAY);
                 self.snapshot.conflict = true;
                 self.snapshot.last_error = Some(format!(
                     "getUpdates: 409 Conflict: another client is polling this bot (webhook set or a second gateway); retrying in {} s",
@@ -315,7 +318,10 @@ impl TelegramActor {
                 let why = format!("getUpdates failed: {}", self.error_text(&e));
                 self.snapshot.last_error = Some(why.clone());
                 if self.poll_failures >= MAX_POLL_FAILURES {
-                    return self.fail(format!("{why} ({} times in a row)", self.poll_failures), ctx);
+                    return self.fail(
+                        format!("{why} ({} times in a row)", self.poll_failures),
+                        ctx,
+                    );
                 }
                 let delay = Duration::from_secs(1u64 << self.poll_failures.min(4));
                 ctx.run_later(delay, |act, ctx| act.poll(ctx));
@@ -396,8 +402,13 @@ impl TelegramActor {
         let sender = from.id.0.to_string();
         let chat = m.chat.id.0.to_string();
         let (gate, session_key, text) = if m.chat.is_private() {
-            let gate = pairing::dm_gate(self.settings.dm_policy, &self.settings.allow_from, &sender)?;
-            (gate, format!("agent:{agent}:telegram:dm:{sender}"), text.to_string())
+            let gate =
+                pairing::dm_gate(self.settings.dm_policy, &self.settings.allow_from, &sender)?;
+            (
+                gate,
+                format!("agent:{agent}:telegram:dm:{sender}"),
+                text.to_string(),
+            )
         } else {
             let me = self.me.as_ref()?;
             let mention = format!("@{}", me.username);
@@ -446,7 +457,11 @@ fn strip_mention(text: &str, mention: &str) -> String {
             out.push_str(&text[..at]);
             out.push_str(&text[at + mention.len()..]);
             let out = out.trim().to_string();
-            if out.is_empty() { text.trim().to_string() } else { out }
+            if out.is_empty() {
+                text.trim().to_string()
+            } else {
+                out
+            }
         }
         _ => text.trim().to_string(),
     }
@@ -457,7 +472,10 @@ fn resolve_token(settings: &TelegramSettings) -> Result<String, ChannelError> {
         TokenSource::Value(secret) => secret.0.trim().to_string(),
         TokenSource::File(path) => std::fs::read_to_string(path)
             .map_err(|e| {
-                ChannelError::Config(format!("cannot read the token file {}: {e}", path.display()))
+                ChannelError::Config(format!(
+                    "cannot read the token file {}: {e}",
+                    path.display()
+                ))
             })?
             .trim()
             .to_string(),
@@ -530,7 +548,10 @@ mod tests {
     #[test]
     fn mention_is_stripped_case_insensitively() {
         assert_eq!(strip_mention("@TroupeBot hello", "@troupebot"), "hello");
-        assert_eq!(strip_mention("hi @troupebot there", "@troupebot"), "hi  there");
+        assert_eq!(
+            strip_mention("hi @troupebot there", "@troupebot"),
+            "hi  there"
+        );
         assert_eq!(strip_mention("@troupebot", "@troupebot"), "@troupebot");
         assert_eq!(strip_mention("no mention", "@troupebot"), "no mention");
     }

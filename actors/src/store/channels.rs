@@ -147,11 +147,12 @@ fn delivery_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<DeliveryRecord, St
 
 /// The saved poll offset of an account.
 pub async fn load_offset(pool: &SqlitePool, acc: &Account) -> Result<Option<i64>, StoreError> {
-    let row = sqlx::query("SELECT next_offset FROM channel_offsets WHERE channel = ? AND account = ?")
-        .bind(&acc.channel)
-        .bind(&acc.account)
-        .fetch_optional(pool)
-        .await?;
+    let row =
+        sqlx::query("SELECT next_offset FROM channel_offsets WHERE channel = ? AND account = ?")
+            .bind(&acc.channel)
+            .bind(&acc.account)
+            .fetch_optional(pool)
+            .await?;
     Ok(match row {
         Some(r) => Some(r.try_get("next_offset")?),
         None => None,
@@ -228,7 +229,8 @@ pub async fn journal_batch(
                      Please try again later."
                 .to_string(),
         };
-        let delivery = insert_delivery(&mut tx, acc, &item.chat_id, Some(id), 0, &text, now).await?;
+        let delivery =
+            insert_delivery(&mut tx, acc, &item.chat_id, Some(id), 0, &text, now).await?;
         out.notices.push(delivery);
     }
     if let Some(offset) = next_offset {
@@ -384,8 +386,16 @@ pub async fn record_reply(
     .await?;
     if open.rows_affected() == 1 {
         for (i, part) in parts.iter().enumerate() {
-            let d = insert_delivery(&mut tx, acc, &inbound.chat_id, Some(inbound.id), i as i64, part, now)
-                .await?;
+            let d = insert_delivery(
+                &mut tx,
+                acc,
+                &inbound.chat_id,
+                Some(inbound.id),
+                i as i64,
+                part,
+                now,
+            )
+            .await?;
             out.push(d);
         }
     }

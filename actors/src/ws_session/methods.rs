@@ -196,30 +196,30 @@ impl WsSessionActor {
         use crate::channels::{self, pairing};
         let root = self.gateway.root.clone();
         let gateway = self.gateway.clone();
-        let work: std::pin::Pin<Box<dyn Future<Output = Result<Value, ErrorShape>>>> =
-            match method {
-                "channels.status" => Box::pin(async move { Ok(channels::status(&gateway).await) }),
-                "pairing.list" => Box::pin(async move {
-                    let pending = pairing::list(&root)
-                        .await
-                        .map_err(|e| ErrorShape::unavailable(e.to_string(), 1000))?;
-                    Ok(json!({ "pending": pending }))
+        let work: std::pin::Pin<Box<dyn Future<Output = Result<Value, ErrorShape>>>> = match method
+        {
+            "channels.status" => Box::pin(async move { Ok(channels::status(&gateway).await) }),
+            "pairing.list" => Box::pin(async move {
+                let pending = pairing::list(&root)
+                    .await
+                    .map_err(|e| ErrorShape::unavailable(e.to_string(), 1000))?;
+                Ok(json!({ "pending": pending }))
+            }),
+            _ => match parse::<ApproveParams>(method, params) {
+                Ok(p) => Box::pin(async move {
+                    match pairing::approve(&root, &p.code).await {
+                        Ok(Some(approved)) => Ok(json!({ "approved": approved })),
+                        Ok(None) => Err(ErrorShape::invalid(format!(
+                            "no pending pairing request has code {:?} (unknown or expired)",
+                            p.code
+                        ))
+                        .with_detail("UNKNOWN_CODE")),
+                        Err(e) => Err(ErrorShape::unavailable(e.to_string(), 1000)),
+                    }
                 }),
-                _ => match parse::<ApproveParams>(method, params) {
-                    Ok(p) => Box::pin(async move {
-                        match pairing::approve(&root, &p.code).await {
-                            Ok(Some(approved)) => Ok(json!({ "approved": approved })),
-                            Ok(None) => Err(ErrorShape::invalid(format!(
-                                "no pending pairing request has code {:?} (unknown or expired)",
-                                p.code
-                            ))
-                            .with_detail("UNKNOWN_CODE")),
-                            Err(e) => Err(ErrorShape::unavailable(e.to_string(), 1000)),
-                        }
-                    }),
-                    Err(error) => Box::pin(async move { Err(error) }),
-                },
-            };
+                Err(error) => Box::pin(async move { Err(error) }),
+            },
+        };
         ctx.spawn(work.into_actor(self).map(move |result, act, ctx| {
             act.respond(id, result, ctx);
         }));

@@ -23,7 +23,11 @@ const MAX_RATE_LIMITED: u32 = 10;
 /// Sends deliveries in order; returns how many went out. A delivery Telegram refuses for
 /// good (chat gone, bot blocked) is marked failed and skipped; a network failure stops here
 /// with the rest still pending in the store.
-pub async fn deliver(bot: &Bot, route: &Route, deliveries: Vec<DeliveryRecord>) -> Result<usize, ChannelError> {
+pub async fn deliver(
+    bot: &Bot,
+    route: &Route,
+    deliveries: Vec<DeliveryRecord>,
+) -> Result<usize, ChannelError> {
     let mut sent = 0;
     for d in deliveries {
         let outcome = send_text(bot, &d.chat_id, &d.text).await;
@@ -80,12 +84,18 @@ pub async fn send_text(bot: &Bot, chat: &str, text: &str) -> Result<String, Chan
             }
             Err(RequestError::RetryAfter(wait)) if limited < MAX_RATE_LIMITED => {
                 limited += 1;
-                tracing::info!(retry_after_s = wait.seconds(), "telegram rate limit; waiting");
+                tracing::info!(
+                    retry_after_s = wait.seconds(),
+                    "telegram rate limit; waiting"
+                );
                 tokio::time::sleep(wait.duration()).await;
             }
             Err(RequestError::Api(e)) => return Err(ChannelError::Refused(e.to_string())),
             Err(RequestError::MigrateToChatId(to)) => {
-                return Err(ChannelError::Refused(format!("the group moved to chat {}", to.0)));
+                return Err(ChannelError::Refused(format!(
+                    "the group moved to chat {}",
+                    to.0
+                )));
             }
             Err(e) => return Err(ChannelError::Unreachable(format!("sendMessage: {e}"))),
         }
