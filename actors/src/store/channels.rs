@@ -508,3 +508,159 @@ pub async fn approve_pairing(
     tx.commit().await?;
     Ok(Some(record))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn pool() -> (SqlitePool, std::path::PathBuf) {
+        let path =
+            std::env::temp_dir().join(format!("troupe-channels-{}.db", uuid::Uuid::new_v4()));
+        let pool = crate::store::open(&path).await.expect("open store");
+        (pool, path)
+    }
+
+    fn cleanup(path: &std::path::Path) {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+    }
+
+    fn acc() -> Account {
+        Account {
+            channel: "telegram".into(),
+            account: "main".into(),
+        }
+    }
+
+    fn item(chat: &str, message: &str, sender: &str, gate: Gate) -> NewInbound {
+        NewInbound {
+            chat_id: chat.into(),
+            message_id: message.into(),
+            sender_id: sender.into(),
+            sender_name: format!("User {sender}"),
+            session_key: format!("agent:main:telegram:dm:{sender}"),
+            text: format!("text {message}"),
+            gate,
+        }
+    }
+
+    fn rules(code: &str) -> PairingRules {
+        PairingRules {
+            fresh_code: code.into(),
+            ttl_ms: 3_600_000,
+            max_pending: 3,
+        }
+    }
+
+    #[tokio::test]
+    async fn journal_dedupes_per_chat_and_message_and_keeps_the_highest_offset() {
+        let (pool, path) = pool().await;
+        let batch = vec![
+            item("1", "7", "1", Gate::Pass),
+            item("1", "7", "1", Gate::Pass),
+            item("2", "7", "2", Gate::Pass),
+        ];
+        let out = journal_batch(&pool, &acc(), batch, Some(10), &rules("AAAA"))
+            .await
+            .unwrap();
+        assert_eq!(out.accepted.len(), 2);
+        assert_eq!(out.duplicates, 1);
+        let again = journal_batch(
+            &pool,
+            &acc(),
+            vec![item("1", "7", "1", Gate::Pass)],
+            Some(5),
+            &rules("AAAA"),
+        )
+        .await
+        .unwrap();
+        assert_eq!((again.accepted.len(), again.duplicates), (0, 1));
+        assert_eq!(load_offset(&pool, &acc()).await.unwrap(), Some(10));
+        assert_eq!(pending_inbound(&pool, &acc()).await.unwrap().len(), 2);
+        cleanup(&path);
+    }
+
+    #[tokio::test]
+    async fn a_reply_is_recorded_once_and_closes_its_message() {
+        let (pool, path) = pool().await;
+        let out = journal_batch(
+            &pool,
+            &acc(),
+            vec![item("1", "1", "1", Gate::Pass)],
+            None,
+            &rules("A"),
+        )
+        .await
+        .unwrap();
+        let inbound = &out.accepted[0];
+        let parts = vec!["one".to_string(), "two".to_string()];
+        let first = record_reply(&pool, &acc(), inbound, "run-1", &parts)
+            .await
+            .unwrap();
+        assert_eq!(first.len(), 2);
+        let second = record_reply(&pool, &acc(), inbound, "run-1", &parts)
+            .await
+            .unwrap();
+        assert!(second.is_empty(), "a reply was recorded twice");
+        assert!(pending_inbound(&pool, &acc()).await.unwrap().is_empty());
+        mark_sent(&pool, first[0].id, "100").await.unwrap();
+        let pending = pending_deliveries(&pool, &acc()).await.unwrap();
+        assert_eq!(
+            pending.iter().map(|d| d.text.as_str()).collect::<Vec<_>>(),
+            ["two"]
+        );
+        assert_eq!(count_pending(&pool, &acc()).await.unwrap(), 1);
+        cleanup(&path);
+    }
+
+    #[tokio::test]
+    async fn pairing_gives_one_code_per_sender_at_most_three_and_approval_lets_them_in() {
+        let (pool, path) = pool().await;
+        let pair = Gate::Approved { pair: true };
+        let mut codes = Vec::new();
+        for sender in ["1", "2", "3", "4"] {
+            let code = format!("CODE{sender}");
+            let out = journal_batch(
+                &pool,
+                &acc(),
+                vec![item(sender, "1", sender, pair)],
+                None,
+                &rules(&code),
+            )
+            .await
+            .unwrap();
+            assert!(out.accepted.is_empty(), "an unpaired sender got through");
+            codes.push(out.notices[0].text.clone());
+        }
+        assert!(codes[0].contains("CODE1") && codes[2].contains("CODE3"));
+        assert!(codes[3].contains("too many"), "{}", codes[3]);
+        let repeat = journal_batch(
+            &pool,
+            &acc(),
+            vec![item("1", "2", "1", pair)],
+            None,
+            &rules("OTHER"),
+        )
+        .await
+        .unwrap();
+        assert!(repeat.notices[0].text.contains("CODE1"), "the code changed");
+        assert_eq!(list_pairings(&pool).await.unwrap().len(), 3);
+        assert!(approve_pairing(&pool, "NOPE").await.unwrap().is_none());
+        let approved = approve_pairing(&pool, "CODE2").await.unwrap().unwrap();
+        assert_eq!(approved.sender_id, "2");
+        let after = journal_batch(
+            &pool,
+            &acc(),
+            vec![item("2", "2", "2", pair)],
+            None,
+            &rules("X"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(after.accepted.len(), 1);
+        assert!(after.notices.is_empty());
+        assert_eq!(list_pairings(&pool).await.unwrap().len(), 2);
+        cleanup(&path);
+    }
+}

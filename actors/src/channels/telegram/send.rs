@@ -90,6 +90,9 @@ pub async fn send_text(bot: &Bot, chat: &str, text: &str) -> Result<String, Chan
                 );
                 tokio::time::sleep(wait.duration()).await;
             }
+            Err(RequestError::Api(ApiError::Unknown(why))) if !permanent(&why) => {
+                return Err(ChannelError::Unreachable(format!("sendMessage: {why}")));
+            }
             Err(RequestError::Api(e)) => return Err(ChannelError::Refused(e.to_string())),
             Err(RequestError::MigrateToChatId(to)) => {
                 return Err(ChannelError::Refused(format!(
@@ -102,6 +105,15 @@ pub async fn send_text(bot: &Bot, chat: &str, text: &str) -> Result<String, Chan
     }
 }
 
+/// Whether an error description Telegram gave is a refusal for good (a bad request, a
+/// forbidden chat) rather than a passing failure (a 5xx page, a gateway timeout), which is
+/// retried after the channel restarts.
+fn permanent(description: &str) -> bool {
+    ["Bad Request", "Forbidden", "Unauthorized", "Not Found"]
+        .iter()
+        .any(|p| description.starts_with(p))
+}
+
 /// Shows "typing…" in a chat until dropped (errors are ignored: it is only a hint).
 pub async fn typing_loop(bot: &Bot, chat: &str) {
     let Ok(chat) = chat_id(chat) else {
@@ -110,5 +122,16 @@ pub async fn typing_loop(bot: &Bot, chat: &str) {
     loop {
         let _ = bot.send_chat_action(chat, ChatAction::Typing).send().await;
         tokio::time::sleep(TYPING_EVERY).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passing_failures_are_not_refusals() {
+        assert!(super::permanent("Bad Request: chat not found"));
+        assert!(super::permanent("Forbidden: bot was blocked by the user"));
+        assert!(!super::permanent("Internal Server Error"));
+        assert!(!super::permanent("Bad Gateway"));
     }
 }
