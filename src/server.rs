@@ -127,6 +127,15 @@ pub fn run(
             return exit::CONFIG;
         }
     };
+    for (i, account) in config.channels.telegram.iter().enumerate() {
+        if !agents.iter().any(|a| a.summary.id == account.agent) {
+            eprintln!(
+                "troupe: invalid config: channels.telegram[{i}].agent: no agent {:?} is configured",
+                account.agent
+            );
+            return exit::CONFIG;
+        }
+    }
     let auth = match resolve_auth(&config, paths) {
         Ok(a) => a,
         Err(e) => {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use fake_telegram::{BOT_USERNAME, FakeTelegram};
 use serde_json::{Value, json};
-use support::{TestGateway, WAIT, cli, eventually, node};
+use support::{TestGateway, WAIT, cli, cli_env, eventually, node};
 
 const TOKEN: &str = "123456:TEST-token";
 
@@ -499,4 +499,20 @@ async fn an_unreachable_platform_leaves_the_gateway_ready_and_the_token_never_sh
             "the token leaks into the {what}: {text}"
         );
     }
+}
+
+#[test]
+fn a_channel_naming_an_unknown_agent_or_missing_token_is_refused_at_start_naming_the_key() {
+    let fake = FakeTelegram::start(TOKEN);
+    let home = tempfile::tempdir().expect("tempdir");
+    write_config(home.path(), &fake, "agent = \"ghost\"");
+    let run = ["gateway", "run", "--port", "0"];
+    let (code, _, err) = cli_env(home.path(), &run, &[("TG_TEST_TOKEN", TOKEN)]);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("channels.telegram[0].agent"), "{err}");
+    write_config(home.path(), &fake, "");
+    let (code, _, err) = cli_env(home.path(), &run, &[]);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("channels.telegram[0].token_env"), "{err}");
+    assert!(err.contains("TG_TEST_TOKEN"), "{err}");
 }
