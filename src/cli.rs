@@ -56,6 +56,49 @@ pub enum Command {
         #[command(flatten)]
         client: ClientFlags,
     },
+    /// Approve chat senders who asked to pair (`list`, `approve <code>`).
+    Pairing {
+        /// What to do.
+        #[command(subcommand)]
+        command: PairingCommand,
+    },
+    /// Chat-platform accounts (`status`).
+    Channels {
+        /// What to do.
+        #[command(subcommand)]
+        command: ChannelsCommand,
+    },
+}
+
+/// `troupe pairing ...`.
+#[derive(Debug, Subcommand)]
+pub enum PairingCommand {
+    /// Pending pairing requests (code, channel, account, sender, expiry).
+    List {
+        /// Connection flags.
+        #[command(flatten)]
+        client: ClientFlags,
+    },
+    /// Approve a pairing code: its sender may talk to the agent from now on.
+    Approve {
+        /// The code the sender was given.
+        code: String,
+        /// Connection flags.
+        #[command(flatten)]
+        client: ClientFlags,
+    },
+}
+
+/// `troupe channels ...`.
+#[derive(Debug, Subcommand)]
+pub enum ChannelsCommand {
+    /// Per account: state, connected since, last inbound/outbound, last error, restarts,
+    /// pending deliveries.
+    Status {
+        /// Connection flags.
+        #[command(flatten)]
+        client: ClientFlags,
+    },
 }
 
 /// Flags shared by `run`, `start` and `restart`.

@@ -7,6 +7,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod channels;
+
 use config::{Environment, File, FileFormat};
 use serde::Deserialize;
 use troupe_actors::gateway::{AgentSummary, Secret};
@@ -147,6 +149,8 @@ pub struct Config {
     pub retention: Option<Duration>,
     /// Agents.
     pub agents: Vec<AgentSummary>,
+    /// Chat-platform accounts (`[[channels.telegram]]`).
+    pub channels: troupe_actors::channels::ChannelAccounts,
 }
 
 #[derive(Deserialize)]
@@ -162,6 +166,8 @@ struct Raw {
     agents: Vec<RawAgent>,
     #[serde(default)]
     pricing: Vec<RawPrice>,
+    #[serde(default)]
+    channels: channels::RawChannels,
 }
 
 #[derive(Deserialize, Clone)]
@@ -661,6 +667,7 @@ fn validate(
         0 => (4 * cores).max(8),
         n => n,
     };
+    let channels = channels::accounts(raw.channels, env, &mut bad);
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }
@@ -723,6 +730,7 @@ fn validate(
         retention: (raw.store.retention_days > 0)
             .then(|| Duration::from_secs(raw.store.retention_days.min(36_500) * 86_400)),
         agents,
+        channels,
     })
 }
 

@@ -2,6 +2,7 @@
 
 mod auth;
 mod body_deadline;
+mod channels;
 pub mod connections;
 pub mod edge;
 mod host;
@@ -144,6 +145,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(endpoint("/api/supervisor/restart", POST).route(web::post().to(restart)))
         .service(endpoint("/api/sessions", GET).route(web::get().to(sessions::list)))
         .service(endpoint("/api/usage", GET).route(web::get().to(sessions::usage)))
+        .service(endpoint("/api/channels", GET).route(web::get().to(channels::status)))
+        .service(endpoint("/api/pairing", GET).route(web::get().to(channels::list)))
+        .service(endpoint("/api/pairing/approve", POST).route(web::post().to(channels::approve)))
         .service(
             endpoint("/api/sessions/{key}/messages", "GET, HEAD, POST")
                 .route(web::get().to(sessions::messages))

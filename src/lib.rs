@@ -100,6 +100,27 @@ fn dispatch_command(cli: Cli) -> i32 {
             };
             chat::run(&paths, &env, options, &client)
         }
+        Command::Pairing { command } => match command {
+            cli::PairingCommand::List { client } => {
+                call(&paths, &env, "pairing.list", None, false, &client)
+            }
+            cli::PairingCommand::Approve { code, client } => {
+                let params = serde_json::json!({ "code": code }).to_string();
+                call(
+                    &paths,
+                    &env,
+                    "pairing.approve",
+                    Some(params),
+                    false,
+                    &client,
+                )
+            }
+        },
+        Command::Channels { command } => match command {
+            cli::ChannelsCommand::Status { client } => {
+                call(&paths, &env, "channels.status", None, false, &client)
+            }
+        },
     }
 }
 

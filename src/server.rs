@@ -189,6 +189,15 @@ pub fn run(
             return exit::CONFIG;
         }
     };
+    for (i, account) in config.channels.telegram.iter().enumerate() {
+        if !agents.iter().any(|a| a.summary.id == account.agent) {
+            eprintln!(
+                "troupe: invalid config: channels.telegram[{i}].agent: no agent {:?} is configured",
+                account.agent
+            );
+            return exit::CONFIG;
+        }
+    }
     if !config.bind.is_loopback() && matches!(config.auth, AuthSetting::None) {
         eprintln!(
             "troupe: refusing to bind {} with gateway.auth.mode = \"none\": anyone on the network could drive your agents; enable token auth or bind loopback",
@@ -324,6 +333,7 @@ async fn serve(
         agents_intensity: config.agents_intensity,
         ping_interval: config.ping_interval,
         hang_timeout: config.hang_timeout,
+        channels: config.channels.clone(),
         queue: QueueSettings {
             max_concurrent: config.max_concurrent_runs,
             lane_capacity: config.lane_capacity,

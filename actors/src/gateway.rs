@@ -151,10 +151,16 @@ impl Gateway {
     }
 }
 
-/// Ready means the root and every permanent node below it (client sessions aside) run.
+/// Ready means the root and every permanent node below it run, client sessions and chat
+/// channels aside: a channel depends on its platform being reachable (it waits in backoff
+/// while it is not), and the gateway serves everything else meanwhile.
 pub fn ready(tree: &crate::supervisor::TreeNode) -> bool {
     tree.state == crate::supervisor::NodeState::Running
-        && tree.children.iter().filter(|c| c.kind != "ws").all(ready)
+        && tree
+            .children
+            .iter()
+            .filter(|c| c.kind != "ws" && c.kind != "channel")
+            .all(ready)
 }
 
 #[cfg(test)]
@@ -178,7 +184,8 @@ mod tests {
     }
 
     #[test]
-    fn not_ready_while_a_nested_permanent_child_is_down_but_ws_sessions_do_not_count() {
+    fn not_ready_while_a_nested_permanent_child_is_down_but_ws_sessions_and_channels_do_not_count()
+    {
         use NodeState::*;
         let tree = |agent| {
             n(
@@ -191,6 +198,12 @@ mod tests {
                         "supervisor",
                         Running,
                         vec![n("agent:main", "agent", agent, vec![])],
+                    ),
+                    n(
+                        "channels",
+                        "supervisor",
+                        Running,
+                        vec![n("telegram:main", "channel", Backoff, vec![])],
                     ),
                     n(
                         "clients",

@@ -6,6 +6,8 @@
 //! ├── session-queue    per-session FIFO lanes, one active run per session (permanent)
 //! ├── agents           supervisor, one_for_one
 //! │   └── agent:<id>   one per configured agent (permanent, own arbiter)
+//! ├── channels         supervisor, one_for_one, children restarted with backoff 1 s .. 5 min
+//! │   └── telegram:<account>   one per configured bot (permanent, own arbiter)
 //! └── clients          supervisor of WebSocket sessions
 //!     └── ws:<connId>  one per connection (temporary)
 //! ```
@@ -22,12 +24,15 @@
 //!   turns, aborts, waiters, event fan-out.
 //! - [`agent`]: [`AgentActor`](agent::AgentActor), one per configured agent; [`echo`]: the
 //!   built-in offline provider.
+//! - [`channels`]: the `channels` supervisor's children: Telegram bots, the inbound journal
+//!   and outbound deliveries, reply splitting, access policies and pairing.
 //! - [`ws_session`]: [`WsSessionActor`](ws_session::WsSessionActor), one per WebSocket.
 //! - [`protocol`]: the WebSocket frames (OpenClaw protocol core).
 //! - [`gateway`]: the immutable settings and addresses shared with every session.
 
 pub mod agent;
 pub mod auth_limit;
+pub mod channels;
 pub mod echo;
 pub mod event_sink;
 pub mod gateway;

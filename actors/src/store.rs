@@ -10,6 +10,7 @@
 //! the others), commits, and only then answers each. Reads run at once, beside nothing
 //! else, on the same thread. Every operation is counted and timed per name for `/metrics`.
 
+pub mod channels;
 pub mod ops;
 pub mod sqlite;
 pub mod turns;
@@ -55,7 +56,7 @@ pub enum StoreError {
 }
 
 /// A storage backend: the domain operations, and the batch (transaction) they run in.
-pub trait Store: Send {
+pub trait Store: channels::ChannelStore + Send {
     /// Starts a batch of writes.
     fn begin(&mut self) -> Result<(), StoreError>;
     /// Makes the batch durable.

@@ -8,11 +8,19 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use crate::agent::{AgentActor, AgentSettings};
+use crate::channels::ChannelAccounts;
 use crate::session_queue::{QueueSettings, SessionQueueActor};
 use crate::store::StoreActor;
 use crate::supervisor::{
     ChildHandle, ChildId, ChildLink, ChildSpec, Intensity, Strategy, SupervisorActor,
     SupervisorConfig,
+};
+
+/// Restart intensity of `channels`: its children back off (1 s .. 5 min), so a platform
+/// that stays down never comes near it and never escalates to the root.
+const CHANNELS_INTENSITY: Intensity = Intensity {
+    max_restarts: 1000,
+    period: Duration::from_secs(60),
 };
 
 /// What the tree needs from the gateway's configuration.
@@ -34,6 +42,8 @@ pub struct TreeConfig {
     pub ping_interval: Duration,
     /// A child silent for this long is hung and restarted.
     pub hang_timeout: Duration,
+    /// Chat-platform accounts, one `channels` child each.
+    pub channels: ChannelAccounts,
 }
 
 impl TreeConfig {
@@ -60,6 +70,10 @@ pub fn root_specs(cfg: &TreeConfig) -> Vec<ChildSpec> {
                 let agents = cfg.agents.clone();
                 move || agents.iter().cloned().map(AgentActor::spec).collect()
             },
+        ),
+        crate::channels::supervisor_spec(
+            cfg.supervisor("channels", Strategy::OneForOne, CHANNELS_INTENSITY),
+            cfg.channels.clone(),
         ),
         supervisor_spec(
             cfg.supervisor(

@@ -2,6 +2,8 @@
 //! the store actor's thread (WAL, a single writer). Migrations are the files in
 //! `actors/migrations/`, applied in order and tracked in `PRAGMA user_version`.
 
+mod channels;
+
 use std::path::Path;
 use std::time::Duration;
 
@@ -24,6 +26,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../../migrations/0004_message_run_index.sql"),
     ),
     (5, include_str!("../../migrations/0005_turn_order.sql")),
+    (6, include_str!("../../migrations/0006_channels.sql")),
 ];
 
 const RUN_COLUMNS: &str = "seq, id, session_key, agent_id, status, mode, input, output, error, coalesced_into, accepted_at, finished_at";

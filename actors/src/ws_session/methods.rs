@@ -39,6 +39,9 @@ const METHODS: &[(&str, Scope)] = &[
     ("supervisor.ping", Scope::Read),
     ("supervisor.restart", Scope::Admin),
     ("supervisor.crash", Scope::Admin),
+    ("channels.status", Scope::Read),
+    ("pairing.list", Scope::Admin),
+    ("pairing.approve", Scope::Admin),
 ];
 
 /// Method names announced in `hello-ok`.
@@ -69,6 +72,12 @@ struct LogsTailParams {
 #[serde(deny_unknown_fields)]
 struct ChildParams {
     id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApproveParams {
+    code: String,
 }
 
 #[derive(Deserialize)]
@@ -197,6 +206,9 @@ impl WsSessionActor {
                 Ok(p) => self.route(id, p.id, ChildAction::Crash(p.mode), ctx),
                 Err(error) => self.respond(id, Err(error), ctx),
             },
+            "channels.status" | "pairing.list" | "pairing.approve" => {
+                self.on_channel_method(id, &method, params, ctx)
+            }
             _ => self.on_chat_method(id, &method, params, ctx),
         }
     }
@@ -223,6 +235,45 @@ impl WsSessionActor {
                     1000,
                 )),
             };
+            act.respond(id, result, ctx);
+        }));
+    }
+
+    fn on_channel_method(
+        &mut self,
+        id: String,
+        method: &str,
+        params: Option<Value>,
+        ctx: &mut Context<Self>,
+    ) {
+        use crate::channels::{self, pairing};
+        let root = self.gateway.root.clone();
+        let gateway = self.gateway.clone();
+        let work: std::pin::Pin<Box<dyn Future<Output = Result<Value, ErrorShape>>>> = match method
+        {
+            "channels.status" => Box::pin(async move { Ok(channels::status(&gateway).await) }),
+            "pairing.list" => Box::pin(async move {
+                let pending = pairing::list(&root)
+                    .await
+                    .map_err(|e| ErrorShape::unavailable(e.to_string(), 1000))?;
+                Ok(json!({ "pending": pending }))
+            }),
+            _ => match parse::<ApproveParams>(method, params) {
+                Ok(p) => Box::pin(async move {
+                    match pairing::approve(&root, &p.code).await {
+                        Ok(Some(approved)) => Ok(json!({ "approved": approved })),
+                        Ok(None) => Err(ErrorShape::invalid(format!(
+                            "no pending pairing request has code {:?} (unknown or expired)",
+                            p.code
+                        ))
+                        .with_detail("UNKNOWN_CODE")),
+                        Err(e) => Err(ErrorShape::unavailable(e.to_string(), 1000)),
+                    }
+                }),
+                Err(error) => Box::pin(async move { Err(error) }),
+            },
+        };
+        ctx.spawn(work.into_actor(self).map(move |result, act, ctx| {
             act.respond(id, result, ctx);
         }));
     }

@@ -1,0 +1,133 @@
+//! Sending to Telegram: deliveries in order (each marked sent with Telegram's message id
+//! right after it went out), resent as plain text when Telegram rejects the formatting,
+//! waiting `retry_after` on 429; and the typing indicator.
+
+use std::time::Duration;
+
+use teloxide_core::payloads::SendMessageSetters;
+use teloxide_core::requests::{Request, Requester};
+use teloxide_core::types::{ChatAction, ChatId, ParseMode};
+use teloxide_core::{ApiError, Bot, RequestError};
+
+use crate::channels::ChannelError;
+use crate::channels::journal::Route;
+use crate::store::channels::{DeliveryRecord, MarkFailed, MarkSent};
+
+/// Telegram shows "typing…" for 5 s; repeat a little sooner.
+pub const TYPING_EVERY: Duration = Duration::from_secs(4);
+
+/// 429s honoured for one message before giving up (the delivery stays owed).
+const MAX_RATE_LIMITED: u32 = 10;
+
+/// Sends deliveries in order; returns how many went out. A delivery Telegram refuses for
+/// good (chat gone, bot blocked) is marked failed and skipped; a network failure stops here
+/// with the rest still pending in the store.
+pub async fn deliver(
+    bot: &Bot,
+    route: &Route,
+    deliveries: Vec<DeliveryRecord>,
+) -> Result<usize, ChannelError> {
+    let mut sent = 0;
+    for d in deliveries {
+        let outcome = send_text(bot, &d.chat_id, &d.text).await;
+        let store = crate::channels::store_of(&route.root).await?;
+        let id = d.id;
+        let result = match outcome {
+            Ok(message_id) => {
+                sent += 1;
+                store
+                    .send(MarkSent {
+                        id,
+                        platform_id: message_id,
+                    })
+                    .await
+            }
+            Err(ChannelError::Refused(why)) => {
+                tracing::warn!(chat_id = %d.chat_id, error = %why, "telegram refused a reply; dropping it");
+                store.send(MarkFailed { id, error: why }).await
+            }
+            Err(e) => return Err(e),
+        };
+        result
+            .map_err(|e| ChannelError::Store(e.to_string()))?
+            .map_err(|e| ChannelError::Store(e.to_string()))?;
+    }
+    Ok(sent)
+}
+
+fn chat_id(chat: &str) -> Result<ChatId, ChannelError> {
+    chat.parse::<i64>()
+        .map(ChatId)
+        .map_err(|_| ChannelError::Refused(format!("chat id {chat:?} is not a Telegram chat id")))
+}
+
+/// Sends one message (HTML formatting, plain text when Telegram rejects it); returns
+/// Telegram's message id.
+pub async fn send_text(bot: &Bot, chat: &str, text: &str) -> Result<String, ChannelError> {
+    let chat = chat_id(chat)?;
+    let mut plain = false;
+    let mut limited = 0;
+    loop {
+        let mut request = bot.send_message(chat, text);
+        if !plain {
+            request = request.parse_mode(ParseMode::Html);
+        }
+        match request.send().await {
+            Ok(message) => return Ok(message.id.0.to_string()),
+            Err(RequestError::Api(ApiError::CantParseEntities(why))) if !plain => {
+                tracing::debug!(error = %why, "telegram rejected the formatting; resending as plain text");
+                plain = true;
+            }
+            Err(RequestError::RetryAfter(wait)) if limited < MAX_RATE_LIMITED => {
+                limited += 1;
+                tracing::info!(
+                    retry_after_s = wait.seconds(),
+                    "telegram rate limit; waiting"
+                );
+                tokio::time::sleep(wait.duration()).await;
+            }
+            Err(RequestError::Api(ApiError::Unknown(why))) if !permanent(&why) => {
+                return Err(ChannelError::Unreachable(format!("sendMessage: {why}")));
+            }
+            Err(RequestError::Api(e)) => return Err(ChannelError::Refused(e.to_string())),
+            Err(RequestError::MigrateToChatId(to)) => {
+                return Err(ChannelError::Refused(format!(
+                    "the group moved to chat {}",
+                    to.0
+                )));
+            }
+            Err(e) => return Err(ChannelError::Unreachable(format!("sendMessage: {e}"))),
+        }
+    }
+}
+
+/// Whether an error description Telegram gave is a refusal for good (a bad request, a
+/// forbidden chat) rather than a passing failure (a 5xx page, a gateway timeout), which is
+/// retried after the channel restarts.
+fn permanent(description: &str) -> bool {
+    ["Bad Request", "Forbidden", "Unauthorized", "Not Found"]
+        .iter()
+        .any(|p| description.starts_with(p))
+}
+
+/// Shows "typing…" in a chat until dropped (errors are ignored: it is only a hint).
+pub async fn typing_loop(bot: &Bot, chat: &str) {
+    let Ok(chat) = chat_id(chat) else {
+        return std::future::pending().await;
+    };
+    loop {
+        let _ = bot.send_chat_action(chat, ChatAction::Typing).send().await;
+        tokio::time::sleep(TYPING_EVERY).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passing_failures_are_not_refusals() {
+        assert!(super::permanent("Bad Request: chat not found"));
+        assert!(super::permanent("Forbidden: bot was blocked by the user"));
+        assert!(!super::permanent("Internal Server Error"));
+        assert!(!super::permanent("Bad Gateway"));
+    }
+}

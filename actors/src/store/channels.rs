@@ -1,0 +1,268 @@
+//! The store's channel records: the inbound journal (unique per account + chat + platform
+//! message id), outbound deliveries (pending → sent), poll offsets, pairing codes and
+//! approved senders. Types, the [`ChannelStore`] backend trait, and the typed operations
+//! channels send to the store (SQL in `sqlite/channels.rs`).
+
+use actix::Message;
+use serde::Serialize;
+
+use super::ops::StoreOp;
+use super::{Store, StoreError};
+
+/// How a journaled message may reach its agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    /// It may (open policy, an allowed sender, a group message that passed its policy).
+    Pass,
+    /// Only if the sender is approved in the store; otherwise it is kept from the agent and,
+    /// when `pair`, the sender gets a pairing code.
+    Approved {
+        /// Offer a pairing code to an unknown sender.
+        pair: bool,
+    },
+}
+
+/// An inbound message to journal.
+#[derive(Debug, Clone)]
+pub struct NewInbound {
+    /// Chat id on the platform.
+    pub chat_id: String,
+    /// Platform message id (unique within the chat).
+    pub message_id: String,
+    /// Sender's user id.
+    pub sender_id: String,
+    /// Sender's display name (for pairing lists).
+    pub sender_name: String,
+    /// The session it runs in.
+    pub session_key: String,
+    /// The text.
+    pub text: String,
+    /// Access check still to make.
+    pub gate: Gate,
+}
+
+/// A journaled inbound message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboundRecord {
+    /// Journal id (increasing).
+    pub id: i64,
+    /// Chat id.
+    pub chat_id: String,
+    /// Platform message id.
+    pub message_id: String,
+    /// Sender.
+    pub sender_id: String,
+    /// Session key.
+    pub session_key: String,
+    /// Text.
+    pub text: String,
+}
+
+/// An outbound message part.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryRecord {
+    /// Delivery id (increasing: the send order within a chat).
+    pub id: i64,
+    /// Chat id.
+    pub chat_id: String,
+    /// The inbound message it answers.
+    pub inbound_id: Option<i64>,
+    /// Part number of a split reply.
+    pub part: i64,
+    /// Text.
+    pub text: String,
+}
+
+/// What journaling a batch produced.
+#[derive(Debug, Default)]
+pub struct JournalOutcome {
+    /// New messages that may run, in journal order.
+    pub accepted: Vec<InboundRecord>,
+    /// Pairing notices to send (one per blocked message of a sender offered a code).
+    pub notices: Vec<DeliveryRecord>,
+    /// Messages seen before (redelivered), ignored.
+    pub duplicates: usize,
+}
+
+/// A pending pairing request.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PairingRecord {
+    /// telegram | discord.
+    pub channel: String,
+    /// Account name.
+    pub account: String,
+    /// Sender's user id.
+    pub sender_id: String,
+    /// Sender's display name.
+    pub name: String,
+    /// The code to approve.
+    pub code: String,
+    /// Created (ms since the epoch).
+    pub created_at: i64,
+    /// Expires (ms since the epoch).
+    pub expires_at: i64,
+}
+
+/// Limits of pairing.
+#[derive(Debug, Clone)]
+pub struct PairingRules {
+    /// A fresh code to use if the sender needs a new one.
+    pub fresh_code: String,
+    /// How long a code is valid, ms.
+    pub ttl_ms: i64,
+    /// Pending codes allowed per account.
+    pub max_pending: i64,
+}
+
+/// Where the rows belong.
+#[derive(Debug, Clone)]
+pub struct Account {
+    /// telegram | discord.
+    pub channel: String,
+    /// Account name.
+    pub account: String,
+}
+
+/// What a backend stores for channels.
+pub trait ChannelStore {
+    /// The saved poll offset of an account.
+    fn load_offset(&mut self, acc: &Account) -> Result<Option<i64>, StoreError>;
+    /// Journals a batch and saves the next offset together: once it is committed the
+    /// batch may be acknowledged to the platform. Redelivered messages are counted, not
+    /// journaled again; messages from senders not (yet) approved are kept from the agent.
+    fn journal_batch(
+        &mut self,
+        acc: &Account,
+        items: Vec<NewInbound>,
+        next_offset: Option<i64>,
+        rules: &PairingRules,
+    ) -> Result<JournalOutcome, StoreError>;
+    /// Inbound messages journaled but not yet answered, oldest first.
+    fn pending_inbound(&mut self, acc: &Account) -> Result<Vec<InboundRecord>, StoreError>;
+    /// Deliveries not yet sent, in send order.
+    fn pending_deliveries(&mut self, acc: &Account) -> Result<Vec<DeliveryRecord>, StoreError>;
+    /// Records a run's reply as deliveries and closes the inbound message, together: the
+    /// reply is owed from here on, and the message never runs again.
+    fn record_reply(
+        &mut self,
+        acc: &Account,
+        inbound: &InboundRecord,
+        run_id: &str,
+        parts: &[String],
+    ) -> Result<Vec<DeliveryRecord>, StoreError>;
+    /// A delivery reached the platform as message `platform_id`.
+    fn mark_sent(&mut self, id: i64, platform_id: &str) -> Result<(), StoreError>;
+    /// The platform refused a delivery for good.
+    fn mark_failed(&mut self, id: i64, error: &str) -> Result<(), StoreError>;
+    /// Deliveries of an account still pending.
+    fn count_pending(&mut self, acc: &Account) -> Result<i64, StoreError>;
+    /// Pending pairing requests that have not expired, oldest first.
+    fn list_pairings(&mut self) -> Result<Vec<PairingRecord>, StoreError>;
+    /// Approves a pending, unexpired code (its sender is allowed from now on); `None` when
+    /// no such code is pending.
+    fn approve_pairing(&mut self, code: &str) -> Result<Option<PairingRecord>, StoreError>;
+}
+
+/// Declares a channel operation (see `store_op!` in `ops.rs`).
+macro_rules! channel_op {
+    ($(#[$doc:meta])* $op:ident { $($field:ident : $ty:ty),* $(,)? } -> $out:ty, $name:literal, $write:literal,
+     |$this:ident, $store:ident| $body:expr) => {
+        $(#[$doc])*
+        #[derive(Debug)]
+        pub struct $op {
+            $(
+                #[allow(missing_docs)]
+                pub $field: $ty,
+            )*
+        }
+
+        impl Message for $op {
+            type Result = Result<$out, StoreError>;
+        }
+
+        impl StoreOp for $op {
+            type Output = $out;
+            const NAME: &'static str = $name;
+            const WRITE: bool = $write;
+            fn run(self, $store: &mut dyn Store) -> Result<$out, StoreError> {
+                let $this = self;
+                $body
+            }
+        }
+    };
+}
+
+channel_op!(
+    /// The saved poll offset of an account.
+    LoadOffset { account: Account } -> Option<i64>, "channel_load_offset", false,
+    |op, store| store.load_offset(&op.account)
+);
+
+channel_op!(
+    /// Journals a batch of inbound messages with the next poll offset.
+    JournalBatch { account: Account, items: Vec<NewInbound>, next_offset: Option<i64>, rules: PairingRules }
+        -> JournalOutcome, "channel_journal", true,
+    |op, store| store.journal_batch(&op.account, op.items, op.next_offset, &op.rules)
+);
+
+channel_op!(
+    /// Inbound messages not yet answered.
+    PendingInbound { account: Account } -> Vec<InboundRecord>, "channel_pending_inbound", false,
+    |op, store| store.pending_inbound(&op.account)
+);
+
+channel_op!(
+    /// Deliveries not yet sent.
+    PendingDeliveries { account: Account } -> Vec<DeliveryRecord>, "channel_pending_deliveries", false,
+    |op, store| store.pending_deliveries(&op.account)
+);
+
+channel_op!(
+    /// Records a reply as deliveries and closes its inbound message.
+    RecordReply { account: Account, inbound: InboundRecord, run_id: String, parts: Vec<String> }
+        -> Vec<DeliveryRecord>, "channel_record_reply", true,
+    |op, store| store.record_reply(&op.account, &op.inbound, &op.run_id, &op.parts)
+);
+
+channel_op!(
+    /// A delivery was sent.
+    MarkSent { id: i64, platform_id: String } -> (), "channel_mark_sent", true,
+    |op, store| store.mark_sent(op.id, &op.platform_id)
+);
+
+channel_op!(
+    /// A delivery was refused for good.
+    MarkFailed { id: i64, error: String } -> (), "channel_mark_failed", true,
+    |op, store| store.mark_failed(op.id, &op.error)
+);
+
+channel_op!(
+    /// Deliveries of an account still pending.
+    CountPending { account: Account } -> i64, "channel_count_pending", false,
+    |op, store| store.count_pending(&op.account)
+);
+
+channel_op!(
+    /// Pending pairing requests.
+    ListPairings {} -> Vec<PairingRecord>, "pairing_list", false,
+    |_op, store| store.list_pairings()
+);
+
+channel_op!(
+    /// Approves a pairing code.
+    ApprovePairing { code: String } -> Option<PairingRecord>, "pairing_approve", true,
+    |op, store| store.approve_pairing(&op.code)
+);
+
+channel_op!(
+    /// What an account resumes from at start: its poll offset, the deliveries still owed
+    /// and the inbound messages not yet answered.
+    ResumeAccount { account: Account } -> (Option<i64>, Vec<DeliveryRecord>, Vec<InboundRecord>),
+    "channel_resume", false,
+    |op, store| Ok((
+        store.load_offset(&op.account)?,
+        store.pending_deliveries(&op.account)?,
+        store.pending_inbound(&op.account)?,
+    ))
+);
