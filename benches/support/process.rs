@@ -232,6 +232,10 @@ fn gateway_command(home: &Path) -> (Command, PathBuf) {
         .env("TROUPE__DEBUG__FAULT_INJECTION", "true")
         .env("TROUPE__SUPERVISOR__AGENTS__MAX_RESTARTS", "100000")
         .env("TROUPE__LOGGING__LEVEL", "warn")
+        // Every load client is 127.0.0.1: lift the per-address and total connection
+        // bounds (1024 / 256 by default) above what the benches open.
+        .env("TROUPE__GATEWAY__MAX_CONNECTIONS", "20000")
+        .env("TROUPE__GATEWAY__MAX_CONNECTIONS_PER_IP", "20000")
         .env_remove("TROUPE_GATEWAY_PORT")
         .env_remove("TROUPE_GATEWAY_TOKEN");
     (command, home.join("run").join("troupe.port"))
