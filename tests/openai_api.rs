@@ -505,7 +505,11 @@ async fn a_full_lane_is_429_with_retry_after() {
     assert_eq!(error["code"], "rate_limit_exceeded");
 }
 
-/// `target/py-openai`, a virtualenv with the `openai` package, created if missing.
+/// The `openai` Python package the compatibility test runs (pinned: a new release must not
+/// change what the test checks without anyone noticing).
+const OPENAI_PY_VERSION: &str = "3.57.0";
+
+/// `target/py-openai`, a virtualenv with the pinned `openai` package, created if missing.
 fn python_with_openai() -> PathBuf {
     let target = Path::new(env!("CARGO_TARGET_TMPDIR"))
         .parent()
@@ -515,7 +519,12 @@ fn python_with_openai() -> PathBuf {
     let python = venv.join("bin/python");
     let has_openai = || {
         Command::new(&python)
-            .args(["-c", "import openai"])
+            .args([
+                "-c",
+                &format!(
+                    "import openai, sys; sys.exit(openai.__version__ != {OPENAI_PY_VERSION:?})"
+                ),
+            ])
             .output()
             .is_ok_and(|o| o.status.success())
     };
@@ -541,7 +550,7 @@ fn python_with_openai() -> PathBuf {
         "install",
         "--quiet",
         "--disable-pip-version-check",
-        "openai",
+        &format!("openai=={OPENAI_PY_VERSION}"),
     ]));
     assert!(has_openai(), "openai is importable after pip install");
     python
