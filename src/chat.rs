@@ -150,6 +150,9 @@ fn request_for(line: &str, session: &str) -> Option<(&'static str, Value)> {
     }
 }
 
+/// Requests this client leaves unanswered at most before it reads more input.
+const MAX_IN_FLIGHT: usize = 64;
+
 async fn chat_loop(target: Target, output: Output, message: Option<String>, idle: Duration) -> i32 {
     let mut conn = match Connection::open(&target).await {
         Ok(c) => c,
@@ -170,7 +173,9 @@ async fn chat_loop(target: Target, output: Output, message: Option<String>, idle
             break;
         }
         tokio::select! {
-            line = lines.recv(), if input_open => {
+            // At most MAX_IN_FLIGHT requests unanswered: the gateway refuses more than 256
+            // per connection, and a long pipe must not hit that.
+            line = lines.recv(), if input_open && waiting.requests.len() < MAX_IN_FLIGHT => {
                 let Some(line) = line else {
                     input_open = false;
                     deadline = tokio::time::Instant::now() + idle;

@@ -266,3 +266,15 @@ async fn rest_posts_a_message_and_lists_sessions_and_messages() {
         .expect("GET");
     assert_eq!(unauth.status(), 401);
 }
+
+#[test]
+fn a_long_pipe_stays_under_the_connection_bound_and_every_line_is_answered_in_order() {
+    let gw = TestGateway::builder()
+        .env("TROUPE__SESSIONS__LANE_CAPACITY", "1000")
+        .start();
+    let input: String = (0..400).map(|i| format!("line {i}\n")).collect();
+    let (code, stdout, stderr) = chat_with_input(&gw, &["--timeout", "120"], &input);
+    assert_eq!(code, 0, "stderr: {stderr}");
+    let expected: String = (0..400).map(|i| format!("echo: line {i}\n")).collect();
+    assert_eq!(stdout, expected, "stderr: {stderr}");
+}
