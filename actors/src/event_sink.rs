@@ -20,10 +20,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use serde_json::{Value, json};
+
 use tokio::sync::mpsc;
 
-use crate::messages::SessionEvent;
+use crate::messages::{RunEvent, SessionEvent};
 use crate::session_queue::{QueueError, RunSummary, Unsubscribe, WaitRun};
 
 /// Events a reader may fall behind by before the sink gives up on it.
@@ -46,13 +46,21 @@ pub struct TrackRun {
     pub run_id: String,
 }
 
-/// Forwards one run's `chat` events (`delta`, then `final` | `error` | `aborted`) into a
-/// bounded channel.
+/// What the sink passes on: the run's text as it streams, then how it ended.
+#[derive(Debug, Clone)]
+pub enum RunStream {
+    /// More reply text.
+    Delta(Arc<str>),
+    /// The run's end (`ok`, `coalesced`, `error`, `aborted`), with its reply or error.
+    End(Arc<RunSummary>),
+}
+
+/// Forwards one run's text deltas and its end into a bounded channel.
 pub struct EventSinkActor {
     conn_id: String,
     run_id: Option<String>,
-    early: VecDeque<Arc<Value>>,
-    tx: mpsc::Sender<Arc<Value>>,
+    early: VecDeque<SessionEvent>,
+    tx: mpsc::Sender<RunStream>,
     unsubscribe: Recipient<Unsubscribe>,
     wait: Recipient<WaitRun>,
     done: bool,
@@ -68,7 +76,7 @@ impl EventSinkActor {
         conn_id: impl Into<String>,
         unsubscribe: Recipient<Unsubscribe>,
         wait: Recipient<WaitRun>,
-    ) -> (Self, mpsc::Receiver<Arc<Value>>) {
+    ) -> (Self, mpsc::Receiver<RunStream>) {
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
         let sink = Self {
             conn_id: conn_id.into(),
@@ -88,12 +96,12 @@ impl EventSinkActor {
     }
 
     /// Sends one of its run's events on; stops after a terminal one or a failed send.
-    fn forward(&mut self, payload: Arc<Value>, ctx: &mut Context<Self>) {
+    fn forward(&mut self, item: RunStream, ctx: &mut Context<Self>) {
         if self.done {
             return;
         }
-        let terminal = is_terminal(&payload);
-        if let Err(err) = self.tx.try_send(payload) {
+        let terminal = matches!(item, RunStream::End(_));
+        if let Err(err) = self.tx.try_send(item) {
             if matches!(err, mpsc::error::TrySendError::Full(_)) {
                 tracing::warn!(conn_id = %self.conn_id, run_id = ?self.run_id,
                     "event reader fell {CHANNEL_CAPACITY} events behind; ending its stream");
@@ -112,30 +120,30 @@ impl EventSinkActor {
     }
 }
 
-/// True for the `chat` states that end a run.
-fn is_terminal(payload: &Value) -> bool {
-    matches!(
-        payload["state"].as_str(),
-        Some("final" | "error" | "aborted")
-    )
-}
-
-/// The terminal `chat` payload a run summary stands for, or `None` while it still runs.
-fn terminal_from_summary(run_id: &str, summary: &RunSummary) -> Option<Value> {
+/// The end a run summary stands for, or `None` while the run still goes on.
+fn end_from_summary(summary: RunSummary) -> Option<RunStream> {
     match summary.status.as_str() {
         "timeout" | "queued" | "running" => None,
-        "ok" | "coalesced" => Some(json!({
-            "runId": run_id, "state": "final",
-            "message": { "role": "assistant", "text": summary.summary },
-        })),
-        "aborted" => Some(json!({
-            "runId": run_id, "state": "aborted", "errorMessage": summary.error,
-            "message": { "role": "assistant", "text": summary.summary },
-        })),
-        _ => Some(json!({
-            "runId": run_id, "state": "error",
-            "errorMessage": summary.error.clone().unwrap_or_else(|| format!("run ended with status {}", summary.status)),
-        })),
+        _ => Some(RunStream::End(Arc::new(summary))),
+    }
+}
+
+/// An end that says the run's outcome could not be learned, and why.
+fn failed(run_id: &str, why: String) -> RunStream {
+    RunStream::End(Arc::new(RunSummary {
+        run_id: run_id.to_string(),
+        status: "error".into(),
+        summary: String::new(),
+        error: Some(why),
+    }))
+}
+
+/// What a session event passes on, if anything.
+fn item_of(ev: &SessionEvent) -> Option<RunStream> {
+    match &ev.event {
+        RunEvent::Delta(text) => Some(RunStream::Delta(text.clone())),
+        RunEvent::Ended(end) => Some(RunStream::End(end.clone())),
+        RunEvent::Started | RunEvent::Tool(_) => None,
     }
 }
 
@@ -172,20 +180,19 @@ impl Handler<SessionEvent> for EventSinkActor {
             self.finish(ctx);
             return;
         }
-        if msg.event != "chat" {
-            return;
-        }
         match &self.run_id {
             Some(run_id) => {
-                if msg.payload["runId"].as_str() == Some(run_id.as_str()) {
-                    self.forward(msg.payload, ctx);
+                if *msg.run_id == **run_id
+                    && let Some(item) = item_of(&msg)
+                {
+                    self.forward(item, ctx);
                 }
             }
             None => {
                 if self.early.len() == EARLY_LIMIT {
                     self.early.pop_front();
                 }
-                self.early.push_back(msg.payload);
+                self.early.push_back(msg);
             }
         }
     }
@@ -199,9 +206,11 @@ impl Handler<TrackRun> for EventSinkActor {
         }
         let run_id = msg.run_id;
         self.run_id = Some(run_id.clone());
-        for payload in std::mem::take(&mut self.early) {
-            if payload["runId"].as_str() == Some(run_id.as_str()) {
-                self.forward(payload, ctx);
+        for ev in std::mem::take(&mut self.early) {
+            if *ev.run_id == *run_id
+                && let Some(item) = item_of(&ev)
+            {
+                self.forward(item, ctx);
             }
         }
         if self.done {
@@ -213,21 +222,19 @@ impl Handler<TrackRun> for EventSinkActor {
         });
         ctx.spawn(wait.into_actor(self).map(move |res, act, ctx| {
             let terminal = match res {
-                Ok(Ok(summary)) => terminal_from_summary(&run_id, &summary),
-                Ok(Err(QueueError::UnknownRun(_))) => Some(json!({
-                    "runId": run_id, "state": "error",
-                    "errorMessage": format!("run {run_id} is not known to the session queue"),
-                })),
-                Ok(Err(e)) => Some(json!({
-                    "runId": run_id, "state": "error", "errorMessage": e.to_string(),
-                })),
-                Err(_) => Some(json!({
-                    "runId": run_id, "state": "error",
-                    "errorMessage": "the session queue restarted during the run; its outcome is in the session history",
-                })),
+                Ok(Ok(summary)) => end_from_summary(summary),
+                Ok(Err(QueueError::UnknownRun(_))) => Some(failed(
+                    &run_id,
+                    format!("run {run_id} is not known to the session queue"),
+                )),
+                Ok(Err(e)) => Some(failed(&run_id, e.to_string())),
+                Err(_) => Some(failed(
+                    &run_id,
+                    "the session queue restarted during the run; its outcome is in the session history".into(),
+                )),
             };
-            if let Some(payload) = terminal {
-                act.forward(Arc::new(payload), ctx);
+            if let Some(item) = terminal {
+                act.forward(item, ctx);
             }
         }));
     }
@@ -275,7 +282,7 @@ mod tests {
 
     struct Harness {
         sink: Addr<EventSinkActor>,
-        rx: mpsc::Receiver<Arc<Value>>,
+        rx: mpsc::Receiver<RunStream>,
         unsubscribed: Arc<Mutex<Vec<String>>>,
         finish_run: Option<oneshot::Sender<RunSummary>>,
     }
@@ -311,47 +318,57 @@ mod tests {
         }
     }
 
-    fn chat(run_id: &str, state: &str, extra: Value) -> SessionEvent {
-        let mut payload =
-            json!({ "runId": run_id, "sessionKey": "agent:main:main", "state": state });
-        if let (Some(p), Some(e)) = (payload.as_object_mut(), extra.as_object()) {
-            p.extend(e.clone());
-        }
+    fn event(run_id: &str, event: RunEvent) -> SessionEvent {
         SessionEvent {
-            event: "chat",
-            payload: Arc::new(payload),
-            before: None,
-            ended: None,
+            run_id: run_id.into(),
+            session_key: "agent:main:main".into(),
+            seq: 1,
+            ts: 0,
+            event,
             missed: 0,
         }
     }
 
+    fn delta(run_id: &str, text: &str) -> SessionEvent {
+        event(run_id, RunEvent::Delta(text.into()))
+    }
+
+    fn end(run_id: &str, status: &str, text: &str) -> SessionEvent {
+        event(
+            run_id,
+            RunEvent::Ended(Arc::new(RunSummary {
+                run_id: run_id.into(),
+                status: status.into(),
+                summary: text.into(),
+                error: None,
+            })),
+        )
+    }
+
+    fn show(item: &RunStream) -> String {
+        match item {
+            RunStream::Delta(t) => format!("delta:{t}"),
+            RunStream::End(e) => format!("{}:{}", e.status, e.summary),
+        }
+    }
+
     #[actix_rt::test]
-    async fn forwards_only_its_runs_chat_events_including_early_ones_then_stops() {
+    async fn forwards_only_its_runs_deltas_and_end_including_early_ones_then_stops() {
         let mut h = Harness::start();
-        h.sink.do_send(chat("r1", "delta", json!({ "delta": "a" })));
-        h.sink
-            .do_send(chat("other", "delta", json!({ "delta": "x" })));
-        h.sink.do_send(SessionEvent {
-            event: "agent",
-            payload: Arc::new(json!({ "runId": "r1", "stream": "assistant" })),
-            before: None,
-            ended: None,
-            missed: 0,
-        });
+        h.sink.do_send(delta("r1", "a"));
+        h.sink.do_send(delta("other", "x"));
+        h.sink.do_send(event("r1", RunEvent::Started));
         h.sink.do_send(TrackRun {
             run_id: "r1".into(),
         });
-        h.sink.do_send(chat("r1", "delta", json!({ "delta": "b" })));
-        h.sink.do_send(chat("other", "final", json!({})));
-        h.sink
-            .do_send(chat("r1", "final", json!({ "message": { "text": "ab" } })));
+        h.sink.do_send(delta("r1", "b"));
+        h.sink.do_send(end("other", "ok", ""));
+        h.sink.do_send(end("r1", "ok", "ab"));
         let mut seen = Vec::new();
-        while let Some(p) = h.rx.recv().await {
-            let state = p["state"].as_str().unwrap_or("?");
-            seen.push(format!("{state}:{}", p["delta"].as_str().unwrap_or("")));
+        while let Some(item) = h.rx.recv().await {
+            seen.push(show(&item));
         }
-        assert_eq!(seen, ["delta:a", "delta:b", "final:"]);
+        assert_eq!(seen, ["delta:a", "delta:b", "ok:ab"]);
         h.until_stopped().await;
     }
 
@@ -378,9 +395,11 @@ mod tests {
             error: Some("cleared by chat.abort".into()),
         };
         h.finish_run.take().unwrap().send(summary).unwrap();
-        let last = h.rx.recv().await.expect("a terminal event");
-        assert_eq!(last["state"], "aborted");
-        assert_eq!(last["errorMessage"], "cleared by chat.abort");
+        let Some(RunStream::End(last)) = h.rx.recv().await else {
+            panic!("a terminal item");
+        };
+        assert_eq!(last.status, "aborted");
+        assert_eq!(last.error.as_deref(), Some("cleared by chat.abort"));
         assert!(h.rx.recv().await.is_none());
         h.until_stopped().await;
     }
@@ -392,12 +411,12 @@ mod tests {
             run_id: "r1".into(),
         });
         for _ in 0..=CHANNEL_CAPACITY {
-            h.sink.do_send(chat("r1", "delta", json!({ "delta": "x" })));
+            h.sink.do_send(delta("r1", "x"));
         }
         h.until_stopped().await;
         let mut count = 0;
-        while let Some(p) = h.rx.recv().await {
-            assert_eq!(p["state"], "delta");
+        while let Some(item) = h.rx.recv().await {
+            assert!(matches!(item, RunStream::Delta(_)));
             count += 1;
         }
         assert_eq!(

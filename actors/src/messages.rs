@@ -160,20 +160,35 @@ pub enum TurnEventKind {
     Tool(serde_json::Value),
 }
 
-/// An event for the clients subscribed to a session (session-queue → WS sessions).
+/// What a run did, for the clients following its session (session-queue → edges). Typed:
+/// each edge renders it in its own protocol (OpenClaw frames at the WS edge, chunks at the
+/// OpenAI edge).
+#[derive(Debug, Clone)]
+pub enum RunEvent {
+    /// The provider started.
+    Started,
+    /// More reply text.
+    Delta(std::sync::Arc<str>),
+    /// A tool call or its result.
+    Tool(std::sync::Arc<serde_json::Value>),
+    /// The run ended (ok, error, aborted), with its reply or error.
+    Ended(std::sync::Arc<crate::session_queue::RunSummary>),
+}
+
+/// A run event for one subscriber of a session.
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]
 pub struct SessionEvent {
-    /// `agent` or `chat`.
-    pub event: &'static str,
-    /// Event payload, shared by every subscriber.
-    pub payload: std::sync::Arc<serde_json::Value>,
-    /// An event to deliver just before this one (an `agent` event paired with its `chat`
-    /// event: one message per subscriber instead of two).
-    pub before: Option<(&'static str, std::sync::Arc<serde_json::Value>)>,
-    /// Set on a run's last event: how it ended (so a subscriber owed the run's final answer
-    /// can give it at once, before anything that follows in its mailbox, such as a stop).
-    pub ended: Option<std::sync::Arc<crate::session_queue::RunSummary>>,
+    /// The run.
+    pub run_id: std::sync::Arc<str>,
+    /// Its session.
+    pub session_key: std::sync::Arc<str>,
+    /// The event's number within its run (0 for the end).
+    pub seq: u64,
+    /// When it happened (ms since the epoch).
+    pub ts: u64,
+    /// What happened.
+    pub event: RunEvent,
     /// Events this subscriber missed before this one (its mailbox was full).
     pub missed: u64,
 }

@@ -15,11 +15,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use serde_json::{Value, json};
+
 use tokio::sync::oneshot;
 
-use crate::agent::{AgentActor, RunOutcome, RunStatus, RunTurn};
-use crate::messages::{QueueMode, SessionEvent, TurnEvent};
+use crate::agent::{AgentActor, RunOutcome, RunTurn};
+use crate::messages::{QueueMode, RunEvent, SessionEvent, TurnEvent};
 use crate::now_ms;
 use crate::store::turns::{self, RunRecord};
 use crate::store::{CloseRuns, FinishRun, RecoverRuns, StartRun, StoreActor, StoreError, StoreOp};
@@ -156,54 +156,29 @@ impl SessionQueueActor {
         }));
     }
 
-    fn broadcast(&mut self, session_key: &str, event: &'static str, payload: Value) {
-        self.deliver(session_key, None, event, payload, None);
-    }
-
-    /// Sends two events to every subscriber of a session in one message.
-    fn broadcast_pair(
-        &mut self,
-        session_key: &str,
-        first: (&'static str, Value),
-        second: (&'static str, Value),
-    ) {
-        self.deliver(
-            session_key,
-            Some((first.0, Arc::new(first.1))),
-            second.0,
-            second.1,
-            None,
-        );
-    }
-
-    fn deliver(
-        &mut self,
-        session_key: &str,
-        before: Option<(&'static str, Arc<Value>)>,
-        event: &'static str,
-        payload: Value,
-        ended: Option<Arc<RunSummary>>,
-    ) {
+    /// Sends a run event to every subscriber of its session. `try_send`: a client whose
+    /// mailbox is full misses events rather than growing it; the next event it gets says
+    /// how many it missed, so it sees a `seq` gap.
+    fn deliver(&mut self, session_key: &str, run_id: &str, seq: u64, event: RunEvent) {
         let Some(subs) = self.subscribers.get_mut(session_key) else {
             return;
         };
-        let payload = Arc::new(payload);
-        let frames = 1 + u64::from(before.is_some());
-        // try_send: a client whose mailbox is full misses events rather than growing it;
-        // the next event it gets says how many it missed, so it sees a `seq` gap.
+        let (run_id, key): (Arc<str>, Arc<str>) = (run_id.into(), session_key.into());
+        let ts = now_ms();
         subs.retain(|conn_id, recipient| {
             let missed = self.missed.remove(conn_id).unwrap_or(0);
             let sent = recipient.try_send(SessionEvent {
-                event,
-                payload: payload.clone(),
-                before: before.clone(),
-                ended: ended.clone(),
+                run_id: run_id.clone(),
+                session_key: key.clone(),
+                seq,
+                ts,
+                event: event.clone(),
                 missed,
             });
             match sent {
                 Ok(()) => true,
                 Err(SendError::Full(_)) => {
-                    self.missed.insert(conn_id.clone(), missed + frames);
+                    self.missed.insert(conn_id.clone(), missed + 1);
                     true
                 }
                 Err(SendError::Closed(_)) => false,
@@ -418,41 +393,14 @@ impl SessionQueueActor {
 
     /// Tells the session's subscribers how a run ended; returns that summary.
     fn announce_end(&mut self, key: &str, run_id: &str, outcome: &RunOutcome) -> RunSummary {
-        let ts = now_ms();
-        let phase = if outcome.status == RunStatus::Ok {
-            "end"
-        } else {
-            "error"
-        };
-        let lifecycle = json!({
-            "runId": run_id, "sessionKey": key, "stream": "lifecycle",
-            "data": { "phase": phase, "status": outcome.status.name(), "error": outcome.error }, "ts": ts,
-        });
-        let chat = match outcome.status {
-            RunStatus::Ok => {
-                json!({ "runId": run_id, "sessionKey": key, "state": "final", "message": { "role": "assistant", "text": outcome.text }, "ts": ts })
-            }
-            RunStatus::Aborted => {
-                json!({ "runId": run_id, "sessionKey": key, "state": "aborted", "message": { "role": "assistant", "text": outcome.text }, "ts": ts })
-            }
-            RunStatus::Error => {
-                json!({ "runId": run_id, "sessionKey": key, "state": "error", "errorMessage": outcome.error, "ts": ts })
-            }
-        };
         let summary = RunSummary {
             run_id: run_id.to_string(),
             status: outcome.status.name().into(),
             summary: outcome.text.clone(),
             error: outcome.error.clone(),
         };
-        let ended = Some(Arc::new(summary.clone()));
-        self.deliver(
-            key,
-            Some(("agent", Arc::new(lifecycle))),
-            "chat",
-            chat,
-            ended,
-        );
+        let ended = RunEvent::Ended(Arc::new(summary.clone()));
+        self.deliver(key, run_id, 0, ended);
         summary
     }
 

@@ -4,6 +4,7 @@
 //! allowed to grow the process.
 
 mod chat;
+mod frames;
 pub use chat::{transcript_json, usage_since};
 mod handshake;
 mod methods;

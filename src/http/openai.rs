@@ -16,7 +16,7 @@
 //!   their usual exceptions (and retry 429/503 after `Retry-After`).
 
 use std::convert::Infallible;
-use std::sync::Arc;
+
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix::{Actor, Addr, Recipient};
@@ -26,7 +26,7 @@ use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError, w
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
-use troupe_actors::event_sink::{EventSinkActor, TrackRun};
+use troupe_actors::event_sink::{EventSinkActor, RunStream, TrackRun};
 use troupe_actors::gateway::Gateway;
 use troupe_actors::messages::{QueueMode, SessionEvent};
 use troupe_actors::session_key::resolve;
@@ -516,7 +516,7 @@ impl Turn {
 
 /// Turns a run's `chat` events into SSE `chat.completion.chunk` lines.
 struct Chunks {
-    events: mpsc::Receiver<Arc<Value>>,
+    events: mpsc::Receiver<RunStream>,
     id: String,
     model: String,
     created: u64,
@@ -568,23 +568,24 @@ impl Chunks {
                 }
                 Ok(Some(event)) => event,
             };
-            match event["state"].as_str() {
-                Some("delta") if self.replay => continue,
-                Some("delta") => {
-                    let delta = event["delta"].as_str().unwrap_or_default();
+            let end = match event {
+                RunStream::Delta(_) if self.replay => continue,
+                RunStream::Delta(delta) => {
                     if delta.is_empty() {
                         continue;
                     }
-                    self.text.push_str(delta);
-                    return Some(Bytes::from(self.chunk(json!({ "content": delta }), None)));
+                    self.text.push_str(&delta);
+                    return Some(Bytes::from(self.chunk(json!({ "content": &*delta }), None)));
                 }
-                Some("final") => {
+                RunStream::End(end) => end,
+            };
+            match end.status.as_str() {
+                "ok" | "coalesced" => {
                     self.done = true;
                     let mut out = String::new();
                     // A reply known only from the run's summary (a duplicate request, or
                     // deltas not seen) still reaches the client in full.
-                    let full = event["message"]["text"].as_str().unwrap_or_default();
-                    if let Some(rest) = full.strip_prefix(self.text.as_str())
+                    if let Some(rest) = end.summary.strip_prefix(self.text.as_str())
                         && !rest.is_empty()
                     {
                         out.push_str(&self.chunk(json!({ "content": rest }), None));
@@ -593,19 +594,15 @@ impl Chunks {
                     out.push_str("data: [DONE]\n\n");
                     return Some(Bytes::from(out));
                 }
-                Some("error") => {
-                    let message = event["errorMessage"]
-                        .as_str()
-                        .unwrap_or("the run failed")
-                        .to_string();
-                    return Some(self.error(&message));
-                }
-                Some("aborted") => {
-                    let why = event["errorMessage"].as_str().unwrap_or("aborted");
+                "aborted" => {
+                    let why = end.error.as_deref().unwrap_or("aborted");
                     let message = format!("the run was aborted: {why}");
                     return Some(self.error(&message));
                 }
-                _ => continue,
+                _ => {
+                    let message = end.error.as_deref().unwrap_or("the run failed").to_string();
+                    return Some(self.error(&message));
+                }
             }
         }
     }

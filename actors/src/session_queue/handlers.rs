@@ -1,7 +1,7 @@
 //! The session-queue's message handlers.
 
 use actix::prelude::*;
-use serde_json::json;
+
 use tokio::sync::oneshot;
 
 use super::lane::Waiting;
@@ -9,8 +9,8 @@ use super::{
     AbortReport, AbortTurn, MAX_IDEMPOTENCY_KEY_BYTES, QueueError, ResetSession, RunSummary,
     SessionQueueActor, SubmitTurn, Subscribe, TurnAccepted, Unsubscribe, WaitRun,
 };
-use crate::messages::{QueueMode, Shutdown, TurnEvent, TurnEventKind};
-use crate::now_ms;
+use crate::messages::{QueueMode, RunEvent, Shutdown, TurnEvent, TurnEventKind};
+
 use crate::store::turns::{Acceptance, NewTurn};
 use crate::store::{AcceptTurn, ClearSession, GetRun, StoreError};
 
@@ -189,24 +189,15 @@ impl Handler<TurnEvent> for SessionQueueActor {
         }
         active.seq += 1;
         let seq = active.seq;
-        let ts = now_ms();
-        let (run_id, key) = (msg.run_id, msg.session_key);
-        match msg.kind {
-            TurnEventKind::Started => {
-                let payload = json!({ "runId": run_id, "sessionKey": key, "stream": "lifecycle", "data": { "phase": "start" }, "seq": seq, "ts": ts });
-                self.broadcast(&key, "agent", payload);
-            }
+        let event = match msg.kind {
+            TurnEventKind::Started => RunEvent::Started,
             TurnEventKind::Delta(delta) => {
                 active.text.push_str(&delta);
-                let agent = json!({ "runId": run_id, "sessionKey": key, "stream": "assistant", "data": { "delta": delta }, "seq": seq, "ts": ts });
-                let chat = json!({ "runId": run_id, "sessionKey": key, "state": "delta", "delta": delta, "seq": seq, "ts": ts });
-                self.broadcast_pair(&key, ("agent", agent), ("chat", chat));
+                RunEvent::Delta(delta.into())
             }
-            TurnEventKind::Tool(data) => {
-                let payload = json!({ "runId": run_id, "sessionKey": key, "stream": "tool", "data": data, "seq": seq, "ts": ts });
-                self.broadcast(&key, "agent", payload);
-            }
-        }
+            TurnEventKind::Tool(data) => RunEvent::Tool(std::sync::Arc::new(data)),
+        };
+        self.deliver(&msg.session_key, &msg.run_id, seq, event);
     }
 }
 

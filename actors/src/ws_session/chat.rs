@@ -14,7 +14,7 @@ use super::session_params::{
     AbortParams, HistoryParams, ListParams, ModelsListParams, SessionParams,
 };
 use super::turn_params::{AgentParams, ChatSendParams};
-use crate::messages::{QueueMode, SessionEvent, TurnOptions};
+use crate::messages::{QueueMode, RunEvent, SessionEvent, TurnOptions};
 use crate::protocol::{ErrorShape, Scope};
 use crate::session_key::{ResolvedKey, resolve};
 use crate::session_queue::{
@@ -461,13 +461,12 @@ impl Handler<SessionEvent> for WsSessionActor {
         if matches!(self.phase, super::Phase::Connected { .. }) {
             // Events lost to a full mailbox leave a gap in `seq`: the client refreshes.
             self.seq += msg.missed;
-            if let Some((event, payload)) = &msg.before {
-                self.event(event, payload, ctx);
+            for (event, payload) in super::frames::render(&msg) {
+                self.event(event, &payload, ctx);
             }
-            self.event(msg.event, &msg.payload, ctx);
             // Requests waiting for this run are answered now, in event order (before a
             // stop that may follow in the mailbox), not when the queue's reply arrives.
-            if let Some(ended) = &msg.ended {
+            if let RunEvent::Ended(ended) = &msg.event {
                 for id in self.awaiting.remove(&ended.run_id).unwrap_or_default() {
                     self.respond(id, Ok(run_result(ended)), ctx);
                 }

@@ -1,0 +1,101 @@
+//! The OpenClaw frames a run event becomes at the WebSocket edge: `agent` events (streams
+//! `lifecycle`, `assistant`, `tool`) and `chat` events (`delta`, then `final` | `error` |
+//! `aborted`). The one place these payloads are made.
+
+use serde_json::{Value, json};
+
+use crate::messages::{RunEvent, SessionEvent};
+
+/// The events (name, payload) a run event is sent as, in order.
+pub fn render(ev: &SessionEvent) -> Vec<(&'static str, Value)> {
+    let (run_id, key, seq, ts) = (&*ev.run_id, &*ev.session_key, ev.seq, ev.ts);
+    match &ev.event {
+        RunEvent::Started => vec![(
+            "agent",
+            json!({ "runId": run_id, "sessionKey": key, "stream": "lifecycle", "data": { "phase": "start" }, "seq": seq, "ts": ts }),
+        )],
+        RunEvent::Delta(delta) => vec![
+            (
+                "agent",
+                json!({ "runId": run_id, "sessionKey": key, "stream": "assistant", "data": { "delta": &**delta }, "seq": seq, "ts": ts }),
+            ),
+            (
+                "chat",
+                json!({ "runId": run_id, "sessionKey": key, "state": "delta", "delta": &**delta, "seq": seq, "ts": ts }),
+            ),
+        ],
+        RunEvent::Tool(data) => vec![(
+            "agent",
+            json!({ "runId": run_id, "sessionKey": key, "stream": "tool", "data": &**data, "seq": seq, "ts": ts }),
+        )],
+        RunEvent::Ended(end) => {
+            let phase = if end.status == "ok" { "end" } else { "error" };
+            let lifecycle = json!({
+                "runId": run_id, "sessionKey": key, "stream": "lifecycle",
+                "data": { "phase": phase, "status": end.status, "error": end.error }, "ts": ts,
+            });
+            let message = json!({ "role": "assistant", "text": end.summary });
+            let chat = match end.status.as_str() {
+                "ok" => {
+                    json!({ "runId": run_id, "sessionKey": key, "state": "final", "message": message, "ts": ts })
+                }
+                "aborted" => {
+                    json!({ "runId": run_id, "sessionKey": key, "state": "aborted", "message": message, "ts": ts })
+                }
+                _ => {
+                    json!({ "runId": run_id, "sessionKey": key, "state": "error", "errorMessage": end.error, "ts": ts })
+                }
+            };
+            vec![("agent", lifecycle), ("chat", chat)]
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::session_queue::RunSummary;
+
+    fn ev(event: RunEvent) -> SessionEvent {
+        SessionEvent {
+            run_id: "r1".into(),
+            session_key: "agent:main:main".into(),
+            seq: 3,
+            ts: 7,
+            event,
+            missed: 0,
+        }
+    }
+
+    #[test]
+    fn a_delta_is_an_assistant_stream_event_then_a_chat_delta() {
+        let frames = render(&ev(RunEvent::Delta("hi".into())));
+        assert_eq!(frames.len(), 2);
+        assert_eq!(frames[0].0, "agent");
+        assert_eq!(frames[0].1["stream"], "assistant");
+        assert_eq!(frames[0].1["data"]["delta"], "hi");
+        assert_eq!(frames[1].1["state"], "delta");
+        assert_eq!(frames[1].1["seq"], 3);
+    }
+
+    #[test]
+    fn an_end_is_a_lifecycle_event_then_the_chat_state_of_its_status() {
+        for (status, state, phase) in [
+            ("ok", "final", "end"),
+            ("aborted", "aborted", "error"),
+            ("error", "error", "error"),
+        ] {
+            let end = RunSummary {
+                run_id: "r1".into(),
+                status: status.into(),
+                summary: "text".into(),
+                error: (status != "ok").then(|| "why".to_string()),
+            };
+            let frames = render(&ev(RunEvent::Ended(Arc::new(end))));
+            assert_eq!(frames[0].1["data"]["phase"], phase);
+            assert_eq!(frames[1].1["state"], state);
+        }
+    }
+}
