@@ -157,7 +157,11 @@ async fn messages_sent_while_the_gateway_was_down_are_answered_once_after_kill9(
     let mut with_after = expected.to_vec();
     with_after.push("echo: after");
     replies(&fake, FakeDiscord::dm_channel(users[0]), &with_after).await;
-    assert_eq!(fake.sent().len(), users.len() * 5 + 1, "a reply was sent twice");
+    assert_eq!(
+        fake.sent().len(),
+        users.len() * 5 + 1,
+        "a reply was sent twice"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -211,6 +215,11 @@ async fn a_shard_without_heartbeat_acks_is_restarted_with_its_reason() {
     fake.dm(901, "first");
     let dm = FakeDiscord::dm_channel(901);
     replies(&fake, dm, &["echo: first"]).await;
+    // A few ACKs first, so the heartbeat interval is known.
+    eventually(WAIT, "three heartbeat ACKs", || async {
+        (fake.acks() >= 3).then_some(())
+    })
+    .await;
     fake.ack_heartbeats(false);
     let failed = eventually(
         Duration::from_secs(60),
@@ -218,7 +227,7 @@ async fn a_shard_without_heartbeat_acks_is_restarted_with_its_reason() {
         || async {
             let n = discord_node(&gw).await;
             let why = n["lastExit"]["message"].as_str().unwrap_or_default();
-            (n["restarts"].as_u64() >= Some(1) && why.contains("heartbeat")).then_some(n)
+            (n["restarts"].as_u64() >= Some(1) && why.contains("heartbeat ACK")).then_some(n)
         },
     )
     .await;
@@ -226,6 +235,10 @@ async fn a_shard_without_heartbeat_acks_is_restarted_with_its_reason() {
     fake.ack_heartbeats(true);
     fake.dm(901, "second");
     replies(&fake, dm, &["echo: first", "echo: second"]).await;
+    eventually(WAIT, "a single gateway session", || async {
+        (fake.sessions() == 1).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -241,6 +254,13 @@ async fn a_dropped_gateway_socket_restarts_the_channel_and_nothing_is_lost() {
     replies(&fake, dm, &["echo: one", "echo: two"]).await;
     let n = discord_node(&gw).await;
     assert!(n["restarts"].as_u64() >= Some(1), "{n}");
+    let why = n["lastExit"]["message"].as_str().unwrap_or_default();
+    assert!(why.contains("connection lost"), "{n}");
+    // The old shard is gone: one session, so each message is seen once on the wire.
+    eventually(WAIT, "a single gateway session", || async {
+        (fake.sessions() == 1).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -379,7 +379,10 @@ poll_timeout_secs = 0
         assert_eq!(d.api_url, "https://discord.com");
         assert_eq!(d.dm_policy, DmPolicy::Open);
         assert!(matches!(&d.token, TokenSource::Value(s) if s.0 == "d.tok"));
-        for key in ["channels.discord[1].account", "channels.discord[1].token_env"] {
+        for key in [
+            "channels.discord[1].account",
+            "channels.discord[1].token_env",
+        ] {
             assert!(
                 errors.iter().any(|e| e.starts_with(key)),
                 "no error for {key}: {errors:?}"

@@ -55,6 +55,7 @@ struct Inner {
     sessions: HashMap<u64, mpsc::UnboundedSender<Push>>,
     next_session: u64,
     identifies: u64,
+    acks: u64,
 }
 
 struct Shared {
@@ -92,7 +93,14 @@ fn user_json(id: u64, bot: bool) -> Value {
     })
 }
 
-fn message_json(id: u64, channel: u64, author: Value, content: &str, mentions: Vec<Value>, reply_to: Option<Value>) -> Value {
+fn message_json(
+    id: u64,
+    channel: u64,
+    author: Value,
+    content: &str,
+    mentions: Vec<Value>,
+    reply_to: Option<Value>,
+) -> Value {
     let mut m = json!({
         "id": id.to_string(),
         "channel_id": channel.to_string(),
@@ -111,7 +119,8 @@ fn message_json(id: u64, channel: u64, author: Value, content: &str, mentions: V
         "flags": 0,
     });
     if let Some(r) = reply_to {
-        m["message_reference"] = json!({ "message_id": r["id"], "channel_id": channel.to_string() });
+        m["message_reference"] =
+            json!({ "message_id": r["id"], "channel_id": channel.to_string() });
         m["referenced_message"] = r;
         m["type"] = json!(19);
     }
@@ -143,8 +152,14 @@ impl FakeDiscord {
                         .route("/api/v10/gateway", web::get().to(gateway_url))
                         .route("/api/v10/gateway/bot", web::get().to(gateway_url))
                         .route("/api/v10/users/@me", web::get().to(me))
-                        .route("/api/v10/channels/{id}/messages", web::post().to(post_message))
-                        .route("/api/v10/channels/{id}/messages", web::get().to(get_messages))
+                        .route(
+                            "/api/v10/channels/{id}/messages",
+                            web::post().to(post_message),
+                        )
+                        .route(
+                            "/api/v10/channels/{id}/messages",
+                            web::get().to(get_messages),
+                        )
                         .route("/api/v10/channels/{id}/typing", web::post().to(typing))
                 })
                 .workers(2)
@@ -179,21 +194,42 @@ impl FakeDiscord {
         self.shared.lock()
     }
 
-    fn post(&self, channel: u64, guild: Option<u64>, user: u64, content: &str, mentions: Vec<Value>, reply_to_bot: bool) -> u64 {
+    fn post(
+        &self,
+        channel: u64,
+        guild: Option<u64>,
+        user: u64,
+        content: &str,
+        mentions: Vec<Value>,
+        reply_to_bot: bool,
+    ) -> u64 {
         let mut inner = self.lock();
         inner.next_id += 1;
         let id = inner.next_id;
         inner.channels.insert(channel, guild);
         let reply_to = if reply_to_bot {
-            inner
-                .messages
-                .get(&channel)
-                .and_then(|ms| ms.iter().rev().find(|m| m["author"]["id"] == BOT_ID.to_string()).cloned())
+            inner.messages.get(&channel).and_then(|ms| {
+                ms.iter()
+                    .rev()
+                    .find(|m| m["author"]["id"] == BOT_ID.to_string())
+                    .cloned()
+            })
         } else {
             None
         };
-        let mut message = message_json(id, channel, user_json(user, false), content, mentions, reply_to);
-        inner.messages.entry(channel).or_default().push(message.clone());
+        let mut message = message_json(
+            id,
+            channel,
+            user_json(user, false),
+            content,
+            mentions,
+            reply_to,
+        );
+        inner
+            .messages
+            .entry(channel)
+            .or_default()
+            .push(message.clone());
         if let Some(g) = guild {
             message["guild_id"] = json!(g.to_string());
         }
@@ -215,13 +251,30 @@ impl FakeDiscord {
 
     /// A user writes in a guild channel; `mention` adds a `<@bot>` mention, `reply_to_bot`
     /// makes it a reply to the bot's last message there.
-    pub fn guild(&self, channel: u64, user: u64, content: &str, mention: bool, reply_to_bot: bool) -> u64 {
+    pub fn guild(
+        &self,
+        channel: u64,
+        user: u64,
+        content: &str,
+        mention: bool,
+        reply_to_bot: bool,
+    ) -> u64 {
         let (content, mentions) = if mention {
-            (format!("<@{BOT_ID}> {content}"), vec![user_json(BOT_ID, true)])
+            (
+                format!("<@{BOT_ID}> {content}"),
+                vec![user_json(BOT_ID, true)],
+            )
         } else {
             (content.to_string(), vec![])
         };
-        self.post(channel, Some(GUILD_ID), user, &content, mentions, reply_to_bot)
+        self.post(
+            channel,
+            Some(GUILD_ID),
+            user,
+            &content,
+            mentions,
+            reply_to_bot,
+        )
     }
 
     /// Everything the bot posted.
@@ -257,6 +310,11 @@ impl FakeDiscord {
     /// Whether heartbeats are acknowledged.
     pub fn ack_heartbeats(&self, ack: bool) {
         self.lock().ack_heartbeats = ack;
+    }
+
+    /// How many heartbeats were acknowledged.
+    pub fn acks(&self) -> u64 {
+        self.lock().acks
     }
 
     /// How many IDENTIFYs the gateway answered.
@@ -320,12 +378,18 @@ fn channel_of(path: &web::Path<String>) -> Option<u64> {
     path.parse().ok()
 }
 
-async fn post_message(req: HttpRequest, path: web::Path<String>, body: web::Json<Value>, shared: web::Data<Shared>) -> HttpResponse {
+async fn post_message(
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Json<Value>,
+    shared: web::Data<Shared>,
+) -> HttpResponse {
     if !authorized(&req, &shared) {
         return unauthorized();
     }
     let Some(channel) = channel_of(&path) else {
-        return HttpResponse::NotFound().json(json!({ "message": "Unknown Channel", "code": 10003 }));
+        return HttpResponse::NotFound()
+            .json(json!({ "message": "Unknown Channel", "code": 10003 }));
     };
     let mut inner = shared.lock();
     if inner.rate_limits > 0 {
@@ -339,27 +403,52 @@ async fn post_message(req: HttpRequest, path: web::Path<String>, body: web::Json
     inner.next_id += 1;
     let id = inner.next_id;
     let message = message_json(id, channel, user_json(BOT_ID, true), &content, vec![], None);
-    inner.messages.entry(channel).or_default().push(message.clone());
-    inner.sent.push(Sent { channel_id: channel, content, id, at: Instant::now() });
+    inner
+        .messages
+        .entry(channel)
+        .or_default()
+        .push(message.clone());
+    inner.sent.push(Sent {
+        channel_id: channel,
+        content,
+        id,
+        at: Instant::now(),
+    });
     HttpResponse::Ok().json(message)
 }
 
-async fn get_messages(req: HttpRequest, path: web::Path<String>, query: web::Query<HashMap<String, String>>, shared: web::Data<Shared>) -> HttpResponse {
+async fn get_messages(
+    req: HttpRequest,
+    path: web::Path<String>,
+    query: web::Query<HashMap<String, String>>,
+    shared: web::Data<Shared>,
+) -> HttpResponse {
     if !authorized(&req, &shared) {
         return unauthorized();
     }
     let Some(channel) = channel_of(&path) else {
-        return HttpResponse::NotFound().json(json!({ "message": "Unknown Channel", "code": 10003 }));
+        return HttpResponse::NotFound()
+            .json(json!({ "message": "Unknown Channel", "code": 10003 }));
     };
     let after: u64 = query.get("after").and_then(|a| a.parse().ok()).unwrap_or(0);
-    let limit: usize = query.get("limit").and_then(|l| l.parse().ok()).unwrap_or(50).min(100);
+    let limit: usize = query
+        .get("limit")
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(50)
+        .min(100);
     let inner = shared.lock();
     let mut page: Vec<Value> = inner
         .messages
         .get(&channel)
         .map(|ms| {
             ms.iter()
-                .filter(|m| m["id"].as_str().and_then(|i| i.parse::<u64>().ok()).unwrap_or(0) > after)
+                .filter(|m| {
+                    m["id"]
+                        .as_str()
+                        .and_then(|i| i.parse::<u64>().ok())
+                        .unwrap_or(0)
+                        > after
+                })
                 .take(limit)
                 .cloned()
                 .collect()
@@ -370,7 +459,11 @@ async fn get_messages(req: HttpRequest, path: web::Path<String>, query: web::Que
     HttpResponse::Ok().json(page)
 }
 
-async fn typing(req: HttpRequest, path: web::Path<String>, shared: web::Data<Shared>) -> HttpResponse {
+async fn typing(
+    req: HttpRequest,
+    path: web::Path<String>,
+    shared: web::Data<Shared>,
+) -> HttpResponse {
     if !authorized(&req, &shared) {
         return unauthorized();
     }
@@ -380,7 +473,11 @@ async fn typing(req: HttpRequest, path: web::Path<String>, shared: web::Data<Sha
     HttpResponse::NoContent().finish()
 }
 
-async fn gateway(req: HttpRequest, body: web::Payload, shared: web::Data<Shared>) -> actix_web::Result<HttpResponse> {
+async fn gateway(
+    req: HttpRequest,
+    body: web::Payload,
+    shared: web::Data<Shared>,
+) -> actix_web::Result<HttpResponse> {
     let (response, mut session, mut stream) = actix_ws::handle(&req, body)?;
     let (tx, mut rx) = mpsc::unbounded_channel::<Push>();
     let id = {
@@ -418,7 +515,11 @@ async fn gateway(req: HttpRequest, body: web::Payload, shared: web::Data<Shared>
                     let Ok(v) = serde_json::from_str::<Value>(&text) else { continue };
                     match v["op"].as_u64() {
                         Some(1) => {
-                            let ack = shared.lock().ack_heartbeats;
+                            let ack = {
+                                let mut inner = shared.lock();
+                                inner.acks += u64::from(inner.ack_heartbeats);
+                                inner.ack_heartbeats
+                            };
                             if ack && session.text(json!({ "op": 11, "d": null, "s": null, "t": null }).to_string()).await.is_err() {
                                 break;
                             }

@@ -46,6 +46,48 @@ pub const MESSAGE_LIMIT: usize = 2000;
 /// How long the gateway may take to answer IDENTIFY with READY after a start.
 pub const READY_WITHIN: Duration = Duration::from_secs(60);
 
+/// How often the shard's heartbeat ACKs are checked.
+const ACK_CHECK_EVERY: Duration = Duration::from_millis(250);
+
+/// Heartbeat intervals without an ACK after which the shard counts as dead.
+const MISSED_ACKS: u32 = 3;
+
+/// The shortest silence that counts as missed ACKs (whatever the interval).
+const MIN_ACK_SILENCE: Duration = Duration::from_secs(5);
+
+/// Heartbeat ACK progress, observed through serenity's shard manager: each ACK updates the
+/// runner's latency, so a changed latency is an ACK.
+#[derive(Default)]
+struct AckProgress {
+    latency: Option<Duration>,
+    last_ack: Option<Instant>,
+    /// The longest gap seen between two ACKs (≈ the heartbeat interval).
+    spacing: Option<Duration>,
+    checking: bool,
+}
+
+impl AckProgress {
+    /// Records what the shard manager reports now.
+    fn observe(&mut self, latency: Option<Duration>, now: Instant) {
+        if latency.is_some() && latency != self.latency {
+            if let Some(last) = self.last_ack {
+                let gap = now.duration_since(last);
+                self.spacing = Some(self.spacing.map_or(gap, |s| s.max(gap)));
+            }
+            self.last_ack = Some(now);
+        }
+        self.latency = latency;
+    }
+
+    /// How long the shard has gone without an ACK, when that is longer than `intervals`
+    /// heartbeat intervals (known once two ACKs were seen).
+    fn silent_for(&self, intervals: f64, floor: Duration, now: Instant) -> Option<Duration> {
+        let spacing = self.spacing?;
+        let silence = now.duration_since(self.last_ack?);
+        (silence > spacing.mul_f64(intervals).max(floor)).then_some(silence)
+    }
+}
+
 /// One unit of work of a channel, run in order.
 enum Job {
     /// Send an owed delivery.
@@ -80,6 +122,7 @@ pub struct DiscordActor {
     journaling: bool,
     chats: HashMap<String, ChatLane>,
     shards: Option<Arc<ShardManager>>,
+    acks: AckProgress,
     started_at: Instant,
     snapshot: ChannelSnapshot,
     guard: ExitGuard,
@@ -119,6 +162,7 @@ impl DiscordActor {
                 journaling: false,
                 chats: HashMap::new(),
                 shards: None,
+                acks: AckProgress::default(),
                 started_at: Instant::now(),
                 snapshot: ChannelSnapshot::default(),
                 guard: link.guard(),
@@ -447,8 +491,33 @@ impl DiscordActor {
                 "no READY from the discord gateway within {} s of starting",
                 READY_WITHIN.as_secs()
             );
-            self.fail(why, ctx);
+            return self.fail(why, ctx);
         }
+        if let Some(silence) =
+            self.acks
+                .silent_for(MISSED_ACKS as f64, MIN_ACK_SILENCE, Instant::now())
+        {
+            let why = format!(
+                "discord shard got no heartbeat ACK for {} ms ({MISSED_ACKS} heartbeat intervals); restarting the channel",
+                silence.as_millis()
+            );
+            return self.fail(why, ctx);
+        }
+        let Some(shards) = self.shards.clone() else {
+            return;
+        };
+        if self.acks.checking {
+            return;
+        }
+        self.acks.checking = true;
+        let read = async move {
+            let runners = shards.runners.lock().await;
+            runners.values().next().and_then(|r| r.latency)
+        };
+        ctx.spawn(read.into_actor(self).map(|latency, act, _| {
+            act.acks.checking = false;
+            act.acks.observe(latency, Instant::now());
+        }));
     }
 }
 
@@ -478,7 +547,11 @@ fn resolve_token(settings: &DiscordSettings) -> Result<String, ChannelError> {
             .trim()
             .to_string(),
     };
-    let token = token.strip_prefix("Bot ").unwrap_or(&token).trim().to_string();
+    let token = token
+        .strip_prefix("Bot ")
+        .unwrap_or(&token)
+        .trim()
+        .to_string();
     if token.is_empty() {
         return Err(ChannelError::Config(format!(
             "discord account {:?} has an empty bot token",
@@ -496,7 +569,7 @@ impl Actor for DiscordActor {
         self.guard.liveness().attach(ctx);
         tracing::info!(account = %self.settings.account, "discord channel starting");
         self.start_up(ctx);
-        ctx.run_interval(Duration::from_secs(1), |act, ctx| act.watchdog(ctx));
+        ctx.run_interval(ACK_CHECK_EVERY, |act, ctx| act.watchdog(ctx));
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
@@ -540,10 +613,19 @@ impl Handler<SessionReady> for DiscordActor {
     type Result = ();
     fn handle(&mut self, ready: SessionReady, ctx: &mut Self::Context) {
         if let Some(first) = &self.session {
-            // The old runner never reported leaving Connected: serenity restarted the shard
-            // itself, which it does when a heartbeat went unacknowledged.
+            // serenity re-identified: it restarts a shard whose heartbeat went
+            // unacknowledged (then the ACKs stopped well over an interval ago), or whose
+            // socket dropped and could not resume.
+            let cause = match self.acks.silent_for(1.5, Duration::ZERO, Instant::now()) {
+                Some(silence) => format!(
+                    "discord shard restarted without a heartbeat ACK (none for {} ms)",
+                    silence.as_millis()
+                ),
+                None => "discord gateway connection lost (socket dropped or reconnect requested)"
+                    .to_string(),
+            };
             let why = format!(
-                "discord shard restarted without a heartbeat ACK (session {first} replaced by {}); restarting the channel to backfill",
+                "{cause}: session {first} replaced by {}; restarting the channel to backfill",
                 ready.session_id
             );
             return self.fail(why, ctx);
@@ -583,7 +665,33 @@ impl Handler<StageChanged> for DiscordActor {
 
 #[cfg(test)]
 mod tests {
-    use super::strip_mention;
+    use super::{AckProgress, strip_mention};
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_changed_latency_is_an_ack_and_silence_is_measured_in_intervals() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut acks = AckProgress::default();
+        acks.observe(Some(Duration::from_millis(3)), at(0));
+        assert_eq!(
+            acks.silent_for(1.5, Duration::ZERO, at(5000)),
+            None,
+            "one ACK gives no interval"
+        );
+        acks.observe(Some(Duration::from_millis(4)), at(1000));
+        acks.observe(Some(Duration::from_millis(4)), at(1900));
+        assert_eq!(acks.silent_for(1.5, Duration::ZERO, at(2200)), None);
+        assert_eq!(
+            acks.silent_for(1.5, Duration::ZERO, at(3000)),
+            Some(Duration::from_millis(2000))
+        );
+        assert_eq!(acks.silent_for(3.0, Duration::from_secs(5), at(5000)), None);
+        assert!(
+            acks.silent_for(3.0, Duration::from_secs(5), at(6500))
+                .is_some()
+        );
+    }
 
     #[test]
     fn mentions_of_the_bot_are_stripped() {

@@ -53,18 +53,23 @@ impl Rest {
     }
 
     /// Sends one request, waiting out 429s; returns the successful response's body.
-    async fn call(&self, what: &str, make: impl Fn() -> Request<'static>) -> Result<String, ChannelError> {
+    async fn call(
+        &self,
+        what: &str,
+        make: impl Fn() -> Request<'static>,
+    ) -> Result<String, ChannelError> {
         let mut limited = 0;
         loop {
             let request = make()
                 .build(&self.client, &self.authorization, Some(&self.base))
                 .and_then(|b| b.build().map_err(Into::into))
-                .map_err(|e| ChannelError::Config(format!("{what}: cannot build the request: {e}")))?;
-            let response = self
-                .client
-                .execute(request)
-                .await
-                .map_err(|e| ChannelError::Unreachable(format!("{what}: {}", without_url(&e))))?;
+                .map_err(|e| {
+                    ChannelError::Config(format!("{what}: cannot build the request: {e}"))
+                })?;
+            let response =
+                self.client.execute(request).await.map_err(|e| {
+                    ChannelError::Unreachable(format!("{what}: {}", without_url(&e)))
+                })?;
             let status = response.status();
             if status.as_u16() == 429 && limited < MAX_RATE_LIMITED {
                 limited += 1;
@@ -76,14 +81,20 @@ impl Rest {
                 let body = response.text().await.unwrap_or_default();
                 let wait = header.or_else(|| retry_after_in_body(&body)).unwrap_or(1.0);
                 let wait = Duration::from_secs_f64(wait.clamp(0.0, 60.0));
-                tracing::info!(request = what, retry_after_ms = wait.as_millis() as u64, "discord rate limit; waiting");
+                tracing::info!(
+                    request = what,
+                    retry_after_ms = wait.as_millis() as u64,
+                    "discord rate limit; waiting"
+                );
                 tokio::time::sleep(wait).await;
                 continue;
             }
-            let body = response
-                .text()
-                .await
-                .map_err(|e| ChannelError::Unreachable(format!("{what}: reading the answer: {}", without_url(&e))))?;
+            let body = response.text().await.map_err(|e| {
+                ChannelError::Unreachable(format!(
+                    "{what}: reading the answer: {}",
+                    without_url(&e)
+                ))
+            })?;
             if status.is_success() {
                 return Ok(body);
             }
@@ -111,13 +122,19 @@ impl Rest {
             })
             .await?;
         let message: Message = serde_json::from_str(&answer).map_err(|e| {
-            ChannelError::Unreachable(format!("POST /channels/{{id}}/messages: unexpected answer: {e}"))
+            ChannelError::Unreachable(format!(
+                "POST /channels/{{id}}/messages: unexpected answer: {e}"
+            ))
         })?;
         Ok(message.id.get().to_string())
     }
 
     /// The messages of a channel after `after`, oldest first (several pages if needed).
-    pub async fn messages_after(&self, channel: &str, after: i64) -> Result<Vec<Message>, ChannelError> {
+    pub async fn messages_after(
+        &self,
+        channel: &str,
+        after: i64,
+    ) -> Result<Vec<Message>, ChannelError> {
         let channel_id = channel_id(channel)?;
         let mut cursor = after.max(0) as u64;
         let mut out: Vec<Message> = Vec::new();
@@ -130,7 +147,9 @@ impl Rest {
                 })
                 .await?;
             let mut page: Vec<Message> = serde_json::from_str(&answer).map_err(|e| {
-                ChannelError::Unreachable(format!("GET /channels/{{id}}/messages: unexpected answer: {e}"))
+                ChannelError::Unreachable(format!(
+                    "GET /channels/{{id}}/messages: unexpected answer: {e}"
+                ))
             })?;
             let full = page.len() >= PAGE;
             page.retain(|m| m.id.get() > cursor);
@@ -161,10 +180,14 @@ impl Rest {
     /// The bot's own user (`GET /users/@me`): id and name.
     pub async fn me(&self) -> Result<(u64, String), ChannelError> {
         let answer = self
-            .call("GET /users/@me", || Request::new(Route::UserMe, LightMethod::Get))
+            .call("GET /users/@me", || {
+                Request::new(Route::UserMe, LightMethod::Get)
+            })
             .await?;
-        let user: serenity::model::user::CurrentUser = serde_json::from_str(&answer)
-            .map_err(|e| ChannelError::Unreachable(format!("GET /users/@me: unexpected answer: {e}")))?;
+        let user: serenity::model::user::CurrentUser =
+            serde_json::from_str(&answer).map_err(|e| {
+                ChannelError::Unreachable(format!("GET /users/@me: unexpected answer: {e}"))
+            })?;
         Ok((user.id.get(), user.name.clone()))
     }
 }
@@ -221,7 +244,6 @@ fn channel_id(channel: &str) -> Result<ChannelId, ChannelError> {
         .map(ChannelId::new)
         .ok_or_else(|| ChannelError::Refused(format!("{channel:?} is not a Discord channel id")))
 }
-
 
 /// `retry_after` (seconds) of a 429's JSON body.
 fn retry_after_in_body(body: &str) -> Option<f64> {
