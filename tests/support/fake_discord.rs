@@ -211,7 +211,12 @@ impl FakeDiscord {
             inner.messages.get(&channel).and_then(|ms| {
                 ms.iter()
                     .rev()
-                    .find(|m| m["author"]["id"] == BOT_ID.to_string())
+                    .find(|m| {
+                        m["author"]["id"]
+                            .as_str()
+                            .and_then(|i| i.parse::<u64>().ok())
+                            == Some(BOT_ID)
+                    })
                     .cloned()
             })
         } else {

@@ -62,7 +62,10 @@ impl Rest {
         loop {
             let request = make()
                 .build(&self.client, &self.authorization, Some(&self.base))
-                .and_then(|b| b.build().map_err(Into::into))
+                .map_err(|e| {
+                    ChannelError::Config(format!("{what}: cannot build the request: {e}"))
+                })?
+                .build()
                 .map_err(|e| {
                     ChannelError::Config(format!("{what}: cannot build the request: {e}"))
                 })?;

@@ -508,7 +508,8 @@ mod tests {
             guild_id: Some("7".into()),
             last_seen: 9,
         };
-        pool.advance_channels("main", &[guild.clone()]).unwrap();
+        pool.advance_channels("main", std::slice::from_ref(&guild))
+            .unwrap();
         pool.advance_channels("other", &[dm(1)]).unwrap();
         assert_eq!(pool.known_channels("main").unwrap(), vec![dm(5), guild]);
         cleanup(&path);
