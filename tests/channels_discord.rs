@@ -300,3 +300,46 @@ async fn a_panic_in_discord_leaves_telegram_answering_and_discord_comes_back() {
     assert_eq!(node(&tree, "telegram:main").unwrap()["restarts"], 0);
     assert_eq!(node(&tree, "agent:main").unwrap()["restarts"], 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pairing_keeps_unknown_discord_senders_from_the_agent_until_approved() {
+    let fake = FakeDiscord::start(TOKEN);
+    let gw = gateway(&fake, "", false); // dm_policy defaults to pairing
+    connected(&fake, 1).await;
+    let dm = FakeDiscord::dm_channel(1301);
+    fake.dm(1301, "secret first words");
+    let notice = eventually(WAIT, "a pairing code is sent", || async {
+        fake.texts_to(dm).first().cloned()
+    })
+    .await;
+    let mut c = gw.client().await;
+    let list = c.request("pairing.list", None).await;
+    let pending = list["payload"]["pending"].as_array().unwrap().clone();
+    assert_eq!(pending.len(), 1, "{list}");
+    assert_eq!(pending[0]["channel"], "discord", "{list}");
+    assert_eq!(pending[0]["senderId"], "1301", "{list}");
+    let code = pending[0]["code"].as_str().unwrap().to_string();
+    assert!(notice.contains(&code), "notice {notice:?} lacks {code}");
+    let res = c
+        .request("pairing.approve", Some(json!({ "code": code })))
+        .await;
+    assert_eq!(res["ok"], true, "{res}");
+    fake.dm(1301, "now paired");
+    let texts = eventually(WAIT, "the paired sender is answered", || async {
+        let got = fake.texts_to(dm);
+        (got.len() >= 2).then_some(got)
+    })
+    .await;
+    assert_eq!(texts[1], "echo: now paired", "{texts:?}");
+    let history = c
+        .request(
+            "chat.history",
+            Some(json!({ "sessionKey": "agent:main:discord:dm:1301" })),
+        )
+        .await;
+    let messages = history["payload"]["messages"].as_array().cloned().unwrap();
+    assert!(
+        messages.iter().all(|m| m["text"] != "secret first words"),
+        "a message from before the approval reached the agent: {history}"
+    );
+}

@@ -575,8 +575,10 @@ impl Actor for DiscordActor {
     fn stopped(&mut self, _: &mut Self::Context) {
         // serenity's shard runs in tasks of its own: close it so a restarted actor is the
         // only session of this bot.
-        if let Some(shards) = self.shards.take() {
-            tokio::spawn(async move { shards.shutdown_all().await });
+        if let (Some(shards), Ok(runtime)) =
+            (self.shards.take(), tokio::runtime::Handle::try_current())
+        {
+            runtime.spawn(async move { shards.shutdown_all().await });
         }
     }
 }
