@@ -14,7 +14,7 @@ use std::time::Duration;
 use fake_discord::FakeDiscord;
 use fake_telegram::FakeTelegram;
 use serde_json::{Value, json};
-use support::{TestGateway, WAIT, eventually, node};
+use support::{TestGateway, WAIT, cli_env, eventually, node};
 
 const TOKEN: &str = "discord-test-token";
 const TG_TOKEN: &str = "123456:TEST-token";
@@ -342,4 +342,20 @@ async fn pairing_keeps_unknown_discord_senders_from_the_agent_until_approved() {
         messages.iter().all(|m| m["text"] != "secret first words"),
         "a message from before the approval reached the agent: {history}"
     );
+}
+
+#[test]
+fn a_discord_account_naming_an_unknown_agent_or_missing_token_is_refused_naming_the_key() {
+    let fake = FakeDiscord::start(TOKEN);
+    let home = tempfile::tempdir().expect("tempdir");
+    write_config(home.path(), &fake, "agent = \"ghost\"");
+    let run = ["gateway", "run", "--port", "0"];
+    let (code, _, err) = cli_env(home.path(), &run, &[("DC_TEST_TOKEN", TOKEN)]);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("channels.discord[0].agent"), "{err}");
+    write_config(home.path(), &fake, "");
+    let (code, _, err) = cli_env(home.path(), &run, &[]);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("channels.discord[0].token_env"), "{err}");
+    assert!(err.contains("DC_TEST_TOKEN"), "{err}");
 }
