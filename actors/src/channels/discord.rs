@@ -14,6 +14,7 @@
 //! it with backoff, which backfills what was missed.
 
 pub mod events;
+pub mod liveness;
 pub mod rest;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -26,6 +27,7 @@ use serenity::gateway::{ConnectionStage, ShardManager};
 use serenity::http::HttpBuilder;
 
 use self::events::{Forward, Incoming, SessionReady, StageChanged};
+use self::liveness::{ACK_CHECK_EVERY, AckProgress, MIN_ACK_SILENCE, MISSED_ACKS};
 use self::rest::Rest;
 use super::journal::{self, Route};
 use super::pairing;
@@ -45,48 +47,6 @@ pub const MESSAGE_LIMIT: usize = 2000;
 
 /// How long the gateway may take to answer IDENTIFY with READY after a start.
 pub const READY_WITHIN: Duration = Duration::from_secs(60);
-
-/// How often the shard's heartbeat ACKs are checked.
-const ACK_CHECK_EVERY: Duration = Duration::from_millis(250);
-
-/// Heartbeat intervals without an ACK after which the shard counts as dead.
-const MISSED_ACKS: u32 = 3;
-
-/// The shortest silence that counts as missed ACKs (whatever the interval).
-const MIN_ACK_SILENCE: Duration = Duration::from_secs(5);
-
-/// Heartbeat ACK progress, observed through serenity's shard manager: each ACK updates the
-/// runner's latency, so a changed latency is an ACK.
-#[derive(Default)]
-struct AckProgress {
-    latency: Option<Duration>,
-    last_ack: Option<Instant>,
-    /// The longest gap seen between two ACKs (≈ the heartbeat interval).
-    spacing: Option<Duration>,
-    checking: bool,
-}
-
-impl AckProgress {
-    /// Records what the shard manager reports now.
-    fn observe(&mut self, latency: Option<Duration>, now: Instant) {
-        if latency.is_some() && latency != self.latency {
-            if let Some(last) = self.last_ack {
-                let gap = now.duration_since(last);
-                self.spacing = Some(self.spacing.map_or(gap, |s| s.max(gap)));
-            }
-            self.last_ack = Some(now);
-        }
-        self.latency = latency;
-    }
-
-    /// How long the shard has gone without an ACK, when that is longer than `intervals`
-    /// heartbeat intervals (known once two ACKs were seen).
-    fn silent_for(&self, intervals: f64, floor: Duration, now: Instant) -> Option<Duration> {
-        let spacing = self.spacing?;
-        let silence = now.duration_since(self.last_ack?);
-        (silence > spacing.mul_f64(intervals).max(floor)).then_some(silence)
-    }
-}
 
 /// One unit of work of a channel, run in order.
 enum Job {
@@ -667,33 +627,7 @@ impl Handler<StageChanged> for DiscordActor {
 
 #[cfg(test)]
 mod tests {
-    use super::{AckProgress, strip_mention};
-    use std::time::{Duration, Instant};
-
-    #[test]
-    fn a_changed_latency_is_an_ack_and_silence_is_measured_in_intervals() {
-        let t0 = Instant::now();
-        let at = |ms| t0 + Duration::from_millis(ms);
-        let mut acks = AckProgress::default();
-        acks.observe(Some(Duration::from_millis(3)), at(0));
-        assert_eq!(
-            acks.silent_for(1.5, Duration::ZERO, at(5000)),
-            None,
-            "one ACK gives no interval"
-        );
-        acks.observe(Some(Duration::from_millis(4)), at(1000));
-        acks.observe(Some(Duration::from_millis(4)), at(1900));
-        assert_eq!(acks.silent_for(1.5, Duration::ZERO, at(2200)), None);
-        assert_eq!(
-            acks.silent_for(1.5, Duration::ZERO, at(3000)),
-            Some(Duration::from_millis(2000))
-        );
-        assert_eq!(acks.silent_for(3.0, Duration::from_secs(5), at(5000)), None);
-        assert!(
-            acks.silent_for(3.0, Duration::from_secs(5), at(6500))
-                .is_some()
-        );
-    }
+    use super::strip_mention;
 
     #[test]
     fn mentions_of_the_bot_are_stripped() {
