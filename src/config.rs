@@ -149,7 +149,7 @@ pub struct Config {
     pub retention: Option<Duration>,
     /// Agents.
     pub agents: Vec<AgentSummary>,
-    /// Chat-platform accounts (`[[channels.telegram]]`).
+    /// Chat-platform accounts (`[[channels.telegram]]`, `[[channels.discord]]`).
     pub channels: troupe_actors::channels::ChannelAccounts,
 }
 

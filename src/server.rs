@@ -198,6 +198,15 @@ pub fn run(
             return exit::CONFIG;
         }
     }
+    for (i, account) in config.channels.discord.iter().enumerate() {
+        if !agents.iter().any(|a| a.summary.id == account.agent) {
+            eprintln!(
+                "troupe: invalid config: channels.discord[{i}].agent: no agent {:?} is configured",
+                account.agent
+            );
+            return exit::CONFIG;
+        }
+    }
     if !config.bind.is_loopback() && matches!(config.auth, AuthSetting::None) {
         eprintln!(
             "troupe: refusing to bind {} with gateway.auth.mode = \"none\": anyone on the network could drive your agents; enable token auth or bind loopback",

@@ -1,13 +1,16 @@
 //! `channels`: the supervisor of chat-platform connections, one child per configured
-//! account (`telegram:<account>`; `discord:<account>` plugs in the same way), each on its
-//! own arbiter and restarted with exponential backoff and jitter (1 s .. 5 min).
+//! account (`telegram:<account>`, `discord:<account>`), each on its own arbiter and
+//! restarted with exponential backoff and jitter (1 s .. 5 min).
 //!
 //! - [`telegram`]: [`TelegramActor`](telegram::TelegramActor), the Bot API long-poll loop.
+//! - [`discord`]: [`DiscordActor`](discord::DiscordActor), a serenity gateway shard with
+//!   REST backfill after every (re)connect.
 //! - [`journal`]: what every platform shares: a journaled inbound message becomes one turn
 //!   on its session, and its reply becomes deliveries in the store.
 //! - [`split`]: long replies cut at the platform's limit on paragraph/line/word boundaries.
 //! - [`pairing`]: access policies and pairing codes for unknown senders.
 
+pub mod discord;
 pub mod journal;
 pub mod pairing;
 pub mod split;
@@ -90,11 +93,32 @@ pub struct TelegramSettings {
     pub poll_timeout: Duration,
 }
 
+/// One `[[channels.discord]]` account.
+#[derive(Debug, Clone)]
+pub struct DiscordSettings {
+    /// Account name (tree id `discord:<account>`).
+    pub account: String,
+    /// The bot token.
+    pub token: TokenSource,
+    /// REST base URL (the gateway URL comes from `GET /api/v10/gateway/bot`).
+    pub api_url: String,
+    /// The agent that answers.
+    pub agent: String,
+    /// Direct-message access.
+    pub dm_policy: DmPolicy,
+    /// Sender user ids always allowed.
+    pub allow_from: Vec<String>,
+    /// Guild-channel behaviour.
+    pub group_policy: GroupPolicy,
+}
+
 /// Every configured channel account.
 #[derive(Debug, Clone, Default)]
 pub struct ChannelAccounts {
     /// Telegram bots.
     pub telegram: Vec<TelegramSettings>,
+    /// Discord bots.
+    pub discord: Vec<DiscordSettings>,
 }
 
 /// Errors of a channel.
@@ -136,6 +160,13 @@ fn account_specs(accounts: &ChannelAccounts, root: &Addr<SupervisorActor>) -> Ve
         .iter()
         .cloned()
         .map(|settings| telegram::TelegramActor::spec(settings, root.clone()))
+        .chain(
+            accounts
+                .discord
+                .iter()
+                .cloned()
+                .map(|settings| discord::DiscordActor::spec(settings, root.clone())),
+        )
         .collect()
 }
 
@@ -185,6 +216,10 @@ async fn account_status(
     let (channel, account) = node.id.split_once(':').unwrap_or((node.kind.as_str(), ""));
     let snapshot = match channel {
         "telegram" => match lookup::<telegram::TelegramActor>(&gateway.root, &node.id).await {
+            Some(addr) => addr.send(DescribeChannel).await.ok(),
+            None => None,
+        },
+        "discord" => match lookup::<discord::DiscordActor>(&gateway.root, &node.id).await {
             Some(addr) => addr.send(DescribeChannel).await.ok(),
             None => None,
         },

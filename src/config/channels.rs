@@ -1,4 +1,4 @@
-//! `[[channels.telegram]]` (DESIGN §8): parsed from the merged config and validated into
+//! `[[channels.telegram]]` and `[[channels.discord]]`: parsed from the merged config and validated into
 //! [`ChannelAccounts`]; every error names its key (`channels.telegram[0].token_env`).
 //! Tokens are resolved here (environment) or at each channel start (file) and never logged.
 
@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use troupe_actors::channels::{
-    ChannelAccounts, DmPolicy, GroupPolicy, TelegramSettings, TokenSource,
+    ChannelAccounts, DiscordSettings, DmPolicy, GroupPolicy, TelegramSettings, TokenSource,
 };
 use troupe_actors::gateway::Secret;
 
@@ -18,6 +18,8 @@ use troupe_actors::gateway::Secret;
 pub(super) struct RawChannels {
     #[serde(default)]
     telegram: Vec<RawTelegram>,
+    #[serde(default)]
+    discord: Vec<RawDiscord>,
 }
 
 #[derive(Deserialize)]
@@ -38,6 +40,53 @@ struct RawTelegram {
 const DEFAULT_API_URL: &str = "https://api.telegram.org";
 const DEFAULT_TOKEN_ENV: &str = "TELEGRAM_BOT_TOKEN";
 const DEFAULT_POLL_TIMEOUT_SECS: u64 = 10;
+const DEFAULT_DISCORD_API_URL: &str = "https://discord.com";
+const DEFAULT_DISCORD_TOKEN_ENV: &str = "DISCORD_BOT_TOKEN";
+
+/// One `[[channels.discord]]` table.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDiscord {
+    account: Option<String>,
+    token_env: Option<String>,
+    token_file: Option<String>,
+    api_url: Option<String>,
+    agent: Option<String>,
+    dm_policy: Option<String>,
+    #[serde(default)]
+    allow_from: Vec<serde_json::Value>,
+    group_policy: Option<String>,
+}
+
+/// The keys every platform's account shares, as written.
+struct RawCommon {
+    account: Option<String>,
+    token_env: Option<String>,
+    token_file: Option<String>,
+    api_url: Option<String>,
+    agent: Option<String>,
+    dm_policy: Option<String>,
+    allow_from: Vec<serde_json::Value>,
+    group_policy: Option<String>,
+}
+
+/// The keys every platform's account shares, validated.
+struct Common {
+    account: String,
+    token: Option<TokenSource>,
+    api_url: String,
+    agent: String,
+    dm_policy: DmPolicy,
+    allow_from: Vec<String>,
+    group_policy: GroupPolicy,
+}
+
+/// Where a platform's accounts live and their defaults.
+struct Platform {
+    table: &'static str,
+    default_api_url: &'static str,
+    default_token_env: &'static str,
+}
 
 /// Validates the channel accounts, reporting each problem through `bad(key, why)`.
 pub(super) fn accounts(
@@ -47,126 +96,193 @@ pub(super) fn accounts(
 ) -> ChannelAccounts {
     let mut out = ChannelAccounts::default();
     let mut seen = HashSet::new();
+    let telegram = Platform {
+        table: "telegram",
+        default_api_url: DEFAULT_API_URL,
+        default_token_env: DEFAULT_TOKEN_ENV,
+    };
     for (i, t) in raw.telegram.into_iter().enumerate() {
-        let key = |field: &str| format!("channels.telegram[{i}].{field}");
-        let account = t.account.unwrap_or_else(|| "main".into());
-        let valid_name = !account.is_empty()
-            && account
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-        if !valid_name {
-            bad(
-                &key("account"),
-                format!("{account:?} must be letters, digits, '-' or '_'"),
-            );
-        } else if !seen.insert(account.clone()) {
-            bad(&key("account"), format!("{account:?} is configured twice"));
-        }
-        let token = match (t.token_env, t.token_file) {
-            (Some(_), Some(_)) => {
-                bad(
-                    &key("token_file"),
-                    "set token_env or token_file, not both".into(),
-                );
-                None
-            }
-            (None, Some(file)) if file.trim().is_empty() => {
-                bad(&key("token_file"), "is empty".into());
-                None
-            }
-            (None, Some(file)) => Some(TokenSource::File(PathBuf::from(file))),
-            (env_name, None) => {
-                let name = env_name.unwrap_or_else(|| DEFAULT_TOKEN_ENV.into());
-                match env.get(&name).map(|v| v.trim()).filter(|v| !v.is_empty()) {
-                    Some(v) => Some(TokenSource::Value(Secret(v.to_string()))),
-                    None => {
-                        bad(
-                            &key("token_env"),
-                            format!("environment variable {name} is not set (or set token_file)"),
-                        );
-                        None
-                    }
-                }
-            }
+        let raw_common = RawCommon {
+            account: t.account,
+            token_env: t.token_env,
+            token_file: t.token_file,
+            api_url: t.api_url,
+            agent: t.agent,
+            dm_policy: t.dm_policy,
+            allow_from: t.allow_from,
+            group_policy: t.group_policy,
         };
-        let api_url = t
-            .api_url
-            .unwrap_or_else(|| DEFAULT_API_URL.into())
-            .trim_end_matches('/')
-            .to_string();
-        if !(api_url.starts_with("http://") || api_url.starts_with("https://"))
-            || reqwest_like_host(&api_url).is_none()
-        {
-            bad(
-                &key("api_url"),
-                format!("{api_url:?} must be an http:// or https:// URL"),
-            );
-        }
-        let agent = t.agent.unwrap_or_else(|| "main".into());
-        if agent.trim().is_empty() {
-            bad(&key("agent"), "must name an agent".into());
-        }
-        let dm_policy = match t.dm_policy.as_deref().unwrap_or("pairing") {
-            "pairing" => DmPolicy::Pairing,
-            "allowlist" => DmPolicy::Allowlist,
-            "open" => DmPolicy::Open,
-            "disabled" => DmPolicy::Disabled,
-            other => {
-                bad(
-                    &key("dm_policy"),
-                    format!("{other:?} is not one of pairing, allowlist, open, disabled"),
-                );
-                DmPolicy::Pairing
-            }
-        };
-        let group_policy = match t.group_policy.as_deref().unwrap_or("mention") {
-            "mention" => GroupPolicy::Mention,
-            "all" => GroupPolicy::All,
-            "disabled" => GroupPolicy::Disabled,
-            other => {
-                bad(
-                    &key("group_policy"),
-                    format!("{other:?} is not one of mention, all, disabled"),
-                );
-                GroupPolicy::Mention
-            }
-        };
-        let mut allow_from = Vec::new();
-        for (j, v) in t.allow_from.iter().enumerate() {
-            let id = match v {
-                serde_json::Value::Number(n) if n.is_i64() => n.to_string(),
-                serde_json::Value::String(s) if s.trim().parse::<i64>().is_ok() => s.trim().into(),
-                other => {
-                    bad(
-                        &format!("channels.telegram[{i}].allow_from[{j}]"),
-                        format!("{other} is not a Telegram user id (a number)"),
-                    );
-                    continue;
-                }
-            };
-            allow_from.push(id);
-        }
+        let c = common(&telegram, i, raw_common, &mut seen, env, bad);
         let poll_timeout_secs = t.poll_timeout_secs.unwrap_or(DEFAULT_POLL_TIMEOUT_SECS);
         if !(1..=50).contains(&poll_timeout_secs) {
             bad(
-                &key("poll_timeout_secs"),
+                &format!("channels.telegram[{i}].poll_timeout_secs"),
                 format!("{poll_timeout_secs} must be between 1 and 50"),
             );
         }
-        if let Some(token) = token {
+        if let Some(token) = c.token {
             out.telegram.push(TelegramSettings {
-                account,
+                account: c.account,
                 token,
-                api_url,
-                agent,
-                dm_policy,
-                allow_from,
-                group_policy,
+                api_url: c.api_url,
+                agent: c.agent,
+                dm_policy: c.dm_policy,
+                allow_from: c.allow_from,
+                group_policy: c.group_policy,
                 poll_timeout: Duration::from_secs(poll_timeout_secs),
             });
         }
     }
+    let discord = Platform {
+        table: "discord",
+        default_api_url: DEFAULT_DISCORD_API_URL,
+        default_token_env: DEFAULT_DISCORD_TOKEN_ENV,
+    };
+    let mut seen = HashSet::new();
+    for (i, d) in raw.discord.into_iter().enumerate() {
+        let raw_common = RawCommon {
+            account: d.account,
+            token_env: d.token_env,
+            token_file: d.token_file,
+            api_url: d.api_url,
+            agent: d.agent,
+            dm_policy: d.dm_policy,
+            allow_from: d.allow_from,
+            group_policy: d.group_policy,
+        };
+        let c = common(&discord, i, raw_common, &mut seen, env, bad);
+        if let Some(token) = c.token {
+            out.discord.push(DiscordSettings {
+                account: c.account,
+                token,
+                api_url: c.api_url,
+                agent: c.agent,
+                dm_policy: c.dm_policy,
+                allow_from: c.allow_from,
+                group_policy: c.group_policy,
+            });
+        }
+    }
     out
+}
+
+/// Validates the keys every platform shares (`channels.<table>[i].<key>`).
+fn common(
+    platform: &Platform,
+    i: usize,
+    t: RawCommon,
+    seen: &mut HashSet<String>,
+    env: &HashMap<String, String>,
+    bad: &mut impl FnMut(&str, String),
+) -> Common {
+    let table = platform.table;
+    let key = |field: &str| format!("channels.{table}[{i}].{field}");
+    let account = t.account.unwrap_or_else(|| "main".into());
+    let valid_name = !account.is_empty()
+        && account
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !valid_name {
+        bad(
+            &key("account"),
+            format!("{account:?} must be letters, digits, '-' or '_'"),
+        );
+    } else if !seen.insert(account.clone()) {
+        bad(&key("account"), format!("{account:?} is configured twice"));
+    }
+    let token = match (t.token_env, t.token_file) {
+        (Some(_), Some(_)) => {
+            bad(
+                &key("token_file"),
+                "set token_env or token_file, not both".into(),
+            );
+            None
+        }
+        (None, Some(file)) if file.trim().is_empty() => {
+            bad(&key("token_file"), "is empty".into());
+            None
+        }
+        (None, Some(file)) => Some(TokenSource::File(PathBuf::from(file))),
+        (env_name, None) => {
+            let name = env_name.unwrap_or_else(|| platform.default_token_env.into());
+            match env.get(&name).map(|v| v.trim()).filter(|v| !v.is_empty()) {
+                Some(v) => Some(TokenSource::Value(Secret(v.to_string()))),
+                None => {
+                    bad(
+                        &key("token_env"),
+                        format!("environment variable {name} is not set (or set token_file)"),
+                    );
+                    None
+                }
+            }
+        }
+    };
+    let api_url = t
+        .api_url
+        .unwrap_or_else(|| platform.default_api_url.into())
+        .trim_end_matches('/')
+        .to_string();
+    if !(api_url.starts_with("http://") || api_url.starts_with("https://"))
+        || reqwest_like_host(&api_url).is_none()
+    {
+        bad(
+            &key("api_url"),
+            format!("{api_url:?} must be an http:// or https:// URL"),
+        );
+    }
+    let agent = t.agent.unwrap_or_else(|| "main".into());
+    if agent.trim().is_empty() {
+        bad(&key("agent"), "must name an agent".into());
+    }
+    let dm_policy = match t.dm_policy.as_deref().unwrap_or("pairing") {
+        "pairing" => DmPolicy::Pairing,
+        "allowlist" => DmPolicy::Allowlist,
+        "open" => DmPolicy::Open,
+        "disabled" => DmPolicy::Disabled,
+        other => {
+            bad(
+                &key("dm_policy"),
+                format!("{other:?} is not one of pairing, allowlist, open, disabled"),
+            );
+            DmPolicy::Pairing
+        }
+    };
+    let group_policy = match t.group_policy.as_deref().unwrap_or("mention") {
+        "mention" => GroupPolicy::Mention,
+        "all" => GroupPolicy::All,
+        "disabled" => GroupPolicy::Disabled,
+        other => {
+            bad(
+                &key("group_policy"),
+                format!("{other:?} is not one of mention, all, disabled"),
+            );
+            GroupPolicy::Mention
+        }
+    };
+    let mut allow_from = Vec::new();
+    for (j, v) in t.allow_from.iter().enumerate() {
+        let id = match v {
+            serde_json::Value::Number(n) if n.is_u64() || n.is_i64() => n.to_string(),
+            serde_json::Value::String(s) if s.trim().parse::<i64>().is_ok() => s.trim().into(),
+            other => {
+                bad(
+                    &format!("channels.{table}[{i}].allow_from[{j}]"),
+                    format!("{other} is not a user id (a number)"),
+                );
+                continue;
+            }
+        };
+        allow_from.push(id);
+    }
+    Common {
+        account,
+        token,
+        api_url,
+        agent,
+        dm_policy,
+        allow_from,
+        group_policy,
+    }
 }
 
 /// The host part of an http(s) URL, if there is one.
@@ -253,5 +369,24 @@ poll_timeout_secs = 0
                 .any(|e| e.starts_with("channels.telegram[1].token_file")),
             "{errors:?}"
         );
+    }
+
+    #[test]
+    fn discord_accounts_have_their_own_defaults_and_keys() {
+        let text = "[[discord]]\ndm_policy = \"open\"\n[[discord]]\naccount = \"main\"\ntoken_env = \"NOPE\"\n";
+        let (acc, errors) = parse(text, &[("DISCORD_BOT_TOKEN", "d.tok")]);
+        let d = &acc.discord[0];
+        assert_eq!(d.api_url, "https://discord.com");
+        assert_eq!(d.dm_policy, DmPolicy::Open);
+        assert!(matches!(&d.token, TokenSource::Value(s) if s.0 == "d.tok"));
+        for key in [
+            "channels.discord[1].account",
+            "channels.discord[1].token_env",
+        ] {
+            assert!(
+                errors.iter().any(|e| e.starts_with(key)),
+                "no error for {key}: {errors:?}"
+            );
+        }
     }
 }

@@ -162,6 +162,25 @@ pub trait ChannelStore {
     /// Approves a pending, unexpired code (its sender is allowed from now on); `None` when
     /// no such code is pending.
     fn approve_pairing(&mut self, code: &str) -> Result<Option<PairingRecord>, StoreError>;
+    /// The Discord channels an account has seen, with the newest message id seen in each.
+    fn known_channels(&mut self, account: &str) -> Result<Vec<KnownChannel>, StoreError>;
+    /// Records channels and moves their `last_seen` forward (never back).
+    fn advance_channels(
+        &mut self,
+        account: &str,
+        channels: &[KnownChannel],
+    ) -> Result<(), StoreError>;
+}
+
+/// A Discord channel an account has seen (a DM when `guild_id` is `None`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownChannel {
+    /// Channel id.
+    pub channel_id: String,
+    /// The guild of a guild channel; `None` for a DM.
+    pub guild_id: Option<String>,
+    /// The newest message id seen in it (a snowflake, increasing).
+    pub last_seen: i64,
 }
 
 /// Declares a channel operation (see `store_op!` in `ops.rs`).
@@ -265,4 +284,21 @@ channel_op!(
         store.pending_deliveries(&op.account)?,
         store.pending_inbound(&op.account)?,
     ))
+);
+
+channel_op!(
+    /// The Discord channels an account has seen, to backfill after a (re)connect.
+    KnownChannels { account: String } -> Vec<KnownChannel>, "discord_known_channels", false,
+    |op, store| store.known_channels(&op.account)
+);
+
+channel_op!(
+    /// Journals Discord messages and moves each channel's last seen id forward, together.
+    JournalDiscord { account: Account, items: Vec<NewInbound>, channels: Vec<KnownChannel>, rules: PairingRules }
+        -> JournalOutcome, "discord_journal", true,
+    |op, store| {
+        let outcome = store.journal_batch(&op.account, op.items, None, &op.rules)?;
+        store.advance_channels(&op.account.account, &op.channels)?;
+        Ok(outcome)
+    }
 );

@@ -27,6 +27,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     ),
     (5, include_str!("../../migrations/0005_turn_order.sql")),
     (6, include_str!("../../migrations/0006_channels.sql")),
+    (7, include_str!("../../migrations/0007_discord.sql")),
 ];
 
 const RUN_COLUMNS: &str = "seq, id, session_key, agent_id, status, mode, input, output, error, coalesced_into, accepted_at, finished_at";

@@ -6,8 +6,8 @@ use super::SqliteStore;
 use crate::now_ms;
 use crate::store::StoreError;
 use crate::store::channels::{
-    Account, ChannelStore, DeliveryRecord, Gate, InboundRecord, JournalOutcome, NewInbound,
-    PairingRecord, PairingRules,
+    Account, ChannelStore, DeliveryRecord, Gate, InboundRecord, JournalOutcome, KnownChannel,
+    NewInbound, PairingRecord, PairingRules,
 };
 
 fn inbound_from_row(row: &Row<'_>) -> rusqlite::Result<InboundRecord> {
@@ -111,6 +111,36 @@ fn insert_delivery(
 }
 
 impl ChannelStore for SqliteStore {
+    fn known_channels(&mut self, account: &str) -> Result<Vec<KnownChannel>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT channel_id, guild_id, last_seen FROM discord_channels WHERE account = ?1 ORDER BY channel_id",
+        )?;
+        let rows = stmt.query_map(params![account], |r| {
+            Ok(KnownChannel {
+                channel_id: r.get(0)?,
+                guild_id: r.get(1)?,
+                last_seen: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn advance_channels(
+        &mut self,
+        account: &str,
+        channels: &[KnownChannel],
+    ) -> Result<(), StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "INSERT INTO discord_channels (account, channel_id, guild_id, last_seen) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (account, channel_id) DO UPDATE SET last_seen = MAX(last_seen, excluded.last_seen),
+                 guild_id = COALESCE(excluded.guild_id, guild_id)",
+        )?;
+        for c in channels {
+            stmt.execute(params![account, c.channel_id, c.guild_id, c.last_seen])?;
+        }
+        Ok(())
+    }
+
     fn load_offset(&mut self, acc: &Account) -> Result<Option<i64>, StoreError> {
         Ok(self
             .conn
@@ -460,6 +490,28 @@ mod tests {
         assert_eq!(after.accepted.len(), 1);
         assert!(after.notices.is_empty());
         assert_eq!(pool.list_pairings().unwrap().len(), 2);
+        cleanup(&path);
+    }
+
+    #[test]
+    fn discord_channels_remember_the_newest_message_id_and_never_go_back() {
+        let (mut pool, path) = pool();
+        let dm = |last_seen| KnownChannel {
+            channel_id: "10".into(),
+            guild_id: None,
+            last_seen,
+        };
+        pool.advance_channels("main", &[dm(5)]).unwrap();
+        pool.advance_channels("main", &[dm(3)]).unwrap();
+        let guild = KnownChannel {
+            channel_id: "20".into(),
+            guild_id: Some("7".into()),
+            last_seen: 9,
+        };
+        pool.advance_channels("main", std::slice::from_ref(&guild))
+            .unwrap();
+        pool.advance_channels("other", &[dm(1)]).unwrap();
+        assert_eq!(pool.known_channels("main").unwrap(), vec![dm(5), guild]);
         cleanup(&path);
     }
 }

@@ -1,0 +1,292 @@
+//! Discord REST through serenity's request builder (routes, headers, the `api_url` base)
+//! on our own reqwest client, so that a 429's `Retry-After` is read and honoured here
+//! (serenity's rate limiter is off: it ignores the proxied base, and its error type drops
+//! the header). Sending deliveries in order (each marked sent with Discord's message id
+//! right after it went out), fetching a channel's messages after an id (backfill), and the
+//! typing indicator.
+
+use std::time::Duration;
+
+use serenity::http::{LightMethod, Request, Route};
+use serenity::model::channel::Message;
+use serenity::model::id::ChannelId;
+
+use crate::channels::ChannelError;
+use crate::channels::journal::Route as TurnRoute;
+use crate::store::channels::{DeliveryRecord, MarkFailed, MarkSent};
+
+/// Discord shows "typing…" for about 10 s; repeat a little sooner.
+pub const TYPING_EVERY: Duration = Duration::from_secs(8);
+
+/// 429s honoured for one request before giving up (the delivery stays owed).
+const MAX_RATE_LIMITED: u32 = 10;
+
+/// Messages per backfill page (Discord's maximum).
+const PAGE: usize = 100;
+
+/// Pages fetched per channel and backfill at most (older gaps are not worth replaying).
+const MAX_PAGES: usize = 20;
+
+/// A Discord REST client for one bot.
+#[derive(Clone)]
+pub struct Rest {
+    client: reqwest::Client,
+    /// `Bot <token>`, as serenity's `Http` holds it.
+    authorization: String,
+    base: String,
+}
+
+impl Rest {
+    /// A client for `base` (the configured `api_url`) with the bot's authorization value.
+    pub fn new(base: &str, authorization: &str) -> Result<Rest, ChannelError> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(30))
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| ChannelError::Config(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Rest {
+            client,
+            authorization: authorization.to_string(),
+            base: base.trim_end_matches('/').to_string(),
+        })
+    }
+
+    /// Sends one request, waiting out 429s; returns the successful response's body.
+    async fn call(
+        &self,
+        what: &str,
+        make: impl Fn() -> Request<'static>,
+    ) -> Result<String, ChannelError> {
+        let mut limited = 0;
+        loop {
+            let request = make()
+                .build(&self.client, &self.authorization, Some(&self.base))
+                .map_err(|e| {
+                    ChannelError::Config(format!("{what}: cannot build the request: {e}"))
+                })?
+                .build()
+                .map_err(|e| {
+                    ChannelError::Config(format!("{what}: cannot build the request: {e}"))
+                })?;
+            let response =
+                self.client.execute(request).await.map_err(|e| {
+                    ChannelError::Unreachable(format!("{what}: {}", without_url(&e)))
+                })?;
+            let status = response.status();
+            if status.as_u16() == 429 && limited < MAX_RATE_LIMITED {
+                limited += 1;
+                let header = response
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<f64>().ok());
+                let body = response.text().await.unwrap_or_default();
+                let wait = header.or_else(|| retry_after_in_body(&body)).unwrap_or(1.0);
+                let wait = Duration::from_secs_f64(wait.clamp(0.0, 60.0));
+                tracing::info!(
+                    request = what,
+                    retry_after_ms = wait.as_millis() as u64,
+                    "discord rate limit; waiting"
+                );
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+            let body = response.text().await.map_err(|e| {
+                ChannelError::Unreachable(format!(
+                    "{what}: reading the answer: {}",
+                    without_url(&e)
+                ))
+            })?;
+            if status.is_success() {
+                return Ok(body);
+            }
+            let detail = format!("{what}: HTTP {}: {}", status.as_u16(), truncate(&body, 300));
+            return Err(if status.is_client_error() && status.as_u16() != 429 {
+                ChannelError::Refused(detail)
+            } else {
+                ChannelError::Unreachable(detail)
+            });
+        }
+    }
+
+    /// Posts a message; returns Discord's message id.
+    pub async fn post_message(&self, channel: &str, text: &str) -> Result<String, ChannelError> {
+        let channel_id = channel_id(channel)?;
+        let body = serde_json::to_vec(&serde_json::json!({
+            "content": text,
+            "allowed_mentions": { "parse": [] },
+        }))
+        .map_err(|e| ChannelError::Config(format!("cannot encode a message: {e}")))?;
+        let answer = self
+            .call("POST /channels/{id}/messages", || {
+                Request::new(Route::ChannelMessages { channel_id }, LightMethod::Post)
+                    .body(Some(body.clone()))
+            })
+            .await?;
+        let message: Message = serde_json::from_str(&answer).map_err(|e| {
+            ChannelError::Unreachable(format!(
+                "POST /channels/{{id}}/messages: unexpected answer: {e}"
+            ))
+        })?;
+        Ok(message.id.get().to_string())
+    }
+
+    /// The messages of a channel after `after`, oldest first (several pages if needed).
+    pub async fn messages_after(
+        &self,
+        channel: &str,
+        after: i64,
+    ) -> Result<Vec<Message>, ChannelError> {
+        let channel_id = channel_id(channel)?;
+        let mut cursor = after.max(0) as u64;
+        let mut out: Vec<Message> = Vec::new();
+        for _ in 0..MAX_PAGES {
+            let params = vec![("after", cursor.to_string()), ("limit", PAGE.to_string())];
+            let answer = self
+                .call("GET /channels/{id}/messages", || {
+                    Request::new(Route::ChannelMessages { channel_id }, LightMethod::Get)
+                        .params(Some(params.clone()))
+                })
+                .await?;
+            let mut page: Vec<Message> = serde_json::from_str(&answer).map_err(|e| {
+                ChannelError::Unreachable(format!(
+                    "GET /channels/{{id}}/messages: unexpected answer: {e}"
+                ))
+            })?;
+            let full = page.len() >= PAGE;
+            page.retain(|m| m.id.get() > cursor);
+            let Some(newest) = page.iter().map(|m| m.id.get()).max() else {
+                break;
+            };
+            cursor = newest;
+            out.extend(page);
+            if !full {
+                break;
+            }
+        }
+        out.sort_by_key(|m| m.id);
+        out.dedup_by_key(|m| m.id);
+        Ok(out)
+    }
+
+    /// Shows "typing…" once.
+    pub async fn typing(&self, channel: &str) -> Result<(), ChannelError> {
+        let channel_id = channel_id(channel)?;
+        self.call("POST /channels/{id}/typing", || {
+            Request::new(Route::ChannelTyping { channel_id }, LightMethod::Post)
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// The bot's own user (`GET /users/@me`): id and name.
+    pub async fn me(&self) -> Result<(u64, String), ChannelError> {
+        let answer = self
+            .call("GET /users/@me", || {
+                Request::new(Route::UserMe, LightMethod::Get)
+            })
+            .await?;
+        let user: serenity::model::user::CurrentUser =
+            serde_json::from_str(&answer).map_err(|e| {
+                ChannelError::Unreachable(format!("GET /users/@me: unexpected answer: {e}"))
+            })?;
+        Ok((user.id.get(), user.name.clone()))
+    }
+}
+
+/// Sends deliveries in order; returns how many went out. A delivery Discord refuses for
+/// good (unknown channel, missing access) is marked failed and skipped; a network failure
+/// stops here with the rest still pending in the store.
+pub async fn deliver(
+    rest: &Rest,
+    route: &TurnRoute,
+    deliveries: Vec<DeliveryRecord>,
+) -> Result<usize, ChannelError> {
+    let mut sent = 0;
+    for d in deliveries {
+        let outcome = rest.post_message(&d.chat_id, &d.text).await;
+        let store = crate::channels::store_of(&route.root).await?;
+        let id = d.id;
+        let result = match outcome {
+            Ok(message_id) => {
+                sent += 1;
+                store
+                    .send(MarkSent {
+                        id,
+                        platform_id: message_id,
+                    })
+                    .await
+            }
+            Err(ChannelError::Refused(why)) => {
+                tracing::warn!(chat_id = %d.chat_id, error = %why, "discord refused a reply; dropping it");
+                store.send(MarkFailed { id, error: why }).await
+            }
+            Err(e) => return Err(e),
+        };
+        result
+            .map_err(|e| ChannelError::Store(e.to_string()))?
+            .map_err(|e| ChannelError::Store(e.to_string()))?;
+    }
+    Ok(sent)
+}
+
+/// Shows "typing…" in a channel until dropped (errors are ignored: it is only a hint).
+pub async fn typing_loop(rest: &Rest, channel: &str) {
+    loop {
+        let _ = rest.typing(channel).await;
+        tokio::time::sleep(TYPING_EVERY).await;
+    }
+}
+
+fn channel_id(channel: &str) -> Result<ChannelId, ChannelError> {
+    channel
+        .parse::<u64>()
+        .ok()
+        .filter(|id| *id != 0)
+        .map(ChannelId::new)
+        .ok_or_else(|| ChannelError::Refused(format!("{channel:?} is not a Discord channel id")))
+}
+
+/// `retry_after` (seconds) of a 429's JSON body.
+fn retry_after_in_body(body: &str) -> Option<f64> {
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()?
+        .get("retry_after")?
+        .as_f64()
+}
+
+/// A reqwest error without its URL (which names the API base, harmless, but noisy).
+fn without_url(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    if let Some(url) = e.url() {
+        text = text.replace(url.as_str(), "<url>");
+    }
+    text
+}
+
+fn truncate(text: &str, max: usize) -> &str {
+    match text.char_indices().nth(max) {
+        Some((at, _)) => &text[..at],
+        None => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn retry_after_is_read_from_a_json_body() {
+        assert_eq!(
+            super::retry_after_in_body(r#"{"message":"slow","retry_after":0.25,"global":false}"#),
+            Some(0.25)
+        );
+        assert_eq!(super::retry_after_in_body("nope"), None);
+    }
+
+    #[test]
+    fn channel_ids_must_be_snowflakes() {
+        assert!(super::channel_id("123").is_ok());
+        assert!(super::channel_id("0").is_err());
+        assert!(super::channel_id("abc").is_err());
+    }
+}
