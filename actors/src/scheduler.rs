@@ -257,7 +257,7 @@ impl SchedulerActor {
             self.record_closed(run, ctx);
             return;
         }
-        let agent_known = self.settings.agents.iter().any(|a| *a == job.agent_id);
+        let agent_known = self.settings.agents.contains(&job.agent_id);
         state.active += 1;
         let root = self.root.clone();
         let fired_at = now();

@@ -54,7 +54,7 @@ pub enum CronCommand {
     /// Adds (or with `replace`, replaces) an API job.
     Save {
         /// The job.
-        job: CronJob,
+        job: Box<CronJob>,
         /// Whether an existing job may be replaced.
         replace: bool,
     },
@@ -93,7 +93,7 @@ impl SchedulerActor {
             .map_err(|why| CronCallError::Invalid(format!("schedule: {why}")))?;
         super::Zone::parse(job.tz.as_deref())
             .map_err(|why| CronCallError::Invalid(format!("tz: {why}")))?;
-        if !self.settings.agents.iter().any(|a| *a == job.agent_id) {
+        if !self.settings.agents.contains(&job.agent_id) {
             return Err(CronCallError::Invalid(format!(
                 "agentId: no agent {:?} is configured (configured: {})",
                 job.agent_id,
@@ -106,7 +106,7 @@ impl SchedulerActor {
         Ok(())
     }
 
-    fn from_config(&self, id: &str) -> Result<(), CronCallError> {
+    fn api_owned(&self, id: &str) -> Result<(), CronCallError> {
         match self.jobs.get(id) {
             None => Err(CronCallError::NotFound(id.into())),
             Some(s) if s.record.source == "config" => Err(CronCallError::Invalid(format!(
@@ -173,14 +173,14 @@ impl Handler<CronCommand> for SchedulerActor {
                     }
                     (false, true) => return ready(Err(CronCallError::NotFound(job.id))),
                     (true, true) => {
-                        if let Err(e) = self.from_config(&job.id) {
+                        if let Err(e) = self.api_owned(&job.id) {
                             return ready(Err(e));
                         }
                     }
                     (false, false) => {}
                 }
                 let root = self.root.clone();
-                let save = async move { super::store_op(&root, SaveCronJob { job }).await };
+                let save = async move { super::store_op(&root, SaveCronJob { job: *job }).await };
                 Box::pin(save.into_actor(self).map(|saved, act, _| {
                     let record = saved.map_err(CronCallError::Unavailable)?;
                     let id = record.job.id.clone();
@@ -196,7 +196,7 @@ impl Handler<CronCommand> for SchedulerActor {
                 }))
             }
             CronCommand::Remove { id } => {
-                if let Err(e) = self.from_config(&id) {
+                if let Err(e) = self.api_owned(&id) {
                     return ready(Err(e));
                 }
                 let root = self.root.clone();
@@ -275,7 +275,7 @@ pub async fn call(
             CronCommand::Status
         }
         "cron.add" => CronCommand::Save {
-            job: job_from(params::<AddParams>(method, p)?.job)?,
+            job: Box::new(job_from(params::<AddParams>(method, p)?.job)?),
             replace: false,
         },
         "cron.update" => {
@@ -295,7 +295,7 @@ pub async fn call(
                 }
             }
             CronCommand::Save {
-                job: job_from(current)?,
+                job: Box::new(job_from(current)?),
                 replace: true,
             }
         }

@@ -7,6 +7,9 @@ use crate::now_ms;
 use crate::store::StoreError;
 use crate::store::cron::{CronJob, CronJobRecord, CronRunRecord, CronStore, NewCronRun, Outcome};
 
+/// Ledger rows kept per job (older ones are deleted as new ones are written).
+pub const KEEP_RUNS_PER_JOB: i64 = 1000;
+
 fn job_from_row(row: &Row<'_>) -> rusqlite::Result<(String, String, i64, Option<i64>)> {
     Ok((
         row.get("spec")?,
@@ -118,6 +121,12 @@ impl CronStore for SqliteStore {
             ],
         )?;
         let id = self.conn.last_insert_rowid();
+        // The ledger keeps the newest rows of each job.
+        self.conn.execute(
+            "DELETE FROM cron_runs WHERE job_id = ?1 AND id < (
+                SELECT id FROM cron_runs WHERE job_id = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+            params![run.job_id, KEEP_RUNS_PER_JOB - 1],
+        )?;
         if !run.manual {
             self.conn.execute(
                 "UPDATE cron_jobs SET last_scheduled_at = MAX(COALESCE(last_scheduled_at, 0), ?2)
