@@ -9,6 +9,7 @@ use std::time::Duration;
 
 mod channels;
 pub mod cron;
+pub mod hooks;
 
 use config::{Environment, File, FileFormat};
 use serde::Deserialize;
@@ -154,6 +155,8 @@ pub struct Config {
     pub channels: troupe_actors::channels::ChannelAccounts,
     /// Cron jobs from config (`[[cron.jobs]]`).
     pub cron_jobs: Vec<troupe_actors::store::cron::CronJob>,
+    /// Webhooks (`[hooks]`).
+    pub hooks: hooks::HooksConfig,
 }
 
 #[derive(Deserialize)]
@@ -173,6 +176,8 @@ struct Raw {
     channels: channels::RawChannels,
     #[serde(default)]
     cron: cron::RawCron,
+    #[serde(default)]
+    hooks: hooks::RawHooks,
 }
 
 #[derive(Deserialize, Clone)]
@@ -678,6 +683,7 @@ fn validate(
     let channels = channels::accounts(raw.channels, env, &mut bad);
     let agent_ids: Vec<String> = raw.agents.iter().map(|a| a.id.clone()).collect();
     let cron_jobs = cron::jobs(raw.cron, &agent_ids, &mut bad);
+    let hooks = hooks::hooks(raw.hooks, &mut bad);
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }
@@ -742,6 +748,7 @@ fn validate(
         agents,
         channels,
         cron_jobs,
+        hooks,
     })
 }
 

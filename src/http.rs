@@ -6,6 +6,7 @@ mod channels;
 pub mod connections;
 mod cron;
 pub mod edge;
+mod hooks;
 mod host;
 mod openai;
 mod sessions;
@@ -163,6 +164,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         )
         .service(endpoint("/api/cron/{id}/run", POST).route(web::post().to(cron::run)))
         .service(endpoint("/api/cron/{id}/runs", GET).route(web::get().to(cron::runs)))
+        .service(endpoint("/hooks/agent", POST).route(web::post().to(hooks::agent)))
+        .service(endpoint("/hooks/wake", POST).route(web::post().to(hooks::wake)))
+        .service(endpoint("/hooks/{name}", POST).route(web::post().to(hooks::mapped)))
         .service(
             endpoint("/api/sessions/{key}/messages", "GET, HEAD, POST")
                 .route(web::get().to(sessions::messages))

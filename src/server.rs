@@ -392,11 +392,13 @@ async fn serve(
         allowed_hosts: config.allowed_hosts.clone(),
         request_timeout: config.request_timeout,
     });
+    let hooks = web::Data::new(config.hooks.clone());
     let limits = ConnectionLimits::new(config.max_connections, config.max_connections_per_ip);
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
             .app_data(edge.clone())
+            .app_data(hooks.clone())
             .app_data(web::PayloadConfig::new(crate::http::BODY_LIMIT))
             .wrap(actix_web::middleware::from_fn(crate::http::edge::guard))
             .configure(crate::http::routes)

@@ -15,11 +15,14 @@ use actix::prelude::*;
 use serde_json::json;
 
 use crate::messages::Shutdown;
+use crate::session_queue::SessionQueueActor;
 use crate::store::cron::{
-    CatchUp, CronJob, CronJobRecord, CronRunRecord, FinishCronRun, NewCronRun, Outcome, Overlap,
-    RecordCronRun, SyncCronJobs,
+    CatchUp, CronJob, CronJobRecord, CronRunRecord, FinishCronRun, InterruptedHookRuns, NewCronRun,
+    Outcome, Overlap, RecordCronRun, SyncCronJobs,
 };
-use crate::supervisor::{ChildHandle, ChildLink, ChildSpec, ExitGuard, SupervisorActor};
+use crate::supervisor::{
+    ChildHandle, ChildLink, ChildSpec, ExitGuard, SupervisorActor, lookup_patiently,
+};
 use fire::{Turn, run_turn, store_op};
 use heartbeat::HeartbeatSettings;
 use schedule::{Schedule, Zone};
@@ -135,12 +138,51 @@ impl SchedulerActor {
                         }
                     }
                     act.loaded = true;
+                    act.rerun_hooks(ctx);
                     tracing::info!(jobs = act.jobs.len(), "scheduler loaded its jobs");
                 }
                 Err(why) => {
                     tracing::error!(error = %why, "scheduler cannot load its jobs; restarting");
                     ctx.stop();
                 }
+            }
+        }));
+    }
+
+    /// Runs again, once, the webhook turns the last stop cut (a hook acknowledged with a 2xx
+    /// must run). Waits for the session-queue to have recovered its runs first.
+    fn rerun_hooks(&mut self, ctx: &mut Context<Self>) {
+        let root = self.root.clone();
+        let work = async move {
+            let queue = lookup_patiently::<SessionQueueActor>(&root, "session-queue")
+                .await
+                .ok_or_else(|| "the session queue is not running".to_string())?;
+            // Its recovery holds its mailbox: once this answers, cut runs are marked.
+            queue
+                .send(crate::messages::Ping)
+                .await
+                .map_err(|e| format!("the session queue did not answer: {e}"))?;
+            let cut = store_op(&root, InterruptedHookRuns {}).await?;
+            for run in cut {
+                tracing::info!(session_key = %run.session_key, "webhook turn cut by a stop; running it again once");
+                let turn = Turn {
+                    session_key: run.session_key,
+                    agent_id: run.agent_id,
+                    text: run.input,
+                    idempotency_key: format!("{}:rerun", run.idempotency_key),
+                };
+                let root = root.clone();
+                actix::spawn(async move {
+                    if let Err(why) = run_turn(&root, turn, |_| {}).await {
+                        tracing::error!(error = %why, "a webhook turn could not run again");
+                    }
+                });
+            }
+            Ok::<_, String>(())
+        };
+        ctx.spawn(work.into_actor(self).map(|done, _, _| {
+            if let Err(why) = done {
+                tracing::error!(error = %why, "cut webhook turns were not looked for");
             }
         }));
     }
@@ -349,20 +391,27 @@ impl SchedulerActor {
         let every = hb.settings.every_ms.max(1);
         let scheduled = hb.next;
         hb.next = scheduled + ((now - scheduled) / every + 1) * every;
+        if hb.settings.active_now() {
+            self.start_beat(i, format!("{scheduled}"), ctx);
+        }
+    }
+
+    /// Starts heartbeat `i` unless one is active already; false when it was.
+    fn start_beat(&mut self, i: usize, key: String, ctx: &mut Context<Self>) -> bool {
+        let Some(hb) = self.heartbeats.get_mut(i) else {
+            return false;
+        };
         let agent_id = hb.settings.agent_id.clone();
         if hb.active {
             tracing::debug!(agent_id = %agent_id, "heartbeat skipped: the previous one is still active");
-            return;
-        }
-        if !hb.settings.active_now() {
-            return;
+            return false;
         }
         hb.active = true;
         let turn = Turn {
             session_key: format!("agent:{agent_id}:main"),
             agent_id: agent_id.clone(),
             text: hb.settings.message.clone(),
-            idempotency_key: format!("heartbeat:{agent_id}:{scheduled}"),
+            idempotency_key: format!("heartbeat:{agent_id}:{key}"),
         };
         let root = self.root.clone();
         let work = async move { run_turn(&root, turn, |_| {}).await };
@@ -386,6 +435,35 @@ impl SchedulerActor {
             };
             crate::event_bus::publish("heartbeat", payload);
         }));
+        true
+    }
+}
+
+/// Runs an agent's heartbeat now (`POST /hooks/wake`), outside its active hours too;
+/// `None` wakes every agent that has one. Answers the agents woken (one already running is
+/// not started twice).
+#[derive(Message, Debug)]
+#[rtype(result = "Vec<String>")]
+pub struct WakeHeartbeat {
+    /// The agent, or all.
+    pub agent_id: Option<String>,
+}
+
+impl Handler<WakeHeartbeat> for SchedulerActor {
+    type Result = Vec<String>;
+    fn handle(&mut self, msg: WakeHeartbeat, ctx: &mut Self::Context) -> Vec<String> {
+        let mut woken = Vec::new();
+        for i in 0..self.heartbeats.len() {
+            let agent = self.heartbeats[i].settings.agent_id.clone();
+            if msg.agent_id.as_ref().is_some_and(|a| *a != agent) {
+                continue;
+            }
+            let key = format!("wake:{}", uuid::Uuid::new_v4());
+            if self.start_beat(i, key, ctx) {
+                woken.push(agent);
+            }
+        }
+        woken
     }
 }
 

@@ -175,8 +175,24 @@ pub struct CronRunRecord {
     pub duration_ms: Option<i64>,
 }
 
+/// A webhook turn a stop cut while it ran, to run again once.
+#[derive(Debug, Clone)]
+pub struct HookRerun {
+    /// Session key.
+    pub session_key: String,
+    /// Agent.
+    pub agent_id: String,
+    /// The message.
+    pub input: String,
+    /// The turn's idempotency key (`hook:...`).
+    pub idempotency_key: String,
+}
+
 /// What a backend stores for the scheduler.
 pub trait CronStore {
+    /// Webhook turns (idempotency key `hook:...`) a stop interrupted while they ran and
+    /// that have not been run again (`<key>:rerun`), oldest first.
+    fn interrupted_hook_runs(&mut self) -> Result<Vec<HookRerun>, StoreError>;
     /// At start: stores the config's jobs (keeping each one's history), drops config jobs
     /// no longer configured, closes ledger rows a crash left running, and returns every job.
     fn sync_cron_jobs(&mut self, config: &[CronJob]) -> Result<Vec<CronJobRecord>, StoreError>;
@@ -268,4 +284,10 @@ cron_op!(
     /// A job's newest ledger rows.
     ListCronRuns { job_id: String, limit: i64 } -> Vec<CronRunRecord>, "cron_runs", false,
     |op, store| store.list_cron_runs(&op.job_id, op.limit)
+);
+
+cron_op!(
+    /// Webhook turns cut by a stop, not yet run again.
+    InterruptedHookRuns {} -> Vec<HookRerun>, "hook_interrupted", false,
+    |_op, store| store.interrupted_hook_runs()
 );

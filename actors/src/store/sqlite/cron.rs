@@ -5,7 +5,9 @@ use rusqlite::{OptionalExtension, Row, params};
 use super::SqliteStore;
 use crate::now_ms;
 use crate::store::StoreError;
-use crate::store::cron::{CronJob, CronJobRecord, CronRunRecord, CronStore, NewCronRun, Outcome};
+use crate::store::cron::{
+    CronJob, CronJobRecord, CronRunRecord, CronStore, HookRerun, NewCronRun, Outcome,
+};
 
 /// Ledger rows kept per job (older ones are deleted as new ones are written).
 pub const KEEP_RUNS_PER_JOB: i64 = 1000;
@@ -60,6 +62,28 @@ impl SqliteStore {
 }
 
 impl CronStore for SqliteStore {
+    fn interrupted_hook_runs(&mut self) -> Result<Vec<HookRerun>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT session_key, agent_id, input, idempotency_key FROM runs r
+             WHERE status = 'error' AND error LIKE 'interrupted:%'
+               AND idempotency_key LIKE 'hook:%' AND idempotency_key NOT LIKE '%:rerun'
+               AND NOT EXISTS (SELECT 1 FROM runs r2 WHERE r2.session_key = r.session_key
+                               AND r2.idempotency_key = r.idempotency_key || ':rerun')
+             ORDER BY seq LIMIT 1000",
+        )?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(HookRerun {
+                    session_key: r.get(0)?,
+                    agent_id: r.get(1)?,
+                    input: r.get(2)?,
+                    idempotency_key: r.get(3)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
     fn sync_cron_jobs(&mut self, config: &[CronJob]) -> Result<Vec<CronJobRecord>, StoreError> {
         let ids: Vec<&str> = config.iter().map(|j| j.id.as_str()).collect();
         let listed = serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into());
