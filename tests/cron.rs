@@ -146,6 +146,32 @@ async fn every_second_job_fires_and_records_its_runs_over_ws_rest_and_cli() {
     let (code, out, err) = cli(gw.home(), &["cron", "runs", "tick", "--limit", "2"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("\"jobId\": \"tick\""), "{out}");
+    // Disabling a job stops its fires; the CLI refuses a bad schedule with examples.
+    let updated = c
+        .request(
+            "cron.update",
+            Some(json!({ "id": "tick", "patch": { "enabled": false } })),
+        )
+        .await;
+    assert_eq!(updated["ok"], true, "{updated}");
+    assert!(
+        updated["payload"]["job"]["nextFireAt"].is_null(),
+        "{updated}"
+    );
+    let (code, out, err) = cli(
+        gw.home(),
+        &[
+            "cron",
+            "add",
+            "nope",
+            "--schedule",
+            "every often",
+            "--message",
+            "x",
+        ],
+    );
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(out.contains("examples of valid schedules"), "{out}{err}");
     let (code, out, err) = cli(gw.home(), &["cron", "rm", "tick"]);
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(job(&mut c, "tick").await, Value::Null);

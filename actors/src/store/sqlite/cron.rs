@@ -95,7 +95,7 @@ impl CronStore for SqliteStore {
             self.upsert_job(job, "config")?;
         }
         self.conn.execute(
-            "UPDATE cron_runs SET outcome = 'error', reason = 'interrupted: the gateway stopped during the run'
+            "UPDATE cron_runs SET outcome = 'error', reason = 'interrupted: the gateway or the scheduler stopped during the run; its outcome was not recorded'
              WHERE outcome = 'running'",
             [],
         )?;
