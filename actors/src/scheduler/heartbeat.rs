@@ -3,7 +3,12 @@
 //! nothing; otherwise the reply goes to clients as a `heartbeat` event. A heartbeat never
 //! waits behind another: while one is active, the next is skipped.
 
+use actix::prelude::*;
 use chrono::{Local, Timelike};
+use serde_json::json;
+
+use super::SchedulerActor;
+use super::fire::{Turn, run_turn};
 
 /// The heartbeat of one agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +59,95 @@ impl HeartbeatSettings {
 /// Whether a reply delivers nothing.
 pub fn is_no_reply(reply: &str) -> bool {
     reply.trim() == NO_REPLY
+}
+
+/// A heartbeat as the scheduler runs it.
+pub(super) struct HeartbeatState {
+    pub(super) settings: HeartbeatSettings,
+    pub(super) next: i64,
+    pub(super) active: bool,
+}
+
+impl SchedulerActor {
+    pub(super) fn beat(&mut self, i: usize, now: i64, ctx: &mut Context<Self>) {
+        let hb = &mut self.heartbeats[i];
+        let every = hb.settings.every_ms.max(1);
+        let scheduled = hb.next;
+        hb.next = scheduled + ((now - scheduled) / every + 1) * every;
+        if hb.settings.active_now() {
+            self.start_beat(i, format!("{scheduled}"), ctx);
+        }
+    }
+
+    /// Starts heartbeat `i` unless one is active already; false when it was.
+    fn start_beat(&mut self, i: usize, key: String, ctx: &mut Context<Self>) -> bool {
+        let Some(hb) = self.heartbeats.get_mut(i) else {
+            return false;
+        };
+        let agent_id = hb.settings.agent_id.clone();
+        if hb.active {
+            tracing::debug!(agent_id = %agent_id, "heartbeat skipped: the previous one is still active");
+            return false;
+        }
+        hb.active = true;
+        let turn = Turn {
+            session_key: format!("agent:{agent_id}:main"),
+            agent_id: agent_id.clone(),
+            text: hb.settings.message.clone(),
+            idempotency_key: format!("heartbeat:{agent_id}:{key}"),
+        };
+        let root = self.root.clone();
+        let work = async move { run_turn(&root, turn, |_| {}).await };
+        ctx.spawn(work.into_actor(self).map(move |result, act, _| {
+            if let Some(hb) = act.heartbeats.get_mut(i) {
+                hb.active = false;
+            }
+            let payload = match result {
+                Ok(s) if s.status == "ok" && is_no_reply(&s.summary) => {
+                    json!({"agentId": agent_id, "runId": s.run_id, "status": s.status, "delivered": false})
+                }
+                Ok(s) if s.status == "ok" => {
+                    json!({"agentId": agent_id, "runId": s.run_id, "status": s.status, "delivered": true, "text": s.summary})
+                }
+                Ok(s) => {
+                    json!({"agentId": agent_id, "runId": s.run_id, "status": s.status, "delivered": false, "error": s.error})
+                }
+                Err(why) => {
+                    json!({"agentId": agent_id, "status": "error", "delivered": false, "error": why})
+                }
+            };
+            crate::event_bus::publish("heartbeat", payload);
+        }));
+        true
+    }
+}
+
+/// Runs an agent's heartbeat now (`POST /hooks/wake`), outside its active hours too;
+/// `None` wakes every agent that has one. Answers the agents woken (one already running is
+/// not started twice).
+#[derive(Message, Debug)]
+#[rtype(result = "Vec<String>")]
+pub struct WakeHeartbeat {
+    /// The agent, or all.
+    pub agent_id: Option<String>,
+}
+
+impl Handler<WakeHeartbeat> for SchedulerActor {
+    type Result = Vec<String>;
+    fn handle(&mut self, msg: WakeHeartbeat, ctx: &mut Self::Context) -> Vec<String> {
+        let mut woken = Vec::new();
+        for i in 0..self.heartbeats.len() {
+            let agent = self.heartbeats[i].settings.agent_id.clone();
+            if msg.agent_id.as_ref().is_some_and(|a| *a != agent) {
+                continue;
+            }
+            let key = format!("wake:{}", uuid::Uuid::new_v4());
+            if self.start_beat(i, key, ctx) {
+                woken.push(agent);
+            }
+        }
+        woken
+    }
 }
 
 #[cfg(test)]
