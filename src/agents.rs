@@ -55,6 +55,13 @@ pub fn check_def(def: &AgentDef) -> Vec<ConfigError> {
     if def.max_iterations.is_some_and(|n| !(1..=64).contains(&n)) {
         bad("max_iterations", "must be between 1 and 64".into());
     }
+    if let Some(Err((key, why))) = def
+        .heartbeat
+        .as_ref()
+        .map(|h| crate::config::cron::heartbeat(&def.id, h))
+    {
+        bad(&key, why);
+    }
     errors
 }
 
@@ -146,6 +153,30 @@ fn api_key(endpoint: &EndpointConfig, env: &HashMap<String, String>) -> Option<S
         .map(Secret)
 }
 
+/// Every agent definition: the config's, with those on disk replacing or adding to them.
+pub fn all_defs(config: &Config, paths: &StatePaths) -> Result<Vec<AgentDef>, ConfigErrors> {
+    let mut defs: Vec<AgentDef> = config.agent_defs.clone();
+    for disk in discover(&paths.home.join("agents"))? {
+        match defs.iter_mut().find(|d| d.id == disk.id) {
+            Some(existing) => *existing = disk,
+            None => defs.push(disk),
+        }
+    }
+    Ok(defs)
+}
+
+/// Heartbeats of the agents that have one (validated already by [`check_def`]).
+pub fn heartbeats(
+    defs: &[AgentDef],
+) -> Vec<troupe_actors::scheduler::heartbeat::HeartbeatSettings> {
+    defs.iter()
+        .filter_map(|d| {
+            let h = d.heartbeat.as_ref()?;
+            crate::config::cron::heartbeat(&d.id, h).ok()
+        })
+        .collect()
+}
+
 /// The config's agents, overridden by same-id agents on disk, as actor settings.
 pub fn build(
     config: &Config,
@@ -153,13 +184,7 @@ pub fn build(
     env: &HashMap<String, String>,
 ) -> Result<Vec<AgentSettings>, ConfigErrors> {
     let agents_dir = paths.home.join("agents");
-    let mut defs: Vec<AgentDef> = config.agent_defs.clone();
-    for disk in discover(&agents_dir)? {
-        match defs.iter_mut().find(|d| d.id == disk.id) {
-            Some(existing) => *existing = disk,
-            None => defs.push(disk),
-        }
-    }
+    let defs = all_defs(config, paths)?;
     let client = http_client(&config.http_policy).map_err(|e| {
         ConfigErrors(vec![ConfigError {
             key: "providers.http".into(),

@@ -62,6 +62,12 @@ pub enum Command {
         #[command(subcommand)]
         command: PairingCommand,
     },
+    /// Scheduled jobs (`list`, `add`, `rm`, `run`, `runs`).
+    Cron {
+        /// What to do.
+        #[command(subcommand)]
+        command: CronCommand,
+    },
     /// Chat-platform accounts (`status`).
     Channels {
         /// What to do.
@@ -83,6 +89,73 @@ pub enum PairingCommand {
     Approve {
         /// The code the sender was given.
         code: String,
+        /// Connection flags.
+        #[command(flatten)]
+        client: ClientFlags,
+    },
+}
+
+/// `troupe cron ...`.
+#[derive(Debug, Subcommand)]
+pub enum CronCommand {
+    /// Every job with its next fire time.
+    List {
+        /// Connection flags.
+        #[command(flatten)]
+        client: ClientFlags,
+    },
+    /// Adds a job.
+    Add {
+        /// Job id (letters, digits, '-' or '_').
+        id: String,
+        /// Schedule: "30 9 * * 1-5", "@daily", "every 5m" or "at 2030-01-01T09:00:00Z".
+        #[arg(long)]
+        schedule: String,
+        /// The message sent to the agent.
+        #[arg(long)]
+        message: String,
+        /// Agent (default: main).
+        #[arg(long, default_value = "main")]
+        agent: String,
+        /// IANA time zone of the schedule (default: the host's).
+        #[arg(long)]
+        tz: Option<String>,
+        /// Session key (default: cron:<id>).
+        #[arg(long)]
+        session: Option<String>,
+        /// A fire while the previous run is active: skip | queue.
+        #[arg(long, default_value = "skip")]
+        overlap: String,
+        /// Fires missed while the gateway was down: skip | run_once.
+        #[arg(long, default_value = "skip")]
+        catch_up: String,
+        /// Connection flags.
+        #[command(flatten)]
+        client: ClientFlags,
+    },
+    /// Removes a job.
+    Rm {
+        /// Job id.
+        id: String,
+        /// Connection flags.
+        #[command(flatten)]
+        client: ClientFlags,
+    },
+    /// Fires a job now (recorded as manual).
+    Run {
+        /// Job id.
+        id: String,
+        /// Connection flags.
+        #[command(flatten)]
+        client: ClientFlags,
+    },
+    /// A job's run ledger, newest first.
+    Runs {
+        /// Job id.
+        id: String,
+        /// Rows to print.
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
         /// Connection flags.
         #[command(flatten)]
         client: ClientFlags,

@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 mod channels;
+pub mod cron;
+pub mod hooks;
 
 use config::{Environment, File, FileFormat};
 use serde::Deserialize;
@@ -151,6 +153,10 @@ pub struct Config {
     pub agents: Vec<AgentSummary>,
     /// Chat-platform accounts (`[[channels.telegram]]`, `[[channels.discord]]`).
     pub channels: troupe_actors::channels::ChannelAccounts,
+    /// Cron jobs from config (`[[cron.jobs]]`).
+    pub cron_jobs: Vec<troupe_actors::store::cron::CronJob>,
+    /// Webhooks (`[hooks]`).
+    pub hooks: hooks::HooksConfig,
 }
 
 #[derive(Deserialize)]
@@ -168,6 +174,10 @@ struct Raw {
     pricing: Vec<RawPrice>,
     #[serde(default)]
     channels: channels::RawChannels,
+    #[serde(default)]
+    cron: cron::RawCron,
+    #[serde(default)]
+    hooks: hooks::RawHooks,
 }
 
 #[derive(Deserialize, Clone)]
@@ -318,6 +328,9 @@ pub struct AgentDef {
     /// Inline system prompt (persona.md wins when present).
     #[serde(default)]
     pub persona: Option<String>,
+    /// Periodic heartbeat turns (off unless set).
+    #[serde(default)]
+    pub heartbeat: Option<cron::HeartbeatDef>,
 }
 
 type RawAgent = AgentDef;
@@ -668,6 +681,9 @@ fn validate(
         n => n,
     };
     let channels = channels::accounts(raw.channels, env, &mut bad);
+    let agent_ids: Vec<String> = raw.agents.iter().map(|a| a.id.clone()).collect();
+    let cron_jobs = cron::jobs(raw.cron, &agent_ids, &mut bad);
+    let hooks = hooks::hooks(raw.hooks, &mut bad);
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }
@@ -731,6 +747,8 @@ fn validate(
             .then(|| Duration::from_secs(raw.store.retention_days.min(36_500) * 86_400)),
         agents,
         channels,
+        cron_jobs,
+        hooks,
     })
 }
 

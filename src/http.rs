@@ -4,7 +4,9 @@ mod auth;
 mod body_deadline;
 mod channels;
 pub mod connections;
+mod cron;
 pub mod edge;
+mod hooks;
 mod host;
 mod openai;
 mod sessions;
@@ -148,6 +150,23 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(endpoint("/api/channels", GET).route(web::get().to(channels::status)))
         .service(endpoint("/api/pairing", GET).route(web::get().to(channels::list)))
         .service(endpoint("/api/pairing/approve", POST).route(web::post().to(channels::approve)))
+        .service(
+            endpoint("/api/cron", "GET, HEAD, POST")
+                .route(web::get().to(cron::list))
+                .route(web::post().to(cron::add)),
+        )
+        .service(endpoint("/api/cron/status", GET).route(web::get().to(cron::status)))
+        .service(
+            endpoint("/api/cron/{id}", "GET, HEAD, PATCH, DELETE")
+                .route(web::get().to(cron::get))
+                .route(web::patch().to(cron::update))
+                .route(web::delete().to(cron::remove)),
+        )
+        .service(endpoint("/api/cron/{id}/run", POST).route(web::post().to(cron::run)))
+        .service(endpoint("/api/cron/{id}/runs", GET).route(web::get().to(cron::runs)))
+        .service(endpoint("/hooks/agent", POST).route(web::post().to(hooks::agent)))
+        .service(endpoint("/hooks/wake", POST).route(web::post().to(hooks::wake)))
+        .service(endpoint("/hooks/{name}", POST).route(web::post().to(hooks::mapped)))
         .service(
             endpoint("/api/sessions/{key}/messages", "GET, HEAD, POST")
                 .route(web::get().to(sessions::messages))

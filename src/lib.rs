@@ -116,12 +116,57 @@ fn dispatch_command(cli: Cli) -> i32 {
                 )
             }
         },
+        Command::Cron { command } => cron_command(&paths, &env, command),
         Command::Channels { command } => match command {
             cli::ChannelsCommand::Status { client } => {
                 call(&paths, &env, "channels.status", None, false, &client)
             }
         },
     }
+}
+
+/// `troupe cron ...`: each subcommand is one `cron.*` request.
+fn cron_command(
+    paths: &StatePaths,
+    env: &HashMap<String, String>,
+    command: cli::CronCommand,
+) -> i32 {
+    use serde_json::json;
+    let (method, params, client) = match command {
+        cli::CronCommand::List { client } => ("cron.list", None, client),
+        cli::CronCommand::Add {
+            id,
+            schedule,
+            message,
+            agent,
+            tz,
+            session,
+            overlap,
+            catch_up,
+            client,
+        } => {
+            let job = json!({
+                "id": id, "schedule": schedule, "message": message, "agentId": agent,
+                "tz": tz, "sessionKey": session, "overlap": overlap, "catchUp": catch_up,
+            });
+            ("cron.add", Some(json!({ "job": job })), client)
+        }
+        cli::CronCommand::Rm { id, client } => ("cron.remove", Some(json!({ "id": id })), client),
+        cli::CronCommand::Run { id, client } => ("cron.run", Some(json!({ "id": id })), client),
+        cli::CronCommand::Runs { id, limit, client } => (
+            "cron.runs",
+            Some(json!({ "id": id, "limit": limit })),
+            client,
+        ),
+    };
+    call(
+        paths,
+        env,
+        method,
+        params.map(|p| p.to_string()),
+        false,
+        &client,
+    )
 }
 
 fn drain_timeout(

@@ -13,6 +13,7 @@ use troupe_actors::agent::AgentSettings;
 use troupe_actors::auth_limit::AuthLimiter;
 use troupe_actors::gateway::{AuthPolicy, Gateway, GatewaySettings, Secret};
 use troupe_actors::messages::Shutdown;
+use troupe_actors::scheduler::SchedulerSettings;
 use troupe_actors::session_queue::{DrainRuns, QueueSettings, SessionQueueActor};
 use troupe_actors::supervisor::install_panic_hook;
 use troupe_actors::tree::{TreeConfig, start_root};
@@ -207,6 +208,15 @@ pub fn run(
             return exit::CONFIG;
         }
     }
+    for (i, job) in config.cron_jobs.iter().enumerate() {
+        if !agents.iter().any(|a| a.summary.id == job.agent_id) {
+            eprintln!(
+                "troupe: invalid config: cron.jobs[{i}].agent: no agent {:?} is configured",
+                job.agent_id
+            );
+            return exit::CONFIG;
+        }
+    }
     if !config.bind.is_loopback() && matches!(config.auth, AuthSetting::None) {
         eprintln!(
             "troupe: refusing to bind {} with gateway.auth.mode = \"none\": anyone on the network could drive your agents; enable token auth or bind loopback",
@@ -343,6 +353,13 @@ async fn serve(
         ping_interval: config.ping_interval,
         hang_timeout: config.hang_timeout,
         channels: config.channels.clone(),
+        scheduler: SchedulerSettings {
+            jobs: config.cron_jobs.clone(),
+            heartbeats: crate::agents::all_defs(&config, &paths)
+                .map(|defs| crate::agents::heartbeats(&defs))
+                .unwrap_or_default(),
+            agents: agents.iter().map(|a| a.summary.id.clone()).collect(),
+        },
         queue: QueueSettings {
             max_concurrent: config.max_concurrent_runs,
             lane_capacity: config.lane_capacity,
@@ -384,11 +401,13 @@ async fn serve(
         allowed_hosts: config.allowed_hosts.clone(),
         request_timeout: config.request_timeout,
     });
+    let hooks = web::Data::new(config.hooks.clone());
     let limits = ConnectionLimits::new(config.max_connections, config.max_connections_per_ip);
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
             .app_data(edge.clone())
+            .app_data(hooks.clone())
             .app_data(web::PayloadConfig::new(crate::http::BODY_LIMIT))
             .wrap(actix_web::middleware::from_fn(crate::http::edge::guard))
             .configure(crate::http::routes)

@@ -8,6 +8,7 @@
 //! │   └── agent:<id>   one per configured agent (permanent, own arbiter)
 //! ├── channels         supervisor, one_for_one, children restarted with backoff 1 s .. 5 min
 //! │   └── telegram:<account>   one per configured bot (permanent, own arbiter)
+//! ├── scheduler        cron jobs, their run ledger, and agent heartbeats (permanent)
 //! └── clients          supervisor of WebSocket sessions
 //!     └── ws:<connId>  one per connection (temporary)
 //! ```
@@ -26,6 +27,9 @@
 //!   built-in offline provider.
 //! - [`channels`]: the `channels` supervisor's children: Telegram bots, the inbound journal
 //!   and outbound deliveries, reply splitting, access policies and pairing.
+//! - [`scheduler`]: [`SchedulerActor`](scheduler::SchedulerActor): cron jobs (schedule
+//!   parsing, catch-up, overlap), the run ledger and heartbeats; [`event_bus`]: events for
+//!   every connected client.
 //! - [`ws_session`]: [`WsSessionActor`](ws_session::WsSessionActor), one per WebSocket.
 //! - [`protocol`]: the WebSocket frames (OpenClaw protocol core).
 //! - [`gateway`]: the immutable settings and addresses shared with every session.
@@ -34,12 +38,14 @@ pub mod agent;
 pub mod auth_limit;
 pub mod channels;
 pub mod echo;
+pub mod event_bus;
 pub mod event_sink;
 pub mod gateway;
 pub mod log_tail;
 pub mod messages;
 pub mod protocol;
 pub mod provider;
+pub mod scheduler;
 pub mod session_key;
 pub mod session_queue;
 pub mod store;

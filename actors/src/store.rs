@@ -11,6 +11,7 @@
 //! else, on the same thread. Every operation is counted and timed per name for `/metrics`.
 
 pub mod channels;
+pub mod cron;
 pub mod ops;
 pub mod sqlite;
 pub mod turns;
@@ -56,7 +57,7 @@ pub enum StoreError {
 }
 
 /// A storage backend: the domain operations, and the batch (transaction) they run in.
-pub trait Store: channels::ChannelStore + Send {
+pub trait Store: channels::ChannelStore + cron::CronStore + Send {
     /// Starts a batch of writes.
     fn begin(&mut self) -> Result<(), StoreError>;
     /// Makes the batch durable.

@@ -9,6 +9,7 @@ use tokio::sync::oneshot;
 
 use crate::agent::{AgentActor, AgentSettings};
 use crate::channels::ChannelAccounts;
+use crate::scheduler::{SchedulerActor, SchedulerSettings};
 use crate::session_queue::{QueueSettings, SessionQueueActor};
 use crate::store::StoreActor;
 use crate::supervisor::{
@@ -44,6 +45,8 @@ pub struct TreeConfig {
     pub hang_timeout: Duration,
     /// Chat-platform accounts, one `channels` child each.
     pub channels: ChannelAccounts,
+    /// Cron jobs from config and agents' heartbeats.
+    pub scheduler: SchedulerSettings,
 }
 
 impl TreeConfig {
@@ -75,6 +78,7 @@ pub fn root_specs(cfg: &TreeConfig) -> Vec<ChildSpec> {
             cfg.supervisor("channels", Strategy::OneForOne, CHANNELS_INTENSITY),
             cfg.channels.clone(),
         ),
+        SchedulerActor::spec(cfg.scheduler.clone()),
         supervisor_spec(
             cfg.supervisor(
                 "clients",

@@ -327,6 +327,7 @@ impl Actor for WsSessionActor {
         // (told to the client as a `seq` gap), never queued without bound.
         ctx.set_mailbox_capacity(1024);
         self.link.liveness.attach(ctx);
+        ctx.add_message_stream(crate::event_bus::subscribe());
         tracing::debug!(conn_id = %self.conn_id, peer = ?self.peer, "ws connected");
         let challenge = json!({ "nonce": self.nonce, "ts": crate::now_ms() });
         self.event("connect.challenge", &challenge, ctx);
@@ -390,6 +391,16 @@ impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for WsSessionActor 
 }
 
 crate::child_controls!(WsSessionActor, |this| this.outbox.len());
+
+impl Handler<crate::event_bus::GatewayEvent> for WsSessionActor {
+    type Result = ();
+    /// Gateway-wide events go to authenticated clients only.
+    fn handle(&mut self, msg: crate::event_bus::GatewayEvent, ctx: &mut Self::Context) {
+        if matches!(self.phase, Phase::Connected { .. }) {
+            self.event(msg.event, &msg.payload, ctx);
+        }
+    }
+}
 
 impl Handler<Shutdown> for WsSessionActor {
     type Result = ();

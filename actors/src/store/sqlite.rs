@@ -3,6 +3,7 @@
 //! `actors/migrations/`, applied in order and tracked in `PRAGMA user_version`.
 
 mod channels;
+mod cron;
 
 use std::path::Path;
 use std::time::Duration;
@@ -28,6 +29,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("../../migrations/0005_turn_order.sql")),
     (6, include_str!("../../migrations/0006_channels.sql")),
     (7, include_str!("../../migrations/0007_discord.sql")),
+    (8, include_str!("../../migrations/0008_cron.sql")),
 ];
 
 const RUN_COLUMNS: &str = "seq, id, session_key, agent_id, status, mode, input, output, error, coalesced_into, accepted_at, finished_at";
@@ -691,7 +693,7 @@ mod upgrade_tests {
             .conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
-        assert_eq!(version, MIGRATIONS.len() as i64);
+        assert_eq!(Some(version), MIGRATIONS.last().map(|(n, _)| *n));
         let page = db
             .history(
                 "agent:main:main",

@@ -18,7 +18,15 @@ pub const MAX_OWED: usize = 256;
 pub const CAPABILITIES: &[&str] = &["published-model-catalog"];
 
 /// Events this gateway may send.
-pub const EVENTS: &[&str] = &["connect.challenge", "tick", "shutdown", "agent", "chat"];
+pub const EVENTS: &[&str] = &[
+    "connect.challenge",
+    "tick",
+    "shutdown",
+    "agent",
+    "chat",
+    "cron",
+    "heartbeat",
+];
 
 const METHODS: &[(&str, Scope)] = &[
     ("health", Scope::Read),
@@ -42,6 +50,13 @@ const METHODS: &[(&str, Scope)] = &[
     ("channels.status", Scope::Read),
     ("pairing.list", Scope::Admin),
     ("pairing.approve", Scope::Admin),
+    ("cron.list", Scope::Read),
+    ("cron.status", Scope::Read),
+    ("cron.runs", Scope::Read),
+    ("cron.add", Scope::Admin),
+    ("cron.update", Scope::Admin),
+    ("cron.remove", Scope::Admin),
+    ("cron.run", Scope::Admin),
 ];
 
 /// Method names announced in `hello-ok`.
@@ -209,6 +224,7 @@ impl WsSessionActor {
             "channels.status" | "pairing.list" | "pairing.approve" => {
                 self.on_channel_method(id, &method, params, ctx)
             }
+            m if m.starts_with("cron.") => self.on_cron_method(id, method, params, ctx),
             _ => self.on_chat_method(id, &method, params, ctx),
         }
     }
@@ -274,6 +290,28 @@ impl WsSessionActor {
             },
         };
         ctx.spawn(work.into_actor(self).map(move |result, act, ctx| {
+            act.respond(id, result, ctx);
+        }));
+    }
+
+    fn on_cron_method(
+        &mut self,
+        id: String,
+        method: String,
+        params: Option<Value>,
+        ctx: &mut Context<Self>,
+    ) {
+        use crate::scheduler::api::{CronCallError, call};
+        let root = self.gateway.root.clone();
+        let work = async move { call(&root, &method, params.unwrap_or(Value::Null)).await };
+        ctx.spawn(work.into_actor(self).map(move |result, act, ctx| {
+            let result = result.map_err(|e| match e {
+                CronCallError::Invalid(why) => ErrorShape::invalid(why).with_detail("INVALID_CRON"),
+                CronCallError::NotFound(_) => {
+                    ErrorShape::invalid(e.to_string()).with_detail("NOT_FOUND")
+                }
+                CronCallError::Unavailable(why) => ErrorShape::unavailable(why, 1000),
+            });
             act.respond(id, result, ctx);
         }));
     }

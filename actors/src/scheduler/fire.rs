@@ -1,0 +1,99 @@
+//! What a fire does once decided: the turn in the job's session (submitted with an
+//! idempotency key from the job and its scheduled time, so a retry never runs it twice),
+//! awaited to its end, and the store operations of the ledger.
+
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use crate::messages::QueueMode;
+use crate::session_queue::{QueueError, RunSummary, SessionQueueActor, SubmitTurn, WaitRun};
+use crate::store::{StoreActor, StoreOp};
+use crate::supervisor::{SupervisorActor, lookup_patiently};
+
+/// How long one `WaitRun` waits before asking again (a long turn is fine).
+const WAIT_SLICE: Duration = Duration::from_secs(300);
+
+/// Attempts while the session's lane or the queue is full.
+const FULL_ATTEMPTS: u32 = 20;
+
+/// Runs an operation on the store, naming what failed.
+pub async fn store_op<O: StoreOp>(
+    root: &Addr<SupervisorActor>,
+    op: O,
+) -> Result<O::Output, String> {
+    let store = lookup_patiently::<StoreActor>(root, "store")
+        .await
+        .ok_or_else(|| "the store is not running".to_string())?;
+    store
+        .send(op)
+        .await
+        .map_err(|e| format!("the store did not answer: {e}"))?
+        .map_err(|e| e.to_string())
+}
+
+/// A turn to run for a job or a heartbeat.
+#[derive(Debug, Clone)]
+pub struct Turn {
+    /// Session key.
+    pub session_key: String,
+    /// Agent.
+    pub agent_id: String,
+    /// Message.
+    pub text: String,
+    /// Dedupe key.
+    pub idempotency_key: String,
+}
+
+/// Submits a turn and waits for its end; `on_accepted` gets its run id first.
+pub async fn run_turn(
+    root: &Addr<SupervisorActor>,
+    turn: Turn,
+    on_accepted: impl FnOnce(&str),
+) -> Result<RunSummary, String> {
+    let mut attempt = 0;
+    let accepted = loop {
+        let queue = queue_of(root).await?;
+        let submit = SubmitTurn {
+            session_key: turn.session_key.clone(),
+            agent_id: turn.agent_id.clone(),
+            text: turn.text.clone(),
+            idempotency_key: Some(turn.idempotency_key.clone()),
+            mode: QueueMode::Followup,
+            subscriber: None,
+            options: Default::default(),
+        };
+        match queue.send(submit).await {
+            Ok(Ok(accepted)) => break accepted,
+            Ok(Err(
+                QueueError::LaneFull { retry_after_ms, .. }
+                | QueueError::QueueFull { retry_after_ms, .. },
+            )) if attempt < FULL_ATTEMPTS => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(retry_after_ms.max(100))).await;
+            }
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(e) => return Err(format!("the session queue did not answer: {e}")),
+        }
+    };
+    on_accepted(&accepted.run_id);
+    loop {
+        let queue = queue_of(root).await?;
+        let wait = WaitRun {
+            run_id: accepted.run_id.clone(),
+            timeout: WAIT_SLICE,
+        };
+        match queue.send(wait).await {
+            Ok(Ok(summary)) if summary.status == "timeout" => continue,
+            Ok(Ok(summary)) => return Ok(summary),
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(e) => return Err(format!("the session queue did not answer: {e}")),
+        }
+    }
+}
+
+async fn queue_of(root: &Addr<SupervisorActor>) -> Result<Addr<SessionQueueActor>, String> {
+    lookup_patiently::<SessionQueueActor>(root, "session-queue")
+        .await
+        .ok_or_else(|| "the session queue is not running".to_string())
+}

@@ -1,0 +1,412 @@
+//! Schedules of cron jobs and heartbeats, parsed and evaluated: a 5-field Unix cron
+//! expression (translated for the `cron` crate: seconds prepended, weekdays renumbered
+//! from its 1 = Sunday), `@hourly`-style shorthands, `every <duration>` (anchored, so fires
+//! never drift), and one-shot `at <RFC 3339>`. Local times are evaluated in the job's IANA
+//! zone (or the host's); a local time skipped or repeated by a DST change fires once.
+
+use std::str::FromStr;
+
+use chrono::{DateTime, Local, LocalResult, NaiveDateTime, TimeZone, Utc};
+
+/// An example of every accepted form, for error messages.
+pub const EXAMPLES: &str =
+    "\"30 9 * * 1-5\", \"*/15 * * * *\", \"@daily\", \"every 5m\" or \"at 2030-01-01T09:00:00Z\"";
+
+/// A parsed schedule.
+#[derive(Clone, Debug)]
+pub enum Schedule {
+    /// A cron expression (already translated for the `cron` crate).
+    Cron(Box<cron::Schedule>),
+    /// Every so many milliseconds from an anchor.
+    Every(i64),
+    /// Once, at this instant (ms since the epoch).
+    At(i64),
+}
+
+/// Where local times are evaluated.
+#[derive(Clone, Copy, Debug)]
+pub enum Zone {
+    /// The host's zone.
+    Host,
+    /// An IANA zone.
+    Named(chrono_tz::Tz),
+}
+
+impl Zone {
+    /// Parses an optional IANA zone name.
+    pub fn parse(tz: Option<&str>) -> Result<Self, String> {
+        match tz.map(str::trim).filter(|t| !t.is_empty()) {
+            None => Ok(Zone::Host),
+            Some(name) => chrono_tz::Tz::from_str(name).map(Zone::Named).map_err(|_| {
+                format!("unknown time zone {name:?}; use an IANA name such as \"Europe/Paris\"")
+            }),
+        }
+    }
+}
+
+/// Why a schedule was refused, with an example of a valid one.
+fn refuse(why: impl std::fmt::Display) -> String {
+    format!("{why}; examples of valid schedules: {EXAMPLES}")
+}
+
+impl Schedule {
+    /// Parses a schedule as users write it.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        if let Some(rest) = text.strip_prefix("every ") {
+            let ms = parse_duration_ms(rest.trim()).map_err(refuse)?;
+            return Ok(Schedule::Every(ms));
+        }
+        if let Some(rest) = text.strip_prefix("at ") {
+            let at = DateTime::parse_from_rfc3339(rest.trim())
+                .map_err(|e| refuse(format!("{:?} is not an RFC 3339 time ({e})", rest.trim())))?;
+            return Ok(Schedule::At(at.timestamp_millis()));
+        }
+        let translated = translate(text).map_err(refuse)?;
+        let parsed = cron::Schedule::from_str(&translated)
+            .map_err(|e| refuse(format!("{text:?} is not a valid cron expression ({e})")))?;
+        Ok(Schedule::Cron(Box::new(parsed)))
+    }
+
+    /// The first fire strictly after `after_ms`; `anchor_ms` anchors `every` schedules.
+    pub fn next_after(&self, after_ms: i64, anchor_ms: i64, zone: Zone) -> Option<i64> {
+        match self {
+            Schedule::Every(every) => {
+                let every = (*every).max(1);
+                if after_ms < anchor_ms {
+                    return Some(anchor_ms);
+                }
+                let k = (after_ms - anchor_ms) / every + 1;
+                Some(anchor_ms + k * every)
+            }
+            Schedule::At(at) => (*at > after_ms).then_some(*at),
+            Schedule::Cron(cron) => match zone {
+                Zone::Host => next_cron(cron, after_ms, &Local),
+                Zone::Named(tz) => next_cron(cron, after_ms, &tz),
+            },
+        }
+    }
+}
+
+/// The next cron fire after `after_ms`, walking local wall-clock times: a wall time in a
+/// DST gap fires once at the end of the gap, a repeated one fires once (its first instant).
+fn next_cron<Z: TimeZone>(cron: &cron::Schedule, after_ms: i64, tz: &Z) -> Option<i64> {
+    let after = DateTime::<Utc>::from_timestamp_millis(after_ms)?;
+    let local = after.with_timezone(tz).naive_local();
+    // Wall-clock times, as if in a zone without DST.
+    let mut walk = cron.after(&Utc.from_utc_datetime(&local));
+    for _ in 0..10_000 {
+        let wall = walk.next()?.naive_utc();
+        let instant = first_instant(tz, wall)?;
+        if instant > after_ms {
+            return Some(instant);
+        }
+    }
+    None
+}
+
+/// The first instant showing wall time `wall`, or the end of the gap it falls in.
+fn first_instant<Z: TimeZone>(tz: &Z, wall: NaiveDateTime) -> Option<i64> {
+    let mut probe = wall;
+    for _ in 0..(4 * 60) {
+        match tz.from_local_datetime(&probe) {
+            LocalResult::Single(t) => return Some(t.timestamp_millis()),
+            LocalResult::Ambiguous(first, _) => return Some(first.timestamp_millis()),
+            LocalResult::None => probe += chrono::Duration::minutes(1),
+        }
+    }
+    None
+}
+
+/// Parses `30s`, `5m`, `2h`, `1d`, `1h30m`, `500ms` into milliseconds (at least 1 s).
+pub fn parse_duration_ms(text: &str) -> Result<i64, String> {
+    let bad = || format!("{text:?} is not a duration such as 30s, 5m, 1h30m or 1d");
+    if text.is_empty() {
+        return Err(bad());
+    }
+    let mut total: i64 = 0;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest.chars().take_while(|c| c.is_ascii_digit()).count();
+        if digits == 0 {
+            return Err(bad());
+        }
+        let n: i64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest.chars().take_while(|c| c.is_ascii_alphabetic()).count();
+        let unit = &rest[..unit_len];
+        rest = &rest[unit_len..];
+        let ms = match unit {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            _ => return Err(bad()),
+        };
+        total = n
+            .checked_mul(ms)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(bad)?;
+    }
+    if total < 1_000 {
+        return Err(format!(
+            "{text:?} is shorter than the smallest interval, 1s"
+        ));
+    }
+    Ok(total)
+}
+
+/// Translates a 5-field Unix cron expression (or a shorthand) to the `cron` crate's
+/// 6 fields: seconds `0` prepended, weekdays renumbered (Unix 0-7, 0 and 7 = Sunday, to
+/// its 1-7, 1 = Sunday), names kept.
+pub fn translate(expr: &str) -> Result<String, String> {
+    let expr = match expr {
+        "@hourly" => "0 * * * *",
+        "@daily" | "@midnight" => "0 0 * * *",
+        "@weekly" => "0 0 * * 0",
+        "@monthly" => "0 0 1 * *",
+        "@yearly" | "@annually" => "0 0 1 1 *",
+        other if other.starts_with('@') => {
+            return Err(format!(
+                "unknown shorthand {other:?} (use @hourly, @daily, @weekly, @monthly or @yearly)"
+            ));
+        }
+        other => other,
+    };
+    let fields: Vec<&str> = expr.split_whitespace().collect();
+    if fields.len() != 5 {
+        return Err(format!(
+            "{expr:?} has {} fields; a cron expression has 5 (minute hour day-of-month month day-of-week)",
+            fields.len()
+        ));
+    }
+    let dow = weekdays(fields[4])?;
+    Ok(format!(
+        "0 {} {} {} {} {dow}",
+        fields[0], fields[1], fields[2], fields[3]
+    ))
+}
+
+/// A Unix weekday (0-7 or a name) as 0-6, 0 = Sunday.
+fn weekday(text: &str) -> Result<u32, String> {
+    const NAMES: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
+    if let Some(i) = NAMES.iter().position(|n| n.eq_ignore_ascii_case(text)) {
+        return Ok(i as u32);
+    }
+    match text.parse::<u32>() {
+        Ok(n) if n <= 7 => Ok(n % 7),
+        _ => Err(format!(
+            "day-of-week {text:?} is not 0-7 or a name (SUN, MON, ...)"
+        )),
+    }
+}
+
+/// The day-of-week field, rewritten as the `cron` crate numbers days (1 = Sunday).
+fn weekdays(field: &str) -> Result<String, String> {
+    if field == "*" || field == "?" {
+        return Ok("*".into());
+    }
+    let mut days = [false; 7];
+    for item in field.split(',') {
+        let (range, step) = match item.split_once('/') {
+            Some((r, s)) => {
+                let step: u32 =
+                    s.parse().ok().filter(|s| *s > 0).ok_or_else(|| {
+                        format!("day-of-week step {s:?} is not a positive number")
+                    })?;
+                (r, step)
+            }
+            None => (item, 1),
+        };
+        let (from, to) = match range {
+            "*" => (0, 6),
+            r => match r.split_once('-') {
+                Some((a, b)) => {
+                    let a = weekday(a)?;
+                    let b = if b == "7" { 7 } else { weekday(b)? };
+                    if b < a {
+                        return Err(format!("day-of-week range {r:?} runs backwards"));
+                    }
+                    (a, b)
+                }
+                None if step > 1 => (weekday(r)?, 6),
+                None => {
+                    let d = weekday(r)?;
+                    (d, d)
+                }
+            },
+        };
+        let mut d = from;
+        while d <= to {
+            days[(d % 7) as usize] = true;
+            d += step;
+        }
+    }
+    // Runs of consecutive days, in the cron crate's numbering.
+    let mut parts = Vec::new();
+    let mut i = 0;
+    while i < 7 {
+        if days[i] {
+            let start = i;
+            while i + 1 < 7 && days[i + 1] {
+                i += 1;
+            }
+            parts.push(if start == i {
+                format!("{}", start + 1)
+            } else {
+                format!("{}-{}", start + 1, i + 1)
+            });
+        }
+        i += 1;
+    }
+    if parts.is_empty() {
+        return Err(format!("day-of-week {field:?} names no day"));
+    }
+    Ok(parts.join(","))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unix_expressions_translate_to_the_cron_crate_numbering() {
+        let table = [
+            ("30 9 * * 1-5", "0 30 9 * * 2-6"),
+            ("0 0 * * 0", "0 0 0 * * 1"),
+            ("0 0 * * 7", "0 0 0 * * 1"),
+            ("0 8 * * MON-FRI", "0 0 8 * * 2-6"),
+            ("*/15 * * * *", "0 */15 * * * *"),
+            ("0 0 1 * *", "0 0 0 1 * *"),
+            ("0 0 * * 5-7", "0 0 0 * * 1,6-7"),
+            ("0 0 * * sat,sun", "0 0 0 * * 1,7"),
+            ("@hourly", "0 0 * * * *"),
+            ("@weekly", "0 0 0 * * 1"),
+        ];
+        for (unix, expected) in table {
+            assert_eq!(translate(unix).unwrap(), expected, "{unix}");
+            Schedule::parse(unix).unwrap();
+        }
+    }
+
+    #[test]
+    fn translated_weekdays_fire_on_the_right_days() {
+        let tz = Zone::Named(chrono_tz::UTC);
+        // 2026-11-27 is a Friday.
+        let fri = Utc
+            .with_ymd_and_hms(2026, 11, 27, 12, 0, 0)
+            .unwrap()
+            .timestamp_millis();
+        let next = |expr: &str| {
+            let s = Schedule::parse(expr).unwrap();
+            let t = s.next_after(fri, 0, tz).unwrap();
+            DateTime::<Utc>::from_timestamp_millis(t)
+                .unwrap()
+                .to_rfc3339()
+        };
+        assert_eq!(next("0 9 * * 1-5"), "2026-11-30T09:00:00+00:00");
+        assert_eq!(next("0 9 * * 0"), "2026-11-29T09:00:00+00:00");
+        assert_eq!(next("0 9 * * 7"), "2026-11-29T09:00:00+00:00");
+        assert_eq!(next("0 9 * * 6"), "2026-11-28T09:00:00+00:00");
+        assert_eq!(next("0 0 1 * *"), "2026-12-01T00:00:00+00:00");
+        assert_eq!(next("*/15 * * * *"), "2026-11-27T12:15:00+00:00");
+    }
+
+    #[test]
+    fn bad_expressions_say_why_and_give_an_example() {
+        for bad in [
+            "61 * * * *",
+            "* * *",
+            "0 0 * * 8",
+            "every 0s",
+            "at tomorrow",
+            "@often",
+        ] {
+            let err = Schedule::parse(bad).unwrap_err();
+            assert!(err.contains("examples of valid schedules"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn every_is_anchored_and_never_drifts() {
+        let s = Schedule::parse("every 5m").unwrap();
+        let anchor = 1_000;
+        assert_eq!(
+            s.next_after(anchor + 1, anchor, Zone::Host),
+            Some(anchor + 300_000)
+        );
+        assert_eq!(
+            s.next_after(anchor + 300_000 + 17, anchor, Zone::Host),
+            Some(anchor + 600_000)
+        );
+        assert_eq!(parse_duration_ms("1h30m").unwrap(), 5_400_000);
+    }
+
+    #[test]
+    fn at_fires_once() {
+        let s = Schedule::parse("at 2030-01-01T09:00:00Z").unwrap();
+        let t = s.next_after(0, 0, Zone::Host).unwrap();
+        assert_eq!(s.next_after(t, 0, Zone::Host), None);
+    }
+
+    /// Fires of `expr` in `tz` between two UTC instants.
+    fn fires(expr: &str, tz: &str, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<String> {
+        let s = Schedule::parse(expr).unwrap();
+        let zone = Zone::parse(Some(tz)).unwrap();
+        let mut out = Vec::new();
+        let mut t = from.timestamp_millis();
+        while let Some(next) = s.next_after(t, 0, zone) {
+            if next > to.timestamp_millis() {
+                break;
+            }
+            let at = DateTime::<Utc>::from_timestamp_millis(next).unwrap();
+            out.push(at.to_rfc3339());
+            t = next;
+        }
+        out
+    }
+
+    #[test]
+    fn a_local_time_skipped_or_repeated_by_dst_fires_once() {
+        // New York springs forward on 2026-03-08 (02:00 -> 03:00 local, 07:00 UTC):
+        // 02:30 does not exist that day and fires once, at 03:00 EDT.
+        let spring = fires(
+            "30 2 * * *",
+            "America/New_York",
+            Utc.with_ymd_and_hms(2026, 3, 7, 0, 0, 0).unwrap(),
+            Utc.with_ymd_and_hms(2026, 3, 9, 12, 0, 0).unwrap(),
+        );
+        assert_eq!(
+            spring,
+            [
+                "2026-03-07T07:30:00+00:00",
+                "2026-03-08T07:00:00+00:00",
+                "2026-03-09T06:30:00+00:00"
+            ]
+        );
+        // It falls back on 2026-11-01 (02:00 EDT -> 01:00 EST): 01:30 happens twice, fires once.
+        let fall = fires(
+            "30 1 * * *",
+            "America/New_York",
+            Utc.with_ymd_and_hms(2026, 10, 31, 0, 0, 0).unwrap(),
+            Utc.with_ymd_and_hms(2026, 11, 2, 12, 0, 0).unwrap(),
+        );
+        assert_eq!(
+            fall,
+            [
+                "2026-10-31T05:30:00+00:00",
+                "2026-11-01T05:30:00+00:00",
+                "2026-11-02T06:30:00+00:00"
+            ]
+        );
+        // Every 20 minutes through the repeated hour: each wall time once.
+        let repeated = fires(
+            "*/20 1 * * *",
+            "America/New_York",
+            Utc.with_ymd_and_hms(2026, 11, 1, 4, 0, 0).unwrap(),
+            Utc.with_ymd_and_hms(2026, 11, 1, 8, 0, 0).unwrap(),
+        );
+        assert_eq!(repeated.len(), 3, "{repeated:?}");
+    }
+}

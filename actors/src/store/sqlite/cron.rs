@@ -1,0 +1,196 @@
+//! The SQL of cron jobs and the run ledger (see [`crate::store::cron`]).
+
+use rusqlite::{OptionalExtension, Row, params};
+
+use super::SqliteStore;
+use crate::now_ms;
+use crate::store::StoreError;
+use crate::store::cron::{
+    CronJob, CronJobRecord, CronRunRecord, CronStore, HookRerun, NewCronRun, Outcome,
+};
+
+/// Ledger rows kept per job (older ones are deleted as new ones are written).
+pub const KEEP_RUNS_PER_JOB: i64 = 1000;
+
+fn job_from_row(row: &Row<'_>) -> rusqlite::Result<(String, String, i64, Option<i64>)> {
+    Ok((
+        row.get("spec")?,
+        row.get("source")?,
+        row.get("created_at")?,
+        row.get("last_scheduled_at")?,
+    ))
+}
+
+fn run_from_row(row: &Row<'_>) -> rusqlite::Result<CronRunRecord> {
+    Ok(CronRunRecord {
+        id: row.get("id")?,
+        job_id: row.get("job_id")?,
+        run_id: row.get("run_id")?,
+        scheduled_at: row.get("scheduled_at")?,
+        fired_at: row.get("fired_at")?,
+        outcome: row.get("outcome")?,
+        reason: row.get("reason")?,
+        manual: row.get::<_, i64>("manual")? != 0,
+        duration_ms: row.get("duration_ms")?,
+    })
+}
+
+fn spec_json(job: &CronJob) -> Result<String, StoreError> {
+    serde_json::to_string(job).map_err(|e| StoreError::Migrate(format!("cron job {}: {e}", job.id)))
+}
+
+impl SqliteStore {
+    fn upsert_job(&mut self, job: &CronJob, source: &str) -> Result<CronJobRecord, StoreError> {
+        let spec = spec_json(job)?;
+        self.conn.execute(
+            "INSERT INTO cron_jobs (id, spec, source, created_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(id) DO UPDATE SET spec = excluded.spec, source = excluded.source",
+            params![job.id, spec, source, now_ms() as i64],
+        )?;
+        let (_, source, created_at, last) = self.conn.query_row(
+            "SELECT spec, source, created_at, last_scheduled_at FROM cron_jobs WHERE id = ?1",
+            [&job.id],
+            job_from_row,
+        )?;
+        Ok(CronJobRecord {
+            job: job.clone(),
+            source,
+            created_at,
+            last_scheduled_at: last,
+        })
+    }
+}
+
+impl CronStore for SqliteStore {
+    fn interrupted_hook_runs(&mut self) -> Result<Vec<HookRerun>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT session_key, agent_id, input, idempotency_key FROM runs r
+             WHERE status = 'error' AND error LIKE 'interrupted:%'
+               AND idempotency_key LIKE 'hook:%' AND idempotency_key NOT LIKE '%:rerun'
+               AND NOT EXISTS (SELECT 1 FROM runs r2 WHERE r2.session_key = r.session_key
+                               AND r2.idempotency_key = r.idempotency_key || ':rerun')
+             ORDER BY seq LIMIT 1000",
+        )?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(HookRerun {
+                    session_key: r.get(0)?,
+                    agent_id: r.get(1)?,
+                    input: r.get(2)?,
+                    idempotency_key: r.get(3)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    fn sync_cron_jobs(&mut self, config: &[CronJob]) -> Result<Vec<CronJobRecord>, StoreError> {
+        let ids: Vec<&str> = config.iter().map(|j| j.id.as_str()).collect();
+        let listed = serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into());
+        self.conn.execute(
+            "DELETE FROM cron_jobs WHERE source = 'config' AND id NOT IN (SELECT value FROM json_each(?1))",
+            [listed],
+        )?;
+        for job in config {
+            self.upsert_job(job, "config")?;
+        }
+        self.conn.execute(
+            "UPDATE cron_runs SET outcome = 'error', reason = 'interrupted: the gateway or the scheduler stopped during the run; its outcome was not recorded'
+             WHERE outcome = 'running'",
+            [],
+        )?;
+        let mut stmt = self.conn.prepare(
+            "SELECT spec, source, created_at, last_scheduled_at FROM cron_jobs ORDER BY id",
+        )?;
+        let rows = stmt
+            .query_map([], job_from_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let mut out = Vec::new();
+        for (spec, source, created_at, last) in rows {
+            match serde_json::from_str::<CronJob>(&spec) {
+                Ok(job) => out.push(CronJobRecord {
+                    job,
+                    source,
+                    created_at,
+                    last_scheduled_at: last,
+                }),
+                Err(e) => tracing::error!(error = %e, "a stored cron job cannot be read; ignored"),
+            }
+        }
+        Ok(out)
+    }
+
+    fn save_cron_job(&mut self, job: &CronJob) -> Result<CronJobRecord, StoreError> {
+        self.upsert_job(job, "store")
+    }
+
+    fn delete_cron_job(&mut self, id: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .conn
+            .execute("DELETE FROM cron_jobs WHERE id = ?1", [id])?
+            > 0)
+    }
+
+    fn record_cron_run(&mut self, run: &NewCronRun) -> Result<i64, StoreError> {
+        self.conn.execute(
+            "INSERT INTO cron_runs (job_id, scheduled_at, fired_at, outcome, reason, manual)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                run.job_id,
+                run.scheduled_at,
+                run.fired_at,
+                run.outcome.as_str(),
+                run.reason,
+                i64::from(run.manual)
+            ],
+        )?;
+        let id = self.conn.last_insert_rowid();
+        // The ledger keeps the newest rows of each job.
+        self.conn.execute(
+            "DELETE FROM cron_runs WHERE job_id = ?1 AND id < (
+                SELECT id FROM cron_runs WHERE job_id = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+            params![run.job_id, KEEP_RUNS_PER_JOB - 1],
+        )?;
+        if !run.manual {
+            self.conn.execute(
+                "UPDATE cron_jobs SET last_scheduled_at = MAX(COALESCE(last_scheduled_at, 0), ?2)
+                 WHERE id = ?1",
+                params![run.job_id, run.scheduled_at],
+            )?;
+        }
+        Ok(id)
+    }
+
+    fn finish_cron_run(
+        &mut self,
+        id: i64,
+        run_id: Option<&str>,
+        outcome: Outcome,
+        reason: Option<&str>,
+        duration_ms: Option<i64>,
+    ) -> Result<Option<CronRunRecord>, StoreError> {
+        self.conn.execute(
+            "UPDATE cron_runs SET run_id = COALESCE(?2, run_id), outcome = ?3, reason = ?4, duration_ms = ?5
+             WHERE id = ?1",
+            params![id, run_id, outcome.as_str(), reason, duration_ms],
+        )?;
+        Ok(self
+            .conn
+            .query_row("SELECT * FROM cron_runs WHERE id = ?1", [id], run_from_row)
+            .optional()?)
+    }
+
+    fn list_cron_runs(
+        &mut self,
+        job_id: &str,
+        limit: i64,
+    ) -> Result<Vec<CronRunRecord>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT * FROM cron_runs WHERE job_id = ?1 ORDER BY id DESC LIMIT ?2")?;
+        let rows = stmt
+            .query_map(params![job_id, limit], run_from_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+}

@@ -1,0 +1,367 @@
+//! Webhooks (DESIGN §9): `POST /hooks/agent {message, agentId?, sessionKey?, wait?}`,
+//! `POST /hooks/wake {agentId?}` and `POST /hooks/<name>` (a `[[hooks.mappings]]` entry).
+//! Their own token (`hooks.token`: `Authorization: Bearer` or `x-troupe-token`, never a
+//! query parameter); off until it is set. JSON bodies only, 256 KiB at most. The turn is
+//! in the store before the 2xx (the session-queue acks a turn once stored), and a repeated
+//! `Idempotency-Key` answers the same run.
+
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use subtle::ConstantTimeEq;
+use troupe_actors::gateway::Gateway;
+use troupe_actors::scheduler::{SchedulerActor, WakeHeartbeat};
+use troupe_actors::session_key::resolve;
+use troupe_actors::session_queue::{QueueError, SessionQueueActor, SubmitTurn, WaitRun};
+
+use super::{ApiError, json_body};
+use crate::config::hooks::HooksConfig;
+
+/// How long one `WaitRun` of a `wait: true` hook waits before asking again.
+const WAIT_SLICE: Duration = Duration::from_secs(300);
+
+fn refuse(status: StatusCode, code: &'static str, why: impl Into<String>) -> ApiError {
+    ApiError::new(status, code, why)
+}
+
+/// Checks the hook token: off → 404, in the query → 400, missing/wrong → 401.
+fn authorize(req: &HttpRequest, hooks: &HooksConfig, gateway: &Gateway) -> Result<(), ApiError> {
+    let Some(expected) = &hooks.token else {
+        return Err(refuse(
+            StatusCode::NOT_FOUND,
+            "HOOKS_OFF",
+            "webhooks are off: set hooks.token in the config to turn them on",
+        ));
+    };
+    let in_query = req.query_string().split('&').any(|pair| {
+        pair.split('=')
+            .next()
+            .is_some_and(|k| k.eq_ignore_ascii_case("token"))
+    });
+    if in_query {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "TOKEN_IN_QUERY",
+            "a token in the query string is refused (URLs end up in logs and proxies); send it as Authorization: Bearer <token> or x-troupe-token",
+        ));
+    }
+    let given = super::auth::bearer(req).or_else(|| {
+        req.headers()
+            .get("x-troupe-token")
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    });
+    let Some(given) = given.filter(|g| !g.is_empty()) else {
+        return Err(refuse(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+            "missing hook token: send Authorization: Bearer <hooks.token> or x-troupe-token",
+        ));
+    };
+    if bool::from(given.as_bytes().ct_eq(expected.0.as_bytes())) {
+        return Ok(());
+    }
+    let limited = req.peer_addr().and_then(|peer| {
+        gateway
+            .settings
+            .auth_limiter
+            .wrong_credential(peer.ip(), std::time::Instant::now())
+            .err()
+    });
+    if let Some(wait) = limited {
+        return Err(refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            "RATE_LIMITED",
+            format!(
+                "too many wrong tokens; retry in {} s",
+                wait.as_secs().max(1)
+            ),
+        ));
+    }
+    Err(refuse(
+        StatusCode::UNAUTHORIZED,
+        "UNAUTHORIZED",
+        "wrong hook token",
+    ))
+}
+
+/// `POST /hooks/agent`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct AgentHook {
+    message: String,
+    #[serde(default)]
+    agent_id: Option<String>,
+    #[serde(default)]
+    session_key: Option<String>,
+    #[serde(default)]
+    wait: bool,
+}
+
+fn agent_ids(gateway: &Gateway) -> Vec<String> {
+    gateway
+        .settings
+        .agents
+        .iter()
+        .map(|a| a.id.clone())
+        .collect()
+}
+
+/// Submits the turn (stored before this returns) and answers `{ok, runId}`, or with
+/// `wait` the run's end.
+async fn submit(
+    req: &HttpRequest,
+    gateway: &Gateway,
+    agent_id: Option<String>,
+    session_key: String,
+    message: String,
+    wait: bool,
+) -> Result<HttpResponse, ApiError> {
+    let agents = agent_ids(gateway);
+    let resolved = resolve(&session_key, &agents)
+        .map_err(|e| refuse(StatusCode::BAD_REQUEST, "INVALID_REQUEST", e))?;
+    let agent = agent_id.unwrap_or(resolved.agent);
+    if !agents.contains(&agent) {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+            format!("no agent {agent:?} is configured"),
+        ));
+    }
+    if message.trim().is_empty() {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+            "message is empty",
+        ));
+    }
+    let key = req
+        .headers()
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(|k| format!("hook:{k}"))
+        .unwrap_or_else(|| format!("hook:{}", uuid::Uuid::new_v4()));
+    let unavailable = || {
+        refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "UNAVAILABLE",
+            "the session queue is not running",
+        )
+    };
+    let queue = gateway
+        .lookup::<SessionQueueActor>("session-queue")
+        .await
+        .ok_or_else(unavailable)?;
+    let submit = SubmitTurn {
+        session_key: resolved.key,
+        agent_id: agent,
+        text: message,
+        idempotency_key: Some(key),
+        mode: Default::default(),
+        subscriber: None,
+        options: Default::default(),
+    };
+    let accepted = match queue.send(submit).await.map_err(|_| unavailable())? {
+        Ok(a) => a,
+        Err(QueueError::Invalid(why)) => {
+            return Err(refuse(StatusCode::BAD_REQUEST, "INVALID_REQUEST", why));
+        }
+        Err(e) => {
+            return Err(refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UNAVAILABLE",
+                e.to_string(),
+            ));
+        }
+    };
+    if !wait {
+        return Ok(HttpResponse::Accepted().json(json!({
+            "ok": true, "runId": accepted.run_id, "duplicate": accepted.duplicate,
+        })));
+    }
+    loop {
+        let queue = gateway
+            .lookup::<SessionQueueActor>("session-queue")
+            .await
+            .ok_or_else(unavailable)?;
+        let waited = queue
+            .send(WaitRun {
+                run_id: accepted.run_id.clone(),
+                timeout: WAIT_SLICE,
+            })
+            .await
+            .map_err(|_| unavailable())?;
+        match waited {
+            Ok(s) if s.status == "timeout" => continue,
+            Ok(s) => {
+                return Ok(HttpResponse::Ok().json(json!({
+                    "ok": s.status == "ok", "runId": s.run_id, "status": s.status,
+                    "summary": s.summary, "error": s.error,
+                })));
+            }
+            Err(e) => {
+                return Err(refuse(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "UNAVAILABLE",
+                    e.to_string(),
+                ));
+            }
+        }
+    }
+}
+
+/// `POST /hooks/agent {message, agentId?, sessionKey?, wait?}`.
+pub async fn agent(
+    req: HttpRequest,
+    gateway: web::Data<Gateway>,
+    hooks: web::Data<HooksConfig>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &hooks, &gateway)?;
+    let hook: AgentHook = json_body(&req, &body)?;
+    let agent = hook
+        .agent_id
+        .clone()
+        .or_else(|| agent_ids(&gateway).first().cloned())
+        .unwrap_or_else(|| "main".into());
+    let session = hook.session_key.unwrap_or_else(|| format!("hook:{agent}"));
+    submit(
+        &req,
+        &gateway,
+        hook.agent_id,
+        session,
+        hook.message,
+        hook.wait,
+    )
+    .await
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct WakeHook {
+    #[serde(default)]
+    agent_id: Option<String>,
+}
+
+/// `POST /hooks/wake {agentId?}`: runs the agent's heartbeat now.
+pub async fn wake(
+    req: HttpRequest,
+    gateway: web::Data<Gateway>,
+    hooks: web::Data<HooksConfig>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &hooks, &gateway)?;
+    let hook: WakeHook = if body.is_empty() {
+        WakeHook::default()
+    } else {
+        json_body(&req, &body)?
+    };
+    let scheduler = gateway
+        .lookup::<SchedulerActor>("scheduler")
+        .await
+        .ok_or_else(|| {
+            refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UNAVAILABLE",
+                "the scheduler is not running",
+            )
+        })?;
+    let woken = scheduler
+        .send(WakeHeartbeat {
+            agent_id: hook.agent_id,
+        })
+        .await
+        .map_err(|e| {
+            refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UNAVAILABLE",
+                e.to_string(),
+            )
+        })?;
+    Ok(HttpResponse::Accepted().json(json!({ "ok": true, "woken": woken })))
+}
+
+/// Fills `{{field}}` and `{{a.b}}` from a JSON body (strings as they are, other values as
+/// JSON; a missing field becomes empty).
+pub fn fill(template: &str, body: &Value) -> String {
+    let mut out = String::new();
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find("}}") else {
+            out.push_str(&rest[start..]);
+            return out;
+        };
+        let path = after[..end].trim();
+        let value = path.split('.').try_fold(body, |v, k| v.get(k));
+        match value {
+            Some(Value::String(s)) => out.push_str(s),
+            Some(Value::Null) | None => {}
+            Some(other) => out.push_str(&other.to_string()),
+        }
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `POST /hooks/<name>`: a mapped hook.
+pub async fn mapped(
+    req: HttpRequest,
+    gateway: web::Data<Gateway>,
+    hooks: web::Data<HooksConfig>,
+    name: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &hooks, &gateway)?;
+    let name = name.into_inner();
+    let Some(mapping) = hooks.mappings.iter().find(|m| m.name == name) else {
+        return Err(refuse(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            format!("no hook mapping is named {name:?} ([[hooks.mappings]])"),
+        ));
+    };
+    let payload: Value = json_body(&req, &body)?;
+    let message = fill(&mapping.message_template, &payload);
+    let session = mapping
+        .session_key
+        .clone()
+        .unwrap_or_else(|| format!("hook:{name}"));
+    let wait = payload
+        .get("wait")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    submit(
+        &req,
+        &gateway,
+        mapping.agent.clone(),
+        session,
+        message,
+        wait,
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fill;
+    use serde_json::json;
+
+    #[test]
+    fn templates_are_filled_from_the_body() {
+        let body = json!({"repo": {"name": "troupe"}, "n": 3, "who": "ana"});
+        assert_eq!(
+            fill(
+                "{{who}} pushed {{n}} commits to {{ repo.name }}{{missing}}",
+                &body
+            ),
+            "ana pushed 3 commits to troupe"
+        );
+        assert_eq!(fill("no {{end", &body), "no {{end");
+    }
+}
