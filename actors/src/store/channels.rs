@@ -3,11 +3,10 @@
 //! approved senders. Types, the [`ChannelStore`] backend trait, and the typed operations
 //! channels send to the store (SQL in `sqlite/channels.rs`).
 
-use actix::Message;
 use serde::Serialize;
 
-use super::ops::StoreOp;
-use super::{Store, StoreError};
+use super::StoreError;
+use super::ops::store_op;
 
 /// How a journaled message may reach its agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,98 +182,69 @@ pub struct KnownChannel {
     pub last_seen: i64,
 }
 
-/// Declares a channel operation (see `store_op!` in `ops.rs`).
-macro_rules! channel_op {
-    ($(#[$doc:meta])* $op:ident { $($field:ident : $ty:ty),* $(,)? } -> $out:ty, $name:literal, $write:literal,
-     |$this:ident, $store:ident| $body:expr) => {
-        $(#[$doc])*
-        #[derive(Debug)]
-        pub struct $op {
-            $(
-                #[allow(missing_docs)]
-                pub $field: $ty,
-            )*
-        }
-
-        impl Message for $op {
-            type Result = Result<$out, StoreError>;
-        }
-
-        impl StoreOp for $op {
-            type Output = $out;
-            const NAME: &'static str = $name;
-            const WRITE: bool = $write;
-            fn run(self, $store: &mut dyn Store) -> Result<$out, StoreError> {
-                let $this = self;
-                $body
-            }
-        }
-    };
-}
-
-channel_op!(
+store_op!(
     /// The saved poll offset of an account.
     LoadOffset { account: Account } -> Option<i64>, "channel_load_offset", false,
     |op, store| store.load_offset(&op.account)
 );
 
-channel_op!(
+store_op!(
     /// Journals a batch of inbound messages with the next poll offset.
     JournalBatch { account: Account, items: Vec<NewInbound>, next_offset: Option<i64>, rules: PairingRules }
         -> JournalOutcome, "channel_journal", true,
     |op, store| store.journal_batch(&op.account, op.items, op.next_offset, &op.rules)
 );
 
-channel_op!(
+store_op!(
     /// Inbound messages not yet answered.
     PendingInbound { account: Account } -> Vec<InboundRecord>, "channel_pending_inbound", false,
     |op, store| store.pending_inbound(&op.account)
 );
 
-channel_op!(
+store_op!(
     /// Deliveries not yet sent.
     PendingDeliveries { account: Account } -> Vec<DeliveryRecord>, "channel_pending_deliveries", false,
     |op, store| store.pending_deliveries(&op.account)
 );
 
-channel_op!(
+store_op!(
     /// Records a reply as deliveries and closes its inbound message.
     RecordReply { account: Account, inbound: InboundRecord, run_id: String, parts: Vec<String> }
         -> Vec<DeliveryRecord>, "channel_record_reply", true,
     |op, store| store.record_reply(&op.account, &op.inbound, &op.run_id, &op.parts)
 );
 
-channel_op!(
+store_op!(
     /// A delivery was sent.
     MarkSent { id: i64, platform_id: String } -> (), "channel_mark_sent", true,
     |op, store| store.mark_sent(op.id, &op.platform_id)
 );
 
-channel_op!(
+store_op!(
     /// A delivery was refused for good.
     MarkFailed { id: i64, error: String } -> (), "channel_mark_failed", true,
     |op, store| store.mark_failed(op.id, &op.error)
 );
 
-channel_op!(
+store_op!(
     /// Deliveries of an account still pending.
     CountPending { account: Account } -> i64, "channel_count_pending", false,
     |op, store| store.count_pending(&op.account)
 );
 
-channel_op!(
+store_op!(
     /// Pending pairing requests.
     ListPairings {} -> Vec<PairingRecord>, "pairing_list", false,
     |_op, store| store.list_pairings()
 );
 
-channel_op!(
+store_op!(
     /// Approves a pairing code.
     ApprovePairing { code: String } -> Option<PairingRecord>, "pairing_approve", true,
     |op, store| store.approve_pairing(&op.code)
 );
 
-channel_op!(
+store_op!(
     /// What an account resumes from at start: its poll offset, the deliveries still owed
     /// and the inbound messages not yet answered.
     ResumeAccount { account: Account } -> (Option<i64>, Vec<DeliveryRecord>, Vec<InboundRecord>),
@@ -286,13 +256,13 @@ channel_op!(
     ))
 );
 
-channel_op!(
+store_op!(
     /// The Discord channels an account has seen, to backfill after a (re)connect.
     KnownChannels { account: String } -> Vec<KnownChannel>, "discord_known_channels", false,
     |op, store| store.known_channels(&op.account)
 );
 
-channel_op!(
+store_op!(
     /// Journals Discord messages and moves each channel's last seen id forward, together.
     JournalDiscord { account: Account, items: Vec<NewInbound>, channels: Vec<KnownChannel>, rules: PairingRules }
         -> JournalOutcome, "discord_journal", true,

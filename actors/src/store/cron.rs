@@ -3,11 +3,10 @@
 //! miss and outcome). Types, the [`CronStore`] backend trait, and the typed operations the
 //! scheduler sends (SQL in `sqlite/cron.rs`).
 
-use actix::Message;
 use serde::{Deserialize, Serialize};
 
-use super::ops::StoreOp;
-use super::{Store, StoreError};
+use super::StoreError;
+use super::ops::store_op;
 
 /// Where a job's reply is sent besides its session.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -220,73 +219,44 @@ pub trait CronStore {
     ) -> Result<Vec<CronRunRecord>, StoreError>;
 }
 
-/// Declares a cron operation (see `store_op!` in `ops.rs`).
-macro_rules! cron_op {
-    ($(#[$doc:meta])* $op:ident { $($field:ident : $ty:ty),* $(,)? } -> $out:ty, $name:literal, $write:literal,
-     |$this:ident, $store:ident| $body:expr) => {
-        $(#[$doc])*
-        #[derive(Debug)]
-        pub struct $op {
-            $(
-                #[allow(missing_docs)]
-                pub $field: $ty,
-            )*
-        }
-
-        impl Message for $op {
-            type Result = Result<$out, StoreError>;
-        }
-
-        impl StoreOp for $op {
-            type Output = $out;
-            const NAME: &'static str = $name;
-            const WRITE: bool = $write;
-            fn run(self, $store: &mut dyn Store) -> Result<$out, StoreError> {
-                let $this = self;
-                $body
-            }
-        }
-    };
-}
-
-cron_op!(
+store_op!(
     /// Stores the config's jobs and returns every job.
     SyncCronJobs { config: Vec<CronJob> } -> Vec<CronJobRecord>, "cron_sync", true,
     |op, store| store.sync_cron_jobs(&op.config)
 );
 
-cron_op!(
+store_op!(
     /// Adds or replaces an API job.
     SaveCronJob { job: CronJob } -> CronJobRecord, "cron_save", true,
     |op, store| store.save_cron_job(&op.job)
 );
 
-cron_op!(
+store_op!(
     /// Deletes a job.
     DeleteCronJob { id: String } -> bool, "cron_delete", true,
     |op, store| store.delete_cron_job(&op.id)
 );
 
-cron_op!(
+store_op!(
     /// Writes a ledger row (and advances the job's last handled fire).
     RecordCronRun { run: NewCronRun } -> i64, "cron_record", true,
     |op, store| store.record_cron_run(&op.run)
 );
 
-cron_op!(
+store_op!(
     /// Closes a ledger row.
     FinishCronRun { id: i64, run_id: Option<String>, outcome: Outcome, reason: Option<String>, duration_ms: Option<i64> }
         -> Option<CronRunRecord>, "cron_finish", true,
     |op, store| store.finish_cron_run(op.id, op.run_id.as_deref(), op.outcome, op.reason.as_deref(), op.duration_ms)
 );
 
-cron_op!(
+store_op!(
     /// A job's newest ledger rows.
     ListCronRuns { job_id: String, limit: i64 } -> Vec<CronRunRecord>, "cron_runs", false,
     |op, store| store.list_cron_runs(&op.job_id, op.limit)
 );
 
-cron_op!(
+store_op!(
     /// Webhook turns cut by a stop, not yet run again.
     InterruptedHookRuns {} -> Vec<HookRerun>, "hook_interrupted", false,
     |_op, store| store.interrupted_hook_runs()

@@ -21,7 +21,8 @@ pub trait StoreOp: Message<Result = Result<Self::Output, StoreError>> + Send + '
     fn run(self, store: &mut dyn Store) -> Result<Self::Output, StoreError>;
 }
 
-/// Declares an operation: its message type, answer, name, kind and how it runs.
+/// Declares an operation: its message type, answer, name, kind and how it runs. Used for
+/// every store operation (turns here, channel and cron records in their modules).
 macro_rules! store_op {
     ($(#[$doc:meta])* $op:ident { $($field:ident : $ty:ty),* $(,)? } -> $out:ty, $name:literal, $write:literal,
      |$this:ident, $store:ident| $body:expr) => {
@@ -34,21 +35,25 @@ macro_rules! store_op {
             )*
         }
 
-        impl Message for $op {
-            type Result = Result<$out, StoreError>;
+        impl ::actix::Message for $op {
+            type Result = Result<$out, $crate::store::StoreError>;
         }
 
-        impl StoreOp for $op {
+        impl $crate::store::ops::StoreOp for $op {
             type Output = $out;
             const NAME: &'static str = $name;
             const WRITE: bool = $write;
-            fn run(self, $store: &mut dyn Store) -> Result<$out, StoreError> {
+            fn run(
+                self,
+                $store: &mut dyn $crate::store::Store,
+            ) -> Result<$out, $crate::store::StoreError> {
                 let $this = self;
                 $body
             }
         }
     };
 }
+pub(crate) use store_op;
 
 store_op!(
     /// Stores a user's message and its queued run, or finds the run its key already made.
