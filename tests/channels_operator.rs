@@ -1,9 +1,112 @@
 //! Channel operator surface (DESIGN.md §8): the tree's backoff timing, WS `send`, probes.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+#[path = "support/fake_telegram.rs"]
+mod fake_telegram;
 mod support;
 
-use support::{TestGateway, WAIT, eventually, node};
+use fake_telegram::FakeTelegram;
+use serde_json::{Value, json};
+use support::{GatewayBuilder, TestGateway, WAIT, eventually, node};
+
+const TOKEN: &str = "123456:TEST-token";
+
+fn builder() -> GatewayBuilder {
+    TestGateway::builder().env("TG_TEST_TOKEN", TOKEN)
+}
+
+/// A home whose `telegram:main` polls `fake`.
+fn home_for(fake: &FakeTelegram) -> tempfile::TempDir {
+    let home = tempfile::tempdir().expect("tempdir");
+    let config = format!(
+        "[[channels.telegram]]\ntoken_env = \"TG_TEST_TOKEN\"\napi_url = \"{}\"\npoll_timeout_secs = 1\n",
+        fake.api_url()
+    );
+    std::fs::write(home.path().join("config.toml"), config).expect("write config");
+    home
+}
+
+async fn send(gw: &TestGateway, params: Value) -> Value {
+    let mut c = gw.client().await;
+    c.request("send", Some(params)).await
+}
+
+fn to_chat(key: &str, text: &str) -> Value {
+    json!({ "channel": "telegram", "account": "main", "to": "777", "message": text, "idempotencyKey": key })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ws_send_delivers_once_per_idempotency_key_even_across_a_restart() {
+    let fake = FakeTelegram::start(TOKEN);
+    let gw = builder().start_in(home_for(&fake));
+    gw.wait_ready().await;
+    let first = send(&gw, to_chat("k1", "hello from the operator")).await;
+    assert_eq!(first["ok"], true, "{first}");
+    assert_eq!(first["payload"]["state"], "sent", "{first}");
+    assert_eq!(first["payload"]["duplicate"], false, "{first}");
+    assert!(first["payload"]["deliveryId"].as_i64().is_some(), "{first}");
+    assert_eq!(fake.texts_to(777), vec!["hello from the operator"]);
+
+    let again = send(&gw, to_chat("k1", "hello from the operator")).await;
+    assert_eq!(again["payload"]["duplicate"], true, "{again}");
+    assert_eq!(
+        again["payload"]["deliveryId"],
+        first["payload"]["deliveryId"]
+    );
+    assert_eq!(again["payload"]["state"], "sent", "{again}");
+
+    // A send the platform has not taken when the gateway dies goes out after the restart.
+    fake.hold_sends(true);
+    let held = send(&gw, to_chat("k2", "owed across a crash")).await;
+    assert_eq!(held["payload"]["state"], "pending", "{held}");
+    let home = gw.kill9();
+    fake.drop_held_sends();
+    fake.hold_sends(false);
+    let gw = builder().start_in(home);
+    eventually(WAIT, "the owed send goes out after the restart", || async {
+        (fake.texts_to(777).len() == 2).then_some(())
+    })
+    .await;
+    let after = send(&gw, to_chat("k1", "hello from the operator")).await;
+    assert_eq!(after["payload"]["duplicate"], true, "{after}");
+    let k2 = send(&gw, to_chat("k2", "owed across a crash")).await;
+    assert_eq!(k2["payload"]["duplicate"], true, "{k2}");
+    assert_eq!(k2["payload"]["state"], "sent", "{k2}");
+    assert_eq!(
+        fake.texts_to(777),
+        vec!["hello from the operator", "owed across a crash"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ws_send_to_an_unknown_channel_or_account_is_invalid_naming_it() {
+    let fake = FakeTelegram::start(TOKEN);
+    let gw = builder().start_in(home_for(&fake));
+    gw.wait_ready().await;
+    let mut p = to_chat("k", "x");
+    p["account"] = json!("nope");
+    let res = send(&gw, p).await;
+    assert_eq!(res["error"]["code"], "INVALID_REQUEST", "{res}");
+    assert!(
+        res["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("\"nope\""),
+        "{res}"
+    );
+    let mut p = to_chat("k", "x");
+    p["channel"] = json!("fax");
+    let res = send(&gw, p).await;
+    assert_eq!(res["error"]["code"], "INVALID_REQUEST", "{res}");
+    assert!(
+        res["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("\"fax\""),
+        "{res}"
+    );
+    assert!(fake.sent().is_empty());
+}
 
 fn now_ms() -> u64 {
     let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);

@@ -12,6 +12,7 @@
 
 pub mod discord;
 pub mod journal;
+pub mod operator_send;
 pub mod pairing;
 pub mod split;
 pub mod telegram;
@@ -189,6 +190,14 @@ pub struct ChannelSnapshot {
     /// Messages waiting for their turn or delivery in this actor.
     pub queued: usize,
 }
+
+/// Tells a channel actor to send deliveries just recorded (an operator `send`).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct Deliver(pub Vec<crate::store::channels::DeliveryRecord>);
+
+/// How long a `Deliver` that reached an account still resuming waits before it is retried.
+const DELIVER_RETRY: Duration = Duration::from_millis(200);
 
 /// Asks a channel actor for its [`ChannelSnapshot`].
 #[derive(Message, Debug, Clone, Copy)]

@@ -48,6 +48,7 @@ const METHODS: &[(&str, Scope)] = &[
     ("supervisor.restart", Scope::Admin),
     ("supervisor.crash", Scope::Admin),
     ("channels.status", Scope::Read),
+    ("send", Scope::Write),
     ("pairing.list", Scope::Admin),
     ("pairing.approve", Scope::Admin),
     ("cron.list", Scope::Read),
@@ -221,7 +222,7 @@ impl WsSessionActor {
                 Ok(p) => self.route(id, p.id, ChildAction::Crash(p.mode), ctx),
                 Err(error) => self.respond(id, Err(error), ctx),
             },
-            "channels.status" | "pairing.list" | "pairing.approve" => {
+            "channels.status" | "pairing.list" | "pairing.approve" | "send" => {
                 self.on_channel_method(id, &method, params, ctx)
             }
             m if m.starts_with("cron.") => self.on_cron_method(id, method, params, ctx),
@@ -268,6 +269,16 @@ impl WsSessionActor {
         let work: std::pin::Pin<Box<dyn Future<Output = Result<Value, ErrorShape>>>> = match method
         {
             "channels.status" => Box::pin(async move { Ok(channels::status(&gateway).await) }),
+            "send" => match parse::<channels::operator_send::SendParams>(method, params) {
+                Ok(p) => Box::pin(async move {
+                    use channels::operator_send::{SendError, send};
+                    send(&gateway, p).await.map_err(|e| match e {
+                        SendError::Invalid(why) => ErrorShape::invalid(why),
+                        SendError::Unavailable(why) => ErrorShape::unavailable(why, 1000),
+                    })
+                }),
+                Err(error) => Box::pin(async move { Err(error) }),
+            },
             "pairing.list" => Box::pin(async move {
                 let pending = pairing::list(&root)
                     .await
