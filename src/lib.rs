@@ -118,8 +118,9 @@ fn dispatch_command(cli: Cli) -> i32 {
         },
         Command::Cron { command } => cron_command(&paths, &env, command),
         Command::Channels { command } => match command {
-            cli::ChannelsCommand::Status { client } => {
-                call(&paths, &env, "channels.status", None, false, &client)
+            cli::ChannelsCommand::Status { probe, client } => {
+                let params = probe.then(|| serde_json::json!({ "probe": true }).to_string());
+                call(&paths, &env, "channels.status", params, false, &client)
             }
         },
     }

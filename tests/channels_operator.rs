@@ -162,3 +162,32 @@ async fn an_unreachable_channel_shows_backoff_with_its_next_attempt_time_in_stat
         assert!(n.get("nextAttemptAt").is_none(), "{n}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channels_status_probe_checks_each_token_live() {
+    let fake = FakeTelegram::start(TOKEN);
+    let gw = builder().start_in(home_for(&fake));
+    gw.wait_ready().await;
+    eventually(WAIT, "telegram:main connected", || async {
+        let node = node(&gw.tree().await, "telegram:main")?.clone();
+        (node["state"] == "running").then_some(())
+    })
+    .await;
+    let home = gw.home().to_path_buf();
+    let args = ["channels", "status", "--probe"];
+    let (code, out, err) = tokio::task::spawn_blocking(move || support::cli(&home, &args))
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    let v: Value = serde_json::from_str(&out).expect("JSON");
+    let probe = &v["channels"][0]["probe"];
+    assert_eq!(probe["ok"], true, "{v}");
+    assert_eq!(probe["bot"], fake_telegram::BOT_USERNAME, "{v}");
+    // Without --probe no live check is made.
+    let home = gw.home().to_path_buf();
+    let args = ["channels", "status"];
+    let (_, out, _) = tokio::task::spawn_blocking(move || support::cli(&home, &args))
+        .await
+        .unwrap();
+    assert!(!out.contains("\"probe\""), "{out}");
+}

@@ -650,6 +650,19 @@ impl Handler<super::Deliver> for DiscordActor {
     }
 }
 
+impl Handler<super::ProbeChannel> for DiscordActor {
+    type Result = ResponseFuture<Result<String, String>>;
+    fn handle(&mut self, _: super::ProbeChannel, _: &mut Self::Context) -> Self::Result {
+        let rest = self.rest.clone();
+        Box::pin(async move {
+            rest.me()
+                .await
+                .map(|(_, name)| name)
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::strip_mention;

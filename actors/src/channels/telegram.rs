@@ -562,6 +562,20 @@ impl Handler<super::Deliver> for TelegramActor {
     }
 }
 
+impl Handler<super::ProbeChannel> for TelegramActor {
+    type Result = ResponseFuture<Result<String, String>>;
+    fn handle(&mut self, _: super::ProbeChannel, _: &mut Self::Context) -> Self::Result {
+        let bot = self.bot.clone();
+        let token = self.token.clone();
+        Box::pin(async move {
+            match bot.get_me().send().await {
+                Ok(me) => Ok(me.username().to_string()),
+                Err(e) => Err(format!("getMe failed: {e}").replace(&token, "<token>")),
+            }
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::strip_mention;

@@ -90,6 +90,14 @@ struct ChildParams {
     id: String,
 }
 
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ChannelsStatusParams {
+    /// Check each account's token live.
+    #[serde(default)]
+    probe: bool,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ApproveParams {
@@ -268,7 +276,12 @@ impl WsSessionActor {
         let gateway = self.gateway.clone();
         let work: std::pin::Pin<Box<dyn Future<Output = Result<Value, ErrorShape>>>> = match method
         {
-            "channels.status" => Box::pin(async move { Ok(channels::status(&gateway).await) }),
+            "channels.status" => match parse::<ChannelsStatusParams>(method, params) {
+                Ok(p) => {
+                    Box::pin(async move { Ok(channels::status_with(&gateway, p.probe).await) })
+                }
+                Err(error) => Box::pin(async move { Err(error) }),
+            },
             "send" => match parse::<channels::operator_send::SendParams>(method, params) {
                 Ok(p) => Box::pin(async move {
                     use channels::operator_send::{SendError, send};
