@@ -191,3 +191,47 @@ async fn channels_status_probe_checks_each_token_live() {
         .unwrap();
     assert!(!out.contains("\"probe\""), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_status_and_doctor_report_each_channel_account() {
+    let fake = FakeTelegram::start(TOKEN);
+    let gw = builder().start_in(home_for(&fake));
+    gw.wait_ready().await;
+    eventually(WAIT, "telegram:main connected", || async {
+        let node = node(&gw.tree().await, "telegram:main")?.clone();
+        (node["state"] == "running").then_some(())
+    })
+    .await;
+    let home = gw.home().to_path_buf();
+    let (code, out, err) = tokio::task::spawn_blocking(move || {
+        support::cli_env(
+            &home,
+            &["gateway", "status", "--json"],
+            &[("TG_TEST_TOKEN", TOKEN)],
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    let v: Value = serde_json::from_str(&out).expect("JSON");
+    let channels = &v["status"]["channels"];
+    assert_eq!(channels["count"], 1, "{v}");
+    assert_eq!(channels["accounts"][0]["id"], "telegram:main", "{v}");
+    assert_eq!(channels["accounts"][0]["state"], "running", "{v}");
+
+    let home = gw.home().to_path_buf();
+    let (_, out, err) = tokio::task::spawn_blocking(move || {
+        support::cli_env(&home, &["doctor"], &[("TG_TEST_TOKEN", TOKEN)])
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.contains("ok   channel telegram:main: bot token present"),
+        "{out}{err}"
+    );
+    assert!(
+        out.contains("ok   channel telegram:main in the running gateway: running"),
+        "{out}{err}"
+    );
+    assert!(!out.contains("TEST-token"), "{out}");
+}
