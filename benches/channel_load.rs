@@ -172,7 +172,7 @@ async fn run_loops(
                 let at = Instant::now();
                 fake.dm(user, &text);
                 loop {
-                    if fake.texts_to(user).iter().any(|t| *t == want) {
+                    if fake.texts_to(user).contains(&want) {
                         break;
                     }
                     if at.elapsed() > STUCK_AFTER {
