@@ -168,6 +168,9 @@ pub enum ChannelsCommand {
     /// Per account: state, connected since, last inbound/outbound, last error, restarts,
     /// pending deliveries.
     Status {
+        /// Also check each account's token live (Telegram `getMe`, Discord `GET /users/@me`).
+        #[arg(long)]
+        probe: bool,
         /// Connection flags.
         #[command(flatten)]
         client: ClientFlags,

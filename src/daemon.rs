@@ -216,9 +216,13 @@ pub fn status(
         .replace("ws://", "http://")
         .trim_end_matches("/ws")
         .to_string();
+    let channels = channels_summary(&report["tree"]);
     if json_out {
-        if !deep && let Some(obj) = report.as_object_mut() {
-            obj.remove("tree");
+        if let Some(obj) = report.as_object_mut() {
+            obj.insert("channels".into(), channels);
+            if !deep {
+                obj.remove("tree");
+            }
         }
         println!(
             "{}",
@@ -247,12 +251,54 @@ pub fn status(
             agent["model"].as_str().unwrap_or("?")
         );
     }
-    println!("  channels none configured");
+    match channels["accounts"].as_array().filter(|a| !a.is_empty()) {
+        None => println!("  channels none configured"),
+        Some(accounts) => {
+            let list: Vec<String> = accounts
+                .iter()
+                .map(|a| {
+                    format!(
+                        "{} {}",
+                        a["id"].as_str().unwrap_or("?"),
+                        a["state"].as_str().unwrap_or("?")
+                    )
+                })
+                .collect();
+            println!("  channels {}: {}", accounts.len(), list.join(", "));
+        }
+    }
     if deep {
         println!("supervision tree:");
         print_tree(&report["tree"], 1);
     }
     exit::OK
+}
+
+/// `{count, accounts: [{id, state, restarts, nextAttemptAt?}]}` from the status tree's
+/// `channels` supervisor (none configured: count 0).
+fn channels_summary(tree: &Value) -> Value {
+    fn find<'a>(node: &'a Value, id: &str) -> Option<&'a Value> {
+        if node["id"] == id {
+            return Some(node);
+        }
+        node["children"]
+            .as_array()?
+            .iter()
+            .find_map(|c| find(c, id))
+    }
+    let accounts: Vec<Value> = find(tree, "channels")
+        .and_then(|c| c["children"].as_array())
+        .into_iter()
+        .flatten()
+        .map(|n| {
+            let mut a = json!({ "id": n["id"], "state": n["state"], "restarts": n["restarts"] });
+            if let Some(next) = n.get("nextAttemptAt") {
+                a["nextAttemptAt"] = next.clone();
+            }
+            a
+        })
+        .collect();
+    json!({ "count": accounts.len(), "accounts": accounts })
 }
 
 fn human_ms(ms: u64) -> String {

@@ -12,6 +12,7 @@
 //! - [`ops`]: `install`, `logs`, `doctor`; [`chat`]: `troupe chat`; [`pidfile`], [`logging`].
 
 pub mod agents;
+pub mod channel_checks;
 pub mod chat;
 pub mod cli;
 pub mod client;
@@ -118,8 +119,9 @@ fn dispatch_command(cli: Cli) -> i32 {
         },
         Command::Cron { command } => cron_command(&paths, &env, command),
         Command::Channels { command } => match command {
-            cli::ChannelsCommand::Status { client } => {
-                call(&paths, &env, "channels.status", None, false, &client)
+            cli::ChannelsCommand::Status { probe, client } => {
+                let params = probe.then(|| serde_json::json!({ "probe": true }).to_string());
+                call(&paths, &env, "channels.status", params, false, &client)
             }
         },
     }

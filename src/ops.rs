@@ -219,6 +219,9 @@ pub fn doctor(
                 ),
             );
         }
+        for (ok, what) in crate::channel_checks::checks(config, paths, env, running) {
+            check(ok, what);
+        }
         match crate::agents::build(config, paths, env) {
             Err(errors) => {
                 for e in &errors.0 {

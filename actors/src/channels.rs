@@ -12,6 +12,7 @@
 
 pub mod discord;
 pub mod journal;
+pub mod operator_send;
 pub mod pairing;
 pub mod split;
 pub mod telegram;
@@ -190,6 +191,20 @@ pub struct ChannelSnapshot {
     pub queued: usize,
 }
 
+/// Tells a channel actor to send deliveries just recorded (an operator `send`).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct Deliver(pub Vec<crate::store::channels::DeliveryRecord>);
+
+/// How long a `Deliver` that reached an account still resuming waits before it is retried.
+const DELIVER_RETRY: Duration = Duration::from_millis(200);
+
+/// Asks a channel actor to check its token live (`getMe` / `GET /users/@me`): the bot's
+/// name, or what went wrong (token redacted).
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "Result<String, String>")]
+pub struct ProbeChannel;
+
 /// Asks a channel actor for its [`ChannelSnapshot`].
 #[derive(Message, Debug, Clone, Copy)]
 #[rtype(result = "ChannelSnapshot")]
@@ -198,12 +213,22 @@ pub struct DescribeChannel;
 /// `channels.status` / `GET /api/channels`: per account its tree state and restarts, what
 /// it reports itself, and the deliveries still pending in the store.
 pub async fn status(gateway: &Gateway) -> Value {
+    status_with(gateway, false).await
+}
+
+/// [`status`], each account also checked live when `probe` (its `probe` field: `ok`, and
+/// `bot` or `error`).
+pub async fn status_with(gateway: &Gateway, probe: bool) -> Value {
     let report = gateway.status(false).await;
     let channels = report.tree.find("channels").cloned();
     let store = lookup::<StoreActor>(&gateway.root, "store").await;
     let mut out = Vec::new();
     for node in channels.iter().flat_map(|c| c.children.iter()) {
-        out.push(account_status(gateway, node, store.as_ref()).await);
+        let mut one = account_status(gateway, node, store.as_ref()).await;
+        if probe {
+            one["probe"] = probe_account(gateway, node).await;
+        }
+        out.push(one);
     }
     json!({ "channels": out })
 }
@@ -258,6 +283,34 @@ async fn account_status(
         "queued": snapshot.queued,
         "pendingDeliveries": pending,
     })
+}
+
+/// Probes one account through its running actor.
+async fn probe_account(gateway: &Gateway, node: &TreeNode) -> Value {
+    let asked = match node.id.split_once(':').map(|(c, _)| c) {
+        Some("telegram") => {
+            match lookup::<telegram::TelegramActor>(&gateway.root, &node.id).await {
+                Some(addr) => Some(addr.send(ProbeChannel).await),
+                None => None,
+            }
+        }
+        Some("discord") => match lookup::<discord::DiscordActor>(&gateway.root, &node.id).await {
+            Some(addr) => Some(addr.send(ProbeChannel).await),
+            None => None,
+        },
+        _ => None,
+    };
+    match asked {
+        Some(Ok(Ok(bot))) => json!({ "ok": true, "bot": bot }),
+        Some(Ok(Err(error))) => json!({ "ok": false, "error": error }),
+        Some(Err(e)) => {
+            json!({ "ok": false, "error": format!("the channel actor did not answer: {e}") })
+        }
+        None => json!({
+            "ok": false,
+            "error": format!("{} is not running (state {:?}); see lastExit", node.id, node.state),
+        }),
+    }
 }
 
 /// The store's current address, waiting a few seconds while it (re)starts.

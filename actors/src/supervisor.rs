@@ -148,6 +148,8 @@ struct Child {
     started: Instant,
     mailbox: usize,
     backoff_attempt: u32,
+    /// When the pending backoff delay ends (ms since the epoch).
+    next_attempt_at: Option<u64>,
     ping_sent: Option<Instant>,
     /// Started elsewhere and adopted (a WS session): never pinged for its mailbox.
     adopted: bool,
@@ -172,6 +174,7 @@ impl Child {
             started: Instant::now(),
             mailbox: 0,
             backoff_attempt: 0,
+            next_attempt_at: None,
             ping_sent: None,
             adopted: false,
             watch: None,
@@ -189,6 +192,9 @@ impl Child {
             last_exit: self.last_exit.clone(),
             started_at: self.started_at,
             mailbox: self.mailbox,
+            next_attempt_at: self
+                .next_attempt_at
+                .filter(|_| self.state == NodeState::Backoff),
             children: Vec::new(),
             child_count: None,
             unstoppable: 0,
@@ -421,6 +427,8 @@ impl SupervisorActor {
                 let delay = backoff_delay(&backoff, child.backoff_attempt, rand::random::<f64>());
                 child.backoff_attempt += 1;
                 child.state = NodeState::Backoff;
+                let delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+                child.next_attempt_at = Some(now_ms().saturating_add(delay_ms));
                 let id = id.clone();
                 ctx.run_later(delay, move |act, ctx| {
                     let waiting = act
@@ -468,6 +476,7 @@ impl SupervisorActor {
             last_exit: None,
             started_at: Some(self.started_at),
             mailbox: 0,
+            next_attempt_at: None,
             children,
             child_count,
             unstoppable: self.zombies.iter().filter(|z| z.counted).count(),

@@ -84,6 +84,9 @@ pub struct DiscordActor {
     shards: Option<Arc<ShardManager>>,
     acks: AckProgress,
     started_at: Instant,
+    /// Set once resumed from the store: the owed deliveries it loaded (sent already
+    /// by resume, so a later `Deliver` of the same ids is skipped).
+    resumed: Option<std::collections::HashSet<i64>>,
     snapshot: ChannelSnapshot,
     guard: ExitGuard,
 }
@@ -114,6 +117,7 @@ impl DiscordActor {
                 rest,
                 route,
                 me: None,
+                resumed: None,
                 session: None,
                 known: HashMap::new(),
                 backfilling: true,
@@ -186,6 +190,7 @@ impl DiscordActor {
             for c in known {
                 act.known.insert(c.channel_id, c.guild_id);
             }
+            act.resumed = Some(deliveries.iter().map(|d| d.id).collect());
             for d in deliveries {
                 act.enqueue(d.chat_id.clone(), Job::Send(d));
             }
@@ -622,6 +627,39 @@ impl Handler<StageChanged> for DiscordActor {
             );
             self.fail(why, ctx);
         }
+    }
+}
+
+impl Handler<super::Deliver> for DiscordActor {
+    type Result = ();
+    fn handle(&mut self, msg: super::Deliver, ctx: &mut Self::Context) {
+        let Some(resumed) = &self.resumed else {
+            // Not resumed yet: resume may or may not have loaded these; ask again after it.
+            ctx.run_later(super::DELIVER_RETRY, move |_, ctx| ctx.notify(msg));
+            return;
+        };
+        let fresh: Vec<DeliveryRecord> = msg
+            .0
+            .into_iter()
+            .filter(|d| !resumed.contains(&d.id))
+            .collect();
+        for d in fresh {
+            self.enqueue(d.chat_id.clone(), Job::Send(d));
+        }
+        self.pump_all(ctx);
+    }
+}
+
+impl Handler<super::ProbeChannel> for DiscordActor {
+    type Result = ResponseFuture<Result<String, String>>;
+    fn handle(&mut self, _: super::ProbeChannel, _: &mut Self::Context) -> Self::Result {
+        let rest = self.rest.clone();
+        Box::pin(async move {
+            rest.me()
+                .await
+                .map(|(_, name)| name)
+                .map_err(|e| e.to_string())
+        })
     }
 }
 

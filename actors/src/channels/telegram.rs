@@ -79,6 +79,9 @@ pub struct TelegramActor {
     poll_since: Option<Instant>,
     poll_failures: u32,
     conflicts: u32,
+    /// Set once resumed from the store: the owed deliveries it loaded (sent already
+    /// by resume, so a later `Deliver` of the same ids is skipped).
+    resumed: Option<std::collections::HashSet<i64>>,
     snapshot: ChannelSnapshot,
     guard: ExitGuard,
 }
@@ -108,6 +111,7 @@ impl TelegramActor {
                 bot,
                 route,
                 me: None,
+                resumed: None,
                 offset: None,
                 chats: HashMap::new(),
                 poll_since: None,
@@ -187,6 +191,7 @@ impl TelegramActor {
                     "resuming owed replies and unanswered messages from the store"
                 );
             }
+            act.resumed = Some(deliveries.iter().map(|d| d.id).collect());
             for d in deliveries {
                 act.enqueue(d.chat_id.clone(), Job::Send(d));
             }
@@ -534,6 +539,40 @@ impl Handler<DescribeChannel> for TelegramActor {
             .map(|l| l.jobs.len() + usize::from(l.busy))
             .sum();
         snapshot
+    }
+}
+
+impl Handler<super::Deliver> for TelegramActor {
+    type Result = ();
+    fn handle(&mut self, msg: super::Deliver, ctx: &mut Self::Context) {
+        let Some(resumed) = &self.resumed else {
+            // Not resumed yet: resume may or may not have loaded these; ask again after it.
+            ctx.run_later(super::DELIVER_RETRY, move |_, ctx| ctx.notify(msg));
+            return;
+        };
+        let fresh: Vec<DeliveryRecord> = msg
+            .0
+            .into_iter()
+            .filter(|d| !resumed.contains(&d.id))
+            .collect();
+        for d in fresh {
+            self.enqueue(d.chat_id.clone(), Job::Send(d));
+        }
+        self.pump_all(ctx);
+    }
+}
+
+impl Handler<super::ProbeChannel> for TelegramActor {
+    type Result = ResponseFuture<Result<String, String>>;
+    fn handle(&mut self, _: super::ProbeChannel, _: &mut Self::Context) -> Self::Result {
+        let bot = self.bot.clone();
+        let token = self.token.clone();
+        Box::pin(async move {
+            match bot.get_me().send().await {
+                Ok(me) => Ok(me.username().to_string()),
+                Err(e) => Err(format!("getMe failed: {e}").replace(&token, "<token>")),
+            }
+        })
     }
 }
 

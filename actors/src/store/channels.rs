@@ -72,6 +72,31 @@ pub struct DeliveryRecord {
     pub text: String,
 }
 
+/// What recording an operator send produced.
+#[derive(Debug, Clone)]
+pub struct SendRecord {
+    /// The send's deliveries (new, or those of the earlier send with the same key).
+    pub deliveries: Vec<DeliveryRecord>,
+    /// False when the key was used before: nothing new was recorded.
+    pub created: bool,
+}
+
+/// Where one delivery stands.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveryStatus {
+    /// Delivery id.
+    pub id: i64,
+    /// Part number.
+    pub part: i64,
+    /// pending | sent | failed.
+    pub state: String,
+    /// The platform's message id once sent.
+    pub platform_message_id: Option<String>,
+    /// Why the platform refused it, if it did.
+    pub error: Option<String>,
+}
+
 /// What journaling a batch produced.
 #[derive(Debug, Default)]
 pub struct JournalOutcome {
@@ -161,6 +186,18 @@ pub trait ChannelStore {
     /// Approves a pending, unexpired code (its sender is allowed from now on); `None` when
     /// no such code is pending.
     fn approve_pairing(&mut self, code: &str) -> Result<Option<PairingRecord>, StoreError>;
+    /// Records an operator send as deliveries under its idempotency key; when the key was
+    /// used before on this account, nothing is recorded and the earlier deliveries are
+    /// returned with `created` false.
+    fn record_send(
+        &mut self,
+        acc: &Account,
+        chat_id: &str,
+        key: &str,
+        parts: &[String],
+    ) -> Result<SendRecord, StoreError>;
+    /// The deliveries of an operator send, in part order.
+    fn send_status(&mut self, acc: &Account, key: &str) -> Result<Vec<DeliveryStatus>, StoreError>;
     /// The Discord channels an account has seen, with the newest message id seen in each.
     fn known_channels(&mut self, account: &str) -> Result<Vec<KnownChannel>, StoreError>;
     /// Records channels and moves their `last_seen` forward (never back).
@@ -271,4 +308,17 @@ store_op!(
         store.advance_channels(&op.account.account, &op.channels)?;
         Ok(outcome)
     }
+);
+
+channel_op!(
+    /// Records an operator send (idempotent per account + key).
+    RecordSend { account: Account, chat_id: String, key: String, parts: Vec<String> }
+        -> SendRecord, "channel_record_send", true,
+    |op, store| store.record_send(&op.account, &op.chat_id, &op.key, &op.parts)
+);
+
+channel_op!(
+    /// Where the deliveries of an operator send stand.
+    SendStatus { account: Account, key: String } -> Vec<DeliveryStatus>, "channel_send_status", false,
+    |op, store| store.send_status(&op.account, &op.key)
 );

@@ -30,6 +30,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("../../migrations/0006_channels.sql")),
     (7, include_str!("../../migrations/0007_discord.sql")),
     (8, include_str!("../../migrations/0008_cron.sql")),
+    (9, include_str!("../../migrations/0009_channel_send.sql")),
 ];
 
 const RUN_COLUMNS: &str = "seq, id, session_key, agent_id, status, mode, input, output, error, coalesced_into, accepted_at, finished_at";

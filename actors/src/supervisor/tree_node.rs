@@ -51,6 +51,9 @@ pub struct TreeNode {
     pub started_at: Option<u64>,
     /// Work queued in the actor, as it last reported.
     pub mailbox: usize,
+    /// While in `backoff`: when the next start attempt is due (ms since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<u64>,
     /// Children (for supervisors; possibly truncated, see `childCount`).
     pub children: Vec<TreeNode>,
     /// Total number of children when `children` was truncated.

@@ -48,6 +48,7 @@ const METHODS: &[(&str, Scope)] = &[
     ("supervisor.restart", Scope::Admin),
     ("supervisor.crash", Scope::Admin),
     ("channels.status", Scope::Read),
+    ("send", Scope::Write),
     ("pairing.list", Scope::Admin),
     ("pairing.approve", Scope::Admin),
     ("cron.list", Scope::Read),
@@ -87,6 +88,14 @@ struct LogsTailParams {
 #[serde(deny_unknown_fields)]
 struct ChildParams {
     id: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ChannelsStatusParams {
+    /// Check each account's token live.
+    #[serde(default)]
+    probe: bool,
 }
 
 #[derive(Deserialize)]
@@ -221,7 +230,7 @@ impl WsSessionActor {
                 Ok(p) => self.route(id, p.id, ChildAction::Crash(p.mode), ctx),
                 Err(error) => self.respond(id, Err(error), ctx),
             },
-            "channels.status" | "pairing.list" | "pairing.approve" => {
+            "channels.status" | "pairing.list" | "pairing.approve" | "send" => {
                 self.on_channel_method(id, &method, params, ctx)
             }
             m if m.starts_with("cron.") => self.on_cron_method(id, method, params, ctx),
@@ -267,7 +276,22 @@ impl WsSessionActor {
         let gateway = self.gateway.clone();
         let work: std::pin::Pin<Box<dyn Future<Output = Result<Value, ErrorShape>>>> = match method
         {
-            "channels.status" => Box::pin(async move { Ok(channels::status(&gateway).await) }),
+            "channels.status" => match parse::<ChannelsStatusParams>(method, params) {
+                Ok(p) => {
+                    Box::pin(async move { Ok(channels::status_with(&gateway, p.probe).await) })
+                }
+                Err(error) => Box::pin(async move { Err(error) }),
+            },
+            "send" => match parse::<channels::operator_send::SendParams>(method, params) {
+                Ok(p) => Box::pin(async move {
+                    use channels::operator_send::{SendError, send};
+                    send(&gateway, p).await.map_err(|e| match e {
+                        SendError::Invalid(why) => ErrorShape::invalid(why),
+                        SendError::Unavailable(why) => ErrorShape::unavailable(why, 1000),
+                    })
+                }),
+                Err(error) => Box::pin(async move { Err(error) }),
+            },
             "pairing.list" => Box::pin(async move {
                 let pending = pairing::list(&root)
                     .await

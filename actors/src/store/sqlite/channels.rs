@@ -6,8 +6,8 @@ use super::SqliteStore;
 use crate::now_ms;
 use crate::store::StoreError;
 use crate::store::channels::{
-    Account, ChannelStore, DeliveryRecord, Gate, InboundRecord, JournalOutcome, KnownChannel,
-    NewInbound, PairingRecord, PairingRules,
+    Account, ChannelStore, DeliveryRecord, DeliveryStatus, Gate, InboundRecord, JournalOutcome,
+    KnownChannel, NewInbound, PairingRecord, PairingRules, SendRecord,
 };
 
 fn inbound_from_row(row: &Row<'_>) -> rusqlite::Result<InboundRecord> {
@@ -111,6 +111,63 @@ fn insert_delivery(
 }
 
 impl ChannelStore for SqliteStore {
+    fn record_send(
+        &mut self,
+        acc: &Account,
+        chat_id: &str,
+        key: &str,
+        parts: &[String],
+    ) -> Result<SendRecord, StoreError> {
+        // Write ops already run inside the store's transaction.
+        let tx = &self.conn;
+        let earlier: Vec<DeliveryRecord> = tx
+            .prepare_cached(
+                "SELECT id, chat_id, inbound_id, part, text FROM channel_deliveries
+                 WHERE channel = ?1 AND account = ?2 AND send_key = ?3 ORDER BY part",
+            )?
+            .query_map(params![acc.channel, acc.account, key], delivery_from_row)?
+            .collect::<Result<_, _>>()?;
+        if !earlier.is_empty() {
+            return Ok(SendRecord {
+                deliveries: earlier,
+                created: false,
+            });
+        }
+        let now = now_ms() as i64;
+        let mut deliveries = Vec::with_capacity(parts.len());
+        for (i, part) in parts.iter().enumerate() {
+            let record = insert_delivery(tx, acc, chat_id, None, i as i64, part, now)?;
+            tx.execute(
+                "UPDATE channel_deliveries SET send_key = ?1 WHERE id = ?2",
+                params![key, record.id],
+            )?;
+            deliveries.push(record);
+        }
+        Ok(SendRecord {
+            deliveries,
+            created: true,
+        })
+    }
+
+    fn send_status(&mut self, acc: &Account, key: &str) -> Result<Vec<DeliveryStatus>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT id, part, state, platform_message_id, error FROM channel_deliveries
+                 WHERE channel = ?1 AND account = ?2 AND send_key = ?3 ORDER BY part",
+            )?
+            .query_map(params![acc.channel, acc.account, key], |r| {
+                Ok(DeliveryStatus {
+                    id: r.get(0)?,
+                    part: r.get(1)?,
+                    state: r.get(2)?,
+                    platform_message_id: r.get(3)?,
+                    error: r.get(4)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?)
+    }
+
     fn known_channels(&mut self, account: &str) -> Result<Vec<KnownChannel>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT channel_id, guild_id, last_seen FROM discord_channels WHERE account = ?1 ORDER BY channel_id",

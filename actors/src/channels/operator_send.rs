@@ -1,0 +1,153 @@
+//! WS `send`: an operator (or another agent) sends a message to a chat through an account.
+//! It becomes deliveries in the store under the caller's idempotency key (one key per
+//! account is recorded once, so it is sent once, even across a restart), then the account's
+//! actor sends them like any reply; the answer says where the delivery stands.
+
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::split::split_message;
+use super::{Deliver, discord, store_of, telegram};
+use crate::gateway::Gateway;
+use crate::store::channels::{Account, DeliveryStatus, RecordSend, SendStatus};
+use crate::supervisor::lookup;
+
+/// How long `send` waits for its deliveries to leave before answering `pending`.
+const SETTLE: Duration = Duration::from_secs(10);
+
+/// How often the store is asked while waiting.
+const SETTLE_POLL: Duration = Duration::from_millis(50);
+
+/// Parameters of WS `send`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SendParams {
+    /// telegram | discord.
+    pub channel: String,
+    /// Account name (default `main`).
+    #[serde(default = "main_account", alias = "accountId")]
+    pub account: String,
+    /// Chat id (Telegram) or channel id (Discord).
+    pub to: String,
+    /// The text; split at the platform's limit.
+    pub message: String,
+    /// The same key on the same account never sends twice.
+    pub idempotency_key: String,
+}
+
+fn main_account() -> String {
+    "main".into()
+}
+
+/// Why a send was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// The request is wrong (unknown channel or account, empty field).
+    #[error("{0}")]
+    Invalid(String),
+    /// The store could not record it.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// Records and sends `p`; answers `{deliveryId, deliveryIds, state, duplicate, parts}`.
+pub async fn send(gateway: &Gateway, p: SendParams) -> Result<Value, SendError> {
+    let limit = match p.channel.as_str() {
+        "telegram" => telegram::MESSAGE_LIMIT,
+        "discord" => discord::MESSAGE_LIMIT,
+        other => {
+            return Err(SendError::Invalid(format!(
+                "unknown channel {other:?}: expected \"telegram\" or \"discord\""
+            )));
+        }
+    };
+    let id = format!("{}:{}", p.channel, p.account);
+    let tree = gateway.status(false).await.tree;
+    if tree.find("channels").and_then(|c| c.find(&id)).is_none() {
+        return Err(SendError::Invalid(format!(
+            "unknown account {:?} of channel {:?}: no [[channels.{}]] has account = {:?}",
+            p.account, p.channel, p.channel, p.account
+        )));
+    }
+    for (name, value) in [
+        ("to", &p.to),
+        ("message", &p.message),
+        ("idempotencyKey", &p.idempotency_key),
+    ] {
+        if value.trim().is_empty() {
+            return Err(SendError::Invalid(format!("send: {name} is empty")));
+        }
+    }
+    let account = Account {
+        channel: p.channel.clone(),
+        account: p.account.clone(),
+    };
+    let store = store_of(&gateway.root)
+        .await
+        .map_err(|e| SendError::Unavailable(e.to_string()))?;
+    let recorded = store
+        .send(RecordSend {
+            account: account.clone(),
+            chat_id: p.to.clone(),
+            key: p.idempotency_key.clone(),
+            parts: split_message(&p.message, limit),
+        })
+        .await
+        .map_err(|e| SendError::Unavailable(e.to_string()))?
+        .map_err(|e| SendError::Unavailable(e.to_string()))?;
+    if recorded.created {
+        // Not running now: the deliveries stay owed and go out when the account resumes.
+        let deliver = Deliver(recorded.deliveries.clone());
+        match p.channel.as_str() {
+            "telegram" => {
+                if let Some(addr) = lookup::<telegram::TelegramActor>(&gateway.root, &id).await {
+                    addr.do_send(deliver);
+                }
+            }
+            _ => {
+                if let Some(addr) = lookup::<discord::DiscordActor>(&gateway.root, &id).await {
+                    addr.do_send(deliver);
+                }
+            }
+        }
+    }
+    let deadline = Instant::now() + SETTLE;
+    let status = loop {
+        let status = store
+            .send(SendStatus {
+                account: account.clone(),
+                key: p.idempotency_key.clone(),
+            })
+            .await
+            .map_err(|e| SendError::Unavailable(e.to_string()))?
+            .map_err(|e| SendError::Unavailable(e.to_string()))?;
+        if Instant::now() >= deadline || status.iter().all(|d| d.state != "pending") {
+            break status;
+        }
+        tokio::time::sleep(SETTLE_POLL).await;
+    };
+    Ok(json!({
+        "channel": p.channel,
+        "account": p.account,
+        "to": p.to,
+        "deliveryId": status.first().map(|d| d.id),
+        "deliveryIds": status.iter().map(|d| d.id).collect::<Vec<_>>(),
+        "state": overall_state(&status),
+        "messageIds": status.iter().filter_map(|d| d.platform_message_id.clone()).collect::<Vec<_>>(),
+        "duplicate": !recorded.created,
+        "parts": status,
+    }))
+}
+
+/// `failed` if any part failed, else `pending` if any is still owed, else `sent`.
+fn overall_state(parts: &[DeliveryStatus]) -> &'static str {
+    if parts.iter().any(|d| d.state == "failed") {
+        "failed"
+    } else if parts.iter().any(|d| d.state == "pending") {
+        "pending"
+    } else {
+        "sent"
+    }
+}
