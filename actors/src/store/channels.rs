@@ -310,14 +310,14 @@ store_op!(
     }
 );
 
-channel_op!(
+store_op!(
     /// Records an operator send (idempotent per account + key).
     RecordSend { account: Account, chat_id: String, key: String, parts: Vec<String> }
         -> SendRecord, "channel_record_send", true,
     |op, store| store.record_send(&op.account, &op.chat_id, &op.key, &op.parts)
 );
 
-channel_op!(
+store_op!(
     /// Where the deliveries of an operator send stand.
     SendStatus { account: Account, key: String } -> Vec<DeliveryStatus>, "channel_send_status", false,
     |op, store| store.send_status(&op.account, &op.key)
