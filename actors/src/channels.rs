@@ -12,6 +12,7 @@
 
 pub mod discord;
 pub mod journal;
+pub mod lanes;
 pub mod operator_send;
 pub mod pairing;
 pub mod split;

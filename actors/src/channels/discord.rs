@@ -29,14 +29,14 @@ use serenity::http::HttpBuilder;
 use self::events::{Forward, Incoming, SessionReady, StageChanged};
 use self::liveness::{ACK_CHECK_EVERY, AckProgress, MIN_ACK_SILENCE, MISSED_ACKS};
 use self::rest::Rest;
-use super::journal::{self, Route};
+use super::journal::Route;
+use super::lanes::{self, ChatLanes, Job};
 use super::pairing;
 use super::{ChannelError, ChannelSnapshot, DescribeChannel, DiscordSettings, TokenSource};
 use crate::messages::Shutdown;
 use crate::now_ms;
 use crate::store::channels::{
-    Account, DeliveryRecord, InboundRecord, JournalDiscord, KnownChannel, KnownChannels,
-    NewInbound, ResumeAccount,
+    Account, DeliveryRecord, JournalDiscord, KnownChannel, KnownChannels, NewInbound, ResumeAccount,
 };
 use crate::supervisor::{
     ChildHandle, ChildLink, ChildSpec, ExitGuard, StartError, SupervisorActor,
@@ -47,20 +47,6 @@ pub const MESSAGE_LIMIT: usize = 2000;
 
 /// How long the gateway may take to answer IDENTIFY with READY after a start.
 pub const READY_WITHIN: Duration = Duration::from_secs(60);
-
-/// One unit of work of a channel, run in order.
-enum Job {
-    /// Send an owed delivery.
-    Send(DeliveryRecord),
-    /// Run the turn of a journaled message and send its reply.
-    Answer(InboundRecord),
-}
-
-#[derive(Default)]
-struct ChatLane {
-    jobs: VecDeque<Job>,
-    busy: bool,
-}
 
 /// A Discord bot account.
 pub struct DiscordActor {
@@ -80,7 +66,7 @@ pub struct DiscordActor {
     /// Batches waiting to be journaled, in arrival order (one commit at a time).
     to_journal: VecDeque<Vec<DiscordMessage>>,
     journaling: bool,
-    chats: HashMap<String, ChatLane>,
+    chats: ChatLanes,
     shards: Option<Arc<ShardManager>>,
     acks: AckProgress,
     started_at: Instant,
@@ -124,7 +110,7 @@ impl DiscordActor {
                 held: Vec::new(),
                 to_journal: VecDeque::new(),
                 journaling: false,
-                chats: HashMap::new(),
+                chats: ChatLanes::default(),
                 shards: None,
                 acks: AckProgress::default(),
                 started_at: Instant::now(),
@@ -392,48 +378,23 @@ impl DiscordActor {
     }
 
     fn enqueue(&mut self, chat: String, job: Job) {
-        self.chats.entry(chat).or_default().jobs.push_back(job);
+        self.chats.enqueue(chat, job);
     }
 
     fn pump_all(&mut self, ctx: &mut Context<Self>) {
-        let chats: Vec<String> = self.chats.keys().cloned().collect();
-        for chat in chats {
+        for chat in self.chats.chats() {
             self.pump(chat, ctx);
         }
     }
 
     /// Starts the next job of a channel unless one is running.
     fn pump(&mut self, chat: String, ctx: &mut Context<Self>) {
-        let Some(lane) = self.chats.get_mut(&chat) else {
+        let Some(job) = self.chats.start_next(&chat) else {
             return;
         };
-        if lane.busy {
-            return;
-        }
-        let Some(job) = lane.jobs.pop_front() else {
-            self.chats.remove(&chat);
-            return;
-        };
-        lane.busy = true;
-        let rest = self.rest.clone();
-        let route = self.route.clone();
-        let work = async move {
-            match job {
-                Job::Send(d) => rest::deliver(&rest, &route, vec![d]).await,
-                Job::Answer(m) => {
-                    let typing = rest::typing_loop(&rest, &m.chat_id);
-                    let answered = tokio::select! {
-                        answered = journal::answer(&route, &m) => answered,
-                        _ = typing => Err(ChannelError::Unreachable("typing loop ended".into())),
-                    };
-                    rest::deliver(&rest, &route, answered?).await
-                }
-            }
-        };
+        let work = lanes::run(self.rest.clone(), self.route.clone(), job);
         ctx.spawn(work.into_actor(self).map(move |done, act, ctx| {
-            if let Some(lane) = act.chats.get_mut(&chat) {
-                lane.busy = false;
-            }
+            act.chats.finished(&chat);
             match done {
                 Ok(sent) => {
                     if sent > 0 {
@@ -548,11 +509,7 @@ impl Actor for DiscordActor {
     }
 }
 
-crate::child_controls!(DiscordActor, |this| this
-    .chats
-    .values()
-    .map(|l| l.jobs.len() + usize::from(l.busy))
-    .sum());
+crate::child_controls!(DiscordActor, |this| this.chats.queued());
 
 impl Handler<Shutdown> for DiscordActor {
     type Result = ();
@@ -565,11 +522,7 @@ impl Handler<DescribeChannel> for DiscordActor {
     type Result = ChannelSnapshot;
     fn handle(&mut self, _: DescribeChannel, _: &mut Self::Context) -> ChannelSnapshot {
         let mut snapshot = self.snapshot.clone();
-        snapshot.queued = self
-            .chats
-            .values()
-            .map(|l| l.jobs.len() + usize::from(l.busy))
-            .sum::<usize>()
+        snapshot.queued = self.chats.queued()
             + self.held.len()
             + self.to_journal.iter().map(Vec::len).sum::<usize>();
         snapshot

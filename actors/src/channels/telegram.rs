@@ -11,7 +11,6 @@
 
 mod send;
 
-use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,14 +20,13 @@ use teloxide_core::requests::{Request, Requester};
 use teloxide_core::types::{AllowedUpdate, Message as TgMessage, Update, UpdateKind};
 use teloxide_core::{ApiError, Bot, RequestError};
 
-use super::journal::{self, Route};
+use super::journal::Route;
+use super::lanes::{self, ChatLanes, Job};
 use super::pairing;
 use super::{ChannelError, ChannelSnapshot, DescribeChannel, TelegramSettings, TokenSource};
 use crate::messages::Shutdown;
 use crate::now_ms;
-use crate::store::channels::{
-    Account, DeliveryRecord, InboundRecord, JournalBatch, NewInbound, ResumeAccount,
-};
+use crate::store::channels::{Account, DeliveryRecord, JournalBatch, NewInbound, ResumeAccount};
 use crate::supervisor::{
     ChildHandle, ChildLink, ChildSpec, ExitGuard, StartError, SupervisorActor,
 };
@@ -46,20 +44,6 @@ const MAX_POLL_FAILURES: u32 = 5;
 /// Longest wait after a 409 Conflict.
 const MAX_CONFLICT_DELAY: Duration = Duration::from_secs(60);
 
-/// One unit of work of a chat, run in order.
-enum Job {
-    /// Send an owed delivery.
-    Send(DeliveryRecord),
-    /// Run the turn of a journaled message and send its reply.
-    Answer(InboundRecord),
-}
-
-#[derive(Default)]
-struct ChatLane {
-    jobs: VecDeque<Job>,
-    busy: bool,
-}
-
 /// The bot's own identity, for mentions in groups.
 #[derive(Clone, Debug)]
 struct BotIdentity {
@@ -75,7 +59,7 @@ pub struct TelegramActor {
     route: Route,
     me: Option<BotIdentity>,
     offset: Option<i64>,
-    chats: HashMap<String, ChatLane>,
+    chats: ChatLanes,
     poll_since: Option<Instant>,
     poll_failures: u32,
     conflicts: u32,
@@ -113,7 +97,7 @@ impl TelegramActor {
                 me: None,
                 resumed: None,
                 offset: None,
-                chats: HashMap::new(),
+                chats: ChatLanes::default(),
                 poll_since: None,
                 poll_failures: 0,
                 conflicts: 0,
@@ -204,48 +188,23 @@ impl TelegramActor {
     }
 
     fn enqueue(&mut self, chat: String, job: Job) {
-        self.chats.entry(chat).or_default().jobs.push_back(job);
+        self.chats.enqueue(chat, job);
     }
 
     fn pump_all(&mut self, ctx: &mut Context<Self>) {
-        let chats: Vec<String> = self.chats.keys().cloned().collect();
-        for chat in chats {
+        for chat in self.chats.chats() {
             self.pump(chat, ctx);
         }
     }
 
     /// Starts the next job of a chat unless one is running.
     fn pump(&mut self, chat: String, ctx: &mut Context<Self>) {
-        let Some(lane) = self.chats.get_mut(&chat) else {
+        let Some(job) = self.chats.start_next(&chat) else {
             return;
         };
-        if lane.busy {
-            return;
-        }
-        let Some(job) = lane.jobs.pop_front() else {
-            self.chats.remove(&chat);
-            return;
-        };
-        lane.busy = true;
-        let bot = self.bot.clone();
-        let route = self.route.clone();
-        let work = async move {
-            match job {
-                Job::Send(d) => send::deliver(&bot, &route, vec![d]).await,
-                Job::Answer(m) => {
-                    let typing = send::typing_loop(&bot, &m.chat_id);
-                    let answered = tokio::select! {
-                        answered = journal::answer(&route, &m) => answered,
-                        _ = typing => Err(ChannelError::Unreachable("typing loop ended".into())),
-                    };
-                    send::deliver(&bot, &route, answered?).await
-                }
-            }
-        };
+        let work = lanes::run(self.bot.clone(), self.route.clone(), job);
         ctx.spawn(work.into_actor(self).map(move |done, act, ctx| {
-            if let Some(lane) = act.chats.get_mut(&chat) {
-                lane.busy = false;
-            }
+            act.chats.finished(&chat);
             match done {
                 Ok(sent) => {
                     if sent > 0 {
@@ -516,11 +475,7 @@ impl Actor for TelegramActor {
     }
 }
 
-crate::child_controls!(TelegramActor, |this| this
-    .chats
-    .values()
-    .map(|l| l.jobs.len() + usize::from(l.busy))
-    .sum());
+crate::child_controls!(TelegramActor, |this| this.chats.queued());
 
 impl Handler<Shutdown> for TelegramActor {
     type Result = ();
@@ -533,11 +488,7 @@ impl Handler<DescribeChannel> for TelegramActor {
     type Result = ChannelSnapshot;
     fn handle(&mut self, _: DescribeChannel, _: &mut Self::Context) -> ChannelSnapshot {
         let mut snapshot = self.snapshot.clone();
-        snapshot.queued = self
-            .chats
-            .values()
-            .map(|l| l.jobs.len() + usize::from(l.busy))
-            .sum();
+        snapshot.queued = self.chats.queued();
         snapshot
     }
 }

@@ -272,6 +272,20 @@ fn truncate(text: &str, max: usize) -> &str {
     }
 }
 
+impl crate::channels::lanes::Outbox for Rest {
+    fn deliver(
+        &self,
+        route: &TurnRoute,
+        parts: Vec<DeliveryRecord>,
+    ) -> impl std::future::Future<Output = Result<usize, ChannelError>> {
+        deliver(self, route, parts)
+    }
+
+    fn typing(&self, chat_id: &str) -> impl std::future::Future<Output = ()> {
+        typing_loop(self, chat_id)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

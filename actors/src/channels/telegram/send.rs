@@ -121,6 +121,20 @@ pub async fn typing_loop(bot: &Bot, chat: &str) {
     }
 }
 
+impl crate::channels::lanes::Outbox for Bot {
+    fn deliver(
+        &self,
+        route: &Route,
+        parts: Vec<DeliveryRecord>,
+    ) -> impl std::future::Future<Output = Result<usize, ChannelError>> {
+        deliver(self, route, parts)
+    }
+
+    fn typing(&self, chat_id: &str) -> impl std::future::Future<Output = ()> {
+        typing_loop(self, chat_id)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

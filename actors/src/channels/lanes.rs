@@ -1,0 +1,138 @@
+//! Per-chat FIFO lanes of a channel actor, shared by every platform: each chat runs one
+//! job at a time (answer a journaled message, or send an owed delivery), in order. What
+//! differs per platform is only how a reply is sent and how typing is shown ([`Outbox`]).
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+
+use super::ChannelError;
+use super::journal::{self, Route};
+use crate::store::channels::{DeliveryRecord, InboundRecord};
+
+/// One unit of work of a chat, run in order.
+pub enum Job {
+    /// Send an owed delivery.
+    Send(DeliveryRecord),
+    /// Run the turn of a journaled message and send its reply.
+    Answer(InboundRecord),
+}
+
+#[derive(Default)]
+struct Lane {
+    jobs: VecDeque<Job>,
+    busy: bool,
+}
+
+/// The lanes of one account, by chat id.
+#[derive(Default)]
+pub struct ChatLanes {
+    lanes: HashMap<String, Lane>,
+}
+
+impl ChatLanes {
+    /// Queues a job behind the chat's others.
+    pub fn enqueue(&mut self, chat: String, job: Job) {
+        self.lanes.entry(chat).or_default().jobs.push_back(job);
+    }
+
+    /// The chats with a lane.
+    pub fn chats(&self) -> Vec<String> {
+        self.lanes.keys().cloned().collect()
+    }
+
+    /// The chat's next job, marked running; `None` while one runs or when nothing waits
+    /// (an idle lane is dropped).
+    pub fn start_next(&mut self, chat: &str) -> Option<Job> {
+        let lane = self.lanes.get_mut(chat)?;
+        if lane.busy {
+            return None;
+        }
+        let Some(job) = lane.jobs.pop_front() else {
+            self.lanes.remove(chat);
+            return None;
+        };
+        lane.busy = true;
+        Some(job)
+    }
+
+    /// The chat's running job is over.
+    pub fn finished(&mut self, chat: &str) {
+        if let Some(lane) = self.lanes.get_mut(chat) {
+            lane.busy = false;
+        }
+    }
+
+    /// Jobs waiting or running, in all chats.
+    pub fn queued(&self) -> usize {
+        self.lanes
+            .values()
+            .map(|l| l.jobs.len() + usize::from(l.busy))
+            .sum()
+    }
+}
+
+/// How a platform sends a reply's parts and shows that a turn is running.
+pub trait Outbox: Clone + 'static {
+    /// Sends deliveries in order, marking each sent; returns how many went out.
+    fn deliver(
+        &self,
+        route: &Route,
+        parts: Vec<DeliveryRecord>,
+    ) -> impl Future<Output = Result<usize, ChannelError>>;
+    /// Shows "typing" in a chat until dropped.
+    fn typing(&self, chat_id: &str) -> impl Future<Output = ()>;
+}
+
+/// Runs one job: sends an owed delivery, or answers a message (typing meanwhile) and
+/// sends the reply. Returns how many messages went out.
+pub async fn run<O: Outbox>(outbox: O, route: Route, job: Job) -> Result<usize, ChannelError> {
+    match job {
+        Job::Send(d) => outbox.deliver(&route, vec![d]).await,
+        Job::Answer(m) => {
+            let answered = tokio::select! {
+                answered = journal::answer(&route, &m) => answered,
+                _ = outbox.typing(&m.chat_id) => Err(ChannelError::Unreachable("typing loop ended".into())),
+            };
+            outbox.deliver(&route, answered?).await
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn send(id: i64) -> Job {
+        Job::Send(DeliveryRecord {
+            id,
+            chat_id: "c".into(),
+            inbound_id: None,
+            part: 0,
+            text: String::new(),
+        })
+    }
+
+    fn id(job: Job) -> i64 {
+        match job {
+            Job::Send(d) => d.id,
+            Job::Answer(m) => m.id,
+        }
+    }
+
+    #[test]
+    fn a_chat_runs_one_job_at_a_time_in_order_and_idle_lanes_go() {
+        let mut lanes = ChatLanes::default();
+        lanes.enqueue("c".into(), send(1));
+        lanes.enqueue("c".into(), send(2));
+        lanes.enqueue("d".into(), send(3));
+        assert_eq!(lanes.start_next("c").map(id), Some(1));
+        assert!(lanes.start_next("c").is_none(), "one at a time");
+        assert_eq!(lanes.start_next("d").map(id), Some(3));
+        assert_eq!(lanes.queued(), 3);
+        lanes.finished("c");
+        assert_eq!(lanes.start_next("c").map(id), Some(2));
+        lanes.finished("c");
+        assert!(lanes.start_next("c").is_none());
+        assert_eq!(lanes.chats(), ["d"]);
+    }
+}
