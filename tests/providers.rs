@@ -37,7 +37,23 @@ fn home_with_agents(extra_toml: &str) -> tempfile::TempDir {
     home
 }
 
+/// A gateway whose provider timeouts are generous: tests of other behaviour must not fail
+/// because a loaded machine was slow to send the first byte.
 fn start(fake: &FakeLlm, home: tempfile::TempDir) -> TestGateway {
+    start_with_timeouts(fake, home, "30000", "30000")
+}
+
+/// A gateway with short provider timeouts, for the tests of those timeouts.
+fn start_with_short_timeouts(fake: &FakeLlm, home: tempfile::TempDir) -> TestGateway {
+    start_with_timeouts(fake, home, "1500", "700")
+}
+
+fn start_with_timeouts(
+    fake: &FakeLlm,
+    home: tempfile::TempDir,
+    first_byte_ms: &str,
+    idle_ms: &str,
+) -> TestGateway {
     TestGateway::builder()
         .env(
             "TROUPE__PROVIDERS__OPENAI__BASE_URL",
@@ -46,8 +62,8 @@ fn start(fake: &FakeLlm, home: tempfile::TempDir) -> TestGateway {
         .env("TROUPE__PROVIDERS__ANTHROPIC__BASE_URL", &fake.base_url())
         .env("OPENAI_API_KEY", "sk-test-openai")
         .env("ANTHROPIC_API_KEY", "sk-test-anthropic")
-        .env("TROUPE__PROVIDERS__HTTP__FIRST_BYTE_TIMEOUT_MS", "1500")
-        .env("TROUPE__PROVIDERS__HTTP__IDLE_TIMEOUT_MS", "700")
+        .env("TROUPE__PROVIDERS__HTTP__FIRST_BYTE_TIMEOUT_MS", first_byte_ms)
+        .env("TROUPE__PROVIDERS__HTTP__IDLE_TIMEOUT_MS", idle_ms)
         .env("TROUPE__PROVIDERS__HTTP__RETRY_BACKOFF_MS", "20")
         .env("TROUPE__PROVIDERS__HTTP__MAX_RETRIES", "2")
         .start_in(home)
@@ -328,7 +344,7 @@ async fn a_huge_error_body_is_read_only_in_part_and_the_error_stays_short() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_stream_times_out_between_chunks_without_retrying_what_streamed() {
     let fake = FakeLlm::start();
-    let gw = start(&fake, home_with_agents(""));
+    let gw = start_with_short_timeouts(&fake, home_with_agents(""));
     gw.wait_ready().await;
     let mut c = gw.client().await;
     for (agent, provider) in FORMATS {
@@ -351,7 +367,7 @@ async fn a_stalled_stream_times_out_between_chunks_without_retrying_what_streame
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_response_times_out_on_the_first_byte_and_is_retried() {
     let fake = FakeLlm::start();
-    let gw = start(&fake, home_with_agents(""));
+    let gw = start_with_short_timeouts(&fake, home_with_agents(""));
     gw.wait_ready().await;
     let mut c = gw.client().await;
     for (agent, provider) in FORMATS {
