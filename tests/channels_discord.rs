@@ -165,6 +165,33 @@ async fn messages_sent_while_the_gateway_was_down_are_answered_once_after_kill9(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_posted_just_before_kill9_is_not_shown_twice_after_restart() {
+    let fake = FakeDiscord::start(TOKEN);
+    let gw = gateway(&fake, "dm_policy = \"open\"", false);
+    connected(&fake, 1).await;
+    // Discord takes the post but the gateway dies before it learns so: the delivery is
+    // still pending in the store and goes out again after the restart, with its nonce.
+    fake.hold_post_answers(true);
+    fake.dm(611, "once please");
+    let dm = FakeDiscord::dm_channel(611);
+    replies(&fake, dm, &["echo: once please"]).await;
+    let home = gw.kill9();
+    fake.hold_post_answers(false);
+    eventually(WAIT, "the killed gateway's socket is gone", || async {
+        (fake.sessions() == 0).then_some(())
+    })
+    .await;
+    let _gw = builder(false).start_in(home);
+    eventually(WAIT, "the owed delivery re-posted with its nonce", || async {
+        (fake.nonce_replays() == 1).then_some(())
+    })
+    .await;
+    fake.dm(611, "and then");
+    replies(&fake, dm, &["echo: once please", "echo: and then"]).await;
+    assert_eq!(fake.texts_to(dm), ["echo: once please", "echo: and then"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_5000_character_reply_arrives_as_three_messages_in_order() {
     let fake = FakeDiscord::start(TOKEN);
     let _gw = gateway(&fake, "dm_policy = \"open\"", false);

@@ -56,6 +56,12 @@ struct Inner {
     next_session: u64,
     identifies: u64,
     acks: u64,
+    /// (channel, nonce) → the message first posted with it.
+    nonces: HashMap<(u64, String), Value>,
+    /// Posts answered with an earlier message because of their nonce.
+    nonce_replays: u64,
+    /// Record posts but never answer them.
+    hold_posts: bool,
 }
 
 struct Shared {
@@ -282,6 +288,17 @@ impl FakeDiscord {
         )
     }
 
+    /// While on, a post is recorded and then never answered (as if the answer were lost,
+    /// or the bot died before reading it).
+    pub fn hold_post_answers(&self, hold: bool) {
+        self.lock().hold_posts = hold;
+    }
+
+    /// Posts answered with an earlier message because their nonce was used before.
+    pub fn nonce_replays(&self) -> u64 {
+        self.lock().nonce_replays
+    }
+
     /// Everything the bot posted.
     pub fn sent(&self) -> Vec<Sent> {
         self.lock().sent.clone()
@@ -404,10 +421,23 @@ async fn post_message(
             .insert_header(("Retry-After", "1"))
             .json(json!({ "message": "You are being rate limited.", "retry_after": 1.0, "global": false }));
     }
+    // Discord's `enforce_nonce`: a second post with a nonce already used in the channel
+    // returns the first message and creates nothing.
+    let nonce = body["nonce"].as_str().map(str::to_string);
+    if body["enforce_nonce"] == true
+        && let Some(nonce) = &nonce
+        && let Some(first) = inner.nonces.get(&(channel, nonce.clone()))
+    {
+        inner.nonce_replays += 1;
+        return HttpResponse::Ok().json(first.clone());
+    }
     let content = body["content"].as_str().unwrap_or_default().to_string();
     inner.next_id += 1;
     let id = inner.next_id;
     let message = message_json(id, channel, user_json(BOT_ID, true), &content, vec![], None);
+    if let Some(nonce) = nonce {
+        inner.nonces.insert((channel, nonce), message.clone());
+    }
     inner
         .messages
         .entry(channel)
@@ -419,6 +449,10 @@ async fn post_message(
         id,
         at: Instant::now(),
     });
+    if inner.hold_posts {
+        drop(inner);
+        std::future::pending::<()>().await;
+    }
     HttpResponse::Ok().json(message)
 }
 

@@ -110,12 +110,22 @@ impl Rest {
         }
     }
 
-    /// Posts a message; returns Discord's message id.
-    pub async fn post_message(&self, channel: &str, text: &str) -> Result<String, ChannelError> {
+    /// Posts a message; returns Discord's message id. With `enforce_nonce`, Discord answers
+    /// a second post with the same `nonce` (within a few minutes) with the first message
+    /// instead of creating another: a delivery re-sent after a crash that hit between the
+    /// post and its "sent" mark is not shown twice.
+    pub async fn post_message(
+        &self,
+        channel: &str,
+        text: &str,
+        nonce: &str,
+    ) -> Result<String, ChannelError> {
         let channel_id = channel_id(channel)?;
         let body = serde_json::to_vec(&serde_json::json!({
             "content": text,
             "allowed_mentions": { "parse": [] },
+            "nonce": nonce,
+            "enforce_nonce": true,
         }))
         .map_err(|e| ChannelError::Config(format!("cannot encode a message: {e}")))?;
         let answer = self
@@ -195,6 +205,20 @@ impl Rest {
     }
 }
 
+/// Discord's longest nonce.
+const MAX_NONCE: usize = 25;
+
+/// The nonce of a delivery: its id (unique in this gateway's store) and as much of the
+/// chat id as fits, the same on every attempt, also after a restart.
+fn delivery_nonce(id: i64, chat_id: &str) -> String {
+    let head = format!("t{id}-");
+    let room = MAX_NONCE.saturating_sub(head.len());
+    match chat_id.get(chat_id.len().saturating_sub(room)..) {
+        Some(tail) => format!("{head}{tail}"),
+        None => head,
+    }
+}
+
 /// Sends deliveries in order; returns how many went out. A delivery Discord refuses for
 /// good (unknown channel, missing access) is marked failed and skipped; a network failure
 /// stops here with the rest still pending in the store.
@@ -205,7 +229,9 @@ pub async fn deliver(
 ) -> Result<usize, ChannelError> {
     let mut sent = 0;
     for d in deliveries {
-        let outcome = rest.post_message(&d.chat_id, &d.text).await;
+        let outcome = rest
+            .post_message(&d.chat_id, &d.text, &delivery_nonce(d.id, &d.chat_id))
+            .await;
         let store = crate::channels::store_of(&route.root).await?;
         let id = d.id;
         let result = match outcome {
@@ -295,6 +321,15 @@ mod tests {
             Some(0.25)
         );
         assert_eq!(super::retry_after_in_body("nope"), None);
+    }
+
+    #[test]
+    fn delivery_nonces_fit_discord_and_stay_the_same() {
+        let long = super::delivery_nonce(9_000_000_000, "123456789012345678901");
+        assert_eq!(long.len(), super::MAX_NONCE);
+        assert_eq!(long, super::delivery_nonce(9_000_000_000, "123456789012345678901"));
+        assert_eq!(super::delivery_nonce(7, "42"), "t7-42");
+        assert_ne!(super::delivery_nonce(7, "42"), super::delivery_nonce(8, "42"));
     }
 
     #[test]
