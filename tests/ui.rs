@@ -5,9 +5,9 @@
 //! The browser tests take turns (one Chromium at a time on a small machine).
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-mod support;
 #[path = "support/browser.rs"]
 mod browser;
+mod support;
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -123,8 +123,13 @@ async fn chat_reply_streams_in_and_history_survives_a_reload() {
         ),
     )
     .await;
-    let login_shown = b.js("return !document.getElementById('login').hidden").await;
-    assert_eq!(login_shown, false, "the remembered token connects by itself");
+    let login_shown = b
+        .js("return !document.getElementById('login').hidden")
+        .await;
+    assert_eq!(
+        login_shown, false,
+        "the remembered token connects by itself"
+    );
     b.close().await;
 }
 
@@ -179,10 +184,7 @@ async fn a_wrong_token_shows_a_clear_error_and_is_not_retried() {
         .for_element(Locator::Css("#secret"))
         .await
         .expect("the token field");
-    input
-        .send_keys("not-the-token-at-all")
-        .await
-        .expect("type");
+    input.send_keys("not-the-token-at-all").await.expect("type");
     b.client
         .find(Locator::Css("#login-form button[type=submit]"))
         .await

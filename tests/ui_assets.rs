@@ -64,7 +64,10 @@ async fn ui_assets_have_their_content_type_a_strict_csp_and_etags() {
         .text()
         .await
         .unwrap();
-    assert!(page.contains("<label for=\"secret\">"), "a labelled token field");
+    assert!(
+        page.contains("<label for=\"secret\">"),
+        "a labelled token field"
+    );
     let missing = http.get(gw.http("/ui/nope.js")).send().await.unwrap();
     assert_eq!(missing.status(), 404);
     assert!(missing.text().await.unwrap().contains("nope.js"));
@@ -80,8 +83,7 @@ async fn a_page_of_this_origin_may_open_the_websocket_and_a_foreign_one_may_not(
             .into_client_request()
             .unwrap();
         let origin = format!("http://127.0.0.1:{}", gw.port);
-        req.headers_mut()
-            .insert("origin", origin.parse().unwrap());
+        req.headers_mut().insert("origin", origin.parse().unwrap());
         let (_ws, res) = tokio_tungstenite::connect_async(req)
             .await
             .expect("same-origin upgrade");

@@ -80,8 +80,8 @@ export class TreeView {
   node(n, root) {
     const exit = n.lastExit;
     const recent = exit && exit.at && Date.now() - exit.at < RECENT_MS;
+    if (this.requested.has(n.id) && (recent || n.state !== "running")) this.requested.delete(n.id);
     const asked = this.requested.get(n.id);
-    if (asked && (recent || n.state !== "running")) this.requested.delete(n.id);
     const classes = ["node", "state-" + n.state];
     if (recent) classes.push("recent-exit");
     if (recent && n.state === "running") classes.push("recovered");

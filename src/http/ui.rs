@@ -85,7 +85,10 @@ pub fn index(req: &HttpRequest) -> HttpResponse {
 /// `GET /ui/{file}`: one asset, or 404 naming it.
 pub async fn asset(req: HttpRequest, file: web::Path<String>) -> HttpResponse {
     let name = file.into_inner();
-    match ASSETS.iter().find(|a| a.name == name && a.name != "index.html") {
+    match ASSETS
+        .iter()
+        .find(|a| a.name == name && a.name != "index.html")
+    {
         Some(found) => serve(&req, found),
         None => missing(&name),
     }
@@ -166,7 +169,12 @@ mod tests {
     #[test]
     fn no_asset_reads_the_query_string_or_fragment() {
         for a in ASSETS {
-            for bad in ["location.search", "location.hash", "URLSearchParams", "location.href"] {
+            for bad in [
+                "location.search",
+                "location.hash",
+                "URLSearchParams",
+                "location.href",
+            ] {
                 assert!(!a.body.contains(bad), "{} uses {bad}", a.name);
             }
         }
@@ -185,8 +193,16 @@ mod tests {
 
     #[test]
     fn every_script_the_page_imports_is_embedded() {
-        for a in ASSETS.iter().filter(|a| a.name.ends_with(".js") || a.name == "index.html") {
-            for part in a.body.split("/ui/").skip(1) {
+        for a in ASSETS
+            .iter()
+            .filter(|a| a.name.ends_with(".js") || a.name == "index.html")
+        {
+            let refs = a
+                .body
+                .split("/ui/")
+                .skip(1)
+                .chain(a.body.split("from \"./").skip(1));
+            for part in refs {
                 let name: String = part
                     .chars()
                     .take_while(|c| c.is_ascii_alphanumeric() || *c == '.')

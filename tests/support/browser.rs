@@ -141,10 +141,14 @@ impl Browser {
             format!("--window-size={width},{height}"),
             format!("--user-data-dir={}", profile.path().display()),
         ];
-        let caps = json!({
-            "browserName": "chrome",
-            "goog:chromeOptions": { "binary": CHROMIUM, "args": args },
-        });
+        let mut options = json!({ "binary": CHROMIUM, "args": args });
+        if width < 500 {
+            // A headless window is at least 500 px wide: emulate a phone's screen instead.
+            options["mobileEmulation"] = json!({
+                "deviceMetrics": { "width": width, "height": height, "pixelRatio": 2.0, "touch": true },
+            });
+        }
+        let caps = json!({ "browserName": "chrome", "goog:chromeOptions": options });
         let caps = match caps {
             Value::Object(map) => map,
             _ => unreachable!(),
@@ -181,7 +185,12 @@ impl Browser {
             }
             if Instant::now() >= deadline {
                 let text = self.js("return document.body.innerText").await;
-                panic!("timed out after {timeout:?} waiting for: {what}\npage text:\n{text}");
+                let size = self
+                    .js("return [window.innerWidth, document.documentElement.scrollWidth]")
+                    .await;
+                panic!(
+                    "timed out after {timeout:?} waiting for: {what}\n[innerWidth, scrollWidth] = {size}\npage text:\n{text}"
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
