@@ -296,3 +296,26 @@ async fn a_token_in_the_url_is_never_used() {
     );
     b.close().await;
 }
+
+#[tokio::test]
+async fn a_gateway_that_goes_away_is_reported_and_retried() {
+    let _turn = ONE_BROWSER.lock().await;
+    let mut gw = TestGateway::builder().start();
+    gw.wait_ready().await;
+    let b = open(&gw, 1200, 900).await;
+    log_in(&b, &gw.token).await;
+    gw.terminate();
+    b.wait_for(
+        UI_WAIT,
+        "the banner saying the gateway is unreachable and when the page retries",
+        "const e = document.getElementById('banner'); return !e.hidden && e.textContent.includes('unreachable') && e.textContent.includes('retrying')",
+    )
+    .await;
+    b.wait_for(
+        UI_WAIT,
+        "a reconnect attempt",
+        "return document.getElementById('conn-status').textContent.startsWith('Reconnecting')",
+    )
+    .await;
+    b.close().await;
+}
