@@ -7,12 +7,15 @@
 
 #[path = "support/browser.rs"]
 mod browser;
+#[path = "support/fake_llm.rs"]
+mod fake_llm;
 mod support;
 
 use std::sync::LazyLock;
 use std::time::Duration;
 
 use browser::Browser;
+use fake_llm::{FakeLlm, Script};
 use fantoccini::Locator;
 use support::TestGateway;
 use tokio::sync::Mutex;
@@ -315,6 +318,105 @@ async fn a_gateway_that_goes_away_is_reported_and_retried() {
         UI_WAIT,
         "a reconnect attempt",
         "return document.getElementById('conn-status').textContent.startsWith('Reconnecting')",
+    )
+    .await;
+    b.close().await;
+}
+
+#[tokio::test]
+async fn tool_calls_show_and_a_waiting_message_is_marked_queued_until_abort() {
+    let _turn = ONE_BROWSER.lock().await;
+    let fake = FakeLlm::start();
+    let home = tempfile::tempdir().expect("tempdir");
+    let dir = home.path().join("agents").join("oa");
+    std::fs::create_dir_all(dir.join("memory")).expect("agent dir");
+    std::fs::write(
+        dir.join("agent.toml"),
+        "provider = \"openai\"\nmodel = \"fake-model\"\ntools = [\"memory_write\"]\n",
+    )
+    .expect("agent.toml");
+    let gw = TestGateway::builder()
+        .env(
+            "TROUPE__PROVIDERS__OPENAI__BASE_URL",
+            &format!("{}/v1", fake.base_url()),
+        )
+        .env("OPENAI_API_KEY", "sk-test")
+        .start_in(home);
+    gw.wait_ready().await;
+    let b = open(&gw, 1200, 900).await;
+    log_in(&b, &gw.token).await;
+    b.wait_for(
+        UI_WAIT,
+        "agent oa listed",
+        "return [...document.getElementById('agent-select').options].some(o => o.value === 'oa')",
+    )
+    .await;
+    b.js("const s = document.getElementById('agent-select'); s.value = 'oa'; s.dispatchEvent(new Event('change')); return true").await;
+    b.wait_for(
+        UI_WAIT,
+        "session agent:oa:main picked",
+        "return document.getElementById('session-select').value === 'agent:oa:main' && document.getElementById('provider-note').hidden",
+    )
+    .await;
+
+    fake.push(Script::tool_call(
+        "call_1",
+        "memory_write",
+        r#"{"path":"notes/ui.md","content":"from the browser"}"#,
+        2,
+    ));
+    fake.push(Script::reply("Saved it.", 3));
+    send(&b, "remember this").await;
+    b.wait_for(UI_WAIT, "the final reply", &assistant_says("Saved it."))
+        .await;
+    let tools = b
+        .js("return [...document.querySelectorAll('#messages .tool')].map(t => t.textContent)")
+        .await;
+    let tools = tools.as_array().expect("tool rows");
+    assert_eq!(tools.len(), 2, "a call and its result: {tools:?}");
+    assert!(
+        tools[0].as_str().unwrap().contains("memory_write"),
+        "{tools:?}"
+    );
+    assert!(
+        tools[0].as_str().unwrap().contains("notes/ui.md"),
+        "{tools:?}"
+    );
+    assert!(
+        tools[1].as_str().unwrap().starts_with("tool result"),
+        "{tools:?}"
+    );
+
+    fake.push(Script::Stall { after_chunks: 1 });
+    send(&b, "first, which stalls").await;
+    b.wait_for(
+        UI_WAIT,
+        "the stalled reply streaming",
+        "return [...document.querySelectorAll('#messages li[data-role=assistant]')].some(li => li.dataset.state === 'streaming')",
+    )
+    .await;
+    send(&b, "second, which waits").await;
+    let second = "[...document.querySelectorAll('#messages li[data-role=user]')].find(li => li.querySelector('.text').textContent === 'second, which waits')";
+    b.wait_for(
+        UI_WAIT,
+        "the second message marked queued",
+        &format!("const li = {second}; return !!li && li.dataset.state === 'queued' && li.textContent.includes('queued')"),
+    )
+    .await;
+    b.wait_for(
+        UI_WAIT,
+        "Abort enabled",
+        "return !document.getElementById('abort').disabled",
+    )
+    .await;
+    b.js("document.getElementById('abort').click(); return true")
+        .await;
+    b.wait_for(
+        UI_WAIT,
+        "the running reply aborted and the queued message dropped",
+        &format!(
+            "const li = {second}; return li.dataset.state === 'dropped' && [...document.querySelectorAll('#messages li[data-role=assistant]')].some(r => r.dataset.state === 'aborted')"
+        ),
     )
     .await;
     b.close().await;
