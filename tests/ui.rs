@@ -421,3 +421,66 @@ async fn tool_calls_show_and_a_waiting_message_is_marked_queued_until_abort() {
     .await;
     b.close().await;
 }
+
+#[tokio::test]
+async fn the_panels_show_sessions_usage_channels_and_a_cron_run_now() {
+    let _turn = ONE_BROWSER.lock().await;
+    let gw = TestGateway::builder().start();
+    gw.wait_ready().await;
+    let mut c = gw.client().await;
+    let added = c
+        .request(
+            "cron.add",
+            Some(serde_json::json!({ "job": { "id": "hourly", "schedule": "every 1h", "agentId": "main", "message": "ping" } })),
+        )
+        .await;
+    assert_eq!(added["ok"], true, "{added}");
+    let b = open(&gw, 1200, 900).await;
+    log_in(&b, &gw.token).await;
+    send(&b, "count me").await;
+    b.wait_for(UI_WAIT, "the reply", &assistant_says("echo: count me"))
+        .await;
+    let click = |tab: &str| format!("document.getElementById('tab-{tab}').click(); return true");
+
+    b.js(&click("sessions")).await;
+    b.wait_for(
+        UI_WAIT,
+        "the session listed",
+        "return [...document.querySelectorAll('#sessions-table tbody tr')].some(r => r.textContent.includes('agent:main:main'))",
+    )
+    .await;
+
+    b.js(&click("usage")).await;
+    b.wait_for(
+        UI_WAIT,
+        "usage per agent and a chart",
+        "return [...document.querySelectorAll('#usage-agents tbody tr')].some(r => r.cells[0].textContent === 'main' && r.cells[1].textContent === '1') && !!document.querySelector('#usage-chart svg rect')",
+    )
+    .await;
+    b.screenshot("usage").await;
+
+    b.js(&click("channels")).await;
+    b.wait_for(
+        UI_WAIT,
+        "the channels' empty states",
+        "return !document.getElementById('channels-empty').hidden && !document.getElementById('pairing-empty').hidden && document.getElementById('channels-error').hidden",
+    )
+    .await;
+
+    b.js(&click("cron")).await;
+    let run_now = "[...document.querySelectorAll('#cron-table button')].find(x => x.textContent === 'Run now')";
+    b.wait_for(
+        UI_WAIT,
+        "the job listed with Run now",
+        &format!("return !!{run_now}"),
+    )
+    .await;
+    b.js(&format!("{run_now}.click(); return true")).await;
+    b.wait_for(
+        UI_WAIT,
+        "a manual run in the ledger",
+        "return document.getElementById('runs-title').textContent.includes('hourly') && [...document.querySelectorAll('#runs-table tbody tr')].some(r => r.cells[3].textContent === 'yes')",
+    )
+    .await;
+    b.close().await;
+}

@@ -74,7 +74,17 @@ export class Panels {
         + num(t.outputTokens) + " output tokens, " + usd(t.costUsd) + " since " + when(res.sinceMs) + ".";
       const row = (r) => h("tr", {}, h("td", {}, r.key), h("td", {}, num(r.runs)), h("td", {}, num(r.inputTokens)),
         h("td", {}, num(r.outputTokens)), h("td", {}, usd(r.costUsd)));
-      fillTable($("usage-agents"), (u.byAgent || []).map(row), null);
+      const most = Math.max(1, ...(u.byAgent || []).map((r) => r.inputTokens + r.outputTokens));
+      const agentRow = (r) => {
+        const tr = row(r);
+        // A CSS bar of the agent's share of tokens (width set through the CSSOM, which the
+        // page's CSP allows; no inline style attribute).
+        const fill = h("span", { class: "share-fill" });
+        fill.style.width = (100 * (r.inputTokens + r.outputTokens)) / most + "%";
+        tr.append(h("td", { "aria-hidden": "true" }, h("span", { class: "share" }, fill)));
+        return tr;
+      };
+      fillTable($("usage-agents"), (u.byAgent || []).map(agentRow), null);
       fillTable($("usage-days"), (u.byDay || []).map(row), $("usage-empty"));
       $("usage-chart").replaceChildren(this.chart(u.byDay || []));
     } catch (err) {
@@ -88,7 +98,7 @@ export class Panels {
     if (!days.length) return h("p", { class: "empty" }, "No data to chart yet.");
     const sorted = [...days].sort((a, b) => (a.key < b.key ? -1 : 1)).slice(-30);
     const max = Math.max(1, ...sorted.map((d) => d.inputTokens + d.outputTokens));
-    const bar = width / sorted.length;
+    const bar = Math.min(48, width / sorted.length);
     const bars = sorted.flatMap((d, i) => {
       const hin = (d.inputTokens / max) * (height - 20);
       const hout = (d.outputTokens / max) * (height - 20);
