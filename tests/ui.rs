@@ -168,6 +168,14 @@ async fn a_crash_from_the_tree_is_marked_then_recovers() {
     )
     .await;
     b.screenshot("tree").await;
+    let restart = "[...document.querySelectorAll('#tree button[data-action=restart]')].find(b => b.dataset.node === 'scheduler')";
+    b.js(&format!("{restart}.click(); return true")).await;
+    b.wait_for(
+        UI_WAIT,
+        "the scheduler restarted from its Restart button",
+        "const n = document.querySelector('#tree li[data-node=\"scheduler\"]'); return !!n && n.dataset.restarts === '1' && n.dataset.state === 'running'",
+    )
+    .await;
     let tree = gw.tree().await;
     let agent = support::node(&tree, "agent:main").expect("agent:main in the tree");
     assert_eq!(agent["restarts"], 1, "the page's crash reached the gateway");
