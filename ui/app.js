@@ -94,7 +94,8 @@ conn.addEventListener("state", (e) => {
     showLogin(d.message);
   } else if (d.state === "down") {
     const secs = d.retryInMs ? Math.ceil(d.retryInMs / 1000) : 0;
-    const text = "Gateway unreachable: " + d.message + (secs ? "; retrying in " + secs + " s" : "");
+    const text = "Gateway unreachable: " + d.message
+      + (secs ? "; retry " + d.attempt + " in " + secs + " s" : "");
     pill("down", "Disconnected");
     if (everConnected) {
       say($("banner"), text);

@@ -84,10 +84,10 @@ export class GatewayConnection extends EventTarget {
       }
       const wait = refused && refused.retryAfterMs
         ? refused.retryAfterMs
-        : Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** this.attempt) * (0.8 + Math.random() * 0.4);
+        : Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** this.attempt * (0.8 + Math.random() * 0.4));
       this.attempt += 1;
       const why = refused ? refused.message : ev.reason || "the gateway is not reachable";
-      this.setState("down", { message: why, retryInMs: Math.round(wait) });
+      this.setState("down", { message: why, retryInMs: Math.round(wait), attempt: this.attempt });
       this.timer = setTimeout(() => { if (this.secret !== null) this.open(); }, wait);
     };
   }
