@@ -10,6 +10,7 @@ mod hooks;
 mod host;
 mod openai;
 mod sessions;
+mod ui;
 
 use std::sync::Arc;
 
@@ -178,6 +179,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(endpoint("/v1/models", GET).route(web::get().to(openai::models)))
         .service(endpoint("/ws", GET).route(web::get().to(ws)))
         .service(endpoint("/", GET).route(web::get().to(root)))
+        .service(endpoint("/ui/{file}", GET).route(web::get().to(ui::asset)))
         .default_service(web::to(not_found));
 }
 
@@ -481,9 +483,5 @@ async fn root(
     if upgrade {
         return ws(req, body, gateway).await;
     }
-    Ok(HttpResponse::Ok().content_type("text/html; charset=utf-8").body(concat!(
-        "<!doctype html><title>Troupe</title><h1>Troupe gateway</h1>",
-        "<p>WebSocket control plane on this URL (and <code>/ws</code>). ",
-        "<a href=\"/healthz\">/healthz</a> · <a href=\"/readyz\">/readyz</a> · <a href=\"/metrics\">/metrics</a></p>"
-    )))
+    Ok(ui::index(&req))
 }
