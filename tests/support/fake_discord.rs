@@ -426,10 +426,10 @@ async fn post_message(
     let nonce = body["nonce"].as_str().map(str::to_string);
     if body["enforce_nonce"] == true
         && let Some(nonce) = &nonce
-        && let Some(first) = inner.nonces.get(&(channel, nonce.clone()))
+        && let Some(first) = inner.nonces.get(&(channel, nonce.clone())).cloned()
     {
         inner.nonce_replays += 1;
-        return HttpResponse::Ok().json(first.clone());
+        return HttpResponse::Ok().json(first);
     }
     let content = body["content"].as_str().unwrap_or_default().to_string();
     inner.next_id += 1;
