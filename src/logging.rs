@@ -4,13 +4,13 @@
 use std::io::IsTerminal;
 use std::path::Path;
 
+use std::sync::OnceLock;
 use tracing_appender::non_blocking::WorkerGuard;
 use tracing_appender::rolling::{RollingFileAppender, Rotation};
-use std::sync::OnceLock;
 
-use tracing_subscriber::{EnvFilter, Registry, reload};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Registry, reload};
 
 /// The current log file's name under `logs/` (a symlink when rotating).
 pub const LOG_FILE_NAME: &str = "troupe.log";

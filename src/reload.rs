@@ -82,7 +82,9 @@ impl ReloadHandle {
         let (tx, rx) = oneshot::channel();
         let sent = self.0.try_send(make(tx));
         Box::pin(async move {
-            sent.map_err(|_| ConfigCallError::Unavailable("config reload is busy or stopped".into()))?;
+            sent.map_err(|_| {
+                ConfigCallError::Unavailable("config reload is busy or stopped".into())
+            })?;
             rx.await
                 .map_err(|_| ConfigCallError::Unavailable("config reload stopped".into()))?
         })
@@ -131,8 +133,7 @@ struct Controller {
 /// Starts the reload task on the current (actix) runtime and installs `config.get` /
 /// `config.patch`. `SIGHUP` reloads in either mode; the file is watched in `hybrid`.
 pub fn start(setup: ReloadSetup) -> std::io::Result<()> {
-    let mut hangup =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let (tx, mut rx) = mpsc::channel::<Request>(QUEUE);
     let (changed_tx, mut changed_rx) = mpsc::channel::<()>(4);
     let state = FileState::read(&setup.source.file);
@@ -186,7 +187,9 @@ impl Controller {
         }
         match watch::watch(&self.setup.source.file, self.changed_tx.clone()) {
             Ok(w) => self.watch = Some(w),
-            Err(why) => tracing::error!(error = %why, "config file not watched; SIGHUP still reloads"),
+            Err(why) => {
+                tracing::error!(error = %why, "config file not watched; SIGHUP still reloads")
+            }
         }
     }
 
@@ -216,7 +219,10 @@ impl Controller {
             tracing::debug!(source, "config file unchanged; nothing to reload");
             return Ok(self.unchanged());
         }
-        let loaded = match self.load(self.setup.source.file.clone(), self.setup.source.required).await {
+        let loaded = match self
+            .load(self.setup.source.file.clone(), self.setup.source.required)
+            .await
+        {
             Ok(l) => l,
             Err(why) => {
                 tracing::error!(source, error = %why, "config change refused; the running config is kept");
@@ -276,7 +282,13 @@ impl Controller {
         source: &'static str,
     ) -> Result<Outcome, String> {
         let d = diff::diff(&self.raw, &loaded.table);
-        let changes = tree_changes(&d, &self.setup.agents, &loaded.agents, &self.setup.config, &loaded.config);
+        let changes = tree_changes(
+            &d,
+            &self.setup.agents,
+            &loaded.agents,
+            &self.setup.config,
+            &loaded.config,
+        );
         let mut applied: Vec<String> = changes
             .agents
             .start
@@ -290,6 +302,13 @@ impl Controller {
             applied.push("scheduler".into());
         }
         let settings = self.setup.gateway.settings.clone();
+        // The level first, so the restarts below already log at the new one.
+        if d.log_level {
+            match crate::logging::set_level(&loaded.config.log_level) {
+                Ok(()) => applied.push("logging.level".into()),
+                Err(why) => tracing::warn!(error = %why, "log level not changed"),
+            }
+        }
         let tree = crate::server::tree_config(&loaded.config, &loaded.agents, &self.setup.paths);
         if let Err(why) = reconfigure(&self.setup.gateway.root, &tree, &changes).await {
             tracing::error!(source, error = %why, "config change only partly applied");
@@ -302,12 +321,6 @@ impl Controller {
         if d.hooks {
             self.setup.hooks.set(loaded.config.hooks.clone());
             applied.push("hooks".into());
-        }
-        if d.log_level {
-            match crate::logging::set_level(&loaded.config.log_level) {
-                Ok(()) => applied.push("logging.level".into()),
-                Err(why) => tracing::warn!(error = %why, "log level not changed"),
-            }
         }
         if d.reload_mode {
             self.hybrid = loaded.config.reload_hybrid;
@@ -412,12 +425,13 @@ impl Controller {
         })
         .await
         .map_err(ConfigCallError::Unavailable)?;
-        let outcome = self.reload("config.patch").await.map_err(|why| {
-            ConfigCallError::Invalid {
-                code: "INVALID_CONFIG",
-                message: why,
-            }
-        })?;
+        let outcome =
+            self.reload("config.patch")
+                .await
+                .map_err(|why| ConfigCallError::Invalid {
+                    code: "INVALID_CONFIG",
+                    message: why,
+                })?;
         Ok(json!({
             "ok": true,
             "hash": outcome.hash,
@@ -442,7 +456,8 @@ fn tree_changes(
     let (before, after) = (ids(old_agents), ids(new_agents));
     let mut agents = ChildChanges::default();
     for id in &after {
-        let touched = !before.contains(id) || d.agents.changed.contains(id) || d.agents.added.contains(id);
+        let touched =
+            !before.contains(id) || d.agents.changed.contains(id) || d.agents.added.contains(id);
         if touched {
             agents.start.push(format!("agent:{id}"));
         }
@@ -455,7 +470,12 @@ fn tree_changes(
             .telegram
             .iter()
             .map(|t| format!("telegram:{}", t.account))
-            .chain(c.channels.discord.iter().map(|t| format!("discord:{}", t.account)))
+            .chain(
+                c.channels
+                    .discord
+                    .iter()
+                    .map(|t| format!("discord:{}", t.account)),
+            )
             .collect()
     };
     let (before, after) = (accounts(old), accounts(new));

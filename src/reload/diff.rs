@@ -185,10 +185,10 @@ allow_from = ["1"]
 
     #[test]
     fn agents_and_accounts_are_diffed_by_id_and_the_rest_classified() {
-        let new = BASE.replace("port = 1000", "port = 2000").replace(
-            "level = \"info\"",
-            "level = \"debug\"",
-        ) + "[[agents]]\nid = \"two\"\nprovider = \"echo\"\nmodel = \"echo\"\n[[cron.jobs]]\nid = \"j\"\n";
+        let new = BASE
+            .replace("port = 1000", "port = 2000")
+            .replace("level = \"info\"", "level = \"debug\"")
+            + "[[agents]]\nid = \"two\"\nprovider = \"echo\"\nmodel = \"echo\"\n[[cron.jobs]]\nid = \"j\"\n";
         let new = new.replace("allow_from = [\"1\"]", "allow_from = [\"1\", \"2\"]");
         let d = diff(&t(BASE), &t(&new));
         assert_eq!(d.agents.added, ["two"]);

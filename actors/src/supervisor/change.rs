@@ -5,8 +5,8 @@
 
 use actix::prelude::*;
 
-use super::{ChildSpec, LastExit, Restart, SupervisorActor};
 use super::{Child, ChildId, ExitReason, NodeState};
+use super::{ChildSpec, LastExit, Restart, SupervisorActor};
 use crate::now_ms;
 
 /// One change to a supervisor's children.
@@ -76,6 +76,7 @@ impl SupervisorActor {
         if child.handle.is_none() {
             // Down (backoff, failed, stopped): nothing to stop, start the new spec now.
             child.spec = spec;
+            child.restarts += 1;
             child.backoff_attempt = 0;
             child.next_attempt_at = None;
             self.start_child(&id, ctx);

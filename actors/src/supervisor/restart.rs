@@ -80,6 +80,7 @@ impl SupervisorActor {
             if let Some(spec) = self.replacements.remove(id) {
                 // Replaced by a config change: the new spec starts at once, no backoff.
                 child.spec = spec;
+                child.restarts += 1;
                 child.backoff_attempt = 0;
                 child.next_attempt_at = None;
                 replaced = true;

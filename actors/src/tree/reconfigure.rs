@@ -48,7 +48,9 @@ pub async fn reconfigure(
         SpecChange::Keep(channels_spec(cfg)),
     ];
     if changes.scheduler {
-        at_root.push(SpecChange::Start(SchedulerActor::spec(cfg.scheduler.clone())));
+        at_root.push(SpecChange::Start(SchedulerActor::spec(
+            cfg.scheduler.clone(),
+        )));
     }
     // The root first: a supervisor restarting meanwhile then starts from the new config.
     root.send(ChangeChildren { changes: at_root })

@@ -239,7 +239,10 @@ impl WsSessionActor {
             m if m.starts_with("cron.") => self.on_cron_method(id, method, params, ctx),
             "config.get" | "config.patch" => {
                 let work = crate::live_config::call(&self.gateway.settings.reload, &method, params);
-                ctx.spawn(work.into_actor(self).map(move |res, act, ctx| act.respond(id, res, ctx)));
+                ctx.spawn(
+                    work.into_actor(self)
+                        .map(move |res, act, ctx| act.respond(id, res, ctx)),
+                );
             }
             _ => self.on_chat_method(id, &method, params, ctx),
         }
