@@ -490,11 +490,16 @@ impl SupervisorActor {
 }
 
 /// A new arbiter (thread) for the child `id`: every log line written on it carries the
-/// span `actor{id=...}`, so a line says which node of the tree wrote it.
+/// span `actor{id=...}`, so a line says which node of the tree wrote it, and the thread is
+/// named for it (its first 15 bytes: `top -H`, `/proc/<pid>/task/*/comm`).
 pub fn child_arbiter(id: &str) -> actix::Arbiter {
     let arbiter = actix::Arbiter::new();
     let id = id.to_string();
     arbiter.spawn_fn(move || {
+        let short: String = id.chars().filter(|c| *c != '\0').take(15).collect();
+        if let Ok(name) = std::ffi::CString::new(short) {
+            let _ = nix::sys::prctl::set_name(&name);
+        }
         // Entered for the thread's whole life (it runs only this child).
         std::mem::forget(tracing::info_span!("actor", id = %id).entered());
     });
