@@ -71,14 +71,12 @@ fn main() -> Result<(), BoxError> {
         ));
         match cron(jobs, Duration::from_secs(secs)).await {
             Ok(figures) => {
-                table.info("ledger rows/s (fired + skipped)", format!("{:.0}", figures.rows_per_sec));
-                table.info("fired rows sampled", figures.samples.to_string());
-                table.check(
-                    "lateness p50",
-                    format!("{} ms", figures.p50_ms),
-                    "",
-                    true,
+                table.info(
+                    "ledger rows/s (fired + skipped)",
+                    format!("{:.0}", figures.rows_per_sec),
                 );
+                table.info("fired rows sampled", figures.samples.to_string());
+                table.check("lateness p50", format!("{} ms", figures.p50_ms), "", true);
                 table.check(
                     "lateness p99",
                     format!("{} ms", figures.p99_ms),
@@ -154,8 +152,17 @@ async fn cron(jobs: usize, window: Duration) -> BenchResult<CronFigures> {
     let mut lateness = Vec::new();
     let step = (jobs / SAMPLE_JOBS).max(1);
     for i in (0..jobs).step_by(step) {
-        let url = format!("http://127.0.0.1:{}/api/cron/j{i}/runs?limit=100", server.port());
-        let body: Value = http.get(url).bearer_auth(&token).send().await?.json().await?;
+        let url = format!(
+            "http://127.0.0.1:{}/api/cron/j{i}/runs?limit=100",
+            server.port()
+        );
+        let body: Value = http
+            .get(url)
+            .bearer_auth(&token)
+            .send()
+            .await?
+            .json()
+            .await?;
         for row in body["runs"].as_array().into_iter().flatten() {
             let (Some(scheduled), Some(fired)) =
                 (row["scheduledAt"].as_i64(), row["firedAt"].as_i64())
@@ -191,8 +198,8 @@ fn now_ms() -> i64 {
 /// The gateway's pid, from its PID file.
 fn server_pid(server: &ServerProcess) -> BenchResult<u32> {
     let path = server.home().join("run/troupe.pid");
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let text =
+        std::fs::read_to_string(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
     Ok(text.trim().parse()?)
 }
 
@@ -233,7 +240,11 @@ fn ledger_rows(server: &ServerProcess) -> BenchResult<i64> {
 fn agents_config(n: usize) -> String {
     let mut text = String::new();
     for i in 0..n {
-        let id = if i == 0 { "main".to_string() } else { format!("a{i}") };
+        let id = if i == 0 {
+            "main".to_string()
+        } else {
+            format!("a{i}")
+        };
         text.push_str(&format!(
             "[[agents]]\nid = \"{id}\"\nprovider = \"echo\"\nmodel = \"echo\"\n"
         ));

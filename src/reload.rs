@@ -217,6 +217,12 @@ impl Controller {
         let state = blocking(move || Ok(FileState::read(&file))).await?;
         if state.hash == self.hash {
             tracing::debug!(source, "config file unchanged; nothing to reload");
+            // Back to the running config (an invalid edit reverted): nothing is wrong now.
+            self.setup
+                .gateway
+                .settings
+                .reload
+                .update(|s| s.last_error = None);
             return Ok(self.unchanged());
         }
         let loaded = match self

@@ -193,7 +193,14 @@ async fn an_invalid_edit_is_refused_and_reported_and_the_old_config_keeps_runnin
     let reply = turn(&mut c, "main", "still here", "k1").await;
     assert_eq!(reply["payload"]["summary"], "echo: still here", "{reply}");
 
-    // A fixed edit applies and clears the error.
+    // Reverting to the running config clears the error without applying anything.
+    write_config(gw.home(), MAIN_AGENT);
+    reload_status(&gw, "the revert clears the error", |r| {
+        r["lastError"].is_null()
+    })
+    .await;
+
+    // A fixed edit applies.
     let good = bad.replace("\"nope\"", "\"echo\"");
     write_config(gw.home(), &good);
     let reload = reload_status(&gw, "the fixed edit applies", |r| {
