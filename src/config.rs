@@ -157,6 +157,8 @@ pub struct Config {
     pub cron_jobs: Vec<troupe_actors::store::cron::CronJob>,
     /// Webhooks (`[hooks]`).
     pub hooks: hooks::HooksConfig,
+    /// `gateway.reload = "hybrid"`: the config file is watched and changes apply live.
+    pub reload_hybrid: bool,
 }
 
 #[derive(Deserialize)]
@@ -199,6 +201,7 @@ struct RawGateway {
     max_connections: usize,
     max_connections_per_ip: usize,
     request_timeout_ms: u64,
+    reload: String,
     auth: RawAuth,
     ws: RawWs,
 }
@@ -684,6 +687,17 @@ fn validate(
     let agent_ids: Vec<String> = raw.agents.iter().map(|a| a.id.clone()).collect();
     let cron_jobs = cron::jobs(raw.cron, &agent_ids, &mut bad);
     let hooks = hooks::hooks(raw.hooks, &mut bad);
+    let reload_hybrid = match raw.gateway.reload.as_str() {
+        "hybrid" => true,
+        "off" => false,
+        other => {
+            bad(
+                "gateway.reload",
+                format!("{other:?} is not one of hybrid, off"),
+            );
+            false
+        }
+    };
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }
@@ -749,6 +763,7 @@ fn validate(
         channels,
         cron_jobs,
         hooks,
+        reload_hybrid,
     })
 }
 

@@ -144,6 +144,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(endpoint("/readyz", GET).route(web::get().to(readyz)))
         .service(endpoint("/metrics", GET).route(web::get().to(metrics)))
         .service(endpoint("/api/status", GET).route(web::get().to(status)))
+        .service(endpoint("/api/config", GET).route(web::get().to(config_get)))
         .service(endpoint("/api/supervisor/crash", POST).route(web::post().to(crash)))
         .service(endpoint("/api/supervisor/restart", POST).route(web::post().to(restart)))
         .service(endpoint("/api/sessions", GET).route(web::get().to(sessions::list)))
@@ -222,6 +223,29 @@ async fn status(
     authorize(&req, &gateway)?;
     let all = q.clients.as_deref() == Some("all");
     Ok(HttpResponse::Ok().json(gateway.status(all).await))
+}
+
+/// `GET /api/config`: the config file with secrets redacted, and its hash (as `config.get`).
+async fn config_get(
+    req: HttpRequest,
+    gateway: web::Data<Gateway>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &gateway)?;
+    let Some(service) = gateway.settings.reload.service() else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "UNAVAILABLE",
+            "the config service is not running",
+        ));
+    };
+    match service.get().await {
+        Ok(payload) => Ok(HttpResponse::Ok().json(payload)),
+        Err(e) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "UNAVAILABLE",
+            e.to_string(),
+        )),
+    }
 }
 
 #[derive(Deserialize)]

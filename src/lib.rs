@@ -6,7 +6,8 @@
 //! - [`cli`]: the command line; [`exit`]: its exit codes.
 //! - [`config`]: layered, validated configuration; [`agents`]: agents from config and
 //!   disk; [`paths`]: the state dir.
-//! - [`server`]: `gateway run` (PID lock, bind, tree, HTTP server, graceful drain).
+//! - [`server`]: `gateway run` (PID lock, bind, tree, HTTP server, graceful drain);
+//!   [`reload`]: config hot reload (file watch, `SIGHUP`, `config.get|patch`).
 //! - [`http`]: HTTP and WebSocket routes on the one port.
 //! - [`daemon`]: background `start | stop | status`; [`client`]: the CLI's WS client.
 //! - [`ops`]: `install`, `logs`, `doctor`; [`chat`]: `troupe chat`; [`pidfile`], [`logging`].
@@ -24,6 +25,7 @@ pub mod logging;
 pub mod ops;
 pub mod paths;
 pub mod pidfile;
+pub mod reload;
 pub mod server;
 
 use std::collections::HashMap;

@@ -4,11 +4,13 @@
 use std::io::IsTerminal;
 use std::path::Path;
 
+use std::sync::OnceLock;
 use tracing_appender::non_blocking::WorkerGuard;
 use tracing_appender::rolling::{RollingFileAppender, Rotation};
-use tracing_subscriber::EnvFilter;
+
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Registry, reload};
 
 /// The current log file's name under `logs/` (a symlink when rotating).
 pub const LOG_FILE_NAME: &str = "troupe.log";
@@ -76,9 +78,27 @@ fn appender(log: FileLog<'_>) -> Result<RollingFileAppender, String> {
         .map_err(|e| format!("cannot open the log file in {}: {e}", log.dir.display()))
 }
 
+/// Changes the level filter of the installed subscriber (config reload of `logging.level`).
+static LEVEL: OnceLock<reload::Handle<EnvFilter, Registry>> = OnceLock::new();
+
+/// Sets the log filter live (`logging.level` changed in a config reload); the error says
+/// why (an invalid filter, or no subscriber installed by [`init`]).
+pub fn set_level(level: &str) -> Result<(), String> {
+    let filter =
+        EnvFilter::try_new(level).map_err(|e| format!("{level:?} is not a valid filter: {e}"))?;
+    let handle = LEVEL
+        .get()
+        .ok_or_else(|| "no log subscriber is installed".to_string())?;
+    handle
+        .reload(filter)
+        .map_err(|e| format!("cannot change the log level: {e}"))
+}
+
 /// Installs the subscriber; keep the guard alive so the file writer flushes on exit.
 pub fn init(level: &str, log: FileLog<'_>) -> Result<Option<WorkerGuard>, String> {
     let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let (filter, handle) = reload::Layer::new(filter);
+    let _ = LEVEL.set(handle);
     let file = appender(log)?;
     // 4,096 lines of buffer instead of the default 128,000: the default preallocates ~4 MB.
     let (file_writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()

@@ -148,6 +148,75 @@ fn check_store_path(path: &std::path::Path) -> Result<(), String> {
         .map_err(|e| format!("cannot open store.path {}: {e}", path.display()))
 }
 
+/// Checks that every channel account and cron job names a configured agent; each problem
+/// names its key.
+pub fn check_references(config: &Config, agents: &[AgentSettings]) -> Result<(), Vec<String>> {
+    let known = |id: &str| agents.iter().any(|a| a.summary.id == id);
+    let mut problems = Vec::new();
+    for (i, account) in config.channels.telegram.iter().enumerate() {
+        if !known(&account.agent) {
+            problems.push(format!(
+                "channels.telegram[{i}].agent: no agent {:?} is configured",
+                account.agent
+            ));
+        }
+    }
+    for (i, account) in config.channels.discord.iter().enumerate() {
+        if !known(&account.agent) {
+            problems.push(format!(
+                "channels.discord[{i}].agent: no agent {:?} is configured",
+                account.agent
+            ));
+        }
+    }
+    for (i, job) in config.cron_jobs.iter().enumerate() {
+        if !known(&job.agent_id) {
+            problems.push(format!(
+                "cron.jobs[{i}].agent: no agent {:?} is configured",
+                job.agent_id
+            ));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems)
+    }
+}
+
+/// What the supervision tree is built from (at start, and again on each config reload).
+pub fn tree_config(config: &Config, agents: &[AgentSettings], paths: &StatePaths) -> TreeConfig {
+    TreeConfig {
+        store_path: paths.resolve(&config.store_path),
+        store_retention: config.retention,
+        agents: agents.to_vec(),
+        root_intensity: config.root_intensity,
+        agents_intensity: config.agents_intensity,
+        ping_interval: config.ping_interval,
+        hang_timeout: config.hang_timeout,
+        channels: config.channels.clone(),
+        scheduler: SchedulerSettings {
+            jobs: config.cron_jobs.clone(),
+            heartbeats: crate::agents::all_defs(config, paths)
+                .map(|defs| crate::agents::heartbeats(&defs))
+                .unwrap_or_default(),
+            agents: agents.iter().map(|a| a.summary.id.clone()).collect(),
+        },
+        queue: QueueSettings {
+            max_concurrent: config.max_concurrent_runs,
+            lane_capacity: config.lane_capacity,
+            max_waiting: config.max_waiting_turns,
+            dedupe_window: config.dedupe_window,
+            history_limit: config.history_limit,
+            stateless_agents: agents
+                .iter()
+                .filter(|a| !a.summary.real_model)
+                .map(|a| a.summary.id.clone())
+                .collect(),
+        },
+    }
+}
+
 /// Runs the gateway in the foreground; returns the process exit code.
 pub fn run(
     paths: &StatePaths,
@@ -190,32 +259,11 @@ pub fn run(
             return exit::CONFIG;
         }
     };
-    for (i, account) in config.channels.telegram.iter().enumerate() {
-        if !agents.iter().any(|a| a.summary.id == account.agent) {
-            eprintln!(
-                "troupe: invalid config: channels.telegram[{i}].agent: no agent {:?} is configured",
-                account.agent
-            );
-            return exit::CONFIG;
+    if let Err(problems) = check_references(&config, &agents) {
+        for problem in problems {
+            eprintln!("troupe: invalid config: {problem}");
         }
-    }
-    for (i, account) in config.channels.discord.iter().enumerate() {
-        if !agents.iter().any(|a| a.summary.id == account.agent) {
-            eprintln!(
-                "troupe: invalid config: channels.discord[{i}].agent: no agent {:?} is configured",
-                account.agent
-            );
-            return exit::CONFIG;
-        }
-    }
-    for (i, job) in config.cron_jobs.iter().enumerate() {
-        if !agents.iter().any(|a| a.summary.id == job.agent_id) {
-            eprintln!(
-                "troupe: invalid config: cron.jobs[{i}].agent: no agent {:?} is configured",
-                job.agent_id
-            );
-            return exit::CONFIG;
-        }
+        return exit::CONFIG;
     }
     if !config.bind.is_loopback() && matches!(config.auth, AuthSetting::None) {
         eprintln!(
@@ -313,6 +361,14 @@ pub fn run(
     if let Err(e) = std::fs::write(paths.port_file(), format!("{}\n", addr.port())) {
         tracing::error!(error = %e, "cannot write port file");
     }
+    let source = crate::reload::ReloadSource {
+        file: config_file
+            .map(|p| p.to_path_buf())
+            .unwrap_or_else(|| paths.config_file()),
+        required: config_file.is_some(),
+        env: env.clone(),
+        overrides,
+    };
     let code = match actix_rt::System::new().block_on(serve(
         config,
         agents,
@@ -320,6 +376,7 @@ pub fn run(
         listener,
         paths.clone(),
         started,
+        source,
     )) {
         Ok(code) => code,
         Err(e) => {
@@ -341,38 +398,11 @@ async fn serve(
     listener: TcpListener,
     paths: StatePaths,
     started: Instant,
+    source: crate::reload::ReloadSource,
 ) -> std::io::Result<i32> {
     let signal = shutdown_signal()?;
     let (escalation_tx, escalation_rx) = oneshot::channel();
-    let tree = TreeConfig {
-        store_path: paths.resolve(&config.store_path),
-        store_retention: config.retention,
-        agents: agents.clone(),
-        root_intensity: config.root_intensity,
-        agents_intensity: config.agents_intensity,
-        ping_interval: config.ping_interval,
-        hang_timeout: config.hang_timeout,
-        channels: config.channels.clone(),
-        scheduler: SchedulerSettings {
-            jobs: config.cron_jobs.clone(),
-            heartbeats: crate::agents::all_defs(&config, &paths)
-                .map(|defs| crate::agents::heartbeats(&defs))
-                .unwrap_or_default(),
-            agents: agents.iter().map(|a| a.summary.id.clone()).collect(),
-        },
-        queue: QueueSettings {
-            max_concurrent: config.max_concurrent_runs,
-            lane_capacity: config.lane_capacity,
-            max_waiting: config.max_waiting_turns,
-            dedupe_window: config.dedupe_window,
-            history_limit: config.history_limit,
-            stateless_agents: agents
-                .iter()
-                .filter(|a| !a.summary.real_model)
-                .map(|a| a.summary.id.clone())
-                .collect(),
-        },
-    };
+    let tree = tree_config(&config, &agents, &paths);
     let root = start_root(&tree, escalation_tx);
     let settings = GatewaySettings {
         version: env!("CARGO_PKG_VERSION"),
@@ -383,7 +413,10 @@ async fn serve(
         tick_interval: config.tick_interval,
         handshake_timeout: config.handshake_timeout,
         started,
-        agents: agents.iter().map(|a| a.summary.clone()).collect(),
+        agents: troupe_actors::live_config::LiveAgents::new(
+            agents.iter().map(|a| a.summary.clone()).collect(),
+        ),
+        reload: Default::default(),
         stopping: Default::default(),
         auth_limiter: Arc::new(AuthLimiter::new(
             config.auth_max_failures,
@@ -401,7 +434,15 @@ async fn serve(
         allowed_hosts: config.allowed_hosts.clone(),
         request_timeout: config.request_timeout,
     });
-    let hooks = web::Data::new(config.hooks.clone());
+    let hooks = web::Data::new(crate::config::hooks::LiveHooks::new(config.hooks.clone()));
+    crate::reload::start(crate::reload::ReloadSetup {
+        source,
+        paths: paths.clone(),
+        config: config.clone(),
+        agents: agents.clone(),
+        gateway: gateway_data.get_ref().clone(),
+        hooks: hooks.clone(),
+    })?;
     let limits = ConnectionLimits::new(config.max_connections, config.max_connections_per_ip);
     let server = HttpServer::new(move || {
         App::new()

@@ -156,7 +156,9 @@ pub fn supervisor_spec(config: SupervisorConfig, accounts: ChannelAccounts) -> C
     .shutdown(Duration::from_secs(15))
 }
 
-fn account_specs(accounts: &ChannelAccounts, root: &Addr<SupervisorActor>) -> Vec<ChildSpec> {
+/// The child specs of every account (`telegram:<account>`, `discord:<account>`); their
+/// actors find the store and the session-queue through `root`.
+pub fn account_specs(accounts: &ChannelAccounts, root: &Addr<SupervisorActor>) -> Vec<ChildSpec> {
     accounts
         .telegram
         .iter()

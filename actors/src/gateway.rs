@@ -43,7 +43,8 @@ pub struct AgentSummary {
     pub real_model: bool,
 }
 
-/// Settings fixed for the life of the process.
+/// Settings shared by every route; fixed for the life of the process except `agents` and
+/// `reload`, which a config reload updates.
 #[derive(Debug)]
 pub struct GatewaySettings {
     /// Troupe version.
@@ -62,8 +63,10 @@ pub struct GatewaySettings {
     pub handshake_timeout: Duration,
     /// Process start.
     pub started: Instant,
-    /// Configured agents.
-    pub agents: Vec<AgentSummary>,
+    /// Configured agents (swapped by a config reload).
+    pub agents: crate::live_config::LiveAgents,
+    /// Config hot reload: its status and the `config.*` service.
+    pub reload: crate::live_config::ReloadState,
     /// Set when the process is stopping (not when a subtree restarts): clients are told
     /// `shutdown` and closed with 1001 rather than 1012.
     pub stopping: std::sync::atomic::AtomicBool,
@@ -110,6 +113,8 @@ pub struct StatusReport {
     pub ready: bool,
     /// Configured agents.
     pub agents: Vec<AgentSummary>,
+    /// Config hot reload: mode, last applied change, pending restarts, last error.
+    pub reload: crate::live_config::ReloadStatus,
     /// Killed nodes still running anywhere in the tree (a handler blocking its thread
     /// cannot be stopped from outside); they leak until the process exits.
     pub unstoppable: usize,
@@ -146,7 +151,8 @@ impl Gateway {
             uptime_ms: self.settings.uptime_ms(),
             ready: ready(&tree),
             unstoppable: tree.unstoppable_total(),
-            agents: self.settings.agents.clone(),
+            agents: self.settings.agents.to_vec(),
+            reload: self.settings.reload.status(),
             tree,
         }
     }

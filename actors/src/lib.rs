@@ -32,7 +32,8 @@
 //!   every connected client.
 //! - [`ws_session`]: [`WsSessionActor`](ws_session::WsSessionActor), one per WebSocket.
 //! - [`protocol`]: the WebSocket frames (OpenClaw protocol core).
-//! - [`gateway`]: the immutable settings and addresses shared with every session.
+//! - [`gateway`]: the settings and addresses shared with every session; [`live_config`]:
+//!   what a config hot reload changes in them (agent list, reload status, `config.*`).
 
 pub mod agent;
 pub mod auth_limit;
@@ -41,6 +42,7 @@ pub mod echo;
 pub mod event_bus;
 pub mod event_sink;
 pub mod gateway;
+pub mod live_config;
 pub mod log_tail;
 pub mod messages;
 pub mod protocol;

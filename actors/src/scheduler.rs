@@ -317,14 +317,26 @@ impl SchedulerActor {
                     session_key: job.session(),
                     agent_id: job.agent_id.clone(),
                     text: job.message.clone(),
-                    idempotency_key: key,
+                    idempotency_key: key.clone(),
                 };
                 run_turn(&root, turn, |_| {}).await
             } else {
                 Err(format!("agent {:?} is not configured", job.agent_id))
             };
             let (run_id, outcome, reason) = match result {
-                Ok(summary) if summary.status == "ok" => (Some(summary.run_id), Outcome::Ok, note),
+                Ok(summary) if summary.status == "ok" => {
+                    let delivered = match &job.deliver {
+                        Some(target) => {
+                            Some(fire::deliver_reply(&root, target, &summary.summary, key).await)
+                        }
+                        None => None,
+                    };
+                    let reason = match (note, delivered) {
+                        (Some(n), Some(d)) => Some(format!("{n}; {d}")),
+                        (n, d) => n.or(d),
+                    };
+                    (Some(summary.run_id), Outcome::Ok, reason)
+                }
                 Ok(summary) => {
                     let why = summary
                         .error

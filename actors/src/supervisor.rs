@@ -3,6 +3,7 @@
 //! intensity (stopping the old instances first, OTP style), escalates beyond it, routes
 //! commands by child id, and describes its subtree.
 
+mod change;
 mod guard;
 mod handlers;
 mod intensity;
@@ -21,6 +22,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
+pub use change::{ChangeChildren, SpecChange};
 pub use guard::{ExitGuard, ExitReason, install_panic_hook};
 pub use intensity::{RestartWindow, backoff_delay};
 pub use liveness::{BUSY_LEASH, BusyGuard, DEFAULT_BEAT_EVERY, Liveness, ProgressWatch};
@@ -231,6 +233,8 @@ pub struct SupervisorActor {
     start_queue: Vec<ChildId>,
     /// Killed children not yet seen gone.
     zombies: Vec<Zombie>,
+    /// New specs of children being stopped to be replaced (see [`SpecChange::Start`]).
+    replacements: HashMap<ChildId, ChildSpec>,
 }
 
 impl SupervisorActor {
@@ -251,6 +255,7 @@ impl SupervisorActor {
             current_stop: None,
             start_queue: Vec::new(),
             zombies: Vec::new(),
+            replacements: HashMap::new(),
         };
         for spec in specs {
             this.order.push(spec.id.clone());
@@ -485,11 +490,16 @@ impl SupervisorActor {
 }
 
 /// A new arbiter (thread) for the child `id`: every log line written on it carries the
-/// span `actor{id=...}`, so a line says which node of the tree wrote it.
+/// span `actor{id=...}`, so a line says which node of the tree wrote it, and the thread is
+/// named for it (its first 15 bytes: `top -H`, `/proc/<pid>/task/*/comm`).
 pub fn child_arbiter(id: &str) -> actix::Arbiter {
     let arbiter = actix::Arbiter::new();
     let id = id.to_string();
     arbiter.spawn_fn(move || {
+        let short: String = id.chars().filter(|c| *c != '\0').take(15).collect();
+        if let Ok(name) = std::ffi::CString::new(short) {
+            let _ = nix::sys::prctl::set_name(&name);
+        }
         // Entered for the thread's whole life (it runs only this child).
         std::mem::forget(tracing::info_span!("actor", id = %id).entered());
     });

@@ -1,5 +1,6 @@
 //! The supervision tree in one place: [`root_specs`] lists the root's children in start
 //! order (stopped in reverse), like OTP's `init/1`. Adding a child is one line here.
+//! [`reconfigure`] brings a running tree to a new config by restarting only what changed.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -12,6 +13,10 @@ use crate::channels::ChannelAccounts;
 use crate::scheduler::{SchedulerActor, SchedulerSettings};
 use crate::session_queue::{QueueSettings, SessionQueueActor};
 use crate::store::StoreActor;
+mod reconfigure;
+
+pub use reconfigure::{ChildChanges, TreeChanges, reconfigure};
+
 use crate::supervisor::{
     ChildHandle, ChildId, ChildLink, ChildSpec, Intensity, Strategy, SupervisorActor,
     SupervisorConfig,
@@ -67,17 +72,8 @@ pub fn root_specs(cfg: &TreeConfig) -> Vec<ChildSpec> {
     vec![
         StoreActor::spec(cfg.store_path.clone(), cfg.store_retention),
         SessionQueueActor::spec(cfg.queue.clone()),
-        supervisor_spec(
-            cfg.supervisor("agents", Strategy::OneForOne, cfg.agents_intensity),
-            {
-                let agents = cfg.agents.clone();
-                move || agents.iter().cloned().map(AgentActor::spec).collect()
-            },
-        ),
-        crate::channels::supervisor_spec(
-            cfg.supervisor("channels", Strategy::OneForOne, CHANNELS_INTENSITY),
-            cfg.channels.clone(),
-        ),
+        agents_spec(cfg),
+        channels_spec(cfg),
         SchedulerActor::spec(cfg.scheduler.clone()),
         supervisor_spec(
             cfg.supervisor(
@@ -91,6 +87,25 @@ pub fn root_specs(cfg: &TreeConfig) -> Vec<ChildSpec> {
             Vec::new,
         ),
     ]
+}
+
+/// `agents`: one `agent:<id>` per configured agent.
+pub fn agents_spec(cfg: &TreeConfig) -> ChildSpec {
+    supervisor_spec(
+        cfg.supervisor("agents", Strategy::OneForOne, cfg.agents_intensity),
+        {
+            let agents = cfg.agents.clone();
+            move || agents.iter().cloned().map(AgentActor::spec).collect()
+        },
+    )
+}
+
+/// `channels`: one `telegram:<account>` / `discord:<account>` per configured account.
+pub fn channels_spec(cfg: &TreeConfig) -> ChildSpec {
+    crate::channels::supervisor_spec(
+        cfg.supervisor("channels", Strategy::OneForOne, CHANNELS_INTENSITY),
+        cfg.channels.clone(),
+    )
 }
 
 /// Starts the root supervisor on the current arbiter; `escalation` fires if it gives up.

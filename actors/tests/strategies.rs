@@ -16,6 +16,7 @@ use troupe_actors::supervisor::{
     CommandOutcome, DescribeTree, ExitGuard, ExitReason, Intensity, NodeState, Restart, Strategy,
     SupervisorActor, SupervisorConfig, TreeNode, install_panic_hook,
 };
+use troupe_actors::supervisor::{ChangeChildren, SpecChange};
 
 /// Generous bound for anything on a loaded 2-core machine.
 const WAIT: Duration = Duration::from_secs(20);
@@ -1011,6 +1012,67 @@ async fn child_supervisor_blocking_its_thread_still_has_its_subtree_stopped_and_
     eventually("a fresh leaf answers", || async {
         let leaf = lookup(&sup, "leaf").await?;
         (leaf != old_leaf && leaf.send(Hello).await.is_ok()).then_some(())
+    })
+    .await;
+}
+
+/// A worker spec whose instances count from `first` (to tell a replaced spec's instance).
+fn worker_from(id: &str, first: u64) -> ChildSpec {
+    let mut next = first;
+    ChildSpec::new(id, "worker", move |link: ChildLink| {
+        let instance = next;
+        next += 1;
+        Ok(ChildHandle::of(
+            Worker {
+                instance,
+                guard: link.guard(),
+            }
+            .start(),
+        ))
+    })
+}
+
+#[actix_rt::test]
+async fn children_are_added_replaced_and_removed_at_runtime_and_siblings_keep_running() {
+    let sup = start(Strategy::OneForAll, vec![worker("a"), worker("b")]);
+    running_as(&sup, "a", 1, 0).await;
+    let b = lookup(&sup, "b").await.expect("b runs");
+    // Even under one_for_all, a config change touches only the children it names.
+    sup.send(ChangeChildren {
+        changes: vec![
+            SpecChange::Start(worker_from("a", 100)),
+            SpecChange::Start(worker_from("c", 200)),
+        ],
+    })
+    .await
+    .expect("supervisor answers");
+    running_as(&sup, "a", 100, 1).await;
+    running_as(&sup, "c", 200, 0).await;
+    let node = child(&sup, "a").await;
+    assert!(message(&node).contains("configuration changed"), "{node:?}");
+    sup.send(ChangeChildren {
+        changes: vec![SpecChange::Remove(ChildId::new("c"))],
+    })
+    .await
+    .expect("supervisor answers");
+    eventually("c leaves the tree", || async {
+        tree(&sup).await.find("c").is_none().then_some(())
+    })
+    .await;
+    assert!(b.connected(), "b was restarted");
+    assert_eq!(hello(&sup, "b").await, Some(1));
+    // A kept spec is used at the next restart only.
+    sup.send(ChangeChildren {
+        changes: vec![SpecChange::Keep(worker_from("b", 300))],
+    })
+    .await
+    .expect("supervisor answers");
+    assert_eq!(hello(&sup, "b").await, Some(1));
+    command(&sup, "b", ChildAction::Restart)
+        .await
+        .expect("restart b");
+    eventually("b restarts from the kept spec", || async {
+        (hello(&sup, "b").await == Some(300)).then_some(())
     })
     .await;
 }

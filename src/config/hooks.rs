@@ -50,6 +50,34 @@ pub struct HooksConfig {
     pub mappings: Vec<HookMapping>,
 }
 
+/// The webhook settings the routes read, swapped by a config reload.
+#[derive(Debug, Default)]
+pub struct LiveHooks(std::sync::RwLock<std::sync::Arc<HooksConfig>>);
+
+impl LiveHooks {
+    /// Settings at start.
+    pub fn new(config: HooksConfig) -> Self {
+        Self(std::sync::RwLock::new(std::sync::Arc::new(config)))
+    }
+
+    /// The settings now in force.
+    pub fn current(&self) -> std::sync::Arc<HooksConfig> {
+        match self.0.read() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Installs new settings (the next request sees them).
+    pub fn set(&self, config: HooksConfig) {
+        let config = std::sync::Arc::new(config);
+        match self.0.write() {
+            Ok(mut c) => *c = config,
+            Err(poisoned) => *poisoned.into_inner() = config,
+        }
+    }
+}
+
 /// Validates `[hooks]`, reporting each problem through `bad(key, why)`.
 pub(super) fn hooks(raw: RawHooks, bad: &mut impl FnMut(&str, String)) -> HooksConfig {
     let token = match raw.token.map(|t| t.trim().to_string()) {

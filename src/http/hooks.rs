@@ -18,7 +18,7 @@ use troupe_actors::session_key::resolve;
 use troupe_actors::session_queue::{QueueError, SessionQueueActor, SubmitTurn, WaitRun};
 
 use super::{ApiError, json_body};
-use crate::config::hooks::HooksConfig;
+use crate::config::hooks::{HooksConfig, LiveHooks};
 
 /// How long one `WaitRun` of a `wait: true` hook waits before asking again.
 const WAIT_SLICE: Duration = Duration::from_secs(300);
@@ -217,9 +217,10 @@ async fn submit(
 pub async fn agent(
     req: HttpRequest,
     gateway: web::Data<Gateway>,
-    hooks: web::Data<HooksConfig>,
+    hooks: web::Data<LiveHooks>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
+    let hooks = hooks.current();
     authorize(&req, &hooks, &gateway)?;
     let hook: AgentHook = json_body(&req, &body)?;
     let agent = hook
@@ -250,9 +251,10 @@ struct WakeHook {
 pub async fn wake(
     req: HttpRequest,
     gateway: web::Data<Gateway>,
-    hooks: web::Data<HooksConfig>,
+    hooks: web::Data<LiveHooks>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
+    let hooks = hooks.current();
     authorize(&req, &hooks, &gateway)?;
     let hook: WakeHook = if body.is_empty() {
         WakeHook::default()
@@ -313,10 +315,11 @@ pub fn fill(template: &str, body: &Value) -> String {
 pub async fn mapped(
     req: HttpRequest,
     gateway: web::Data<Gateway>,
-    hooks: web::Data<HooksConfig>,
+    hooks: web::Data<LiveHooks>,
     name: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
+    let hooks = hooks.current();
     authorize(&req, &hooks, &gateway)?;
     let name = name.into_inner();
     let Some(mapping) = hooks.mappings.iter().find(|m| m.name == name) else {

@@ -67,11 +67,17 @@ pub struct TestGateway {
 pub struct GatewayBuilder {
     env: Vec<(String, String)>,
     args: Vec<String>,
+    removed_env: Vec<String>,
 }
 
 impl GatewayBuilder {
     pub fn env(mut self, k: &str, v: &str) -> Self {
         self.env.push((k.into(), v.into()));
+        self
+    }
+    /// Leaves a variable the builder sets by default (e.g. `TROUPE__LOGGING__LEVEL`) unset.
+    pub fn without_env(mut self, k: &str) -> Self {
+        self.removed_env.push(k.into());
         self
     }
     pub fn arg(mut self, a: &str) -> Self {
@@ -119,6 +125,9 @@ impl GatewayBuilder {
             .env_remove("TROUPE_GATEWAY_PORT");
         for (k, v) in &self.env {
             cmd.env(k, v);
+        }
+        for k in &self.removed_env {
+            cmd.env_remove(k);
         }
         cmd.stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -54,6 +54,14 @@ pub enum SendError {
 
 /// Records and sends `p`; answers `{deliveryId, deliveryIds, state, duplicate, parts}`.
 pub async fn send(gateway: &Gateway, p: SendParams) -> Result<Value, SendError> {
+    send_from(&gateway.root, p).await
+}
+
+/// [`send`] for actors that hold only the root (the scheduler's `deliver`).
+pub async fn send_from(
+    root: &actix::Addr<crate::supervisor::SupervisorActor>,
+    p: SendParams,
+) -> Result<Value, SendError> {
     let limit = match p.channel.as_str() {
         "telegram" => telegram::MESSAGE_LIMIT,
         "discord" => discord::MESSAGE_LIMIT,
@@ -64,7 +72,10 @@ pub async fn send(gateway: &Gateway, p: SendParams) -> Result<Value, SendError> 
         }
     };
     let id = format!("{}:{}", p.channel, p.account);
-    let tree = gateway.status(false).await.tree;
+    let tree = root
+        .send(crate::supervisor::DescribeTree { all: false })
+        .await
+        .map_err(|e| SendError::Unavailable(format!("the supervisor did not answer: {e}")))?;
     if tree.find("channels").and_then(|c| c.find(&id)).is_none() {
         return Err(SendError::Invalid(format!(
             "unknown account {:?} of channel {:?}: no [[channels.{}]] has account = {:?}",
@@ -84,7 +95,7 @@ pub async fn send(gateway: &Gateway, p: SendParams) -> Result<Value, SendError> 
         channel: p.channel.clone(),
         account: p.account.clone(),
     };
-    let store = store_of(&gateway.root)
+    let store = store_of(root)
         .await
         .map_err(|e| SendError::Unavailable(e.to_string()))?;
     let recorded = store
@@ -102,12 +113,12 @@ pub async fn send(gateway: &Gateway, p: SendParams) -> Result<Value, SendError> 
         let deliver = Deliver(recorded.deliveries.clone());
         match p.channel.as_str() {
             "telegram" => {
-                if let Some(addr) = lookup::<telegram::TelegramActor>(&gateway.root, &id).await {
+                if let Some(addr) = lookup::<telegram::TelegramActor>(root, &id).await {
                     addr.do_send(deliver);
                 }
             }
             _ => {
-                if let Some(addr) = lookup::<discord::DiscordActor>(&gateway.root, &id).await {
+                if let Some(addr) = lookup::<discord::DiscordActor>(root, &id).await {
                     addr.do_send(deliver);
                 }
             }

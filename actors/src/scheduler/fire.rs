@@ -97,3 +97,34 @@ async fn queue_of(root: &Addr<SupervisorActor>) -> Result<Addr<SessionQueueActor
         .await
         .ok_or_else(|| "the session queue is not running".to_string())
 }
+
+/// Sends a job's reply to its `deliver` target through the channel's delivery path (one
+/// delivery per fire: `key` is the fire's idempotency key, so a retry never sends twice).
+/// Returns what the ledger says about it.
+pub async fn deliver_reply(
+    root: &Addr<SupervisorActor>,
+    target: &crate::store::cron::Deliver,
+    text: &str,
+    key: String,
+) -> String {
+    use crate::channels::operator_send::{SendParams, send_from};
+    let account = target.account.clone().unwrap_or_else(|| "main".into());
+    let place = format!("{}:{account} chat {}", target.channel, target.to);
+    if text.trim() == super::heartbeat::NO_REPLY || text.trim().is_empty() {
+        return format!("nothing delivered to {place}: the reply was empty or NO_REPLY");
+    }
+    let params = SendParams {
+        channel: target.channel.clone(),
+        account,
+        to: target.to.clone(),
+        message: text.to_string(),
+        idempotency_key: key,
+    };
+    match send_from(root, params).await {
+        Ok(answer) => format!(
+            "delivered to {place}: {}",
+            answer["state"].as_str().unwrap_or("unknown")
+        ),
+        Err(why) => format!("delivery to {place} failed: {why}"),
+    }
+}

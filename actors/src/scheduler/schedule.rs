@@ -17,6 +17,9 @@ pub const EXAMPLES: &str =
 pub enum Schedule {
     /// A cron expression (already translated for the `cron` crate).
     Cron(Box<cron::Schedule>),
+    /// A cron expression restricting both day-of-month and day-of-week: two schedules
+    /// (day-of-month only, day-of-week only); a day matching either fires, as in Unix cron.
+    EitherDay(Box<(cron::Schedule, cron::Schedule)>),
     /// Every so many milliseconds from an anchor.
     Every(i64),
     /// Once, at this instant (ms since the epoch).
@@ -63,9 +66,21 @@ impl Schedule {
             return Ok(Schedule::At(at.timestamp_millis()));
         }
         let translated = translate(text).map_err(refuse)?;
-        let parsed = cron::Schedule::from_str(&translated)
-            .map_err(|e| refuse(format!("{text:?} is not a valid cron expression ({e})")))?;
-        Ok(Schedule::Cron(Box::new(parsed)))
+        let parse = |expr: &str| {
+            cron::Schedule::from_str(expr)
+                .map_err(|e| refuse(format!("{text:?} is not a valid cron expression ({e})")))
+        };
+        let parsed = parse(&translated)?;
+        // Unix cron: with both day fields restricted, a day matching EITHER fires (the
+        // `cron` crate would ask for both): one schedule per day field, the earlier wins.
+        let either = match either_day_schedules(&translated) {
+            Some((by_month_day, by_weekday)) => Some((parse(&by_month_day)?, parse(&by_weekday)?)),
+            None => None,
+        };
+        Ok(match either {
+            Some((a, b)) => Schedule::EitherDay(Box::new((a, b))),
+            None => Schedule::Cron(Box::new(parsed)),
+        })
     }
 
     /// The first fire strictly after `after_ms`; `anchor_ms` anchors `every` schedules.
@@ -84,8 +99,34 @@ impl Schedule {
                 Zone::Host => next_cron(cron, after_ms, &Local),
                 Zone::Named(tz) => next_cron(cron, after_ms, &tz),
             },
+            Schedule::EitherDay(pair) => {
+                let (a, b) = pair.as_ref();
+                let next = |c| match zone {
+                    Zone::Host => next_cron(c, after_ms, &Local),
+                    Zone::Named(tz) => next_cron(c, after_ms, &tz),
+                };
+                match (next(a), next(b)) {
+                    (Some(x), Some(y)) => Some(x.min(y)),
+                    (x, y) => x.or(y),
+                }
+            }
         }
     }
+}
+
+/// For a translated expression (`sec min hour dom month dow`) whose day-of-month and
+/// day-of-week are both restricted (neither starts with `*` or `?`, as Vixie cron decides),
+/// the two expressions with one day field each left free.
+fn either_day_schedules(translated: &str) -> Option<(String, String)> {
+    let f: Vec<&str> = translated.split_whitespace().collect();
+    let free = |field: &str| field.starts_with('*') || field.starts_with('?');
+    if f.len() != 6 || free(f[3]) || free(f[5]) {
+        return None;
+    }
+    Some((
+        format!("{} {} {} {} {} *", f[0], f[1], f[2], f[3], f[4]),
+        format!("{} {} {} * {} {}", f[0], f[1], f[2], f[4], f[5]),
+    ))
 }
 
 /// The next cron fire after `after_ms`, walking local wall-clock times: a wall time in a
@@ -269,6 +310,59 @@ fn weekdays(field: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn day_of_month_and_day_of_week_both_restricted_fire_on_either() {
+        // `0 0 13 * 5`: every 13th and every Friday, at midnight UTC.
+        let s = Schedule::parse("0 0 13 * 5").unwrap();
+        let utc = Zone::parse(Some("UTC")).unwrap();
+        let ms = |t: &str| DateTime::parse_from_rfc3339(t).unwrap().timestamp_millis();
+        let mut t = ms("2026-02-01T00:00:00Z");
+        let mut fires = Vec::new();
+        for _ in 0..6 {
+            t = s.next_after(t, 0, utc).unwrap();
+            fires.push(
+                DateTime::<Utc>::from_timestamp_millis(t)
+                    .unwrap()
+                    .format("%a %d")
+                    .to_string(),
+            );
+        }
+        // February 2026: Fridays 6, 13 (also the 13th: once), 20, 27; then March 6, 13.
+        assert_eq!(
+            fires,
+            ["Fri 06", "Fri 13", "Fri 20", "Fri 27", "Fri 06", "Fri 13"]
+        );
+        let mut t = ms("2026-03-14T00:00:00Z");
+        let mut fires = Vec::new();
+        for _ in 0..5 {
+            t = s.next_after(t, 0, utc).unwrap();
+            fires.push(
+                DateTime::<Utc>::from_timestamp_millis(t)
+                    .unwrap()
+                    .format("%a %m-%d")
+                    .to_string(),
+            );
+        }
+        // March 20, 27; April 3, 10, 13 (a Monday: fires as the 13th).
+        assert_eq!(
+            fires,
+            [
+                "Fri 03-20",
+                "Fri 03-27",
+                "Fri 04-03",
+                "Fri 04-10",
+                "Mon 04-13"
+            ]
+        );
+        // One restricted day field keeps the usual meaning (both must match: only one is set).
+        let fridays = Schedule::parse("0 0 * * 5").unwrap();
+        assert!(matches!(fridays, Schedule::Cron(_)));
+        let t = fridays
+            .next_after(ms("2026-04-10T00:00:00Z"), 0, utc)
+            .unwrap();
+        assert_eq!(t, ms("2026-04-17T00:00:00Z"));
+    }
 
     #[test]
     fn unix_expressions_translate_to_the_cron_crate_numbering() {

@@ -69,6 +69,7 @@ impl SupervisorActor {
 
     /// A child asked to stop has exited: release it and go on with the plan.
     pub(super) fn stop_done(&mut self, id: &ChildId, ctx: &mut Context<Self>) {
+        let mut replaced = false;
         if let Some(child) = self.children.get_mut(id) {
             child.stopping = false;
             child.started_at = None;
@@ -76,7 +77,14 @@ impl SupervisorActor {
                 arbiter.stop();
             }
             self.roster.remove(id);
-            if child.spec.restart == Restart::Temporary {
+            if let Some(spec) = self.replacements.remove(id) {
+                // Replaced by a config change: the new spec starts at once, no backoff.
+                child.spec = spec;
+                child.restarts += 1;
+                child.backoff_attempt = 0;
+                child.next_attempt_at = None;
+                replaced = true;
+            } else if child.spec.restart == Restart::Temporary {
                 self.children.remove(id);
                 self.order.retain(|c| c != id);
             }
@@ -84,6 +92,9 @@ impl SupervisorActor {
         self.stop_queue.retain(|c| c != id);
         if self.current_stop.as_ref() == Some(id) {
             self.current_stop = None;
+        }
+        if replaced && !self.shutting_down {
+            self.start_child(id, ctx);
         }
         self.stop_next(ctx);
     }

@@ -26,6 +26,7 @@ pub const EVENTS: &[&str] = &[
     "chat",
     "cron",
     "heartbeat",
+    "config",
 ];
 
 const METHODS: &[(&str, Scope)] = &[
@@ -58,6 +59,8 @@ const METHODS: &[(&str, Scope)] = &[
     ("cron.update", Scope::Admin),
     ("cron.remove", Scope::Admin),
     ("cron.run", Scope::Admin),
+    ("config.get", Scope::Read),
+    ("config.patch", Scope::Admin),
 ];
 
 /// Method names announced in `hello-ok`.
@@ -234,6 +237,13 @@ impl WsSessionActor {
                 self.on_channel_method(id, &method, params, ctx)
             }
             m if m.starts_with("cron.") => self.on_cron_method(id, method, params, ctx),
+            "config.get" | "config.patch" => {
+                let work = crate::live_config::call(&self.gateway.settings.reload, &method, params);
+                ctx.spawn(
+                    work.into_actor(self)
+                        .map(move |res, act, ctx| act.respond(id, res, ctx)),
+                );
+            }
             _ => self.on_chat_method(id, &method, params, ctx),
         }
     }
