@@ -69,29 +69,40 @@ fn main() -> Result<(), BoxError> {
     runtime.block_on(measure(conns.max(CHUNK), rounds))
 }
 
-/// Raises this process's soft `RLIMIT_NOFILE` to its hard limit; warns if that is below `need`.
+/// Raises this process's soft `RLIMIT_NOFILE` to its hard limit (with `prlimit`); warns if
+/// that is still below `need`.
 fn raise_nofile(need: usize) {
-    let pid = std::process::id().to_string();
-    let raised = Command::new("prlimit")
-        .args(["--pid", &pid, "--nofile=unlimited:"])
-        .status()
-        .is_ok_and(|s| s.success())
-        || Command::new("prlimit")
-            .args(["--pid", &pid, &format!("--nofile={need}:{need}")])
+    let (soft, hard) = nofile_limits();
+    let mut raised = false;
+    if soft < need && hard > soft {
+        raised = Command::new("prlimit")
+            .args([
+                "--pid",
+                &std::process::id().to_string(),
+                &format!("--nofile={hard}:{hard}"),
+            ])
             .status()
             .is_ok_and(|s| s.success());
-    let soft = std::fs::read_to_string("/proc/self/limits")
-        .ok()
-        .and_then(|l| {
-            l.lines()
-                .find(|line| line.starts_with("Max open files"))
-                .and_then(|line| line.split_whitespace().nth(3).map(str::to_string))
-        })
-        .unwrap_or_else(|| "?".into());
+    }
+    let (soft, _) = nofile_limits();
     println!("open-files limit: {soft} (raised: {raised}; need about {need})");
-    if soft.parse::<usize>().is_ok_and(|n| n < need) {
+    if soft < need {
         println!("warning: the open-files limit is below what the connections need");
     }
+}
+
+/// The soft and hard open-files limits of this process (`unlimited` as `usize::MAX`).
+fn nofile_limits() -> (usize, usize) {
+    let text = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap_or_default();
+    let mut fields = line.split_whitespace().skip(3).map(|f| match f {
+        "unlimited" => usize::MAX,
+        n => n.parse().unwrap_or(0),
+    });
+    (fields.next().unwrap_or(0), fields.next().unwrap_or(0))
 }
 
 async fn measure(conns: usize, rounds: usize) -> BenchResult<()> {
