@@ -128,7 +128,10 @@ async fn non_streaming_completion_returns_the_agents_reply() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streaming_completion_sends_chunks_that_join_to_the_reply_then_done() {
-    let gw = started().await;
+    // Deltas further apart than the 30 ms coalescing interval each make their own chunk.
+    let gw =
+        started_with(TestGateway::builder().env("TROUPE__PROVIDERS__ECHO__DELTA_DELAY_MS", "40"))
+            .await;
     let text = "one two three four five six seven eight";
     let res = completion(&gw, ask_streaming("main", text))
         .send()

@@ -3,6 +3,7 @@
 //! message → provider → streamed deltas and tool calls ([`TurnEvent`]) → the outcome.
 //! Several sessions' runs proceed at once; each can be aborted ([`AbortRun`]).
 
+pub mod delta_batch;
 pub mod turn;
 
 use std::path::PathBuf;

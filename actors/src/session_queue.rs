@@ -283,15 +283,19 @@ impl SessionQueueActor {
             key.clone(),
             turn.options,
         );
+        let again = (run_id.clone(), carried, limit);
         let execute = async move {
             let history = match started.await {
                 Ok(h) => h,
-                Err(e) => {
-                    return (
-                        RunOutcome::failed(format!("cannot start the run in the store: {e}")),
-                        None,
-                    );
-                }
+                Err(e) => match start_when_store_is_back(&root, again).await {
+                    Some(h) => h,
+                    None => {
+                        return (
+                            RunOutcome::failed(format!("cannot start the run in the store: {e}")),
+                            None,
+                        );
+                    }
+                },
             };
             let agent = match cached {
                 Some(a) => a,
@@ -522,6 +526,30 @@ impl SessionQueueActor {
                 options: Default::default(),
             });
     }
+}
+
+/// Makes [`StartRun`] again (it is idempotent) while the store restarts, for about as long
+/// as [`WRITE_ATTEMPTS`] of a durable write: an accepted turn is not failed because the
+/// store was restarting at the moment it came up.
+async fn start_when_store_is_back(
+    root: &Addr<SupervisorActor>,
+    (run_id, carried, context_limit): (String, Vec<String>, i64),
+) -> Option<Vec<turns::StoredMessage>> {
+    for _ in 0..WRITE_ATTEMPTS {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let Some(store) = lookup_patiently::<StoreActor>(root, "store").await else {
+            continue;
+        };
+        let op = StartRun {
+            run_id: run_id.clone(),
+            carried: carried.clone(),
+            context_limit,
+        };
+        if let Ok(Ok(history)) = store.send(op).await {
+            return Some(history);
+        }
+    }
+    None
 }
 
 impl Actor for SessionQueueActor {

@@ -129,6 +129,12 @@ impl ServerProcess {
         Err(self.failure(&format!("not ready within {READY_LIMIT:?}")))
     }
 
+    /// The process id (for `/proc` figures: threads, open fds).
+    #[allow(dead_code, reason = "used by soak and conn_memory")]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The port it listens on.
     pub fn port(&self) -> u16 {
         self.port

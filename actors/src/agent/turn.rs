@@ -5,6 +5,9 @@ use actix::Recipient;
 use serde_json::json;
 use tokio::sync::oneshot;
 
+use std::time::Instant;
+
+use super::delta_batch::{DeltaBatch, FLUSH_EVERY};
 use super::{AgentSettings, RunOutcome, RunStatus};
 use crate::messages::{TurnEvent, TurnEventKind};
 use crate::provider::{ChatMessage, ChatRequest, StreamDelta, Usage};
@@ -127,20 +130,44 @@ pub async fn run(
     };
     let mut usage = Usage::default();
     let mut text = String::new();
+    // Every provider's stream goes through this batch (see `delta_batch`).
+    let batch = DeltaBatch::default();
+    let flush = || {
+        if let Some(t) = batch.flush(Instant::now()) {
+            send(TurnEventKind::Delta(t));
+        }
+    };
     for _ in 0..settings.max_iterations.max(1) {
         let step = {
             let mut on_delta = |d: StreamDelta| match d {
-                StreamDelta::Text(t) => send(TurnEventKind::Delta(t)),
-                StreamDelta::ToolStarted { name } => send(TurnEventKind::Tool(
-                    json!({ "phase": "start", "name": name }),
-                )),
+                StreamDelta::Text(t) => {
+                    for piece in batch.push(&t, Instant::now()) {
+                        send(TurnEventKind::Delta(piece));
+                    }
+                }
+                StreamDelta::ToolStarted { name } => {
+                    flush();
+                    send(TurnEventKind::Tool(
+                        json!({ "phase": "start", "name": name }),
+                    ))
+                }
             };
             let call = settings.provider.complete(&request, &mut on_delta);
-            tokio::select! {
-                r = call => r,
-                _ = &mut abort => return outcome(RunStatus::Aborted, text, Some("aborted".into()), usage, &settings),
+            tokio::pin!(call);
+            let mut tick = tokio::time::interval(FLUSH_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    r = &mut call => break r,
+                    _ = tick.tick() => flush(),
+                    _ = &mut abort => {
+                        flush();
+                        return outcome(RunStatus::Aborted, text, Some("aborted".into()), usage, &settings);
+                    }
+                }
             }
         };
+        flush();
         let completion = match step {
             Ok(c) => c,
             Err(e) => {
