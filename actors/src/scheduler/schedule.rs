@@ -1,6 +1,7 @@
 //! Schedules of cron jobs and heartbeats, parsed and evaluated: a 5-field Unix cron
 //! expression (translated for the `cron` crate: seconds prepended, weekdays renumbered
-//! from its 1 = Sunday), `@hourly`-style shorthands, `every <duration>` (anchored, so fires
+//! from its 1 = Sunday; with Unix cron's day rule, where a restricted day-of-month and a
+//! restricted day-of-week each fire on their own), `@hourly`-style shorthands, `every <duration>` (anchored, so fires
 //! never drift), and one-shot `at <RFC 3339>`. Local times are evaluated in the job's IANA
 //! zone (or the host's); a local time skipped or repeated by a DST change fires once.
 
@@ -15,8 +16,9 @@ pub const EXAMPLES: &str =
 /// A parsed schedule.
 #[derive(Clone, Debug)]
 pub enum Schedule {
-    /// A cron expression (already translated for the `cron` crate).
-    Cron(Box<cron::Schedule>),
+    /// A cron expression, translated for the `cron` crate: one, or two whose fires are
+    /// merged (see [`translate`]).
+    Cron(Vec<cron::Schedule>),
     /// Every so many milliseconds from an anchor.
     Every(i64),
     /// Once, at this instant (ms since the epoch).
@@ -62,10 +64,13 @@ impl Schedule {
                 .map_err(|e| refuse(format!("{:?} is not an RFC 3339 time ({e})", rest.trim())))?;
             return Ok(Schedule::At(at.timestamp_millis()));
         }
-        let translated = translate(text).map_err(refuse)?;
-        let parsed = cron::Schedule::from_str(&translated)
+        let parsed = translate(text)
+            .map_err(refuse)?
+            .iter()
+            .map(|translated| cron::Schedule::from_str(translated))
+            .collect::<Result<Vec<_>, _>>()
             .map_err(|e| refuse(format!("{text:?} is not a valid cron expression ({e})")))?;
-        Ok(Schedule::Cron(Box::new(parsed)))
+        Ok(Schedule::Cron(parsed))
     }
 
     /// The first fire strictly after `after_ms`; `anchor_ms` anchors `every` schedules.
@@ -80,10 +85,13 @@ impl Schedule {
                 Some(anchor_ms + k * every)
             }
             Schedule::At(at) => (*at > after_ms).then_some(*at),
-            Schedule::Cron(cron) => match zone {
-                Zone::Host => next_cron(cron, after_ms, &Local),
-                Zone::Named(tz) => next_cron(cron, after_ms, &tz),
-            },
+            Schedule::Cron(crons) => crons
+                .iter()
+                .filter_map(|cron| match zone {
+                    Zone::Host => next_cron(cron, after_ms, &Local),
+                    Zone::Named(tz) => next_cron(cron, after_ms, &tz),
+                })
+                .min(),
         }
     }
 }
@@ -159,8 +167,11 @@ pub fn parse_duration_ms(text: &str) -> Result<i64, String> {
 
 /// Translates a 5-field Unix cron expression (or a shorthand) to the `cron` crate's
 /// 6 fields: seconds `0` prepended, weekdays renumbered (Unix 0-7, 0 and 7 = Sunday, to
-/// its 1-7, 1 = Sunday), names kept.
-pub fn translate(expr: &str) -> Result<String, String> {
+/// its 1-7, 1 = Sunday), names kept. Unix cron fires on a day matching *either* day field
+/// when both are restricted (neither starts with `*`), the `cron` crate only on a day
+/// matching both: such an expression becomes two, one per day field, whose fires are
+/// merged (`0 9 1 * MON` is the 1st of the month and every Monday).
+pub fn translate(expr: &str) -> Result<Vec<String>, String> {
     let expr = match expr {
         "@hourly" => "0 * * * *",
         "@daily" | "@midnight" => "0 0 * * *",
@@ -182,10 +193,15 @@ pub fn translate(expr: &str) -> Result<String, String> {
         ));
     }
     let dow = weekdays(fields[4])?;
-    Ok(format!(
-        "0 {} {} {} {} {dow}",
-        fields[0], fields[1], fields[2], fields[3]
-    ))
+    let (minute, hour, dom, month) = (fields[0], fields[1], fields[2], fields[3]);
+    let unrestricted = |f: &str| f.starts_with('*') || f == "?";
+    if unrestricted(dom) || unrestricted(fields[4]) {
+        return Ok(vec![format!("0 {minute} {hour} {dom} {month} {dow}")]);
+    }
+    Ok(vec![
+        format!("0 {minute} {hour} {dom} {month} *"),
+        format!("0 {minute} {hour} * {month} {dow}"),
+    ])
 }
 
 /// A Unix weekday (0-7 or a name) as 0-6, 0 = Sunday.
@@ -215,22 +231,24 @@ fn weekdays(field: &str) -> Result<String, String> {
                     s.parse().ok().filter(|s| *s > 0).ok_or_else(|| {
                         format!("day-of-week step {s:?} is not a positive number")
                     })?;
-                (r, step)
+                (r, Some(step))
             }
-            None => (item, 1),
+            None => (item, None),
         };
         let (from, to) = match range {
             "*" => (0, 6),
             r => match r.split_once('-') {
                 Some((a, b)) => {
-                    let a = weekday(a)?;
-                    let b = if b == "7" { 7 } else { weekday(b)? };
+                    // 7 ends a range as Sunday (`5-7`) and starts one as Sunday (`7-7`).
+                    let seven = |t: &str| if t == "7" { Ok(7) } else { weekday(t) };
+                    let (a, b) = (seven(a)?, seven(b)?);
                     if b < a {
                         return Err(format!("day-of-week range {r:?} runs backwards"));
                     }
                     (a, b)
                 }
-                None if step > 1 => (weekday(r)?, 6),
+                // `N/step` runs from N to Saturday (`1/1` too, not just Monday).
+                None if step.is_some() => (weekday(r)?, 6),
                 None => {
                     let d = weekday(r)?;
                     (d, d)
@@ -240,7 +258,7 @@ fn weekdays(field: &str) -> Result<String, String> {
         let mut d = from;
         while d <= to {
             days[(d % 7) as usize] = true;
-            d += step;
+            d += step.unwrap_or(1);
         }
     }
     // Runs of consecutive days, in the cron crate's numbering.
@@ -285,7 +303,7 @@ mod tests {
             ("@weekly", "0 0 0 * * 1"),
         ];
         for (unix, expected) in table {
-            assert_eq!(translate(unix).unwrap(), expected, "{unix}");
+            assert_eq!(translate(unix).unwrap(), [expected], "{unix}");
             Schedule::parse(unix).unwrap();
         }
     }
@@ -311,6 +329,48 @@ mod tests {
         assert_eq!(next("0 9 * * 6"), "2026-11-28T09:00:00+00:00");
         assert_eq!(next("0 0 1 * *"), "2026-12-01T00:00:00+00:00");
         assert_eq!(next("*/15 * * * *"), "2026-11-27T12:15:00+00:00");
+    }
+
+    /// Found by the property test `valid_cron_fires_are_increasing_and_on_allowed_times`:
+    /// `* * 3 * 0` fired only on a 3rd that is a Sunday (the `cron` crate's rule), not on
+    /// every 3rd and every Sunday (Unix cron's).
+    #[test]
+    fn restricted_day_of_month_and_day_of_week_each_fire_as_in_unix_cron() {
+        assert_eq!(
+            translate("0 9 3 * 0").unwrap(),
+            ["0 0 9 3 * *", "0 0 9 * * 1"]
+        );
+        // Found by the same property: `0/1` was Sunday alone, while `0/2` ran to Saturday.
+        assert_eq!(translate("0 9 * * 0/1").unwrap(), ["0 0 9 * * 1-7"]);
+        assert_eq!(translate("0 9 * * 1/1").unwrap(), ["0 0 9 * * 2-7"]);
+        // And `7-7` (Sunday to Sunday) was every day.
+        assert_eq!(translate("0 9 * * 7-7").unwrap(), ["0 0 9 * * 1"]);
+        // A field starting with `*` leaves the other alone, as in Vixie cron.
+        assert_eq!(translate("0 9 */2 * 1").unwrap(), ["0 0 9 */2 * 2"]);
+        let tz = Zone::Named(chrono_tz::UTC);
+        let s = Schedule::parse("0 9 3 * 0").unwrap();
+        // 2026-11-27 is a Friday: next Sunday the 29th, then Thursday 3 December.
+        let mut t = Utc
+            .with_ymd_and_hms(2026, 11, 27, 12, 0, 0)
+            .unwrap()
+            .timestamp_millis();
+        let mut fires = Vec::new();
+        for _ in 0..3 {
+            t = s.next_after(t, 0, tz).unwrap();
+            fires.push(
+                DateTime::<Utc>::from_timestamp_millis(t)
+                    .unwrap()
+                    .to_rfc3339(),
+            );
+        }
+        assert_eq!(
+            fires,
+            [
+                "2026-11-29T09:00:00+00:00",
+                "2026-12-03T09:00:00+00:00",
+                "2026-12-06T09:00:00+00:00"
+            ]
+        );
     }
 
     #[test]
