@@ -81,8 +81,9 @@ impl Schedule {
                 if after_ms < anchor_ms {
                     return Some(anchor_ms);
                 }
-                let k = (after_ms - anchor_ms) / every + 1;
-                Some(anchor_ms + k * every)
+                // A fire past the end of time (i64 milliseconds) never comes.
+                let k = after_ms.checked_sub(anchor_ms)? / every + 1;
+                anchor_ms.checked_add(k.checked_mul(every)?)
             }
             Schedule::At(at) => (*at > after_ms).then_some(*at),
             Schedule::Cron(crons) => crons
@@ -258,7 +259,7 @@ fn weekdays(field: &str) -> Result<String, String> {
         let mut d = from;
         while d <= to {
             days[(d % 7) as usize] = true;
-            d += step.unwrap_or(1);
+            d = d.saturating_add(step.unwrap_or(1));
         }
     }
     // Runs of consecutive days, in the cron crate's numbering.
@@ -401,6 +402,19 @@ mod tests {
             Some(anchor + 600_000)
         );
         assert_eq!(parse_duration_ms("1h30m").unwrap(), 5_400_000);
+    }
+
+    /// Found while writing the fuzz targets: arithmetic that overflowed (a panic in debug
+    /// builds, a wrapped, wrong time in release) on huge steps and intervals.
+    #[test]
+    fn huge_steps_and_intervals_do_not_overflow() {
+        assert_eq!(translate("0 9 * * 1/4294967295").unwrap(), ["0 0 9 * * 2"]);
+        let s = Schedule::parse("every 9223372036854775807ms").unwrap();
+        assert_eq!(
+            s.next_after(1_800_000_000_000, 1_700_000_000_000, Zone::Host),
+            None
+        );
+        assert_eq!(s.next_after(i64::MAX, i64::MIN, Zone::Host), None);
     }
 
     #[test]
