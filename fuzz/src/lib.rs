@@ -42,7 +42,11 @@ pub fn frame(text: &str) {
     if !methods::names().contains(&method.as_str()) {
         return;
     }
-    let key = |k: &str| resolve(k, &agents()).map(|_| ()).map_err(ErrorShape::invalid);
+    let key = |k: &str| {
+        resolve(k, &agents())
+            .map(|_| ())
+            .map_err(ErrorShape::invalid)
+    };
     let result: Result<(), ErrorShape> = match method.as_str() {
         "chat.send" => parse::<ChatSendParams>(&method, params).and_then(|p| {
             key(&p.session_key)?;
@@ -95,7 +99,11 @@ pub fn connect(text: &str) {
         None => Some(Scope::Write),
     };
     if let Some(scope) = scope {
-        assert_eq!(Scope::parse(scope.name()), Some(scope), "scope names round-trip");
+        assert_eq!(
+            Scope::parse(scope.name()),
+            Some(scope),
+            "scope names round-trip"
+        );
     }
 }
 
@@ -106,7 +114,11 @@ pub fn session_key(text: &str) {
         assert!(first.key.len() <= MAX_KEY_BYTES);
         assert!(agents.contains(&first.agent), "{first:?}");
         let again = resolve(&first.key, &agents);
-        assert_eq!(again.as_ref(), Ok(&first), "resolve is idempotent on {text:?}");
+        assert_eq!(
+            again.as_ref(),
+            Ok(&first),
+            "resolve is idempotent on {text:?}"
+        );
     }
 }
 
@@ -176,7 +188,11 @@ pub fn cron(text: &str) {
     let Ok(schedule) = Schedule::parse(text) else {
         return;
     };
-    let name = if text.len() % 2 == 0 { "UTC" } else { "America/New_York" };
+    let name = if text.len() % 2 == 0 {
+        "UTC"
+    } else {
+        "America/New_York"
+    };
     let zone = Zone::parse(Some(name)).expect("a known zone");
     let mut at = 1_800_000_000_000i64;
     for _ in 0..4 {
