@@ -378,8 +378,27 @@ impl Config {
                     .required(*required),
             );
         }
-        let env: HashMap<String, String> = sources
-            .env
+        Self::load_layers(builder, sources.env, sources.overrides)
+    }
+
+    /// Loads and validates config file text (as [`Config::load`] would the file holding
+    /// it), with no process environment or flags: the entry point of the config fuzz
+    /// target and property tests.
+    pub fn from_toml_str(text: &str) -> Result<Self, ConfigErrors> {
+        strict::check_text_syntax(text, "config").map_err(|e| ConfigErrors(vec![e]))?;
+        let builder = config::Config::builder()
+            .add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml))
+            .add_source(File::from_str(text, FileFormat::Toml));
+        Self::load_layers(builder, &HashMap::new(), &Overrides::default())
+    }
+
+    /// Adds the `TROUPE__*` environment over `builder`'s files, then checks and validates.
+    fn load_layers(
+        mut builder: config::ConfigBuilder<config::builder::DefaultState>,
+        env: &HashMap<String, String>,
+        overrides: &Overrides,
+    ) -> Result<Self, ConfigErrors> {
+        let troupe_env: HashMap<String, String> = env
             .iter()
             .filter(|(k, _)| k.starts_with("TROUPE__"))
             .map(|(k, v)| (k.clone(), v.clone()))
@@ -391,7 +410,7 @@ impl Config {
                 .try_parsing(true)
                 .list_separator(",")
                 .with_list_parse_key("gateway.allowed_hosts")
-                .source(Some(env)),
+                .source(Some(troupe_env)),
         );
         let merged = builder
             .build()
@@ -403,7 +422,7 @@ impl Config {
         let raw: Raw = merged
             .try_deserialize()
             .map_err(|e| error(&key_of(&e), e.to_string()))?;
-        validate(raw, sources.env, sources.overrides)
+        validate(raw, env, overrides)
     }
 }
 

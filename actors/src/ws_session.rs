@@ -7,10 +7,13 @@ mod chat;
 mod frames;
 pub use chat::{transcript_json, usage_since};
 mod handshake;
-mod methods;
+#[doc(hidden)]
+pub mod methods;
 mod queue_link;
-mod session_params;
-mod turn_params;
+#[doc(hidden)]
+pub mod session_params;
+#[doc(hidden)]
+pub mod turn_params;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;

@@ -176,7 +176,12 @@ pub fn check_file_syntax(path: &Path) -> Result<(), ConfigError> {
     let Ok(text) = std::fs::read_to_string(path) else {
         return Ok(());
     };
-    let Err(err) = toml::from_str::<toml::Table>(&text) else {
+    check_text_syntax(&text, &path.display().to_string())
+}
+
+/// [`check_file_syntax`] on text already read; `origin` names it in the error.
+pub fn check_text_syntax(text: &str, origin: &str) -> Result<(), ConfigError> {
+    let Err(err) = toml::from_str::<toml::Table>(text) else {
         return Ok(());
     };
     let line_no = err
@@ -199,16 +204,11 @@ pub fn check_file_syntax(path: &Path) -> Result<(), ConfigError> {
     let key = match (section, name) {
         (Some(s), Some(n)) => format!("{s}.{n}"),
         (None, Some(n)) => n,
-        _ => path.display().to_string(),
+        _ => origin.to_string(),
     };
     Err(ConfigError {
         key,
-        why: format!(
-            "{} (in {} line {})",
-            err.message(),
-            path.display(),
-            line_no + 1
-        ),
+        why: format!("{} (in {} line {})", err.message(), origin, line_no + 1),
     })
 }
 

@@ -20,13 +20,18 @@ pub struct SseEvent {
     pub data: String,
 }
 
-/// Reads events from a response body.
+/// Reads events from a response body. Where the body is cut into chunks never changes
+/// the events read, nor whether (and after which event) it is refused as too large: an
+/// event is refused when its `data` so far plus the line being read pass the limit.
 pub struct SseReader<S> {
     stream: S,
     buffer: Vec<u8>,
     provider: &'static str,
     idle: Duration,
     done: bool,
+    /// Bytes of `buffer` already parsed (dropped before the next chunk is added).
+    read: usize,
+    max_event_bytes: usize,
 }
 
 impl<S: Stream<Item = reqwest::Result<Bytes>> + Unpin> SseReader<S> {
@@ -38,6 +43,23 @@ impl<S: Stream<Item = reqwest::Result<Bytes>> + Unpin> SseReader<S> {
             provider,
             idle,
             done: false,
+            read: 0,
+            max_event_bytes: MAX_EVENT_BYTES,
+        }
+    }
+
+    /// Sets the largest event accepted (default [`MAX_EVENT_BYTES`]); tests and fuzz
+    /// targets use small limits to reach the refusal.
+    #[doc(hidden)]
+    pub fn with_max_event_bytes(mut self, max: usize) -> Self {
+        self.max_event_bytes = max;
+        self
+    }
+
+    fn too_large(&self) -> ProviderError {
+        ProviderError::Malformed {
+            provider: self.provider,
+            message: format!("an event is larger than {} bytes", self.max_event_bytes),
         }
     }
 
@@ -46,10 +68,16 @@ impl<S: Stream<Item = reqwest::Result<Bytes>> + Unpin> SseReader<S> {
         let mut event = SseEvent::default();
         let mut has_data = false;
         loop {
-            while let Some(pos) = self.buffer.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = self.buffer.drain(..=pos).collect();
-                let line = String::from_utf8_lossy(&line);
-                let line = line.trim_end_matches(['\n', '\r']);
+            // Complete lines are read from `self.read` on; the buffer is compacted once per
+            // chunk, not once per line (a large chunk of short lines stays linear).
+            while let Some(len) = self.buffer[self.read..].iter().position(|b| *b == b'\n') {
+                if event.data.len() + len > self.max_event_bytes {
+                    return Err(self.too_large());
+                }
+                let raw = &self.buffer[self.read..self.read + len];
+                self.read += len + 1;
+                let line = String::from_utf8_lossy(raw);
+                let line = line.trim_end_matches('\r');
                 if line.is_empty() {
                     if has_data || !event.event.is_empty() {
                         return Ok(Some(event));
@@ -75,6 +103,8 @@ impl<S: Stream<Item = reqwest::Result<Bytes>> + Unpin> SseReader<S> {
                     _ => {}
                 }
             }
+            self.buffer.drain(..self.read);
+            self.read = 0;
             if self.done {
                 if !self.buffer.is_empty() {
                     // A last line without its newline: finish it and parse it.
@@ -99,13 +129,17 @@ impl<S: Stream<Item = reqwest::Result<Bytes>> + Unpin> SseReader<S> {
                     });
                 }
                 Ok(Some(Ok(chunk))) => {
-                    if self.buffer.len() + chunk.len() + event.data.len() > MAX_EVENT_BYTES {
-                        return Err(ProviderError::Malformed {
-                            provider: self.provider,
-                            message: format!("an event is larger than {MAX_EVENT_BYTES} bytes"),
-                        });
+                    // The buffer holds only the start of the line being read: refusing it
+                    // here is refusing what that line's end would, only sooner.
+                    let line = self.buffer.len()
+                        + chunk
+                            .iter()
+                            .position(|b| *b == b'\n')
+                            .unwrap_or(chunk.len());
+                    if event.data.len() + line > self.max_event_bytes {
+                        return Err(self.too_large());
                     }
-                    self.buffer.extend_from_slice(&chunk)
+                    self.buffer.extend_from_slice(&chunk);
                 }
             }
         }
@@ -150,6 +184,41 @@ mod tests {
             }))
         );
         assert_eq!(r.next().await, Ok(None));
+    }
+
+    async fn read_all(chunks: &[&str], limit: usize) -> (Vec<String>, bool) {
+        let mut r = reader(chunks).with_max_event_bytes(limit);
+        let mut data = Vec::new();
+        loop {
+            match r.next().await {
+                Ok(Some(e)) => data.push(e.data),
+                Ok(None) => return (data, false),
+                Err(_) => return (data, true),
+            }
+        }
+    }
+
+    /// The size check counted every byte of the chunk, not just the event being read: a
+    /// chunk holding many small events past the limit was refused whole, the same bytes
+    /// in smaller chunks were not.
+    #[tokio::test]
+    async fn many_small_events_in_one_large_chunk_are_read_as_in_small_chunks() {
+        let body = "data: 0123456789\n\n".repeat(10);
+        let whole = read_all(&[&body], 32).await;
+        assert_eq!(whole, (vec!["0123456789".to_string(); 10], false));
+        let lines: Vec<String> = body.split_inclusive('\n').map(String::from).collect();
+        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+        assert_eq!(read_all(&lines, 32).await, whole);
+    }
+
+    #[tokio::test]
+    async fn an_event_past_the_limit_is_refused_after_the_events_before_it() {
+        let body = "data: ok\n\ndata: 0123456789\ndata: 0123456789\n\ndata: never\n\n";
+        let (data, refused) = read_all(&[body], 20).await;
+        assert_eq!((data, refused), (vec!["ok".to_string()], true));
+        let bytes: Vec<String> = body.chars().map(String::from).collect();
+        let bytes: Vec<&str> = bytes.iter().map(String::as_str).collect();
+        assert_eq!(read_all(&bytes, 20).await, (vec!["ok".to_string()], true));
     }
 
     #[tokio::test]

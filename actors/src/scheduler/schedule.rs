@@ -1,6 +1,7 @@
 //! Schedules of cron jobs and heartbeats, parsed and evaluated: a 5-field Unix cron
 //! expression (translated for the `cron` crate: seconds prepended, weekdays renumbered
-//! from its 1 = Sunday), `@hourly`-style shorthands, `every <duration>` (anchored, so fires
+//! from its 1 = Sunday; with Unix cron's day rule, where a restricted day-of-month and a
+//! restricted day-of-week each fire on their own), `@hourly`-style shorthands, `every <duration>` (anchored, so fires
 //! never drift), and one-shot `at <RFC 3339>`. Local times are evaluated in the job's IANA
 //! zone (or the host's); a local time skipped or repeated by a DST change fires once.
 
@@ -15,11 +16,9 @@ pub const EXAMPLES: &str =
 /// A parsed schedule.
 #[derive(Clone, Debug)]
 pub enum Schedule {
-    /// A cron expression (already translated for the `cron` crate).
-    Cron(Box<cron::Schedule>),
-    /// A cron expression restricting both day-of-month and day-of-week: two schedules
-    /// (day-of-month only, day-of-week only); a day matching either fires, as in Unix cron.
-    EitherDay(Box<(cron::Schedule, cron::Schedule)>),
+    /// A cron expression, translated for the `cron` crate: one, or two whose fires are
+    /// merged (see [`translate`]).
+    Cron(Vec<cron::Schedule>),
     /// Every so many milliseconds from an anchor.
     Every(i64),
     /// Once, at this instant (ms since the epoch).
@@ -65,22 +64,13 @@ impl Schedule {
                 .map_err(|e| refuse(format!("{:?} is not an RFC 3339 time ({e})", rest.trim())))?;
             return Ok(Schedule::At(at.timestamp_millis()));
         }
-        let translated = translate(text).map_err(refuse)?;
-        let parse = |expr: &str| {
-            cron::Schedule::from_str(expr)
-                .map_err(|e| refuse(format!("{text:?} is not a valid cron expression ({e})")))
-        };
-        let parsed = parse(&translated)?;
-        // Unix cron: with both day fields restricted, a day matching EITHER fires (the
-        // `cron` crate would ask for both): one schedule per day field, the earlier wins.
-        let either = match either_day_schedules(&translated) {
-            Some((by_month_day, by_weekday)) => Some((parse(&by_month_day)?, parse(&by_weekday)?)),
-            None => None,
-        };
-        Ok(match either {
-            Some((a, b)) => Schedule::EitherDay(Box::new((a, b))),
-            None => Schedule::Cron(Box::new(parsed)),
-        })
+        let parsed = translate(text)
+            .map_err(refuse)?
+            .iter()
+            .map(|translated| cron::Schedule::from_str(translated))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| refuse(format!("{text:?} is not a valid cron expression ({e})")))?;
+        Ok(Schedule::Cron(parsed))
     }
 
     /// The first fire strictly after `after_ms`; `anchor_ms` anchors `every` schedules.
@@ -91,42 +81,20 @@ impl Schedule {
                 if after_ms < anchor_ms {
                     return Some(anchor_ms);
                 }
-                let k = (after_ms - anchor_ms) / every + 1;
-                Some(anchor_ms + k * every)
+                // A fire past the end of time (i64 milliseconds) never comes.
+                let k = after_ms.checked_sub(anchor_ms)? / every + 1;
+                anchor_ms.checked_add(k.checked_mul(every)?)
             }
             Schedule::At(at) => (*at > after_ms).then_some(*at),
-            Schedule::Cron(cron) => match zone {
-                Zone::Host => next_cron(cron, after_ms, &Local),
-                Zone::Named(tz) => next_cron(cron, after_ms, &tz),
-            },
-            Schedule::EitherDay(pair) => {
-                let (a, b) = pair.as_ref();
-                let next = |c| match zone {
-                    Zone::Host => next_cron(c, after_ms, &Local),
-                    Zone::Named(tz) => next_cron(c, after_ms, &tz),
-                };
-                match (next(a), next(b)) {
-                    (Some(x), Some(y)) => Some(x.min(y)),
-                    (x, y) => x.or(y),
-                }
-            }
+            Schedule::Cron(crons) => crons
+                .iter()
+                .filter_map(|cron| match zone {
+                    Zone::Host => next_cron(cron, after_ms, &Local),
+                    Zone::Named(tz) => next_cron(cron, after_ms, &tz),
+                })
+                .min(),
         }
     }
-}
-
-/// For a translated expression (`sec min hour dom month dow`) whose day-of-month and
-/// day-of-week are both restricted (neither starts with `*` or `?`, as Vixie cron decides),
-/// the two expressions with one day field each left free.
-fn either_day_schedules(translated: &str) -> Option<(String, String)> {
-    let f: Vec<&str> = translated.split_whitespace().collect();
-    let free = |field: &str| field.starts_with('*') || field.starts_with('?');
-    if f.len() != 6 || free(f[3]) || free(f[5]) {
-        return None;
-    }
-    Some((
-        format!("{} {} {} {} {} *", f[0], f[1], f[2], f[3], f[4]),
-        format!("{} {} {} * {} {}", f[0], f[1], f[2], f[4], f[5]),
-    ))
 }
 
 /// The next cron fire after `after_ms`, walking local wall-clock times: a wall time in a
@@ -200,8 +168,11 @@ pub fn parse_duration_ms(text: &str) -> Result<i64, String> {
 
 /// Translates a 5-field Unix cron expression (or a shorthand) to the `cron` crate's
 /// 6 fields: seconds `0` prepended, weekdays renumbered (Unix 0-7, 0 and 7 = Sunday, to
-/// its 1-7, 1 = Sunday), names kept.
-pub fn translate(expr: &str) -> Result<String, String> {
+/// its 1-7, 1 = Sunday), names kept. Unix cron fires on a day matching *either* day field
+/// when both are restricted (neither starts with `*`), the `cron` crate only on a day
+/// matching both: such an expression becomes two, one per day field, whose fires are
+/// merged (`0 9 1 * MON` is the 1st of the month and every Monday).
+pub fn translate(expr: &str) -> Result<Vec<String>, String> {
     let expr = match expr {
         "@hourly" => "0 * * * *",
         "@daily" | "@midnight" => "0 0 * * *",
@@ -223,10 +194,15 @@ pub fn translate(expr: &str) -> Result<String, String> {
         ));
     }
     let dow = weekdays(fields[4])?;
-    Ok(format!(
-        "0 {} {} {} {} {dow}",
-        fields[0], fields[1], fields[2], fields[3]
-    ))
+    let (minute, hour, dom, month) = (fields[0], fields[1], fields[2], fields[3]);
+    let unrestricted = |f: &str| f.starts_with('*') || f == "?";
+    if unrestricted(dom) || unrestricted(fields[4]) {
+        return Ok(vec![format!("0 {minute} {hour} {dom} {month} {dow}")]);
+    }
+    Ok(vec![
+        format!("0 {minute} {hour} {dom} {month} *"),
+        format!("0 {minute} {hour} * {month} {dow}"),
+    ])
 }
 
 /// A Unix weekday (0-7 or a name) as 0-6, 0 = Sunday.
@@ -256,22 +232,24 @@ fn weekdays(field: &str) -> Result<String, String> {
                     s.parse().ok().filter(|s| *s > 0).ok_or_else(|| {
                         format!("day-of-week step {s:?} is not a positive number")
                     })?;
-                (r, step)
+                (r, Some(step))
             }
-            None => (item, 1),
+            None => (item, None),
         };
         let (from, to) = match range {
             "*" => (0, 6),
             r => match r.split_once('-') {
                 Some((a, b)) => {
-                    let a = weekday(a)?;
-                    let b = if b == "7" { 7 } else { weekday(b)? };
+                    // 7 ends a range as Sunday (`5-7`) and starts one as Sunday (`7-7`).
+                    let seven = |t: &str| if t == "7" { Ok(7) } else { weekday(t) };
+                    let (a, b) = (seven(a)?, seven(b)?);
                     if b < a {
                         return Err(format!("day-of-week range {r:?} runs backwards"));
                     }
                     (a, b)
                 }
-                None if step > 1 => (weekday(r)?, 6),
+                // `N/step` runs from N to Saturday (`1/1` too, not just Monday).
+                None if step.is_some() => (weekday(r)?, 6),
                 None => {
                     let d = weekday(r)?;
                     (d, d)
@@ -281,7 +259,7 @@ fn weekdays(field: &str) -> Result<String, String> {
         let mut d = from;
         while d <= to {
             days[(d % 7) as usize] = true;
-            d += step;
+            d = d.saturating_add(step.unwrap_or(1));
         }
     }
     // Runs of consecutive days, in the cron crate's numbering.
@@ -379,7 +357,7 @@ mod tests {
             ("@weekly", "0 0 0 * * 1"),
         ];
         for (unix, expected) in table {
-            assert_eq!(translate(unix).unwrap(), expected, "{unix}");
+            assert_eq!(translate(unix).unwrap(), [expected], "{unix}");
             Schedule::parse(unix).unwrap();
         }
     }
@@ -405,6 +383,48 @@ mod tests {
         assert_eq!(next("0 9 * * 6"), "2026-11-28T09:00:00+00:00");
         assert_eq!(next("0 0 1 * *"), "2026-12-01T00:00:00+00:00");
         assert_eq!(next("*/15 * * * *"), "2026-11-27T12:15:00+00:00");
+    }
+
+    /// Found by the property test `valid_cron_fires_are_increasing_and_on_allowed_times`:
+    /// `* * 3 * 0` fired only on a 3rd that is a Sunday (the `cron` crate's rule), not on
+    /// every 3rd and every Sunday (Unix cron's).
+    #[test]
+    fn restricted_day_of_month_and_day_of_week_each_fire_as_in_unix_cron() {
+        assert_eq!(
+            translate("0 9 3 * 0").unwrap(),
+            ["0 0 9 3 * *", "0 0 9 * * 1"]
+        );
+        // Found by the same property: `0/1` was Sunday alone, while `0/2` ran to Saturday.
+        assert_eq!(translate("0 9 * * 0/1").unwrap(), ["0 0 9 * * 1-7"]);
+        assert_eq!(translate("0 9 * * 1/1").unwrap(), ["0 0 9 * * 2-7"]);
+        // And `7-7` (Sunday to Sunday) was every day.
+        assert_eq!(translate("0 9 * * 7-7").unwrap(), ["0 0 9 * * 1"]);
+        // A field starting with `*` leaves the other alone, as in Vixie cron.
+        assert_eq!(translate("0 9 */2 * 1").unwrap(), ["0 0 9 */2 * 2"]);
+        let tz = Zone::Named(chrono_tz::UTC);
+        let s = Schedule::parse("0 9 3 * 0").unwrap();
+        // 2026-11-27 is a Friday: next Sunday the 29th, then Thursday 3 December.
+        let mut t = Utc
+            .with_ymd_and_hms(2026, 11, 27, 12, 0, 0)
+            .unwrap()
+            .timestamp_millis();
+        let mut fires = Vec::new();
+        for _ in 0..3 {
+            t = s.next_after(t, 0, tz).unwrap();
+            fires.push(
+                DateTime::<Utc>::from_timestamp_millis(t)
+                    .unwrap()
+                    .to_rfc3339(),
+            );
+        }
+        assert_eq!(
+            fires,
+            [
+                "2026-11-29T09:00:00+00:00",
+                "2026-12-03T09:00:00+00:00",
+                "2026-12-06T09:00:00+00:00"
+            ]
+        );
     }
 
     #[test]
@@ -435,6 +455,19 @@ mod tests {
             Some(anchor + 600_000)
         );
         assert_eq!(parse_duration_ms("1h30m").unwrap(), 5_400_000);
+    }
+
+    /// Found while writing the fuzz targets: arithmetic that overflowed (a panic in debug
+    /// builds, a wrapped, wrong time in release) on huge steps and intervals.
+    #[test]
+    fn huge_steps_and_intervals_do_not_overflow() {
+        assert_eq!(translate("0 9 * * 1/4294967295").unwrap(), ["0 0 9 * * 2"]);
+        let s = Schedule::parse("every 9223372036854775807ms").unwrap();
+        assert_eq!(
+            s.next_after(1_800_000_000_000, 1_700_000_000_000, Zone::Host),
+            None
+        );
+        assert_eq!(s.next_after(i64::MAX, i64::MIN, Zone::Host), None);
     }
 
     #[test]

@@ -115,10 +115,9 @@ struct CrashParams {
     mode: FaultMode,
 }
 
-pub(super) fn parse<T: DeserializeOwned>(
-    method: &str,
-    params: Option<Value>,
-) -> Result<T, ErrorShape> {
+/// Decodes a method's params (absent or `null` is `{}`) into its typed form, or says
+/// why not (`INVALID_PARAMS`).
+pub fn parse<T: DeserializeOwned>(method: &str, params: Option<Value>) -> Result<T, ErrorShape> {
     let value = match params {
         None | Some(Value::Null) => json!({}),
         Some(v) => v,

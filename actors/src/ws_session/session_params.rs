@@ -15,7 +15,7 @@ type Ignored = Option<IgnoredAny>;
 /// `chat.history`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub(super) struct HistoryParams {
+pub struct HistoryParams {
     pub session_key: String,
     #[serde(default)]
     pub limit: Option<u32>,
@@ -35,7 +35,7 @@ pub(super) struct HistoryParams {
 /// `chat.abort`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub(super) struct AbortParams {
+pub struct AbortParams {
     pub session_key: String,
     #[serde(default)]
     pub run_id: Option<String>,
@@ -48,7 +48,7 @@ pub(super) struct AbortParams {
 /// `sessions.reset` and `sessions.delete`; OpenClaw names the session `key`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub(super) struct SessionParams {
+pub struct SessionParams {
     #[serde(alias = "key")]
     pub session_key: String,
     agent_id: Ignored,
@@ -64,7 +64,7 @@ pub(super) struct SessionParams {
 /// `sessions.list`.
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub(super) struct ListParams {
+pub struct ListParams {
     #[serde(default)]
     pub limit: Option<u32>,
     offset: Ignored,
@@ -104,7 +104,7 @@ pub(super) struct ListParams {
 /// `models.list`: Troupe's `limit`; `agentId` and `provider` filter the list.
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub(super) struct ModelsListParams {
+pub struct ModelsListParams {
     #[serde(default)]
     pub limit: Option<u32>,
     #[serde(default)]

@@ -19,7 +19,7 @@ type Ignored = Option<IgnoredAny>;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 #[allow(dead_code)]
-pub(super) struct ChatSendParams {
+pub struct ChatSendParams {
     pub session_key: String,
     pub message: String,
     pub idempotency_key: String,
@@ -62,7 +62,7 @@ pub(super) struct ChatSendParams {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 #[allow(dead_code)]
-pub(super) struct AgentParams {
+pub struct AgentParams {
     pub message: String,
     #[serde(default)]
     pub agent_id: Option<String>,
