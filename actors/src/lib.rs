@@ -52,6 +52,7 @@ pub mod store;
 pub mod supervisor;
 pub mod tools;
 pub mod tree;
+pub mod vault;
 pub mod ws_session;
 
 /// Milliseconds since the Unix epoch, the timestamp unit of every frame and tree node.
