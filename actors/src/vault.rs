@@ -191,6 +191,12 @@ fn resolve_among<'a>(
     best
 }
 
+/// A write transaction that takes the lock at once (waiting its turn behind others).
+fn immediate(conn: &mut rusqlite::Connection) -> Result<rusqlite::Transaction<'_>, VaultError> {
+    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(|e| VaultError::Index(e.to_string()))
+}
+
 impl Vault {
     /// A vault at `root` indexed into `index`.
     pub fn new(root: impl Into<PathBuf>, index: impl Into<PathBuf>) -> Self {
@@ -233,6 +239,10 @@ impl Vault {
     /// A note's text (symlinks inside the vault are followed; out of it, refused).
     pub fn read_text(&self, rel: &str) -> Result<(String, std::fs::Metadata), VaultError> {
         use std::io::Read;
+        if !self.root.exists() {
+            paths::check_note_path(rel)?;
+            return Err(VaultError::NotFound(rel.into()));
+        }
         let path = paths::resolve_note(&self.root, rel)?;
         let meta = match std::fs::metadata(&path) {
             Ok(m) => m,
@@ -389,8 +399,10 @@ impl Vault {
             WriteMode::Replace => content.to_string(),
             WriteMode::Append => std::fs::read_to_string(&path).map_err(io)?,
         };
-        let conn = self.connection()?;
-        index::upsert(&conn, &normalized, index::FileStamp::of(&meta), &text)?;
+        let mut conn = self.connection()?;
+        let tx = immediate(&mut conn)?;
+        index::upsert(&tx, &normalized, index::FileStamp::of(&meta), &text)?;
+        tx.commit().map_err(|e| VaultError::Index(e.to_string()))?;
         Ok(Written {
             path: normalized,
             created: existing.is_none(),
@@ -416,8 +428,10 @@ impl Vault {
         }
         std::fs::remove_file(&path)
             .map_err(|e| VaultError::Io(format!("cannot delete {normalized}: {e}")))?;
-        let conn = self.connection()?;
-        index::remove(&conn, &normalized)
+        let mut conn = self.connection()?;
+        let tx = immediate(&mut conn)?;
+        index::remove(&tx, &normalized)?;
+        tx.commit().map_err(|e| VaultError::Index(e.to_string()))
     }
 
     /// Every note, by path.

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::VaultError;
 use super::note::{self, ParsedNote};
@@ -204,7 +204,9 @@ pub fn reconcile(conn: &mut Connection, root: &Path) -> Result<Reconciled, Vault
         removed: gone.len(),
     };
     if !gone.is_empty() {
-        let tx = conn.transaction().map_err(index_err)?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(index_err)?;
         for path in gone {
             remove(&tx, path)?;
         }
@@ -215,7 +217,9 @@ pub fn reconcile(conn: &mut Connection, root: &Path) -> Result<Reconciled, Vault
             .iter()
             .map(|(rel, stamp)| (rel.as_str(), **stamp, read_small(&root.join(rel), stamp)))
             .collect();
-        let tx = conn.transaction().map_err(index_err)?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(index_err)?;
         for (rel, stamp, text) in notes {
             upsert(&tx, rel, stamp, &text)?;
         }

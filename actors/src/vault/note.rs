@@ -122,6 +122,23 @@ pub fn validate(text: &str) -> Result<(), String> {
     }
 }
 
+/// A note's text from front matter (a JSON object, written as YAML) and a body.
+pub fn compose(front_matter: &Value, body: &str) -> Result<String, String> {
+    match front_matter {
+        Value::Null => Ok(body.to_string()),
+        Value::Object(map) if map.is_empty() => Ok(body.to_string()),
+        Value::Object(_) => {
+            let yaml = serde_yaml_ng::to_string(front_matter)
+                .map_err(|e| format!("front matter cannot be written as YAML: {e}"))?;
+            Ok(format!("---\n{yaml}---\n{body}"))
+        }
+        other => Err(format!(
+            "frontMatter must be an object of keys to values, not {}",
+            kind(other)
+        )),
+    }
+}
+
 /// Parses a note; `stem` (file name without `.md`) is the fallback title.
 pub fn parse(text: &str, stem: &str) -> ParsedNote {
     let (front_matter, front_matter_error, body_start) = match split_front_matter(text) {
@@ -263,6 +280,17 @@ mod tests {
         assert_eq!(note.links[2].heading.as_deref(), Some("part"));
         assert!(note.links[2].embed);
         assert_eq!(&text[note.body_start..note.body_start + 9], "# Heading");
+    }
+
+    #[test]
+    fn composed_notes_parse_back() {
+        let text =
+            compose(&json!({ "title": "T", "tags": ["a"] }), "body [[x]]\n").expect("compose");
+        let note = parse(&text, "n");
+        assert_eq!(note.title, "T");
+        assert_eq!(note.tags, vec!["a"]);
+        assert_eq!(&text[note.body_start..], "body [[x]]\n");
+        assert!(compose(&json!([1]), "").is_err());
     }
 
     #[test]
