@@ -35,6 +35,7 @@
 //! - [`gateway`]: the immutable settings and addresses shared with every session.
 
 pub mod agent;
+pub mod attachments;
 pub mod auth_limit;
 pub mod channels;
 pub mod echo;
