@@ -32,7 +32,7 @@ pub fn check_note_path(rel: &str) -> Result<String, VaultError> {
             Component::Normal(name) => parts.push(name.to_string_lossy().into_owned()),
             Component::ParentDir => {
                 return Err(bad(
-                    "contains ..; paths must stay inside memory/ (the vault)",
+                    "contains ..; it must be relative, inside memory/ (the vault)",
                 ));
             }
             _ => {
