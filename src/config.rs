@@ -20,6 +20,8 @@ mod strict;
 
 /// The most HTTP worker threads `gateway.workers` may ask for.
 pub const MAX_WORKERS: usize = 256;
+/// The most later ports `gateway.port_fallback` may try.
+pub const MAX_PORT_FALLBACK: u16 = 100;
 
 /// The defaults compiled into the binary.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
@@ -80,6 +82,8 @@ pub enum AuthSetting {
 pub struct Config {
     /// Port to bind (0 = ephemeral).
     pub port: u16,
+    /// Later ports tried when `port` is in use (0: none, exit 98).
+    pub port_fallback: u16,
     /// Address to bind.
     pub bind: IpAddr,
     /// HTTP worker threads.
@@ -159,6 +163,8 @@ pub struct Config {
     pub hooks: hooks::HooksConfig,
     /// `gateway.reload = "hybrid"`: the config file is watched and changes apply live.
     pub reload_hybrid: bool,
+    /// Largest file `POST /api/upload` accepts, bytes (`uploads.max_bytes`).
+    pub upload_max_bytes: u64,
 }
 
 #[derive(Deserialize)]
@@ -180,7 +186,26 @@ struct Raw {
     cron: cron::RawCron,
     #[serde(default)]
     hooks: hooks::RawHooks,
+    #[serde(default)]
+    uploads: RawUploads,
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUploads {
+    max_bytes: u64,
+}
+
+impl Default for RawUploads {
+    fn default() -> Self {
+        Self {
+            max_bytes: 20 * 1024 * 1024,
+        }
+    }
+}
+
+/// The largest `uploads.max_bytes`: 1 GiB.
+pub const MAX_UPLOAD_BYTES: u64 = 1024 * 1024 * 1024;
 
 #[derive(Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
@@ -194,6 +219,7 @@ struct RawPrice {
 #[serde(deny_unknown_fields)]
 struct RawGateway {
     port: u16,
+    port_fallback: u16,
     bind: String,
     workers: usize,
     shutdown_timeout_ms: u64,
@@ -569,6 +595,15 @@ fn validate(
             "must be at least 16 characters".into(),
         );
     }
+    if raw.gateway.port_fallback > MAX_PORT_FALLBACK {
+        bad(
+            "gateway.port_fallback",
+            format!(
+                "{} is too many ports to try; at most {MAX_PORT_FALLBACK}",
+                raw.gateway.port_fallback
+            ),
+        );
+    }
     let allowed_hosts = allowed_hosts(&raw.gateway.allowed_hosts, &mut bad);
     for (key, n) in [
         ("gateway.max_connections", raw.gateway.max_connections),
@@ -717,6 +752,12 @@ fn validate(
             false
         }
     };
+    if !(1..=MAX_UPLOAD_BYTES).contains(&raw.uploads.max_bytes) {
+        bad(
+            "uploads.max_bytes",
+            format!("must be between 1 and {MAX_UPLOAD_BYTES} (1 GiB)"),
+        );
+    }
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }
@@ -727,6 +768,7 @@ fn validate(
     };
     Ok(Config {
         port,
+        port_fallback: raw.gateway.port_fallback,
         bind,
         workers,
         shutdown_timeout: Duration::from_millis(raw.gateway.shutdown_timeout_ms),
@@ -783,6 +825,7 @@ fn validate(
         cron_jobs,
         hooks,
         reload_hybrid,
+        upload_max_bytes: raw.uploads.max_bytes,
     })
 }
 

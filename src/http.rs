@@ -11,6 +11,8 @@ mod host;
 mod openai;
 mod sessions;
 mod ui;
+pub mod upload;
+pub mod vault;
 
 use std::sync::Arc;
 
@@ -157,6 +159,16 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route(web::get().to(cron::list))
                 .route(web::post().to(cron::add)),
         )
+        .service(endpoint("/api/upload", POST).route(web::post().to(upload::upload)))
+        .service(endpoint("/api/vault/notes", GET).route(web::get().to(vault::list)))
+        .service(
+            endpoint("/api/vault/notes/{path:.*}", "GET, HEAD, PUT, DELETE")
+                .route(web::get().to(vault::get))
+                .route(web::put().to(vault::put))
+                .route(web::delete().to(vault::delete)),
+        )
+        .service(endpoint("/api/vault/graph", GET).route(web::get().to(vault::graph)))
+        .service(endpoint("/api/vault/search", GET).route(web::get().to(vault::search)))
         .service(endpoint("/api/cron/status", GET).route(web::get().to(cron::status)))
         .service(
             endpoint("/api/cron/{id}", "GET, HEAD, PATCH, DELETE")

@@ -13,6 +13,7 @@
 //! - [`ops`]: `install`, `logs`, `doctor`; [`chat`]: `troupe chat`; [`pidfile`], [`logging`].
 
 pub mod agents;
+pub mod bind;
 pub mod channel_checks;
 pub mod chat;
 pub mod cli;

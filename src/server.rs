@@ -2,8 +2,7 @@
 //! server, then drain gracefully on SIGTERM/SIGINT or exit non-zero when the root gives up.
 
 use std::collections::HashMap;
-use std::io::ErrorKind;
-use std::net::{SocketAddr, TcpListener};
+use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -300,17 +299,27 @@ pub fn run(
             return exit::STATE_DIR;
         }
     };
-    let listener = match TcpListener::bind(SocketAddr::new(config.bind, config.port)) {
-        Ok(l) => l,
-        Err(e) if e.kind() == ErrorKind::AddrInUse => {
-            eprintln!(
-                "troupe: port {} on {} is already in use; stop what holds it or choose another with --port",
-                config.port, config.bind
-            );
+    let listener = match crate::bind::bind_with_fallback(
+        config.bind,
+        config.port,
+        config.port_fallback,
+    ) {
+        Ok(bound) => {
+            if let Some(wanted) = bound.fell_back_from {
+                let got = bound.listener.local_addr().map(|a| a.port()).unwrap_or(0);
+                notices.push(format!(
+                    "port {wanted} was in use; bound port {got} instead (gateway.port_fallback = {})",
+                    config.port_fallback
+                ));
+            }
+            bound.listener
+        }
+        Err(e @ crate::bind::BindError::InUse { .. }) => {
+            eprintln!("troupe: {e}");
             return exit::PORT_IN_USE;
         }
         Err(e) => {
-            eprintln!("troupe: cannot bind {}:{}: {e}", config.bind, config.port);
+            eprintln!("troupe: {e}");
             return exit::FAILURE;
         }
     };
@@ -443,12 +452,23 @@ async fn serve(
         gateway: gateway_data.get_ref().clone(),
         hooks: hooks.clone(),
     })?;
+    let uploads = web::Data::new(crate::http::upload::UploadSettings {
+        home: paths.home.clone(),
+        max_bytes: config.upload_max_bytes,
+    });
+    let vaults = web::Data::new(crate::http::vault::VaultDirs::new(
+        agents
+            .iter()
+            .map(|a| (a.summary.id.clone(), a.memory_dir.clone())),
+    ));
     let limits = ConnectionLimits::new(config.max_connections, config.max_connections_per_ip);
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
             .app_data(edge.clone())
             .app_data(hooks.clone())
+            .app_data(vaults.clone())
+            .app_data(uploads.clone())
             .app_data(web::PayloadConfig::new(crate::http::BODY_LIMIT))
             .wrap(actix_web::middleware::from_fn(crate::http::edge::guard))
             .configure(crate::http::routes)

@@ -193,6 +193,7 @@ impl Handler<RunTurn> for AgentActor {
             tools,
             extra_system_prompt: msg.options.extra_system_prompt,
             model: msg.options.model,
+            images: msg.options.images,
         };
         let run = turn::run_within(msg.options.timeout, self.settings.clone(), input, msg.abort);
         Box::pin(run.into_actor(self).map(|outcome, act, _| {

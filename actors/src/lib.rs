@@ -36,6 +36,7 @@
 //!   what a config hot reload changes in them (agent list, reload status, `config.*`).
 
 pub mod agent;
+pub mod attachments;
 pub mod auth_limit;
 pub mod channels;
 pub mod echo;
@@ -54,6 +55,7 @@ pub mod store;
 pub mod supervisor;
 pub mod tools;
 pub mod tree;
+pub mod vault;
 pub mod ws_session;
 
 /// Milliseconds since the Unix epoch, the timestamp unit of every frame and tree node.

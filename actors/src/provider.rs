@@ -77,6 +77,17 @@ pub struct ChatRequest {
     pub temperature: Option<f32>,
     /// Output limit.
     pub max_tokens: Option<u32>,
+    /// Images attached to the last user message (providers that take images add them).
+    pub images: Vec<crate::attachments::ImageInput>,
+}
+
+impl ChatRequest {
+    /// Index of the last user message (the one attached images belong to).
+    pub fn last_user_index(&self) -> Option<usize> {
+        self.messages
+            .iter()
+            .rposition(|m| matches!(m, ChatMessage::User(_)))
+    }
 }
 
 /// Token counts.

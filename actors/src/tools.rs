@@ -1,9 +1,10 @@
 //! Built-in tools an agent may offer its model: `current_time`, `memory_read`,
-//! `memory_write`, `memory_search` (notes under the agent's `memory/`), and `sessions_send`
+//! `memory_write`, `memory_search` (notes in the agent's `memory/` vault, through
+//! [`crate::vault`], the same code as `/api/vault`), and `sessions_send`
 //! (message another session). A failing tool returns an error result to the model; it never
 //! fails the run.
 
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use actix::Recipient;
 use serde_json::{Value, json};
@@ -48,16 +49,16 @@ fn spec(name: &str) -> Option<ToolSpec> {
             json!({ "type": "object", "properties": {} }),
         ),
         "memory_read" => (
-            "Read a note from your memory directory.",
-            json!({ "type": "object", "properties": { "path": { "type": "string", "description": "note path, e.g. people/alice.md" } }, "required": ["path"] }),
+            "Read a markdown note from your memory vault (Obsidian-style: YAML front matter, [[wikilinks]]).",
+            json!({ "type": "object", "properties": { "path": { "type": "string", "description": "note path ending in .md, e.g. people/alice.md" } }, "required": ["path"] }),
         ),
         "memory_write" => (
-            "Write (or append to) a note in your memory directory.",
+            "Write (or append to) a markdown note (.md) in your memory vault; link notes with [[note name]].",
             json!({ "type": "object", "properties": {
                 "path": { "type": "string" }, "content": { "type": "string" }, "append": { "type": "boolean" } }, "required": ["path", "content"] }),
         ),
         "memory_search" => (
-            "Search your notes for lines containing a phrase (case-insensitive).",
+            "Full-text search of your notes (all words must match; best matches first).",
             json!({ "type": "object", "properties": { "query": { "type": "string" } }, "required": ["query"] }),
         ),
         "sessions_send" => (
@@ -77,20 +78,6 @@ fn arg<'a>(args: &'a Value, key: &str) -> Result<&'a str, String> {
     args[key]
         .as_str()
         .ok_or_else(|| format!("missing string argument {key:?}"))
-}
-
-/// A note path inside the memory dir; `..`, absolute paths and empty names are refused.
-fn note_path(dir: &Path, rel: &str) -> Result<PathBuf, String> {
-    let rel = Path::new(rel);
-    let safe =
-        !rel.as_os_str().is_empty() && rel.components().all(|c| matches!(c, Component::Normal(_)));
-    if !safe {
-        return Err(format!(
-            "path {:?} must be relative, inside memory/, without ..",
-            rel.display()
-        ));
-    }
-    Ok(dir.join(rel))
 }
 
 /// UTC time as RFC 3339 from a Unix timestamp in milliseconds.
@@ -162,181 +149,53 @@ pub async fn execute(ctx: &ToolContext, call: &ToolCall) -> Result<String, Strin
 }
 
 /// The largest note `memory_read` returns and `memory_write` leaves behind, in bytes.
-pub const MAX_NOTE_BYTES: u64 = 256 * 1024;
-/// Files `memory_search` looks at, at most (a huge vault is searched in part).
-const MAX_SEARCH_FILES: usize = 5_000;
-/// Lines `memory_search` returns, at most.
-const MAX_SEARCH_HITS: usize = 50;
+pub const MAX_NOTE_BYTES: u64 = crate::vault::MAX_NOTE_BYTES;
+/// Notes `memory_search` returns, at most.
+const MAX_SEARCH_HITS: u32 = 20;
 
-/// Resolves a note path to where it really is, following symlinks, and refuses it unless
-/// it stays inside the memory dir. The part of the path that does not exist yet (a note
-/// about to be written) is appended to the resolved part, so it cannot pass through a
-/// symlink either.
-fn resolve_note(dir: &Path, rel: &str) -> Result<PathBuf, String> {
-    let lexical = note_path(dir, rel)?;
-    let root = std::fs::canonicalize(dir)
-        .map_err(|e| format!("memory directory {} is unavailable: {e}", dir.display()))?;
-    let mut existing = lexical.as_path();
-    let mut missing = Vec::new();
-    while std::fs::symlink_metadata(existing).is_err() {
-        match (existing.file_name(), existing.parent()) {
-            (Some(name), Some(parent)) if existing != dir => {
-                missing.push(name.to_owned());
-                existing = parent;
-            }
-            _ => break,
-        }
-    }
-    let real = std::fs::canonicalize(existing)
-        .map_err(|e| format!("path {rel:?} cannot be resolved ({e}); refused"))?;
-    if !real.starts_with(&root) {
-        return Err(format!(
-            "path {rel:?} leads outside memory/ (through a symlink); refused"
-        ));
-    }
-    Ok(missing.iter().rev().fold(real, |p, name| p.join(name)))
-}
-
-fn memory_read(dir: &Path, rel: &str) -> Result<String, String> {
-    use std::io::Read;
-    let path = resolve_note(dir, rel)?;
-    let meta = std::fs::metadata(&path).map_err(|e| format!("cannot read {rel}: {e}"))?;
-    if !meta.is_file() {
-        return Err(format!("cannot read {rel}: not a regular file"));
-    }
-    if meta.len() > MAX_NOTE_BYTES {
-        return Err(format!(
-            "note {rel} is {} bytes; memory_read returns at most {MAX_NOTE_BYTES} bytes",
-            meta.len()
-        ));
-    }
-    let mut text = String::new();
-    std::fs::File::open(&path)
-        .and_then(|f| f.take(MAX_NOTE_BYTES).read_to_string(&mut text))
-        .map_err(|e| format!("cannot read {rel}: {e}"))?;
-    Ok(text)
-}
-
-fn memory_write(dir: &Path, rel: &str, content: &str, append: bool) -> Result<String, String> {
-    use std::io::Write;
-    if content.len() as u64 > MAX_NOTE_BYTES {
-        return Err(format!(
-            "content is {} bytes; a note may hold at most {MAX_NOTE_BYTES} bytes",
-            content.len()
-        ));
-    }
-    std::fs::create_dir_all(dir)
-        .map_err(|e| format!("cannot create memory directory {}: {e}", dir.display()))?;
-    let path = resolve_note(dir, rel)?;
-    if let Ok(meta) = std::fs::metadata(&path) {
-        if !meta.is_file() {
-            return Err(format!("cannot write {rel}: not a regular file"));
-        }
-        if append && meta.len() + content.len() as u64 > MAX_NOTE_BYTES {
-            return Err(format!(
-                "appending {} bytes to {rel} ({} bytes) would pass the {MAX_NOTE_BYTES}-byte limit of a note",
-                content.len(),
-                meta.len()
-            ));
-        }
-    }
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| format!("cannot create {rel}: {e}"))?;
-    }
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .append(append)
-        .truncate(!append)
-        .open(&path)
-        .map_err(|e| format!("cannot write {rel}: {e}"))?;
-    file.write_all(content.as_bytes())
-        .map_err(|e| format!("cannot write {rel}: {e}"))?;
-    Ok(json!({ "written": rel, "bytes": content.len() }).to_string())
-}
-
+/// The memory tools, through the same [`Vault`](crate::vault::Vault) code as `/api/vault`.
 async fn memory(dir: &Path, tool: &str, args: &Value) -> Result<String, String> {
-    let dir = dir.to_path_buf();
+    use crate::vault::{Vault, WriteMode};
+    let vault = Vault::for_memory_dir(dir);
     match tool {
         "memory_read" => {
             let rel = arg(args, "path")?.to_string();
-            blocking(move || memory_read(&dir, &rel)).await
+            blocking(move || vault.read_text(&rel).map(|(text, _)| text)).await
         }
         "memory_write" => {
             let rel = arg(args, "path")?.to_string();
             let content = arg(args, "content")?.to_string();
-            let append = args["append"].as_bool().unwrap_or(false);
-            blocking(move || memory_write(&dir, &rel, &content, append)).await
+            let mode = if args["append"].as_bool().unwrap_or(false) {
+                WriteMode::Append
+            } else {
+                WriteMode::Replace
+            };
+            blocking(move || {
+                vault.write(&rel, &content, mode).map(|w| {
+                    json!({ "written": w.path, "bytes": content.len(), "size": w.size }).to_string()
+                })
+            })
+            .await
         }
         _ => {
-            let query = arg(args, "query")?.to_lowercase();
-            blocking(move || Ok(search(&dir, &query))).await
+            let query = arg(args, "query")?.to_string();
+            blocking(move || {
+                vault
+                    .search(&query, MAX_SEARCH_HITS)
+                    .map(|hits| json!({ "matches": hits }).to_string())
+            })
+            .await
         }
     }
 }
 
 async fn blocking(
-    op: impl FnOnce() -> Result<String, String> + Send + 'static,
+    op: impl FnOnce() -> Result<String, crate::vault::VaultError> + Send + 'static,
 ) -> Result<String, String> {
     tokio::task::spawn_blocking(op)
         .await
         .map_err(|e| format!("the tool stopped unexpectedly: {e}"))?
-}
-
-/// Searches regular files under the memory dir. Symlinked directories are not entered;
-/// a symlinked file is read only when it resolves inside the memory dir; files larger
-/// than a note may be are skipped.
-fn search(dir: &Path, query: &str) -> String {
-    let mut hits = Vec::new();
-    let Ok(root) = std::fs::canonicalize(dir) else {
-        return json!({ "matches": hits }).to_string();
-    };
-    let mut stack = vec![root.clone()];
-    let mut files = 0;
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let Ok(kind) = entry.file_type() else {
-                continue;
-            };
-            let path = entry.path();
-            if kind.is_dir() {
-                stack.push(path);
-                continue;
-            }
-            let real = if kind.is_symlink() {
-                match std::fs::canonicalize(&path) {
-                    Ok(real) if real.starts_with(&root) && real.is_file() => real,
-                    _ => continue,
-                }
-            } else if kind.is_file() {
-                path.clone()
-            } else {
-                continue;
-            };
-            files += 1;
-            if files > MAX_SEARCH_FILES || hits.len() >= MAX_SEARCH_HITS {
-                return json!({ "matches": hits, "truncated": true }).to_string();
-            }
-            let small = std::fs::metadata(&real).is_ok_and(|m| m.len() <= MAX_NOTE_BYTES);
-            let Some(text) = small.then(|| std::fs::read_to_string(&real).ok()).flatten() else {
-                continue;
-            };
-            let rel = path
-                .strip_prefix(&root)
-                .unwrap_or(&path)
-                .display()
-                .to_string();
-            for (n, line) in text.lines().enumerate() {
-                if line.to_lowercase().contains(query) && hits.len() < MAX_SEARCH_HITS {
-                    hits.push(json!({ "path": rel, "line": n + 1, "text": line }));
-                }
-            }
-        }
-    }
-    json!({ "matches": hits }).to_string()
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -347,15 +206,6 @@ mod tests {
     fn rfc3339_formats_known_instants() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(1_709_210_096_000), "2024-02-29T12:34:56Z");
-    }
-
-    #[test]
-    fn note_paths_cannot_escape_the_memory_dir() {
-        let dir = Path::new("/m");
-        assert!(note_path(dir, "a/b.md").is_ok());
-        assert!(note_path(dir, "../etc/passwd").is_err());
-        assert!(note_path(dir, "/etc/passwd").is_err());
-        assert!(note_path(dir, "").is_err());
     }
 
     #[tokio::test]

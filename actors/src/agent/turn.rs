@@ -32,6 +32,8 @@ pub struct TurnInput {
     pub extra_system_prompt: Option<String>,
     /// Overrides the agent's model for this turn.
     pub model: Option<String>,
+    /// Images attached to the user's message.
+    pub images: Vec<crate::attachments::ImageInput>,
 }
 
 /// The system prompt of a turn: the persona, then the client's extra prompt.
@@ -127,6 +129,7 @@ pub async fn run(
         tools: tools::specs(&settings.tools),
         temperature: settings.temperature,
         max_tokens: settings.max_tokens,
+        images: turn.images.clone(),
     };
     let mut usage = Usage::default();
     let mut text = String::new();

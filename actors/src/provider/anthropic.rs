@@ -14,8 +14,22 @@ const API_VERSION: &str = "2023-06-01";
 /// The JSON body for a streaming request; consecutive same-role turns are merged.
 pub fn request_body(req: &ChatRequest) -> Value {
     let mut messages: Vec<(String, Vec<Value>)> = Vec::new();
-    for m in &req.messages {
+    let with_images = req.last_user_index().filter(|_| !req.images.is_empty());
+    for (i, m) in req.messages.iter().enumerate() {
         let (role, blocks) = match m {
+            ChatMessage::User(text) if with_images == Some(i) => {
+                let mut blocks: Vec<Value> = req
+                    .images
+                    .iter()
+                    .map(|img| {
+                        json!({ "type": "image", "source": {
+                            "type": "base64", "media_type": img.mime_type, "data": img.data,
+                        } })
+                    })
+                    .collect();
+                blocks.push(json!({ "type": "text", "text": text }));
+                ("user", blocks)
+            }
             ChatMessage::User(text) => ("user", vec![json!({ "type": "text", "text": text })]),
             ChatMessage::Assistant { text, tool_calls } => {
                 let mut blocks = Vec::new();

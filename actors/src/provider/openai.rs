@@ -19,8 +19,16 @@ pub fn request_body(req: &ChatRequest) -> Value {
     if let Some(system) = &req.system {
         messages.push(json!({ "role": "system", "content": system }));
     }
-    for m in &req.messages {
+    let with_images = req.last_user_index().filter(|_| !req.images.is_empty());
+    for (i, m) in req.messages.iter().enumerate() {
         messages.push(match m {
+            ChatMessage::User(text) if with_images == Some(i) => {
+                let mut parts = vec![json!({ "type": "text", "text": text })];
+                parts.extend(req.images.iter().map(|img| {
+                    json!({ "type": "image_url", "image_url": { "url": img.data_url() } })
+                }));
+                json!({ "role": "user", "content": parts })
+            }
             ChatMessage::User(text) => json!({ "role": "user", "content": text }),
             ChatMessage::Assistant { text, tool_calls } if tool_calls.is_empty() => json!({ "role": "assistant", "content": text }),
             ChatMessage::Assistant { text, tool_calls } => json!({

@@ -47,7 +47,9 @@ pub struct ChatSendParams {
     originating_account_id: Ignored,
     originating_thread_id: Ignored,
     reply_to_id: Ignored,
-    attachments: Ignored,
+    /// Images reach the model; other files are ignored.
+    #[serde(default)]
+    pub attachments: Option<Vec<crate::attachments::AttachmentParam>>,
     tool_bindings: Ignored,
     system_input_provenance: Ignored,
     system_provenance_receipt: Ignored,
@@ -91,7 +93,9 @@ pub struct AgentParams {
     session_id: Ignored,
     expected_existing_session_id: Ignored,
     thinking: Ignored,
-    attachments: Ignored,
+    /// Images reach the model; other files are ignored.
+    #[serde(default)]
+    pub attachments: Option<Vec<crate::attachments::AttachmentParam>>,
     channel: Ignored,
     reply_channel: Ignored,
     account_id: Ignored,
@@ -136,6 +140,12 @@ fn no_delivery(deliver: Option<bool>) -> Result<(), ErrorShape> {
     Ok(())
 }
 
+fn attached_images(
+    attachments: Option<&[crate::attachments::AttachmentParam]>,
+) -> Result<Vec<crate::attachments::ImageInput>, ErrorShape> {
+    crate::attachments::images(attachments.unwrap_or_default()).map_err(ErrorShape::invalid)
+}
+
 fn limit(amount: Option<u64>, unit: fn(u64) -> Duration) -> Option<Duration> {
     amount.filter(|n| *n > 0).map(unit)
 }
@@ -146,6 +156,7 @@ impl ChatSendParams {
         no_delivery(self.deliver)?;
         Ok(TurnOptions {
             timeout: limit(self.timeout_ms, Duration::from_millis),
+            images: attached_images(self.attachments.as_deref())?,
             ..TurnOptions::default()
         })
     }
@@ -178,6 +189,7 @@ impl AgentParams {
                 .clone()
                 .filter(|p| !p.trim().is_empty()),
             model,
+            images: attached_images(self.attachments.as_deref())?,
         })
     }
 }
