@@ -24,7 +24,7 @@ use troupe_actors::store::{GetStoreStats, LATENCY_BUCKETS_US, OpStats, StoreActo
 use troupe_actors::supervisor::{
     ChildAction, ChildCommand, ChildId, CommandError, NodeState, SupervisorActor, TreeNode,
 };
-use troupe_actors::ws_session::WsSessionActor;
+use crate::gateway::ws::session::WsSessionActor;
 
 pub(crate) use auth::authorize;
 

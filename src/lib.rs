@@ -7,7 +7,8 @@
 //! - [`config`]: layered, validated configuration; [`agents`]: agents from config and
 //!   disk; [`paths`]: the state dir.
 //! - [`server`]: `gateway run` (PID lock, bind, tree, HTTP server, graceful drain).
-//! - [`http`]: HTTP and WebSocket routes on the one port.
+//! - [`http`]: HTTP and WebSocket routes on the one port; [`gateway`]: the OpenClaw
+//!   WebSocket protocol (frames, handshake, methods, one actor per connection).
 //! - [`daemon`]: background `start | stop | status`; [`client`]: the CLI's WS client.
 //! - [`ops`]: `install`, `logs`, `doctor`; [`chat`]: `troupe chat`; [`pidfile`], [`logging`].
 
@@ -19,6 +20,7 @@ pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod exit;
+pub mod gateway;
 pub mod http;
 pub mod logging;
 pub mod ops;

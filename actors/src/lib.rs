@@ -30,8 +30,6 @@
 //! - [`scheduler`]: [`SchedulerActor`](scheduler::SchedulerActor): cron jobs (schedule
 //!   parsing, catch-up, overlap), the run ledger and heartbeats; [`event_bus`]: events for
 //!   every connected client.
-//! - [`ws_session`]: [`WsSessionActor`](ws_session::WsSessionActor), one per WebSocket.
-//! - [`protocol`]: the WebSocket frames (OpenClaw protocol core).
 //! - [`gateway`]: the immutable settings and addresses shared with every session.
 
 pub mod agent;
@@ -43,7 +41,6 @@ pub mod event_sink;
 pub mod gateway;
 pub mod log_tail;
 pub mod messages;
-pub mod protocol;
 pub mod provider;
 pub mod scheduler;
 pub mod session_key;
@@ -52,7 +49,6 @@ pub mod store;
 pub mod supervisor;
 pub mod tools;
 pub mod tree;
-pub mod ws_session;
 
 /// Milliseconds since the Unix epoch, the timestamp unit of every frame and tree node.
 pub fn now_ms() -> u64 {

@@ -10,7 +10,7 @@ use troupe_actors::messages::QueueMode;
 use troupe_actors::session_key::{ResolvedKey, resolve};
 use troupe_actors::session_queue::{QueueError, SessionQueueActor, SubmitTurn};
 use troupe_actors::store::{History, ListSessions, StoreActor, StoreOp, UsageReport, turns};
-use troupe_actors::ws_session::transcript_json;
+use crate::gateway::ws::session::transcript_json;
 
 use super::{ApiError, authorize, json_body};
 
@@ -125,7 +125,7 @@ pub async fn usage(
     q: web::Query<UsageQuery>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &gateway)?;
-    let since = troupe_actors::ws_session::usage_since(q.days);
+    let since = crate::gateway::ws::session::usage_since(q.days);
     let report = read(&gateway, UsageReport { since_ms: since }).await?;
     Ok(HttpResponse::Ok().json(json!({ "sinceMs": since, "usage": report })))
 }

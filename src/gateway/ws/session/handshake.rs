@@ -6,8 +6,8 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 
 use super::{Phase, WsSessionActor, methods};
-use crate::gateway::AuthPolicy;
-use crate::protocol::{
+use troupe_actors::gateway::AuthPolicy;
+use crate::gateway::ws::protocol::{
     ConnectParams, ErrorShape, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, RequestFrame, Scope,
 };
 
@@ -181,7 +181,7 @@ impl WsSessionActor {
         self.respond(frame.id, Ok(hello), ctx);
         ctx.run_interval(self.gateway.settings.tick_interval, |act, ctx| {
             if matches!(act.phase, Phase::Connected { .. }) {
-                act.event("tick", &json!({ "ts": crate::now_ms() }), ctx);
+                act.event("tick", &json!({ "ts": troupe_actors::now_ms() }), ctx);
             }
         });
     }

@@ -21,10 +21,10 @@ use actix_ws::{AggregatedMessage, CloseCode, CloseReason, ProtocolError, Session
 use bytestring::ByteString;
 use serde_json::{Value, json};
 
-use crate::gateway::Gateway;
-use crate::messages::Shutdown;
-use crate::protocol::{ErrorShape, EventFrame, RequestFrame, ResponseFrame, Scope};
-use crate::supervisor::{
+use troupe_actors::gateway::Gateway;
+use troupe_actors::messages::Shutdown;
+use crate::gateway::ws::protocol::{ErrorShape, EventFrame, RequestFrame, ResponseFrame, Scope};
+use troupe_actors::supervisor::{
     AdoptChild, ChildHandle, ChildId, ChildLink, ExitGuard, Liveness, Roster, SupervisorActor,
 };
 
@@ -327,9 +327,9 @@ impl Actor for WsSessionActor {
         // (told to the client as a `seq` gap), never queued without bound.
         ctx.set_mailbox_capacity(1024);
         self.link.liveness.attach(ctx);
-        ctx.add_message_stream(crate::event_bus::subscribe());
+        ctx.add_message_stream(troupe_actors::event_bus::subscribe());
         tracing::debug!(conn_id = %self.conn_id, peer = ?self.peer, "ws connected");
-        let challenge = json!({ "nonce": self.nonce, "ts": crate::now_ms() });
+        let challenge = json!({ "nonce": self.nonce, "ts": troupe_actors::now_ms() });
         self.event("connect.challenge", &challenge, ctx);
         ctx.run_later(self.gateway.settings.handshake_timeout, |act, ctx| {
             if matches!(act.phase, Phase::Handshake) {
@@ -390,12 +390,12 @@ impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for WsSessionActor 
     }
 }
 
-crate::child_controls!(WsSessionActor, |this| this.outbox.len());
+troupe_actors::child_controls!(WsSessionActor, |this| this.outbox.len());
 
-impl Handler<crate::event_bus::GatewayEvent> for WsSessionActor {
+impl Handler<troupe_actors::event_bus::GatewayEvent> for WsSessionActor {
     type Result = ();
     /// Gateway-wide events go to authenticated clients only.
-    fn handle(&mut self, msg: crate::event_bus::GatewayEvent, ctx: &mut Self::Context) {
+    fn handle(&mut self, msg: troupe_actors::event_bus::GatewayEvent, ctx: &mut Self::Context) {
         if matches!(self.phase, Phase::Connected { .. }) {
             self.event(msg.event, &msg.payload, ctx);
         }

@@ -14,14 +14,14 @@ use super::session_params::{
     AbortParams, HistoryParams, ListParams, ModelsListParams, SessionParams,
 };
 use super::turn_params::{AgentParams, ChatSendParams};
-use crate::messages::{QueueMode, RunEvent, SessionEvent, TurnOptions};
-use crate::protocol::{ErrorShape, Scope};
-use crate::session_key::{ResolvedKey, resolve};
-use crate::session_queue::{
+use troupe_actors::messages::{QueueMode, RunEvent, SessionEvent, TurnOptions};
+use crate::gateway::ws::protocol::{ErrorShape, Scope};
+use troupe_actors::session_key::{ResolvedKey, resolve};
+use troupe_actors::session_queue::{
     AbortTurn, QueueError, ResetSession, RunSummary, SubmitTurn, Subscribe, TurnAccepted,
     Unsubscribe, WaitRun,
 };
-use crate::store::{History, ListSessions, StoreActor, StoreOp, UsageReport, turns};
+use troupe_actors::store::{History, ListSessions, StoreActor, StoreOp, UsageReport, turns};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -41,7 +41,7 @@ struct UsageParams {
 /// The start of the usage window: the last `days` days (default 30).
 pub fn usage_since(days: Option<u32>) -> i64 {
     let days = i64::from(days.unwrap_or(30).clamp(1, 3650));
-    crate::now_ms() as i64 - days * 86_400_000
+    troupe_actors::now_ms() as i64 - days * 86_400_000
 }
 
 /// Maps a queue refusal to the protocol's error.

@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use crate::messages::{RunEvent, SessionEvent};
+use troupe_actors::messages::{RunEvent, SessionEvent};
 
 /// The events (name, payload) a run event is sent as, in order.
 pub fn render(ev: &SessionEvent) -> Vec<(&'static str, Value)> {
@@ -56,7 +56,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::session_queue::RunSummary;
+    use troupe_actors::session_queue::RunSummary;
 
     fn ev(event: RunEvent) -> SessionEvent {
         SessionEvent {
