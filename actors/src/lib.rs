@@ -30,10 +30,9 @@
 //! - [`scheduler`]: [`SchedulerActor`](scheduler::SchedulerActor): cron jobs (schedule
 //!   parsing, catch-up, overlap), the run ledger and heartbeats; [`event_bus`]: events for
 //!   every connected client.
-//! - [`gateway`]: the immutable settings and addresses shared with every session.
+//! - [`gateway`]: the core handle the edges hold: shared settings and the root of the tree.
 
 pub mod agent;
-pub mod auth_limit;
 pub mod channels;
 pub mod echo;
 pub mod event_bus;

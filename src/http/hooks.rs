@@ -7,12 +7,12 @@
 
 use std::time::Duration;
 
+use crate::gateway::Gateway;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
-use troupe_actors::gateway::Gateway;
 use troupe_actors::scheduler::{SchedulerActor, WakeHeartbeat};
 use troupe_actors::session_key::resolve;
 use troupe_actors::session_queue::{QueueError, SessionQueueActor, SubmitTurn, WaitRun};
@@ -66,7 +66,7 @@ fn authorize(req: &HttpRequest, hooks: &HooksConfig, gateway: &Gateway) -> Resul
     }
     let limited = req.peer_addr().and_then(|peer| {
         gateway
-            .settings
+            .edge
             .auth_limiter
             .wrong_credential(peer.ip(), std::time::Instant::now())
             .err()

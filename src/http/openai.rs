@@ -19,6 +19,7 @@ use std::convert::Infallible;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::gateway::Gateway;
 use actix::{Actor, Addr, Recipient};
 use actix_web::http::StatusCode;
 use actix_web::web::Bytes;
@@ -27,7 +28,6 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use troupe_actors::event_sink::{EventSinkActor, RunStream, TrackRun};
-use troupe_actors::gateway::Gateway;
 use troupe_actors::messages::{QueueMode, SessionEvent};
 use troupe_actors::session_key::resolve;
 use troupe_actors::session_queue::{

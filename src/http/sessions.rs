@@ -1,16 +1,16 @@
 //! REST for sessions: `GET /api/sessions`, `GET /api/sessions/{key}/messages`,
 //! `POST /api/sessions/{key}/messages` (the same operations as the WS methods).
 
+use crate::gateway::Gateway;
+use crate::gateway::ws::session::transcript_json;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::json;
-use troupe_actors::gateway::Gateway;
 use troupe_actors::messages::QueueMode;
 use troupe_actors::session_key::{ResolvedKey, resolve};
 use troupe_actors::session_queue::{QueueError, SessionQueueActor, SubmitTurn};
 use troupe_actors::store::{History, ListSessions, StoreActor, StoreOp, UsageReport, turns};
-use crate::gateway::ws::session::transcript_json;
 
 use super::{ApiError, authorize, json_body};
 

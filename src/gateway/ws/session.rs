@@ -21,9 +21,9 @@ use actix_ws::{AggregatedMessage, CloseCode, CloseReason, ProtocolError, Session
 use bytestring::ByteString;
 use serde_json::{Value, json};
 
-use troupe_actors::gateway::Gateway;
-use troupe_actors::messages::Shutdown;
+use crate::gateway::Gateway;
 use crate::gateway::ws::protocol::{ErrorShape, EventFrame, RequestFrame, ResponseFrame, Scope};
+use troupe_actors::messages::Shutdown;
 use troupe_actors::supervisor::{
     AdoptChild, ChildHandle, ChildId, ChildLink, ExitGuard, Liveness, Roster, SupervisorActor,
 };
@@ -82,7 +82,7 @@ impl WsSessionActor {
         peer: Option<SocketAddr>,
     ) -> Addr<Self> {
         let conn_id = uuid::Uuid::new_v4().to_string();
-        let max = gateway.settings.max_payload;
+        let max = gateway.edge.max_payload;
         let stream = stream
             .max_frame_size(max)
             .aggregate_continuations()
@@ -201,7 +201,7 @@ impl WsSessionActor {
             Outbound::Pong(b) => b.len(),
             Outbound::Close(_) => 0,
         };
-        let limit = self.gateway.settings.max_buffered_bytes;
+        let limit = self.gateway.edge.max_buffered_bytes;
         if self.outbox_bytes + bytes > limit {
             tracing::warn!(conn_id = %self.conn_id, buffered = self.outbox_bytes, limit, "slow consumer; closing");
             let why = format!("slow consumer: more than {limit} bytes of output unsent");
@@ -331,7 +331,7 @@ impl Actor for WsSessionActor {
         tracing::debug!(conn_id = %self.conn_id, peer = ?self.peer, "ws connected");
         let challenge = json!({ "nonce": self.nonce, "ts": troupe_actors::now_ms() });
         self.event("connect.challenge", &challenge, ctx);
-        ctx.run_later(self.gateway.settings.handshake_timeout, |act, ctx| {
+        ctx.run_later(self.gateway.edge.handshake_timeout, |act, ctx| {
             if matches!(act.phase, Phase::Handshake) {
                 let error = ErrorShape::invalid("no connect request before the handshake timeout")
                     .with_detail("HANDSHAKE_TIMEOUT");
@@ -365,7 +365,7 @@ impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for WsSessionActor 
                 self.close_after_flush(CloseCode::Normal, "bye", ctx)
             }
             Err(ProtocolError::Overflow) => {
-                let limit = self.gateway.settings.max_payload;
+                let limit = self.gateway.edge.max_payload;
                 let error =
                     ErrorShape::invalid(format!("frame exceeds maxPayload ({limit} bytes)"))
                         .with_detail("PAYLOAD_TOO_LARGE");

@@ -14,8 +14,8 @@ use super::session_params::{
     AbortParams, HistoryParams, ListParams, ModelsListParams, SessionParams,
 };
 use super::turn_params::{AgentParams, ChatSendParams};
-use troupe_actors::messages::{QueueMode, RunEvent, SessionEvent, TurnOptions};
 use crate::gateway::ws::protocol::{ErrorShape, Scope};
+use troupe_actors::messages::{QueueMode, RunEvent, SessionEvent, TurnOptions};
 use troupe_actors::session_key::{ResolvedKey, resolve};
 use troupe_actors::session_queue::{
     AbortTurn, QueueError, ResetSession, RunSummary, SubmitTurn, Subscribe, TurnAccepted,

@@ -6,8 +6,8 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::WsSessionActor;
-use troupe_actors::messages::FaultMode;
 use crate::gateway::ws::protocol::{ErrorShape, RequestFrame, Scope};
+use troupe_actors::messages::FaultMode;
 use troupe_actors::supervisor::{ChildAction, ChildCommand, ChildId, CommandError, CommandOutcome};
 
 /// Responses a connection may be owed at once (slow `agent.wait`s, runs in progress, ...).
@@ -239,7 +239,7 @@ impl WsSessionActor {
     }
 
     fn logs_tail(&mut self, id: String, p: LogsTailParams, ctx: &mut Context<Self>) {
-        let Some(file) = self.gateway.settings.log_file.clone() else {
+        let Some(file) = self.gateway.edge.log_file.clone() else {
             let error = ErrorShape::unavailable("this gateway does not log to a file", 0)
                 .with_detail("NO_LOG_FILE");
             self.respond(id, Err(error), ctx);

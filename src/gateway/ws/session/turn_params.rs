@@ -9,8 +9,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
-use troupe_actors::messages::{QueueMode, TurnOptions};
 use crate::gateway::ws::protocol::ErrorShape;
+use troupe_actors::messages::{QueueMode, TurnOptions};
 
 /// A field accepted for OpenClaw compatibility and ignored: any JSON value.
 type Ignored = Option<IgnoredAny>;
