@@ -2,9 +2,11 @@
 //! (settings every edge shares, the root of the tree) plus what only the edges know
 //! ([`EdgeSettings`]: authentication, the failed-credential limiter, WebSocket limits).
 //! [`ws`] is the OpenClaw WebSocket protocol; [`auth_limit`] the failed-credential limiter
-//! shared by HTTP and WS.
+//! shared by HTTP and WS; [`turns`] the layer every edge uses to submit turns and read
+//! sessions.
 
 pub mod auth_limit;
+pub mod turns;
 pub mod ws;
 
 use std::sync::Arc;

@@ -122,8 +122,8 @@ impl EventSinkActor {
 
 /// The end a run summary stands for, or `None` while the run still goes on.
 fn end_from_summary(summary: RunSummary) -> Option<RunStream> {
-    match summary.status.as_str() {
-        "timeout" | "queued" | "running" => None,
+    match summary.status {
+        crate::messages::RunStatus::Timeout => None,
         _ => Some(RunStream::End(Arc::new(summary))),
     }
 }
@@ -132,7 +132,7 @@ fn end_from_summary(summary: RunSummary) -> Option<RunStream> {
 fn failed(run_id: &str, why: String) -> RunStream {
     RunStream::End(Arc::new(RunSummary {
         run_id: run_id.to_string(),
-        status: "error".into(),
+        status: crate::messages::RunStatus::Error,
         summary: String::new(),
         error: Some(why),
     }))
@@ -248,6 +248,7 @@ mod tests {
     use tokio::sync::oneshot;
 
     use super::*;
+    use crate::messages::RunStatus;
 
     /// Stands in for the session queue: records unsubscriptions, answers `WaitRun` when
     /// the test says so.
@@ -333,12 +334,12 @@ mod tests {
         event(run_id, RunEvent::Delta(text.into()))
     }
 
-    fn end(run_id: &str, status: &str, text: &str) -> SessionEvent {
+    fn end(run_id: &str, status: RunStatus, text: &str) -> SessionEvent {
         event(
             run_id,
             RunEvent::Ended(Arc::new(RunSummary {
                 run_id: run_id.into(),
-                status: status.into(),
+                status,
                 summary: text.into(),
                 error: None,
             })),
@@ -362,8 +363,8 @@ mod tests {
             run_id: "r1".into(),
         });
         h.sink.do_send(delta("r1", "b"));
-        h.sink.do_send(end("other", "ok", ""));
-        h.sink.do_send(end("r1", "ok", "ab"));
+        h.sink.do_send(end("other", RunStatus::Ok, ""));
+        h.sink.do_send(end("r1", RunStatus::Ok, "ab"));
         let mut seen = Vec::new();
         while let Some(item) = h.rx.recv().await {
             seen.push(show(&item));
@@ -390,7 +391,7 @@ mod tests {
         });
         let summary = RunSummary {
             run_id: "r1".into(),
-            status: "aborted".into(),
+            status: RunStatus::Aborted,
             summary: String::new(),
             error: Some("cleared by chat.abort".into()),
         };
@@ -398,7 +399,7 @@ mod tests {
         let Some(RunStream::End(last)) = h.rx.recv().await else {
             panic!("a terminal item");
         };
-        assert_eq!(last.status, "aborted");
+        assert_eq!(last.status, RunStatus::Aborted);
         assert_eq!(last.error.as_deref(), Some("cleared by chat.abort"));
         assert!(h.rx.recv().await.is_none());
         h.until_stopped().await;

@@ -125,6 +125,54 @@ impl QueueMode {
     }
 }
 
+/// How a run ended, as every edge and the store name it (`ok`, `error`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    /// Final reply produced.
+    Ok,
+    /// The provider failed (or the run was cut by a stop).
+    Error,
+    /// Aborted on request.
+    Aborted,
+    /// Merged into a later turn (`collect` mode).
+    Coalesced,
+    /// Still pending when the waiter gave up (`agent.wait`'s timeout; not stored).
+    Timeout,
+}
+
+impl RunStatus {
+    /// The stored / wire name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Error => "error",
+            Self::Aborted => "aborted",
+            Self::Coalesced => "coalesced",
+            Self::Timeout => "timeout",
+        }
+    }
+
+    /// The status a stored run's status names, `None` for a run not ended (`queued`,
+    /// `running`) or a name no version of Troupe writes.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "ok" => Self::Ok,
+            "error" => Self::Error,
+            "aborted" => Self::Aborted,
+            "coalesced" => Self::Coalesced,
+            "timeout" => Self::Timeout,
+            _ => return None,
+        })
+    }
+}
+
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Per-turn settings a client may give with its message (OpenClaw's `agent` / `chat.send`
 /// fields `timeout`, `extraSystemPrompt`, `model`); the default changes nothing.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -191,4 +239,26 @@ pub struct SessionEvent {
     pub event: RunEvent,
     /// Events this subscriber missed before this one (its mailbox was full).
     pub missed: u64,
+}
+
+#[cfg(test)]
+mod run_status_tests {
+    use super::RunStatus;
+
+    #[test]
+    fn run_status_serializes_to_the_same_wire_names_it_parses_from() {
+        for status in [
+            RunStatus::Ok,
+            RunStatus::Error,
+            RunStatus::Aborted,
+            RunStatus::Coalesced,
+            RunStatus::Timeout,
+        ] {
+            let wire = serde_json::to_value(status).unwrap();
+            assert_eq!(wire, status.name());
+            assert_eq!(RunStatus::from_name(status.name()), Some(status));
+        }
+        assert_eq!(RunStatus::from_name("queued"), None);
+        assert_eq!(RunStatus::from_name("running"), None);
+    }
 }

@@ -324,7 +324,9 @@ impl SchedulerActor {
                 Err(format!("agent {:?} is not configured", job.agent_id))
             };
             let (run_id, outcome, reason) = match result {
-                Ok(summary) if summary.status == "ok" => (Some(summary.run_id), Outcome::Ok, note),
+                Ok(summary) if summary.status == crate::messages::RunStatus::Ok => {
+                    (Some(summary.run_id), Outcome::Ok, note)
+                }
                 Ok(summary) => {
                     let why = summary
                         .error

@@ -19,7 +19,7 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use crate::agent::{AgentActor, RunOutcome, RunTurn};
-use crate::messages::{QueueMode, RunEvent, SessionEvent, TurnEvent};
+use crate::messages::{QueueMode, RunEvent, RunStatus, SessionEvent, TurnEvent};
 use crate::now_ms;
 use crate::store::turns::{self, RunRecord};
 use crate::store::{CloseRuns, FinishRun, RecoverRuns, StartRun, StoreActor, StoreError, StoreOp};
@@ -381,7 +381,7 @@ impl SessionQueueActor {
                     &other,
                     RunSummary {
                         run_id: other.clone(),
-                        status: "coalesced".into(),
+                        status: RunStatus::Coalesced,
                         ..summary.clone()
                     },
                 );
@@ -395,7 +395,7 @@ impl SessionQueueActor {
     fn announce_end(&mut self, key: &str, run_id: &str, outcome: &RunOutcome) -> RunSummary {
         let summary = RunSummary {
             run_id: run_id.to_string(),
-            status: outcome.status.name().into(),
+            status: outcome.status,
             summary: outcome.text.clone(),
             error: outcome.error.clone(),
         };
@@ -428,7 +428,7 @@ impl SessionQueueActor {
                 id,
                 RunSummary {
                     run_id: id.clone(),
-                    status: "aborted".into(),
+                    status: RunStatus::Aborted,
                     summary: String::new(),
                     error: Some(note.into()),
                 },

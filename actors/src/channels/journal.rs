@@ -11,6 +11,7 @@ use actix::prelude::*;
 use super::split::split_message;
 use super::{ChannelError, store_of};
 use crate::messages::QueueMode;
+use crate::messages::RunStatus;
 use crate::session_queue::{QueueError, RunSummary, SessionQueueActor, SubmitTurn, WaitRun};
 use crate::store::channels::{Account, DeliveryRecord, InboundRecord, RecordReply};
 use crate::supervisor::{SupervisorActor, lookup_patiently};
@@ -52,7 +53,7 @@ pub async fn answer(
 ) -> Result<Vec<DeliveryRecord>, ChannelError> {
     let key = route.idempotency_key(inbound);
     let mut summary = run_once(route, inbound, key.clone()).await?;
-    let interrupted = summary.status == "error"
+    let interrupted = summary.status == RunStatus::Error
         && summary
             .error
             .as_deref()
@@ -81,10 +82,10 @@ pub async fn answer(
 
 /// What the user sees for a run's end.
 fn reply_text(summary: &RunSummary) -> String {
-    match summary.status.as_str() {
-        "ok" => summary.summary.clone(),
-        "aborted" if !summary.summary.trim().is_empty() => summary.summary.clone(),
-        "aborted" => "(the reply was aborted)".into(),
+    match summary.status {
+        RunStatus::Ok => summary.summary.clone(),
+        RunStatus::Aborted if !summary.summary.trim().is_empty() => summary.summary.clone(),
+        RunStatus::Aborted => "(the reply was aborted)".into(),
         _ => format!(
             "Sorry, that failed: {}",
             summary.error.as_deref().unwrap_or("unknown error")
@@ -135,7 +136,7 @@ async fn run_once(
             timeout: WAIT_SLICE,
         };
         match queue.send(wait).await {
-            Ok(Ok(summary)) if summary.status == "timeout" => continue,
+            Ok(Ok(summary)) if summary.status == RunStatus::Timeout => continue,
             Ok(Ok(summary)) => return Ok(summary),
             Ok(Err(e)) => return Err(ChannelError::Queue(e.to_string())),
             Err(e) => return Err(ChannelError::Queue(e.to_string())),

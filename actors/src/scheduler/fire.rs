@@ -7,6 +7,7 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use crate::messages::QueueMode;
+use crate::messages::RunStatus;
 use crate::session_queue::{QueueError, RunSummary, SessionQueueActor, SubmitTurn, WaitRun};
 use crate::store::{StoreActor, StoreOp};
 use crate::supervisor::{SupervisorActor, lookup_patiently};
@@ -84,7 +85,7 @@ pub async fn run_turn(
             timeout: WAIT_SLICE,
         };
         match queue.send(wait).await {
-            Ok(Ok(summary)) if summary.status == "timeout" => continue,
+            Ok(Ok(summary)) if summary.status == RunStatus::Timeout => continue,
             Ok(Ok(summary)) => return Ok(summary),
             Ok(Err(e)) => return Err(e.to_string()),
             Err(e) => return Err(format!("the session queue did not answer: {e}")),

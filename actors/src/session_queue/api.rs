@@ -112,8 +112,8 @@ pub struct WaitRun {
 pub struct RunSummary {
     /// Run id.
     pub run_id: String,
-    /// ok | error | aborted | coalesced | timeout.
-    pub status: String,
+    /// How it ended (`timeout`: still pending when the wait gave up).
+    pub status: crate::messages::RunStatus,
     /// The reply.
     pub summary: String,
     /// The error, if any.

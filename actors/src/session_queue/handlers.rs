@@ -9,7 +9,7 @@ use super::{
     AbortReport, AbortTurn, MAX_IDEMPOTENCY_KEY_BYTES, QueueError, ResetSession, RunSummary,
     SessionQueueActor, SubmitTurn, Subscribe, TurnAccepted, Unsubscribe, WaitRun,
 };
-use crate::messages::{QueueMode, RunEvent, Shutdown, TurnEvent, TurnEventKind};
+use crate::messages::{QueueMode, RunEvent, RunStatus, Shutdown, TurnEvent, TurnEventKind};
 
 use crate::store::turns::{Acceptance, NewTurn};
 use crate::store::{AcceptTurn, ClearSession, GetRun, StoreError};
@@ -217,7 +217,7 @@ impl Handler<WaitRun> for SessionQueueActor {
                     Ok(Ok(summary)) => Ok(summary),
                     _ => Ok(RunSummary {
                         run_id,
-                        status: "timeout".into(),
+                        status: RunStatus::Timeout,
                         summary: String::new(),
                         error: None,
                     }),
@@ -250,9 +250,11 @@ impl Handler<WaitRun> for SessionQueueActor {
                 }
                 Ok(Some(run)) if !matches!(run.status.as_str(), "queued" | "running") => {
                     drop(rx);
+                    // A stored name this version does not know reads as a failed run.
+                    let status = RunStatus::from_name(&run.status).unwrap_or(RunStatus::Error);
                     let summary = RunSummary {
                         run_id: run.id,
-                        status: run.status,
+                        status,
                         summary: run.output.unwrap_or_default(),
                         error: run.error,
                     };
@@ -266,7 +268,7 @@ impl Handler<WaitRun> for SessionQueueActor {
                     Ok(Ok(summary)) => Ok(summary),
                     _ => Ok(RunSummary {
                         run_id: pending,
-                        status: "timeout".into(),
+                        status: RunStatus::Timeout,
                         summary: String::new(),
                         error: None,
                     }),

@@ -5,7 +5,6 @@
 
 mod chat;
 mod frames;
-pub use chat::{transcript_json, usage_since};
 mod handshake;
 mod methods;
 mod queue_link;
