@@ -32,9 +32,6 @@ pub const CHANNEL_CAPACITY: usize = 512;
 /// Events kept while the run id is not known yet (older ones are dropped first).
 const EARLY_LIMIT: usize = 1024;
 
-/// How often the sink checks whether its reader is gone while no event flows.
-const RECEIVER_CHECK: Duration = Duration::from_millis(500);
-
 /// How long the sink waits for its run to end through [`WaitRun`].
 const RUN_WAIT: Duration = Duration::from_secs(3600);
 
@@ -152,13 +149,16 @@ impl Actor for EventSinkActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(CHANNEL_CAPACITY);
-        ctx.run_interval(RECEIVER_CHECK, |act, ctx| {
-            if act.tx.is_closed() {
+        // The channel says when its reader is dropped: no polling.
+        let tx = self.tx.clone();
+        let reader_gone = async move { tx.closed().await };
+        ctx.spawn(reader_gone.into_actor(self).map(|_, act, ctx| {
+            if !act.done {
                 tracing::debug!(conn_id = %act.conn_id, run_id = ?act.run_id,
                     "event reader went away; the run goes on without it");
                 act.finish(ctx);
             }
-        });
+        }));
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
