@@ -128,7 +128,7 @@ fn end_from_summary(summary: RunSummary) -> Option<RunStream> {
 /// An end that says the run's outcome could not be learned, and why.
 fn failed(run_id: &str, why: String) -> RunStream {
     RunStream::End(Arc::new(RunSummary {
-        run_id: run_id.to_string(),
+        run_id: run_id.into(),
         status: crate::messages::RunStatus::Error,
         summary: String::new(),
         error: Some(why),

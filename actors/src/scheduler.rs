@@ -337,7 +337,7 @@ impl SchedulerActor {
             };
             let finish = FinishCronRun {
                 id: row,
-                run_id,
+                run_id: run_id.map(String::from),
                 outcome,
                 reason,
                 duration_ms: Some(now() - fired_at),

@@ -380,7 +380,7 @@ impl SessionQueueActor {
                 act.resolve(
                     &other,
                     RunSummary {
-                        run_id: other.clone(),
+                        run_id: other.as_str().into(),
                         status: RunStatus::Coalesced,
                         ..summary.clone()
                     },
@@ -394,7 +394,7 @@ impl SessionQueueActor {
     /// Tells the session's subscribers how a run ended; returns that summary.
     fn announce_end(&mut self, key: &str, run_id: &str, outcome: &RunOutcome) -> RunSummary {
         let summary = RunSummary {
-            run_id: run_id.to_string(),
+            run_id: run_id.into(),
             status: outcome.status,
             summary: outcome.text.clone(),
             error: outcome.error.clone(),
@@ -427,7 +427,7 @@ impl SessionQueueActor {
             self.resolve(
                 id,
                 RunSummary {
-                    run_id: id.clone(),
+                    run_id: id.as_str().into(),
                     status: RunStatus::Aborted,
                     summary: String::new(),
                     error: Some(note.into()),

@@ -136,8 +136,8 @@ async fn submit(
         .map(|k| format!("hook:{k}"))
         .unwrap_or_else(|| format!("hook:{}", uuid::Uuid::new_v4()));
     let submit = SubmitTurn {
-        session_key: resolved.key,
-        agent_id: agent,
+        session_key: resolved.key.into(),
+        agent_id: agent.into(),
         text: message,
         idempotency_key: Some(key),
         mode: Default::default(),
@@ -151,7 +151,7 @@ async fn submit(
         })));
     }
     loop {
-        let waited = turns::wait_run(gateway, accepted.run_id.clone(), WAIT_SLICE).await;
+        let waited = turns::wait_run(gateway, accepted.run_id.0.clone(), WAIT_SLICE).await;
         match waited {
             Ok(s) if s.status == RunStatus::Timeout => continue,
             Ok(s) => {

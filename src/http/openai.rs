@@ -390,8 +390,8 @@ impl Turn {
         subscriber: Option<(String, Recipient<SessionEvent>)>,
     ) -> Result<TurnAccepted, OpenAiError> {
         let submit = SubmitTurn {
-            session_key: self.session_key.clone(),
-            agent_id: self.agent_id.clone(),
+            session_key: self.session_key.clone().into(),
+            agent_id: self.agent_id.clone().into(),
             text: self.text.clone(),
             idempotency_key: Some(self.idempotency_key.clone()),
             mode: QueueMode::Followup,
@@ -412,7 +412,7 @@ impl Turn {
     async fn complete(self) -> Result<HttpResponse, OpenAiError> {
         let accepted = self.submit(None).await?;
         let wait = WaitRun {
-            run_id: accepted.run_id.clone(),
+            run_id: accepted.run_id.0.clone(),
             timeout: RUN_TIMEOUT,
         };
         let summary: RunSummary = self
@@ -485,7 +485,7 @@ impl Turn {
             .submit(Some((conn_id, sink.clone().recipient())))
             .await?;
         sink.do_send(TrackRun {
-            run_id: accepted.run_id.clone(),
+            run_id: accepted.run_id.0.clone(),
         });
         let chunks = Chunks {
             events,

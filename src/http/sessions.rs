@@ -122,8 +122,8 @@ pub async fn post(
         ));
     };
     let submit = SubmitTurn {
-        session_key: key,
-        agent_id,
+        session_key: key.into(),
+        agent_id: agent_id.into(),
         text: body.message,
         idempotency_key: Some(idempotency_key),
         mode: body.queue_mode,

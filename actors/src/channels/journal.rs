@@ -72,7 +72,7 @@ pub async fn answer(
         .send(RecordReply {
             account: acc,
             inbound,
-            run_id,
+            run_id: run_id.0,
             parts,
         })
         .await
@@ -108,8 +108,8 @@ async fn run_once(
     let accepted = loop {
         let queue = queue_of(&route.root).await?;
         let submit = SubmitTurn {
-            session_key: inbound.session_key.clone(),
-            agent_id: route.agent.clone(),
+            session_key: inbound.session_key.clone().into(),
+            agent_id: route.agent.clone().into(),
             text: inbound.text.clone(),
             idempotency_key: Some(key.clone()),
             mode: QueueMode::Followup,
@@ -132,7 +132,7 @@ async fn run_once(
     loop {
         let queue = queue_of(&route.root).await?;
         let wait = WaitRun {
-            run_id: accepted.run_id.clone(),
+            run_id: accepted.run_id.0.clone(),
             timeout: WAIT_SLICE,
         };
         match queue.send(wait).await {

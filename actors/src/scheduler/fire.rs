@@ -56,8 +56,8 @@ pub async fn run_turn(
     let accepted = loop {
         let queue = queue_of(root).await?;
         let submit = SubmitTurn {
-            session_key: turn.session_key.clone(),
-            agent_id: turn.agent_id.clone(),
+            session_key: turn.session_key.clone().into(),
+            agent_id: turn.agent_id.clone().into(),
             text: turn.text.clone(),
             idempotency_key: Some(turn.idempotency_key.clone()),
             mode: QueueMode::Followup,
@@ -81,7 +81,7 @@ pub async fn run_turn(
     loop {
         let queue = queue_of(root).await?;
         let wait = WaitRun {
-            run_id: accepted.run_id.clone(),
+            run_id: accepted.run_id.0.clone(),
             timeout: WAIT_SLICE,
         };
         match queue.send(wait).await {

@@ -334,8 +334,8 @@ impl WsSessionActor {
     ) {
         self.link_q.subscribed.insert(session_key.clone());
         let submit = SubmitTurn {
-            session_key,
-            agent_id,
+            session_key: session_key.into(),
+            agent_id: agent_id.into(),
             text,
             idempotency_key: Some(idempotency_key),
             mode,
@@ -355,7 +355,13 @@ impl WsSessionActor {
         match result {
             Ok(accepted) if entry.two_stage => {
                 self.respond_interim(entry.id.clone(), accepted_payload(&accepted), ctx);
-                self.wait_run(entry.id, accepted.run_id, Duration::from_secs(3600), 0, ctx);
+                self.wait_run(
+                    entry.id,
+                    accepted.run_id.0,
+                    Duration::from_secs(3600),
+                    0,
+                    ctx,
+                );
             }
             Ok(accepted) => self.respond(entry.id, Ok(accepted_payload(&accepted)), ctx),
             Err(e) => self.respond(entry.id, Err(queue_error(e)), ctx),
@@ -454,7 +460,11 @@ impl Handler<SessionEvent> for WsSessionActor {
             // Requests waiting for this run are answered now, in event order (before a
             // stop that may follow in the mailbox), not when the queue's reply arrives.
             if let RunEvent::Ended(ended) = &msg.event {
-                for id in self.awaiting.remove(&ended.run_id).unwrap_or_default() {
+                for id in self
+                    .awaiting
+                    .remove(ended.run_id.as_str())
+                    .unwrap_or_default()
+                {
                     self.respond(id, Ok(run_result(ended)), ctx);
                 }
             }
