@@ -1,5 +1,7 @@
 //! A Server-Sent Events reader over a byte stream: `event:` and `data:` lines, dispatched on
-//! a blank line, with an idle timeout between chunks.
+//! a blank line, with an idle timeout between chunks. Linear in the bytes read: each byte is
+//! searched for a newline once (a line arriving in many small chunks is not rescanned) and
+//! moved at most once (consumed lines are cut off once per chunk, not once per line).
 
 use std::time::Duration;
 
@@ -24,6 +26,12 @@ pub struct SseEvent {
 pub struct SseReader<S> {
     stream: S,
     buffer: Vec<u8>,
+    /// Bytes of `buffer` already handed out as lines.
+    start: usize,
+    /// Bytes of `buffer` already searched for a newline (none found past `start`).
+    scanned: usize,
+    /// Bytes searched for a newline in all (for the linearity test).
+    searched: usize,
     provider: &'static str,
     idle: Duration,
     done: bool,
@@ -35,6 +43,9 @@ impl<S: Stream<Item = reqwest::Result<Bytes>> + Unpin> SseReader<S> {
         Self {
             stream,
             buffer: Vec::new(),
+            start: 0,
+            scanned: 0,
+            searched: 0,
             provider,
             idle,
             done: false,
@@ -46,9 +57,10 @@ impl<S: Stream<Item = reqwest::Result<Bytes>> + Unpin> SseReader<S> {
         let mut event = SseEvent::default();
         let mut has_data = false;
         loop {
-            while let Some(pos) = self.buffer.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = self.buffer.drain(..=pos).collect();
-                let line = String::from_utf8_lossy(&line);
+            while let Some(pos) = self.next_newline() {
+                let line = String::from_utf8_lossy(&self.buffer[self.start..pos]).into_owned();
+                self.start = pos + 1;
+                self.scanned = self.start;
                 let line = line.trim_end_matches(['\n', '\r']);
                 if line.is_empty() {
                     if has_data || !event.event.is_empty() {
@@ -74,6 +86,13 @@ impl<S: Stream<Item = reqwest::Result<Bytes>> + Unpin> SseReader<S> {
                     }
                     _ => {}
                 }
+            }
+            // Cut off the lines handed out (each remaining byte moves once: it then sits at
+            // the front until its own line is complete).
+            if self.start > 0 {
+                self.buffer.drain(..self.start);
+                self.scanned -= self.start;
+                self.start = 0;
             }
             if self.done {
                 if !self.buffer.is_empty() {
@@ -109,6 +128,16 @@ impl<S: Stream<Item = reqwest::Result<Bytes>> + Unpin> SseReader<S> {
                 }
             }
         }
+    }
+
+    /// The end of the next complete line, searching only bytes not searched before.
+    fn next_newline(&mut self) -> Option<usize> {
+        let from = self.scanned.max(self.start);
+        let found = self.buffer[from..].iter().position(|b| *b == b'\n');
+        let searched = found.map_or(self.buffer.len() - from, |i| i + 1);
+        self.searched += searched;
+        self.scanned = from + searched;
+        found.map(|i| from + i)
     }
 }
 
@@ -150,6 +179,35 @@ mod tests {
             }))
         );
         assert_eq!(r.next().await, Ok(None));
+    }
+
+    #[tokio::test]
+    async fn a_long_line_in_tiny_chunks_and_many_lines_in_one_chunk_are_searched_once() {
+        let long = format!("data: {}\n\n", "x".repeat(20_000));
+        let bytes: Vec<String> = long.chars().map(|c| c.to_string()).collect();
+        let chunks: Vec<&str> = bytes.iter().map(String::as_str).collect();
+        let mut r = reader(&chunks);
+        let event = r.next().await.unwrap().unwrap();
+        assert_eq!(event.data.len(), 20_000);
+        assert!(
+            r.searched <= long.len(),
+            "searched {} bytes of {}",
+            r.searched,
+            long.len()
+        );
+
+        let many = "data: a\n\n".repeat(5_000);
+        let one = [many.as_str()];
+        let mut r = reader(&one);
+        for _ in 0..5_000 {
+            assert_eq!(r.next().await.unwrap().unwrap().data, "a");
+        }
+        assert!(
+            r.searched <= many.len(),
+            "searched {} bytes of {}",
+            r.searched,
+            many.len()
+        );
     }
 
     #[tokio::test]
