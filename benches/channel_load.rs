@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 use fake_telegram::FakeTelegram;
 use support::process::{ServerKind, ServerProcess, Setup};
 use support::report;
-use support::{BenchResult, BoxError};
+use support::{BenchResult, BoxError, env_flag};
 
 /// The bot token the fake accepts.
 const TOKEN: &str = "4242:BENCH-token";
@@ -209,8 +209,4 @@ async fn measure_memory() -> BenchResult<String> {
         report::mb(bare_kib),
         report::mb(with_kib.saturating_sub(bare_kib) / MEMORY_ACCOUNTS as u64),
     ))
-}
-
-fn env_flag(name: &str) -> bool {
-    std::env::var(name).is_ok_and(|v| !v.is_empty() && v != "0" && !v.eq_ignore_ascii_case("false"))
 }

@@ -51,7 +51,7 @@ use support::client::{Client, CrashResult, IdlePool, OpenOutcome};
 use support::process::{ServerKind, ServerProcess};
 use support::report::{self, NOT_MEASURED, Table};
 use support::throughput::{self, Measured, Pattern, Rounds};
-use support::{BenchResult, BoxError};
+use support::{BenchResult, BoxError, env_number};
 
 /// Rounds each server gets per throughput pattern (they take turns).
 const ROUNDS: usize = 5;
@@ -166,24 +166,10 @@ fn main() -> Result<(), BoxError> {
             .ok_or("a port file path must follow --bare-ws-server")?;
         return bare_ws_server::run_process(Path::new(port_file));
     }
-    let quick = env_flag("TROUPE_BENCH_QUICK");
-    if !quick && !args.iter().any(|arg| arg == "--bench") {
-        println!(
-            "gateway_load: skipped; run `cargo bench --bench gateway_load` or set TROUPE_BENCH_QUICK=1"
-        );
-        return Ok(());
-    }
-    let scale = Scale::from_env(quick)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let figures = runtime.block_on(measure_all(&scale));
-    let table = build_table(&scale, &figures);
-    table.print();
-    if table.has_errors() {
-        return Err("some measurements failed (see above)".into());
-    }
-    Ok(())
+    support::bench_main("gateway_load", Scale::from_env, |scale| async move {
+        let figures = measure_all(&scale).await;
+        build_table(&scale, &figures)
+    })
 }
 
 /// Runs every phase.
@@ -503,21 +489,4 @@ fn add_restart_rows(table: &mut Table, scale: &Scale, figures: &Figures) {
 /// A progress line, printed as the run goes.
 fn progress(what: &str) {
     println!("gateway_load: {what} ...");
-}
-
-/// Whether an environment variable is set to something other than empty, `0` or `false`.
-fn env_flag(name: &str) -> bool {
-    std::env::var(name).is_ok_and(|v| !v.is_empty() && v != "0" && !v.eq_ignore_ascii_case("false"))
-}
-
-/// A numeric environment variable, if set; an error if set but not a number.
-fn env_number<T: std::str::FromStr>(name: &str) -> BenchResult<Option<T>> {
-    match std::env::var(name) {
-        Ok(text) if !text.trim().is_empty() => text
-            .trim()
-            .parse()
-            .map(Some)
-            .map_err(|_| format!("{name}={text} is not a number").into()),
-        _ => Ok(None),
-    }
 }

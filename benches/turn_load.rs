@@ -65,7 +65,7 @@ use direct::Format;
 use fake_llm::FakeLlm;
 use support::process::{ServerKind, ServerProcess, Setup};
 use support::report::{self, Table};
-use support::{BenchResult, BoxError};
+use support::{BenchResult, BoxError, env_number};
 use turns::{Fleet, TurnStats};
 
 /// Session counts of the echo part.
@@ -203,25 +203,10 @@ struct Figures {
 }
 
 fn main() -> Result<(), BoxError> {
-    let args: Vec<String> = std::env::args().collect();
-    let quick = env_flag("TROUPE_BENCH_QUICK");
-    if !quick && !args.iter().any(|arg| arg == "--bench") {
-        println!(
-            "turn_load: skipped; run `cargo bench --bench turn_load` or set TROUPE_BENCH_QUICK=1"
-        );
-        return Ok(());
-    }
-    let scale = Scale::from_env(quick)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let figures = runtime.block_on(measure_all(&scale));
-    let table = build_table(&scale, &figures);
-    table.print();
-    if table.has_errors() {
-        return Err("some measurements failed (see above)".into());
-    }
-    Ok(())
+    support::bench_main("turn_load", Scale::from_env, |scale| async move {
+        let figures = measure_all(&scale).await;
+        build_table(&scale, &figures)
+    })
 }
 
 /// Runs every part, each on a gateway of its own.
@@ -757,21 +742,4 @@ fn signed_mb(kib: i64) -> String {
 /// A progress line, printed as the run goes.
 fn progress(what: &str) {
     println!("turn_load: {what} ...");
-}
-
-/// Whether an environment variable is set to something other than empty, `0` or `false`.
-fn env_flag(name: &str) -> bool {
-    std::env::var(name).is_ok_and(|v| !v.is_empty() && v != "0" && !v.eq_ignore_ascii_case("false"))
-}
-
-/// A numeric environment variable, if set; an error if set but not a number.
-fn env_number<T: std::str::FromStr>(name: &str) -> BenchResult<Option<T>> {
-    match std::env::var(name) {
-        Ok(text) if !text.trim().is_empty() => text
-            .trim()
-            .parse()
-            .map(Some)
-            .map_err(|_| format!("{name}={text} is not a number").into()),
-        _ => Ok(None),
-    }
 }

@@ -16,18 +16,18 @@ pub mod vault;
 
 use std::sync::Arc;
 
+use crate::gateway::Gateway;
+use crate::gateway::ws::session::WsSessionActor;
 use actix_web::http::StatusCode;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use troupe_actors::gateway::Gateway;
 use troupe_actors::messages::FaultMode;
 use troupe_actors::store::{GetStoreStats, LATENCY_BUCKETS_US, OpStats, StoreActor};
 use troupe_actors::supervisor::{
     ChildAction, ChildCommand, ChildId, CommandError, NodeState, SupervisorActor, TreeNode,
 };
-use troupe_actors::ws_session::WsSessionActor;
 
 pub(crate) use auth::authorize;
 

@@ -8,7 +8,8 @@
 //!   disk; [`paths`]: the state dir.
 //! - [`server`]: `gateway run` (PID lock, bind, tree, HTTP server, graceful drain);
 //!   [`reload`]: config hot reload (file watch, `SIGHUP`, `config.get|patch`).
-//! - [`http`]: HTTP and WebSocket routes on the one port.
+//! - [`http`]: HTTP and WebSocket routes on the one port; [`gateway`]: the OpenClaw
+//!   WebSocket protocol (frames, handshake, methods, one actor per connection).
 //! - [`daemon`]: background `start | stop | status`; [`client`]: the CLI's WS client.
 //! - [`ops`]: `install`, `logs`, `doctor`; [`chat`]: `troupe chat`; [`pidfile`], [`logging`].
 
@@ -21,6 +22,7 @@ pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod exit;
+pub mod gateway;
 pub mod http;
 pub mod logging;
 pub mod ops;

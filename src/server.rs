@@ -6,11 +6,12 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::gateway::auth_limit::AuthLimiter;
+use crate::gateway::{AuthPolicy, EdgeSettings, Gateway};
 use actix_web::{App, HttpServer, web};
 use tokio::sync::oneshot;
 use troupe_actors::agent::AgentSettings;
-use troupe_actors::auth_limit::AuthLimiter;
-use troupe_actors::gateway::{AuthPolicy, Gateway, GatewaySettings, Secret};
+use troupe_actors::gateway::{GatewaySettings, Secret};
 use troupe_actors::messages::Shutdown;
 use troupe_actors::scheduler::SchedulerSettings;
 use troupe_actors::session_queue::{DrainRuns, QueueSettings, SessionQueueActor};
@@ -415,27 +416,29 @@ async fn serve(
     let root = start_root(&tree, escalation_tx);
     let settings = GatewaySettings {
         version: env!("CARGO_PKG_VERSION"),
-        auth,
         fault_injection: config.fault_injection,
-        max_payload: config.max_payload,
-        max_buffered_bytes: config.max_buffered_bytes,
-        tick_interval: config.tick_interval,
-        handshake_timeout: config.handshake_timeout,
         started,
         agents: troupe_actors::live_config::LiveAgents::new(
             agents.iter().map(|a| a.summary.clone()).collect(),
         ),
         reload: Default::default(),
         stopping: Default::default(),
-        auth_limiter: Arc::new(AuthLimiter::new(
-            config.auth_max_failures,
-            Duration::from_secs(60),
-        )),
+    };
+    let edge = EdgeSettings {
+        auth,
+        max_payload: config.max_payload,
+        max_buffered_bytes: config.max_buffered_bytes,
+        tick_interval: config.tick_interval,
+        handshake_timeout: config.handshake_timeout,
+        auth_limiter: AuthLimiter::new(config.auth_max_failures, Duration::from_secs(60)),
         log_file: Some(paths.log_file()),
     };
     let gateway = Gateway {
-        settings: Arc::new(settings),
-        root: root.clone(),
+        core: troupe_actors::gateway::Gateway {
+            settings: Arc::new(settings),
+            root: root.clone(),
+        },
+        edge: Arc::new(edge),
     };
     let data = web::Data::new(gateway);
     let gateway_data = data.clone();
@@ -449,7 +452,7 @@ async fn serve(
         paths: paths.clone(),
         config: config.clone(),
         agents: agents.clone(),
-        gateway: gateway_data.get_ref().clone(),
+        gateway: gateway_data.get_ref().core.clone(),
         hooks: hooks.clone(),
     })?;
     let uploads = web::Data::new(crate::http::upload::UploadSettings {

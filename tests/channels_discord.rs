@@ -182,9 +182,11 @@ async fn a_reply_posted_just_before_kill9_is_not_shown_twice_after_restart() {
     })
     .await;
     let _gw = builder(false).start_in(home);
-    eventually(WAIT, "the owed delivery re-posted with its nonce", || async {
-        (fake.nonce_replays() == 1).then_some(())
-    })
+    eventually(
+        WAIT,
+        "the owed delivery re-posted with its nonce",
+        || async { (fake.nonce_replays() == 1).then_some(()) },
+    )
     .await;
     fake.dm(611, "and then");
     replies(&fake, dm, &["echo: once please", "echo: and then"]).await;

@@ -12,15 +12,15 @@ use chrono::{DateTime, Datelike, Timelike, Utc};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 use troupe::config::Config;
-use troupe_actors::protocol::{ConnectParams, RequestFrame, Scope};
+use troupe::gateway::ws::protocol::{ConnectParams, RequestFrame, Scope};
+use troupe::gateway::ws::session::methods::{self, parse};
+use troupe::gateway::ws::session::session_params::{
+    AbortParams, HistoryParams, ListParams, ModelsListParams, SessionParams,
+};
+use troupe::gateway::ws::session::turn_params::{AgentParams, ChatSendParams};
 use troupe_actors::provider::sse::{SseEvent, SseReader};
 use troupe_actors::scheduler::schedule::{Schedule, Zone, translate};
 use troupe_actors::session_key::{MAX_KEY_BYTES, resolve};
-use troupe_actors::ws_session::methods::{self, parse};
-use troupe_actors::ws_session::session_params::{
-    AbortParams, HistoryParams, ListParams, ModelsListParams, SessionParams,
-};
-use troupe_actors::ws_session::turn_params::{AgentParams, ChatSendParams};
 
 fn cases(n: u32) -> ProptestConfig {
     ProptestConfig {

@@ -62,7 +62,10 @@ fn start_with_timeouts(
         .env("TROUPE__PROVIDERS__ANTHROPIC__BASE_URL", &fake.base_url())
         .env("OPENAI_API_KEY", "sk-test-openai")
         .env("ANTHROPIC_API_KEY", "sk-test-anthropic")
-        .env("TROUPE__PROVIDERS__HTTP__FIRST_BYTE_TIMEOUT_MS", first_byte_ms)
+        .env(
+            "TROUPE__PROVIDERS__HTTP__FIRST_BYTE_TIMEOUT_MS",
+            first_byte_ms,
+        )
         .env("TROUPE__PROVIDERS__HTTP__IDLE_TIMEOUT_MS", idle_ms)
         .env("TROUPE__PROVIDERS__HTTP__RETRY_BACKOFF_MS", "20")
         .env("TROUPE__PROVIDERS__HTTP__MAX_RETRIES", "2")

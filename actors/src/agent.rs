@@ -80,27 +80,7 @@ pub struct RunTurn {
     pub options: TurnOptions,
 }
 
-/// How a run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RunStatus {
-    /// Final reply produced.
-    Ok,
-    /// The provider failed.
-    Error,
-    /// Aborted on request.
-    Aborted,
-}
-
-impl RunStatus {
-    /// The stored / wire name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Ok => "ok",
-            Self::Error => "error",
-            Self::Aborted => "aborted",
-        }
-    }
-}
+pub use crate::messages::RunStatus;
 
 /// The end of a run.
 #[derive(Debug, Clone, MessageResponse)]

@@ -32,9 +32,6 @@ pub const CHANNEL_CAPACITY: usize = 512;
 /// Events kept while the run id is not known yet (older ones are dropped first).
 const EARLY_LIMIT: usize = 1024;
 
-/// How often the sink checks whether its reader is gone while no event flows.
-const RECEIVER_CHECK: Duration = Duration::from_millis(500);
-
 /// How long the sink waits for its run to end through [`WaitRun`].
 const RUN_WAIT: Duration = Duration::from_secs(3600);
 
@@ -122,8 +119,8 @@ impl EventSinkActor {
 
 /// The end a run summary stands for, or `None` while the run still goes on.
 fn end_from_summary(summary: RunSummary) -> Option<RunStream> {
-    match summary.status.as_str() {
-        "timeout" | "queued" | "running" => None,
+    match summary.status {
+        crate::messages::RunStatus::Timeout => None,
         _ => Some(RunStream::End(Arc::new(summary))),
     }
 }
@@ -131,8 +128,8 @@ fn end_from_summary(summary: RunSummary) -> Option<RunStream> {
 /// An end that says the run's outcome could not be learned, and why.
 fn failed(run_id: &str, why: String) -> RunStream {
     RunStream::End(Arc::new(RunSummary {
-        run_id: run_id.to_string(),
-        status: "error".into(),
+        run_id: run_id.into(),
+        status: crate::messages::RunStatus::Error,
         summary: String::new(),
         error: Some(why),
     }))
@@ -152,13 +149,16 @@ impl Actor for EventSinkActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(CHANNEL_CAPACITY);
-        ctx.run_interval(RECEIVER_CHECK, |act, ctx| {
-            if act.tx.is_closed() {
+        // The channel says when its reader is dropped: no polling.
+        let tx = self.tx.clone();
+        let reader_gone = async move { tx.closed().await };
+        ctx.spawn(reader_gone.into_actor(self).map(|_, act, ctx| {
+            if !act.done {
                 tracing::debug!(conn_id = %act.conn_id, run_id = ?act.run_id,
                     "event reader went away; the run goes on without it");
                 act.finish(ctx);
             }
-        });
+        }));
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
@@ -248,6 +248,7 @@ mod tests {
     use tokio::sync::oneshot;
 
     use super::*;
+    use crate::messages::RunStatus;
 
     /// Stands in for the session queue: records unsubscriptions, answers `WaitRun` when
     /// the test says so.
@@ -333,12 +334,12 @@ mod tests {
         event(run_id, RunEvent::Delta(text.into()))
     }
 
-    fn end(run_id: &str, status: &str, text: &str) -> SessionEvent {
+    fn end(run_id: &str, status: RunStatus, text: &str) -> SessionEvent {
         event(
             run_id,
             RunEvent::Ended(Arc::new(RunSummary {
                 run_id: run_id.into(),
-                status: status.into(),
+                status,
                 summary: text.into(),
                 error: None,
             })),
@@ -362,8 +363,8 @@ mod tests {
             run_id: "r1".into(),
         });
         h.sink.do_send(delta("r1", "b"));
-        h.sink.do_send(end("other", "ok", ""));
-        h.sink.do_send(end("r1", "ok", "ab"));
+        h.sink.do_send(end("other", RunStatus::Ok, ""));
+        h.sink.do_send(end("r1", RunStatus::Ok, "ab"));
         let mut seen = Vec::new();
         while let Some(item) = h.rx.recv().await {
             seen.push(show(&item));
@@ -390,7 +391,7 @@ mod tests {
         });
         let summary = RunSummary {
             run_id: "r1".into(),
-            status: "aborted".into(),
+            status: RunStatus::Aborted,
             summary: String::new(),
             error: Some("cleared by chat.abort".into()),
         };
@@ -398,7 +399,7 @@ mod tests {
         let Some(RunStream::End(last)) = h.rx.recv().await else {
             panic!("a terminal item");
         };
-        assert_eq!(last.status, "aborted");
+        assert_eq!(last.status, RunStatus::Aborted);
         assert_eq!(last.error.as_deref(), Some("cleared by chat.abort"));
         assert!(h.rx.recv().await.is_none());
         h.until_stopped().await;

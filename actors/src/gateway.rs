@@ -1,8 +1,10 @@
-//! The immutable settings and addresses every WebSocket session and HTTP route shares.
+//! The core's handle for the edges: the immutable settings every edge shares (version,
+//! agents, start time) and the root of the tree. The edges' own settings (authentication,
+//! frame limits) live with the edges, in the `troupe` crate.
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use actix::Addr;
 
@@ -16,17 +18,6 @@ impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(<redacted>)")
     }
-}
-
-/// How clients authenticate.
-#[derive(Clone, Debug)]
-pub enum AuthPolicy {
-    /// A shared token.
-    Token(Secret),
-    /// A shared password.
-    Password(Secret),
-    /// No authentication (loopback only).
-    None,
 }
 
 /// What the built-in or configured agents are, for `status` and `hello-ok`.
@@ -49,18 +40,8 @@ pub struct AgentSummary {
 pub struct GatewaySettings {
     /// Troupe version.
     pub version: &'static str,
-    /// Authentication.
-    pub auth: AuthPolicy,
     /// Whether `supervisor.crash` is allowed.
     pub fault_injection: bool,
-    /// Largest inbound frame, bytes.
-    pub max_payload: usize,
-    /// Unsent outbound bytes after which a slow client is closed.
-    pub max_buffered_bytes: usize,
-    /// Interval of `tick` events.
-    pub tick_interval: Duration,
-    /// Time allowed for the `connect` request.
-    pub handshake_timeout: Duration,
     /// Process start.
     pub started: Instant,
     /// Configured agents (swapped by a config reload).
@@ -70,10 +51,6 @@ pub struct GatewaySettings {
     /// Set when the process is stopping (not when a subtree restarts): clients are told
     /// `shutdown` and closed with 1001 rather than 1012.
     pub stopping: std::sync::atomic::AtomicBool,
-    /// Failed-authentication limiter, shared with the HTTP routes.
-    pub auth_limiter: std::sync::Arc<crate::auth_limit::AuthLimiter>,
-    /// The gateway's log file, read by `logs.tail` (`None`: not logging to a file).
-    pub log_file: Option<std::path::PathBuf>,
 }
 
 impl GatewaySettings {

@@ -30,14 +30,12 @@
 //! - [`scheduler`]: [`SchedulerActor`](scheduler::SchedulerActor): cron jobs (schedule
 //!   parsing, catch-up, overlap), the run ledger and heartbeats; [`event_bus`]: events for
 //!   every connected client.
-//! - [`ws_session`]: [`WsSessionActor`](ws_session::WsSessionActor), one per WebSocket.
-//! - [`protocol`]: the WebSocket frames (OpenClaw protocol core).
-//! - [`gateway`]: the settings and addresses shared with every session; [`live_config`]:
-//!   what a config hot reload changes in them (agent list, reload status, `config.*`).
+//! - [`gateway`]: the core handle the edges hold: shared settings and the root of the tree;
+//!   [`live_config`]: what a config hot reload changes in them (agent list, reload status,
+//!   `config.*`).
 
 pub mod agent;
 pub mod attachments;
-pub mod auth_limit;
 pub mod channels;
 pub mod echo;
 pub mod event_bus;
@@ -46,7 +44,6 @@ pub mod gateway;
 pub mod live_config;
 pub mod log_tail;
 pub mod messages;
-pub mod protocol;
 pub mod provider;
 pub mod scheduler;
 pub mod session_key;
@@ -56,7 +53,6 @@ pub mod supervisor;
 pub mod tools;
 pub mod tree;
 pub mod vault;
-pub mod ws_session;
 
 /// Milliseconds since the Unix epoch, the timestamp unit of every frame and tree node.
 pub fn now_ms() -> u64 {

@@ -10,10 +10,9 @@ use std::pin::Pin;
 use std::sync::{OnceLock, RwLock};
 
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::gateway::AgentSummary;
-use crate::protocol::ErrorShape;
 
 /// The configured agents, swapped as a whole by a reload. Readers get a plain slice
 /// (`settings.agents.iter()`), never a lock guard: each list is leaked when it is
@@ -143,46 +142,4 @@ pub trait ConfigService: Send + Sync + fmt::Debug {
     fn get(&self) -> ConfigFuture;
     /// Writes `raw` if the file still hashes to `base_hash`, then reloads.
     fn patch(&self, raw: String, base_hash: String) -> ConfigFuture;
-}
-
-/// `config.patch` params.
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct PatchParams {
-    raw: String,
-    base_hash: String,
-}
-
-/// Runs `config.get` / `config.patch` for a WS client.
-pub fn call(
-    state: &ReloadState,
-    method: &str,
-    params: Option<Value>,
-) -> Pin<Box<dyn Future<Output = Result<Value, ErrorShape>> + Send>> {
-    let Some(service) = state.service() else {
-        let error = ErrorShape::unavailable("config service not running", 1000);
-        return Box::pin(async move { Err(error) });
-    };
-    let work = match method {
-        "config.get" => service.get(),
-        _ => {
-            let parsed = serde_json::from_value::<PatchParams>(params.unwrap_or(json!({})));
-            match parsed {
-                Ok(p) => service.patch(p.raw, p.base_hash),
-                Err(e) => {
-                    let error = ErrorShape::invalid(format!("invalid params for {method}: {e}"))
-                        .with_detail("INVALID_PARAMS");
-                    return Box::pin(async move { Err(error) });
-                }
-            }
-        }
-    };
-    Box::pin(async move {
-        work.await.map_err(|e| match e {
-            ConfigCallError::Invalid { code, message } => {
-                ErrorShape::invalid(message).with_detail(code)
-            }
-            ConfigCallError::Unavailable(why) => ErrorShape::unavailable(why, 1000),
-        })
-    })
 }

@@ -125,6 +125,133 @@ impl QueueMode {
     }
 }
 
+/// Declares a string id newtype: serialized as the bare string, read as `&str`.
+macro_rules! string_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub String);
+
+        impl $name {
+            /// The id as text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::ops::Deref for $name {
+            type Target = str;
+            fn deref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl From<String> for $name {
+            fn from(s: String) -> Self {
+                Self(s)
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(s: &str) -> Self {
+                Self(s.to_string())
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0
+            }
+        }
+
+        impl PartialEq<str> for $name {
+            fn eq(&self, other: &str) -> bool {
+                self.0 == other
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.0 == *other
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+string_id!(
+    /// A session's full key (`agent:<agentId>:<rest>`, `cron:<jobId>`, `hook:<id>`).
+    SessionKey
+);
+string_id!(
+    /// A configured agent's id (`main`).
+    AgentId
+);
+string_id!(
+    /// A run's id (a UUID).
+    RunId
+);
+
+/// How a run ended, as every edge and the store name it (`ok`, `error`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    /// Final reply produced.
+    Ok,
+    /// The provider failed (or the run was cut by a stop).
+    Error,
+    /// Aborted on request.
+    Aborted,
+    /// Merged into a later turn (`collect` mode).
+    Coalesced,
+    /// Still pending when the waiter gave up (`agent.wait`'s timeout; not stored).
+    Timeout,
+}
+
+impl RunStatus {
+    /// The stored / wire name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Error => "error",
+            Self::Aborted => "aborted",
+            Self::Coalesced => "coalesced",
+            Self::Timeout => "timeout",
+        }
+    }
+
+    /// The status a stored run's status names, `None` for a run not ended (`queued`,
+    /// `running`) or a name no version of Troupe writes.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "ok" => Self::Ok,
+            "error" => Self::Error,
+            "aborted" => Self::Aborted,
+            "coalesced" => Self::Coalesced,
+            "timeout" => Self::Timeout,
+            _ => return None,
+        })
+    }
+}
+
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Per-turn settings a client may give with its message (OpenClaw's `agent` / `chat.send`
 /// fields `timeout`, `extraSystemPrompt`, `model`); the default changes nothing.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -193,4 +320,35 @@ pub struct SessionEvent {
     pub event: RunEvent,
     /// Events this subscriber missed before this one (its mailbox was full).
     pub missed: u64,
+}
+
+#[cfg(test)]
+mod run_status_tests {
+    use super::RunStatus;
+
+    #[test]
+    fn run_status_serializes_to_the_same_wire_names_it_parses_from() {
+        for status in [
+            RunStatus::Ok,
+            RunStatus::Error,
+            RunStatus::Aborted,
+            RunStatus::Coalesced,
+            RunStatus::Timeout,
+        ] {
+            let wire = serde_json::to_value(status).unwrap();
+            assert_eq!(wire, status.name());
+            assert_eq!(RunStatus::from_name(status.name()), Some(status));
+        }
+        assert_eq!(RunStatus::from_name("queued"), None);
+        assert_eq!(RunStatus::from_name("running"), None);
+    }
+
+    #[test]
+    fn id_newtypes_serialize_as_the_bare_string() {
+        let key = super::SessionKey::from("agent:main:main");
+        assert_eq!(serde_json::to_value(&key).unwrap(), "agent:main:main");
+        assert_eq!(key, "agent:main:main");
+        let run: super::RunId = serde_json::from_str("\"r1\"").unwrap();
+        assert_eq!(run.as_str(), "r1");
+    }
 }

@@ -324,7 +324,7 @@ impl SchedulerActor {
                 Err(format!("agent {:?} is not configured", job.agent_id))
             };
             let (run_id, outcome, reason) = match result {
-                Ok(summary) if summary.status == "ok" => {
+                Ok(summary) if summary.status == crate::messages::RunStatus::Ok => {
                     let delivered = match &job.deliver {
                         Some(target) => {
                             Some(fire::deliver_reply(&root, target, &summary.summary, key).await)
@@ -347,7 +347,7 @@ impl SchedulerActor {
             };
             let finish = FinishCronRun {
                 id: row,
-                run_id,
+                run_id: run_id.map(String::from),
                 outcome,
                 reason,
                 duration_ms: Some(now() - fired_at),

@@ -19,7 +19,7 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use crate::agent::{AgentActor, RunOutcome, RunTurn};
-use crate::messages::{QueueMode, RunEvent, SessionEvent, TurnEvent};
+use crate::messages::{QueueMode, RunEvent, RunStatus, SessionEvent, TurnEvent};
 use crate::now_ms;
 use crate::store::turns::{self, RunRecord};
 use crate::store::{CloseRuns, FinishRun, RecoverRuns, StartRun, StoreActor, StoreError, StoreOp};
@@ -384,8 +384,8 @@ impl SessionQueueActor {
                 act.resolve(
                     &other,
                     RunSummary {
-                        run_id: other.clone(),
-                        status: "coalesced".into(),
+                        run_id: other.as_str().into(),
+                        status: RunStatus::Coalesced,
                         ..summary.clone()
                     },
                 );
@@ -398,8 +398,8 @@ impl SessionQueueActor {
     /// Tells the session's subscribers how a run ended; returns that summary.
     fn announce_end(&mut self, key: &str, run_id: &str, outcome: &RunOutcome) -> RunSummary {
         let summary = RunSummary {
-            run_id: run_id.to_string(),
-            status: outcome.status.name().into(),
+            run_id: run_id.into(),
+            status: outcome.status,
             summary: outcome.text.clone(),
             error: outcome.error.clone(),
         };
@@ -431,8 +431,8 @@ impl SessionQueueActor {
             self.resolve(
                 id,
                 RunSummary {
-                    run_id: id.clone(),
-                    status: "aborted".into(),
+                    run_id: id.as_str().into(),
+                    status: RunStatus::Aborted,
                     summary: String::new(),
                     error: Some(note.into()),
                 },

@@ -14,6 +14,9 @@ mod spec;
 mod tree_node;
 mod watch;
 
+#[cfg(test)]
+mod lookup_tests;
+
 use std::any::Any;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -86,6 +89,9 @@ pub enum ChildAction {
     Ping,
     /// Return its typed address (see [`ChildHandle::addr_of`]).
     Lookup,
+    /// Return its address; if it is (re)starting or waiting out a backoff, answer as soon
+    /// as it runs again (its supervisor pushes the new address), waiting at most this long.
+    LookupWhenRunning(Duration),
 }
 
 /// Finds a child by id in the subtree and applies an action to it.
@@ -161,6 +167,9 @@ struct Child {
     stopping: bool,
     /// The running instance's own children, if it is a supervisor.
     below: Roster,
+    /// Lookups waiting for the next start; answered with the new address (dropped, and so
+    /// answered "unavailable", if the child is removed first).
+    start_waiters: Vec<oneshot::Sender<Arc<dyn Any + Send + Sync>>>,
 }
 
 impl Child {
@@ -182,6 +191,7 @@ impl Child {
             watch: None,
             stopping: false,
             below: Roster::default(),
+            start_waiters: Vec::new(),
         }
     }
 
@@ -307,6 +317,9 @@ impl SupervisorActor {
         match (child.spec.start)(link) {
             Ok(handle) => {
                 self.roster.insert(id, &handle, &child.below);
+                for waiter in child.start_waiters.drain(..) {
+                    let _ = waiter.send(handle.addr.clone());
+                }
                 child.handle = Some(handle);
                 child.state = NodeState::Running;
                 child.started_at = Some(now_ms());
@@ -516,18 +529,51 @@ pub async fn lookup<A: Actor>(root: &Addr<SupervisorActor>, id: &str) -> Option<
         })
         .await
     {
-        Ok(Ok(CommandOutcome::Found(addr))) => addr.downcast_ref::<Addr<A>>().cloned(),
+        Ok(Ok(CommandOutcome::Found(addr))) => downcast::<A>(id, &addr),
         _ => None,
     }
 }
 
-/// [`lookup`], retried for a few seconds while the child is (re)starting.
+/// How long [`lookup_patiently`] waits for a child that is (re)starting.
+const PATIENCE: Duration = Duration::from_secs(5);
+
+/// [`lookup`], but a child that is (re)starting is waited for: its supervisor answers with
+/// the new address the moment it starts (no polling), within a few seconds. Only when a
+/// whole subtree is restarting (its supervisor cannot be asked) is the ask repeated, once
+/// per [`SUBTREE_RETRY`], within the same few seconds.
 pub async fn lookup_patiently<A: Actor>(root: &Addr<SupervisorActor>, id: &str) -> Option<Addr<A>> {
-    for _ in 0..100 {
-        if let Some(addr) = lookup::<A>(root, id).await {
-            return Some(addr);
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let asked = root
+            .send(ChildCommand {
+                id: ChildId::new(id),
+                action: ChildAction::LookupWhenRunning(left),
+            })
+            .await;
+        match asked {
+            Ok(Ok(CommandOutcome::Found(addr))) => return downcast::<A>(id, &addr),
+            Ok(Err(CommandError::Unavailable(..))) if Instant::now() + SUBTREE_RETRY < deadline => {
+                tokio::time::sleep(SUBTREE_RETRY).await;
+            }
+            _ => return None,
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    None
+}
+
+/// How often [`lookup_patiently`] asks again while a whole subtree is restarting.
+const SUBTREE_RETRY: Duration = Duration::from_millis(50);
+
+/// The typed address behind a registry entry. A child registered under a type other than
+/// the one asked for is a bug (two ids mixed up): logged as an error, never silently `None`.
+fn downcast<A: Actor>(id: &str, addr: &Arc<dyn Any + Send + Sync>) -> Option<Addr<A>> {
+    let found = addr.downcast_ref::<Addr<A>>().cloned();
+    if found.is_none() {
+        tracing::error!(
+            child = id,
+            expected = std::any::type_name::<A>(),
+            "registry lookup asked for the wrong actor type"
+        );
+    }
+    found
 }

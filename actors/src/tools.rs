@@ -127,8 +127,8 @@ pub async fn execute(ctx: &ToolContext, call: &ToolCall) -> Result<String, Strin
                 agent: agent_id,
             } = crate::session_key::resolve(arg(&args, "sessionKey")?, &ctx.agents)?;
             let submit = SubmitTurn {
-                session_key: key.clone(),
-                agent_id,
+                session_key: key.clone().into(),
+                agent_id: agent_id.into(),
                 text: arg(&args, "message")?.to_string(),
                 idempotency_key: Some(format!("tool:{}:{}", ctx.run_id, call.id)),
                 mode: QueueMode::Followup,

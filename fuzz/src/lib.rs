@@ -7,15 +7,15 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::Value;
-use troupe_actors::protocol::{ConnectParams, ErrorShape, RequestFrame, ResponseFrame, Scope};
+use troupe::gateway::ws::protocol::{ConnectParams, ErrorShape, RequestFrame, ResponseFrame, Scope};
 use troupe_actors::provider::sse::{SseEvent, SseReader};
 use troupe_actors::scheduler::schedule::{Schedule, Zone, translate};
 use troupe_actors::session_key::{MAX_KEY_BYTES, resolve};
-use troupe_actors::ws_session::methods::{self, parse};
-use troupe_actors::ws_session::session_params::{
+use troupe::gateway::ws::session::methods::{self, parse};
+use troupe::gateway::ws::session::session_params::{
     AbortParams, HistoryParams, ListParams, ModelsListParams, SessionParams,
 };
-use troupe_actors::ws_session::turn_params::{AgentParams, ChatSendParams};
+use troupe::gateway::ws::session::turn_params::{AgentParams, ChatSendParams};
 
 /// The agents configured while fuzzing session keys and turn params.
 fn agents() -> Vec<String> {

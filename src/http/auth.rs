@@ -2,16 +2,16 @@
 //! (DESIGN.md §11): `Authorization: Bearer <token>` (the scheme is case-insensitive; in
 //! password mode the password is the bearer credential), compared in constant time.
 //! Only a wrong credential counts against the address's allowance in the
-//! [`AuthLimiter`](troupe_actors::auth_limit::AuthLimiter); a missing one is just refused,
+//! [`AuthLimiter`](crate::gateway::auth_limit::AuthLimiter); a missing one is just refused,
 //! and a correct one is always accepted.
 
 use std::time::{Duration, Instant};
 
+use crate::gateway::{AuthPolicy, Gateway};
 use actix_web::HttpMessage;
 use actix_web::HttpRequest;
 use actix_web::http::StatusCode;
 use subtle::ConstantTimeEq;
-use troupe_actors::gateway::{AuthPolicy, Gateway};
 
 use super::ApiError;
 
@@ -40,7 +40,7 @@ pub fn bearer(req: &HttpRequest) -> Option<&str> {
 
 /// Checks the request's credential against the gateway's, counting a wrong one.
 pub fn check(req: &HttpRequest, gateway: &Gateway) -> Result<(), AuthFailure> {
-    let expected = match &gateway.settings.auth {
+    let expected = match &gateway.edge.auth {
         AuthPolicy::None => return Ok(()),
         AuthPolicy::Token(s) | AuthPolicy::Password(s) => &s.0,
     };
@@ -52,7 +52,7 @@ pub fn check(req: &HttpRequest, gateway: &Gateway) -> Result<(), AuthFailure> {
     }
     match req.peer_addr() {
         Some(peer) => gateway
-            .settings
+            .edge
             .auth_limiter
             .wrong_credential(peer.ip(), Instant::now())
             .map_err(AuthFailure::Limited)

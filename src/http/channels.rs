@@ -1,12 +1,12 @@
 //! REST for chat channels: `GET /api/channels` (the same report as WS `channels.status`),
 //! `GET /api/pairing` and `POST /api/pairing/approve {"code": ...}`.
 
+use crate::gateway::Gateway;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::json;
 use troupe_actors::channels::{self, pairing};
-use troupe_actors::gateway::Gateway;
 
 use super::{ApiError, authorize, json_body};
 

@@ -3,11 +3,11 @@
 //! /api/cron/{id}/run` (now, recorded as manual), `GET /api/cron/{id}/runs?limit=N` (the
 //! run ledger, newest first) and `GET /api/cron/status`.
 
+use crate::gateway::Gateway;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use troupe_actors::gateway::Gateway;
 use troupe_actors::scheduler::api::{CronCallError, call};
 
 use super::{ApiError, authorize, json_body};

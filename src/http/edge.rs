@@ -13,6 +13,7 @@
 
 use std::time::Duration;
 
+use crate::gateway::Gateway;
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::error::PayloadError;
@@ -20,7 +21,6 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::Next;
 use actix_web::{HttpMessage, ResponseError, web};
-use troupe_actors::gateway::Gateway;
 
 use super::auth::{self, Authenticated};
 use super::body_deadline::{self, DeadlinePayload};

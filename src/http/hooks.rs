@@ -7,15 +7,16 @@
 
 use std::time::Duration;
 
+use crate::gateway::Gateway;
+use crate::gateway::turns;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
-use troupe_actors::gateway::Gateway;
+use troupe_actors::messages::RunStatus;
 use troupe_actors::scheduler::{SchedulerActor, WakeHeartbeat};
-use troupe_actors::session_key::resolve;
-use troupe_actors::session_queue::{QueueError, SessionQueueActor, SubmitTurn, WaitRun};
+use troupe_actors::session_queue::SubmitTurn;
 
 use super::{ApiError, json_body};
 use crate::config::hooks::{HooksConfig, LiveHooks};
@@ -66,7 +67,7 @@ fn authorize(req: &HttpRequest, hooks: &HooksConfig, gateway: &Gateway) -> Resul
     }
     let limited = req.peer_addr().and_then(|peer| {
         gateway
-            .settings
+            .edge
             .auth_limiter
             .wrong_credential(peer.ip(), std::time::Instant::now())
             .err()
@@ -101,15 +102,6 @@ struct AgentHook {
     wait: bool,
 }
 
-fn agent_ids(gateway: &Gateway) -> Vec<String> {
-    gateway
-        .settings
-        .agents
-        .iter()
-        .map(|a| a.id.clone())
-        .collect()
-}
-
 /// Submits the turn (stored before this returns) and answers `{ok, runId}`, or with
 /// `wait` the run's end.
 async fn submit(
@@ -120,9 +112,8 @@ async fn submit(
     message: String,
     wait: bool,
 ) -> Result<HttpResponse, ApiError> {
-    let agents = agent_ids(gateway);
-    let resolved = resolve(&session_key, &agents)
-        .map_err(|e| refuse(StatusCode::BAD_REQUEST, "INVALID_REQUEST", e))?;
+    let agents = turns::agent_ids(gateway);
+    let resolved = turns::resolve_key(gateway, &session_key)?;
     let agent = agent_id.unwrap_or(resolved.agent);
     if !agents.contains(&agent) {
         return Err(refuse(
@@ -144,71 +135,32 @@ async fn submit(
         .and_then(|v| v.to_str().ok())
         .map(|k| format!("hook:{k}"))
         .unwrap_or_else(|| format!("hook:{}", uuid::Uuid::new_v4()));
-    let unavailable = || {
-        refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "UNAVAILABLE",
-            "the session queue is not running",
-        )
-    };
-    let queue = gateway
-        .lookup::<SessionQueueActor>("session-queue")
-        .await
-        .ok_or_else(unavailable)?;
     let submit = SubmitTurn {
-        session_key: resolved.key,
-        agent_id: agent,
+        session_key: resolved.key.into(),
+        agent_id: agent.into(),
         text: message,
         idempotency_key: Some(key),
         mode: Default::default(),
         subscriber: None,
         options: Default::default(),
     };
-    let accepted = match queue.send(submit).await.map_err(|_| unavailable())? {
-        Ok(a) => a,
-        Err(QueueError::Invalid(why)) => {
-            return Err(refuse(StatusCode::BAD_REQUEST, "INVALID_REQUEST", why));
-        }
-        Err(e) => {
-            return Err(refuse(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "UNAVAILABLE",
-                e.to_string(),
-            ));
-        }
-    };
+    let accepted = turns::submit(gateway, submit).await?;
     if !wait {
         return Ok(HttpResponse::Accepted().json(json!({
             "ok": true, "runId": accepted.run_id, "duplicate": accepted.duplicate,
         })));
     }
     loop {
-        let queue = gateway
-            .lookup::<SessionQueueActor>("session-queue")
-            .await
-            .ok_or_else(unavailable)?;
-        let waited = queue
-            .send(WaitRun {
-                run_id: accepted.run_id.clone(),
-                timeout: WAIT_SLICE,
-            })
-            .await
-            .map_err(|_| unavailable())?;
+        let waited = turns::wait_run(gateway, accepted.run_id.0.clone(), WAIT_SLICE).await;
         match waited {
-            Ok(s) if s.status == "timeout" => continue,
+            Ok(s) if s.status == RunStatus::Timeout => continue,
             Ok(s) => {
                 return Ok(HttpResponse::Ok().json(json!({
-                    "ok": s.status == "ok", "runId": s.run_id, "status": s.status,
+                    "ok": s.status == RunStatus::Ok, "runId": s.run_id, "status": s.status,
                     "summary": s.summary, "error": s.error,
                 })));
             }
-            Err(e) => {
-                return Err(refuse(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "UNAVAILABLE",
-                    e.to_string(),
-                ));
-            }
+            Err(e) => return Err(e.into()),
         }
     }
 }
@@ -226,7 +178,7 @@ pub async fn agent(
     let agent = hook
         .agent_id
         .clone()
-        .or_else(|| agent_ids(&gateway).first().cloned())
+        .or_else(|| turns::agent_ids(&gateway).first().cloned())
         .unwrap_or_else(|| "main".into());
     let session = hook.session_key.unwrap_or_else(|| format!("hook:{agent}"));
     submit(

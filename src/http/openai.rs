@@ -19,6 +19,8 @@ use std::convert::Infallible;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::gateway::Gateway;
+use crate::gateway::turns::{self, EdgeError};
 use actix::{Actor, Addr, Recipient};
 use actix_web::http::StatusCode;
 use actix_web::web::Bytes;
@@ -27,9 +29,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use troupe_actors::event_sink::{EventSinkActor, RunStream, TrackRun};
-use troupe_actors::gateway::Gateway;
-use troupe_actors::messages::{QueueMode, SessionEvent};
-use troupe_actors::session_key::resolve;
+use troupe_actors::messages::{QueueMode, RunStatus, SessionEvent};
+
 use troupe_actors::session_queue::{
     QueueError, RunSummary, SessionQueueActor, SubmitTurn, TurnAccepted, WaitRun,
 };
@@ -97,14 +98,10 @@ impl OpenAiError {
         .with_code("invalid_api_key")
     }
 
-    fn unavailable(what: &str) -> Self {
+    fn unavailable(message: String) -> Self {
         Self {
             retry_after_secs: Some(1),
-            ..Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "api_error",
-                format!("{what} is restarting; retry"),
-            )
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "api_error", message)
         }
         .with_code("unavailable")
     }
@@ -158,6 +155,19 @@ pub(super) fn error_response(err: &super::ApiError) -> HttpResponse {
 
 fn error_body(message: &str, kind: &str, param: Option<&str>, code: Option<&str>) -> Value {
     json!({ "error": { "message": message, "type": kind, "param": param, "code": code } })
+}
+
+/// The OpenAI rendering of the edges' shared error.
+impl From<EdgeError> for OpenAiError {
+    fn from(err: EdgeError) -> Self {
+        match err {
+            EdgeError::Queue(err) => Self::queue(err),
+            EdgeError::BadSessionKey(why) => {
+                Self::invalid(None, format!("header {SESSION_HEADER}: {why}"))
+            }
+            EdgeError::Restarting(_) | EdgeError::Store(_) => Self::unavailable(err.to_string()),
+        }
+    }
 }
 
 impl ResponseError for OpenAiError {
@@ -266,14 +276,7 @@ fn session_for(
             uuid::Uuid::new_v4()
         ));
     };
-    let agents: Vec<String> = gateway
-        .settings
-        .agents
-        .iter()
-        .map(|a| a.id.clone())
-        .collect();
-    let resolved = resolve(key, &agents)
-        .map_err(|e| OpenAiError::invalid(None, format!("header {SESSION_HEADER}: {e}")))?;
+    let resolved = turns::resolve_key(gateway, key)?;
     let owner = resolved.agent;
     if owner != agent_id {
         return Err(OpenAiError::invalid(
@@ -355,10 +358,7 @@ pub async fn chat_completions(
     let idempotency_key = header(&req, "idempotency-key")?
         .map(str::to_string)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let queue = gateway
-        .lookup::<SessionQueueActor>("session-queue")
-        .await
-        .ok_or_else(|| OpenAiError::unavailable("the session queue"))?;
+    let queue = turns::queue(&gateway).await?;
     let turn = Turn {
         queue,
         model: request.model,
@@ -390,19 +390,15 @@ impl Turn {
         subscriber: Option<(String, Recipient<SessionEvent>)>,
     ) -> Result<TurnAccepted, OpenAiError> {
         let submit = SubmitTurn {
-            session_key: self.session_key.clone(),
-            agent_id: self.agent_id.clone(),
+            session_key: self.session_key.clone().into(),
+            agent_id: self.agent_id.clone().into(),
             text: self.text.clone(),
             idempotency_key: Some(self.idempotency_key.clone()),
             mode: QueueMode::Followup,
             subscriber,
             options: Default::default(),
         };
-        self.queue
-            .send(submit)
-            .await
-            .map_err(|_| OpenAiError::unavailable("the session queue"))?
-            .map_err(OpenAiError::queue)
+        Ok(turns::submit_to(&self.queue, submit).await?)
     }
 
     fn respond(&self, status: StatusCode, run_id: &str) -> HttpResponseBuilder {
@@ -416,7 +412,7 @@ impl Turn {
     async fn complete(self) -> Result<HttpResponse, OpenAiError> {
         let accepted = self.submit(None).await?;
         let wait = WaitRun {
-            run_id: accepted.run_id.clone(),
+            run_id: accepted.run_id.0.clone(),
             timeout: RUN_TIMEOUT,
         };
         let summary: RunSummary = self
@@ -433,9 +429,9 @@ impl Turn {
             .map_err(OpenAiError::queue)?;
         let run_failed =
             |message: String| OpenAiError::new(StatusCode::BAD_GATEWAY, "api_error", message);
-        match summary.status.as_str() {
-            "ok" | "coalesced" => {}
-            "timeout" => {
+        match summary.status {
+            RunStatus::Ok | RunStatus::Coalesced => {}
+            RunStatus::Timeout => {
                 return Err(OpenAiError::new(
                     StatusCode::GATEWAY_TIMEOUT,
                     "api_error",
@@ -448,11 +444,11 @@ impl Turn {
                 )
                 .with_code("timeout"));
             }
-            "aborted" => {
+            RunStatus::Aborted => {
                 let why = summary.error.unwrap_or_else(|| "aborted".into());
                 return Err(run_failed(format!("the run was aborted: {why}")));
             }
-            other => {
+            other @ RunStatus::Error => {
                 return Err(run_failed(
                     summary
                         .error
@@ -489,7 +485,7 @@ impl Turn {
             .submit(Some((conn_id, sink.clone().recipient())))
             .await?;
         sink.do_send(TrackRun {
-            run_id: accepted.run_id.clone(),
+            run_id: accepted.run_id.0.clone(),
         });
         let chunks = Chunks {
             events,
@@ -579,8 +575,8 @@ impl Chunks {
                 }
                 RunStream::End(end) => end,
             };
-            match end.status.as_str() {
-                "ok" | "coalesced" => {
+            match end.status {
+                RunStatus::Ok | RunStatus::Coalesced => {
                     self.done = true;
                     let mut out = String::new();
                     // A reply known only from the run's summary (a duplicate request, or
@@ -594,7 +590,7 @@ impl Chunks {
                     out.push_str("data: [DONE]\n\n");
                     return Some(Bytes::from(out));
                 }
-                "aborted" => {
+                RunStatus::Aborted => {
                     let why = end.error.as_deref().unwrap_or("aborted");
                     let message = format!("the run was aborted: {why}");
                     return Some(self.error(&message));

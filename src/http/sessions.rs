@@ -1,16 +1,17 @@
 //! REST for sessions: `GET /api/sessions`, `GET /api/sessions/{key}/messages`,
 //! `POST /api/sessions/{key}/messages` (the same operations as the WS methods).
 
+use crate::gateway::Gateway;
+use crate::gateway::turns::{self, EdgeError, transcript_json};
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::json;
-use troupe_actors::gateway::Gateway;
 use troupe_actors::messages::QueueMode;
-use troupe_actors::session_key::{ResolvedKey, resolve};
-use troupe_actors::session_queue::{QueueError, SessionQueueActor, SubmitTurn};
-use troupe_actors::store::{History, ListSessions, StoreActor, StoreOp, UsageReport, turns};
-use troupe_actors::ws_session::transcript_json;
+use troupe_actors::session_key::ResolvedKey;
+use troupe_actors::session_queue::{QueueError, SubmitTurn};
+use troupe_actors::store::turns::HistoryPage;
+use troupe_actors::store::{History, ListSessions, UsageReport};
 
 use super::{ApiError, authorize, json_body};
 
@@ -33,46 +34,17 @@ struct PostMessage {
     queue_mode: QueueMode,
 }
 
-fn unavailable(what: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "UNAVAILABLE",
-        format!("{what} is restarting; retry"),
-    )
-}
-
-async fn store(gateway: &Gateway) -> Result<actix::Addr<StoreActor>, ApiError> {
-    gateway
-        .lookup::<StoreActor>("store")
-        .await
-        .ok_or_else(|| unavailable("the store"))
-}
-
-async fn read<O: StoreOp>(gateway: &Gateway, op: O) -> Result<O::Output, ApiError>
-where
-    StoreActor: actix::Handler<O>,
-{
-    store(gateway)
-        .await?
-        .send(op)
-        .await
-        .map_err(|_| unavailable("the store"))?
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "UNAVAILABLE",
-                e.to_string(),
-            )
-        })
-}
-
-fn agent_ids(gateway: &Gateway) -> Vec<String> {
-    gateway
-        .settings
-        .agents
-        .iter()
-        .map(|a| a.id.clone())
-        .collect()
+/// The REST rendering of the edges' shared error.
+impl From<EdgeError> for ApiError {
+    fn from(err: EdgeError) -> Self {
+        let status = match &err {
+            EdgeError::BadSessionKey(_) | EdgeError::Queue(QueueError::Invalid(_)) => {
+                return ApiError::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", err.to_string());
+            }
+            _ => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        ApiError::new(status, "UNAVAILABLE", err.to_string())
+    }
 }
 
 /// `GET /api/sessions`.
@@ -83,7 +55,7 @@ pub async fn list(
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &gateway)?;
     let limit = i64::from(q.limit.unwrap_or(100).clamp(1, 1000));
-    let sessions = read(&gateway, ListSessions { limit }).await?;
+    let sessions = turns::read(&gateway, ListSessions { limit }).await?;
     Ok(HttpResponse::Ok().json(json!({ "sessions": sessions })))
 }
 
@@ -95,19 +67,13 @@ pub async fn messages(
     q: web::Query<Page>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &gateway)?;
-    let key = resolve(&key, &agent_ids(&gateway))
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", e))?
-        .key;
-    let page = turns::HistoryPage::new(i64::from(q.limit.unwrap_or(100).clamp(1, 1000)), q.before);
-    let k = key.clone();
-    let transcript = read(
-        &gateway,
-        History {
-            session_key: k,
-            page,
-        },
-    )
-    .await?;
+    let key = turns::resolve_key(&gateway, &key)?.key;
+    let page = HistoryPage::new(i64::from(q.limit.unwrap_or(100).clamp(1, 1000)), q.before);
+    let history = History {
+        session_key: key.clone(),
+        page,
+    };
+    let transcript = turns::read(&gateway, history).await?;
     Ok(HttpResponse::Ok().json(transcript_json(&key, transcript)))
 }
 
@@ -125,8 +91,8 @@ pub async fn usage(
     q: web::Query<UsageQuery>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &gateway)?;
-    let since = troupe_actors::ws_session::usage_since(q.days);
-    let report = read(&gateway, UsageReport { since_ms: since }).await?;
+    let since = turns::usage_since(q.days);
+    let report = turns::read(&gateway, UsageReport { since_ms: since }).await?;
     Ok(HttpResponse::Ok().json(json!({ "sinceMs": since, "usage": report })))
 }
 
@@ -141,8 +107,7 @@ pub async fn post(
     let ResolvedKey {
         key,
         agent: agent_id,
-    } = resolve(&key, &agent_ids(&gateway))
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", e))?;
+    } = turns::resolve_key(&gateway, &key)?;
     let body: PostMessage = json_body(&req, &body)?;
     let header = req
         .headers()
@@ -156,28 +121,23 @@ pub async fn post(
             "idempotencyKey (body) or Idempotency-Key (header) is required",
         ));
     };
-    let queue = gateway
-        .lookup::<SessionQueueActor>("session-queue")
-        .await
-        .ok_or_else(|| unavailable("the session queue"))?;
     let submit = SubmitTurn {
-        session_key: key,
-        agent_id,
+        session_key: key.into(),
+        agent_id: agent_id.into(),
         text: body.message,
         idempotency_key: Some(idempotency_key),
         mode: body.queue_mode,
         subscriber: None,
         options: Default::default(),
     };
-    match queue.send(submit).await.map_err(|_| unavailable("the session queue"))? {
-        Ok(a) => Ok(HttpResponse::Accepted().json(json!({
-            "runId": a.run_id, "status": "accepted", "runStatus": a.status, "acceptedAt": a.accepted_at,
-            "queued": { "position": a.position }, "duplicate": a.duplicate,
-        }))),
-        Err(e @ (QueueError::LaneFull { retry_after_ms, .. } | QueueError::QueueFull { retry_after_ms, .. })) => Ok(HttpResponse::ServiceUnavailable()
+    match turns::submit(&gateway, submit).await {
+        Ok(a) => Ok(HttpResponse::Accepted().json(turns::accepted_payload(&a))),
+        Err(EdgeError::Queue(
+            e @ (QueueError::LaneFull { retry_after_ms, .. }
+            | QueueError::QueueFull { retry_after_ms, .. }),
+        )) => Ok(HttpResponse::ServiceUnavailable()
             .insert_header(("Retry-After", retry_after_ms.div_ceil(1000).to_string()))
             .json(json!({ "error": { "code": "UNAVAILABLE", "message": e.to_string(), "retryAfterMs": retry_after_ms } }))),
-        Err(QueueError::Invalid(why)) => Err(ApiError::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", why)),
-        Err(e) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", e.to_string())),
+        Err(e) => Err(e.into()),
     }
 }

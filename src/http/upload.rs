@@ -5,13 +5,13 @@
 
 use std::path::PathBuf;
 
+use crate::gateway::Gateway;
 use actix_multipart::Multipart;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use futures_util::StreamExt;
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
-use troupe_actors::gateway::Gateway;
 
 use super::{ApiError, authorize};
 

@@ -6,11 +6,11 @@
 
 use std::path::PathBuf;
 
+use crate::gateway::Gateway;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use troupe_actors::gateway::Gateway;
 use troupe_actors::vault::{MAX_NOTE_BYTES, Vault, VaultError, WriteMode, note};
 
 use super::{ApiError, authorize, json_body};

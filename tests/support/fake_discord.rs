@@ -413,47 +413,55 @@ async fn post_message(
         return HttpResponse::NotFound()
             .json(json!({ "message": "Unknown Channel", "code": 10003 }));
     };
-    let mut inner = shared.lock();
-    if inner.rate_limits > 0 {
-        inner.rate_limits -= 1;
-        inner.rate_limited_at.push(Instant::now());
-        return HttpResponse::TooManyRequests()
-            .insert_header(("Retry-After", "1"))
-            .json(json!({ "message": "You are being rate limited.", "retry_after": 1.0, "global": false }));
+    // The answer now (Ok), or the new message and whether to hold its answer (Err).
+    let recorded: Result<HttpResponse, (Value, bool)> = 'recorded: {
+        let mut inner = shared.lock();
+        if inner.rate_limits > 0 {
+            inner.rate_limits -= 1;
+            inner.rate_limited_at.push(Instant::now());
+            break 'recorded Ok(HttpResponse::TooManyRequests()
+                .insert_header(("Retry-After", "1"))
+                .json(json!({ "message": "You are being rate limited.", "retry_after": 1.0, "global": false })));
+        }
+        // Discord's `enforce_nonce`: a second post with a nonce already used in the channel
+        // returns the first message and creates nothing.
+        let nonce = body["nonce"].as_str().map(str::to_string);
+        if body["enforce_nonce"] == true
+            && let Some(nonce) = &nonce
+            && let Some(first) = inner.nonces.get(&(channel, nonce.clone())).cloned()
+        {
+            inner.nonce_replays += 1;
+            break 'recorded Ok(HttpResponse::Ok().json(first));
+        }
+        let content = body["content"].as_str().unwrap_or_default().to_string();
+        inner.next_id += 1;
+        let id = inner.next_id;
+        let message = message_json(id, channel, user_json(BOT_ID, true), &content, vec![], None);
+        if let Some(nonce) = nonce {
+            inner.nonces.insert((channel, nonce), message.clone());
+        }
+        inner
+            .messages
+            .entry(channel)
+            .or_default()
+            .push(message.clone());
+        inner.sent.push(Sent {
+            channel_id: channel,
+            content,
+            id,
+            at: Instant::now(),
+        });
+        Err((message, inner.hold_posts))
+    };
+    match recorded {
+        Ok(answer) => answer,
+        Err((message, hold)) => {
+            if hold {
+                std::future::pending::<()>().await;
+            }
+            HttpResponse::Ok().json(message)
+        }
     }
-    // Discord's `enforce_nonce`: a second post with a nonce already used in the channel
-    // returns the first message and creates nothing.
-    let nonce = body["nonce"].as_str().map(str::to_string);
-    if body["enforce_nonce"] == true
-        && let Some(nonce) = &nonce
-        && let Some(first) = inner.nonces.get(&(channel, nonce.clone())).cloned()
-    {
-        inner.nonce_replays += 1;
-        return HttpResponse::Ok().json(first);
-    }
-    let content = body["content"].as_str().unwrap_or_default().to_string();
-    inner.next_id += 1;
-    let id = inner.next_id;
-    let message = message_json(id, channel, user_json(BOT_ID, true), &content, vec![], None);
-    if let Some(nonce) = nonce {
-        inner.nonces.insert((channel, nonce), message.clone());
-    }
-    inner
-        .messages
-        .entry(channel)
-        .or_default()
-        .push(message.clone());
-    inner.sent.push(Sent {
-        channel_id: channel,
-        content,
-        id,
-        at: Instant::now(),
-    });
-    if inner.hold_posts {
-        drop(inner);
-        std::future::pending::<()>().await;
-    }
-    HttpResponse::Ok().json(message)
 }
 
 async fn get_messages(

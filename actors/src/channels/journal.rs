@@ -11,6 +11,7 @@ use actix::prelude::*;
 use super::split::split_message;
 use super::{ChannelError, store_of};
 use crate::messages::QueueMode;
+use crate::messages::RunStatus;
 use crate::session_queue::{QueueError, RunSummary, SessionQueueActor, SubmitTurn, WaitRun};
 use crate::store::channels::{Account, DeliveryRecord, InboundRecord, RecordReply};
 use crate::supervisor::{SupervisorActor, lookup_patiently};
@@ -52,7 +53,7 @@ pub async fn answer(
 ) -> Result<Vec<DeliveryRecord>, ChannelError> {
     let key = route.idempotency_key(inbound);
     let mut summary = run_once(route, inbound, key.clone()).await?;
-    let interrupted = summary.status == "error"
+    let interrupted = summary.status == RunStatus::Error
         && summary
             .error
             .as_deref()
@@ -71,7 +72,7 @@ pub async fn answer(
         .send(RecordReply {
             account: acc,
             inbound,
-            run_id,
+            run_id: run_id.0,
             parts,
         })
         .await
@@ -81,10 +82,10 @@ pub async fn answer(
 
 /// What the user sees for a run's end.
 fn reply_text(summary: &RunSummary) -> String {
-    match summary.status.as_str() {
-        "ok" => summary.summary.clone(),
-        "aborted" if !summary.summary.trim().is_empty() => summary.summary.clone(),
-        "aborted" => "(the reply was aborted)".into(),
+    match summary.status {
+        RunStatus::Ok => summary.summary.clone(),
+        RunStatus::Aborted if !summary.summary.trim().is_empty() => summary.summary.clone(),
+        RunStatus::Aborted => "(the reply was aborted)".into(),
         _ => format!(
             "Sorry, that failed: {}",
             summary.error.as_deref().unwrap_or("unknown error")
@@ -107,8 +108,8 @@ async fn run_once(
     let accepted = loop {
         let queue = queue_of(&route.root).await?;
         let submit = SubmitTurn {
-            session_key: inbound.session_key.clone(),
-            agent_id: route.agent.clone(),
+            session_key: inbound.session_key.clone().into(),
+            agent_id: route.agent.clone().into(),
             text: inbound.text.clone(),
             idempotency_key: Some(key.clone()),
             mode: QueueMode::Followup,
@@ -131,11 +132,11 @@ async fn run_once(
     loop {
         let queue = queue_of(&route.root).await?;
         let wait = WaitRun {
-            run_id: accepted.run_id.clone(),
+            run_id: accepted.run_id.0.clone(),
             timeout: WAIT_SLICE,
         };
         match queue.send(wait).await {
-            Ok(Ok(summary)) if summary.status == "timeout" => continue,
+            Ok(Ok(summary)) if summary.status == RunStatus::Timeout => continue,
             Ok(Ok(summary)) => return Ok(summary),
             Ok(Err(e)) => return Err(ChannelError::Queue(e.to_string())),
             Err(e) => return Err(ChannelError::Queue(e.to_string())),

@@ -31,6 +31,12 @@ pub struct SseReader<S> {
     done: bool,
     /// Bytes of `buffer` already parsed (dropped before the next chunk is added).
     read: usize,
+    /// Bytes of `buffer` already searched for a newline: a long line arriving in many
+    /// small chunks is searched once, not once per chunk.
+    scanned: usize,
+    /// Bytes searched for newlines in all (tests check that each is searched once).
+    #[cfg(test)]
+    searched: usize,
     max_event_bytes: usize,
 }
 
@@ -44,6 +50,9 @@ impl<S: Stream<Item = reqwest::Result<Bytes>> + Unpin> SseReader<S> {
             idle,
             done: false,
             read: 0,
+            scanned: 0,
+            #[cfg(test)]
+            searched: 0,
             max_event_bytes: MAX_EVENT_BYTES,
         }
     }
@@ -63,6 +72,24 @@ impl<S: Stream<Item = reqwest::Result<Bytes>> + Unpin> SseReader<S> {
         }
     }
 
+    /// The length of the next complete line from `read` (without its `\n`), searching
+    /// only bytes not searched before.
+    fn next_line_len(&mut self) -> Option<usize> {
+        let from = self.scanned.max(self.read);
+        let found = self.buffer[from..].iter().position(|b| *b == b'\n');
+        #[cfg(test)]
+        {
+            self.searched += found.map_or(self.buffer.len() - from, |at| at + 1);
+        }
+        match found {
+            Some(at) => Some(from + at - self.read),
+            None => {
+                self.scanned = self.buffer.len();
+                None
+            }
+        }
+    }
+
     /// The next event; `None` at the end of the stream.
     pub async fn next(&mut self) -> Result<Option<SseEvent>, ProviderError> {
         let mut event = SseEvent::default();
@@ -70,12 +97,13 @@ impl<S: Stream<Item = reqwest::Result<Bytes>> + Unpin> SseReader<S> {
         loop {
             // Complete lines are read from `self.read` on; the buffer is compacted once per
             // chunk, not once per line (a large chunk of short lines stays linear).
-            while let Some(len) = self.buffer[self.read..].iter().position(|b| *b == b'\n') {
+            while let Some(len) = self.next_line_len() {
                 if event.data.len() + len > self.max_event_bytes {
                     return Err(self.too_large());
                 }
                 let raw = &self.buffer[self.read..self.read + len];
                 self.read += len + 1;
+                self.scanned = self.read;
                 let line = String::from_utf8_lossy(raw);
                 let line = line.trim_end_matches('\r');
                 if line.is_empty() {
@@ -104,6 +132,7 @@ impl<S: Stream<Item = reqwest::Result<Bytes>> + Unpin> SseReader<S> {
                 }
             }
             self.buffer.drain(..self.read);
+            self.scanned -= self.read;
             self.read = 0;
             if self.done {
                 if !self.buffer.is_empty() {
@@ -219,6 +248,35 @@ mod tests {
         let bytes: Vec<String> = body.chars().map(String::from).collect();
         let bytes: Vec<&str> = bytes.iter().map(String::as_str).collect();
         assert_eq!(read_all(&bytes, 20).await, (vec!["ok".to_string()], true));
+    }
+
+    #[tokio::test]
+    async fn a_long_line_in_tiny_chunks_and_many_lines_in_one_chunk_are_searched_once() {
+        let long = format!("data: {}\n\n", "x".repeat(20_000));
+        let bytes: Vec<String> = long.chars().map(|c| c.to_string()).collect();
+        let chunks: Vec<&str> = bytes.iter().map(String::as_str).collect();
+        let mut r = reader(&chunks);
+        let event = r.next().await.unwrap().unwrap();
+        assert_eq!(event.data.len(), 20_000);
+        assert!(
+            r.searched <= long.len(),
+            "searched {} bytes of {}",
+            r.searched,
+            long.len()
+        );
+
+        let many = "data: a\n\n".repeat(5_000);
+        let one = [many.as_str()];
+        let mut r = reader(&one);
+        for _ in 0..5_000 {
+            assert_eq!(r.next().await.unwrap().unwrap().data, "a");
+        }
+        assert!(
+            r.searched <= many.len(),
+            "searched {} bytes of {}",
+            r.searched,
+            many.len()
+        );
     }
 
     #[tokio::test]

@@ -7,6 +7,7 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use crate::messages::QueueMode;
+use crate::messages::RunStatus;
 use crate::session_queue::{QueueError, RunSummary, SessionQueueActor, SubmitTurn, WaitRun};
 use crate::store::{StoreActor, StoreOp};
 use crate::supervisor::{SupervisorActor, lookup_patiently};
@@ -55,8 +56,8 @@ pub async fn run_turn(
     let accepted = loop {
         let queue = queue_of(root).await?;
         let submit = SubmitTurn {
-            session_key: turn.session_key.clone(),
-            agent_id: turn.agent_id.clone(),
+            session_key: turn.session_key.clone().into(),
+            agent_id: turn.agent_id.clone().into(),
             text: turn.text.clone(),
             idempotency_key: Some(turn.idempotency_key.clone()),
             mode: QueueMode::Followup,
@@ -80,11 +81,11 @@ pub async fn run_turn(
     loop {
         let queue = queue_of(root).await?;
         let wait = WaitRun {
-            run_id: accepted.run_id.clone(),
+            run_id: accepted.run_id.0.clone(),
             timeout: WAIT_SLICE,
         };
         match queue.send(wait).await {
-            Ok(Ok(summary)) if summary.status == "timeout" => continue,
+            Ok(Ok(summary)) if summary.status == RunStatus::Timeout => continue,
             Ok(Ok(summary)) => return Ok(summary),
             Ok(Err(e)) => return Err(e.to_string()),
             Err(e) => return Err(format!("the session queue did not answer: {e}")),

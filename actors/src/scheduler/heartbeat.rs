@@ -103,10 +103,10 @@ impl SchedulerActor {
                 hb.active = false;
             }
             let payload = match result {
-                Ok(s) if s.status == "ok" && is_no_reply(&s.summary) => {
+                Ok(s) if s.status == crate::messages::RunStatus::Ok && is_no_reply(&s.summary) => {
                     json!({"agentId": agent_id, "runId": s.run_id, "status": s.status, "delivered": false})
                 }
-                Ok(s) if s.status == "ok" => {
+                Ok(s) if s.status == crate::messages::RunStatus::Ok => {
                     json!({"agentId": agent_id, "runId": s.run_id, "status": s.status, "delivered": true, "text": s.summary})
                 }
                 Ok(s) => {

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use crate::messages::{QueueMode, SessionEvent, TurnOptions};
+use crate::messages::{AgentId, QueueMode, RunId, SessionEvent, SessionKey, TurnOptions};
 
 /// Limits of the queue.
 #[derive(Debug, Clone)]
@@ -66,9 +66,9 @@ pub enum QueueError {
 #[rtype(result = "Result<TurnAccepted, QueueError>")]
 pub struct SubmitTurn {
     /// Session key.
-    pub session_key: String,
+    pub session_key: SessionKey,
     /// Agent to run it.
-    pub agent_id: String,
+    pub agent_id: AgentId,
     /// The user's message.
     pub text: String,
     /// Dedupe key.
@@ -85,7 +85,7 @@ pub struct SubmitTurn {
 #[derive(Debug, Clone)]
 pub struct TurnAccepted {
     /// Run id.
-    pub run_id: String,
+    pub run_id: RunId,
     /// `accepted`, or the earlier run's status for a duplicate.
     pub status: String,
     /// When it was accepted (ms).
@@ -111,9 +111,9 @@ pub struct WaitRun {
 #[serde(rename_all = "camelCase")]
 pub struct RunSummary {
     /// Run id.
-    pub run_id: String,
-    /// ok | error | aborted | coalesced | timeout.
-    pub status: String,
+    pub run_id: RunId,
+    /// How it ended (`timeout`: still pending when the wait gave up).
+    pub status: crate::messages::RunStatus,
     /// The reply.
     pub summary: String,
     /// The error, if any.

@@ -9,7 +9,7 @@ use super::{
     AbortReport, AbortTurn, MAX_IDEMPOTENCY_KEY_BYTES, QueueError, ResetSession, RunSummary,
     SessionQueueActor, SubmitTurn, Subscribe, TurnAccepted, Unsubscribe, WaitRun,
 };
-use crate::messages::{QueueMode, RunEvent, Shutdown, TurnEvent, TurnEventKind};
+use crate::messages::{QueueMode, RunEvent, RunStatus, Shutdown, TurnEvent, TurnEventKind};
 
 use crate::store::turns::{Acceptance, NewTurn};
 use crate::store::{AcceptTurn, ClearSession, GetRun, StoreError};
@@ -27,7 +27,7 @@ impl Handler<SubmitTurn> for SessionQueueActor {
         if let Some(refusal) = self.refusal(&msg) {
             return Box::pin(fut::ready(Err(refusal)));
         }
-        let key = msg.session_key.clone();
+        let key = msg.session_key.0.clone();
         if let Some((conn_id, recipient)) = msg.subscriber {
             self.subscribe(&key, conn_id, recipient);
         }
@@ -40,7 +40,7 @@ impl Handler<SubmitTurn> for SessionQueueActor {
             lane.waiting.push_back(Waiting {
                 ticket,
                 run_id: None,
-                agent_id: msg.agent_id.clone(),
+                agent_id: msg.agent_id.0.clone(),
                 input: msg.text.clone(),
                 mode: msg.mode,
                 options: msg.options,
@@ -48,7 +48,7 @@ impl Handler<SubmitTurn> for SessionQueueActor {
         }
         let turn = NewTurn {
             session_key: key.clone(),
-            agent_id: msg.agent_id,
+            agent_id: msg.agent_id.0,
             text: msg.text,
             idempotency_key: msg.idempotency_key,
             mode: msg.mode.name().into(),
@@ -117,7 +117,7 @@ impl SessionQueueActor {
                         ctx,
                     );
                     return Ok(TurnAccepted {
-                        run_id: run.id,
+                        run_id: run.id.into(),
                         status: "aborted".into(),
                         accepted_at: run.accepted_at,
                         position: 0,
@@ -139,7 +139,7 @@ impl SessionQueueActor {
                 }
                 let position = lane.position(ticket);
                 Ok(TurnAccepted {
-                    run_id: run.id,
+                    run_id: run.id.into(),
                     status: "accepted".into(),
                     accepted_at: run.accepted_at,
                     position,
@@ -154,7 +154,7 @@ impl SessionQueueActor {
                     self.requeue(run.clone());
                 }
                 Ok(TurnAccepted {
-                    run_id: run.id,
+                    run_id: run.id.into(),
                     status: run.status,
                     accepted_at: run.accepted_at,
                     position: 0,
@@ -216,8 +216,8 @@ impl Handler<WaitRun> for SessionQueueActor {
                 match tokio::time::timeout(timeout, rx).await {
                     Ok(Ok(summary)) => Ok(summary),
                     _ => Ok(RunSummary {
-                        run_id,
-                        status: "timeout".into(),
+                        run_id: run_id.into(),
+                        status: RunStatus::Timeout,
                         summary: String::new(),
                         error: None,
                     }),
@@ -250,9 +250,11 @@ impl Handler<WaitRun> for SessionQueueActor {
                 }
                 Ok(Some(run)) if !matches!(run.status.as_str(), "queued" | "running") => {
                     drop(rx);
+                    // A stored name this version does not know reads as a failed run.
+                    let status = RunStatus::from_name(&run.status).unwrap_or(RunStatus::Error);
                     let summary = RunSummary {
-                        run_id: run.id,
-                        status: run.status,
+                        run_id: run.id.into(),
+                        status,
                         summary: run.output.unwrap_or_default(),
                         error: run.error,
                     };
@@ -265,8 +267,8 @@ impl Handler<WaitRun> for SessionQueueActor {
                 match tokio::time::timeout(timeout, rx).await {
                     Ok(Ok(summary)) => Ok(summary),
                     _ => Ok(RunSummary {
-                        run_id: pending,
-                        status: "timeout".into(),
+                        run_id: pending.into(),
+                        status: RunStatus::Timeout,
                         summary: String::new(),
                         error: None,
                     }),

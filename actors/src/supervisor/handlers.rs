@@ -137,9 +137,23 @@ impl Handler<DescribeTree> for SupervisorActor {
 impl Handler<ChildCommand> for SupervisorActor {
     type Result = ResponseFuture<Result<CommandOutcome, CommandError>>;
     fn handle(&mut self, msg: ChildCommand, ctx: &mut Self::Context) -> Self::Result {
-        if let Some(child) = self.children.get(&msg.id) {
+        if let Some(child) = self.children.get_mut(&msg.id) {
             let unavailable = CommandError::Unavailable(msg.id.to_string(), child.state);
             let Some(handle) = child.handle.as_ref() else {
+                if let ChildAction::LookupWhenRunning(within) = msg.action
+                    && !self.shutting_down
+                {
+                    // Answered by `start_child` with the new address.
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    child.start_waiters.retain(|w| !w.is_closed());
+                    child.start_waiters.push(tx);
+                    return Box::pin(async move {
+                        match tokio::time::timeout(within, rx).await {
+                            Ok(Ok(addr)) => Ok(CommandOutcome::Found(addr)),
+                            _ => Err(unavailable),
+                        }
+                    });
+                }
                 return Box::pin(async move { Err(unavailable) });
             };
             let outcome = match msg.action {
@@ -147,7 +161,9 @@ impl Handler<ChildCommand> for SupervisorActor {
                     handle.fault.do_send(InjectFault { mode });
                     Ok(CommandOutcome::Done)
                 }
-                ChildAction::Lookup => Ok(CommandOutcome::Found(handle.addr.clone())),
+                ChildAction::Lookup | ChildAction::LookupWhenRunning(_) => {
+                    Ok(CommandOutcome::Found(handle.addr.clone()))
+                }
                 ChildAction::Restart => {
                     tracing::info!(supervisor = %self.config.id, child = %msg.id, "restart requested");
                     if let Some(child) = self.children.get_mut(&msg.id) {

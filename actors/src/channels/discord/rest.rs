@@ -327,9 +327,15 @@ mod tests {
     fn delivery_nonces_fit_discord_and_stay_the_same() {
         let long = super::delivery_nonce(9_000_000_000, "123456789012345678901");
         assert_eq!(long.len(), super::MAX_NONCE);
-        assert_eq!(long, super::delivery_nonce(9_000_000_000, "123456789012345678901"));
+        assert_eq!(
+            long,
+            super::delivery_nonce(9_000_000_000, "123456789012345678901")
+        );
         assert_eq!(super::delivery_nonce(7, "42"), "t7-42");
-        assert_ne!(super::delivery_nonce(7, "42"), super::delivery_nonce(8, "42"));
+        assert_ne!(
+            super::delivery_nonce(7, "42"),
+            super::delivery_nonce(8, "42")
+        );
     }
 
     #[test]

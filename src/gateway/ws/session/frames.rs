@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use crate::messages::{RunEvent, SessionEvent};
+use troupe_actors::messages::{RunEvent, RunStatus, SessionEvent};
 
 /// The events (name, payload) a run event is sent as, in order.
 pub fn render(ev: &SessionEvent) -> Vec<(&'static str, Value)> {
@@ -29,17 +29,21 @@ pub fn render(ev: &SessionEvent) -> Vec<(&'static str, Value)> {
             json!({ "runId": run_id, "sessionKey": key, "stream": "tool", "data": &**data, "seq": seq, "ts": ts }),
         )],
         RunEvent::Ended(end) => {
-            let phase = if end.status == "ok" { "end" } else { "error" };
+            let phase = if end.status == RunStatus::Ok {
+                "end"
+            } else {
+                "error"
+            };
             let lifecycle = json!({
                 "runId": run_id, "sessionKey": key, "stream": "lifecycle",
                 "data": { "phase": phase, "status": end.status, "error": end.error }, "ts": ts,
             });
             let message = json!({ "role": "assistant", "text": end.summary });
-            let chat = match end.status.as_str() {
-                "ok" => {
+            let chat = match end.status {
+                RunStatus::Ok => {
                     json!({ "runId": run_id, "sessionKey": key, "state": "final", "message": message, "ts": ts })
                 }
-                "aborted" => {
+                RunStatus::Aborted => {
                     json!({ "runId": run_id, "sessionKey": key, "state": "aborted", "message": message, "ts": ts })
                 }
                 _ => {
@@ -56,7 +60,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::session_queue::RunSummary;
+    use troupe_actors::session_queue::RunSummary;
 
     fn ev(event: RunEvent) -> SessionEvent {
         SessionEvent {
@@ -83,15 +87,15 @@ mod tests {
     #[test]
     fn an_end_is_a_lifecycle_event_then_the_chat_state_of_its_status() {
         for (status, state, phase) in [
-            ("ok", "final", "end"),
-            ("aborted", "aborted", "error"),
-            ("error", "error", "error"),
+            (RunStatus::Ok, "final", "end"),
+            (RunStatus::Aborted, "aborted", "error"),
+            (RunStatus::Error, "error", "error"),
         ] {
             let end = RunSummary {
                 run_id: "r1".into(),
-                status: status.into(),
+                status,
                 summary: "text".into(),
-                error: (status != "ok").then(|| "why".to_string()),
+                error: (status != RunStatus::Ok).then(|| "why".to_string()),
             };
             let frames = render(&ev(RunEvent::Ended(Arc::new(end))));
             assert_eq!(frames[0].1["data"]["phase"], phase);

@@ -9,8 +9,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
-use crate::messages::{QueueMode, TurnOptions};
-use crate::protocol::ErrorShape;
+use crate::gateway::ws::protocol::ErrorShape;
+use troupe_actors::messages::{QueueMode, TurnOptions};
 
 /// A field accepted for OpenClaw compatibility and ignored: any JSON value.
 type Ignored = Option<IgnoredAny>;
@@ -49,7 +49,7 @@ pub struct ChatSendParams {
     reply_to_id: Ignored,
     /// Images reach the model; other files are ignored.
     #[serde(default)]
-    pub attachments: Option<Vec<crate::attachments::AttachmentParam>>,
+    pub attachments: Option<Vec<troupe_actors::attachments::AttachmentParam>>,
     tool_bindings: Ignored,
     system_input_provenance: Ignored,
     system_provenance_receipt: Ignored,
@@ -95,7 +95,7 @@ pub struct AgentParams {
     thinking: Ignored,
     /// Images reach the model; other files are ignored.
     #[serde(default)]
-    pub attachments: Option<Vec<crate::attachments::AttachmentParam>>,
+    pub attachments: Option<Vec<troupe_actors::attachments::AttachmentParam>>,
     channel: Ignored,
     reply_channel: Ignored,
     account_id: Ignored,
@@ -141,9 +141,9 @@ fn no_delivery(deliver: Option<bool>) -> Result<(), ErrorShape> {
 }
 
 fn attached_images(
-    attachments: Option<&[crate::attachments::AttachmentParam]>,
-) -> Result<Vec<crate::attachments::ImageInput>, ErrorShape> {
-    crate::attachments::images(attachments.unwrap_or_default()).map_err(ErrorShape::invalid)
+    attachments: Option<&[troupe_actors::attachments::AttachmentParam]>,
+) -> Result<Vec<troupe_actors::attachments::ImageInput>, ErrorShape> {
+    troupe_actors::attachments::images(attachments.unwrap_or_default()).map_err(ErrorShape::invalid)
 }
 
 fn limit(amount: Option<u64>, unit: fn(u64) -> Duration) -> Option<Duration> {

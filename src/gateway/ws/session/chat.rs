@@ -14,14 +14,17 @@ use super::session_params::{
     AbortParams, HistoryParams, ListParams, ModelsListParams, SessionParams,
 };
 use super::turn_params::{AgentParams, ChatSendParams};
-use crate::messages::{QueueMode, RunEvent, SessionEvent, TurnOptions};
-use crate::protocol::{ErrorShape, Scope};
-use crate::session_key::{ResolvedKey, resolve};
-use crate::session_queue::{
+use crate::gateway::turns::{
+    self as shared, EdgeError, accepted_payload, transcript_json, usage_since,
+};
+use crate::gateway::ws::protocol::{ErrorShape, Scope};
+use troupe_actors::messages::{QueueMode, RunEvent, SessionEvent, TurnOptions};
+use troupe_actors::session_key::ResolvedKey;
+use troupe_actors::session_queue::{
     AbortTurn, QueueError, ResetSession, RunSummary, SubmitTurn, Subscribe, TurnAccepted,
     Unsubscribe, WaitRun,
 };
-use crate::store::{History, ListSessions, StoreActor, StoreOp, UsageReport, turns};
+use troupe_actors::store::{History, ListSessions, StoreActor, StoreOp, UsageReport, turns};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -38,47 +41,42 @@ struct UsageParams {
     days: Option<u32>,
 }
 
-/// The start of the usage window: the last `days` days (default 30).
-pub fn usage_since(days: Option<u32>) -> i64 {
-    let days = i64::from(days.unwrap_or(30).clamp(1, 3650));
-    crate::now_ms() as i64 - days * 86_400_000
-}
-
 /// Maps a queue refusal to the protocol's error.
 pub fn queue_error(err: QueueError) -> ErrorShape {
-    match &err {
-        QueueError::LaneFull { retry_after_ms, .. } => {
-            ErrorShape::unavailable(err.to_string(), *retry_after_ms).with_detail("LANE_FULL")
-        }
-        QueueError::Store(_) => {
-            ErrorShape::unavailable(err.to_string(), 500).with_detail("STORE_UNAVAILABLE")
-        }
-        QueueError::UnknownRun(_) => ErrorShape::invalid(err.to_string()).with_detail("NOT_FOUND"),
-        QueueError::QueueFull { retry_after_ms, .. } => {
-            ErrorShape::unavailable(err.to_string(), *retry_after_ms).with_detail("QUEUE_FULL")
-        }
-        QueueError::Invalid(_) => {
-            ErrorShape::invalid(err.to_string()).with_detail("INVALID_PARAMS")
-        }
-        QueueError::Stopping => {
-            ErrorShape::unavailable(err.to_string(), 5000).with_detail("GATEWAY_STOPPING")
+    ErrorShape::from(EdgeError::Queue(err))
+}
+
+/// The WS rendering of the edges' shared error: finer causes in `details.code`, and how
+/// long to wait before retrying what is only restarting.
+impl From<EdgeError> for ErrorShape {
+    fn from(err: EdgeError) -> Self {
+        let message = err.to_string();
+        match err {
+            EdgeError::Restarting(_) => ErrorShape::unavailable(message, 200),
+            EdgeError::BadSessionKey(_) => {
+                ErrorShape::invalid(message).with_detail("INVALID_SESSION_KEY")
+            }
+            EdgeError::Store(_) => ErrorShape::unavailable(message, 500),
+            EdgeError::Queue(err) => match err {
+                QueueError::LaneFull { retry_after_ms, .. } => {
+                    ErrorShape::unavailable(message, retry_after_ms).with_detail("LANE_FULL")
+                }
+                QueueError::Store(_) => {
+                    ErrorShape::unavailable(message, 500).with_detail("STORE_UNAVAILABLE")
+                }
+                QueueError::UnknownRun(_) => ErrorShape::invalid(message).with_detail("NOT_FOUND"),
+                QueueError::QueueFull { retry_after_ms, .. } => {
+                    ErrorShape::unavailable(message, retry_after_ms).with_detail("QUEUE_FULL")
+                }
+                QueueError::Invalid(_) => {
+                    ErrorShape::invalid(message).with_detail("INVALID_PARAMS")
+                }
+                QueueError::Stopping => {
+                    ErrorShape::unavailable(message, 5000).with_detail("GATEWAY_STOPPING")
+                }
+            },
         }
     }
-}
-
-fn accepted_payload(a: &TurnAccepted) -> Value {
-    json!({
-        "runId": a.run_id, "status": "accepted", "runStatus": a.status, "acceptedAt": a.accepted_at,
-        "queued": { "position": a.position }, "duplicate": a.duplicate,
-    })
-}
-
-/// A transcript page as `chat.history` (and REST) answer it.
-pub fn transcript_json(session_key: &str, page: turns::Transcript) -> Value {
-    json!({
-        "sessionKey": session_key, "messages": page.messages,
-        "hasMore": page.has_more, "nextBefore": page.next_before,
-    })
 }
 
 /// A run's end as `agent` (final) and `agent.wait` answer it: Troupe's `{runId, status,
@@ -98,18 +96,13 @@ pub(super) fn run_result(summary: &RunSummary) -> Value {
 }
 
 /// The answer when a part of the gateway is restarting.
-pub(super) fn unavailable(what: &str) -> ErrorShape {
-    ErrorShape::unavailable(format!("{what} is restarting; retry"), 200)
+pub(super) fn unavailable(what: &'static str) -> ErrorShape {
+    EdgeError::Restarting(what).into()
 }
 
 impl WsSessionActor {
     fn agent_ids(&self) -> Vec<String> {
-        self.gateway
-            .settings
-            .agents
-            .iter()
-            .map(|a| a.id.clone())
-            .collect()
+        shared::agent_ids(&self.gateway)
     }
 
     /// The provider of an agent (for checking a `provider` override).
@@ -133,8 +126,7 @@ impl WsSessionActor {
 
     /// Validates a session key into its full form and its agent.
     fn check_key(&self, key: &str) -> Result<ResolvedKey, ErrorShape> {
-        resolve(key, &self.agent_ids())
-            .map_err(|e| ErrorShape::invalid(e).with_detail("INVALID_SESSION_KEY"))
+        Ok(shared::resolve_key(&self.gateway, key)?)
     }
 
     /// Runs a store read and answers the request with `render` of its result.
@@ -149,15 +141,10 @@ impl WsSessionActor {
     {
         let gateway = self.gateway.clone();
         let read = async move {
-            let store = gateway
-                .lookup::<StoreActor>("store")
+            shared::read(&gateway, op)
                 .await
-                .ok_or_else(|| unavailable("the store"))?;
-            match store.send(op).await {
-                Ok(Ok(v)) => Ok(render(v)),
-                Ok(Err(e)) => Err(ErrorShape::unavailable(e.to_string(), 500)),
-                Err(_) => Err(unavailable("the store")),
-            }
+                .map(render)
+                .map_err(ErrorShape::from)
         };
         ctx.spawn(
             read.into_actor(self)
@@ -347,8 +334,8 @@ impl WsSessionActor {
     ) {
         self.link_q.subscribed.insert(session_key.clone());
         let submit = SubmitTurn {
-            session_key,
-            agent_id,
+            session_key: session_key.into(),
+            agent_id: agent_id.into(),
             text,
             idempotency_key: Some(idempotency_key),
             mode,
@@ -368,7 +355,13 @@ impl WsSessionActor {
         match result {
             Ok(accepted) if entry.two_stage => {
                 self.respond_interim(entry.id.clone(), accepted_payload(&accepted), ctx);
-                self.wait_run(entry.id, accepted.run_id, Duration::from_secs(3600), 0, ctx);
+                self.wait_run(
+                    entry.id,
+                    accepted.run_id.0,
+                    Duration::from_secs(3600),
+                    0,
+                    ctx,
+                );
             }
             Ok(accepted) => self.respond(entry.id, Ok(accepted_payload(&accepted)), ctx),
             Err(e) => self.respond(entry.id, Err(queue_error(e)), ctx),
@@ -467,7 +460,11 @@ impl Handler<SessionEvent> for WsSessionActor {
             // Requests waiting for this run are answered now, in event order (before a
             // stop that may follow in the mailbox), not when the queue's reply arrives.
             if let RunEvent::Ended(ended) = &msg.event {
-                for id in self.awaiting.remove(&ended.run_id).unwrap_or_default() {
+                for id in self
+                    .awaiting
+                    .remove(ended.run_id.as_str())
+                    .unwrap_or_default()
+                {
                     self.respond(id, Ok(run_result(ended)), ctx);
                 }
             }

@@ -10,9 +10,9 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use super::WsSessionActor;
-use crate::protocol::ErrorShape;
-use crate::session_queue::{SessionQueueActor, SubmitTurn, Subscribe};
-use crate::supervisor::lookup;
+use crate::gateway::ws::protocol::ErrorShape;
+use troupe_actors::session_queue::{SessionQueueActor, SubmitTurn, Subscribe};
+use troupe_actors::supervisor::lookup;
 
 /// Work that needs the queue's address; `None` means the queue could not be reached.
 pub(super) type QueueOp = Box<

@@ -6,9 +6,9 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::WsSessionActor;
-use crate::messages::FaultMode;
-use crate::protocol::{ErrorShape, RequestFrame, Scope};
-use crate::supervisor::{ChildAction, ChildCommand, ChildId, CommandError, CommandOutcome};
+use crate::gateway::ws::protocol::{ErrorShape, RequestFrame, Scope};
+use troupe_actors::messages::FaultMode;
+use troupe_actors::supervisor::{ChildAction, ChildCommand, ChildId, CommandError, CommandOutcome};
 
 /// Responses a connection may be owed at once (slow `agent.wait`s, runs in progress, ...).
 pub const MAX_OWED: usize = 256;
@@ -180,7 +180,7 @@ impl WsSessionActor {
                 let settings = &self.gateway.settings;
                 let payload = json!({
                     "ok": true,
-                    "ts": crate::now_ms(),
+                    "ts": troupe_actors::now_ms(),
                     "uptimeMs": settings.uptime_ms(),
                     "version": settings.version,
                 });
@@ -237,7 +237,11 @@ impl WsSessionActor {
             }
             m if m.starts_with("cron.") => self.on_cron_method(id, method, params, ctx),
             "config.get" | "config.patch" => {
-                let work = crate::live_config::call(&self.gateway.settings.reload, &method, params);
+                let work = crate::gateway::ws::config_methods::call(
+                    &self.gateway.settings.reload,
+                    &method,
+                    params,
+                );
                 ctx.spawn(
                     work.into_actor(self)
                         .map(move |res, act, ctx| act.respond(id, res, ctx)),
@@ -248,14 +252,14 @@ impl WsSessionActor {
     }
 
     fn logs_tail(&mut self, id: String, p: LogsTailParams, ctx: &mut Context<Self>) {
-        let Some(file) = self.gateway.settings.log_file.clone() else {
+        let Some(file) = self.gateway.edge.log_file.clone() else {
             let error = ErrorShape::unavailable("this gateway does not log to a file", 0)
                 .with_detail("NO_LOG_FILE");
             self.respond(id, Err(error), ctx);
             return;
         };
         let read = tokio::task::spawn_blocking(move || {
-            crate::log_tail::tail(&file, p.cursor, p.limit, p.max_bytes)
+            troupe_actors::log_tail::tail(&file, p.cursor, p.limit, p.max_bytes)
                 .map_err(|e| format!("cannot read the log {}: {e}", file.display()))
         });
         ctx.spawn(read.into_actor(self).map(move |res, act, ctx| {
@@ -280,7 +284,7 @@ impl WsSessionActor {
         params: Option<Value>,
         ctx: &mut Context<Self>,
     ) {
-        use crate::channels::{self, pairing};
+        use troupe_actors::channels::{self, pairing};
         let root = self.gateway.root.clone();
         let gateway = self.gateway.clone();
         let work: std::pin::Pin<Box<dyn Future<Output = Result<Value, ErrorShape>>>> = match method
@@ -334,7 +338,7 @@ impl WsSessionActor {
         params: Option<Value>,
         ctx: &mut Context<Self>,
     ) {
-        use crate::scheduler::api::{CronCallError, call};
+        use troupe_actors::scheduler::api::{CronCallError, call};
         let root = self.gateway.root.clone();
         let work = async move { call(&root, &method, params.unwrap_or(Value::Null)).await };
         ctx.spawn(work.into_actor(self).map(move |result, act, ctx| {

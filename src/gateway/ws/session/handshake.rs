@@ -7,7 +7,7 @@ use subtle::ConstantTimeEq;
 
 use super::{Phase, WsSessionActor, methods};
 use crate::gateway::AuthPolicy;
-use crate::protocol::{
+use crate::gateway::ws::protocol::{
     ConnectParams, ErrorShape, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, RequestFrame, Scope,
 };
 
@@ -51,7 +51,7 @@ impl WsSessionActor {
         let limited = match (wrong, self.peer) {
             (true, Some(peer)) => self
                 .gateway
-                .settings
+                .edge
                 .auth_limiter
                 .wrong_credential(peer.ip(), std::time::Instant::now())
                 .err(),
@@ -129,7 +129,7 @@ impl WsSessionActor {
             return;
         }
         let auth = params.auth.unwrap_or_default();
-        let given = match &self.gateway.settings.auth {
+        let given = match &self.gateway.edge.auth {
             AuthPolicy::None => None,
             AuthPolicy::Token(token) => Some((auth.token.as_deref(), &token.0)),
             AuthPolicy::Password(pw) => Some((auth.password.as_deref(), &pw.0)),
@@ -171,17 +171,17 @@ impl WsSessionActor {
                 "sessionDefaults": { "agentId": default_agent, "sessionKey": format!("agent:{default_agent}:main") },
             },
             "policy": {
-                "maxPayload": settings.max_payload,
-                "maxBufferedBytes": settings.max_buffered_bytes,
-                "tickIntervalMs": settings.tick_interval.as_millis() as u64,
+                "maxPayload": self.gateway.edge.max_payload,
+                "maxBufferedBytes": self.gateway.edge.max_buffered_bytes,
+                "tickIntervalMs": self.gateway.edge.tick_interval.as_millis() as u64,
             },
             "auth": { "role": OPERATOR_ROLE, "scopes": granted },
         });
         tracing::debug!(conn_id = %self.conn_id, client = ?params.client.id, "ws handshake ok");
         self.respond(frame.id, Ok(hello), ctx);
-        ctx.run_interval(self.gateway.settings.tick_interval, |act, ctx| {
+        ctx.run_interval(self.gateway.edge.tick_interval, |act, ctx| {
             if matches!(act.phase, Phase::Connected { .. }) {
-                act.event("tick", &json!({ "ts": crate::now_ms() }), ctx);
+                act.event("tick", &json!({ "ts": troupe_actors::now_ms() }), ctx);
             }
         });
     }

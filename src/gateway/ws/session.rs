@@ -5,7 +5,6 @@
 
 mod chat;
 mod frames;
-pub use chat::{transcript_json, usage_since};
 mod handshake;
 #[doc(hidden)]
 pub mod methods;
@@ -25,9 +24,9 @@ use bytestring::ByteString;
 use serde_json::{Value, json};
 
 use crate::gateway::Gateway;
-use crate::messages::Shutdown;
-use crate::protocol::{ErrorShape, EventFrame, RequestFrame, ResponseFrame, Scope};
-use crate::supervisor::{
+use crate::gateway::ws::protocol::{ErrorShape, EventFrame, RequestFrame, ResponseFrame, Scope};
+use troupe_actors::messages::Shutdown;
+use troupe_actors::supervisor::{
     AdoptChild, ChildHandle, ChildId, ChildLink, ExitGuard, Liveness, Roster, SupervisorActor,
 };
 
@@ -85,7 +84,7 @@ impl WsSessionActor {
         peer: Option<SocketAddr>,
     ) -> Addr<Self> {
         let conn_id = uuid::Uuid::new_v4().to_string();
-        let max = gateway.settings.max_payload;
+        let max = gateway.edge.max_payload;
         let stream = stream
             .max_frame_size(max)
             .aggregate_continuations()
@@ -204,7 +203,7 @@ impl WsSessionActor {
             Outbound::Pong(b) => b.len(),
             Outbound::Close(_) => 0,
         };
-        let limit = self.gateway.settings.max_buffered_bytes;
+        let limit = self.gateway.edge.max_buffered_bytes;
         if self.outbox_bytes + bytes > limit {
             tracing::warn!(conn_id = %self.conn_id, buffered = self.outbox_bytes, limit, "slow consumer; closing");
             let why = format!("slow consumer: more than {limit} bytes of output unsent");
@@ -330,11 +329,11 @@ impl Actor for WsSessionActor {
         // (told to the client as a `seq` gap), never queued without bound.
         ctx.set_mailbox_capacity(1024);
         self.link.liveness.attach(ctx);
-        ctx.add_message_stream(crate::event_bus::subscribe());
+        ctx.add_message_stream(troupe_actors::event_bus::subscribe());
         tracing::debug!(conn_id = %self.conn_id, peer = ?self.peer, "ws connected");
-        let challenge = json!({ "nonce": self.nonce, "ts": crate::now_ms() });
+        let challenge = json!({ "nonce": self.nonce, "ts": troupe_actors::now_ms() });
         self.event("connect.challenge", &challenge, ctx);
-        ctx.run_later(self.gateway.settings.handshake_timeout, |act, ctx| {
+        ctx.run_later(self.gateway.edge.handshake_timeout, |act, ctx| {
             if matches!(act.phase, Phase::Handshake) {
                 let error = ErrorShape::invalid("no connect request before the handshake timeout")
                     .with_detail("HANDSHAKE_TIMEOUT");
@@ -368,7 +367,7 @@ impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for WsSessionActor 
                 self.close_after_flush(CloseCode::Normal, "bye", ctx)
             }
             Err(ProtocolError::Overflow) => {
-                let limit = self.gateway.settings.max_payload;
+                let limit = self.gateway.edge.max_payload;
                 let error =
                     ErrorShape::invalid(format!("frame exceeds maxPayload ({limit} bytes)"))
                         .with_detail("PAYLOAD_TOO_LARGE");
@@ -393,12 +392,12 @@ impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for WsSessionActor 
     }
 }
 
-crate::child_controls!(WsSessionActor, |this| this.outbox.len());
+troupe_actors::child_controls!(WsSessionActor, |this| this.outbox.len());
 
-impl Handler<crate::event_bus::GatewayEvent> for WsSessionActor {
+impl Handler<troupe_actors::event_bus::GatewayEvent> for WsSessionActor {
     type Result = ();
     /// Gateway-wide events go to authenticated clients only.
-    fn handle(&mut self, msg: crate::event_bus::GatewayEvent, ctx: &mut Self::Context) {
+    fn handle(&mut self, msg: troupe_actors::event_bus::GatewayEvent, ctx: &mut Self::Context) {
         if matches!(self.phase, Phase::Connected { .. }) {
             self.event(msg.event, &msg.payload, ctx);
         }

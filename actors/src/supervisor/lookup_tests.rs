@@ -1,0 +1,92 @@
+//! The registry pushes a restarted child's address to lookups waiting for it.
+
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use super::*;
+use crate::messages::{FaultMode, InjectFault};
+
+/// A child that only lives (and panics on request).
+struct Idle {
+    _guard: ExitGuard,
+}
+
+impl Actor for Idle {
+    type Context = Context<Self>;
+}
+
+crate::child_controls!(Idle, |_this| 0);
+
+impl Handler<crate::messages::Shutdown> for Idle {
+    type Result = ();
+    fn handle(&mut self, _: crate::messages::Shutdown, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+fn tree() -> Addr<SupervisorActor> {
+    let spec = ChildSpec::new("idle", "test", |link: ChildLink| {
+        let guard = link.guard();
+        Ok(ChildHandle::of(Idle { _guard: guard }.start()))
+    })
+    .without_liveness()
+    // Long enough that a lookup surely arrives while the child waits out its backoff.
+    .backoff(Backoff {
+        min: Duration::from_millis(300),
+        max: Duration::from_millis(300),
+    });
+    let config = SupervisorConfig {
+        id: ChildId::new("root"),
+        strategy: Strategy::OneForOne,
+        intensity: Intensity {
+            max_restarts: 10,
+            period: Duration::from_secs(60),
+        },
+        ping_interval: Duration::from_secs(60),
+        hang_timeout: Duration::from_secs(60),
+        list_limit: 100,
+    };
+    let (escalation, _) = tokio::sync::oneshot::channel();
+    SupervisorActor::root(config, vec![spec], escalation).start()
+}
+
+#[actix_rt::test]
+async fn a_lookup_during_a_restart_gets_the_new_address_when_the_child_starts() {
+    let root = tree();
+    let first = lookup_patiently::<Idle>(&root, "idle").await.unwrap();
+    first.do_send(InjectFault {
+        mode: FaultMode::Panic,
+    });
+    // Not running now (in backoff): a plain lookup finds nothing...
+    let mut down = false;
+    for _ in 0..200 {
+        if lookup::<Idle>(&root, "idle").await.is_none() {
+            down = true;
+            break;
+        }
+        actix_rt::task::yield_now().await;
+    }
+    assert!(down, "the child never went down");
+    // ...and one ask that waits is answered by the restart itself, with a live address.
+    let asked = root
+        .send(ChildCommand {
+            id: ChildId::new("idle"),
+            action: ChildAction::LookupWhenRunning(Duration::from_secs(60)),
+        })
+        .await
+        .unwrap();
+    let Ok(CommandOutcome::Found(addr)) = asked else {
+        panic!("the waiting lookup was not answered with an address");
+    };
+    let second = addr.downcast_ref::<Addr<Idle>>().cloned().unwrap();
+    assert!(second.connected());
+    assert!(!first.connected());
+}
+
+#[actix_rt::test]
+async fn a_lookup_for_the_wrong_actor_type_finds_nothing() {
+    let root = tree();
+    assert!(lookup_patiently::<Idle>(&root, "idle").await.is_some());
+    assert!(lookup::<SupervisorActor>(&root, "idle").await.is_none());
+}
