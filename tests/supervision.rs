@@ -4,8 +4,39 @@
 
 mod support;
 
+use std::time::Duration;
+
 use serde_json::json;
 use support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_are_told_by_supervisor_events_when_a_child_exits_and_comes_back() {
+    let gw = TestGateway::builder().chaos().start();
+    gw.wait_ready().await;
+    let mut watcher = gw.client().await;
+    let mut operator = gw.client().await;
+    let crash = operator
+        .request("supervisor.crash", Some(json!({ "id": "agent:main" })))
+        .await;
+    assert_eq!(crash["ok"], true, "{crash}");
+    let is = |change: &'static str| {
+        move |f: &serde_json::Value| {
+            f["event"] == "supervisor"
+                && f["payload"]["id"] == "agent:main"
+                && f["payload"]["change"] == change
+        }
+    };
+    let exited = tokio::time::timeout(Duration::from_secs(30), watcher.event_where(is("exited")))
+        .await
+        .expect("a supervisor event for the exit");
+    assert_eq!(exited["payload"]["supervisor"], "agents", "{exited}");
+    assert_eq!(exited["payload"]["lastExit"]["reason"], "panic", "{exited}");
+    let started = tokio::time::timeout(Duration::from_secs(30), watcher.event_where(is("started")))
+        .await
+        .expect("a supervisor event for the restart");
+    assert_eq!(started["payload"]["restarts"], 1, "{started}");
+    drop(operator);
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn panicking_agent_is_restarted_and_other_clients_stay_connected() {

@@ -1,12 +1,13 @@
-// The supervision tree view: `supervisor.tree` polled every second while the view is open
-// (and at once on a `supervisor` event, should the gateway send one), each node with its
+// The supervision tree view: `supervisor.tree` read at once on every `supervisor` event (a
+// child exited or started) and every few seconds while the view is open (mailboxes,
+// uptime), each node with its
 // state, restarts, last exit and mailbox. An admin can restart a child
 // (`supervisor.restart`); with fault injection on, crash one (`supervisor.crash`). A node
 // that exited recently is marked, and shows when it runs again.
 
 import { $, ago, h, say } from "./dom.js";
 
-const POLL_MS = 1000;
+const POLL_MS = 3000;
 const RECENT_MS = 15000;
 const PROBE_ID = "control-ui-fault-injection-probe";
 
@@ -19,6 +20,7 @@ export class TreeView {
     this.admin = false;
     this.requested = new Map(); // id -> "crash" | "restart" asked, until the tree shows it
     this.inFlight = false;
+    this.again = false;
   }
 
   /** After connecting: learn what this client may do, then draw. */
@@ -51,7 +53,12 @@ export class TreeView {
   }
 
   async poll() {
-    if (this.inFlight || this.conn.state !== "connected") return;
+    if (this.conn.state !== "connected") return;
+    if (this.inFlight) {
+      // A change announced while a read is on its way: read again after it.
+      this.again = true;
+      return;
+    }
     this.inFlight = true;
     try {
       const status = await this.conn.request("supervisor.tree", {});
@@ -61,6 +68,10 @@ export class TreeView {
       say($("tree-error"), "Could not read the tree: " + err.message);
     } finally {
       this.inFlight = false;
+    }
+    if (this.again) {
+      this.again = false;
+      this.poll();
     }
   }
 

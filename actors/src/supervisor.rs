@@ -14,6 +14,24 @@ mod spec;
 mod tree_node;
 mod watch;
 
+/// Tells every connected client that a child exited or (re)started: the `supervisor`
+/// event, `{supervisor, id, change: "exited"|"started", restarts, lastExit, at}`. WS
+/// sessions (temporary children of `clients`) come and go with their connections and are
+/// not announced.
+fn announce(supervisor: &ChildId, id: &ChildId, change: &str, child: &Child) {
+    crate::event_bus::publish(
+        "supervisor",
+        serde_json::json!({
+            "supervisor": supervisor,
+            "id": id,
+            "change": change,
+            "restarts": child.restarts,
+            "lastExit": child.last_exit,
+            "at": now_ms(),
+        }),
+    );
+}
+
 #[cfg(test)]
 mod lookup_tests;
 
@@ -325,6 +343,9 @@ impl SupervisorActor {
                 child.started_at = Some(now_ms());
                 child.started = Instant::now();
                 tracing::debug!(supervisor = %self.config.id, child = %id, generation, "child started");
+                if child.spec.restart != Restart::Temporary {
+                    announce(&self.config.id, id, "started", child);
+                }
             }
             Err(err) => {
                 tracing::error!(supervisor = %self.config.id, child = %id, error = %err, "child failed to start");
@@ -380,6 +401,9 @@ impl SupervisorActor {
             message: message.clone(),
             at: now_ms(),
         });
+        if child.spec.restart != Restart::Temporary && !shutting_down {
+            announce(&self.config.id, &id, "exited", child);
+        }
         let restart = match child.spec.restart {
             Restart::Permanent => true,
             Restart::Transient => reason != ExitReason::Normal,

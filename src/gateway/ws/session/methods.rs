@@ -27,6 +27,7 @@ pub const EVENTS: &[&str] = &[
     "cron",
     "heartbeat",
     "config",
+    "supervisor",
 ];
 
 const METHODS: &[(&str, Scope)] = &[
