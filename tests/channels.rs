@@ -57,16 +57,22 @@ async fn telegram_node(gw: &TestGateway) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dm_round_trip_with_open_policy_and_typing_indicator() {
     let fake = FakeTelegram::start(TOKEN);
-    let gw = gateway(&fake, "dm_policy = \"open\"", false);
+    let home = tempfile::tempdir().expect("tempdir");
+    write_config(home.path(), &fake, "dm_policy = \"open\"");
+    // A turn slow enough to show "typing" while it runs (a turn that ends first cancels
+    // the indicator, as it should).
+    let gw = builder(false)
+        .env("TROUPE__PROVIDERS__ECHO__DELTA_DELAY_MS", "400")
+        .start_in(home);
     fake.dm(1001, "hello there");
-    replies(&fake, 1001, &["echo: hello there"]).await;
-    assert!(
+    eventually(WAIT, "typing shown while the turn runs", || async {
         fake.actions()
             .iter()
-            .any(|(c, a)| *c == 1001 && a == "typing"),
-        "no typing indicator: {:?}",
-        fake.actions()
-    );
+            .any(|(c, a)| *c == 1001 && a == "typing")
+            .then_some(())
+    })
+    .await;
+    replies(&fake, 1001, &["echo: hello there"]).await;
     let tree = gw.tree().await;
     let channels = node(&tree, "channels").expect("channels supervisor");
     assert_eq!(channels["kind"], "supervisor");

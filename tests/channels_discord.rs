@@ -72,12 +72,21 @@ async fn discord_node(gw: &TestGateway) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dm_round_trip_with_typing_indicator_and_status() {
     let fake = FakeDiscord::start(TOKEN);
-    let gw = gateway(&fake, "dm_policy = \"open\"", false);
+    let home = tempfile::tempdir().expect("tempdir");
+    write_config(home.path(), &fake, "dm_policy = \"open\"");
+    // A turn slow enough to show "typing" while it runs (a turn that ends first cancels
+    // the indicator, as it should).
+    let gw = builder(false)
+        .env("TROUPE__PROVIDERS__ECHO__DELTA_DELAY_MS", "400")
+        .start_in(home);
     connected(&fake, 1).await;
     fake.dm(501, "hello discord");
     let dm = FakeDiscord::dm_channel(501);
+    eventually(WAIT, "typing shown while the turn runs", || async {
+        fake.typing().contains(&dm).then_some(())
+    })
+    .await;
     replies(&fake, dm, &["echo: hello discord"]).await;
-    assert!(fake.typing().contains(&dm), "no typing indicator");
     let mut c = gw.client().await;
     let res = c
         .request(
