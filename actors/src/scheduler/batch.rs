@@ -64,6 +64,11 @@ impl SchedulerActor {
             let Some(state) = self.jobs.get_mut(&fire.job_id) else {
                 continue;
             };
+            if !fire.manual {
+                // As the store does with the row: the last fire handled moves forward.
+                let last = &mut state.record.last_scheduled_at;
+                *last = Some(last.map_or(fire.scheduled_at, |t| t.max(fire.scheduled_at)));
+            }
             if state.active > 0 && state.record.job.overlap == Overlap::Skip {
                 closed.push(NewCronRun {
                     job_id: fire.job_id,
