@@ -170,22 +170,19 @@ impl SchedulerActor {
         }));
     }
 
-    /// Runs a fired job's turn (and its delivery); its end is gathered for closing.
+    /// Runs a fired job's turn (and its delivery) as a task of its own on the scheduler's
+    /// thread (not a future of the actor's context, which polls all of its futures each
+    /// time one wakes: thousands of turns in flight would cost thousands of polls each);
+    /// its end comes back as [`RunEnded`] to be gathered for closing.
     fn start_turn(&mut self, row: i64, fire: Started, ctx: &mut Context<Self>) {
         let links = self.links.clone();
         let root = self.root.clone();
+        let me = ctx.address();
         let job_id = fire.job.id.clone();
-        let work = async move { run_fire(&links, &root, row, fire).await };
-        ctx.spawn(work.into_actor(self).map(move |end, act, ctx| {
-            if let Some(state) = act.jobs.get_mut(&job_id) {
-                state.active = state.active.saturating_sub(1);
-            }
-            act.ended.push(end);
-            if act.flush_timer.is_none() {
-                act.flush_timer =
-                    Some(ctx.run_later(FINISH_GATHER, |act, ctx| act.close_ended(ctx)));
-            }
-        }));
+        actix::spawn(async move {
+            let end = run_fire(&links, &root, row, fire).await;
+            me.do_send(RunEnded { job_id, end });
+        });
     }
 
     /// Closes the rows of the runs that ended since the last call, in one operation.
@@ -204,6 +201,29 @@ impl SchedulerActor {
                 tracing::error!(error = %why, "the outcomes of cron runs were not recorded")
             }
         }));
+    }
+}
+
+/// A fired job's turn ended: how its ledger row closes.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct RunEnded {
+    /// The job.
+    pub job_id: String,
+    /// How its row closes.
+    pub end: CronRunEnd,
+}
+
+impl Handler<RunEnded> for SchedulerActor {
+    type Result = ();
+    fn handle(&mut self, msg: RunEnded, ctx: &mut Self::Context) {
+        if let Some(state) = self.jobs.get_mut(&msg.job_id) {
+            state.active = state.active.saturating_sub(1);
+        }
+        self.ended.push(msg.end);
+        if self.flush_timer.is_none() {
+            self.flush_timer = Some(ctx.run_later(FINISH_GATHER, |act, ctx| act.close_ended(ctx)));
+        }
     }
 }
 
