@@ -6,7 +6,8 @@
 //!    (`firedAt - scheduledAt` of the ledger rows of a sample of jobs) p50/p99, the rows
 //!    per second the ledger records (fired and skipped), and the CPU of the scheduler's
 //!    own thread (`/proc/PID/task/*/comm` = `scheduler`) and of the whole process, in % of
-//!    one core (goal: p99 lateness under 50 ms, scheduler under 10 %);
+//!    one core (goal: p99 lateness under 50 ms, scheduler under 10 %), the scheduler's
+//!    wake-ups and ledger store batches per second (`/api/cron/status`) and its restarts;
 //! 2. config hot reload from 1 to 100 agents: time from the file's rename to
 //!    `status.reload.lastAppliedAt` and to all 100 `agent:*` nodes running.
 //!
@@ -93,6 +94,15 @@ fn main() -> Result<(), BoxError> {
                     "whole process CPU",
                     format!("{:.0} % of a core", figures.process_cpu_pct),
                 );
+                table.info(
+                    "scheduler wake-ups/s",
+                    format!("{:.0}", figures.wakes_per_sec),
+                );
+                table.info(
+                    "ledger store batches/s",
+                    format!("{:.0}", figures.batches_per_sec),
+                );
+                table.info("scheduler restarts", figures.restarts.to_string());
             }
             Err(e) => table.error("jobs every 1s", "", &e),
         }
@@ -115,6 +125,9 @@ struct CronFigures {
     p99_ms: u32,
     scheduler_cpu_pct: f64,
     process_cpu_pct: f64,
+    wakes_per_sec: f64,
+    batches_per_sec: f64,
+    restarts: u64,
 }
 
 fn jobs_config(jobs: usize) -> String {
@@ -139,6 +152,7 @@ async fn cron(jobs: usize, window: Duration) -> BenchResult<CronFigures> {
     // Warm up: the jobs load and fire a few times.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let rows_before = ledger_rows(&server)?;
+    let status_before = get_json(&http, &server, &token, "/api/cron/status").await?;
     let sched_before = thread_cpu(pid, "scheduler")?;
     let proc_before = server.cpu_time()?;
     let started_ms = now_ms();
@@ -149,6 +163,22 @@ async fn cron(jobs: usize, window: Duration) -> BenchResult<CronFigures> {
     let proc_cpu = server.cpu_time()? - proc_before;
     let ended_ms = now_ms();
     let rows = ledger_rows(&server)? - rows_before;
+    let status_after = get_json(&http, &server, &token, "/api/cron/status").await?;
+    let per_sec = |field: &str| {
+        let delta = status_after[field]
+            .as_u64()
+            .unwrap_or(0)
+            .saturating_sub(status_before[field].as_u64().unwrap_or(0));
+        delta as f64 / wall.as_secs_f64()
+    };
+    let tree = get_json(&http, &server, &token, "/api/status").await?;
+    let restarts = tree["tree"]["children"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|n| n["id"] == "scheduler")
+        .and_then(|n| n["restarts"].as_u64())
+        .unwrap_or(0);
     let mut lateness = Vec::new();
     let step = (jobs / SAMPLE_JOBS).max(1);
     for i in (0..jobs).step_by(step) {
@@ -185,7 +215,27 @@ async fn cron(jobs: usize, window: Duration) -> BenchResult<CronFigures> {
         p99_ms,
         scheduler_cpu_pct: 100.0 * sched_cpu / wall.as_secs_f64(),
         process_cpu_pct: 100.0 * proc_cpu.as_secs_f64() / wall.as_secs_f64(),
+        wakes_per_sec: per_sec("wakes"),
+        batches_per_sec: per_sec("storeBatches"),
+        restarts,
     })
+}
+
+/// A JSON answer of the gateway's HTTP API.
+async fn get_json(
+    http: &reqwest::Client,
+    server: &ServerProcess,
+    token: &str,
+    path: &str,
+) -> BenchResult<Value> {
+    let url = format!("http://127.0.0.1:{}{path}", server.port());
+    Ok(http
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await?
+        .json()
+        .await?)
 }
 
 fn now_ms() -> i64 {

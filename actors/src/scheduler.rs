@@ -4,11 +4,13 @@
 //! of the run ledger and a `cron` event to clients. It also beats each agent's heartbeat.
 
 pub mod api;
+pub mod batch;
 pub mod fire;
 pub mod heartbeat;
+pub mod links;
 pub mod schedule;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -16,19 +18,30 @@ use actix::prelude::*;
 use crate::messages::Shutdown;
 use crate::session_queue::SessionQueueActor;
 use crate::store::cron::{
-    CatchUp, CronJob, CronJobRecord, CronRunRecord, FinishCronRun, InterruptedHookRuns, NewCronRun,
-    Outcome, Overlap, RecordCronRun, SyncCronJobs,
+    CatchUp, CronJob, CronJobRecord, CronRunEnd, InterruptedHookRuns, NewCronRun, Outcome,
+    SyncCronJobs,
 };
 use crate::supervisor::{
     ChildHandle, ChildLink, ChildSpec, ExitGuard, SupervisorActor, lookup_patiently,
 };
-use fire::{Turn, run_turn, store_op};
+use batch::Fire;
+use fire::{Turn, run_turn};
 pub use heartbeat::WakeHeartbeat;
 use heartbeat::{HeartbeatSettings, HeartbeatState};
+use links::Links;
 use schedule::{Schedule, Zone};
 
-/// How often due jobs are looked for.
-const TICK: Duration = Duration::from_millis(50);
+/// Fires due within this much of each other are handled in one wake-up: the timer is never
+/// armed sooner than this after the last wake-up (jobs `every 1s` made one after another
+/// fall due a few milliseconds apart; one wake-up each would be thousands a second).
+const COALESCE: Duration = Duration::from_millis(10);
+
+/// The longest the timer sleeps, so a wall-clock step is noticed within it.
+const MAX_SLEEP: Duration = Duration::from_secs(1);
+
+/// Fires handled per wake-up; past it the rest wait for the next one, armed at once, so
+/// the actor's mailbox and its liveness beat run in between.
+const MAX_FIRES_PER_WAKE: usize = 2_000;
 
 /// Missed fires listed one row each at start; past it, the last row counts the rest.
 const MAX_MISSED_ROWS: usize = 100;
@@ -75,11 +88,34 @@ impl JobState {
     }
 }
 
+/// What the scheduler counts (in `cron.status`).
+#[derive(Debug, Default, Clone, Copy)]
+struct SchedulerStats {
+    /// Timer wake-ups.
+    wakes: u64,
+    /// Ledger store operations (each a batch of rows).
+    batches: u64,
+    /// Fires handled (run or skipped).
+    fires: u64,
+}
+
 /// The scheduler actor.
 pub struct SchedulerActor {
     settings: SchedulerSettings,
     root: Addr<SupervisorActor>,
+    links: Links,
     jobs: BTreeMap<String, JobState>,
+    /// Enabled jobs by next fire time (each job's `next`).
+    due: BTreeSet<(i64, String)>,
+    /// The one armed timer and the time (ms) it is for.
+    timer: Option<(SpawnHandle, i64)>,
+    /// When the timer last woke the scheduler (ms).
+    last_wake: i64,
+    /// Runs ended whose rows are not closed yet.
+    ended: Vec<CronRunEnd>,
+    /// The timer that closes them.
+    flush_timer: Option<SpawnHandle>,
+    stats: SchedulerStats,
     heartbeats: Vec<HeartbeatState>,
     loaded: bool,
     guard: ExitGuard,
@@ -98,8 +134,15 @@ impl SchedulerActor {
             let addr =
                 SchedulerActor::start_in_arbiter(&arbiter.handle(), move |_| SchedulerActor {
                     settings,
+                    links: Links::new(&link.supervisor),
                     root: link.supervisor.clone(),
                     jobs: BTreeMap::new(),
+                    due: BTreeSet::new(),
+                    timer: None,
+                    last_wake: 0,
+                    ended: Vec::new(),
+                    flush_timer: None,
+                    stats: SchedulerStats::default(),
                     heartbeats: Vec::new(),
                     loaded: false,
                     guard: link.guard(),
@@ -111,20 +154,23 @@ impl SchedulerActor {
     /// Loads the jobs (config ones stored first), records or runs the fires missed while
     /// the gateway was down, and plans the next fire of each.
     fn load(&mut self, ctx: &mut Context<Self>) {
-        let root = self.root.clone();
+        let links = self.links.clone();
         let config = self.settings.jobs.clone();
         let busy = self.guard.liveness().busy();
-        let sync = async move { store_op(&root, SyncCronJobs { config }).await };
+        let sync = async move { links.store_op(SyncCronJobs { config }).await };
         ctx.wait(sync.into_actor(self).map(move |loaded, act, ctx| {
-            drop(busy);
+            // Planning thousands of jobs (and their missed fires) is long legitimate work.
+            let _busy = busy;
             match loaded {
                 Ok(records) => {
+                    let mut fires = Vec::new();
+                    let mut closed = Vec::new();
                     for record in records {
                         let id = record.job.id.clone();
                         match JobState::new(record) {
                             Ok(state) => {
                                 act.jobs.insert(id.clone(), state);
-                                act.catch_up(&id, ctx);
+                                act.catch_up(&id, &mut fires, &mut closed);
                             }
                             Err(why) => {
                                 tracing::error!(job_id = %id, error = %why, "a stored cron job has a bad schedule; not scheduled")
@@ -132,6 +178,8 @@ impl SchedulerActor {
                         }
                     }
                     act.loaded = true;
+                    act.fire_batch(fires, closed, ctx);
+                    act.arm(ctx);
                     act.rerun_hooks(ctx);
                     tracing::info!(jobs = act.jobs.len(), "scheduler loaded its jobs");
                 }
@@ -147,6 +195,7 @@ impl SchedulerActor {
     /// must run). Waits for the session-queue to have recovered its runs first.
     fn rerun_hooks(&mut self, ctx: &mut Context<Self>) {
         let root = self.root.clone();
+        let links = self.links.clone();
         let work = async move {
             let queue = lookup_patiently::<SessionQueueActor>(&root, "session-queue")
                 .await
@@ -156,7 +205,7 @@ impl SchedulerActor {
                 .send(crate::messages::Ping)
                 .await
                 .map_err(|e| format!("the session queue did not answer: {e}"))?;
-            let cut = store_op(&root, InterruptedHookRuns {}).await?;
+            let cut = links.store_op(InterruptedHookRuns {}).await?;
             for run in cut {
                 tracing::info!(session_key = %run.session_key, "webhook turn cut by a stop; running it again once");
                 let turn = Turn {
@@ -181,8 +230,9 @@ impl SchedulerActor {
         }));
     }
 
-    /// The fires of a job that fell due while the gateway was down.
-    fn catch_up(&mut self, id: &str, ctx: &mut Context<Self>) {
+    /// The fires of a job that fell due while the gateway was down: rows to write to
+    /// `closed`, the one catch-up run to `fires`; and the job's next fire planned.
+    fn catch_up(&mut self, id: &str, fires: &mut Vec<Fire>, closed: &mut Vec<NewCronRun>) {
         let Some(state) = self.jobs.get_mut(id) else {
             return;
         };
@@ -207,32 +257,12 @@ impl SchedulerActor {
             }
             t = due;
         }
-        state.next = state.next_after(now);
+        let next = state.next_after(now);
         let run_last = state.record.job.catch_up == CatchUp::RunOnce;
+        self.plan(id, next);
         let count = missed.len() + extra;
         let last = missed.pop();
-        for due in missed {
-            self.record_missed(id, due, "due while the gateway was down".into(), ctx);
-        }
-        if let Some(due) = last {
-            if run_last {
-                let reason = format!(
-                    "catch-up: run once for {count} fire(s) missed while the gateway was down"
-                );
-                self.fire(id, due, false, Some(reason), ctx);
-            } else {
-                let reason = if extra > 0 {
-                    format!("due while the gateway was down ({extra} more missed fires not listed)")
-                } else {
-                    "due while the gateway was down".into()
-                };
-                self.record_missed(id, due, reason, ctx);
-            }
-        }
-    }
-
-    fn record_missed(&mut self, id: &str, due: i64, reason: String, ctx: &mut Context<Self>) {
-        let run = NewCronRun {
+        let missed_row = |due: i64, reason: String| NewCronRun {
             job_id: id.to_string(),
             scheduled_at: due,
             fired_at: None,
@@ -240,163 +270,124 @@ impl SchedulerActor {
             reason: Some(reason),
             manual: false,
         };
-        self.record_closed(run, ctx);
+        for due in missed {
+            closed.push(missed_row(due, "due while the gateway was down".into()));
+        }
+        if let Some(due) = last {
+            if run_last {
+                fires.push(Fire {
+                    job_id: id.to_string(),
+                    scheduled_at: due,
+                    manual: false,
+                    note: Some(format!(
+                        "catch-up: run once for {count} fire(s) missed while the gateway was down"
+                    )),
+                });
+            } else {
+                let reason = if extra > 0 {
+                    format!("due while the gateway was down ({extra} more missed fires not listed)")
+                } else {
+                    "due while the gateway was down".into()
+                };
+                closed.push(missed_row(due, reason));
+            }
+        }
     }
 
-    /// Writes a row that is final already (skipped, missed) and tells clients.
-    fn record_closed(&mut self, run: NewCronRun, ctx: &mut Context<Self>) {
-        let root = self.root.clone();
-        let write = async move {
-            let row = run.clone();
-            let id = store_op(&root, RecordCronRun { run }).await?;
-            Ok::<_, String>(CronRunRecord {
-                id,
-                job_id: row.job_id,
-                run_id: None,
-                scheduled_at: row.scheduled_at,
-                fired_at: row.fired_at,
-                outcome: row.outcome.as_str().into(),
-                reason: row.reason,
-                manual: row.manual,
-                duration_ms: None,
-            })
-        };
-        ctx.spawn(write.into_actor(self).map(|written, _, _| match written {
-            Ok(row) => publish(&row),
-            Err(why) => tracing::error!(error = %why, "a cron ledger row was not written"),
-        }));
-    }
-
-    /// Fires a job: skipped while its previous run is active (overlap = skip), otherwise a
-    /// ledger row and a turn, its outcome recorded when it ends.
-    fn fire(
-        &mut self,
-        id: &str,
-        scheduled_at: i64,
-        manual: bool,
-        note: Option<String>,
-        ctx: &mut Context<Self>,
-    ) {
+    /// Sets a job's next fire (keeping the by-time index in step); `None` unplans it.
+    fn plan(&mut self, id: &str, next: Option<i64>) {
         let Some(state) = self.jobs.get_mut(id) else {
             return;
         };
-        let job = state.record.job.clone();
-        if state.active > 0 && job.overlap == Overlap::Skip {
-            let run = NewCronRun {
-                job_id: job.id.clone(),
-                scheduled_at,
-                fired_at: None,
-                outcome: Outcome::Skipped,
-                reason: Some("overlap: the previous run is still active".into()),
-                manual,
-            };
-            self.record_closed(run, ctx);
-            return;
+        if let Some(old) = state.next.take() {
+            self.due.remove(&(old, id.to_string()));
         }
-        let agent_known = self.settings.agents.contains(&job.agent_id);
-        state.active += 1;
-        let root = self.root.clone();
-        let fired_at = now();
-        let key = if manual {
-            format!("cron:{}:manual:{}", job.id, uuid::Uuid::new_v4())
-        } else {
-            format!("cron:{}:{scheduled_at}", job.id)
-        };
-        let work = async move {
-            let run = NewCronRun {
-                job_id: job.id.clone(),
-                scheduled_at,
-                fired_at: Some(fired_at),
-                outcome: Outcome::Running,
-                reason: note.clone(),
-                manual,
-            };
-            let row = store_op(&root, RecordCronRun { run }).await?;
-            let result = if agent_known {
-                let turn = Turn {
-                    session_key: job.session(),
-                    agent_id: job.agent_id.clone(),
-                    text: job.message.clone(),
-                    idempotency_key: key.clone(),
-                };
-                run_turn(&root, turn, |_| {}).await
-            } else {
-                Err(format!("agent {:?} is not configured", job.agent_id))
-            };
-            let (run_id, outcome, reason) = match result {
-                Ok(summary) if summary.status == crate::messages::RunStatus::Ok => {
-                    let delivered = match &job.deliver {
-                        Some(target) => {
-                            Some(fire::deliver_reply(&root, target, &summary.summary, key).await)
-                        }
-                        None => None,
-                    };
-                    let reason = match (note, delivered) {
-                        (Some(n), Some(d)) => Some(format!("{n}; {d}")),
-                        (n, d) => n.or(d),
-                    };
-                    (Some(summary.run_id), Outcome::Ok, reason)
-                }
-                Ok(summary) => {
-                    let why = summary
-                        .error
-                        .unwrap_or_else(|| format!("the run ended {}", summary.status));
-                    (Some(summary.run_id), Outcome::Error, Some(why))
-                }
-                Err(why) => (None, Outcome::Error, Some(why)),
-            };
-            let finish = FinishCronRun {
-                id: row,
-                run_id: run_id.map(String::from),
-                outcome,
-                reason,
-                duration_ms: Some(now() - fired_at),
-            };
-            store_op(&root, finish).await
-        };
-        let id = id.to_string();
-        ctx.spawn(work.into_actor(self).map(move |done, act, _| {
-            if let Some(state) = act.jobs.get_mut(&id) {
-                state.active = state.active.saturating_sub(1);
-            }
-            match done {
-                Ok(Some(row)) => publish(&row),
-                Ok(None) => {}
-                Err(why) => {
-                    tracing::error!(job_id = %id, error = %why, "a cron run was not recorded")
-                }
-            }
-        }));
+        state.next = next;
+        if let Some(at) = next {
+            self.due.insert((at, id.to_string()));
+        }
     }
 
-    fn tick(&mut self, ctx: &mut Context<Self>) {
+    /// The earliest time (ms) something is due: a job's fire or a heartbeat.
+    fn earliest(&self) -> Option<i64> {
+        let job = self.due.first().map(|(at, _)| *at);
+        let beat = self.heartbeats.iter().map(|h| h.next).min();
+        match (job, beat) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Arms the one timer for the earliest due time (not sooner than [`COALESCE`] after
+    /// the last wake-up, not later than [`MAX_SLEEP`] from now); keeps it if it is armed
+    /// for that time already.
+    fn arm(&mut self, ctx: &mut Context<Self>) {
         if !self.loaded {
             return;
         }
         let now = now();
-        let due: Vec<(String, i64)> = self
-            .jobs
-            .iter()
-            .filter_map(|(id, s)| s.next.filter(|n| *n <= now).map(|n| (id.clone(), n)))
-            .collect();
-        for (id, scheduled) in due {
-            if let Some(state) = self.jobs.get_mut(&id) {
-                state.next = state.next_after(now.max(scheduled));
+        let Some(earliest) = self.earliest() else {
+            if let Some((handle, _)) = self.timer.take() {
+                ctx.cancel_future(handle);
             }
-            self.fire(&id, scheduled, false, None, ctx);
+            return;
+        };
+        let at = earliest
+            .max(self.last_wake + COALESCE.as_millis() as i64)
+            .min(now + MAX_SLEEP.as_millis() as i64);
+        if let Some((handle, armed)) = self.timer {
+            if armed == at {
+                return;
+            }
+            ctx.cancel_future(handle);
+        }
+        let delay = Duration::from_millis(u64::try_from(at - now).unwrap_or(0));
+        let handle = ctx.run_later(delay, |act, ctx| act.wake(ctx));
+        self.timer = Some((handle, at));
+    }
+
+    /// The timer went off: fires what is due (at most [`MAX_FIRES_PER_WAKE`], as one
+    /// batch), beats due heartbeats, and arms the timer again.
+    fn wake(&mut self, ctx: &mut Context<Self>) {
+        self.timer = None;
+        let now = now();
+        self.last_wake = now;
+        self.stats.wakes += 1;
+        let mut fires = Vec::new();
+        while fires.len() < MAX_FIRES_PER_WAKE {
+            match self.due.first() {
+                Some((at, _)) if *at <= now => {}
+                _ => break,
+            }
+            let Some((scheduled, id)) = self.due.pop_first() else {
+                break;
+            };
+            let next = self.jobs.get_mut(&id).and_then(|state| {
+                state.next = None;
+                state.next_after(now.max(scheduled))
+            });
+            self.plan(&id, next);
+            fires.push(Fire {
+                job_id: id,
+                scheduled_at: scheduled,
+                manual: false,
+                note: None,
+            });
+        }
+        self.stats.fires += fires.len() as u64;
+        if !fires.is_empty() {
+            self.fire_batch(fires, Vec::new(), ctx);
         }
         for i in 0..self.heartbeats.len() {
             if self.heartbeats[i].next <= now {
                 self.beat(i, now, ctx);
             }
         }
-    }
-}
-
-/// Tells clients about a ledger row.
-fn publish(row: &CronRunRecord) {
-    if let Ok(payload) = serde_json::to_value(row) {
-        crate::event_bus::publish("cron", payload);
+        if self.due.first().is_some_and(|(at, _)| *at <= now) {
+            // More is due: yield to the mailbox, then go on at once.
+            self.last_wake = now - COALESCE.as_millis() as i64;
+        }
+        self.arm(ctx);
     }
 }
 
@@ -418,7 +409,6 @@ impl Actor for SchedulerActor {
             })
             .collect();
         self.load(ctx);
-        ctx.run_interval(TICK, |act, ctx| act.tick(ctx));
     }
 }
 
@@ -431,6 +421,19 @@ crate::child_controls!(SchedulerActor, |this| this
 impl Handler<Shutdown> for SchedulerActor {
     type Result = ();
     fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) {
+        // Runs that ended but whose rows are not closed yet: closed now (best effort).
+        let ends = std::mem::take(&mut self.ended);
+        if !ends.is_empty() {
+            let links = self.links.clone();
+            actix::spawn(async move {
+                if let Err(why) = links
+                    .store_op(crate::store::cron::FinishCronRuns { ends })
+                    .await
+                {
+                    tracing::warn!(error = %why, "cron run outcomes not recorded at stop");
+                }
+            });
+        }
         ctx.stop();
     }
 }

@@ -139,7 +139,7 @@ impl Handler<CronCommand> for SchedulerActor {
                 None => ready(Err(CronCallError::NotFound(id))),
             },
             CronCommand::Status => {
-                let next = self.jobs.values().filter_map(|s| s.next).min();
+                let next = self.due.first().map(|(at, _)| *at);
                 let heartbeats: Vec<Value> = self
                     .heartbeats
                     .iter()
@@ -151,13 +151,22 @@ impl Handler<CronCommand> for SchedulerActor {
                     "active": self.jobs.values().map(|s| s.active).sum::<usize>(),
                     "nextFireAt": next,
                     "heartbeats": heartbeats,
+                    "wakes": self.stats.wakes,
+                    "fires": self.stats.fires,
+                    "storeBatches": self.stats.batches,
                 })))
             }
             CronCommand::Run { id } => {
                 if !self.jobs.contains_key(&id) {
                     return ready(Err(CronCallError::NotFound(id)));
                 }
-                self.fire(&id, now(), true, Some("manual".into()), ctx);
+                let fire = super::batch::Fire {
+                    job_id: id.clone(),
+                    scheduled_at: now(),
+                    manual: true,
+                    note: Some("manual".into()),
+                };
+                self.fire_batch(vec![fire], Vec::new(), ctx);
                 ready(Ok(json!({ "ok": true, "jobId": id })))
             }
             CronCommand::Save { job, replace } => {
@@ -180,18 +189,22 @@ impl Handler<CronCommand> for SchedulerActor {
                     (false, false) => {}
                 }
                 let root = self.root.clone();
-                let save = async move { super::store_op(&root, SaveCronJob { job: *job }).await };
-                Box::pin(save.into_actor(self).map(|saved, act, _| {
+                let save =
+                    async move { super::fire::store_op(&root, SaveCronJob { job: *job }).await };
+                Box::pin(save.into_actor(self).map(|saved, act, ctx| {
                     let record = saved.map_err(CronCallError::Unavailable)?;
                     let id = record.job.id.clone();
                     let active = act.jobs.get(&id).map(|s| s.active).unwrap_or(0);
                     let mut state = JobState::new(record).map_err(CronCallError::Invalid)?;
                     state.active = active;
                     let now = now();
-                    state.next =
+                    let next =
                         state.next_after(now.max(state.record.last_scheduled_at.unwrap_or(0)));
-                    let shown = view(&state);
-                    act.jobs.insert(id, state);
+                    act.plan(&id, None);
+                    act.jobs.insert(id.clone(), state);
+                    act.plan(&id, next);
+                    act.arm(ctx);
+                    let shown = act.jobs.get(&id).map(view).unwrap_or_default();
                     Ok(json!({ "job": shown }))
                 }))
             }
@@ -201,10 +214,13 @@ impl Handler<CronCommand> for SchedulerActor {
                 }
                 let root = self.root.clone();
                 let key = id.clone();
-                let delete = async move { super::store_op(&root, DeleteCronJob { id: key }).await };
-                Box::pin(delete.into_actor(self).map(move |deleted, act, _| {
+                let delete =
+                    async move { super::fire::store_op(&root, DeleteCronJob { id: key }).await };
+                Box::pin(delete.into_actor(self).map(move |deleted, act, ctx| {
                     deleted.map_err(CronCallError::Unavailable)?;
+                    act.plan(&id, None);
                     act.jobs.remove(&id);
+                    act.arm(ctx);
                     Ok(json!({ "ok": true, "removed": id }))
                 }))
             }
@@ -308,7 +324,7 @@ pub async fn call(
         "cron.runs" => {
             let RunsParams { id, limit } = params(method, p)?;
             let limit = limit.unwrap_or(DEFAULT_RUNS).clamp(1, 1000);
-            let runs = super::store_op(
+            let runs = super::fire::store_op(
                 root,
                 ListCronRuns {
                     job_id: id.clone(),

@@ -12,6 +12,8 @@ use crate::session_queue::{QueueError, RunSummary, SessionQueueActor, SubmitTurn
 use crate::store::{StoreActor, StoreOp};
 use crate::supervisor::{SupervisorActor, lookup_patiently};
 
+use super::links::Link;
+
 /// How long one `WaitRun` waits before asking again (a long turn is fine).
 const WAIT_SLICE: Duration = Duration::from_secs(300);
 
@@ -52,9 +54,18 @@ pub async fn run_turn(
     turn: Turn,
     on_accepted: impl FnOnce(&str),
 ) -> Result<RunSummary, String> {
+    run_turn_on(&Link::new(root.clone(), "session-queue"), turn, on_accepted).await
+}
+
+/// [`run_turn`] through a cached session-queue address (looked up again when a send fails).
+pub async fn run_turn_on(
+    queue_link: &Link<SessionQueueActor>,
+    turn: Turn,
+    on_accepted: impl FnOnce(&str),
+) -> Result<RunSummary, String> {
     let mut attempt = 0;
     let accepted = loop {
-        let queue = queue_of(root).await?;
+        let queue = queue_link.get().await?;
         let submit = SubmitTurn {
             session_key: turn.session_key.clone().into(),
             agent_id: turn.agent_id.clone().into(),
@@ -74,12 +85,15 @@ pub async fn run_turn(
                 tokio::time::sleep(Duration::from_millis(retry_after_ms.max(100))).await;
             }
             Ok(Err(e)) => return Err(e.to_string()),
-            Err(e) => return Err(format!("the session queue did not answer: {e}")),
+            Err(e) => {
+                queue_link.forget();
+                return Err(format!("the session queue did not answer: {e}"));
+            }
         }
     };
     on_accepted(&accepted.run_id);
     loop {
-        let queue = queue_of(root).await?;
+        let queue = queue_link.get().await?;
         let wait = WaitRun {
             run_id: accepted.run_id.0.clone(),
             timeout: WAIT_SLICE,
@@ -88,15 +102,12 @@ pub async fn run_turn(
             Ok(Ok(summary)) if summary.status == RunStatus::Timeout => continue,
             Ok(Ok(summary)) => return Ok(summary),
             Ok(Err(e)) => return Err(e.to_string()),
-            Err(e) => return Err(format!("the session queue did not answer: {e}")),
+            Err(e) => {
+                queue_link.forget();
+                return Err(format!("the session queue did not answer: {e}"));
+            }
         }
     }
-}
-
-async fn queue_of(root: &Addr<SupervisorActor>) -> Result<Addr<SessionQueueActor>, String> {
-    lookup_patiently::<SessionQueueActor>(root, "session-queue")
-        .await
-        .ok_or_else(|| "the session queue is not running".to_string())
 }
 
 /// Sends a job's reply to its `deliver` target through the channel's delivery path (one

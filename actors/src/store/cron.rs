@@ -174,6 +174,21 @@ pub struct CronRunRecord {
     pub duration_ms: Option<i64>,
 }
 
+/// How a fired ledger row ended (see [`FinishCronRuns`]).
+#[derive(Debug, Clone)]
+pub struct CronRunEnd {
+    /// Ledger id.
+    pub id: i64,
+    /// The turn's run id, if it was submitted.
+    pub run_id: Option<String>,
+    /// Outcome.
+    pub outcome: Outcome,
+    /// Why.
+    pub reason: Option<String>,
+    /// How long the run took.
+    pub duration_ms: Option<i64>,
+}
+
 /// A webhook turn a stop cut while it ran, to run again once.
 #[derive(Debug, Clone)]
 pub struct HookRerun {
@@ -202,6 +217,26 @@ pub trait CronStore {
     /// Writes a ledger row and moves the job's last handled fire forward to its
     /// `scheduled_at` (unless manual), together. Returns the row's id.
     fn record_cron_run(&mut self, run: &NewCronRun) -> Result<i64, StoreError>;
+    /// Writes the ledger rows of a batch of fires (each as [`CronStore::record_cron_run`])
+    /// in one operation. Returns their ids, in order.
+    fn record_cron_runs(&mut self, runs: &[NewCronRun]) -> Result<Vec<i64>, StoreError> {
+        runs.iter().map(|run| self.record_cron_run(run)).collect()
+    }
+    /// Closes ledger rows with their outcomes in one operation; returns the rows closed.
+    fn finish_cron_runs(&mut self, ends: &[CronRunEnd]) -> Result<Vec<CronRunRecord>, StoreError> {
+        let mut out = Vec::with_capacity(ends.len());
+        for end in ends {
+            let row = self.finish_cron_run(
+                end.id,
+                end.run_id.as_deref(),
+                end.outcome,
+                end.reason.as_deref(),
+                end.duration_ms,
+            )?;
+            out.extend(row);
+        }
+        Ok(out)
+    }
     /// Closes a ledger row with its outcome.
     fn finish_cron_run(
         &mut self,
@@ -241,6 +276,18 @@ store_op!(
     /// Writes a ledger row (and advances the job's last handled fire).
     RecordCronRun { run: NewCronRun } -> i64, "cron_record", true,
     |op, store| store.record_cron_run(&op.run)
+);
+
+store_op!(
+    /// Writes the ledger rows of a batch of fires at once (ids in order).
+    RecordCronRuns { runs: Vec<NewCronRun> } -> Vec<i64>, "cron_record_batch", true,
+    |op, store| store.record_cron_runs(&op.runs)
+);
+
+store_op!(
+    /// Closes ledger rows at once; answers the rows closed.
+    FinishCronRuns { ends: Vec<CronRunEnd> } -> Vec<CronRunRecord>, "cron_finish_batch", true,
+    |op, store| store.finish_cron_runs(&op.ends)
 );
 
 store_op!(

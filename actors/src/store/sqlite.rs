@@ -43,6 +43,8 @@ const BEFORE: &str =
 pub struct SqliteStore {
     conn: Connection,
     path: String,
+    /// Ledger rows written per cron job since its ledger was last trimmed.
+    cron_untrimmed: std::collections::HashMap<String, u32>,
 }
 
 impl SqliteStore {
@@ -65,6 +67,7 @@ impl SqliteStore {
         let mut store = Self {
             conn,
             path: display,
+            cron_untrimmed: std::collections::HashMap::new(),
         };
         store.migrate()?;
         store.conn.execute(

@@ -12,6 +12,12 @@ use crate::store::cron::{
 /// Ledger rows kept per job (older ones are deleted as new ones are written).
 pub const KEEP_RUNS_PER_JOB: i64 = 1000;
 
+/// A job's ledger is trimmed back to [`KEEP_RUNS_PER_JOB`] once every this many rows
+/// written (and at its first row after the store opens): trimming walks a thousand index
+/// entries, too dear for every row at ten thousand fires a second. A job keeps at most
+/// `KEEP_RUNS_PER_JOB + TRIM_EVERY - 1` rows.
+pub const TRIM_EVERY: u32 = 64;
+
 fn job_from_row(row: &Row<'_>) -> rusqlite::Result<(String, String, i64, Option<i64>)> {
     Ok((
         row.get("spec")?,
@@ -132,31 +138,38 @@ impl CronStore for SqliteStore {
     }
 
     fn record_cron_run(&mut self, run: &NewCronRun) -> Result<i64, StoreError> {
-        self.conn.execute(
-            "INSERT INTO cron_runs (job_id, scheduled_at, fired_at, outcome, reason, manual)
+        self.conn
+            .prepare_cached(
+                "INSERT INTO cron_runs (job_id, scheduled_at, fired_at, outcome, reason, manual)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![
+            )?
+            .execute(params![
                 run.job_id,
                 run.scheduled_at,
                 run.fired_at,
                 run.outcome.as_str(),
                 run.reason,
                 i64::from(run.manual)
-            ],
-        )?;
+            ])?;
         let id = self.conn.last_insert_rowid();
         // The ledger keeps the newest rows of each job.
-        self.conn.execute(
-            "DELETE FROM cron_runs WHERE job_id = ?1 AND id < (
-                SELECT id FROM cron_runs WHERE job_id = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
-            params![run.job_id, KEEP_RUNS_PER_JOB - 1],
-        )?;
+        let untrimmed = self.cron_untrimmed.entry(run.job_id.clone()).or_insert(0);
+        let trim = *untrimmed == 0;
+        *untrimmed = (*untrimmed + 1) % TRIM_EVERY;
+        if trim {
+            self.conn
+                .prepare_cached(
+                    "DELETE FROM cron_runs WHERE job_id = ?1 AND id < (
+                    SELECT id FROM cron_runs WHERE job_id = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+                )?
+                .execute(params![run.job_id, KEEP_RUNS_PER_JOB - 1])?;
+        }
         if !run.manual {
-            self.conn.execute(
+            self.conn.prepare_cached(
                 "UPDATE cron_jobs SET last_scheduled_at = MAX(COALESCE(last_scheduled_at, 0), ?2)
                  WHERE id = ?1",
-                params![run.job_id, run.scheduled_at],
-            )?;
+            )?
+            .execute(params![run.job_id, run.scheduled_at])?;
         }
         Ok(id)
     }
@@ -169,14 +182,15 @@ impl CronStore for SqliteStore {
         reason: Option<&str>,
         duration_ms: Option<i64>,
     ) -> Result<Option<CronRunRecord>, StoreError> {
-        self.conn.execute(
+        self.conn.prepare_cached(
             "UPDATE cron_runs SET run_id = COALESCE(?2, run_id), outcome = ?3, reason = ?4, duration_ms = ?5
              WHERE id = ?1",
-            params![id, run_id, outcome.as_str(), reason, duration_ms],
-        )?;
+        )?
+        .execute(params![id, run_id, outcome.as_str(), reason, duration_ms])?;
         Ok(self
             .conn
-            .query_row("SELECT * FROM cron_runs WHERE id = ?1", [id], run_from_row)
+            .prepare_cached("SELECT * FROM cron_runs WHERE id = ?1")?
+            .query_row([id], run_from_row)
             .optional()?)
     }
 
