@@ -128,7 +128,7 @@ impl Gateway {
             uptime_ms: self.settings.uptime_ms(),
             ready: ready(&tree),
             unstoppable: tree.unstoppable_total(),
-            agents: self.settings.agents.to_vec(),
+            agents: self.settings.agents.list().to_vec(),
             reload: self.settings.reload.status(),
             tree,
         }

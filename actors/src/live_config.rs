@@ -5,60 +5,52 @@
 
 use std::fmt;
 use std::future::Future;
-use std::ops::Deref;
 use std::pin::Pin;
-use std::sync::{OnceLock, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::gateway::AgentSummary;
 
-/// The configured agents, swapped as a whole by a reload. Readers get a plain slice
-/// (`settings.agents.iter()`), never a lock guard: each list is leaked when it is
-/// installed, so a slice handed out stays valid. A reload that changes the agent list
-/// leaks the previous one (a few hundred bytes per agent); reloads are operator actions.
-pub struct LiveAgents(RwLock<&'static [AgentSummary]>);
+/// The configured agents, swapped as a whole by a reload. A reader takes the list as it is
+/// now ([`LiveAgents::list`], a cheap `Arc` clone) and keeps it as long as it likes; the
+/// previous list is freed when its last reader drops it.
+pub struct LiveAgents(RwLock<Arc<[AgentSummary]>>);
 
 impl LiveAgents {
     /// The list at start.
     pub fn new(agents: Vec<AgentSummary>) -> Self {
-        Self(RwLock::new(Box::leak(agents.into_boxed_slice())))
+        Self(RwLock::new(agents.into()))
     }
 
     /// Installs a new list (readers see it from their next read).
     pub fn set(&self, agents: Vec<AgentSummary>) {
-        let list: &'static [AgentSummary] = Box::leak(agents.into_boxed_slice());
+        let list: Arc<[AgentSummary]> = agents.into();
         match self.0.write() {
             Ok(mut current) => *current = list,
             Err(poisoned) => *poisoned.into_inner() = list,
         }
     }
 
-    fn current(&self) -> &'static [AgentSummary] {
+    /// The list now.
+    pub fn list(&self) -> Arc<[AgentSummary]> {
         match self.0.read() {
-            Ok(list) => *list,
-            Err(poisoned) => *poisoned.into_inner(),
+            Ok(list) => list.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
         }
-    }
-}
-
-impl Deref for LiveAgents {
-    type Target = [AgentSummary];
-    fn deref(&self) -> &[AgentSummary] {
-        self.current()
     }
 }
 
 impl fmt::Debug for LiveAgents {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(self.current()).finish()
+        f.debug_list().entries(self.list().iter()).finish()
     }
 }
 
 impl Serialize for LiveAgents {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.current().serialize(s)
+        self.list().serialize(s)
     }
 }
 

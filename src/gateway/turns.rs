@@ -38,6 +38,7 @@ pub fn agent_ids(gateway: &Gateway) -> Vec<String> {
     gateway
         .settings
         .agents
+        .list()
         .iter()
         .map(|a| a.id.clone())
         .collect()

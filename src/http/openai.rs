@@ -237,7 +237,7 @@ fn turn_text(messages: &[ChatMessage]) -> Result<String, OpenAiError> {
 /// The agent a `model` names (`<agentId>` or `troupe/<agentId>`).
 fn agent_for_model(gateway: &Gateway, model: &str) -> Result<String, OpenAiError> {
     let id = model.strip_prefix("troupe/").unwrap_or(model);
-    if gateway.settings.agents.iter().any(|a| a.id == id) {
+    if gateway.settings.agents.list().iter().any(|a| a.id == id) {
         Ok(id.to_string())
     } else {
         Err(OpenAiError {
@@ -303,6 +303,7 @@ pub async fn models(
     let data: Vec<Value> = gateway
         .settings
         .agents
+        .list()
         .iter()
         .map(|a| json!({ "id": a.id, "object": "model", "created": 0, "owned_by": "troupe" }))
         .collect();

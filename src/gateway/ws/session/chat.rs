@@ -110,6 +110,7 @@ impl WsSessionActor {
         self.gateway
             .settings
             .agents
+            .list()
             .iter()
             .find(|a| a.id == agent_id)
             .map(|a| a.provider.clone())
@@ -250,6 +251,7 @@ impl WsSessionActor {
                     .gateway
                     .settings
                     .agents
+                    .list()
                     .iter()
                     .filter(|a| p.agent_id.as_ref().is_none_or(|id| *id == a.id))
                     .filter(|a| p.provider.as_ref().is_none_or(|pr| *pr == a.provider))

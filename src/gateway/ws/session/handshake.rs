@@ -153,11 +153,8 @@ impl WsSessionActor {
             .map(Scope::name)
             .collect();
         let settings = &self.gateway.settings;
-        let default_agent = settings
-            .agents
-            .first()
-            .map(|a| a.id.as_str())
-            .unwrap_or("main");
+        let agents = settings.agents.list();
+        let default_agent = agents.first().map(|a| a.id.as_str()).unwrap_or("main");
         let hello = json!({
             "type": "hello-ok",
             "protocol": protocol,

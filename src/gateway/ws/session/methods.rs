@@ -188,12 +188,12 @@ impl WsSessionActor {
                 self.respond(id, Ok(payload), ctx);
             }
             "agents.list" => {
-                let agents = &self.gateway.settings.agents;
+                let agents = self.gateway.settings.agents.list();
                 let default_id = agents.first().map(|a| a.id.as_str()).unwrap_or("main");
                 // defaultId, mainKey and scope as OpenClaw's AgentsListResult has them: its
                 // CLI picks the agent (and session agent:<id>:main) from them.
                 let payload = json!({
-                    "agents": agents, "defaultId": default_id, "mainKey": "main", "scope": "per-sender",
+                    "agents": &*agents, "defaultId": default_id, "mainKey": "main", "scope": "per-sender",
                 });
                 self.respond(id, Ok(payload), ctx);
             }
