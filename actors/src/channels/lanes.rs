@@ -7,7 +7,7 @@ use std::future::Future;
 
 use super::ChannelError;
 use super::journal::{self, Route};
-use crate::store::channels::{DeliveryRecord, InboundRecord};
+use crate::store::channels::{DeliveryRecord, InboundRecord, MarkFailed, MarkSent};
 
 /// One unit of work of a chat, run in order.
 pub enum Job {
@@ -73,27 +73,65 @@ impl ChatLanes {
 
 /// How a platform sends a reply's parts and shows that a turn is running.
 pub trait Outbox: Clone + 'static {
-    /// Sends deliveries in order, marking each sent; returns how many went out.
-    fn deliver(
+    /// The platform's name in logs (`telegram`, `discord`).
+    const PLATFORM: &'static str;
+    /// Sends one part; returns the platform's message id. `Refused` means for good (the
+    /// part is marked failed and skipped); any other error leaves it pending.
+    fn send_part(
         &self,
-        route: &Route,
-        parts: Vec<DeliveryRecord>,
-    ) -> impl Future<Output = Result<usize, ChannelError>>;
+        part: &DeliveryRecord,
+    ) -> impl Future<Output = Result<String, ChannelError>>;
     /// Shows "typing" in a chat until dropped.
     fn typing(&self, chat_id: &str) -> impl Future<Output = ()>;
+}
+
+/// Sends deliveries in order, each marked sent with the platform's message id right after
+/// it went out; returns how many went out. A part the platform refuses for good is marked
+/// failed and skipped; a network failure stops here with the rest still pending.
+pub async fn deliver<O: Outbox>(
+    outbox: &O,
+    route: &Route,
+    parts: Vec<DeliveryRecord>,
+) -> Result<usize, ChannelError> {
+    let mut sent = 0;
+    for d in parts {
+        let outcome = outbox.send_part(&d).await;
+        let store = super::store_of(&route.root).await?;
+        let id = d.id;
+        let result = match outcome {
+            Ok(message_id) => {
+                sent += 1;
+                store
+                    .send(MarkSent {
+                        id,
+                        platform_id: message_id,
+                    })
+                    .await
+            }
+            Err(ChannelError::Refused(why)) => {
+                tracing::warn!(platform = O::PLATFORM, chat_id = %d.chat_id, error = %why, "a reply was refused; dropping it");
+                store.send(MarkFailed { id, error: why }).await
+            }
+            Err(e) => return Err(e),
+        };
+        result
+            .map_err(|e| ChannelError::Store(e.to_string()))?
+            .map_err(|e| ChannelError::Store(e.to_string()))?;
+    }
+    Ok(sent)
 }
 
 /// Runs one job: sends an owed delivery, or answers a message (typing meanwhile) and
 /// sends the reply. Returns how many messages went out.
 pub async fn run<O: Outbox>(outbox: O, route: Route, job: Job) -> Result<usize, ChannelError> {
     match job {
-        Job::Send(d) => outbox.deliver(&route, vec![d]).await,
+        Job::Send(d) => deliver(&outbox, &route, vec![d]).await,
         Job::Answer(m) => {
             let answered = tokio::select! {
                 answered = journal::answer(&route, &m) => answered,
                 _ = outbox.typing(&m.chat_id) => Err(ChannelError::Unreachable("typing loop ended".into())),
             };
-            outbox.deliver(&route, answered?).await
+            deliver(&outbox, &route, answered?).await
         }
     }
 }

@@ -1,9 +1,8 @@
 //! Discord REST through serenity's request builder (routes, headers, the `api_url` base)
 //! on our own reqwest client, so that a 429's `Retry-After` is read and honoured here
 //! (serenity's rate limiter is off: it ignores the proxied base, and its error type drops
-//! the header). Sending deliveries in order (each marked sent with Discord's message id
-//! right after it went out), fetching a channel's messages after an id (backfill), and the
-//! typing indicator.
+//! the header). Posting one reply part (with a nonce Discord dedupes on), fetching a
+//! channel's messages after an id (backfill), and the typing indicator.
 
 use std::time::Duration;
 
@@ -12,8 +11,7 @@ use serenity::model::channel::Message;
 use serenity::model::id::ChannelId;
 
 use crate::channels::ChannelError;
-use crate::channels::journal::Route as TurnRoute;
-use crate::store::channels::{DeliveryRecord, MarkFailed, MarkSent};
+use crate::store::channels::DeliveryRecord;
 
 /// Discord shows "typing…" for about 10 s; repeat a little sooner.
 pub const TYPING_EVERY: Duration = Duration::from_secs(8);
@@ -219,44 +217,6 @@ fn delivery_nonce(id: i64, chat_id: &str) -> String {
     }
 }
 
-/// Sends deliveries in order; returns how many went out. A delivery Discord refuses for
-/// good (unknown channel, missing access) is marked failed and skipped; a network failure
-/// stops here with the rest still pending in the store.
-pub async fn deliver(
-    rest: &Rest,
-    route: &TurnRoute,
-    deliveries: Vec<DeliveryRecord>,
-) -> Result<usize, ChannelError> {
-    let mut sent = 0;
-    for d in deliveries {
-        let outcome = rest
-            .post_message(&d.chat_id, &d.text, &delivery_nonce(d.id, &d.chat_id))
-            .await;
-        let store = crate::channels::store_of(&route.root).await?;
-        let id = d.id;
-        let result = match outcome {
-            Ok(message_id) => {
-                sent += 1;
-                store
-                    .send(MarkSent {
-                        id,
-                        platform_id: message_id,
-                    })
-                    .await
-            }
-            Err(ChannelError::Refused(why)) => {
-                tracing::warn!(chat_id = %d.chat_id, error = %why, "discord refused a reply; dropping it");
-                store.send(MarkFailed { id, error: why }).await
-            }
-            Err(e) => return Err(e),
-        };
-        result
-            .map_err(|e| ChannelError::Store(e.to_string()))?
-            .map_err(|e| ChannelError::Store(e.to_string()))?;
-    }
-    Ok(sent)
-}
-
 /// Shows "typing…" in a channel until dropped (errors are ignored: it is only a hint).
 pub async fn typing_loop(rest: &Rest, channel: &str) {
     loop {
@@ -299,12 +259,11 @@ fn truncate(text: &str, max: usize) -> &str {
 }
 
 impl crate::channels::lanes::Outbox for Rest {
-    fn deliver(
-        &self,
-        route: &TurnRoute,
-        parts: Vec<DeliveryRecord>,
-    ) -> impl std::future::Future<Output = Result<usize, ChannelError>> {
-        deliver(self, route, parts)
+    const PLATFORM: &'static str = "discord";
+
+    async fn send_part(&self, part: &DeliveryRecord) -> Result<String, ChannelError> {
+        let nonce = delivery_nonce(part.id, &part.chat_id);
+        self.post_message(&part.chat_id, &part.text, &nonce).await
     }
 
     fn typing(&self, chat_id: &str) -> impl std::future::Future<Output = ()> {

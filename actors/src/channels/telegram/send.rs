@@ -1,6 +1,6 @@
-//! Sending to Telegram: deliveries in order (each marked sent with Telegram's message id
-//! right after it went out), resent as plain text when Telegram rejects the formatting,
-//! waiting `retry_after` on 429; and the typing indicator.
+//! Sending to Telegram: one reply part (resent as plain text when Telegram rejects the
+//! formatting, waiting `retry_after` on 429); and the typing indicator. The order and the
+//! sent/failed marks are the shared lanes' ([`crate::channels::lanes::deliver`]).
 
 use std::time::Duration;
 
@@ -10,50 +10,13 @@ use teloxide_core::types::{ChatAction, ChatId, ParseMode};
 use teloxide_core::{ApiError, Bot, RequestError};
 
 use crate::channels::ChannelError;
-use crate::channels::journal::Route;
-use crate::store::channels::{DeliveryRecord, MarkFailed, MarkSent};
+use crate::store::channels::DeliveryRecord;
 
 /// Telegram shows "typing…" for 5 s; repeat a little sooner.
 pub const TYPING_EVERY: Duration = Duration::from_secs(4);
 
 /// 429s honoured for one message before giving up (the delivery stays owed).
 const MAX_RATE_LIMITED: u32 = 10;
-
-/// Sends deliveries in order; returns how many went out. A delivery Telegram refuses for
-/// good (chat gone, bot blocked) is marked failed and skipped; a network failure stops here
-/// with the rest still pending in the store.
-pub async fn deliver(
-    bot: &Bot,
-    route: &Route,
-    deliveries: Vec<DeliveryRecord>,
-) -> Result<usize, ChannelError> {
-    let mut sent = 0;
-    for d in deliveries {
-        let outcome = send_text(bot, &d.chat_id, &d.text).await;
-        let store = crate::channels::store_of(&route.root).await?;
-        let id = d.id;
-        let result = match outcome {
-            Ok(message_id) => {
-                sent += 1;
-                store
-                    .send(MarkSent {
-                        id,
-                        platform_id: message_id,
-                    })
-                    .await
-            }
-            Err(ChannelError::Refused(why)) => {
-                tracing::warn!(chat_id = %d.chat_id, error = %why, "telegram refused a reply; dropping it");
-                store.send(MarkFailed { id, error: why }).await
-            }
-            Err(e) => return Err(e),
-        };
-        result
-            .map_err(|e| ChannelError::Store(e.to_string()))?
-            .map_err(|e| ChannelError::Store(e.to_string()))?;
-    }
-    Ok(sent)
-}
 
 fn chat_id(chat: &str) -> Result<ChatId, ChannelError> {
     chat.parse::<i64>()
@@ -122,12 +85,10 @@ pub async fn typing_loop(bot: &Bot, chat: &str) {
 }
 
 impl crate::channels::lanes::Outbox for Bot {
-    fn deliver(
-        &self,
-        route: &Route,
-        parts: Vec<DeliveryRecord>,
-    ) -> impl std::future::Future<Output = Result<usize, ChannelError>> {
-        deliver(self, route, parts)
+    const PLATFORM: &'static str = "telegram";
+
+    async fn send_part(&self, part: &DeliveryRecord) -> Result<String, ChannelError> {
+        send_text(self, &part.chat_id, &part.text).await
     }
 
     fn typing(&self, chat_id: &str) -> impl std::future::Future<Output = ()> {
