@@ -136,7 +136,8 @@ pub fn discover(dir: &Path) -> Result<Vec<AgentDef>, ConfigErrors> {
     }
 }
 
-fn api_key(endpoint: &EndpointConfig, env: &HashMap<String, String>) -> Option<Secret> {
+/// The API key of an endpoint: its environment variable, else its key file (never logged).
+pub fn api_key(endpoint: &EndpointConfig, env: &HashMap<String, String>) -> Option<Secret> {
     let from_env = env
         .get(&endpoint.api_key_env)
         .filter(|k| !k.trim().is_empty())

@@ -1,17 +1,26 @@
 //! HTTP and WebSocket routes on the one gateway port.
 
+mod agents_api;
 mod auth;
 mod body_deadline;
 mod channels;
+mod config_edit;
 pub mod connections;
 mod cron;
 pub mod edge;
 mod hooks;
 mod host;
+mod logs;
+mod models;
 mod openai;
+pub mod openapi;
+pub mod operator;
+pub mod restart;
+mod session_admin;
 mod sessions;
 mod ui;
 pub mod upload;
+mod usage_api;
 pub mod vault;
 
 use std::sync::Arc;
@@ -146,7 +155,36 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(endpoint("/readyz", GET).route(web::get().to(readyz)))
         .service(endpoint("/metrics", GET).route(web::get().to(metrics)))
         .service(endpoint("/api/status", GET).route(web::get().to(status)))
-        .service(endpoint("/api/config", GET).route(web::get().to(config_get)))
+        .service(
+            endpoint("/api/config", "GET, HEAD, PUT, PATCH")
+                .route(web::get().to(config_get))
+                .route(web::put().to(config_edit::put))
+                .route(web::patch().to(config_edit::patch)),
+        )
+        .service(endpoint("/api/openapi.json", GET).route(web::get().to(openapi::document)))
+        .service(endpoint("/api/agents", GET).route(web::get().to(agents_api::list)))
+        .service(endpoint("/api/agent-info", GET).route(web::get().to(agents_api::info)))
+        .service(endpoint("/api/logs", GET).route(web::get().to(logs::recent)))
+        .service(endpoint("/api/restart", POST).route(web::post().to(restart::restart)))
+        .service(
+            endpoint("/api/models", "GET, HEAD, POST")
+                .route(web::get().to(models::list))
+                .route(web::post().to(models::add)),
+        )
+        .service(
+            endpoint("/api/models/{name}", "PUT, DELETE")
+                .route(web::put().to(models::update))
+                .route(web::delete().to(models::remove)),
+        )
+        .service(endpoint("/api/models/{name}/test", POST).route(web::post().to(models::test)))
+        .service(endpoint("/api/usage/daily", GET).route(web::get().to(usage_api::daily)))
+        .service(endpoint("/api/usage/pricing", GET).route(web::get().to(usage_api::pricing)))
+        .service(
+            endpoint("/api/sessions/{key}", "DELETE").route(web::delete().to(session_admin::delete)),
+        )
+        .service(
+            endpoint("/api/sessions/{key}/reset", POST).route(web::post().to(session_admin::reset)),
+        )
         .service(endpoint("/api/supervisor/crash", POST).route(web::post().to(crash)))
         .service(endpoint("/api/supervisor/restart", POST).route(web::post().to(restart)))
         .service(endpoint("/api/sessions", GET).route(web::get().to(sessions::list)))
@@ -196,6 +234,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .default_service(web::to(not_found));
 }
 
+#[utoipa::path(get, path = "/healthz", tag = "health", security(()), responses((status = 200, description = "`{ok, uptimeMs}`", body = Object)))]
 async fn healthz(gateway: web::Data<Gateway>) -> HttpResponse {
     HttpResponse::Ok().json(json!({ "ok": true, "uptimeMs": gateway.settings.uptime_ms() }))
 }
@@ -209,6 +248,7 @@ fn down_nodes(node: &TreeNode, out: &mut Vec<String>) {
     }
 }
 
+#[utoipa::path(get, path = "/readyz", tag = "health", security(()), responses((status = 200, description = "Every permanent child runs", body = Object), (status = 503, description = "`{ready: false, notRunning}`", body = Object)))]
 async fn readyz(gateway: web::Data<Gateway>) -> HttpResponse {
     let status = gateway.status(false).await;
     if status.ready {
@@ -227,6 +267,7 @@ struct StatusQuery {
     clients: Option<String>,
 }
 
+#[utoipa::path(get, path = "/api/status", tag = "status", params(("clients" = Option<String>, Query, description = "`all`: list every client")), responses((status = 200, description = "Version, pid, uptime, agents, reload, tree", body = Object), (status = 401, description = "No or a wrong bearer token", body = crate::http::openapi::ErrorBody)))]
 async fn status(
     req: HttpRequest,
     gateway: web::Data<Gateway>,
@@ -238,6 +279,7 @@ async fn status(
 }
 
 /// `GET /api/config`: the config file with secrets redacted, and its hash (as `config.get`).
+#[utoipa::path(get, path = "/api/config", tag = "config", responses((status = 200, description = "`{file, hash, config, redacted, raw?}` (secrets redacted)", body = Object), (status = 503, description = "Config service not running", body = crate::http::openapi::ErrorBody)))]
 async fn config_get(
     req: HttpRequest,
     gateway: web::Data<Gateway>,
@@ -330,6 +372,7 @@ pub(crate) fn json_body<T: serde::de::DeserializeOwned>(
     })
 }
 
+#[utoipa::path(post, path = "/api/supervisor/crash", tag = "supervisor", request_body(content = crate::http::openapi::CrashBody, content_type = "application/json"), responses((status = 202, description = "`{id, ok}`", body = Object), (status = 403, description = "Fault injection is off", body = crate::http::openapi::ErrorBody), (status = 404, description = "No such child", body = crate::http::openapi::ErrorBody)))]
 async fn crash(
     req: HttpRequest,
     gateway: web::Data<Gateway>,
@@ -347,6 +390,7 @@ async fn crash(
     route_command(&gateway, body.id, ChildAction::Crash(body.mode)).await
 }
 
+#[utoipa::path(post, path = "/api/supervisor/restart", tag = "supervisor", request_body(content = crate::http::openapi::ChildBody, content_type = "application/json"), responses((status = 202, description = "`{id, ok}`", body = Object), (status = 404, description = "No such child", body = crate::http::openapi::ErrorBody)))]
 async fn restart(
     req: HttpRequest,
     gateway: web::Data<Gateway>,
@@ -357,6 +401,7 @@ async fn restart(
     route_command(&gateway, body.id, ChildAction::Restart).await
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "health", security(()), responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
 async fn metrics(gateway: web::Data<Gateway>) -> HttpResponse {
     let status = gateway.status(false).await;
     let mut out = String::new();
@@ -479,6 +524,7 @@ fn collect<'a>(node: &'a TreeNode, out: &mut Vec<&'a TreeNode>) {
     }
 }
 
+#[utoipa::path(get, path = "/ws", tag = "websocket", security(()), responses((status = 101, description = "WebSocket upgrade (OpenClaw protocol; credential in `connect`)"), (status = 400, description = "Not a WebSocket upgrade", body = Object)))]
 async fn ws(
     req: HttpRequest,
     body: web::Payload,
@@ -506,6 +552,7 @@ async fn ws(
     Ok(response)
 }
 
+#[utoipa::path(get, path = "/", tag = "ui", security(()), responses((status = 200, description = "The control UI (or a WebSocket upgrade, as /ws)", body = String, content_type = "text/html")))]
 async fn root(
     req: HttpRequest,
     body: web::Payload,

@@ -28,6 +28,7 @@ pub mod logging;
 pub mod ops;
 pub mod paths;
 pub mod pidfile;
+pub mod reexec;
 pub mod reload;
 pub mod server;
 

@@ -9,7 +9,7 @@
 //! are never touched.
 
 pub mod diff;
-mod files;
+pub mod files;
 pub mod watch;
 
 use std::collections::HashMap;

@@ -225,6 +225,8 @@ pub fn run(
     env: &HashMap<String, String>,
 ) -> i32 {
     let started = Instant::now();
+    // A socket handed over by the previous image (POST /api/restart) or by systemd.
+    let inherited = crate::reexec::inherited_listener();
     // Hold SIGTERM/SIGINT from the first instant: one that arrives while starting stays
     // pending and becomes a graceful stop once the handlers are in place (in `serve`).
     let _ = termination_signals().thread_block();
@@ -300,11 +302,15 @@ pub fn run(
             return exit::STATE_DIR;
         }
     };
-    let listener = match crate::bind::bind_with_fallback(
-        config.bind,
-        config.port,
-        config.port_fallback,
-    ) {
+    let reused = crate::reexec::reuse(inherited, config.bind, config.port);
+    let bound = match reused {
+        Some(listener) => Ok(crate::bind::Bound {
+            listener,
+            fell_back_from: None,
+        }),
+        None => crate::bind::bind_with_fallback(config.bind, config.port, config.port_fallback),
+    };
+    let listener = match bound {
         Ok(bound) => {
             if let Some(wanted) = bound.fell_back_from {
                 let got = bound.listener.local_addr().map(|a| a.port()).unwrap_or(0);
@@ -379,6 +385,17 @@ pub fn run(
         env: env.clone(),
         overrides,
     };
+    let restart = Arc::new(crate::http::operator::RestartRequest::default());
+    let operator = crate::http::operator::OperatorContext {
+        paths: paths.clone(),
+        config_file: source.file.clone(),
+        required: source.required,
+        env: env.clone(),
+        overrides: source.overrides.clone(),
+        restart: restart.clone(),
+    };
+    // Kept to hand the socket to the next image when a restart is asked for.
+    let handover = listener.try_clone().ok();
     let code = match actix_rt::System::new().block_on(serve(
         config,
         agents,
@@ -387,6 +404,7 @@ pub fn run(
         paths.clone(),
         started,
         source,
+        operator,
     )) {
         Ok(code) => code,
         Err(e) => {
@@ -395,9 +413,19 @@ pub fn run(
             exit::FAILURE
         }
     };
-    let _ = std::fs::remove_file(paths.port_file());
-    let _ = std::fs::remove_file(paths.host_file());
+    let reexec = restart.asked() && code == exit::OK && !crate::http::restart::supervised(env);
+    if !reexec {
+        let _ = std::fs::remove_file(paths.port_file());
+        let _ = std::fs::remove_file(paths.host_file());
+    }
     drop(pid_file);
+    if let (true, Some(listener)) = (reexec, handover) {
+        tracing::info!("re-executing for the restart asked over REST");
+        drop(_log_guard);
+        let why = crate::reexec::exec_self(listener);
+        eprintln!("troupe: restart failed: {why}");
+        return exit::FAILURE;
+    }
     code
 }
 
@@ -409,7 +437,10 @@ async fn serve(
     paths: StatePaths,
     started: Instant,
     source: crate::reload::ReloadSource,
+    operator: crate::http::operator::OperatorContext,
 ) -> std::io::Result<i32> {
+    let restart = operator.restart.clone();
+    let operator = web::Data::new(operator);
     let signal = shutdown_signal()?;
     let (escalation_tx, escalation_rx) = oneshot::channel();
     let tree = tree_config(&config, &agents, &paths);
@@ -472,6 +503,7 @@ async fn serve(
             .app_data(hooks.clone())
             .app_data(vaults.clone())
             .app_data(uploads.clone())
+            .app_data(operator.clone())
             .app_data(web::PayloadConfig::new(crate::http::BODY_LIMIT))
             .wrap(actix_web::middleware::from_fn(crate::http::edge::guard))
             .configure(crate::http::routes)
@@ -514,6 +546,10 @@ async fn serve(
             None
         }
         why = escalation_rx => why.ok(),
+        () = restart.wait() => {
+            tracing::info!("restarting: stopping as on SIGTERM first");
+            None
+        }
     };
     handle.pause().await;
     let deadline = tokio::time::Instant::now() + config.shutdown_timeout;

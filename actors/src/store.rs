@@ -100,6 +100,8 @@ pub trait Store: channels::ChannelStore + cron::CronStore + Send {
     fn list_sessions(&mut self, limit: i64) -> Result<Vec<SessionSummary>, StoreError>;
     /// Tokens and cost since a time: total, per agent, per session, per day.
     fn usage_report(&mut self, since_ms: i64) -> Result<serde_json::Value, StoreError>;
+    /// Tokens and cost since a time per day (UTC) and agent, oldest day first.
+    fn usage_daily(&mut self, since_ms: i64) -> Result<Vec<turns::DailyUsage>, StoreError>;
     /// Clears a session's transcript and finished runs (`delete`: the session too).
     fn clear_session(&mut self, session_key: &str, delete: bool) -> Result<bool, StoreError>;
     /// Retention: deletes finished runs and messages older than a time.

@@ -102,6 +102,36 @@ where
         .map_err(|e| EdgeError::Store(e.to_string()))
 }
 
+/// The agent list as `agents.list` and `GET /api/agents` answer it: `defaultId`, `mainKey`
+/// and `scope` as OpenClaw's `AgentsListResult` has them (its CLI picks the agent, and
+/// the session `agent:<id>:main`, from them).
+pub fn agents_list_json(gateway: &Gateway) -> Value {
+    let agents = gateway.settings.agents.list();
+    let default_id = agents.first().map(|a| a.id.as_str()).unwrap_or("main");
+    json!({
+        "agents": &*agents, "defaultId": default_id, "mainKey": "main", "scope": "per-sender",
+    })
+}
+
+/// Clears a session's transcript (`delete`: the session too) through the session queue,
+/// as `sessions.reset` / `sessions.delete` and their REST routes do.
+pub async fn reset_session(
+    gateway: &Gateway,
+    session_key: String,
+    delete: bool,
+) -> Result<Value, EdgeError> {
+    let reset = troupe_actors::session_queue::ResetSession {
+        session_key: session_key.clone(),
+        delete,
+    };
+    let existed = queue(gateway)
+        .await?
+        .send(reset)
+        .await
+        .map_err(|_| EdgeError::Restarting("the session queue"))??;
+    Ok(json!({ "sessionKey": session_key, "ok": true, "existed": existed }))
+}
+
 /// The `accepted` answer of a submitted turn (WS `agent` / `chat.send`, REST `POST`).
 pub fn accepted_payload(a: &TurnAccepted) -> Value {
     json!({

@@ -11,6 +11,7 @@ use troupe_actors::channels::{self, pairing};
 use super::{ApiError, authorize, json_body};
 
 /// `GET /api/channels`.
+#[utoipa::path(get, path = "/api/channels", tag = "channels", responses((status = 200, description = "Each account and its state", body = Object)))]
 pub async fn status(
     req: HttpRequest,
     gateway: web::Data<Gateway>,
@@ -28,6 +29,7 @@ fn unavailable(err: channels::ChannelError) -> ApiError {
 }
 
 /// `GET /api/pairing`: pending pairing requests.
+#[utoipa::path(get, path = "/api/pairing", tag = "channels", responses((status = 200, description = "`{pending}`", body = Object)))]
 pub async fn list(req: HttpRequest, gateway: web::Data<Gateway>) -> Result<HttpResponse, ApiError> {
     authorize(&req, &gateway)?;
     let pending = pairing::list(&gateway.root).await.map_err(unavailable)?;
@@ -41,6 +43,7 @@ struct ApproveBody {
 }
 
 /// `POST /api/pairing/approve {"code": "..."}`.
+#[utoipa::path(post, path = "/api/pairing/approve", tag = "channels", request_body(content = crate::http::openapi::ApproveBody, content_type = "application/json"), responses((status = 200, description = "`{approved}`", body = Object), (status = 404, description = "UNKNOWN_CODE", body = crate::http::openapi::ErrorBody)))]
 pub async fn approve(
     req: HttpRequest,
     gateway: web::Data<Gateway>,

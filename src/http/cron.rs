@@ -40,11 +40,13 @@ async fn answer(
 }
 
 /// `GET /api/cron`.
+#[utoipa::path(get, path = "/api/cron", tag = "cron", responses((status = 200, description = "`{jobs}`", body = Object)))]
 pub async fn list(req: HttpRequest, gateway: web::Data<Gateway>) -> Result<HttpResponse, ApiError> {
     answer(&req, &gateway, "cron.list", Value::Null).await
 }
 
 /// `GET /api/cron/status`.
+#[utoipa::path(get, path = "/api/cron/status", tag = "cron", responses((status = 200, description = "Scheduler status", body = Object)))]
 pub async fn status(
     req: HttpRequest,
     gateway: web::Data<Gateway>,
@@ -53,6 +55,7 @@ pub async fn status(
 }
 
 /// `POST /api/cron {job}` (the job itself, or `{"job": {...}}`).
+#[utoipa::path(post, path = "/api/cron", tag = "cron", request_body(content = Object, content_type = "application/json", description = "The job (docs/scheduler.md), or `{job}`"), responses((status = 200, description = "The job added", body = Object), (status = 400, description = "INVALID_CRON", body = crate::http::openapi::ErrorBody)))]
 pub async fn add(
     req: HttpRequest,
     gateway: web::Data<Gateway>,
@@ -70,6 +73,7 @@ pub async fn add(
 }
 
 /// `GET /api/cron/{id}`.
+#[utoipa::path(get, path = "/api/cron/{id}", tag = "cron", params(("id" = String, Path, description = "Job id")), responses((status = 200, description = "The job", body = Object), (status = 404, description = "No such job", body = crate::http::openapi::ErrorBody)))]
 pub async fn get(
     req: HttpRequest,
     gateway: web::Data<Gateway>,
@@ -90,6 +94,7 @@ pub async fn get(
 }
 
 /// `PATCH /api/cron/{id}` with the fields to change.
+#[utoipa::path(patch, path = "/api/cron/{id}", tag = "cron", params(("id" = String, Path, description = "Job id")), request_body(content = Object, content_type = "application/json", description = "The fields to change"), responses((status = 200, description = "The job", body = Object), (status = 404, description = "No such job", body = crate::http::openapi::ErrorBody)))]
 pub async fn update(
     req: HttpRequest,
     gateway: web::Data<Gateway>,
@@ -103,6 +108,7 @@ pub async fn update(
 }
 
 /// `DELETE /api/cron/{id}`.
+#[utoipa::path(delete, path = "/api/cron/{id}", tag = "cron", params(("id" = String, Path, description = "Job id")), responses((status = 200, description = "Removed", body = Object), (status = 404, description = "No such job", body = crate::http::openapi::ErrorBody)))]
 pub async fn remove(
     req: HttpRequest,
     gateway: web::Data<Gateway>,
@@ -118,6 +124,7 @@ pub async fn remove(
 }
 
 /// `POST /api/cron/{id}/run`.
+#[utoipa::path(post, path = "/api/cron/{id}/run", tag = "cron", params(("id" = String, Path, description = "Job id")), responses((status = 200, description = "Started", body = Object), (status = 404, description = "No such job", body = crate::http::openapi::ErrorBody)))]
 pub async fn run(
     req: HttpRequest,
     gateway: web::Data<Gateway>,
@@ -134,6 +141,7 @@ pub struct RunsQuery {
 }
 
 /// `GET /api/cron/{id}/runs?limit=N`.
+#[utoipa::path(get, path = "/api/cron/{id}/runs", tag = "cron", params(("id" = String, Path, description = "Job id"), ("limit" = Option<i64>, Query, description = "Rows (default 50, at most 1000)")), responses((status = 200, description = "`{runs}`", body = Object), (status = 404, description = "No such job", body = crate::http::openapi::ErrorBody)))]
 pub async fn runs(
     req: HttpRequest,
     gateway: web::Data<Gateway>,

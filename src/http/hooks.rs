@@ -166,6 +166,7 @@ async fn submit(
 }
 
 /// `POST /hooks/agent {message, agentId?, sessionKey?, wait?}`.
+#[utoipa::path(post, path = "/hooks/agent", tag = "hooks", security(("hooks" = [])), request_body(content = crate::http::openapi::AgentHookBody, content_type = "application/json"), responses((status = 202, description = "`{ok, runId}` (200 with the run's end when `wait`)", body = Object), (status = 404, description = "Hooks are off", body = crate::http::openapi::ErrorBody)))]
 pub async fn agent(
     req: HttpRequest,
     gateway: web::Data<Gateway>,
@@ -200,6 +201,7 @@ struct WakeHook {
 }
 
 /// `POST /hooks/wake {agentId?}`: runs the agent's heartbeat now.
+#[utoipa::path(post, path = "/hooks/wake", tag = "hooks", security(("hooks" = [])), request_body(content = crate::http::openapi::WakeHookBody, content_type = "application/json"), responses((status = 202, description = "The heartbeat started", body = Object), (status = 404, description = "Hooks are off", body = crate::http::openapi::ErrorBody)))]
 pub async fn wake(
     req: HttpRequest,
     gateway: web::Data<Gateway>,
@@ -264,6 +266,7 @@ pub fn fill(template: &str, body: &Value) -> String {
 }
 
 /// `POST /hooks/<name>`: a mapped hook.
+#[utoipa::path(post, path = "/hooks/{name}", tag = "hooks", security(("hooks" = [])), params(("name" = String, Path, description = "A `[[hooks.mappings]]` name")), request_body(content = Object, content_type = "application/json"), responses((status = 202, description = "The mapped turn was submitted", body = Object), (status = 404, description = "No such mapping", body = crate::http::openapi::ErrorBody)))]
 pub async fn mapped(
     req: HttpRequest,
     gateway: web::Data<Gateway>,

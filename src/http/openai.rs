@@ -295,6 +295,7 @@ fn unix_secs() -> u64 {
 }
 
 /// `GET /v1/models`: one model per configured agent.
+#[utoipa::path(get, path = "/v1/models", tag = "openai", responses((status = 200, description = "OpenAI model list: one per agent", body = Object)))]
 pub async fn models(
     req: HttpRequest,
     gateway: web::Data<Gateway>,
@@ -311,6 +312,7 @@ pub async fn models(
 }
 
 /// `POST /v1/chat/completions`.
+#[utoipa::path(post, path = "/v1/chat/completions", tag = "openai", request_body(content = crate::http::openapi::ChatCompletionRequest, content_type = "application/json"), responses((status = 200, description = "A chat.completion, or an SSE stream of chunks with `stream: true`", body = Object), (status = 400, description = "OpenAI error body", body = Object), (status = 404, description = "Unknown model (agent)", body = Object)))]
 pub async fn chat_completions(
     req: HttpRequest,
     gateway: web::Data<Gateway>,

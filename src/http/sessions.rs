@@ -48,6 +48,7 @@ impl From<EdgeError> for ApiError {
 }
 
 /// `GET /api/sessions`.
+#[utoipa::path(get, path = "/api/sessions", tag = "sessions", params(("limit" = Option<u32>, Query, description = "Most sessions (1 to 1000, default 100)")), responses((status = 200, description = "`{sessions}`", body = Object), (status = 401, description = "No or a wrong bearer token", body = crate::http::openapi::ErrorBody)))]
 pub async fn list(
     req: HttpRequest,
     gateway: web::Data<Gateway>,
@@ -60,6 +61,7 @@ pub async fn list(
 }
 
 /// `GET /api/sessions/{key}/messages`.
+#[utoipa::path(get, path = "/api/sessions/{key}/messages", tag = "sessions", params(("key" = String, Path, description = "Session key"), ("limit" = Option<u32>, Query, description = "Most messages (1 to 1000)"), ("before" = Option<i64>, Query, description = "Only messages with a smaller id")), responses((status = 200, description = "`{sessionKey, messages, hasMore, nextBefore}`", body = Object), (status = 400, description = "Invalid session key", body = crate::http::openapi::ErrorBody)))]
 pub async fn messages(
     req: HttpRequest,
     gateway: web::Data<Gateway>,
@@ -85,6 +87,7 @@ pub struct UsageQuery {
 }
 
 /// `GET /api/usage?days=N`: tokens and cost in all, per agent, per session, per day.
+#[utoipa::path(get, path = "/api/usage", tag = "usage", params(("days" = Option<u32>, Query, description = "Days back (default 30)")), responses((status = 200, description = "`{sinceMs, usage: {total, byAgent, bySession, byDay}}`", body = Object)))]
 pub async fn usage(
     req: HttpRequest,
     gateway: web::Data<Gateway>,
@@ -97,6 +100,7 @@ pub async fn usage(
 }
 
 /// `POST /api/sessions/{key}/messages`: accepted (202) once stored; the reply runs async.
+#[utoipa::path(post, path = "/api/sessions/{key}/messages", tag = "sessions", params(("key" = String, Path, description = "Session key"), ("Idempotency-Key" = Option<String>, Header, description = "Unless `idempotencyKey` is in the body")), request_body(content = crate::http::openapi::PostMessageBody, content_type = "application/json"), responses((status = 202, description = "Accepted: `{runId, status, ...}`", body = Object), (status = 400, description = "Invalid request", body = crate::http::openapi::ErrorBody), (status = 503, description = "Queue full (Retry-After)", body = crate::http::openapi::ErrorBody)))]
 pub async fn post(
     req: HttpRequest,
     gateway: web::Data<Gateway>,

@@ -83,6 +83,7 @@ pub fn index(req: &HttpRequest) -> HttpResponse {
 }
 
 /// `GET /ui/{file}`: one asset, or 404 naming it.
+#[utoipa::path(get, path = "/ui/{file}", tag = "ui", security(()), params(("file" = String, Path, description = "Asset name")), responses((status = 200, description = "The asset", body = String, content_type = "application/octet-stream"), (status = 404, description = "No such asset", body = Object)))]
 pub async fn asset(req: HttpRequest, file: web::Path<String>) -> HttpResponse {
     let name = file.into_inner();
     match ASSETS

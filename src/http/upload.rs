@@ -77,6 +77,7 @@ fn bad(status: StatusCode, code: &'static str, message: impl Into<String>) -> Ap
 }
 
 /// `POST /api/upload`.
+#[utoipa::path(post, path = "/api/upload", tag = "files", request_body(content = crate::http::openapi::UploadForm, content_type = "multipart/form-data"), responses((status = 201, description = "`{path, filename, mime, size}`", body = Object), (status = 413, description = "Larger than uploads.max_bytes", body = crate::http::openapi::ErrorBody)))]
 pub async fn upload(
     req: HttpRequest,
     gateway: web::Data<Gateway>,

@@ -118,6 +118,7 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// `GET /api/vault/notes`.
+#[utoipa::path(get, path = "/api/vault/notes", tag = "vault", params(("agent" = Option<String>, Query, description = "Agent (default: the first)")), responses((status = 200, description = "`{notes}`", body = Object), (status = 404, description = "No such agent", body = crate::http::openapi::ErrorBody)))]
 pub async fn list(
     req: HttpRequest,
     gateway: web::Data<Gateway>,
@@ -131,6 +132,7 @@ pub async fn list(
 }
 
 /// `GET /api/vault/notes/{path}`.
+#[utoipa::path(get, path = "/api/vault/notes/{path}", tag = "vault", params(("path" = String, Path, description = "Note path in the vault"), ("agent" = Option<String>, Query, description = "Agent")), responses((status = 200, description = "Content, front matter, links", body = Object), (status = 400, description = "INVALID_PATH", body = crate::http::openapi::ErrorBody), (status = 404, description = "No such note", body = crate::http::openapi::ErrorBody)))]
 pub async fn get(
     req: HttpRequest,
     gateway: web::Data<Gateway>,
@@ -146,6 +148,7 @@ pub async fn get(
 }
 
 /// `PUT /api/vault/notes/{path}`: creates (201) or replaces (200) a note.
+#[utoipa::path(put, path = "/api/vault/notes/{path}", tag = "vault", params(("path" = String, Path, description = "Note path in the vault"), ("agent" = Option<String>, Query, description = "Agent")), request_body(content = crate::http::openapi::VaultNoteBody, content_type = "application/json"), responses((status = 200, description = "The note written", body = Object), (status = 400, description = "INVALID_PATH or INVALID_REQUEST", body = crate::http::openapi::ErrorBody), (status = 413, description = "Note too large", body = crate::http::openapi::ErrorBody)))]
 pub async fn put(
     req: HttpRequest,
     gateway: web::Data<Gateway>,
@@ -210,6 +213,7 @@ pub async fn put(
 }
 
 /// `DELETE /api/vault/notes/{path}`.
+#[utoipa::path(delete, path = "/api/vault/notes/{path}", tag = "vault", params(("path" = String, Path, description = "Note path in the vault"), ("agent" = Option<String>, Query, description = "Agent")), responses((status = 200, description = "Deleted", body = Object), (status = 404, description = "No such note", body = crate::http::openapi::ErrorBody)))]
 pub async fn delete(
     req: HttpRequest,
     gateway: web::Data<Gateway>,
@@ -226,6 +230,7 @@ pub async fn delete(
 }
 
 /// `GET /api/vault/graph`.
+#[utoipa::path(get, path = "/api/vault/graph", tag = "vault", params(("agent" = Option<String>, Query, description = "Agent")), responses((status = 200, description = "`{nodes, edges}`", body = Object)))]
 pub async fn graph(
     req: HttpRequest,
     gateway: web::Data<Gateway>,
@@ -239,6 +244,7 @@ pub async fn graph(
 }
 
 /// `GET /api/vault/search?q=`.
+#[utoipa::path(get, path = "/api/vault/search", tag = "vault", params(("q" = Option<String>, Query, description = "Words to find"), ("limit" = Option<u32>, Query, description = "Most hits"), ("agent" = Option<String>, Query, description = "Agent")), responses((status = 200, description = "Ranked hits", body = Object)))]
 pub async fn search(
     req: HttpRequest,
     gateway: web::Data<Gateway>,

@@ -125,6 +125,12 @@ store_op!(
 );
 
 store_op!(
+    /// Tokens and cost since a time per day and agent.
+    UsageDaily { since_ms: i64 } -> Vec<super::turns::DailyUsage>, "usage_daily", false,
+    |op, store| store.usage_daily(op.since_ms)
+);
+
+store_op!(
     /// Counts for `status` and `doctor`.
     GetStoreInfo {} -> StoreInfo, "info", false,
     |_op, store| store.info()

@@ -450,6 +450,30 @@ impl Store for SqliteStore {
         Ok(sessions)
     }
 
+    fn usage_daily(&mut self, since_ms: i64) -> Result<Vec<super::turns::DailyUsage>, StoreError> {
+        let rows = self
+            .conn
+            .prepare_cached(
+                "SELECT strftime('%Y-%m-%d', finished_at / 1000, 'unixepoch') AS day, agent_id, COUNT(*) AS runs,
+                        COALESCE(SUM(input_tokens), 0) AS input_tokens, COALESCE(SUM(output_tokens), 0) AS output_tokens,
+                        COALESCE(SUM(cost_usd), 0.0) AS cost_usd
+                 FROM runs WHERE finished_at IS NOT NULL AND finished_at >= ?1
+                 GROUP BY 1, 2 ORDER BY 1, 2 LIMIT 100000",
+            )?
+            .query_map([since_ms], |r| {
+                Ok(super::turns::DailyUsage {
+                    day: r.get("day")?,
+                    agent_id: r.get("agent_id")?,
+                    runs: r.get("runs")?,
+                    input_tokens: r.get("input_tokens")?,
+                    output_tokens: r.get("output_tokens")?,
+                    cost_usd: r.get("cost_usd")?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
     fn usage_report(&mut self, since_ms: i64) -> Result<serde_json::Value, StoreError> {
         let group = |expr: &str, order: &str| {
             format!(

@@ -165,6 +165,24 @@ pub struct RunEnd {
     pub cost_usd: f64,
 }
 
+/// Token and cost totals of one agent on one day (UTC).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DailyUsage {
+    /// The day, `YYYY-MM-DD` (UTC).
+    pub day: String,
+    /// Agent id.
+    pub agent_id: String,
+    /// Finished runs.
+    pub runs: i64,
+    /// Prompt tokens.
+    pub input_tokens: i64,
+    /// Completion tokens.
+    pub output_tokens: i64,
+    /// Cost in USD.
+    pub cost_usd: f64,
+}
+
 /// Token and cost totals for one grouping key.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]

@@ -188,13 +188,7 @@ impl WsSessionActor {
                 self.respond(id, Ok(payload), ctx);
             }
             "agents.list" => {
-                let agents = self.gateway.settings.agents.list();
-                let default_id = agents.first().map(|a| a.id.as_str()).unwrap_or("main");
-                // defaultId, mainKey and scope as OpenClaw's AgentsListResult has them: its
-                // CLI picks the agent (and session agent:<id>:main) from them.
-                let payload = json!({
-                    "agents": &*agents, "defaultId": default_id, "mainKey": "main", "scope": "per-sender",
-                });
+                let payload = crate::gateway::turns::agents_list_json(&self.gateway);
                 self.respond(id, Ok(payload), ctx);
             }
             "logs.tail" => match parse::<LogsTailParams>(&method, params) {

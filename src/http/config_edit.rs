@@ -1,0 +1,315 @@
+//! `PUT /api/config` (the whole file, as `config.patch`) and `PATCH /api/config` (one
+//! section as JSON), and the edit helper `/api/models` shares: every change goes through the
+//! reload's config service (validated in a private temp file, renamed over the file only
+//! when valid, then hot-reloaded), so an invalid edit leaves the file untouched.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use toml::Table;
+use troupe_actors::live_config::ConfigCallError;
+use utoipa::ToSchema;
+
+use super::operator::{OperatorContext, invalid, unavailable};
+use super::{ApiError, authorize, json_body};
+use crate::gateway::Gateway;
+use crate::reload::files::{FileState, REDACTED, redacted};
+
+/// `PUT /api/config` body (as `config.patch`'s params).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ConfigPut {
+    /// The whole config file, TOML.
+    pub raw: String,
+    /// `hash` from `GET /api/config`: the edit applies only to that version of the file.
+    pub base_hash: String,
+}
+
+/// `PATCH /api/config` body: one section replaced as a whole.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ConfigSectionPatch {
+    /// The section's dotted key: `sessions`, `agents`, `providers.openai`, ...
+    pub section: String,
+    /// Its new value (JSON of the TOML); `null` removes it (its defaults apply). A string
+    /// `<redacted>` keeps the secret the file has at that place.
+    #[schema(value_type = Object)]
+    pub value: Value,
+    /// When given, the edit applies only if the file still has this hash.
+    #[serde(default)]
+    pub base_hash: Option<String>,
+}
+
+/// `PUT /api/config`: replaces the whole file (validated first; 409 on a stale `baseHash`).
+#[utoipa::path(put, path = "/api/config", tag = "config",
+    request_body(content = ConfigPut, content_type = "application/json"),
+    responses((status = 200, description = "`{ok, hash, applied, pendingRestart}`", body = Object),
+        (status = 400, description = "INVALID_CONFIG: the file was not changed", body = crate::http::openapi::ErrorBody),
+        (status = 409, description = "STALE_BASE_HASH: the file changed since it was read", body = crate::http::openapi::ErrorBody)))]
+pub async fn put(
+    req: HttpRequest,
+    gateway: web::Data<Gateway>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &gateway)?;
+    let body: ConfigPut = json_body(&req, &body)?;
+    let service = service(&gateway)?;
+    let outcome = service
+        .patch(body.raw, body.base_hash)
+        .await
+        .map_err(call_error)?;
+    Ok(HttpResponse::Ok().json(outcome))
+}
+
+/// `PATCH /api/config`: replaces one section (secrets kept where `<redacted>` is given).
+#[utoipa::path(patch, path = "/api/config", tag = "config",
+    request_body(content = ConfigSectionPatch, content_type = "application/json"),
+    responses((status = 200, description = "`{ok, hash, applied, pendingRestart, section, value}` (value redacted)", body = Object),
+        (status = 400, description = "INVALID_CONFIG or a bad section", body = crate::http::openapi::ErrorBody),
+        (status = 409, description = "STALE_BASE_HASH", body = crate::http::openapi::ErrorBody)))]
+pub async fn patch(
+    req: HttpRequest,
+    gateway: web::Data<Gateway>,
+    ops: web::Data<OperatorContext>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &gateway)?;
+    let body: ConfigSectionPatch = json_body(&req, &body)?;
+    let path = section_path(&body.section)?;
+    let value = body.value;
+    let at = path.clone();
+    let mut outcome = edit(&gateway, &ops, body.base_hash, move |table| {
+        set_section(table, &at, value)
+    })
+    .await?;
+    let (now, _) = match read_file(&ops).await?.table() {
+        Ok(table) => redacted(&table),
+        Err(_) => (Value::Null, Vec::new()),
+    };
+    outcome["section"] = json!(body.section);
+    outcome["value"] = path
+        .iter()
+        .try_fold(&now, |v, k| v.get(k))
+        .cloned()
+        .unwrap_or(Value::Null);
+    Ok(HttpResponse::Ok().json(outcome))
+}
+
+/// The config service, or 503 while it is not running.
+fn service(gateway: &Gateway) -> Result<&dyn troupe_actors::live_config::ConfigService, ApiError> {
+    gateway
+        .settings
+        .reload
+        .service()
+        .ok_or_else(|| unavailable("the config service is not running"))
+}
+
+/// A config call's failure as HTTP: a stale hash 409, an invalid config 400, else 503.
+pub(crate) fn call_error(err: ConfigCallError) -> ApiError {
+    match err {
+        ConfigCallError::Invalid {
+            code: "STALE_BASE_HASH",
+            message,
+        } => ApiError::new(StatusCode::CONFLICT, "STALE_BASE_HASH", message),
+        ConfigCallError::Invalid { code, message } => {
+            ApiError::new(StatusCode::BAD_REQUEST, code, message)
+        }
+        ConfigCallError::Unavailable(why) => unavailable(why),
+    }
+}
+
+async fn read_file(ops: &OperatorContext) -> Result<FileState, ApiError> {
+    let file = ops.config_file.clone();
+    tokio::task::spawn_blocking(move || FileState::read(&file))
+        .await
+        .map_err(|e| unavailable(format!("the config reader failed: {e}")))
+}
+
+/// Edits the config file's TOML table with `change` and writes it back through the config
+/// service (the same validation and hot reload as `config.patch`). The file is rewritten in
+/// TOML's normal form (comments are not kept; `PUT` keeps the exact text).
+pub(crate) async fn edit(
+    gateway: &Gateway,
+    ops: &OperatorContext,
+    base_hash: Option<String>,
+    change: impl FnOnce(&mut Table) -> Result<(), ApiError>,
+) -> Result<Value, ApiError> {
+    let service = service(gateway)?;
+    let state = read_file(ops).await?;
+    if let Some(base) = base_hash
+        && base != state.hash
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "STALE_BASE_HASH",
+            format!(
+                "baseHash {base:?} is not the config file's current hash {:?}: read it again and redo the edit",
+                state.hash
+            ),
+        ));
+    }
+    let mut table = state.table().map_err(|why| {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "UNPARSABLE_CONFIG_FILE",
+            format!("{why}; fix the file or replace it whole with PUT /api/config"),
+        )
+    })?;
+    change(&mut table)?;
+    let raw = toml::to_string(&table)
+        .map_err(|e| invalid(format!("the edited config cannot be written as TOML: {e}")))?;
+    service.patch(raw, state.hash).await.map_err(call_error)
+}
+
+/// `a.b.c` as keys; each must be a bare TOML key.
+pub(crate) fn section_path(section: &str) -> Result<Vec<String>, ApiError> {
+    let keys: Vec<String> = section.split('.').map(str::to_string).collect();
+    let bare = |k: &String| {
+        !k.is_empty()
+            && k.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    };
+    if keys.iter().all(bare) {
+        Ok(keys)
+    } else {
+        Err(invalid(format!(
+            "section {section:?} is not a dotted key of bare names (sessions, providers.openai)"
+        )))
+    }
+}
+
+/// Sets (or with `null` removes) the value at `path`, keeping the file's secrets where the
+/// new value has the `<redacted>` placeholder.
+pub(crate) fn set_section(table: &mut Table, path: &[String], value: Value) -> Result<(), ApiError> {
+    let Some((last, parents)) = path.split_last() else {
+        return Err(invalid("section must not be empty"));
+    };
+    let mut at = table;
+    for key in parents {
+        let entry = at
+            .entry(key.clone())
+            .or_insert_with(|| toml::Value::Table(Table::new()));
+        at = entry.as_table_mut().ok_or_else(|| {
+            invalid(format!(
+                "{key:?} in the section path is a value, not a table"
+            ))
+        })?;
+    }
+    if value.is_null() {
+        at.remove(last);
+        return Ok(());
+    }
+    let mut new = to_toml(&value, &path.join("."))?;
+    if let Some(old) = at.get(last) {
+        keep_secrets(&mut new, old);
+    }
+    if contains_placeholder(&new) {
+        return Err(invalid(format!(
+            "{REDACTED} stands for a secret the file has, but {} has none at that place",
+            path.join(".")
+        )));
+    }
+    at.insert(last.clone(), new);
+    Ok(())
+}
+
+/// JSON as TOML (no nulls inside: TOML has none).
+fn to_toml(value: &Value, at: &str) -> Result<toml::Value, ApiError> {
+    Ok(match value {
+        Value::Null => {
+            return Err(invalid(format!(
+                "{at} holds null: TOML has no null; leave the key out instead"
+            )));
+        }
+        Value::Bool(b) => toml::Value::Boolean(*b),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => toml::Value::Integer(i),
+            None => toml::Value::Float(
+                n.as_f64()
+                    .ok_or_else(|| invalid(format!("{at}: {n} is out of range")))?,
+            ),
+        },
+        Value::String(s) => toml::Value::String(s.clone()),
+        Value::Array(items) => toml::Value::Array(
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| to_toml(v, &format!("{at}[{i}]")))
+                .collect::<Result<_, _>>()?,
+        ),
+        Value::Object(map) => toml::Value::Table(
+            map.iter()
+                .map(|(k, v)| Ok((k.clone(), to_toml(v, &format!("{at}.{k}"))?)))
+                .collect::<Result<_, ApiError>>()?,
+        ),
+    })
+}
+
+/// Replaces each `<redacted>` in `new` by the value at the same place in `old`.
+fn keep_secrets(new: &mut toml::Value, old: &toml::Value) {
+    match (new, old) {
+        (toml::Value::String(s), toml::Value::String(_)) if s == REDACTED => {
+            *s = old.as_str().unwrap_or_default().to_string();
+        }
+        (toml::Value::Table(n), toml::Value::Table(o)) => {
+            for (k, v) in n.iter_mut() {
+                if let Some(ov) = o.get(k) {
+                    keep_secrets(v, ov);
+                }
+            }
+        }
+        (toml::Value::Array(n), toml::Value::Array(o)) => {
+            for (v, ov) in n.iter_mut().zip(o) {
+                keep_secrets(v, ov);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn contains_placeholder(value: &toml::Value) -> bool {
+    match value {
+        toml::Value::String(s) => s == REDACTED,
+        toml::Value::Table(t) => t.values().any(contains_placeholder),
+        toml::Value::Array(a) => a.iter().any(contains_placeholder),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn a_section_is_replaced_and_redacted_secrets_are_kept() {
+        let mut table: Table = "[gateway.auth]\nmode = \"token\"\ntoken = \"s3cr3t-s3cr3t\"\n"
+            .parse()
+            .unwrap();
+        let path = section_path("gateway.auth").unwrap();
+        set_section(
+            &mut table,
+            &path,
+            json!({ "mode": "token", "token": REDACTED, "max_failures_per_minute": 5 }),
+        )
+        .unwrap();
+        let auth = table["gateway"]["auth"].as_table().unwrap();
+        assert_eq!(auth["token"].as_str(), Some("s3cr3t-s3cr3t"));
+        assert_eq!(auth["max_failures_per_minute"].as_integer(), Some(5));
+        set_section(&mut table, &section_path("gateway").unwrap(), Value::Null).unwrap();
+        assert!(table.get("gateway").is_none());
+    }
+
+    #[test]
+    fn a_placeholder_without_a_secret_and_bad_paths_are_refused() {
+        let mut table = Table::new();
+        let path = section_path("hooks").unwrap();
+        let err = set_section(&mut table, &path, json!({ "token": REDACTED })).unwrap_err();
+        assert!(err.to_string().contains("has none"), "{err}");
+        assert!(section_path("a..b").is_err());
+        assert!(section_path("a b").is_err());
+        let err = set_section(&mut table, &path, json!({ "x": null })).unwrap_err();
+        assert!(err.to_string().contains("null"), "{err}");
+    }
+}
