@@ -180,7 +180,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(endpoint("/api/usage/daily", GET).route(web::get().to(usage_api::daily)))
         .service(endpoint("/api/usage/pricing", GET).route(web::get().to(usage_api::pricing)))
         .service(
-            endpoint("/api/sessions/{key}", "DELETE").route(web::delete().to(session_admin::delete)),
+            endpoint("/api/sessions/{key}", "DELETE")
+                .route(web::delete().to(session_admin::delete)),
         )
         .service(
             endpoint("/api/sessions/{key}/reset", POST).route(web::post().to(session_admin::reset)),

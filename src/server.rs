@@ -397,14 +397,7 @@ pub fn run(
     // Kept to hand the socket to the next image when a restart is asked for.
     let handover = listener.try_clone().ok();
     let code = match actix_rt::System::new().block_on(serve(
-        config,
-        agents,
-        auth,
-        listener,
-        paths.clone(),
-        started,
-        source,
-        operator,
+        config, agents, auth, listener, started, source, operator,
     )) {
         Ok(code) => code,
         Err(e) => {
@@ -434,11 +427,11 @@ async fn serve(
     agents: Vec<AgentSettings>,
     auth: AuthPolicy,
     listener: TcpListener,
-    paths: StatePaths,
     started: Instant,
     source: crate::reload::ReloadSource,
     operator: crate::http::operator::OperatorContext,
 ) -> std::io::Result<i32> {
+    let paths = operator.paths.clone();
     let restart = operator.restart.clone();
     let operator = web::Data::new(operator);
     let signal = shutdown_signal()?;

@@ -97,7 +97,13 @@ pub async fn info(
     let persona = agent.persona.unwrap_or_default();
     let summary: String = persona.trim().chars().take(PERSONA_SUMMARY_CHARS).collect();
     let info = AgentInfo {
-        workspace_dir: ops.paths.home.join("agents").join(&id).display().to_string(),
+        workspace_dir: ops
+            .paths
+            .home
+            .join("agents")
+            .join(&id)
+            .display()
+            .to_string(),
         memory_dir: agent.memory_dir.map(|d| d.display().to_string()),
         id,
         provider: agent.summary.provider,

@@ -181,7 +181,11 @@ pub(crate) fn section_path(section: &str) -> Result<Vec<String>, ApiError> {
 
 /// Sets (or with `null` removes) the value at `path`, keeping the file's secrets where the
 /// new value has the `<redacted>` placeholder.
-pub(crate) fn set_section(table: &mut Table, path: &[String], value: Value) -> Result<(), ApiError> {
+pub(crate) fn set_section(
+    table: &mut Table,
+    path: &[String],
+    value: Value,
+) -> Result<(), ApiError> {
     let Some((last, parents)) = path.split_last() else {
         return Err(invalid("section must not be empty"));
     };

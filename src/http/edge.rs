@@ -101,7 +101,9 @@ fn admit(req: &mut ServiceRequest) -> Result<(), ApiError> {
     if upgrade && (path == "/" || path == "/ws") {
         return Ok(());
     }
-    if path.starts_with("/api/") || path.starts_with("/v1/") {
+    // The OpenAPI document describes the API and holds no data: served without a credential.
+    let public = path == "/api/openapi.json";
+    if (path.starts_with("/api/") || path.starts_with("/v1/")) && !public {
         let Some(gateway) = req.app_data::<web::Data<Gateway>>() else {
             return Err(ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,

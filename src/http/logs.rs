@@ -85,7 +85,10 @@ pub async fn recent(
             ))
         })?),
     };
-    let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, log_tail::MAX_LIMIT);
+    let limit = q
+        .limit
+        .unwrap_or(DEFAULT_LIMIT)
+        .clamp(1, log_tail::MAX_LIMIT);
     let Some(file) = gateway.edge.log_file.clone() else {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -141,7 +144,10 @@ fn severity(level: &str) -> Option<u8> {
 
 /// ms since the epoch, or an RFC 3339 time.
 fn parse_since(s: &str) -> Option<i64> {
-    s.trim().parse::<i64>().ok().or_else(|| rfc3339_ms(s.trim()))
+    s.trim()
+        .parse::<i64>()
+        .ok()
+        .or_else(|| rfc3339_ms(s.trim()))
 }
 
 /// One line of `tracing`'s text format, or `None` for a line that is not an event's first.
@@ -178,8 +184,7 @@ fn rfc3339_ms(s: &str) -> Option<i64> {
     let num = |r: std::ops::Range<usize>| -> Option<i64> { s.get(r)?.parse().ok() };
     let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (hour, min, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || min > 59 || sec > 60
-    {
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || min > 59 || sec > 60 {
         return None;
     }
     let mut i = 19;

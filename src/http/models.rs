@@ -159,10 +159,7 @@ pub async fn list(
         models.push(ModelProvider {
             name: name.to_string(),
             editable: true,
-            in_file: table
-                .get("providers")
-                .and_then(|p| p.get(*name))
-                .is_some(),
+            in_file: table.get("providers").and_then(|p| p.get(*name)).is_some(),
             base_url: Some(e.base_url.clone()),
             api_key_env: Some(e.api_key_env.clone()),
             api_key_file: (!e.api_key_file.is_empty()).then(|| e.api_key_file.clone()),
@@ -261,7 +258,9 @@ async fn change(
         Ok(())
     })
     .await?;
-    Ok(json!({ "name": name, "ok": true, "hash": outcome["hash"], "applied": outcome["applied"], "pendingRestart": outcome["pendingRestart"] }))
+    Ok(
+        json!({ "name": name, "ok": true, "hash": outcome["hash"], "applied": outcome["applied"], "pendingRestart": outcome["pendingRestart"] }),
+    )
 }
 
 /// `POST /api/models`: adds `[providers.<name>]` (409 when the file has it already).
@@ -306,7 +305,9 @@ pub async fn update(
     editable(&name)?;
     let body: ModelProviderChange = json_body(&req, &body)?;
     if body.name.as_ref().is_some_and(|n| *n != name) {
-        return Err(invalid("name in the body differs from the path; a provider cannot be renamed"));
+        return Err(invalid(
+            "name in the body differs from the path; a provider cannot be renamed",
+        ));
     }
     Ok(HttpResponse::Ok().json(change(&gateway, &ops, name, body, false).await?))
 }

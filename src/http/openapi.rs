@@ -287,7 +287,10 @@ mod tests {
             .iter()
             .filter(|(m, p)| doc["paths"][p.as_str()][m.as_str()].is_null())
             .collect();
-        assert!(missing.is_empty(), "routes missing from the OpenAPI document: {missing:?}");
+        assert!(
+            missing.is_empty(),
+            "routes missing from the OpenAPI document: {missing:?}"
+        );
     }
 
     #[test]
@@ -312,7 +315,10 @@ mod tests {
                     assert!(schema.is_object(), "{method} {path}: a body without schema");
                     if let Some(r) = schema["$ref"].as_str() {
                         let name = r.trim_start_matches("#/components/schemas/");
-                        assert!(refs.contains_key(name), "{method} {path}: {r} is not defined");
+                        assert!(
+                            refs.contains_key(name),
+                            "{method} {path}: {r} is not defined"
+                        );
                     }
                 }
             }

@@ -67,7 +67,8 @@ impl OperatorContext {
     /// off the actor threads.
     pub async fn load(&self) -> Result<(Config, Vec<AgentSettings>), ApiError> {
         let (file, required) = (self.config_file.clone(), self.required);
-        let (env, overrides, paths) = (self.env.clone(), self.overrides.clone(), self.paths.clone());
+        let (env, overrides, paths) =
+            (self.env.clone(), self.overrides.clone(), self.paths.clone());
         let work = move || {
             let config = Config::load(Sources {
                 file: Some((file, required)),
