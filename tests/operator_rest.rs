@@ -164,7 +164,7 @@ async fn agents_sessions_logs_and_usage_are_served_over_rest() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn config_put_and_patch_go_through_the_reload_path_and_refuse_bad_edits() {
-    let original = "[hooks]\ntoken = \"hook-secret-0123456789\"\n";
+    let original = "# operator notes: keep me\n[hooks]\ntoken = \"hook-secret-0123456789\"\n";
     let (dir, file) = home_with_config(original);
     let gw = TestGateway::builder().start_in(dir);
     gw.wait_ready().await;

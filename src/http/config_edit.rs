@@ -8,6 +8,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use toml::Table;
+use toml_edit::{DocumentMut, Item, TableLike};
 use troupe_actors::live_config::ConfigCallError;
 use utoipa::ToSchema;
 
@@ -62,7 +63,8 @@ pub async fn put(
     Ok(HttpResponse::Ok().json(outcome))
 }
 
-/// `PATCH /api/config`: replaces one section (secrets kept where `<redacted>` is given).
+/// `PATCH /api/config`: replaces one section (secrets kept where `<redacted>` is given;
+/// the rest of the file keeps its comments).
 #[utoipa::path(patch, path = "/api/config", tag = "config",
     request_body(content = ConfigSectionPatch, content_type = "application/json"),
     responses((status = 200, description = "`{ok, hash, applied, pendingRestart, section, value}` (value redacted)", body = Object),
@@ -79,8 +81,8 @@ pub async fn patch(
     let path = section_path(&body.section)?;
     let value = body.value;
     let at = path.clone();
-    let mut outcome = edit(&gateway, &ops, body.base_hash, move |table| {
-        set_section(table, &at, value)
+    let mut outcome = edit(&gateway, &ops, body.base_hash, move |doc, table| {
+        set_section(doc, table, &at, value)
     })
     .await?;
     let (now, _) = match read_file(&ops).await?.table() {
@@ -126,14 +128,14 @@ async fn read_file(ops: &OperatorContext) -> Result<FileState, ApiError> {
         .map_err(|e| unavailable(format!("the config reader failed: {e}")))
 }
 
-/// Edits the config file's TOML table with `change` and writes it back through the config
-/// service (the same validation and hot reload as `config.patch`). The file is rewritten in
-/// TOML's normal form (comments are not kept; `PUT` keeps the exact text).
+/// Edits the config file with `change` (given the file as an editable document, which keeps
+/// comments and layout outside what is changed, and as a plain table to read) and writes it
+/// back through the config service (the same validation and hot reload as `config.patch`).
 pub(crate) async fn edit(
     gateway: &Gateway,
     ops: &OperatorContext,
     base_hash: Option<String>,
-    change: impl FnOnce(&mut Table) -> Result<(), ApiError>,
+    change: impl FnOnce(&mut DocumentMut, &Table) -> Result<(), ApiError>,
 ) -> Result<Value, ApiError> {
     let service = service(gateway)?;
     let state = read_file(ops).await?;
@@ -149,17 +151,23 @@ pub(crate) async fn edit(
             ),
         ));
     }
-    let mut table = state.table().map_err(|why| {
+    let unparsable = |why: String| {
         ApiError::new(
             StatusCode::CONFLICT,
             "UNPARSABLE_CONFIG_FILE",
             format!("{why}; fix the file or replace it whole with PUT /api/config"),
         )
-    })?;
-    change(&mut table)?;
-    let raw = toml::to_string(&table)
-        .map_err(|e| invalid(format!("the edited config cannot be written as TOML: {e}")))?;
-    service.patch(raw, state.hash).await.map_err(call_error)
+    };
+    let table = state.table().map_err(unparsable)?;
+    let mut doc: DocumentMut = state
+        .text()
+        .parse()
+        .map_err(|e| unparsable(format!("the config file is not valid TOML: {e}")))?;
+    change(&mut doc, &table)?;
+    service
+        .patch(doc.to_string(), state.hash)
+        .await
+        .map_err(call_error)
 }
 
 /// `a.b.c` as keys; each must be a bare TOML key.
@@ -179,43 +187,120 @@ pub(crate) fn section_path(section: &str) -> Result<Vec<String>, ApiError> {
     }
 }
 
-/// Sets (or with `null` removes) the value at `path`, keeping the file's secrets where the
-/// new value has the `<redacted>` placeholder.
+/// Sets (or with `null` removes) the value at `path` in `doc`, keeping the file's secrets
+/// (read from `old`, the same file as a table) where the new value has the `<redacted>`
+/// placeholder. The rest of the document keeps its comments and layout.
 pub(crate) fn set_section(
-    table: &mut Table,
+    doc: &mut DocumentMut,
+    old: &Table,
     path: &[String],
     value: Value,
 ) -> Result<(), ApiError> {
     let Some((last, parents)) = path.split_last() else {
         return Err(invalid("section must not be empty"));
     };
-    let mut at = table;
+    let new = if value.is_null() {
+        None
+    } else {
+        let mut new = to_toml(&value, &path.join("."))?;
+        let previous = parents
+            .iter()
+            .try_fold(old, |t, k| t.get(k)?.as_table())
+            .and_then(|t| t.get(last));
+        if let Some(previous) = previous {
+            keep_secrets(&mut new, previous);
+        }
+        if contains_placeholder(&new) {
+            return Err(invalid(format!(
+                "{REDACTED} stands for a secret the file has, but {} has none at that place",
+                path.join(".")
+            )));
+        }
+        Some(to_item(&new)?)
+    };
+    let mut at: &mut dyn TableLike = doc.as_table_mut();
     for key in parents {
-        let entry = at
-            .entry(key.clone())
-            .or_insert_with(|| toml::Value::Table(Table::new()));
-        at = entry.as_table_mut().ok_or_else(|| {
-            invalid(format!(
-                "{key:?} in the section path is a value, not a table"
-            ))
-        })?;
+        at = at
+            .entry(key)
+            .or_insert(implicit_table())
+            .as_table_like_mut()
+            .ok_or_else(|| {
+                invalid(format!(
+                    "{key:?} in the section path is a value, not a table"
+                ))
+            })?;
     }
-    if value.is_null() {
-        at.remove(last);
-        return Ok(());
+    match new {
+        None => {
+            at.remove(last);
+        }
+        Some(mut item) => {
+            keep_place(&mut item, at.get(last));
+            at.insert(last, item);
+        }
     }
-    let mut new = to_toml(&value, &path.join("."))?;
-    if let Some(old) = at.get(last) {
-        keep_secrets(&mut new, old);
-    }
-    if contains_placeholder(&new) {
-        return Err(invalid(format!(
-            "{REDACTED} stands for a secret the file has, but {} has none at that place",
-            path.join(".")
-        )));
-    }
-    at.insert(last.clone(), new);
     Ok(())
+}
+
+/// Gives a table replacing `old` its place and the comments above it; a new table gets a
+/// blank line before it.
+fn keep_place(item: &mut Item, old: Option<&Item>) {
+    let Item::Table(table) = item else {
+        return;
+    };
+    match old.and_then(Item::as_table) {
+        Some(old) => {
+            table.set_position(old.position());
+            *table.decor_mut() = old.decor().clone();
+        }
+        None => table.decor_mut().set_prefix("\n"),
+    }
+}
+
+/// A table that gets no header of its own (`[providers]` before `[providers.openai]`).
+pub(crate) fn implicit_table() -> Item {
+    let mut table = toml_edit::Table::new();
+    table.set_implicit(true);
+    Item::Table(table)
+}
+
+/// A TOML value as a document item, in the form TOML writes it (a table as `[a.b]`, a
+/// list of tables as `[[a]]`).
+fn to_item(value: &toml::Value) -> Result<Item, ApiError> {
+    let mut wrapper = Table::new();
+    wrapper.insert("x".into(), value.clone());
+    let text = toml::to_string(&wrapper)
+        .map_err(|e| invalid(format!("the value cannot be written as TOML: {e}")))?;
+    let mut doc: DocumentMut = text
+        .parse()
+        .map_err(|e| invalid(format!("the value cannot be written as TOML: {e}")))?;
+    let mut item = doc
+        .remove("x")
+        .ok_or_else(|| invalid("the value cannot be written as TOML"))?;
+    clear_positions(&mut item);
+    Ok(item)
+}
+
+/// Forgets where tables stood in the document they were parsed from, so they are written
+/// where they are inserted.
+fn clear_positions(item: &mut Item) {
+    match item {
+        Item::Table(t) => {
+            t.set_position(None);
+            for (_, child) in t.iter_mut() {
+                clear_positions(child);
+            }
+        }
+        Item::ArrayOfTables(a) => {
+            for t in a.iter_mut() {
+                t.set_position(None);
+                for (_, child) in t.iter_mut() {
+                    clear_positions(child);
+                }
+            }
+        }
+        _ => {}
+    }
 }
 
 /// JSON as TOML (no nulls inside: TOML has none).
@@ -288,32 +373,59 @@ mod tests {
 
     #[test]
     fn a_section_is_replaced_and_redacted_secrets_are_kept() {
-        let mut table: Table = "[gateway.auth]\nmode = \"token\"\ntoken = \"s3cr3t-s3cr3t\"\n"
-            .parse()
-            .unwrap();
+        let text = "# my gateway\n[gateway.auth]\nmode = \"token\"\ntoken = \"s3cr3t-s3cr3t\"\n\n# sessions, tuned\n[sessions]\nlane_capacity = 4 # small\n";
+        let (mut doc, table) = parse(text);
         let path = section_path("gateway.auth").unwrap();
-        set_section(
-            &mut table,
-            &path,
-            json!({ "mode": "token", "token": REDACTED, "max_failures_per_minute": 5 }),
-        )
-        .unwrap();
-        let auth = table["gateway"]["auth"].as_table().unwrap();
+        let value = json!({ "mode": "token", "token": REDACTED, "max_failures_per_minute": 5 });
+        set_section(&mut doc, &table, &path, value).unwrap();
+        let written = doc.to_string();
+        let reread: Table = written.parse().unwrap();
+        let auth = reread["gateway"]["auth"].as_table().unwrap();
         assert_eq!(auth["token"].as_str(), Some("s3cr3t-s3cr3t"));
         assert_eq!(auth["max_failures_per_minute"].as_integer(), Some(5));
-        set_section(&mut table, &section_path("gateway").unwrap(), Value::Null).unwrap();
-        assert!(table.get("gateway").is_none());
+        assert!(
+            written.starts_with("# my gateway\n[gateway.auth]"),
+            "{written}"
+        );
+        assert!(written.contains("# sessions, tuned"), "{written}");
+        assert!(written.contains("lane_capacity = 4 # small"), "{written}");
+        let (mut doc, table) = parse(&written);
+        set_section(
+            &mut doc,
+            &table,
+            &section_path("gateway").unwrap(),
+            Value::Null,
+        )
+        .unwrap();
+        assert!(!doc.to_string().contains("[gateway"), "{doc}");
+    }
+
+    #[test]
+    fn a_list_of_tables_is_written_as_one() {
+        let (mut doc, table) = parse("[sessions]\nlane_capacity = 4\n");
+        let agents = json!([{ "id": "a", "provider": "echo", "model": "echo" },
+                            { "id": "b", "provider": "echo", "model": "echo" }]);
+        set_section(&mut doc, &table, &section_path("agents").unwrap(), agents).unwrap();
+        let written = doc.to_string();
+        assert_eq!(written.matches("[[agents]]").count(), 2, "{written}");
+        let reread: Table = written.parse().unwrap();
+        assert_eq!(reread["agents"].as_array().unwrap().len(), 2);
+        assert_eq!(reread["sessions"]["lane_capacity"].as_integer(), Some(4));
+    }
+
+    fn parse(text: &str) -> (DocumentMut, Table) {
+        (text.parse().unwrap(), text.parse().unwrap())
     }
 
     #[test]
     fn a_placeholder_without_a_secret_and_bad_paths_are_refused() {
-        let mut table = Table::new();
+        let (mut doc, table) = parse("");
         let path = section_path("hooks").unwrap();
-        let err = set_section(&mut table, &path, json!({ "token": REDACTED })).unwrap_err();
+        let err = set_section(&mut doc, &table, &path, json!({ "token": REDACTED })).unwrap_err();
         assert!(err.to_string().contains("has none"), "{err}");
         assert!(section_path("a..b").is_err());
         assert!(section_path("a b").is_err());
-        let err = set_section(&mut table, &path, json!({ "x": null })).unwrap_err();
+        let err = set_section(&mut doc, &table, &path, json!({ "x": null })).unwrap_err();
         assert!(err.to_string().contains("null"), "{err}");
     }
 }

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use troupe_actors::provider::{ChatMessage, ChatRequest, Endpoint, Provider, http_client};
 use utoipa::ToSchema;
 
-use super::config_edit::edit;
+use super::config_edit::{edit, implicit_table};
 use super::operator::{OperatorContext, invalid, not_found, unavailable};
 use super::{ApiError, authorize, json_body};
 use crate::config::{Config, EndpointConfig};
@@ -227,11 +227,11 @@ async fn change(
         None => None,
     };
     let at = name.clone();
-    let outcome = edit(gateway, ops, None, move |table| {
-        let providers = table
+    let outcome = edit(gateway, ops, None, move |doc, _| {
+        let providers = doc
             .entry("providers")
-            .or_insert_with(|| toml::Value::Table(Default::default()))
-            .as_table_mut()
+            .or_insert(implicit_table())
+            .as_table_like_mut()
             .ok_or_else(|| invalid("providers in the config file is not a table"))?;
         if create && providers.contains_key(&at) {
             return Err(ApiError::new(
@@ -241,9 +241,9 @@ async fn change(
             ));
         }
         let section = providers
-            .entry(at.clone())
-            .or_insert_with(|| toml::Value::Table(Default::default()))
-            .as_table_mut()
+            .entry(&at)
+            .or_insert(toml_edit::table())
+            .as_table_like_mut()
             .ok_or_else(|| invalid(format!("providers.{at} in the config file is not a table")))?;
         let fields = [
             ("base_url", body.base_url),
@@ -252,7 +252,7 @@ async fn change(
         ];
         for (key, value) in fields {
             if let Some(v) = value {
-                section.insert(key.into(), toml::Value::String(v));
+                section.insert(key, toml_edit::value(v));
             }
         }
         Ok(())
@@ -327,22 +327,22 @@ pub async fn remove(
     let name = name.into_inner();
     editable(&name)?;
     let at = name.clone();
-    let outcome = edit(&gateway, &ops, None, move |table| {
-        let removed = table
+    let outcome = edit(&gateway, &ops, None, move |doc, _| {
+        let removed = doc
             .get_mut("providers")
-            .and_then(|p| p.as_table_mut())
+            .and_then(|p| p.as_table_like_mut())
             .and_then(|p| p.remove(&at));
         if removed.is_none() {
             return Err(not_found(format!(
                 "the config file has no [providers.{at}] (its defaults apply)"
             )));
         }
-        if table
+        if doc
             .get("providers")
-            .and_then(|p| p.as_table())
+            .and_then(|p| p.as_table_like())
             .is_some_and(|p| p.is_empty())
         {
-            table.remove("providers");
+            doc.remove("providers");
         }
         Ok(())
     })
