@@ -412,7 +412,12 @@ pub fn run(
         let _ = std::fs::remove_file(paths.host_file());
     }
     drop(pid_file);
-    if let (true, Some(listener)) = (reexec, handover) {
+    if reexec {
+        let Some(listener) = handover else {
+            tracing::error!("restart asked, but the listening socket could not be kept; exiting");
+            eprintln!("troupe: restart failed: the listening socket could not be kept");
+            return exit::FAILURE;
+        };
         tracing::info!("re-executing for the restart asked over REST");
         drop(_log_guard);
         let why = crate::reexec::exec_self(listener);
