@@ -407,6 +407,7 @@ pub fn run(
         }
     };
     let reexec = restart.asked() && code == exit::OK && !crate::http::restart::supervised(env);
+    // The port and host files stay for a re-exec: the new image serves the same socket.
     if !reexec {
         let _ = std::fs::remove_file(paths.port_file());
         let _ = std::fs::remove_file(paths.host_file());
@@ -416,12 +417,16 @@ pub fn run(
         let Some(listener) = handover else {
             tracing::error!("restart asked, but the listening socket could not be kept; exiting");
             eprintln!("troupe: restart failed: the listening socket could not be kept");
+            let _ = std::fs::remove_file(paths.port_file());
+            let _ = std::fs::remove_file(paths.host_file());
             return exit::FAILURE;
         };
         tracing::info!("re-executing for the restart asked over REST");
         drop(_log_guard);
         let why = crate::reexec::exec_self(listener);
         eprintln!("troupe: restart failed: {why}");
+        let _ = std::fs::remove_file(paths.port_file());
+        let _ = std::fs::remove_file(paths.host_file());
         return exit::FAILURE;
     }
     code
