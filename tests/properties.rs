@@ -77,17 +77,18 @@ fn json_value() -> impl Strategy<Value = Value> {
 /// Decodes `params` as every method that takes typed params does; never panics.
 fn dispatch(method: &str, params: Option<Value>) {
     let agents = agents();
+    let home = std::env::temp_dir().join("troupe-properties-attachments");
     match method {
         "chat.send" => {
             if let Ok(p) = parse::<ChatSendParams>(method, params) {
                 let _ = resolve(&p.session_key, &agents);
-                let _ = p.options();
+                let _ = p.options(&home);
             }
         }
         "agent" => {
             if let Ok(p) = parse::<AgentParams>(method, params) {
-                let _ = p.options("echo", true);
-                let _ = p.options("echo", false);
+                let _ = p.options("echo", true, &home);
+                let _ = p.options("echo", false, &home);
             }
         }
         "chat.history" => drop(parse::<HistoryParams>(method, params)),
