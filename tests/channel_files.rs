@@ -126,7 +126,7 @@ async fn reply_markers_arrive_at_discord_as_message_attachments() {
         .filter(|s| s.channel_id == channel && s.files.is_empty())
         .map(|s| s.content)
         .collect();
-    assert_eq!(texts, ["echo: here  and"], "text first, markers taken out");
+    assert_eq!(texts, ["echo: here and"], "text first, markers taken out");
 
     fake.dm(user, "[FILE:/etc/passwd]");
     eventually(WAIT, "the refused marker stays text", || async {

@@ -39,6 +39,13 @@ pub fn extract(text: &str, roots: &MarkerRoots) -> (String, Vec<AttachmentRef>) 
         match resolve(raw, kind, roots) {
             Ok(a) => {
                 out.push_str(&rest[..start]);
+                // "see [FILE:x] here" reads "see here", not "see  here".
+                if after[end + 1..].is_empty() || after[end + 1..].starts_with(char::is_whitespace)
+                {
+                    while out.ends_with(' ') {
+                        out.pop();
+                    }
+                }
                 found.push(a);
             }
             Err(why) => {
@@ -158,10 +165,10 @@ mod tests {
     fn markers_inside_the_agent_folder_become_attachments() {
         let (_home, roots) = roots();
         let (text, found) = extract(
-            "Here are the notes: [FILE:notes/x.md]\n\nAnd the chart:\n[IMAGE:chart.png]\n",
+            "Here are the notes: [FILE:notes/x.md]\n\nAnd the chart [IMAGE:chart.png] today\n",
             &roots,
         );
-        assert_eq!(text, "Here are the notes:\n\nAnd the chart:");
+        assert_eq!(text, "Here are the notes:\n\nAnd the chart today");
         assert_eq!(found.len(), 2);
         assert_eq!(found[0].kind, AttachmentKind::File);
         assert_eq!(found[0].mime_type, "text/markdown");

@@ -552,6 +552,51 @@ mod tests {
     }
 
     #[test]
+    fn a_replys_files_follow_its_text_and_stay_owed_until_marked_sent() {
+        use crate::attachments::{AttachmentKind, AttachmentRef};
+        let (mut pool, path) = pool();
+        let out = pool
+            .journal_batch(
+                &acc(),
+                vec![item("1", "1", "1", Gate::Pass)],
+                None,
+                &rules("A"),
+            )
+            .unwrap();
+        let file = AttachmentRef {
+            kind: AttachmentKind::File,
+            mime_type: "text/markdown".into(),
+            file_name: "x.md".into(),
+            path: "agents/main/memory/x.md".into(),
+            size: 3,
+            file: "/state/agents/main/memory/x.md".into(),
+        };
+        let parts = vec!["text".to_string()];
+        let recorded = pool
+            .record_reply(
+                &acc(),
+                &out.accepted[0],
+                "run-1",
+                &parts,
+                std::slice::from_ref(&file),
+            )
+            .unwrap();
+        assert_eq!(recorded.len(), 2);
+        assert_eq!((recorded[1].part, recorded[1].text.as_str()), (1, "x.md"));
+        pool.mark_sent(recorded[0].id, "100").unwrap();
+        // After a restart the pending file part is read back whole, absolute file included.
+        let pending = pool.pending_deliveries(&acc()).unwrap();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].attachment.as_ref(), Some(&file));
+        pool.mark_sent(pending[0].id, "101").unwrap();
+        assert!(
+            pool.pending_deliveries(&acc()).unwrap().is_empty(),
+            "sent once"
+        );
+        cleanup(&path);
+    }
+
+    #[test]
     fn pairing_gives_one_code_per_sender_at_most_three_and_approval_lets_them_in() {
         let (mut pool, path) = pool();
         let pair = Gate::Approved { pair: true };
