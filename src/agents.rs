@@ -232,6 +232,7 @@ pub fn build(
             max_iterations: def.max_iterations.unwrap_or(8),
             history_limit: config.history_limit,
             memory_dir: Some(dir.join("memory")),
+            state_dir: Some(paths.home.clone()),
             price,
             all_agents: all.clone(),
         });

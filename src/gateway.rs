@@ -44,6 +44,8 @@ pub struct EdgeSettings {
     pub auth_limiter: AuthLimiter,
     /// The gateway's log file, read by `logs.tail` (`None`: not logging to a file).
     pub log_file: Option<std::path::PathBuf>,
+    /// The state dir: message attachments are stored under its `uploads/`.
+    pub state_dir: std::path::PathBuf,
 }
 
 /// The core handle plus the edge settings; cheap to clone. Derefs to the core handle, so

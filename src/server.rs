@@ -466,6 +466,7 @@ async fn serve(
         handshake_timeout: config.handshake_timeout,
         auth_limiter: AuthLimiter::new(config.auth_max_failures, Duration::from_secs(60)),
         log_file: Some(paths.log_file()),
+        state_dir: paths.home.clone(),
     };
     let gateway = Gateway {
         core: troupe_actors::gateway::Gateway {

@@ -1,6 +1,8 @@
 //! Image `attachments` on `chat.send` / `agent` (OpenClaw's field) reach the model: an
 //! OpenAI `image_url` data-URL part and an Anthropic base64 `image` block on the user's
-//! message, checked at the fake LLM; bad images are refused naming the attachment.
+//! message, checked at the fake LLM; bad images are refused naming the attachment. Files
+//! uploaded with `POST /api/upload` are attached by `path` (never outside the uploads dir):
+//! images reach the model, text files are inlined, and the transcript keeps them.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 #[path = "support/fake_llm.rs"]
@@ -86,10 +88,10 @@ async fn image_attachments_reach_openai_and_anthropic_models() {
     assert_eq!(
         user["content"],
         json!([
-            { "type": "text", "text": "what is this?" },
+            { "type": "text", "text": "what is this?\n\n[attached file: x.pdf (application/pdf, 5 bytes); its content cannot be shown here]" },
             { "type": "image_url", "image_url": { "url": format!("data:image/png;base64,{PNG_B64}") } },
         ]),
-        "the PDF is not sent; the image is: {user}"
+        "the PDF is named, not sent; the image is: {user}"
     );
 
     fake.push(Script::reply("a dot", 2));
@@ -163,5 +165,150 @@ async fn a_broken_image_attachment_is_refused_naming_it() {
         message.contains("attachments[0]") && message.contains("x.png"),
         "{res}"
     );
+    assert!(fake.requests().is_empty(), "nothing reached the model");
+}
+
+/// [`PNG_B64`] decoded.
+const PNG: &[u8] = &[
+    0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A, 0x00, 0x00, 0x00, 0x0D, 0x49, 0x48, 0x44, 0x52,
+    0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x08, 0x06, 0x00, 0x00, 0x00, 0x1F, 0x15, 0xC4,
+    0x89, 0x00, 0x00, 0x00, 0x0A, 0x49, 0x44, 0x41, 0x54, 0x78, 0x9C, 0x63, 0x00, 0x01, 0x00, 0x00,
+    0x05, 0x00, 0x01, 0x0D, 0x0A, 0x2D, 0xB4, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45, 0x4E, 0x44, 0xAE,
+    0x42, 0x60, 0x82,
+];
+
+async fn upload(gw: &TestGateway, name: &str, bytes: &[u8]) -> Value {
+    const BOUNDARY: &str = "attach-test-boundary";
+    let mut body = format!(
+        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(bytes);
+    body.extend_from_slice(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
+    let res = reqwest::Client::new()
+        .post(gw.http("/api/upload"))
+        .bearer_auth(&gw.token)
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={BOUNDARY}"),
+        )
+        .body(body)
+        .send()
+        .await
+        .expect("POST /api/upload");
+    assert_eq!(res.status().as_u16(), 201);
+    res.json().await.expect("upload answer")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploaded_files_are_attached_by_path_and_kept_in_the_transcript() {
+    let fake = FakeLlm::start();
+    let gw = start(&fake);
+    gw.wait_ready().await;
+    let image = upload(&gw, "dot.png", PNG).await;
+    let notes = upload(&gw, "notes.md", b"# Plan\n\n- ship it\n").await;
+    let mut c = gw.client().await;
+
+    fake.push(Script::reply("seen", 1));
+    let done = send_and_wait(
+        &mut c,
+        json!({
+            "sessionKey": "agent:oa:up", "message": "look", "idempotencyKey": "up-1",
+            "attachments": [
+                { "type": "image", "path": image["path"] },
+                { "type": "file", "fileName": "notes.md", "path": notes["path"] },
+            ],
+        }),
+    )
+    .await;
+    assert_eq!(done["status"], "ok", "{done}");
+    let body = fake.requests().last().unwrap().body.clone();
+    let user = body["messages"].as_array().unwrap().last().unwrap().clone();
+    let text = user["content"][0]["text"].as_str().unwrap();
+    assert!(
+        text.starts_with("look\n\n[attached file: notes.md"),
+        "{text}"
+    );
+    assert!(
+        text.contains("- ship it"),
+        "the text file is inlined: {text}"
+    );
+    assert_eq!(
+        user["content"][1]["image_url"]["url"],
+        format!("data:image/png;base64,{PNG_B64}")
+    );
+
+    // The transcript keeps them: chat.history shows them, a later turn sees them named.
+    let history = c
+        .request("chat.history", Some(json!({ "sessionKey": "agent:oa:up" })))
+        .await;
+    let first = history["payload"]["messages"][0].clone();
+    assert_eq!(first["role"], "user", "{history}");
+    assert_eq!(first["attachments"][0]["type"], "image");
+    assert_eq!(first["attachments"][0]["path"], image["path"]);
+    assert_eq!(first["attachments"][1]["mimeType"], "text/markdown");
+    assert!(
+        first["attachments"][0].get("file").is_none(),
+        "no absolute path: {first}"
+    );
+    fake.push(Script::reply("ok", 1));
+    send_and_wait(
+        &mut c,
+        json!({ "sessionKey": "agent:oa:up", "message": "and now?", "idempotencyKey": "up-2" }),
+    )
+    .await;
+    let body = fake.requests().last().unwrap().body.clone();
+    let earlier = body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["role"] == "user")
+        .unwrap()
+        .clone();
+    assert!(
+        earlier["content"]
+            .as_str()
+            .unwrap()
+            .contains("[attached image: dot.png"),
+        "{earlier}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attachment_paths_outside_the_uploads_dir_are_refused() {
+    let fake = FakeLlm::start();
+    let gw = start(&fake);
+    gw.wait_ready().await;
+    std::fs::create_dir_all(gw.home().join("uploads")).unwrap();
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(
+        gw.home().join("agents/oa/agent.toml"),
+        gw.home().join("uploads/link.toml"),
+    )
+    .unwrap();
+    let mut c = gw.client().await;
+    for (i, path) in [
+        "../agents/oa/agent.toml",
+        "/etc/passwd",
+        "uploads/link.toml",
+        "uploads/nope/missing.png",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let res = c
+            .request(
+                "chat.send",
+                Some(json!({
+                    "sessionKey": "agent:oa:up", "message": "x", "idempotencyKey": format!("bad-{i}"),
+                    "attachments": [{ "type": "file", "path": path }],
+                })),
+            )
+            .await;
+        assert_eq!(res["ok"], false, "{path}: {res}");
+        assert_eq!(res["error"]["code"], "INVALID_REQUEST", "{res}");
+        let message = res["error"]["message"].as_str().unwrap();
+        assert!(message.contains("attachments[0]"), "{message}");
+    }
     assert!(fake.requests().is_empty(), "nothing reached the model");
 }

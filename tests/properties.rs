@@ -77,17 +77,20 @@ fn json_value() -> impl Strategy<Value = Value> {
 /// Decodes `params` as every method that takes typed params does; never panics.
 fn dispatch(method: &str, params: Option<Value>) {
     let agents = agents();
+    // Attachments with content are saved under the state dir's uploads/: a fresh one each time.
+    let state = tempfile::tempdir().expect("tempdir");
+    let home = state.path();
     match method {
         "chat.send" => {
             if let Ok(p) = parse::<ChatSendParams>(method, params) {
                 let _ = resolve(&p.session_key, &agents);
-                let _ = p.options();
+                let _ = p.options(home);
             }
         }
         "agent" => {
             if let Ok(p) = parse::<AgentParams>(method, params) {
-                let _ = p.options("echo", true);
-                let _ = p.options("echo", false);
+                let _ = p.options("echo", true, home);
+                let _ = p.options("echo", false, home);
             }
         }
         "chat.history" => drop(parse::<HistoryParams>(method, params)),

@@ -40,6 +40,9 @@ pub struct AgentSettings {
     pub history_limit: usize,
     /// `agents/<id>/memory/`.
     pub memory_dir: Option<PathBuf>,
+    /// The state dir (`uploads/` under it): where a reply's `[IMAGE:]` / `[FILE:]` markers
+    /// may point besides the agent's own folder (`None`: markers stay text).
+    pub state_dir: Option<PathBuf>,
     /// USD per million (input, output) tokens, from the pricing table.
     pub price: Option<(f64, f64)>,
     /// Every agent id (for tools that address sessions).
@@ -95,6 +98,8 @@ pub struct RunOutcome {
     pub usage: Usage,
     /// Cost in USD from the pricing table (0 when unpriced).
     pub cost_usd: f64,
+    /// Files the reply sends (its `[IMAGE:]` / `[FILE:]` markers, taken out of `text`).
+    pub attachments: Vec<crate::attachments::AttachmentRef>,
 }
 
 impl RunOutcome {
@@ -106,6 +111,7 @@ impl RunOutcome {
             error: Some(error),
             usage: Usage::default(),
             cost_usd: 0.0,
+            attachments: Vec::new(),
         }
     }
 }
@@ -173,7 +179,7 @@ impl Handler<RunTurn> for AgentActor {
             tools,
             extra_system_prompt: msg.options.extra_system_prompt,
             model: msg.options.model,
-            images: msg.options.images,
+            attachments: msg.options.attachments,
         };
         let run = turn::run_within(msg.options.timeout, self.settings.clone(), input, msg.abort);
         Box::pin(run.into_actor(self).map(|outcome, act, _| {

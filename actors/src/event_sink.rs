@@ -132,6 +132,7 @@ fn failed(run_id: &str, why: String) -> RunStream {
         status: crate::messages::RunStatus::Error,
         summary: String::new(),
         error: Some(why),
+        attachments: Vec::new(),
     }))
 }
 
@@ -342,6 +343,7 @@ mod tests {
                 status,
                 summary: text.into(),
                 error: None,
+                attachments: Vec::new(),
             })),
         )
     }
@@ -394,6 +396,7 @@ mod tests {
             status: RunStatus::Aborted,
             summary: String::new(),
             error: Some("cleared by chat.abort".into()),
+            attachments: Vec::new(),
         };
         h.finish_run.take().unwrap().send(summary).unwrap();
         let Some(RunStream::End(last)) = h.rx.recv().await else {

@@ -262,8 +262,9 @@ pub struct TurnOptions {
     pub extra_system_prompt: Option<String>,
     /// Use this model instead of the agent's configured one for this turn only.
     pub model: Option<String>,
-    /// Images attached to the message (`attachments`), for models that take images.
-    pub images: Vec<crate::attachments::ImageInput>,
+    /// Files attached to the message (`attachments`), stored: images reach models that
+    /// take them, text files are inlined, others named.
+    pub attachments: Vec<crate::attachments::AttachmentRef>,
 }
 
 /// What an agent reports while a run streams (agent → session-queue).

@@ -363,6 +363,7 @@ impl SessionQueueActor {
             input_tokens: outcome.usage.input_tokens,
             output_tokens: outcome.usage.output_tokens,
             cost_usd: outcome.cost_usd,
+            attachments: outcome.attachments.clone(),
         };
         let id = run_id.clone();
         let op = std::rc::Rc::new(move || FinishRun {
@@ -402,6 +403,7 @@ impl SessionQueueActor {
             status: outcome.status,
             summary: outcome.text.clone(),
             error: outcome.error.clone(),
+            attachments: outcome.attachments.clone(),
         };
         let ended = RunEvent::Ended(Arc::new(summary.clone()));
         self.deliver(key, run_id, 0, ended);
@@ -435,6 +437,7 @@ impl SessionQueueActor {
                     status: RunStatus::Aborted,
                     summary: String::new(),
                     error: Some(note.into()),
+                    attachments: Vec::new(),
                 },
             );
         }

@@ -1,6 +1,6 @@
 //! A fake Discord: a real HTTP + WebSocket server on `127.0.0.1:0` (actix-web on its own
 //! thread). REST under `/api/v10`: `GET /gateway` and `/gateway/bot` (pointing at the
-//! `ws://127.0.0.1` gateway below), `GET /users/@me`, `POST /channels/{id}/messages`,
+//! `ws://127.0.0.1` gateway below), `GET /users/@me`, `POST /channels/{id}/messages` (JSON, or multipart with `payload_json` and `files[n]`, whose name, type and bytes are recorded),
 //! `GET /channels/{id}/messages?after=&limit=`, `POST /channels/{id}/typing`. Gateway at
 //! `/ws`: HELLO (heartbeat every second), IDENTIFY → READY, heartbeat ACKs (can be turned
 //! off), MESSAGE_CREATE pushed to every live session, RESUME answered with an invalid
@@ -8,6 +8,11 @@
 //! message posted by users or the bot is kept per channel (so REST backfill sees it).
 //! Stops on drop.
 #![allow(dead_code, clippy::expect_used, clippy::unwrap_used)]
+
+// Both fakes may be in one test binary: each has its own copy of the reader.
+#[allow(clippy::duplicate_mod)]
+#[path = "multipart.rs"]
+mod multipart;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -26,6 +31,15 @@ pub const BOT_NAME: &str = "troupe_discord_bot";
 /// The guild every guild channel belongs to.
 pub const GUILD_ID: u64 = 777_000_777;
 
+/// A file the bot attached to a message (a `files[n]` part of a multipart post).
+#[derive(Debug, Clone)]
+pub struct SentFile {
+    pub field: String,
+    pub file_name: String,
+    pub mime: Option<String>,
+    pub bytes: Vec<u8>,
+}
+
 /// A message the bot posted.
 #[derive(Debug, Clone)]
 pub struct Sent {
@@ -33,6 +47,40 @@ pub struct Sent {
     pub content: String,
     pub id: u64,
     pub at: Instant,
+    /// Its attachments (a multipart post), in order.
+    pub files: Vec<SentFile>,
+}
+
+/// A post's JSON (the body, or a multipart body's `payload_json`) and its `files[n]` parts.
+fn read_post(req: &HttpRequest, body: &[u8]) -> (Value, Vec<SentFile>) {
+    let boundary = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .and_then(multipart::boundary);
+    let Some(boundary) = boundary else {
+        return (
+            serde_json::from_slice(body).unwrap_or(json!({})),
+            Vec::new(),
+        );
+    };
+    let parts = multipart::parse(body, &boundary);
+    let payload = parts
+        .iter()
+        .find(|p| p.name == "payload_json")
+        .and_then(|p| serde_json::from_slice(&p.data).ok())
+        .unwrap_or(json!({}));
+    let files = parts
+        .into_iter()
+        .filter(|p| p.name.starts_with("files["))
+        .map(|p| SentFile {
+            field: p.name,
+            file_name: p.file_name.unwrap_or_default(),
+            mime: p.content_type,
+            bytes: p.data,
+        })
+        .collect();
+    (payload, files)
 }
 
 enum Push {
@@ -403,12 +451,13 @@ fn channel_of(path: &web::Path<String>) -> Option<u64> {
 async fn post_message(
     req: HttpRequest,
     path: web::Path<String>,
-    body: web::Json<Value>,
+    body: web::Bytes,
     shared: web::Data<Shared>,
 ) -> HttpResponse {
     if !authorized(&req, &shared) {
         return unauthorized();
     }
+    let (body, files) = read_post(&req, &body);
     let Some(channel) = channel_of(&path) else {
         return HttpResponse::NotFound()
             .json(json!({ "message": "Unknown Channel", "code": 10003 }));
@@ -450,6 +499,7 @@ async fn post_message(
             content,
             id,
             at: Instant::now(),
+            files,
         });
         Err((message, inner.hold_posts))
     };

@@ -1,7 +1,8 @@
 //! A fake Telegram Bot API: a real HTTP server on `127.0.0.1:0` (actix-web on its own
 //! thread) answering `POST /bot<token>/<Method>` (method names case-insensitive):
 //! `getUpdates` as a long poll honouring `offset`, `limit` and `timeout`; `sendMessage`,
-//! `sendChatAction`, `getMe`. Scriptable: 409 Conflict on the next polls, 429 with
+//! `sendChatAction`, `getMe`; `sendPhoto` / `sendDocument` as real multipart uploads (the
+//! file's name, type and bytes are recorded). Scriptable: 409 Conflict on the next polls, 429 with
 //! `retry_after` on the next sends, "can't parse entities" for HTML with an unclosed `<b>`,
 //! long polls that never complete, and sends held unanswered (a request cut by a crash
 //! before it was processed is never recorded). Never answers 5xx (teloxide sleeps 10 s on
@@ -13,7 +14,12 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use actix_web::{App, HttpResponse, HttpServer, web};
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+
+// Both fakes may be in one test binary: each has its own copy of the reader.
+#[allow(clippy::duplicate_mod)]
+#[path = "multipart.rs"]
+mod multipart;
 use serde_json::{Value, json};
 use tokio::sync::{Notify, oneshot};
 
@@ -21,6 +27,21 @@ use tokio::sync::{Notify, oneshot};
 pub const BOT_ID: i64 = 999_000;
 /// The bot's user name (mention with `@troupe_test_bot`).
 pub const BOT_USERNAME: &str = "troupe_test_bot";
+
+/// A file the bot sent (`sendPhoto` / `sendDocument`).
+#[derive(Debug, Clone)]
+pub struct SentFile {
+    pub chat_id: i64,
+    /// `sendphoto` or `senddocument`.
+    pub method: String,
+    /// The form field naming the file (`photo`, `document`; its bytes may be in another
+    /// part, named by `attach://<name>`).
+    pub field: String,
+    pub file_name: Option<String>,
+    pub mime: Option<String>,
+    pub bytes: Vec<u8>,
+    pub message_id: i64,
+}
 
 /// A message the bot sent.
 #[derive(Debug, Clone)]
@@ -39,6 +60,7 @@ struct Inner {
     next_message_id: HashMap<i64, i64>,
     next_sent_id: i64,
     sent: Vec<Sent>,
+    files: Vec<SentFile>,
     actions: Vec<(i64, String)>,
     conflicts: u32,
     rate_limits: u32,
@@ -131,6 +153,11 @@ impl FakeTelegram {
             shared,
             stop: Some(stop_tx),
         }
+    }
+
+    /// Files sent, in order.
+    pub fn files(&self) -> Vec<SentFile> {
+        self.lock().files.clone()
     }
 
     /// The `api_url` to configure.
@@ -296,6 +323,7 @@ fn api_error(status: u16, description: &str, parameters: Option<Value>) -> HttpR
 }
 
 async fn handle(
+    req: HttpRequest,
     path: web::Path<(String, String)>,
     body: web::Bytes,
     shared: web::Data<Shared>,
@@ -303,6 +331,15 @@ async fn handle(
     let (bot, method) = path.into_inner();
     if bot.strip_prefix("bot") != Some(shared.token.as_str()) {
         return api_error(401, "Unauthorized", None);
+    }
+    let boundary = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .and_then(multipart::boundary);
+    if let Some(boundary) = boundary {
+        let parts = multipart::parse(&body, &boundary);
+        return send_file(&shared, &method.to_ascii_lowercase(), parts);
     }
     let params: Value = serde_json::from_slice(&body).unwrap_or(json!({}));
     match method.to_ascii_lowercase().as_str() {
@@ -455,4 +492,74 @@ async fn send_message(shared: &Shared, params: &Value) -> HttpResponse {
         "from": bot_json(),
         "text": text,
     }))
+}
+
+/// `sendPhoto` / `sendDocument` sent as `multipart/form-data`: records the file part.
+fn send_file(shared: &Shared, method: &str, parts: Vec<multipart::FormPart>) -> HttpResponse {
+    if !matches!(method, "sendphoto" | "senddocument") {
+        return api_error(
+            400,
+            &format!("Bad Request: {method} with a multipart body not faked"),
+            None,
+        );
+    }
+    let chat = parts
+        .iter()
+        .find(|p| p.name == "chat_id")
+        .and_then(|p| p.text().trim().parse::<i64>().ok())
+        .unwrap_or(0);
+    let field = if method == "sendphoto" {
+        "photo"
+    } else {
+        "document"
+    };
+    let Some(named) = parts.iter().find(|p| p.name == field) else {
+        return api_error(
+            400,
+            &format!("Bad Request: there is no {field} in the request"),
+            None,
+        );
+    };
+    // The field holds the file, or `attach://<name>` naming the part that does.
+    let attached = named.text().strip_prefix("attach://").map(str::to_string);
+    let file = match &attached {
+        Some(name) => match parts.iter().find(|p| &p.name == name) {
+            Some(p) => p,
+            None => {
+                return api_error(
+                    400,
+                    &format!("Bad Request: attach://{name} is not in the request"),
+                    None,
+                );
+            }
+        },
+        None => named,
+    };
+    let mut inner = lock(shared);
+    let message_id = inner.next_sent_id;
+    inner.next_sent_id += 1;
+    inner.files.push(SentFile {
+        chat_id: chat,
+        method: method.to_string(),
+        field: field.to_string(),
+        file_name: file.file_name.clone(),
+        mime: file.content_type.clone(),
+        bytes: file.data.clone(),
+        message_id,
+    });
+    let media = if method == "sendphoto" {
+        json!({ "photo": [{ "file_id": format!("photo-{message_id}"), "file_unique_id": format!("u{message_id}"), "width": 1, "height": 1 }] })
+    } else {
+        json!({ "document": { "file_id": format!("doc-{message_id}"), "file_unique_id": format!("u{message_id}"), "file_name": file.file_name } })
+    };
+    let mut message = json!({
+        "message_id": message_id,
+        "date": now_secs(),
+        "chat": chat_json(chat),
+        "from": bot_json(),
+    });
+    for (k, v) in media.as_object().unwrap() {
+        message[k] = v.clone();
+    }
+    ok(message)
 }

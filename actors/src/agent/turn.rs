@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use super::delta_batch::{DeltaBatch, FLUSH_EVERY};
 use super::{AgentSettings, RunOutcome, RunStatus};
+use crate::attachments::files;
 use crate::messages::{TurnEvent, TurnEventKind};
 use crate::provider::{ChatMessage, ChatRequest, StreamDelta, Usage};
 use crate::store::turns::StoredMessage;
@@ -32,8 +33,8 @@ pub struct TurnInput {
     pub extra_system_prompt: Option<String>,
     /// Overrides the agent's model for this turn.
     pub model: Option<String>,
-    /// Images attached to the user's message.
-    pub images: Vec<crate::attachments::ImageInput>,
+    /// Files attached to the user's message.
+    pub attachments: Vec<crate::attachments::AttachmentRef>,
 }
 
 /// The system prompt of a turn: the persona, then the client's extra prompt.
@@ -78,13 +79,28 @@ fn outcome(
             (usage.input_tokens as f64 * input + usage.output_tokens as f64 * output) / 1_000_000.0
         })
         .unwrap_or(0.0);
+    let (text, attachments) = match (status, marker_roots(settings)) {
+        (RunStatus::Ok, Some(roots)) => crate::attachments::markers::extract(&text, &roots),
+        _ => (text, Vec::new()),
+    };
     RunOutcome {
         status,
         text,
         error,
         usage,
         cost_usd,
+        attachments,
     }
+}
+
+/// Where the agent's reply markers may point: its folder and the uploads dir.
+fn marker_roots(settings: &AgentSettings) -> Option<crate::attachments::markers::MarkerRoots> {
+    let memory_dir = settings.memory_dir.clone()?;
+    Some(crate::attachments::markers::MarkerRoots {
+        state_dir: settings.state_dir.clone()?,
+        agent_dir: memory_dir.parent()?.to_path_buf(),
+        memory_dir,
+    })
 }
 
 /// Runs the turn until a final answer, an error, the iteration limit or an abort.
@@ -106,16 +122,20 @@ pub async fn run(
     let mut messages: Vec<ChatMessage> = turn
         .history
         .iter()
-        .filter_map(|m| match m.role.as_str() {
-            "user" => Some(ChatMessage::User(m.text.clone())),
-            "assistant" => Some(ChatMessage::Assistant {
-                text: m.text.clone(),
-                tool_calls: Vec::new(),
-            }),
-            _ => None,
+        .filter_map(|m| {
+            let text = format!("{}{}", m.text, files::history_note(&m.attachments));
+            match m.role.as_str() {
+                "user" => Some(ChatMessage::User(text)),
+                "assistant" => Some(ChatMessage::Assistant {
+                    text,
+                    tool_calls: Vec::new(),
+                }),
+                _ => None,
+            }
         })
         .collect();
-    messages.push(ChatMessage::User(turn.input.clone()));
+    let (input, images) = files::model_input(&turn.input, &turn.attachments).await;
+    messages.push(ChatMessage::User(input));
     let mut request = ChatRequest {
         model: turn
             .model
@@ -129,7 +149,7 @@ pub async fn run(
         tools: tools::specs(&settings.tools),
         temperature: settings.temperature,
         max_tokens: settings.max_tokens,
-        images: turn.images.clone(),
+        images,
     };
     let mut usage = Usage::default();
     let mut text = String::new();

@@ -74,6 +74,7 @@ pub async fn answer(
             inbound,
             run_id: run_id.0,
             parts,
+            files: summary.attachments,
         })
         .await
         .map_err(|e| ChannelError::Store(e.to_string()))?

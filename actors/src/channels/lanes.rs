@@ -147,6 +147,7 @@ mod tests {
             inbound_id: None,
             part: 0,
             text: String::new(),
+            attachment: None,
         })
     }
 

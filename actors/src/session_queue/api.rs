@@ -119,6 +119,9 @@ pub struct RunSummary {
     /// The error, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Files the reply sends (its `[IMAGE:]` / `[FILE:]` markers), in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<crate::attachments::AttachmentRef>,
 }
 
 /// Aborts the active run of a session (and optionally drops the waiting ones).

@@ -36,6 +36,7 @@ impl Handler<SubmitTurn> for SessionQueueActor {
         let lane = self.lanes.entry(key.clone()).or_default();
         let waiting = lane.waiting.len();
         let lane_full = waiting >= self.settings.lane_capacity && msg.mode != QueueMode::Interrupt;
+        let attachments = msg.options.attachments.clone();
         if !lane_full {
             lane.waiting.push_back(Waiting {
                 ticket,
@@ -54,6 +55,7 @@ impl Handler<SubmitTurn> for SessionQueueActor {
             mode: msg.mode.name().into(),
             dedupe_window_ms: self.settings.dedupe_window.as_millis() as i64,
             lane_full,
+            attachments,
         };
         let mode = msg.mode;
         let accept = self.to_store(AcceptTurn { turn });
@@ -220,6 +222,7 @@ impl Handler<WaitRun> for SessionQueueActor {
                         status: RunStatus::Timeout,
                         summary: String::new(),
                         error: None,
+                        attachments: Vec::new(),
                     }),
                 }
             };
@@ -257,6 +260,7 @@ impl Handler<WaitRun> for SessionQueueActor {
                         status,
                         summary: run.output.unwrap_or_default(),
                         error: run.error,
+                        attachments: run.attachments,
                     };
                     return done(Ok(summary));
                 }
@@ -271,6 +275,7 @@ impl Handler<WaitRun> for SessionQueueActor {
                         status: RunStatus::Timeout,
                         summary: String::new(),
                         error: None,
+                        attachments: Vec::new(),
                     }),
                 }
             };

@@ -68,8 +68,10 @@ pub struct DeliveryRecord {
     pub inbound_id: Option<i64>,
     /// Part number of a split reply.
     pub part: i64,
-    /// Text.
+    /// Text (a file part: the file's name).
     pub text: String,
+    /// The file this part sends instead of text (a reply's `[IMAGE:]` / `[FILE:]`).
+    pub attachment: Option<crate::attachments::AttachmentRef>,
 }
 
 /// What recording an operator send produced.
@@ -174,6 +176,7 @@ pub trait ChannelStore {
         inbound: &InboundRecord,
         run_id: &str,
         parts: &[String],
+        files: &[crate::attachments::AttachmentRef],
     ) -> Result<Vec<DeliveryRecord>, StoreError>;
     /// A delivery reached the platform as message `platform_id`.
     fn mark_sent(&mut self, id: i64, platform_id: &str) -> Result<(), StoreError>;
@@ -245,10 +248,11 @@ store_op!(
 );
 
 store_op!(
-    /// Records a reply as deliveries and closes its inbound message.
-    RecordReply { account: Account, inbound: InboundRecord, run_id: String, parts: Vec<String> }
+    /// Records a reply (its text parts, then its files) as deliveries and closes its
+    /// inbound message.
+    RecordReply { account: Account, inbound: InboundRecord, run_id: String, parts: Vec<String>, files: Vec<crate::attachments::AttachmentRef> }
         -> Vec<DeliveryRecord>, "channel_record_reply", true,
-    |op, store| store.record_reply(&op.account, &op.inbound, &op.run_id, &op.parts)
+    |op, store| store.record_reply(&op.account, &op.inbound, &op.run_id, &op.parts, &op.files)
 );
 
 store_op!(

@@ -31,9 +31,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (7, include_str!("../../migrations/0007_discord.sql")),
     (8, include_str!("../../migrations/0008_cron.sql")),
     (9, include_str!("../../migrations/0009_channel_send.sql")),
+    (10, include_str!("../../migrations/0010_attachments.sql")),
 ];
 
-const RUN_COLUMNS: &str = "seq, id, session_key, agent_id, status, mode, input, output, error, coalesced_into, accepted_at, finished_at";
+const RUN_COLUMNS: &str = "seq, id, session_key, agent_id, status, mode, input, output, error, coalesced_into, accepted_at, finished_at, attachments";
 
 /// The cursor condition "before message `?1` in turn order".
 const BEFORE: &str =
@@ -125,7 +126,14 @@ fn run_from_row(row: &Row<'_>) -> rusqlite::Result<RunRecord> {
         coalesced_into: row.get("coalesced_into")?,
         accepted_at: row.get("accepted_at")?,
         finished_at: row.get("finished_at")?,
+        attachments: attachments_of(row)?,
     })
+}
+
+/// A row's `attachments` column (JSON; NULL in rows written before schema 10).
+fn attachments_of(row: &Row<'_>) -> rusqlite::Result<Vec<crate::attachments::AttachmentRef>> {
+    let text: Option<String> = row.get("attachments")?;
+    Ok(crate::attachments::from_store_json(text.as_deref()))
 }
 
 /// Cuts a text to at most `max` bytes on a character boundary (`substr` counts characters).
@@ -216,9 +224,16 @@ impl Store for SqliteStore {
         )?;
         self.conn
             .prepare_cached(
-                "INSERT INTO messages (session_key, role, text, run_id, ts, turn) VALUES (?1, 'user', ?2, ?3, ?4, ?5)",
+                "INSERT INTO messages (session_key, role, text, run_id, ts, turn, attachments) VALUES (?1, 'user', ?2, ?3, ?4, ?5, ?6)",
             )?
-            .execute(params![turn.session_key, turn.text, run_id, now, run.seq])?;
+            .execute(params![
+                turn.session_key,
+                turn.text,
+                run_id,
+                now,
+                run.seq,
+                crate::attachments::to_store_json(&turn.attachments)
+            ])?;
         Ok(Acceptance::New(run))
     }
 
@@ -251,7 +266,7 @@ impl Store for SqliteStore {
             .prepare_cached("SELECT MIN(id) FROM messages WHERE run_id = ?1")?
             .query_row([run_id], |r| r.get(0))?;
         let sql = format!(
-            "SELECT m.id, m.role, m.text, m.ts, m.run_id FROM messages m
+            "SELECT m.id, m.role, m.text, m.ts, m.run_id, m.attachments FROM messages m
              WHERE m.session_key = (SELECT session_key FROM runs WHERE id = ?2) AND {BEFORE}
              ORDER BY m.turn DESC, m.id DESC LIMIT ?3"
         );
@@ -270,6 +285,7 @@ impl Store for SqliteStore {
                         queued: false,
                         truncated: false,
                         bytes: None,
+                        attachments: attachments_of(r)?,
                     })
                 },
             )?
@@ -280,10 +296,11 @@ impl Store for SqliteStore {
 
     fn finish_run(&mut self, run_id: &str, end: &RunEnd) -> Result<(), StoreError> {
         let now = now_ms() as i64;
+        let attachments = crate::attachments::to_store_json(&end.attachments);
         let updated: Option<(String, i64)> = self
             .conn
             .prepare_cached(
-                "UPDATE runs SET status = ?1, output = ?2, error = ?3, finished_at = ?4, input_tokens = ?5, output_tokens = ?6, cost_usd = ?7
+                "UPDATE runs SET status = ?1, output = ?2, error = ?3, finished_at = ?4, input_tokens = ?5, output_tokens = ?6, cost_usd = ?7, attachments = ?9
                  WHERE id = ?8 RETURNING session_key, seq",
             )?
             .query_row(
@@ -295,7 +312,8 @@ impl Store for SqliteStore {
                     end.input_tokens as i64,
                     end.output_tokens as i64,
                     end.cost_usd,
-                    run_id
+                    run_id,
+                    attachments
                 ],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
@@ -304,12 +322,12 @@ impl Store for SqliteStore {
             // The session was deleted while the run was going: nothing left to record.
             return Ok(());
         };
-        if !end.output.is_empty() {
+        if !end.output.is_empty() || !end.attachments.is_empty() {
             self.conn
                 .prepare_cached(
-                    "INSERT INTO messages (session_key, role, text, run_id, ts, turn) VALUES (?1, 'assistant', ?2, ?3, ?4, ?5)",
+                    "INSERT INTO messages (session_key, role, text, run_id, ts, turn, attachments) VALUES (?1, 'assistant', ?2, ?3, ?4, ?5, ?6)",
                 )?
-                .execute(params![session_key, end.output, run_id, now, turn])?;
+                .execute(params![session_key, end.output, run_id, now, turn, attachments])?;
         }
         self.conn
             .prepare_cached("UPDATE sessions SET updated_at = ?1 WHERE key = ?2")?
@@ -382,7 +400,7 @@ impl Store for SqliteStore {
 
     fn history(&mut self, session_key: &str, page: HistoryPage) -> Result<Transcript, StoreError> {
         let sql = format!(
-            "SELECT m.id, m.role, substr(m.text, 1, ?3) AS text, length(CAST(m.text AS BLOB)) AS bytes, m.ts, m.run_id,
+            "SELECT m.id, m.role, substr(m.text, 1, ?3) AS text, length(CAST(m.text AS BLOB)) AS bytes, m.ts, m.run_id, m.attachments,
                     r.status = 'queued' AS queued
              FROM messages m LEFT JOIN runs r ON r.id = m.run_id
              WHERE m.session_key = ?2 AND {BEFORE}
@@ -419,6 +437,7 @@ impl Store for SqliteStore {
                 queued: row.get::<_, Option<bool>>("queued")?.unwrap_or(false),
                 truncated,
                 bytes: truncated.then_some(bytes),
+                attachments: attachments_of(row)?,
             });
         }
         let next_before = has_more.then(|| messages.last().map(|m| m.id)).flatten();
@@ -590,6 +609,7 @@ mod tests {
             mode: "followup".into(),
             dedupe_window_ms: 3_600_000,
             lane_full: false,
+            attachments: Vec::new(),
         }
     }
 

@@ -31,6 +31,9 @@ pub struct RunRecord {
     pub accepted_at: i64,
     /// Finished (ms since the epoch).
     pub finished_at: Option<i64>,
+    /// Files the reply sends (its markers), in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<crate::attachments::AttachmentRef>,
 }
 
 /// One transcript entry.
@@ -57,6 +60,9 @@ pub struct StoredMessage {
     /// Full length of the text in bytes (given when `truncated`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bytes: Option<i64>,
+    /// Files attached to the message (the user's uploads, the reply's markers).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<crate::attachments::AttachmentRef>,
 }
 
 /// What a client asks of a transcript page.
@@ -146,6 +152,8 @@ pub struct NewTurn {
     pub dedupe_window_ms: i64,
     /// When true, refuse unless it is a duplicate.
     pub lane_full: bool,
+    /// Files attached to the message.
+    pub attachments: Vec<crate::attachments::AttachmentRef>,
 }
 
 /// How a run ended, as stored.
@@ -163,6 +171,8 @@ pub struct RunEnd {
     pub output_tokens: u64,
     /// Cost in USD.
     pub cost_usd: f64,
+    /// Files the reply sends (its markers).
+    pub attachments: Vec<crate::attachments::AttachmentRef>,
 }
 
 /// Token and cost totals of one agent on one day (UTC).

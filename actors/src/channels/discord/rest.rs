@@ -6,10 +6,12 @@
 
 use std::time::Duration;
 
-use serenity::http::{LightMethod, Request, Route};
+use serenity::builder::CreateAttachment;
+use serenity::http::{LightMethod, Multipart, MultipartUpload, Request, Route};
 use serenity::model::channel::Message;
 use serenity::model::id::ChannelId;
 
+use crate::attachments::AttachmentRef;
 use crate::channels::ChannelError;
 use crate::store::channels::DeliveryRecord;
 
@@ -130,6 +132,48 @@ impl Rest {
             .call("POST /channels/{id}/messages", || {
                 Request::new(Route::ChannelMessages { channel_id }, LightMethod::Post)
                     .body(Some(body.clone()))
+            })
+            .await?;
+        let message: Message = serde_json::from_str(&answer).map_err(|e| {
+            ChannelError::Unreachable(format!(
+                "POST /channels/{{id}}/messages: unexpected answer: {e}"
+            ))
+        })?;
+        Ok(message.id.get().to_string())
+    }
+
+    /// Posts a file as a message attachment (multipart: `files[0]` and `payload_json` with
+    /// its `attachments` entry and the nonce); returns Discord's message id. A file gone
+    /// from disk is refused (it will not come back).
+    pub async fn post_file(
+        &self,
+        channel: &str,
+        file: &AttachmentRef,
+        nonce: &str,
+    ) -> Result<String, ChannelError> {
+        let channel_id = channel_id(channel)?;
+        let bytes = tokio::fs::read(&file.file).await.map_err(|e| {
+            ChannelError::Refused(format!("the file {} cannot be read: {e}", file.path))
+        })?;
+        let payload = serde_json::json!({
+            "allowed_mentions": { "parse": [] },
+            "attachments": [{ "id": 0, "filename": file.file_name }],
+            "nonce": nonce,
+            "enforce_nonce": true,
+        })
+        .to_string();
+        let answer = self
+            .call("POST /channels/{id}/messages (file)", || {
+                Request::new(Route::ChannelMessages { channel_id }, LightMethod::Post).multipart(
+                    Some(Multipart {
+                        upload: MultipartUpload::Attachments(vec![CreateAttachment::bytes(
+                            bytes.clone(),
+                            file.file_name.clone(),
+                        )]),
+                        fields: Vec::new(),
+                        payload_json: Some(payload.clone()),
+                    }),
+                )
             })
             .await?;
         let message: Message = serde_json::from_str(&answer).map_err(|e| {
@@ -263,7 +307,10 @@ impl crate::channels::lanes::Outbox for Rest {
 
     async fn send_part(&self, part: &DeliveryRecord) -> Result<String, ChannelError> {
         let nonce = delivery_nonce(part.id, &part.chat_id);
-        self.post_message(&part.chat_id, &part.text, &nonce).await
+        match &part.attachment {
+            Some(file) => self.post_file(&part.chat_id, file, &nonce).await,
+            None => self.post_message(&part.chat_id, &part.text, &nonce).await,
+        }
     }
 
     fn typing(&self, chat_id: &str) -> impl std::future::Future<Output = ()> {

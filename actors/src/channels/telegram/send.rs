@@ -1,12 +1,15 @@
 //! Sending to Telegram: one reply part (resent as plain text when Telegram rejects the
-//! formatting, waiting `retry_after` on 429); and the typing indicator. The order and the
+//! formatting, waiting `retry_after` on 429), or one file (`sendPhoto` for an image,
+//! `sendDocument` for any other file, a multipart upload); and the typing indicator. The order and the
 //! sent/failed marks are the shared lanes' ([`crate::channels::lanes::deliver`]).
 
 use std::time::Duration;
 
 use teloxide_core::payloads::SendMessageSetters;
 use teloxide_core::requests::{Request, Requester};
-use teloxide_core::types::{ChatAction, ChatId, ParseMode};
+use teloxide_core::types::{ChatAction, ChatId, InputFile, ParseMode};
+
+use crate::attachments::{AttachmentKind, AttachmentRef};
 use teloxide_core::{ApiError, Bot, RequestError};
 
 use crate::channels::ChannelError;
@@ -64,6 +67,46 @@ pub async fn send_text(bot: &Bot, chat: &str, text: &str) -> Result<String, Chan
     }
 }
 
+/// Sends one file: an image with `sendPhoto`, any other file with `sendDocument` (named
+/// as the attachment is); returns Telegram's message id. A file gone from disk is refused
+/// (it will not come back).
+pub async fn send_file(
+    bot: &Bot,
+    chat: &str,
+    file: &AttachmentRef,
+) -> Result<String, ChannelError> {
+    let chat = chat_id(chat)?;
+    let bytes = tokio::fs::read(&file.file).await.map_err(|e| {
+        ChannelError::Refused(format!("the file {} cannot be read: {e}", file.path))
+    })?;
+    let mut limited = 0;
+    loop {
+        let input = InputFile::memory(bytes.clone()).file_name(file.file_name.clone());
+        let (method, sent) = match file.kind {
+            AttachmentKind::Image => ("sendPhoto", bot.send_photo(chat, input).send().await),
+            AttachmentKind::File => ("sendDocument", bot.send_document(chat, input).send().await),
+        };
+        match sent {
+            Ok(message) => return Ok(message.id.0.to_string()),
+            Err(RequestError::RetryAfter(wait)) if limited < MAX_RATE_LIMITED => {
+                limited += 1;
+                tracing::info!(
+                    retry_after_s = wait.seconds(),
+                    "telegram rate limit; waiting"
+                );
+                tokio::time::sleep(wait.duration()).await;
+            }
+            Err(RequestError::Api(ApiError::Unknown(why))) if !permanent(&why) => {
+                return Err(ChannelError::Unreachable(format!("{method}: {why}")));
+            }
+            Err(RequestError::Api(e)) => {
+                return Err(ChannelError::Refused(format!("{method}: {e}")));
+            }
+            Err(e) => return Err(ChannelError::Unreachable(format!("{method}: {e}"))),
+        }
+    }
+}
+
 /// Whether an error description Telegram gave is a refusal for good (a bad request, a
 /// forbidden chat) rather than a passing failure (a 5xx page, a gateway timeout), which is
 /// retried after the channel restarts.
@@ -88,7 +131,10 @@ impl crate::channels::lanes::Outbox for Bot {
     const PLATFORM: &'static str = "telegram";
 
     async fn send_part(&self, part: &DeliveryRecord) -> Result<String, ChannelError> {
-        send_text(self, &part.chat_id, &part.text).await
+        match &part.attachment {
+            Some(file) => send_file(self, &part.chat_id, file).await,
+            None => send_text(self, &part.chat_id, &part.text).await,
+        }
     }
 
     fn typing(&self, chat_id: &str) -> impl std::future::Future<Output = ()> {

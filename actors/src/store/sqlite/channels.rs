@@ -28,6 +28,10 @@ fn delivery_from_row(row: &Row<'_>) -> rusqlite::Result<DeliveryRecord> {
         inbound_id: row.get("inbound_id")?,
         part: row.get("part")?,
         text: row.get("text")?,
+        attachment: crate::attachments::from_store_json(
+            row.get::<_, Option<String>>("attachment")?.as_deref(),
+        )
+        .pop(),
     })
 }
 
@@ -107,7 +111,35 @@ fn insert_delivery(
         inbound_id,
         part,
         text: text.to_string(),
+        attachment: None,
     })
+}
+
+/// A delivery that sends a file (its text is the file's name).
+fn insert_file_delivery(
+    conn: &Connection,
+    acc: &Account,
+    inbound: &InboundRecord,
+    part: i64,
+    file: &crate::attachments::AttachmentRef,
+    now: i64,
+) -> Result<DeliveryRecord, StoreError> {
+    let mut record = insert_delivery(
+        conn,
+        acc,
+        &inbound.chat_id,
+        Some(inbound.id),
+        part,
+        &file.file_name,
+        now,
+    )?;
+    conn.prepare_cached("UPDATE channel_deliveries SET attachment = ?1 WHERE id = ?2")?
+        .execute(params![
+            crate::attachments::to_store_json(std::slice::from_ref(file)),
+            record.id
+        ])?;
+    record.attachment = Some(file.clone());
+    Ok(record)
 }
 
 impl ChannelStore for SqliteStore {
@@ -122,7 +154,7 @@ impl ChannelStore for SqliteStore {
         let tx = &self.conn;
         let earlier: Vec<DeliveryRecord> = tx
             .prepare_cached(
-                "SELECT id, chat_id, inbound_id, part, text FROM channel_deliveries
+                "SELECT id, chat_id, inbound_id, part, text, attachment FROM channel_deliveries
                  WHERE channel = ?1 AND account = ?2 AND send_key = ?3 ORDER BY part",
             )?
             .query_map(params![acc.channel, acc.account, key], delivery_from_row)?
@@ -311,7 +343,7 @@ impl ChannelStore for SqliteStore {
         Ok(self
             .conn
             .prepare_cached(
-                "SELECT id, chat_id, inbound_id, part, text FROM channel_deliveries
+                "SELECT id, chat_id, inbound_id, part, text, attachment FROM channel_deliveries
                  WHERE channel = ?1 AND account = ?2 AND state = 'pending' ORDER BY id",
             )?
             .query_map(params![acc.channel, acc.account], delivery_from_row)?
@@ -324,6 +356,7 @@ impl ChannelStore for SqliteStore {
         inbound: &InboundRecord,
         run_id: &str,
         parts: &[String],
+        files: &[crate::attachments::AttachmentRef],
     ) -> Result<Vec<DeliveryRecord>, StoreError> {
         let now = now_ms() as i64;
         let mut out = Vec::with_capacity(parts.len());
@@ -341,6 +374,12 @@ impl ChannelStore for SqliteStore {
                     i as i64,
                     part,
                     now,
+                )?);
+            }
+            for (i, file) in files.iter().enumerate() {
+                let part = (parts.len() + i) as i64;
+                out.push(insert_file_delivery(
+                    &self.conn, acc, inbound, part, file, now,
                 )?);
             }
         }
@@ -493,9 +532,13 @@ mod tests {
             .unwrap();
         let inbound = &out.accepted[0];
         let parts = vec!["one".to_string(), "two".to_string()];
-        let first = pool.record_reply(&acc(), inbound, "run-1", &parts).unwrap();
+        let first = pool
+            .record_reply(&acc(), inbound, "run-1", &parts, &[])
+            .unwrap();
         assert_eq!(first.len(), 2);
-        let second = pool.record_reply(&acc(), inbound, "run-1", &parts).unwrap();
+        let second = pool
+            .record_reply(&acc(), inbound, "run-1", &parts, &[])
+            .unwrap();
         assert!(second.is_empty(), "a reply was recorded twice");
         assert!(pool.pending_inbound(&acc()).unwrap().is_empty());
         pool.mark_sent(first[0].id, "100").unwrap();
@@ -505,6 +548,51 @@ mod tests {
             ["two"]
         );
         assert_eq!(pool.count_pending(&acc()).unwrap(), 1);
+        cleanup(&path);
+    }
+
+    #[test]
+    fn a_replys_files_follow_its_text_and_stay_owed_until_marked_sent() {
+        use crate::attachments::{AttachmentKind, AttachmentRef};
+        let (mut pool, path) = pool();
+        let out = pool
+            .journal_batch(
+                &acc(),
+                vec![item("1", "1", "1", Gate::Pass)],
+                None,
+                &rules("A"),
+            )
+            .unwrap();
+        let file = AttachmentRef {
+            kind: AttachmentKind::File,
+            mime_type: "text/markdown".into(),
+            file_name: "x.md".into(),
+            path: "agents/main/memory/x.md".into(),
+            size: 3,
+            file: "/state/agents/main/memory/x.md".into(),
+        };
+        let parts = vec!["text".to_string()];
+        let recorded = pool
+            .record_reply(
+                &acc(),
+                &out.accepted[0],
+                "run-1",
+                &parts,
+                std::slice::from_ref(&file),
+            )
+            .unwrap();
+        assert_eq!(recorded.len(), 2);
+        assert_eq!((recorded[1].part, recorded[1].text.as_str()), (1, "x.md"));
+        pool.mark_sent(recorded[0].id, "100").unwrap();
+        // After a restart the pending file part is read back whole, absolute file included.
+        let pending = pool.pending_deliveries(&acc()).unwrap();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].attachment.as_ref(), Some(&file));
+        pool.mark_sent(pending[0].id, "101").unwrap();
+        assert!(
+            pool.pending_deliveries(&acc()).unwrap().is_empty(),
+            "sent once"
+        );
         cleanup(&path);
     }
 

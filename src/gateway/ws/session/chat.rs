@@ -80,14 +80,27 @@ impl From<EdgeError> for ErrorShape {
 }
 
 /// A run's end as `agent` (final) and `agent.wait` answer it: Troupe's `{runId, status,
-/// summary, error?}` plus OpenClaw's `result.payloads` (what `openclaw agent` prints).
+/// summary, error?, attachments?}` plus OpenClaw's `result.payloads` (what `openclaw agent`
+/// prints; files as `mediaUrls`).
 pub(super) fn run_result(summary: &RunSummary) -> Value {
     let mut payload = json!(summary);
-    let payloads: Vec<Value> = if summary.summary.is_empty() {
+    let mut payloads: Vec<Value> = if summary.summary.is_empty() {
         Vec::new()
     } else {
         vec![json!({ "text": summary.summary })]
     };
+    if !summary.attachments.is_empty() {
+        // OpenClaw's reply payload names files in `mediaUrls` (local paths allowed).
+        let media: Vec<&str> = summary
+            .attachments
+            .iter()
+            .map(|a| a.path.as_str())
+            .collect();
+        match payloads.first_mut() {
+            Some(first) => first["mediaUrls"] = json!(media),
+            None => payloads.push(json!({ "mediaUrls": media })),
+        }
+    }
     payload["result"] = json!({ "payloads": payloads });
     if let (true, Some(error)) = (summary.summary.is_empty(), &summary.error) {
         payload["summary"] = json!(error);
@@ -170,7 +183,7 @@ impl WsSessionActor {
                         p.session_key
                     )));
                 }
-                let options = p.options()?;
+                let options = p.options(&self.gateway.edge.state_dir)?;
                 self.submit(
                     id.clone(),
                     key,
@@ -201,7 +214,11 @@ impl WsSessionActor {
                         "agentId {agent_id:?} does not own session {key:?}"
                     )));
                 }
-                let options = p.options(&self.provider_of(&owner), self.scope() >= Scope::Admin)?;
+                let options = p.options(
+                    &self.provider_of(&owner),
+                    self.scope() >= Scope::Admin,
+                    &self.gateway.edge.state_dir,
+                )?;
                 self.submit(
                     id.clone(),
                     key,

@@ -38,7 +38,10 @@ pub fn render(ev: &SessionEvent) -> Vec<(&'static str, Value)> {
                 "runId": run_id, "sessionKey": key, "stream": "lifecycle",
                 "data": { "phase": phase, "status": end.status, "error": end.error }, "ts": ts,
             });
-            let message = json!({ "role": "assistant", "text": end.summary });
+            let mut message = json!({ "role": "assistant", "text": end.summary });
+            if !end.attachments.is_empty() {
+                message["attachments"] = json!(end.attachments);
+            }
             let chat = match end.status {
                 RunStatus::Ok => {
                     json!({ "runId": run_id, "sessionKey": key, "state": "final", "message": message, "ts": ts })
@@ -96,6 +99,7 @@ mod tests {
                 status,
                 summary: "text".into(),
                 error: (status != RunStatus::Ok).then(|| "why".to_string()),
+                attachments: Vec::new(),
             };
             let frames = render(&ev(RunEvent::Ended(Arc::new(end))));
             assert_eq!(frames[0].1["data"]["phase"], phase);

@@ -47,7 +47,7 @@ pub struct ChatSendParams {
     originating_account_id: Ignored,
     originating_thread_id: Ignored,
     reply_to_id: Ignored,
-    /// Images reach the model; other files are ignored.
+    /// Files sent with the message (see [`troupe_actors::attachments`]).
     #[serde(default)]
     pub attachments: Option<Vec<troupe_actors::attachments::AttachmentParam>>,
     tool_bindings: Ignored,
@@ -93,7 +93,7 @@ pub struct AgentParams {
     session_id: Ignored,
     expected_existing_session_id: Ignored,
     thinking: Ignored,
-    /// Images reach the model; other files are ignored.
+    /// Files sent with the message (see [`troupe_actors::attachments`]).
     #[serde(default)]
     pub attachments: Option<Vec<troupe_actors::attachments::AttachmentParam>>,
     channel: Ignored,
@@ -140,10 +140,17 @@ fn no_delivery(deliver: Option<bool>) -> Result<(), ErrorShape> {
     Ok(())
 }
 
-fn attached_images(
+/// The message's `attachments` checked and stored under `<state_dir>/uploads`.
+fn attached(
     attachments: Option<&[troupe_actors::attachments::AttachmentParam]>,
-) -> Result<Vec<troupe_actors::attachments::ImageInput>, ErrorShape> {
-    troupe_actors::attachments::images(attachments.unwrap_or_default()).map_err(ErrorShape::invalid)
+    state_dir: &std::path::Path,
+) -> Result<Vec<troupe_actors::attachments::AttachmentRef>, ErrorShape> {
+    match attachments {
+        None | Some([]) => Ok(Vec::new()),
+        Some(list) => {
+            troupe_actors::attachments::prepare(list, state_dir).map_err(ErrorShape::invalid)
+        }
+    }
 }
 
 fn limit(amount: Option<u64>, unit: fn(u64) -> Duration) -> Option<Duration> {
@@ -151,12 +158,13 @@ fn limit(amount: Option<u64>, unit: fn(u64) -> Duration) -> Option<Duration> {
 }
 
 impl ChatSendParams {
-    /// The per-turn settings, or why they cannot be honoured.
-    pub fn options(&self) -> Result<TurnOptions, ErrorShape> {
+    /// The per-turn settings, or why they cannot be honoured; attachments are stored under
+    /// `state_dir`.
+    pub fn options(&self, state_dir: &std::path::Path) -> Result<TurnOptions, ErrorShape> {
         no_delivery(self.deliver)?;
         Ok(TurnOptions {
             timeout: limit(self.timeout_ms, Duration::from_millis),
-            images: attached_images(self.attachments.as_deref())?,
+            attachments: attached(self.attachments.as_deref(), state_dir)?,
             ..TurnOptions::default()
         })
     }
@@ -165,8 +173,14 @@ impl ChatSendParams {
 impl AgentParams {
     /// The per-turn settings, or why they cannot be honoured. `agent_provider` is the
     /// provider of the agent that will run the turn; `admin` whether the caller has
-    /// `operator.admin` (a model override needs it, as in OpenClaw).
-    pub fn options(&self, agent_provider: &str, admin: bool) -> Result<TurnOptions, ErrorShape> {
+    /// `operator.admin` (a model override needs it, as in OpenClaw); attachments are stored
+    /// under `state_dir`.
+    pub fn options(
+        &self,
+        agent_provider: &str,
+        admin: bool,
+        state_dir: &std::path::Path,
+    ) -> Result<TurnOptions, ErrorShape> {
         no_delivery(self.deliver)?;
         let provider = self.provider.as_deref().filter(|p| !p.is_empty());
         if let Some(p) = provider.filter(|p| *p != agent_provider) {
@@ -189,7 +203,7 @@ impl AgentParams {
                 .clone()
                 .filter(|p| !p.trim().is_empty()),
             model,
-            images: attached_images(self.attachments.as_deref())?,
+            attachments: attached(self.attachments.as_deref(), state_dir)?,
         })
     }
 }
@@ -215,7 +229,9 @@ mod tests {
             "extraSystemPrompt": "Be brief.", "idempotencyKey": "k1", "label": "x"
         }))
         .expect("accepted");
-        let o = p.options("echo", false).expect("honoured");
+        let o = p
+            .options("echo", false, &std::env::temp_dir())
+            .expect("honoured");
         assert_eq!(o.timeout, Some(Duration::from_secs(600)));
         assert_eq!(o.extra_system_prompt.as_deref(), Some("Be brief."));
         assert_eq!(o.model, None);
@@ -233,15 +249,18 @@ mod tests {
     #[test]
     fn delivery_cross_provider_and_unprivileged_model_overrides_are_refused() {
         let p = agent(json!({ "message": "m", "idempotencyKey": "k", "deliver": true })).unwrap();
-        assert!(p.options("echo", true).is_err());
+        assert!(p.options("echo", true, &std::env::temp_dir()).is_err());
         let p =
             agent(json!({ "message": "m", "idempotencyKey": "k", "provider": "openai" })).unwrap();
-        assert!(p.options("echo", true).is_err());
-        assert!(p.options("openai", false).is_ok());
+        assert!(p.options("echo", true, &std::env::temp_dir()).is_err());
+        assert!(p.options("openai", false, &std::env::temp_dir()).is_ok());
         let p = agent(json!({ "message": "m", "idempotencyKey": "k", "model": "big" })).unwrap();
-        assert!(p.options("echo", false).is_err());
+        assert!(p.options("echo", false, &std::env::temp_dir()).is_err());
         assert_eq!(
-            p.options("echo", true).unwrap().model.as_deref(),
+            p.options("echo", true, &std::env::temp_dir())
+                .unwrap()
+                .model
+                .as_deref(),
             Some("big")
         );
     }
@@ -256,7 +275,7 @@ mod tests {
         .expect("accepted");
         assert_eq!(p.queue_mode, QueueMode::Followup);
         assert_eq!(
-            p.options().unwrap().timeout,
+            p.options(&std::env::temp_dir()).unwrap().timeout,
             Some(Duration::from_millis(1500))
         );
     }
