@@ -5,9 +5,11 @@
 //! [`troupe_actors::vault::Vault`], the code behind `/api/vault/*` and the memory tools:
 //!
 //! 1. index build: the first reconcile of an empty index (read, parse, FTS5 insert);
-//! 2. search latency p50/p99 of 1- and 2-word queries when nothing changed (each search
-//!    still walks the folder and compares sizes and mtimes, so outside edits are seen);
-//! 3. search latency right after one note was edited outside Troupe (walk + reindex 1);
+//! 2. unwatched (before): search latency p50/p99 of 1- and 2-word queries when nothing
+//!    changed (each search walks the folder and compares sizes and mtimes, so outside
+//!    edits are seen), and right after one note was edited outside Troupe;
+//! 3. watched (after, [`troupe_actors::vault::watch`]): the same searches (index only),
+//!    and how long an outside edit takes to be found (debounce + reindex);
 //! 4. graph build time, and the process's peak RSS and CPU time.
 //!
 //! It prints figures and never asserts a target.
@@ -114,6 +116,90 @@ fn process_figures() -> (String, String) {
     (rss, cpu)
 }
 
+/// p50/p99 of 1- and 2-word searches when nothing changed.
+fn searches(vault: &Vault, rng: &mut Lcg, label: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let mut one = Vec::with_capacity(SEARCHES);
+    let mut two = Vec::with_capacity(SEARCHES);
+    let mut hits = 0;
+    for _ in 0..SEARCHES {
+        let q = word(rng.next(VOCABULARY));
+        let t = Instant::now();
+        hits += vault.search(&q, 20)?.len();
+        one.push(t.elapsed());
+        let q = format!(
+            "{} {}",
+            word(rng.next(VOCABULARY)),
+            word(rng.next(VOCABULARY))
+        );
+        let t = Instant::now();
+        hits += vault.search(&q, 20)?.len();
+        two.push(t.elapsed());
+    }
+    let (p50, p99) = percentiles(one);
+    println!(
+        "  {label}: search, 1 word, nothing changed: p50 {} p99 {} ({SEARCHES} queries)",
+        ms(p50),
+        ms(p99)
+    );
+    let (p50, p99) = percentiles(two);
+    println!(
+        "  {label}: search, 2 words, nothing changed: p50 {} p99 {} ({SEARCHES} queries, {hits} hits in all)",
+        ms(p50),
+        ms(p99)
+    );
+    Ok(())
+}
+
+/// Edits notes outside Troupe; measures the search right after each edit and, when
+/// `watched`, how long until the edit is found (the watcher's debounce + reindex).
+fn after_edits(
+    vault: &Vault,
+    memory: &Path,
+    first: usize,
+    watched: bool,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let mut edited = Vec::with_capacity(SEARCHES / 4);
+    let mut visible = Vec::with_capacity(SEARCHES / 4);
+    for i in first..first + SEARCHES / 4 {
+        let rel = format!("area{:02}/note{}.md", i % 50, i);
+        let path = memory.join(&rel);
+        let text = std::fs::read_to_string(&path)?;
+        let wrote = Instant::now();
+        std::fs::write(&path, format!("{text}edited zeppelin{i}\n"))?;
+        let t = Instant::now();
+        let mut found = vault.search(&format!("zeppelin{i}"), 5)?;
+        edited.push(t.elapsed());
+        while watched && found.first().map(|h| h.path.as_str()) != Some(rel.as_str()) {
+            if wrote.elapsed() > Duration::from_secs(30) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+            found = vault.search(&format!("zeppelin{i}"), 5)?;
+        }
+        visible.push(wrote.elapsed());
+        if found.first().map(|h| h.path.as_str()) != Some(rel.as_str()) {
+            println!("  warning: the edited note {rel} was not found first");
+        }
+    }
+    let (p50, p99) = percentiles(edited);
+    let how = if watched {
+        "watched: search right after an outside edit (index only)"
+    } else {
+        "unwatched: search right after an outside edit (walk + reindex 1 note)"
+    };
+    println!("  {how}: p50 {} p99 {}", ms(p50), ms(p99));
+    if watched {
+        let (p50, p99) = percentiles(visible);
+        println!(
+            "  watched: outside edit found by search after: p50 {} p99 {} (debounce {} ms)",
+            ms(p50),
+            ms(p99),
+            troupe_actors::vault::watch::DEBOUNCE.as_millis()
+        );
+    }
+    Ok(())
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let quick = std::env::var("TROUPE_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
@@ -144,55 +230,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ms(started.elapsed())
     );
 
-    let mut one = Vec::with_capacity(SEARCHES);
-    let mut two = Vec::with_capacity(SEARCHES);
-    let mut hits = 0;
-    for _ in 0..SEARCHES {
-        let q = word(rng.next(VOCABULARY));
-        let t = Instant::now();
-        hits += vault.search(&q, 20)?.len();
-        one.push(t.elapsed());
-        let q = format!(
-            "{} {}",
-            word(rng.next(VOCABULARY)),
-            word(rng.next(VOCABULARY))
-        );
-        let t = Instant::now();
-        hits += vault.search(&q, 20)?.len();
-        two.push(t.elapsed());
-    }
-    let (p50, p99) = percentiles(one);
-    println!(
-        "  search, 1 word, nothing changed: p50 {} p99 {} ({SEARCHES} queries)",
-        ms(p50),
-        ms(p99)
-    );
-    let (p50, p99) = percentiles(two);
-    println!(
-        "  search, 2 words, nothing changed: p50 {} p99 {} ({SEARCHES} queries, {hits} hits in all)",
-        ms(p50),
-        ms(p99)
-    );
+    // Before: nobody watches the vault, so every search walks the folder first.
+    searches(&vault, &mut rng, "unwatched (walks)")?;
+    after_edits(&vault, &memory, 0, false)?;
 
-    let mut edited = Vec::with_capacity(SEARCHES / 4);
-    for i in 0..SEARCHES / 4 {
-        let rel = format!("area{:02}/note{}.md", i % 50, i);
-        let path = memory.join(&rel);
-        let text = std::fs::read_to_string(&path)?;
-        std::fs::write(&path, format!("{text}edited zeppelin{i}\n"))?;
-        let t = Instant::now();
-        let found = vault.search(&format!("zeppelin{i}"), 5)?;
-        edited.push(t.elapsed());
-        if found.first().map(|h| h.path.as_str()) != Some(rel.as_str()) {
-            println!("  warning: the edited note {rel} was not found first");
-        }
+    // After: a watch keeps the index current; searches read the index only.
+    let started = Instant::now();
+    let watch = troupe_actors::vault::watch::start(&vault)?;
+    while !troupe_actors::vault::watch::is_current(vault.root()) {
+        std::thread::sleep(Duration::from_millis(5));
     }
-    let (p50, p99) = percentiles(edited);
     println!(
-        "  search right after an outside edit (walk + reindex 1 note): p50 {} p99 {}",
-        ms(p50),
-        ms(p99)
+        "  watch started and first reconcile done: {}",
+        ms(started.elapsed())
     );
+    searches(&vault, &mut rng, "watched")?;
+    after_edits(&vault, &memory, SEARCHES / 4, true)?;
 
     let t = Instant::now();
     vault.write("bench/new.md", "a new note [[note1]]\n", WriteMode::Replace)?;
@@ -207,6 +260,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let (rss, cpu) = process_figures();
     println!("  process: peak RSS {rss}, CPU {cpu}");
+    drop(watch);
     let _ = std::fs::remove_dir_all(&base);
     Ok(())
 }

@@ -453,7 +453,7 @@ async fn metrics(gateway: web::Data<Gateway>) -> HttpResponse {
             u8::from(n.state == NodeState::Running)
         ));
     }
-    if let Some(store) = gateway.lookup::<StoreActor>("store").await
+    if let Ok(store) = gateway.lookup::<StoreActor>("store").await
         && let Ok(stats) = store.send(GetStoreStats).await
     {
         store_metrics(&stats, &mut out);
@@ -534,13 +534,16 @@ async fn ws(
     // Host, Origin and the connection bounds were checked by the edge middleware; the
     // credential comes in the `connect` request.
     let gateway: Arc<Gateway> = gateway.into_inner();
-    let Some(clients) = gateway.lookup::<SupervisorActor>("clients").await else {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "UNAVAILABLE",
-            "the clients supervisor is restarting; retry",
-        )
-        .into());
+    let clients = match gateway.lookup::<SupervisorActor>("clients").await {
+        Ok(clients) => clients,
+        Err(e) => {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UNAVAILABLE",
+                format!("the clients supervisor is restarting; retry ({e})"),
+            )
+            .into());
+        }
     };
     let (response, session, stream) = actix_ws::handle(&req, body)?;
     WsSessionActor::start(

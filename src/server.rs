@@ -593,7 +593,10 @@ async fn serve(
 async fn drain_runs(gateway: &Gateway, budget: Duration) {
     let grace = budget.mul_f32(0.6);
     let drain = async {
-        let queue = gateway.lookup::<SessionQueueActor>("session-queue").await?;
+        let queue = gateway
+            .lookup::<SessionQueueActor>("session-queue")
+            .await
+            .ok()?;
         queue.send(DrainRuns { grace }).await.ok()
     };
     match tokio::time::timeout(budget.mul_f32(0.8), drain).await {

@@ -235,3 +235,56 @@ async fn gateway_status_and_doctor_report_each_channel_account() {
     );
     assert!(!out.contains("TEST-token"), "{out}");
 }
+
+/// How often the store answered "where does this send stand" so far (from `/metrics`).
+async fn send_status_reads(gw: &TestGateway) -> u64 {
+    let text = reqwest::get(gw.http("/metrics"))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    text.lines()
+        .find_map(|l| l.strip_prefix("troupe_store_op_seconds_count{op=\"channel_send_status\"} "))
+        .map(|n| n.trim().parse().expect("a count"))
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ws_send_is_woken_by_the_channel_actor_instead_of_polling_the_store() {
+    let fake = FakeTelegram::start(TOKEN);
+    let gw = builder().start_in(home_for(&fake));
+    gw.wait_ready().await;
+    let before = send_status_reads(&gw).await;
+    fake.hold_sends(true);
+    let mut c = gw.client().await;
+    let id = c
+        .send_request("send", to_chat("push", "pushed, not polled"))
+        .await;
+    eventually(WAIT, "the fake Telegram holds the send", || async {
+        fake.held_chats().contains(&777).then_some(())
+    })
+    .await;
+    // While the platform holds the send, time passes (two more long polls of 1 s each)
+    // and the waiting `send` must not ask the store again.
+    let polls = fake.polls_completed();
+    eventually(WAIT, "two more long polls", || async {
+        (fake.polls_completed() >= polls + 2).then_some(())
+    })
+    .await;
+    let during = send_status_reads(&gw).await - before;
+    assert!(
+        during <= 1,
+        "send asked the store {during} times while waiting"
+    );
+    fake.hold_sends(false);
+    let res = c.response(&id).await;
+    assert_eq!(res["payload"]["state"], "sent", "{res}");
+    assert_eq!(
+        res["payload"]["messageIds"].as_array().map(Vec::len),
+        Some(1),
+        "{res}"
+    );
+    let total = send_status_reads(&gw).await - before;
+    assert!(total <= 2, "send asked the store {total} times");
+}

@@ -28,6 +28,23 @@ async fn call(gw: &TestGateway, method: &str, path: &str, body: Option<Value>) -
     (status, res.json().await.unwrap_or(Value::Null))
 }
 
+/// Waits until `GET /api/vault/search?q=` finds exactly `expected` (any order).
+async fn search_finds(gw: &TestGateway, q: &str, expected: &[&str]) {
+    let mut want: Vec<String> = expected.iter().map(|p| p.to_string()).collect();
+    want.sort();
+    eventually(WAIT, &format!("search {q:?} finds {want:?}"), || async {
+        let (_, found) = call(gw, "GET", &format!("/api/vault/search?q={q}"), None).await;
+        let mut paths: Vec<String> = found["results"]
+            .as_array()?
+            .iter()
+            .filter_map(|r| r["path"].as_str().map(String::from))
+            .collect();
+        paths.sort();
+        (paths == want).then_some(())
+    })
+    .await
+}
+
 /// Sends the request line exactly as given (no client-side normalization of `..`).
 fn raw(gw: &TestGateway, method: &str, target: &str, body: &str) -> (u16, String) {
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", gw.port)).expect("connect");
@@ -155,20 +172,57 @@ async fn a_note_edited_on_disk_is_found_by_search() {
         "# Trip\nzeppelin museum\n",
     )
     .unwrap();
-    let (_, found) = call(&gw, "GET", "/api/vault/search?q=zeppelin", None).await;
-    let paths: Vec<&str> = found["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["path"].as_str().unwrap())
-        .collect();
-    assert_eq!(paths.len(), 2, "{found}");
-    assert!(paths.contains(&"journal.md") && paths.contains(&"trips/2024.md"));
+    // The vault's watcher reindexes what changed on disk (debounced): wait for it.
+    search_finds(&gw, "zeppelin", &["journal.md", "trips/2024.md"]).await;
     std::fs::remove_file(memory(&gw).join("journal.md")).unwrap();
-    let (_, found) = call(&gw, "GET", "/api/vault/search?q=zeppelin", None).await;
-    assert_eq!(found["results"].as_array().unwrap().len(), 1, "{found}");
+    search_finds(&gw, "zeppelin", &["trips/2024.md"]).await;
     let (status, _) = call(&gw, "GET", "/api/vault/search?q=", None).await;
     assert_eq!(status, 400, "an empty query is refused");
+}
+
+#[tokio::test]
+async fn notes_created_changed_renamed_and_deleted_outside_troupe_are_reflected_in_search() {
+    let gw = TestGateway::builder().start();
+    gw.wait_ready().await;
+    let dir = memory(&gw);
+    eventually(
+        WAIT,
+        "the agent's vault folder exists (watched)",
+        || async { dir.is_dir().then_some(()) },
+    )
+    .await;
+    // Created.
+    std::fs::write(
+        dir.join("ideas.md"),
+        "# Ideas\nan airship made of quokkas\n",
+    )
+    .unwrap();
+    search_finds(&gw, "quokkas", &["ideas.md"]).await;
+    // Changed (in place, then by an editor's write-and-rename).
+    std::fs::write(
+        dir.join("ideas.md"),
+        "# Ideas\nan airship made of wombats\n",
+    )
+    .unwrap();
+    search_finds(&gw, "wombats", &["ideas.md"]).await;
+    search_finds(&gw, "quokkas", &[]).await;
+    std::fs::write(dir.join(".ideas.md.swp"), "# Ideas\nnumbats everywhere\n").unwrap();
+    std::fs::rename(dir.join(".ideas.md.swp"), dir.join("ideas.md")).unwrap();
+    search_finds(&gw, "numbats", &["ideas.md"]).await;
+    // Renamed, into a new folder.
+    std::fs::create_dir_all(dir.join("archive")).unwrap();
+    std::fs::rename(dir.join("ideas.md"), dir.join("archive/old-ideas.md")).unwrap();
+    search_finds(&gw, "numbats", &["archive/old-ideas.md"]).await;
+    let (status, _) = call(&gw, "GET", "/api/vault/notes/ideas.md", None).await;
+    assert_eq!(status, 404);
+    // A whole folder moved.
+    std::fs::rename(dir.join("archive"), dir.join("attic")).unwrap();
+    search_finds(&gw, "numbats", &["attic/old-ideas.md"]).await;
+    // Deleted.
+    std::fs::remove_file(dir.join("attic/old-ideas.md")).unwrap();
+    search_finds(&gw, "numbats", &[]).await;
+    let (_, listed) = call(&gw, "GET", "/api/vault/notes", None).await;
+    assert_eq!(listed["notes"], json!([]), "{listed}");
 }
 
 #[tokio::test]

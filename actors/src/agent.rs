@@ -53,6 +53,8 @@ pub struct AgentSettings {
 pub struct AgentActor {
     settings: AgentSettings,
     runs_in_flight: usize,
+    /// Keeps the agent's vault index current while the agent runs (see [`crate::vault::watch`]).
+    vault_watch: Option<crate::vault::watch::VaultWatch>,
     _guard: ExitGuard,
 }
 
@@ -126,6 +128,7 @@ impl AgentActor {
             let addr = AgentActor::start_in_arbiter(&arbiter.handle(), move |_| AgentActor {
                 settings,
                 runs_in_flight: 0,
+                vault_watch: None,
                 _guard: link.guard(),
             });
             Ok(ChildHandle::of(addr).on_arbiter(arbiter.handle()))
@@ -140,6 +143,15 @@ impl Actor for AgentActor {
         ctx.set_mailbox_capacity(1024);
         self._guard.liveness().attach(ctx);
         tracing::debug!(agent_id = %self.settings.summary.id, "agent started");
+        if let Some(dir) = &self.settings.memory_dir {
+            let vault = crate::vault::Vault::for_memory_dir(dir);
+            match crate::vault::watch::start(&vault) {
+                Ok(watch) => self.vault_watch = Some(watch),
+                Err(e) => {
+                    tracing::warn!(agent_id = %self.settings.summary.id, error = %e, "vault not watched; each vault read walks the folder");
+                }
+            }
+        }
     }
 }
 

@@ -15,6 +15,7 @@ pub mod journal;
 pub mod lanes;
 pub mod operator_send;
 pub mod pairing;
+pub mod settled;
 pub mod split;
 pub mod telegram;
 
@@ -29,8 +30,8 @@ use crate::gateway::{Gateway, Secret};
 use crate::store::StoreActor;
 use crate::store::channels::{Account, CountPending};
 use crate::supervisor::{
-    Backoff, ChildHandle, ChildLink, ChildSpec, SupervisorActor, SupervisorConfig, TreeNode,
-    lookup, lookup_patiently,
+    Backoff, ChildHandle, ChildLink, ChildSpec, CommandError, LookupError, SupervisorActor,
+    SupervisorConfig, TreeNode, lookup, lookup_patiently,
 };
 
 /// Restart delay of a channel: 1 s doubling to 5 min, with jitter.
@@ -224,7 +225,7 @@ pub async fn status(gateway: &Gateway) -> Value {
 pub async fn status_with(gateway: &Gateway, probe: bool) -> Value {
     let report = gateway.status(false).await;
     let channels = report.tree.find("channels").cloned();
-    let store = lookup::<StoreActor>(&gateway.root, "store").await;
+    let store = lookup::<StoreActor>(&gateway.root, "store").await.ok();
     let mut out = Vec::new();
     for node in channels.iter().flat_map(|c| c.children.iter()) {
         let mut one = account_status(gateway, node, store.as_ref()).await;
@@ -244,12 +245,12 @@ async fn account_status(
     let (channel, account) = node.id.split_once(':').unwrap_or((node.kind.as_str(), ""));
     let snapshot = match channel {
         "telegram" => match lookup::<telegram::TelegramActor>(&gateway.root, &node.id).await {
-            Some(addr) => addr.send(DescribeChannel).await.ok(),
-            None => None,
+            Ok(addr) => addr.send(DescribeChannel).await.ok(),
+            Err(_) => None,
         },
         "discord" => match lookup::<discord::DiscordActor>(&gateway.root, &node.id).await {
-            Some(addr) => addr.send(DescribeChannel).await.ok(),
-            None => None,
+            Ok(addr) => addr.send(DescribeChannel).await.ok(),
+            Err(_) => None,
         },
         _ => None,
     };
@@ -293,23 +294,26 @@ async fn probe_account(gateway: &Gateway, node: &TreeNode) -> Value {
     let asked = match node.id.split_once(':').map(|(c, _)| c) {
         Some("telegram") => {
             match lookup::<telegram::TelegramActor>(&gateway.root, &node.id).await {
-                Some(addr) => Some(addr.send(ProbeChannel).await),
-                None => None,
+                Ok(addr) => Ok(addr.send(ProbeChannel).await),
+                Err(e) => Err(e),
             }
         }
         Some("discord") => match lookup::<discord::DiscordActor>(&gateway.root, &node.id).await {
-            Some(addr) => Some(addr.send(ProbeChannel).await),
-            None => None,
+            Ok(addr) => Ok(addr.send(ProbeChannel).await),
+            Err(e) => Err(e),
         },
-        _ => None,
+        _ => Err(LookupError::Missing(CommandError::NotFound(
+            node.id.clone(),
+        ))),
     };
     match asked {
-        Some(Ok(Ok(bot))) => json!({ "ok": true, "bot": bot }),
-        Some(Ok(Err(error))) => json!({ "ok": false, "error": error }),
-        Some(Err(e)) => {
+        Ok(Ok(Ok(bot))) => json!({ "ok": true, "bot": bot }),
+        Ok(Ok(Err(error))) => json!({ "ok": false, "error": error }),
+        Ok(Err(e)) => {
             json!({ "ok": false, "error": format!("the channel actor did not answer: {e}") })
         }
-        None => json!({
+        Err(e @ LookupError::WrongType { .. }) => json!({ "ok": false, "error": e.to_string() }),
+        Err(_) => json!({
             "ok": false,
             "error": format!("{} is not running (state {:?}); see lastExit", node.id, node.state),
         }),
@@ -322,5 +326,5 @@ pub(crate) async fn store_of(
 ) -> Result<Addr<StoreActor>, ChannelError> {
     lookup_patiently::<StoreActor>(root, "store")
         .await
-        .ok_or_else(|| ChannelError::Store("the store is not running".into()))
+        .map_err(|e| ChannelError::Store(format!("the store: {e}")))
 }

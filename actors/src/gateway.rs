@@ -71,7 +71,10 @@ pub struct Gateway {
 
 impl Gateway {
     /// The current address of the child with the given id (it changes on restart).
-    pub async fn lookup<A: actix::Actor>(&self, id: &str) -> Option<Addr<A>> {
+    pub async fn lookup<A: actix::Actor>(
+        &self,
+        id: &str,
+    ) -> Result<Addr<A>, crate::supervisor::LookupError> {
         crate::supervisor::lookup::<A>(&self.root, id).await
     }
 }

@@ -199,7 +199,7 @@ impl SchedulerActor {
         let work = async move {
             let queue = lookup_patiently::<SessionQueueActor>(&root, "session-queue")
                 .await
-                .ok_or_else(|| "the session queue is not running".to_string())?;
+                .map_err(|e| format!("the session queue: {e}"))?;
             // Its recovery holds its mailbox: once this answers, cut runs are marked.
             queue
                 .send(crate::messages::Ping)

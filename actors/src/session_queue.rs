@@ -148,7 +148,7 @@ impl SessionQueueActor {
             return;
         }
         let root = self.root.clone();
-        let find = async move { lookup_patiently::<StoreActor>(&root, "store").await };
+        let find = async move { lookup_patiently::<StoreActor>(&root, "store").await.ok() };
         ctx.spawn(find.into_actor(self).map(|found, act, _| {
             if found.is_some() {
                 act.store = found;
@@ -302,12 +302,9 @@ impl SessionQueueActor {
                 None => match lookup_patiently::<AgentActor>(&root, &format!("agent:{agent_id}"))
                     .await
                 {
-                    Some(a) => a,
-                    None => {
-                        return (
-                            RunOutcome::failed(format!("agent {agent_id:?} is not running")),
-                            None,
-                        );
+                    Ok(a) => a,
+                    Err(e) => {
+                        return (RunOutcome::failed(format!("agent {agent_id:?}: {e}")), None);
                     }
                 },
             };
@@ -540,7 +537,7 @@ async fn start_when_store_is_back(
 ) -> Option<Vec<turns::StoredMessage>> {
     for _ in 0..WRITE_ATTEMPTS {
         tokio::time::sleep(Duration::from_millis(250)).await;
-        let Some(store) = lookup_patiently::<StoreActor>(root, "store").await else {
+        let Ok(store) = lookup_patiently::<StoreActor>(root, "store").await else {
             continue;
         };
         let op = StartRun {
@@ -563,7 +560,7 @@ impl Actor for SessionQueueActor {
         self.guard.liveness().attach(ctx);
         let root = self.root.clone();
         let busy = self.guard.liveness().busy();
-        let find = async move { lookup_patiently::<StoreActor>(&root, "store").await };
+        let find = async move { lookup_patiently::<StoreActor>(&root, "store").await.ok() };
         ctx.wait(find.into_actor(self).map(move |found, act, ctx| {
             drop(busy);
             act.store = found;

@@ -136,7 +136,7 @@ pub enum CommandOutcome {
 }
 
 /// Why a [`ChildCommand`] failed.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum CommandError {
     /// No child with that id in the tree.
     #[error("no child with id {0:?} in the tree")]
@@ -543,19 +543,44 @@ pub fn child_arbiter(id: &str) -> actix::Arbiter {
     arbiter
 }
 
+/// Why a registry lookup found no usable address.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum LookupError {
+    /// No child with that id in the tree, or it is not running (within the wait, if any).
+    #[error("{0}")]
+    Missing(#[from] CommandError),
+    /// The supervisor (or a subtree on the way) did not answer.
+    #[error("the supervisor did not answer a lookup of {id:?}: {reason}")]
+    NoAnswer {
+        /// The child id asked for.
+        id: String,
+        /// What went wrong with the ask.
+        reason: String,
+    },
+    /// The child is registered as another actor type than the one asked for: a bug (two
+    /// ids mixed up), reported rather than treated as "not running".
+    #[error("child {id:?} is not a {expected} (registry lookup asked for the wrong actor type)")]
+    WrongType {
+        /// The child id asked for.
+        id: String,
+        /// The actor type the caller asked for.
+        expected: &'static str,
+    },
+}
+
 /// Finds a child's current address anywhere in the tree (the registry: addresses change
 /// on restart, ids do not).
-pub async fn lookup<A: Actor>(root: &Addr<SupervisorActor>, id: &str) -> Option<Addr<A>> {
-    match root
+pub async fn lookup<A: Actor>(
+    root: &Addr<SupervisorActor>,
+    id: &str,
+) -> Result<Addr<A>, LookupError> {
+    let asked = root
         .send(ChildCommand {
             id: ChildId::new(id),
             action: ChildAction::Lookup,
         })
-        .await
-    {
-        Ok(Ok(CommandOutcome::Found(addr))) => downcast::<A>(id, &addr),
-        _ => None,
-    }
+        .await;
+    found::<A>(id, asked)
 }
 
 /// How long [`lookup_patiently`] waits for a child that is (re)starting.
@@ -565,7 +590,10 @@ const PATIENCE: Duration = Duration::from_secs(5);
 /// the new address the moment it starts (no polling), within a few seconds. Only when a
 /// whole subtree is restarting (its supervisor cannot be asked) is the ask repeated, once
 /// per [`SUBTREE_RETRY`], within the same few seconds.
-pub async fn lookup_patiently<A: Actor>(root: &Addr<SupervisorActor>, id: &str) -> Option<Addr<A>> {
+pub async fn lookup_patiently<A: Actor>(
+    root: &Addr<SupervisorActor>,
+    id: &str,
+) -> Result<Addr<A>, LookupError> {
     let deadline = Instant::now() + PATIENCE;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -576,11 +604,10 @@ pub async fn lookup_patiently<A: Actor>(root: &Addr<SupervisorActor>, id: &str) 
             })
             .await;
         match asked {
-            Ok(Ok(CommandOutcome::Found(addr))) => return downcast::<A>(id, &addr),
             Ok(Err(CommandError::Unavailable(..))) if Instant::now() + SUBTREE_RETRY < deadline => {
                 tokio::time::sleep(SUBTREE_RETRY).await;
             }
-            _ => return None,
+            other => return found::<A>(id, other),
         }
     }
 }
@@ -588,16 +615,38 @@ pub async fn lookup_patiently<A: Actor>(root: &Addr<SupervisorActor>, id: &str) 
 /// How often [`lookup_patiently`] asks again while a whole subtree is restarting.
 const SUBTREE_RETRY: Duration = Duration::from_millis(50);
 
-/// The typed address behind a registry entry. A child registered under a type other than
-/// the one asked for is a bug (two ids mixed up): logged as an error, never silently `None`.
-fn downcast<A: Actor>(id: &str, addr: &Arc<dyn Any + Send + Sync>) -> Option<Addr<A>> {
-    let found = addr.downcast_ref::<Addr<A>>().cloned();
-    if found.is_none() {
+/// The typed address behind a registry answer. A child registered under a type other than
+/// the one asked for is a bug (two ids mixed up): an error naming both, and logged.
+fn found<A: Actor>(
+    id: &str,
+    asked: Result<Result<CommandOutcome, CommandError>, MailboxError>,
+) -> Result<Addr<A>, LookupError> {
+    match asked {
+        Ok(Ok(CommandOutcome::Found(addr))) => downcast::<A>(id, &addr),
+        Ok(Ok(_)) => Err(LookupError::NoAnswer {
+            id: id.to_string(),
+            reason: "the supervisor answered a lookup without an address".into(),
+        }),
+        Ok(Err(e)) => Err(LookupError::Missing(e)),
+        Err(e) => Err(LookupError::NoAnswer {
+            id: id.to_string(),
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// `addr` as an `Addr<A>`, or [`LookupError::WrongType`].
+fn downcast<A: Actor>(id: &str, addr: &Arc<dyn Any + Send + Sync>) -> Result<Addr<A>, LookupError> {
+    addr.downcast_ref::<Addr<A>>().cloned().ok_or_else(|| {
+        let expected = std::any::type_name::<A>();
         tracing::error!(
             child = id,
-            expected = std::any::type_name::<A>(),
+            expected,
             "registry lookup asked for the wrong actor type"
         );
-    }
-    found
+        LookupError::WrongType {
+            id: id.to_string(),
+            expected,
+        }
+    })
 }

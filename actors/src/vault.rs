@@ -6,11 +6,14 @@
 //!
 //! - [`paths`]: which paths are notes and the symlink-safe resolution;
 //! - [`note`]: front matter, title, tags and wikilinks of one note (pure);
-//! - [`index`]: the SQLite index and its reconciliation with the files.
+//! - [`index`]: the SQLite index and its reconciliation with the files;
+//! - [`watch`]: a directory watcher per vault that keeps the index current with edits
+//!   made outside Troupe, so reads do not walk the folder.
 
 pub mod index;
 pub mod note;
 pub mod paths;
+pub mod watch;
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
@@ -229,11 +232,22 @@ impl Vault {
         index::open(&self.index)
     }
 
-    /// The index, reconciled with the files (an absent vault is an empty one).
+    /// The index, reconciled with the files (an absent vault is an empty one). A vault
+    /// kept current by a live [`watch`] is not walked.
     fn current_index(&self) -> Result<rusqlite::Connection, VaultError> {
         let mut conn = self.connection()?;
-        index::reconcile(&mut conn, &self.root)?;
+        if !watch::is_current(&self.root) {
+            let token = watch::reconcile_token(&self.root);
+            index::reconcile(&mut conn, &self.root)?;
+            watch::reconciled(&self.root, token);
+        }
         Ok(conn)
+    }
+
+    /// Walks the whole folder and brings the index in line with the files.
+    pub fn reconcile(&self) -> Result<index::Reconciled, VaultError> {
+        let mut conn = self.connection()?;
+        index::reconcile(&mut conn, &self.root)
     }
 
     /// A note's text (symlinks inside the vault are followed; out of it, refused).
@@ -495,7 +509,7 @@ impl Vault {
     }
 
     /// Full-text search over titles, tags and bodies, best first; edits made outside
-    /// Troupe are indexed first.
+    /// Troupe are seen (through the vault's watch, or by walking when none runs).
     pub fn search(&self, query: &str, limit: u32) -> Result<Vec<SearchHit>, VaultError> {
         index::search(&self.current_index()?, query, limit)
     }

@@ -13,6 +13,7 @@ use troupe_actors::session_queue::{
     QueueError, RunSummary, SessionQueueActor, SubmitTurn, TurnAccepted, WaitRun,
 };
 use troupe_actors::store::{StoreActor, StoreOp, turns};
+use troupe_actors::supervisor::LookupError;
 
 use super::Gateway;
 
@@ -31,6 +32,19 @@ pub enum EdgeError {
     /// The store failed the operation (the message is the store's).
     #[error("{0}")]
     Store(String),
+    /// A bug inside the gateway (e.g. a registry lookup for the wrong actor type).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl EdgeError {
+    /// A failed registry lookup of `what`: restarting, unless it is a bug (wrong type).
+    pub fn not_found(what: &'static str, err: LookupError) -> Self {
+        match err {
+            LookupError::WrongType { .. } => EdgeError::Internal(err.to_string()),
+            _ => EdgeError::Restarting(what),
+        }
+    }
 }
 
 /// The ids of the configured agents, in configuration order.
@@ -54,7 +68,7 @@ pub async fn queue(gateway: &Gateway) -> Result<Addr<SessionQueueActor>, EdgeErr
     gateway
         .lookup::<SessionQueueActor>("session-queue")
         .await
-        .ok_or(EdgeError::Restarting("the session queue"))
+        .map_err(|e| EdgeError::not_found("the session queue", e))
 }
 
 /// Submits a turn to the session queue; answers once it is stored and accepted.
@@ -94,7 +108,7 @@ where
     let store = gateway
         .lookup::<StoreActor>("store")
         .await
-        .ok_or(EdgeError::Restarting("the store"))?;
+        .map_err(|e| EdgeError::not_found("the store", e))?;
     store
         .send(op)
         .await

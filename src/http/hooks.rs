@@ -218,11 +218,11 @@ pub async fn wake(
     let scheduler = gateway
         .lookup::<SchedulerActor>("scheduler")
         .await
-        .ok_or_else(|| {
+        .map_err(|e| {
             refuse(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "UNAVAILABLE",
-                "the scheduler is not running",
+                format!("the scheduler is not running: {e}"),
             )
         })?;
     let woken = scheduler

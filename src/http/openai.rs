@@ -165,7 +165,9 @@ impl From<EdgeError> for OpenAiError {
             EdgeError::BadSessionKey(why) => {
                 Self::invalid(None, format!("header {SESSION_HEADER}: {why}"))
             }
-            EdgeError::Restarting(_) | EdgeError::Store(_) => Self::unavailable(err.to_string()),
+            EdgeError::Restarting(_) | EdgeError::Store(_) | EdgeError::Internal(_) => {
+                Self::unavailable(err.to_string())
+            }
         }
     }
 }

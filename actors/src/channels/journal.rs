@@ -97,7 +97,7 @@ fn reply_text(summary: &RunSummary) -> String {
 async fn queue_of(root: &Addr<SupervisorActor>) -> Result<Addr<SessionQueueActor>, ChannelError> {
     lookup_patiently::<SessionQueueActor>(root, "session-queue")
         .await
-        .ok_or_else(|| ChannelError::Queue("the session queue is not running".into()))
+        .map_err(|e| ChannelError::Queue(format!("the session queue: {e}")))
 }
 
 async fn run_once(

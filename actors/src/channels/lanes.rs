@@ -7,6 +7,7 @@ use std::future::Future;
 
 use super::ChannelError;
 use super::journal::{self, Route};
+use super::settled::{self, DeliveryOutcome};
 use crate::store::channels::{DeliveryRecord, InboundRecord, MarkFailed, MarkSent};
 
 /// One unit of work of a chat, run in order.
@@ -86,7 +87,8 @@ pub trait Outbox: Clone + 'static {
 }
 
 /// Sends deliveries in order, each marked sent with the platform's message id right after
-/// it went out; returns how many went out. A part the platform refuses for good is marked
+/// it went out (and its outcome pushed to whoever waits on it, see [`settled`]); returns
+/// how many went out. A part the platform refuses for good is marked
 /// failed and skipped; a network failure stops here with the rest still pending.
 pub async fn deliver<O: Outbox>(
     outbox: &O,
@@ -98,25 +100,29 @@ pub async fn deliver<O: Outbox>(
         let outcome = outbox.send_part(&d).await;
         let store = super::store_of(&route.root).await?;
         let id = d.id;
-        let result = match outcome {
+        let (result, settled) = match outcome {
             Ok(message_id) => {
                 sent += 1;
-                store
-                    .send(MarkSent {
-                        id,
-                        platform_id: message_id,
-                    })
-                    .await
+                let mark = MarkSent {
+                    id,
+                    platform_id: message_id.clone(),
+                };
+                let outcome = DeliveryOutcome::Sent {
+                    platform_id: message_id,
+                };
+                (store.send(mark).await, outcome)
             }
             Err(ChannelError::Refused(why)) => {
                 tracing::warn!(platform = O::PLATFORM, chat_id = %d.chat_id, error = %why, "a reply was refused; dropping it");
-                store.send(MarkFailed { id, error: why }).await
+                let outcome = DeliveryOutcome::Failed { error: why.clone() };
+                (store.send(MarkFailed { id, error: why }).await, outcome)
             }
             Err(e) => return Err(e),
         };
         result
             .map_err(|e| ChannelError::Store(e.to_string()))?
             .map_err(|e| ChannelError::Store(e.to_string()))?;
+        settled::publish(id, settled);
     }
     Ok(sent)
 }

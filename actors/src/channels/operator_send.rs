@@ -1,7 +1,9 @@
 //! WS `send`: an operator (or another agent) sends a message to a chat through an account.
 //! It becomes deliveries in the store under the caller's idempotency key (one key per
 //! account is recorded once, so it is sent once, even across a restart), then the account's
-//! actor sends them like any reply; the answer says where the delivery stands.
+//! actor sends them like any reply; the answer says where the delivery stands, as soon as
+//! the actor pushed each part's outcome (see [`super::settled`]), the store read once
+//! before (parts settled earlier, e.g. before a restart) and once after.
 
 use std::time::{Duration, Instant};
 
@@ -9,16 +11,13 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::split::split_message;
-use super::{Deliver, discord, store_of, telegram};
+use super::{Deliver, discord, settled, store_of, telegram};
 use crate::gateway::Gateway;
 use crate::store::channels::{Account, DeliveryStatus, RecordSend, SendStatus};
 use crate::supervisor::lookup;
 
 /// How long `send` waits for its deliveries to leave before answering `pending`.
 const SETTLE: Duration = Duration::from_secs(10);
-
-/// How often the store is asked while waiting.
-const SETTLE_POLL: Duration = Duration::from_millis(50);
 
 /// Parameters of WS `send`.
 #[derive(Debug, Clone, Deserialize)]
@@ -108,37 +107,50 @@ pub async fn send_from(
         .await
         .map_err(|e| SendError::Unavailable(e.to_string()))?
         .map_err(|e| SendError::Unavailable(e.to_string()))?;
+    let ids: Vec<i64> = recorded.deliveries.iter().map(|d| d.id).collect();
+    // Listening before anything is read or sent: an outcome pushed in between is kept.
+    let mut watch = settled::watch(&ids);
     if recorded.created {
         // Not running now: the deliveries stay owed and go out when the account resumes.
         let deliver = Deliver(recorded.deliveries.clone());
         match p.channel.as_str() {
             "telegram" => {
-                if let Some(addr) = lookup::<telegram::TelegramActor>(root, &id).await {
+                if let Ok(addr) = lookup::<telegram::TelegramActor>(root, &id).await {
                     addr.do_send(deliver);
                 }
             }
             _ => {
-                if let Some(addr) = lookup::<discord::DiscordActor>(root, &id).await {
+                if let Ok(addr) = lookup::<discord::DiscordActor>(root, &id).await {
                     addr.do_send(deliver);
                 }
             }
         }
     }
-    let deadline = Instant::now() + SETTLE;
-    let status = loop {
-        let status = store
+    let read_status = || async {
+        store
             .send(SendStatus {
                 account: account.clone(),
                 key: p.idempotency_key.clone(),
             })
             .await
             .map_err(|e| SendError::Unavailable(e.to_string()))?
-            .map_err(|e| SendError::Unavailable(e.to_string()))?;
-        if Instant::now() >= deadline || status.iter().all(|d| d.state != "pending") {
-            break status;
-        }
-        tokio::time::sleep(SETTLE_POLL).await;
+            .map_err(|e| SendError::Unavailable(e.to_string()))
     };
+    // The store says where each part stands now (the fallback for a send recorded before a
+    // restart); the parts still pending are then awaited as the channel actor pushes them.
+    let mut status = read_status().await?;
+    let pending: Vec<i64> = status
+        .iter()
+        .filter(|d| d.state == "pending")
+        .map(|d| d.id)
+        .collect();
+    if !pending.is_empty() {
+        let (pushed, _all) = watch.until_settled(&pending, Instant::now() + SETTLE).await;
+        if !pushed.is_empty() {
+            status = read_status().await?;
+        }
+    }
+    drop(watch);
     Ok(json!({
         "channel": p.channel,
         "account": p.account,

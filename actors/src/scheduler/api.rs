@@ -343,7 +343,7 @@ pub async fn call(
 async fn send(root: &Addr<SupervisorActor>, cmd: CronCommand) -> Result<Value, CronCallError> {
     let scheduler = lookup_patiently::<SchedulerActor>(root, "scheduler")
         .await
-        .ok_or_else(|| CronCallError::Unavailable("the scheduler is not running".into()))?;
+        .map_err(|e| CronCallError::Unavailable(format!("the scheduler: {e}")))?;
     scheduler
         .send(cmd)
         .await

@@ -27,7 +27,7 @@ pub async fn store_op<O: StoreOp>(
 ) -> Result<O::Output, String> {
     let store = lookup_patiently::<StoreActor>(root, "store")
         .await
-        .ok_or_else(|| "the store is not running".to_string())?;
+        .map_err(|e| format!("the store: {e}"))?;
     store
         .send(op)
         .await

@@ -51,7 +51,7 @@ impl<A: Actor> Link<A> {
         }
         let addr = lookup_patiently::<A>(&self.root, self.id)
             .await
-            .ok_or_else(|| format!("the {} is not running", self.id.replace('-', " ")))?;
+            .map_err(|e| format!("the {}: {e}", self.id.replace('-', " ")))?;
         *self.cached.lock().unwrap_or_else(PoisonError::into_inner) = Some(addr.clone());
         Ok(addr)
     }

@@ -61,7 +61,7 @@ async fn a_lookup_during_a_restart_gets_the_new_address_when_the_child_starts() 
     // Not running now (in backoff): a plain lookup finds nothing...
     let mut down = false;
     for _ in 0..200 {
-        if lookup::<Idle>(&root, "idle").await.is_none() {
+        if lookup::<Idle>(&root, "idle").await.is_err() {
             down = true;
             break;
         }
@@ -85,8 +85,29 @@ async fn a_lookup_during_a_restart_gets_the_new_address_when_the_child_starts() 
 }
 
 #[actix_rt::test]
-async fn a_lookup_for_the_wrong_actor_type_finds_nothing() {
+async fn a_lookup_for_the_wrong_actor_type_is_an_error_naming_the_child_and_type() {
     let root = tree();
-    assert!(lookup_patiently::<Idle>(&root, "idle").await.is_some());
-    assert!(lookup::<SupervisorActor>(&root, "idle").await.is_none());
+    assert!(lookup_patiently::<Idle>(&root, "idle").await.is_ok());
+    let wrong = lookup::<SupervisorActor>(&root, "idle").await.unwrap_err();
+    let LookupError::WrongType { id, expected } = &wrong else {
+        panic!("expected WrongType, got {wrong:?}");
+    };
+    assert_eq!(id, "idle");
+    assert!(expected.ends_with("SupervisorActor"), "{expected}");
+    assert!(wrong.to_string().contains("wrong actor type"), "{wrong}");
+    let patient = lookup_patiently::<SupervisorActor>(&root, "idle").await;
+    assert!(
+        matches!(patient, Err(LookupError::WrongType { .. })),
+        "{patient:?}"
+    );
+}
+
+#[actix_rt::test]
+async fn a_lookup_of_an_unknown_id_says_it_is_not_in_the_tree() {
+    let root = tree();
+    let missing = lookup::<Idle>(&root, "nope").await.unwrap_err();
+    assert!(
+        matches!(missing, LookupError::Missing(CommandError::NotFound(ref id)) if id == "nope"),
+        "{missing:?}"
+    );
 }

@@ -93,7 +93,9 @@ async fn send_to(
 ) -> Result<(), String> {
     let addr = lookup::<SupervisorActor>(root, supervisor)
         .await
-        .ok_or_else(|| format!("supervisor {supervisor:?} is not running; changes not applied"))?;
+        .map_err(|e| {
+            format!("supervisor {supervisor:?} not reachable ({e}); changes not applied")
+        })?;
     addr.send(ChangeChildren { changes })
         .await
         .map_err(|e| format!("supervisor {supervisor:?} is unreachable: {e}"))

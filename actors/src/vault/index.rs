@@ -229,7 +229,7 @@ pub fn reconcile(conn: &mut Connection, root: &Path) -> Result<Reconciled, Vault
 }
 
 /// The text of a note for indexing; a note over the size cap is indexed by name only.
-fn read_small(path: &Path, stamp: &FileStamp) -> String {
+pub(super) fn read_small(path: &Path, stamp: &FileStamp) -> String {
     if stamp.size as u64 > super::MAX_NOTE_BYTES {
         return String::new();
     }

@@ -94,3 +94,53 @@ fn symlinks_out_of_the_vault_and_oversized_notes_are_refused() {
         Err(VaultError::InvalidNote(_))
     ));
 }
+
+/// Polls `cond` (up to a generous minute on a loaded machine) without asserting on time.
+fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !cond() {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+fn found(v: &Vault, q: &str) -> Vec<String> {
+    let mut paths: Vec<String> = v
+        .search(q, 10)
+        .expect("search")
+        .into_iter()
+        .map(|h| h.path)
+        .collect();
+    paths.sort();
+    paths
+}
+
+#[test]
+fn a_watched_vault_reindexes_outside_edits_without_walking_and_unwatches_on_drop() {
+    let t = TempVault::new();
+    let v = &t.vault;
+    std::fs::write(t.base.join("memory/before.md"), "present at start: okapi\n").expect("write");
+    assert!(!watch::is_current(v.root()), "no watch: reads walk");
+    let w = watch::start(v).expect("watch");
+    eventually("the first reconcile is done", || {
+        watch::is_current(v.root())
+    });
+    assert_eq!(found(v, "okapi"), ["before.md"]);
+    std::fs::write(t.base.join("memory/new.md"), "a narwhal\n").expect("write");
+    eventually("the new note is found", || {
+        found(v, "narwhal") == ["new.md"]
+    });
+    std::fs::rename(t.base.join("memory/new.md"), t.base.join("memory/moved.md")).expect("mv");
+    eventually("the rename is seen", || found(v, "narwhal") == ["moved.md"]);
+    std::fs::remove_file(t.base.join("memory/moved.md")).expect("rm");
+    eventually("the removal is seen", || found(v, "narwhal").is_empty());
+    // Nothing asked for a walk: the note changes came through the watcher alone.
+    assert!(watch::is_current(v.root()), "the watch stayed current");
+    drop(w);
+    assert!(
+        !watch::is_current(v.root()),
+        "an unwatched vault walks again"
+    );
+    std::fs::write(t.base.join("memory/late.md"), "an axolotl\n").expect("write");
+    assert_eq!(found(v, "axolotl"), ["late.md"], "walking finds it at once");
+}

@@ -57,6 +57,9 @@ impl From<EdgeError> for ErrorShape {
                 ErrorShape::invalid(message).with_detail("INVALID_SESSION_KEY")
             }
             EdgeError::Store(_) => ErrorShape::unavailable(message, 500),
+            EdgeError::Internal(_) => {
+                ErrorShape::new("UNAVAILABLE", message).with_detail("INTERNAL")
+            }
             EdgeError::Queue(err) => match err {
                 QueueError::LaneFull { retry_after_ms, .. } => {
                     ErrorShape::unavailable(message, retry_after_ms).with_detail("LANE_FULL")

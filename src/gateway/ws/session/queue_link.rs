@@ -211,7 +211,7 @@ impl WsSessionActor {
         let root = self.gateway.root.clone();
         let find = async move {
             for _ in 0..LOOKUP_ATTEMPTS {
-                if let Some(addr) = lookup::<SessionQueueActor>(&root, "session-queue").await
+                if let Ok(addr) = lookup::<SessionQueueActor>(&root, "session-queue").await
                     && addr.connected()
                 {
                     return Some(addr);
