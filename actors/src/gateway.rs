@@ -135,15 +135,15 @@ impl Gateway {
     }
 }
 
-/// Ready means the root and every permanent node below it run, client sessions and chat
-/// channels aside: a channel depends on its platform being reachable (it waits in backoff
+/// Ready means the root and every permanent node below it run, client sessions, chat
+/// channels and MCP servers aside: a channel (or MCP server) depends on its platform being reachable (it waits in backoff
 /// while it is not), and the gateway serves everything else meanwhile.
 pub fn ready(tree: &crate::supervisor::TreeNode) -> bool {
     tree.state == crate::supervisor::NodeState::Running
         && tree
             .children
             .iter()
-            .filter(|c| c.kind != "ws" && c.kind != "channel")
+            .filter(|c| c.kind != "ws" && c.kind != "channel" && c.kind != "mcp")
             .all(ready)
 }
 

@@ -43,6 +43,7 @@ pub mod event_sink;
 pub mod gateway;
 pub mod live_config;
 pub mod log_tail;
+pub mod mcp;
 pub mod messages;
 pub mod provider;
 pub mod scheduler;

@@ -192,10 +192,20 @@ impl WsSessionActor {
                 let default_id = agents.first().map(|a| a.id.as_str()).unwrap_or("main");
                 // defaultId, mainKey and scope as OpenClaw's AgentsListResult has them: its
                 // CLI picks the agent (and session agent:<id>:main) from them.
-                let payload = json!({
+                let mut payload = json!({
                     "agents": &*agents, "defaultId": default_id, "mainKey": "main", "scope": "per-sender",
                 });
-                self.respond(id, Ok(payload), ctx);
+                // Each agent's MCP tools (`<server>__<tool>`), as its model is offered them.
+                let ids: Vec<String> = agents.iter().map(|a| a.id.clone()).collect();
+                let fut = async move { troupe_actors::mcp::tools_by_agent(&ids).await };
+                ctx.spawn(fut.into_actor(self).map(move |tools, act, ctx| {
+                    if let Some(list) = payload["agents"].as_array_mut() {
+                        for (agent, (_, names)) in list.iter_mut().zip(tools) {
+                            agent["mcpTools"] = json!(names);
+                        }
+                    }
+                    act.respond(id, Ok(payload), ctx);
+                }));
             }
             "logs.tail" => match parse::<LogsTailParams>(&method, params) {
                 Ok(p) => self.logs_tail(id, p, ctx),
