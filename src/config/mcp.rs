@@ -278,3 +278,78 @@ pub fn check_agents(servers: &[McpServerSettings], agents: &[String]) -> Vec<Str
     }
     problems
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+    use troupe_actors::mcp::McpTransport;
+
+    fn keys(toml: &str) -> Vec<String> {
+        Config::from_toml_str(toml)
+            .expect_err("invalid")
+            .0
+            .into_iter()
+            .map(|e| e.key)
+            .collect()
+    }
+
+    #[test]
+    fn a_stdio_server_loads_with_defaults_and_env_names_keep_their_case() {
+        let config = Config::from_toml_str(
+            "[[mcp]]\nname = \"calc\"\ncommand = \"calc-server\"\nargs = [\"-v\"]\nenv = { API_KEY = \"k\" }\n",
+        )
+        .expect("valid");
+        let server = &config.mcp[0];
+        assert!(server.enabled && server.agents.is_empty());
+        assert_eq!(server.call_timeout.as_secs(), 60);
+        let McpTransport::Stdio { env, args, .. } = &server.transport else {
+            panic!("stdio expected");
+        };
+        assert_eq!(args, &["-v"]);
+        assert_eq!(env[0].0, "API_KEY");
+        assert!(
+            !format!("{server:?}").contains("\"k\""),
+            "secrets hidden in Debug"
+        );
+    }
+
+    #[test]
+    fn bad_servers_name_their_keys() {
+        assert_eq!(
+            keys("[[mcp]]\nname = \"a\"\ncommand = \"x\"\nurl = \"http://h/mcp\"\n"),
+            ["mcp[0].command"]
+        );
+        assert_eq!(keys("[[mcp]]\nname = \"a\"\n"), ["mcp[0].command"]);
+        assert_eq!(
+            keys("[[mcp]]\nname = \"a__b\"\ncommand = \"x\"\n"),
+            ["mcp[0].name"]
+        );
+        assert_eq!(
+            keys(
+                "[[mcp]]\nname = \"a\"\ncommand = \"x\"\n[[mcp]]\nname = \"a\"\ncommand = \"y\"\n"
+            ),
+            ["mcp[1].name"]
+        );
+        assert_eq!(
+            keys("[[mcp]]\nname = \"a\"\nurl = \"ftp://h\"\nargs = [\"x\"]\n"),
+            ["mcp[0].url", "mcp[0].args"]
+        );
+        assert_eq!(
+            keys("[[mcp]]\nname = \"a\"\ncommand = \"x\"\ncall_timeout_secs = 0\n"),
+            ["mcp[0].call_timeout_secs"]
+        );
+        assert_eq!(
+            keys(
+                "[[mcp]]\nname = \"a\"\ncommand = \"x\"\nenv_from = { T = \"TROUPE_TEST_UNSET_VAR\" }\n"
+            ),
+            ["mcp[0].env_from.T"]
+        );
+        assert_eq!(
+            keys("[[mcp]]\nname = \"a\"\ncommand = \"x\"\nenabled = \"yes\"\n"),
+            ["mcp[0].enabled"]
+        );
+        assert!(
+            Config::from_toml_str("[[mcp]]\nname = \"a\"\ncommand = \"x\"\ncolour = 1\n").is_err()
+        );
+    }
+}

@@ -173,6 +173,35 @@ bot_token = "123:abc"
     }
 
     #[test]
+    fn mcp_env_and_header_values_are_redacted() {
+        let table: Table = r#"
+[[mcp]]
+name = "gh"
+command = "gh-mcp"
+env = { GITHUB_TOKEN = "ghp_secret", MODE = "x" }
+env_from = { OTHER = "OTHER_VAR" }
+[[mcp]]
+name = "web"
+url = "https://h/mcp"
+headers = { "X-Api-Key" = "hdr_secret" }
+"#
+        .parse()
+        .expect("toml");
+        let (json, keys) = redacted(&table);
+        let text = json.to_string();
+        assert!(
+            !text.contains("ghp_secret") && !text.contains("hdr_secret"),
+            "{text}"
+        );
+        assert_eq!(json["mcp"][0]["env"]["MODE"], REDACTED);
+        assert_eq!(json["mcp"][0]["env_from"]["OTHER"], "OTHER_VAR");
+        assert!(
+            keys.contains(&"mcp[1].headers.X-Api-Key".to_string()),
+            "{keys:?}"
+        );
+    }
+
+    #[test]
     fn the_hash_follows_the_content() {
         assert_eq!(hash_of(b"a"), hash_of(b"a"));
         assert_ne!(hash_of(b"a"), hash_of(b"b"));
