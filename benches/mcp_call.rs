@@ -24,10 +24,9 @@
 mod support;
 
 #[path = "../tests/support/fake_llm.rs"]
-#[allow(dead_code, clippy::expect_used, clippy::unwrap_used)]
 mod fake_llm;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use fake_llm::{FakeLlm, Script};
@@ -127,7 +126,7 @@ fn server_bin() -> BenchResult<PathBuf> {
 }
 
 /// `add` called `calls` times by an rmcp client in this process; microseconds each.
-async fn direct(server: &PathBuf, calls: usize) -> BenchResult<Vec<u32>> {
+async fn direct(server: &Path, calls: usize) -> BenchResult<Vec<u32>> {
     let transport = TokioChildProcess::new(tokio::process::Command::new(server))?;
     let client = ().serve(transport).await?;
     let mut samples = Vec::with_capacity(calls);
@@ -146,7 +145,7 @@ async fn direct(server: &PathBuf, calls: usize) -> BenchResult<Vec<u32>> {
 }
 
 /// Turns with one MCP call and turns with one built-in call; microseconds each.
-async fn through_gateway(server: &PathBuf, calls: usize) -> BenchResult<(Vec<u32>, Vec<u32>)> {
+async fn through_gateway(server: &Path, calls: usize) -> BenchResult<(Vec<u32>, Vec<u32>)> {
     let fake = FakeLlm::start();
     let setup = Setup {
         env: vec![

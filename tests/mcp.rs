@@ -228,6 +228,14 @@ async fn mcp_tool_results_reach_the_model_and_errors_are_flagged() {
         "env values never shown: {}",
         status.1
     );
+    let status = c.request("status", None).await;
+    assert_eq!(
+        status["payload"]["mcp"][0]["tools"]
+            .as_array()
+            .map(Vec::len),
+        Some(5),
+        "status lists the server's tools: {status}"
+    );
     let config = c.request("config.get", None).await;
     assert!(
         !config.to_string().contains("hello-from-env"),

@@ -95,6 +95,9 @@ pub struct StatusReport {
     /// Killed nodes still running anywhere in the tree (a handler blocking its thread
     /// cannot be stopped from outside); they leak until the process exits.
     pub unstoppable: usize,
+    /// MCP tool servers: state, tools (count them for the tool count), last error.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub mcp: Vec<crate::mcp::McpServerStatus>,
     /// The supervision tree.
     pub tree: crate::supervisor::TreeNode,
 }
@@ -130,6 +133,7 @@ impl Gateway {
             unstoppable: tree.unstoppable_total(),
             agents: self.settings.agents.list().to_vec(),
             reload: self.settings.reload.status(),
+            mcp: crate::mcp::status(&tree).await,
             tree,
         }
     }
