@@ -3,6 +3,7 @@
 //! (waits `ms`), `fail` (an error result), `exit` (the process exits at once, as a crash
 //! would). `--pid-file PATH` writes its pid there at start; the environment variable
 //! `MCP_TEST_GREETING`, when set, is echoed by the `greeting` tool (to check `env`).
+//! `--http-port-file PATH` serves streamable HTTP on 127.0.0.1 instead (port written there).
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::time::Duration;
@@ -75,6 +76,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         std::fs::write(path, std::process::id().to_string())?;
     }
     eprintln!("mcp test server starting");
+    if let Some(i) = args.iter().position(|a| a == "--http-port-file") {
+        let path = args.get(i + 1).ok_or("--http-port-file needs a path")?;
+        return serve_http(path).await;
+    }
     let server = TestServer {
         tool_router: TestServer::tool_router(),
     }
@@ -82,4 +87,32 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     .await?;
     server.waiting().await?;
     Ok(())
+}
+
+/// Streamable HTTP on 127.0.0.1 (an ephemeral port, written to `port_file`), path `/mcp`
+/// (any path is served).
+async fn serve_http(port_file: &str) -> Result<(), Box<dyn std::error::Error>> {
+    use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+    use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
+    let service = StreamableHttpService::new(
+        || {
+            Ok(TestServer {
+                tool_router: TestServer::tool_router(),
+            })
+        },
+        std::sync::Arc::new(LocalSessionManager::default()),
+        StreamableHttpServerConfig::default(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    std::fs::write(port_file, listener.local_addr()?.port().to_string())?;
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let service = hyper_util::service::TowerToHyperService::new(service.clone());
+        tokio::spawn(async move {
+            let _ =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+        });
+    }
 }

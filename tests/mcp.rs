@@ -432,3 +432,50 @@ async fn servers_added_and_deleted_over_rest_persist_in_the_config_file() {
     let (code, _) = api(&gw, reqwest::Method::DELETE, "/api/mcps/calc", None).await;
     assert_eq!(code, 404);
 }
+
+/// Kills the HTTP test server when the test ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamable_http_server_offers_its_tools_and_answers_calls() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port_file = dir.path().join("port");
+    let _server = KillOnDrop(
+        std::process::Command::new(server_bin())
+            .arg("--http-port-file")
+            .arg(&port_file)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start the HTTP server"),
+    );
+    let port: u16 = eventually_sync(WAIT, "the HTTP server's port", || {
+        std::fs::read_to_string(&port_file)
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    });
+    let fake = FakeLlm::start();
+    let gw = start(&fake, |_| {
+        format!(
+            "[[mcp]]\nname = \"calc\"\nurl = \"http://127.0.0.1:{port}/mcp\"\nheaders = {{ \"X-Test\" = \"1\" }}\n"
+        )
+    });
+    gw.wait_ready().await;
+    let mut c = gw.client().await;
+    wait_for_tools(&mut c).await;
+    fake.push(Script::tool_call("w1", "calc__add", r#"{"a":5,"b":6}"#, 1));
+    fake.push(Script::reply("over http", 1));
+    let done = run_turn(&mut c, "add over http", "http").await;
+    assert_eq!(done["status"], "ok", "{done}");
+    assert_eq!(tool_results(&fake.requests()[1].body), ["sum=11"]);
+    let (_, list) = api(&gw, reqwest::Method::GET, "/api/mcps", None).await;
+    assert_eq!(list["mcps"][0]["transport"], "http", "{list}");
+}
