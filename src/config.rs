@@ -10,6 +10,7 @@ use std::time::Duration;
 mod channels;
 pub mod cron;
 pub mod hooks;
+pub mod mcp;
 
 use config::{Environment, File, FileFormat};
 use serde::Deserialize;
@@ -165,6 +166,8 @@ pub struct Config {
     pub reload_hybrid: bool,
     /// Largest file `POST /api/upload` accepts, bytes (`uploads.max_bytes`).
     pub upload_max_bytes: u64,
+    /// MCP tool servers (`[[mcp]]`).
+    pub mcp: Vec<troupe_actors::mcp::McpServerSettings>,
 }
 
 #[derive(Deserialize)]
@@ -188,6 +191,8 @@ struct Raw {
     hooks: hooks::RawHooks,
     #[serde(default)]
     uploads: RawUploads,
+    #[serde(default)]
+    mcp: Vec<mcp::RawMcp>,
 }
 
 #[derive(Deserialize)]
@@ -741,6 +746,7 @@ fn validate(
     let agent_ids: Vec<String> = raw.agents.iter().map(|a| a.id.clone()).collect();
     let cron_jobs = cron::jobs(raw.cron, &agent_ids, &mut bad);
     let hooks = hooks::hooks(raw.hooks, &mut bad);
+    let mcp = mcp::servers(raw.mcp, env, &mut bad);
     let reload_hybrid = match raw.gateway.reload.as_str() {
         "hybrid" => true,
         "off" => false,
@@ -826,6 +832,7 @@ fn validate(
         hooks,
         reload_hybrid,
         upload_max_bytes: raw.uploads.max_bytes,
+        mcp,
     })
 }
 

@@ -11,6 +11,7 @@ pub mod edge;
 mod hooks;
 mod host;
 mod logs;
+mod mcps;
 mod models;
 mod openai;
 pub mod openapi;
@@ -198,6 +199,18 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route(web::get().to(cron::list))
                 .route(web::post().to(cron::add)),
         )
+        .service(
+            endpoint("/api/mcps", "GET, HEAD, POST")
+                .route(web::get().to(mcps::list))
+                .route(web::post().to(mcps::add)),
+        )
+        .service(
+            endpoint("/api/mcps/{name}", "PUT, DELETE")
+                .route(web::put().to(mcps::replace))
+                .route(web::delete().to(mcps::remove)),
+        )
+        .service(endpoint("/api/mcps/{name}/enable", POST).route(web::post().to(mcps::enable)))
+        .service(endpoint("/api/mcps/{name}/disable", POST).route(web::post().to(mcps::disable)))
         .service(endpoint("/api/upload", POST).route(web::post().to(upload::upload)))
         .service(endpoint("/api/vault/notes", GET).route(web::get().to(vault::list)))
         .service(

@@ -302,6 +302,8 @@ impl Controller {
             .chain(&changes.agents.remove)
             .chain(&changes.channels.start)
             .chain(&changes.channels.remove)
+            .chain(&changes.mcp.start)
+            .chain(&changes.mcp.remove)
             .cloned()
             .collect();
         if changes.scheduler {
@@ -513,7 +515,28 @@ fn tree_changes(
         agents,
         channels,
         scheduler,
+        mcp: mcp_changes(&old.mcp, &new.mcp),
     }
+}
+
+/// The `mcp:<name>` children to (re)start or remove: a server added, changed (enabling or
+/// disabling it included) or removed; the others keep running.
+fn mcp_changes(
+    old: &[troupe_actors::mcp::McpServerSettings],
+    new: &[troupe_actors::mcp::McpServerSettings],
+) -> ChildChanges {
+    let mut out = ChildChanges::default();
+    for server in new {
+        if !old.contains(server) {
+            out.start.push(server.child_id());
+        }
+    }
+    for server in old {
+        if !new.iter().any(|s| s.name == server.name) {
+            out.remove.push(server.child_id());
+        }
+    }
+    out
 }
 
 /// Runs blocking work (file I/O, config parsing) off the actor threads.

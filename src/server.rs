@@ -195,6 +195,7 @@ pub fn tree_config(config: &Config, agents: &[AgentSettings], paths: &StatePaths
         ping_interval: config.ping_interval,
         hang_timeout: config.hang_timeout,
         channels: config.channels.clone(),
+        mcp: config.mcp.clone(),
         scheduler: SchedulerSettings {
             jobs: config.cron_jobs.clone(),
             heartbeats: crate::agents::all_defs(config, paths)

@@ -98,6 +98,9 @@ pub struct StatusReport {
     /// Killed nodes still running anywhere in the tree (a handler blocking its thread
     /// cannot be stopped from outside); they leak until the process exits.
     pub unstoppable: usize,
+    /// MCP tool servers: state, tools (count them for the tool count), last error.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub mcp: Vec<crate::mcp::McpServerStatus>,
     /// The supervision tree.
     pub tree: crate::supervisor::TreeNode,
 }
@@ -133,20 +136,21 @@ impl Gateway {
             unstoppable: tree.unstoppable_total(),
             agents: self.settings.agents.list().to_vec(),
             reload: self.settings.reload.status(),
+            mcp: crate::mcp::status(&tree).await,
             tree,
         }
     }
 }
 
-/// Ready means the root and every permanent node below it run, client sessions and chat
-/// channels aside: a channel depends on its platform being reachable (it waits in backoff
+/// Ready means the root and every permanent node below it run, client sessions, chat
+/// channels and MCP servers aside: a channel (or MCP server) depends on its platform being reachable (it waits in backoff
 /// while it is not), and the gateway serves everything else meanwhile.
 pub fn ready(tree: &crate::supervisor::TreeNode) -> bool {
     tree.state == crate::supervisor::NodeState::Running
         && tree
             .children
             .iter()
-            .filter(|c| c.kind != "ws" && c.kind != "channel")
+            .filter(|c| c.kind != "ws" && c.kind != "channel" && c.kind != "mcp")
             .all(ready)
 }
 

@@ -4,6 +4,8 @@
 //! root                 one_for_one, intensity 10 restarts / 60 s, then the process exits non-zero
 //! ├── store            the single SQLite writer (permanent)
 //! ├── session-queue    per-session FIFO lanes, one active run per session (permanent)
+//! ├── mcp              supervisor, one_for_one, children restarted with backoff 1 s .. 5 min
+//! │   └── mcp:<name>   one per enabled MCP tool server (permanent, own arbiter)
 //! ├── agents           supervisor, one_for_one
 //! │   └── agent:<id>   one per configured agent (permanent, own arbiter)
 //! ├── channels         supervisor, one_for_one, children restarted with backoff 1 s .. 5 min
@@ -27,6 +29,8 @@
 //!   built-in offline provider.
 //! - [`channels`]: the `channels` supervisor's children: Telegram bots, the inbound journal
 //!   and outbound deliveries, reply splitting, access policies and pairing.
+//! - [`mcp`]: the `mcp` supervisor's children: MCP tool-server connections (rmcp, stdio or
+//!   streamable HTTP), their tools offered to agents as `<server>__<tool>`.
 //! - [`scheduler`]: [`SchedulerActor`](scheduler::SchedulerActor): cron jobs (schedule
 //!   parsing, catch-up, overlap), the run ledger and heartbeats; [`event_bus`]: events for
 //!   every connected client.
@@ -43,6 +47,7 @@ pub mod event_sink;
 pub mod gateway;
 pub mod live_config;
 pub mod log_tail;
+pub mod mcp;
 pub mod messages;
 pub mod provider;
 pub mod scheduler;

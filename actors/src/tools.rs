@@ -144,6 +144,9 @@ pub async fn execute(ctx: &ToolContext, call: &ToolCall) -> Result<String, Strin
                 Err(_) => Err("the session queue is restarting; try again".into()),
             }
         }
+        name if crate::mcp::is_mcp_tool(&ctx.agent_id, name) => {
+            crate::mcp::call(&ctx.agent_id, call).await
+        }
         other => Err(format!("unknown tool {other:?}")),
     }
 }

@@ -10,6 +10,7 @@ use tokio::sync::oneshot;
 
 use crate::agent::{AgentActor, AgentSettings};
 use crate::channels::ChannelAccounts;
+use crate::mcp::McpServerSettings;
 use crate::scheduler::{SchedulerActor, SchedulerSettings};
 use crate::session_queue::{QueueSettings, SessionQueueActor};
 use crate::store::StoreActor;
@@ -52,6 +53,8 @@ pub struct TreeConfig {
     pub channels: ChannelAccounts,
     /// Cron jobs from config and agents' heartbeats.
     pub scheduler: SchedulerSettings,
+    /// MCP tool servers (`[[mcp]]`), one `mcp` child each when enabled.
+    pub mcp: Vec<McpServerSettings>,
 }
 
 impl TreeConfig {
@@ -72,6 +75,7 @@ pub fn root_specs(cfg: &TreeConfig) -> Vec<ChildSpec> {
     vec![
         StoreActor::spec(cfg.store_path.clone(), cfg.store_retention),
         SessionQueueActor::spec(cfg.queue.clone()),
+        mcp_spec(cfg),
         agents_spec(cfg),
         channels_spec(cfg),
         SchedulerActor::spec(cfg.scheduler.clone()),
@@ -108,8 +112,18 @@ pub fn channels_spec(cfg: &TreeConfig) -> ChildSpec {
     )
 }
 
+/// `mcp`: one `mcp:<name>` per enabled MCP tool server (restarted with backoff like a
+/// channel: a server that keeps dying never escalates to the root).
+pub fn mcp_spec(cfg: &TreeConfig) -> ChildSpec {
+    crate::mcp::supervisor_spec(
+        cfg.supervisor("mcp", Strategy::OneForOne, CHANNELS_INTENSITY),
+        cfg.mcp.clone(),
+    )
+}
+
 /// Starts the root supervisor on the current arbiter; `escalation` fires if it gives up.
 pub fn start_root(cfg: &TreeConfig, escalation: oneshot::Sender<String>) -> Addr<SupervisorActor> {
+    crate::mcp::directory().set_servers(cfg.mcp.clone());
     let config = cfg.supervisor("root", Strategy::OneForOne, cfg.root_intensity);
     SupervisorActor::root(config, root_specs(cfg), escalation).start()
 }

@@ -30,6 +30,13 @@ const ARRAY_FIELDS: &[(&str, &[(&str, Kind)])] = &[
         ],
     ),
     (
+        "mcp",
+        &[
+            ("enabled", Kind::Boolean),
+            ("call_timeout_secs", Kind::Integer),
+        ],
+    ),
+    (
         "pricing",
         &[
             ("input_per_mtok", Kind::Float),

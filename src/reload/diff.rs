@@ -51,6 +51,8 @@ pub fn diff(old: &Table, new: &Table) -> ConfigDiff {
     for path in changed_paths(old, new, "") {
         match path.as_str() {
             "agents" => {}
+            // Compared by the built servers (see `tree_changes`): each restarts alone.
+            "mcp" => {}
             "channels.telegram" | "channels.discord" => {}
             "logging.level" => out.log_level = true,
             "gateway.reload" => out.reload_mode = true,

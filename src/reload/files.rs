@@ -63,6 +63,12 @@ fn is_secret(key: &str) -> bool {
         .any(|s| key == *s || key.ends_with(&format!("_{s}")))
 }
 
+/// Whether `key` under `path` is a table whose every value is a secret (an MCP server's
+/// `env` and `headers`).
+fn holds_secrets(path: &str, key: &str) -> bool {
+    path.starts_with("mcp[") && (key == "env" || key == "headers")
+}
+
 /// The table as JSON with every secret replaced by [`REDACTED`], and the keys redacted.
 pub fn redacted(table: &Table) -> (Value, Vec<String>) {
     let mut keys = Vec::new();
@@ -83,6 +89,16 @@ fn redact(value: &toml::Value, path: &str, keys: &mut Vec<String>) -> Value {
                     if is_secret(k) && v.is_str() {
                         keys.push(at);
                         (k.clone(), Value::String(REDACTED.into()))
+                    } else if let (true, Some(values)) = (holds_secrets(path, k), v.as_table()) {
+                        // `[[mcp]] env` / `headers`: every value may be a secret.
+                        let hidden = values
+                            .keys()
+                            .map(|name| {
+                                keys.push(format!("{at}.{name}"));
+                                (name.clone(), Value::String(REDACTED.into()))
+                            })
+                            .collect();
+                        (k.clone(), Value::Object(hidden))
                     } else {
                         (k.clone(), redact(v, &at, keys))
                     }
@@ -154,6 +170,35 @@ bot_token = "123:abc"
         assert_eq!(json["providers"]["openai"]["api_key_env"], "OPENAI_API_KEY");
         assert_eq!(json["channels"]["telegram"][0]["token_file"], "/run/bot");
         assert!(!json.to_string().contains("abcdef"));
+    }
+
+    #[test]
+    fn mcp_env_and_header_values_are_redacted() {
+        let table: Table = r#"
+[[mcp]]
+name = "gh"
+command = "gh-mcp"
+env = { GITHUB_TOKEN = "ghp_secret", MODE = "x" }
+env_from = { OTHER = "OTHER_VAR" }
+[[mcp]]
+name = "web"
+url = "https://h/mcp"
+headers = { "X-Api-Key" = "hdr_secret" }
+"#
+        .parse()
+        .expect("toml");
+        let (json, keys) = redacted(&table);
+        let text = json.to_string();
+        assert!(
+            !text.contains("ghp_secret") && !text.contains("hdr_secret"),
+            "{text}"
+        );
+        assert_eq!(json["mcp"][0]["env"]["MODE"], REDACTED);
+        assert_eq!(json["mcp"][0]["env_from"]["OTHER"], "OTHER_VAR");
+        assert!(
+            keys.contains(&"mcp[1].headers.X-Api-Key".to_string()),
+            "{keys:?}"
+        );
     }
 
     #[test]

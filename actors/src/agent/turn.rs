@@ -160,7 +160,14 @@ pub async fn run(
             send(TurnEventKind::Delta(t));
         }
     };
+    let builtin_tools = request.tools.len();
     for _ in 0..settings.max_iterations.max(1) {
+        // MCP servers come and go (restarts, reloads): their tools are listed afresh for
+        // every model call.
+        request.tools.truncate(builtin_tools);
+        request
+            .tools
+            .extend(crate::mcp::tool_specs(&settings.summary.id).await);
         let step = {
             let mut on_delta = |d: StreamDelta| match d {
                 StreamDelta::Text(t) => {

@@ -4,8 +4,9 @@
 
 use actix::Addr;
 
-use super::{TreeConfig, agents_spec, channels_spec};
+use super::{TreeConfig, agents_spec, channels_spec, mcp_spec};
 use crate::agent::AgentActor;
+use crate::mcp::McpActor;
 use crate::scheduler::SchedulerActor;
 use crate::supervisor::{ChangeChildren, ChildId, SpecChange, SupervisorActor, lookup};
 
@@ -34,6 +35,8 @@ pub struct TreeChanges {
     pub channels: ChildChanges,
     /// Whether the scheduler's jobs or heartbeats changed (it is restarted).
     pub scheduler: bool,
+    /// `mcp:<name>` children of `mcp` (added, changed, enabled or disabled servers).
+    pub mcp: ChildChanges,
 }
 
 /// Applies `changes` to the tree under `root`, building new children from `cfg`. The
@@ -46,7 +49,11 @@ pub async fn reconfigure(
     let mut at_root = vec![
         SpecChange::Keep(agents_spec(cfg)),
         SpecChange::Keep(channels_spec(cfg)),
+        SpecChange::Keep(mcp_spec(cfg)),
     ];
+    // Agents read the server list at every model call: a removed or disabled server's
+    // tools are gone from the next one.
+    crate::mcp::directory().set_servers(cfg.mcp.clone());
     if changes.scheduler {
         at_root.push(SpecChange::Start(SchedulerActor::spec(
             cfg.scheduler.clone(),
@@ -74,6 +81,19 @@ pub async fn reconfigure(
             }
         }
         send_to(root, "channels", list).await?;
+    }
+    if !changes.mcp.is_empty() {
+        let mut list: Vec<SpecChange> = remove_all(&changes.mcp);
+        for id in &changes.mcp.start {
+            match cfg.mcp.iter().find(|s| &s.child_id() == id) {
+                Some(server) if server.enabled => {
+                    list.push(SpecChange::Start(McpActor::spec(server.clone())))
+                }
+                // Disabled (or gone): its child leaves the tree.
+                _ => list.push(SpecChange::Remove(ChildId::new(id.clone()))),
+            }
+        }
+        send_to(root, "mcp", list).await?;
     }
     Ok(())
 }

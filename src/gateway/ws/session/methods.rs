@@ -188,8 +188,25 @@ impl WsSessionActor {
                 self.respond(id, Ok(payload), ctx);
             }
             "agents.list" => {
-                let payload = crate::gateway::turns::agents_list_json(&self.gateway);
-                self.respond(id, Ok(payload), ctx);
+                let mut payload = crate::gateway::turns::agents_list_json(&self.gateway);
+                // Each agent's MCP tools (`<server>__<tool>`), as its model is offered them.
+                let ids: Vec<String> = self
+                    .gateway
+                    .settings
+                    .agents
+                    .list()
+                    .iter()
+                    .map(|a| a.id.clone())
+                    .collect();
+                let fut = async move { troupe_actors::mcp::tools_by_agent(&ids).await };
+                ctx.spawn(fut.into_actor(self).map(move |tools, act, ctx| {
+                    if let Some(list) = payload["agents"].as_array_mut() {
+                        for (agent, (_, names)) in list.iter_mut().zip(tools) {
+                            agent["mcpTools"] = json!(names);
+                        }
+                    }
+                    act.respond(id, Ok(payload), ctx);
+                }));
             }
             "logs.tail" => match parse::<LogsTailParams>(&method, params) {
                 Ok(p) => self.logs_tail(id, p, ctx),
