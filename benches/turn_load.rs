@@ -178,6 +178,18 @@ struct EchoLevel {
     stats: TurnStats,
     /// CPU time the gateway used meanwhile.
     gateway_cpu: Duration,
+    /// Context switches of the gateway's threads meanwhile.
+    switches: u64,
+}
+
+/// The gateway at rest, right after it is ready.
+struct Idle {
+    /// `RssAnon`, KiB.
+    anon_kib: u64,
+    /// `RssFile`, KiB.
+    file_kib: u64,
+    /// Context switches of its threads per second (timers, liveness beats).
+    switches_per_sec: f64,
 }
 
 /// One provider format: the fake alone and through the gateway.
@@ -195,7 +207,7 @@ struct ProviderFigures {
 /// Everything measured in one run; a part that failed holds its error.
 struct Figures {
     /// Echo turns per session count.
-    echo: Result<Vec<EchoLevel>, String>,
+    echo: Result<(Idle, Vec<EchoLevel>), String>,
     /// The memory part.
     store: Result<StoreFigures, String>,
     /// The provider part: `Ok(Err(note))` when it was skipped.
@@ -245,25 +257,37 @@ async fn start_gateway(
 }
 
 /// Echo turns at each of [`ECHO_LEVELS`] sessions, after a smoke turn.
-async fn measure_echo(scale: &Scale) -> BenchResult<Vec<EchoLevel>> {
+async fn measure_echo(scale: &Scale) -> BenchResult<(Idle, Vec<EchoLevel>)> {
     let mut gateway = start_gateway(Vec::new(), Vec::new()).await?;
     let (port, token) = (gateway.port(), gateway.token()?);
+    tokio::time::sleep(scale.settle).await;
+    let (anon_kib, file_kib) = gateway.rss_parts_kib()?;
+    let (switches_before, at) = (gateway.context_switches()?, std::time::Instant::now());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle = Idle {
+        anon_kib,
+        file_kib,
+        switches_per_sec: gateway.context_switches()?.saturating_sub(switches_before) as f64
+            / at.elapsed().as_secs_f64(),
+    };
     turns::smoke_turn(port, &token, "agent:main:main").await?;
     let mut levels = Vec::with_capacity(ECHO_LEVELS.len());
     for sessions in ECHO_LEVELS {
         let mut fleet = Fleet::open(port, &token, "main", sessions).await?;
         fleet.run(scale.warmup, usize::MAX).await?;
-        let cpu_before = gateway.cpu_time()?;
+        let (cpu_before, switches_before) = (gateway.cpu_time()?, gateway.context_switches()?);
         let stats = fleet.run(scale.phase, usize::MAX).await?;
         let gateway_cpu = gateway.cpu_time()?.saturating_sub(cpu_before);
+        let switches = gateway.context_switches()?.saturating_sub(switches_before);
         fleet.close().await;
         levels.push(EchoLevel {
             sessions,
             stats,
             gateway_cpu,
+            switches,
         });
     }
-    Ok(levels)
+    Ok((idle, levels))
 }
 
 /// RSS before, halfway through and after the memory part's turns; then what was stored.
@@ -469,7 +493,22 @@ fn build_table(scale: &Scale, figures: &Figures) -> Table {
 /// Turns/s and latency per session count, and the overhead target.
 fn add_echo_rows(table: &mut Table, scale: &Scale, figures: &Figures) {
     let levels = match &figures.echo {
-        Ok(levels) => levels,
+        Ok((idle, levels)) => {
+            table.info(
+                "gateway at rest: RSS (anon + file)",
+                format!(
+                    "{} ({} + {})",
+                    report::mb(idle.anon_kib + idle.file_kib),
+                    report::mb(idle.anon_kib),
+                    report::mb(idle.file_kib)
+                ),
+            );
+            table.info(
+                "gateway at rest: context switches per second",
+                format!("{:.0}", idle.switches_per_sec),
+            );
+            levels
+        }
         Err(error) => {
             let label = format!("echo turns, p99 at {OVERHEAD_LEVEL} sessions");
             return table.error(label, "< 2 ms", error);
@@ -494,6 +533,10 @@ fn add_echo_rows(table: &mut Table, scale: &Scale, figures: &Figures) {
         table.info(
             format!("{name}: gateway CPU per turn"),
             cpu_per_turn(level.gateway_cpu, stats.turns),
+        );
+        table.info(
+            format!("{name}: gateway context switches per turn"),
+            per_turn(level.switches, stats.turns),
         );
         problems(table, &format!("echo at {sessions} sessions"), stats);
     }
@@ -693,6 +736,14 @@ fn cpu_per_turn(cpu: Duration, turns: usize) -> String {
     }
     let per_turn = cpu.as_secs_f64() * 1e6 / turns as f64;
     report::us(per_turn.round() as u32)
+}
+
+/// A count per turn with one decimal, e.g. `11.3`.
+fn per_turn(count: u64, turns: usize) -> String {
+    if turns == 0 {
+        return "no turns".to_owned();
+    }
+    format!("{:.1}", count as f64 / turns as f64)
 }
 
 /// `1 session`, `32 sessions`.

@@ -7,12 +7,13 @@ pub mod delta_batch;
 pub mod turn;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use crate::gateway::AgentSummary;
-use crate::messages::{Shutdown, TurnEvent, TurnOptions};
+use crate::messages::{RunId, SessionKey, Shutdown, TurnEvent, TurnOptions};
 use crate::provider::{Provider, Usage};
 use crate::session_queue::SubmitTurn;
 use crate::store::turns::StoredMessage;
@@ -51,7 +52,8 @@ pub struct AgentSettings {
 
 /// A configured agent.
 pub struct AgentActor {
-    settings: AgentSettings,
+    /// Shared by every run (a turn takes a reference count, not a copy).
+    settings: Arc<AgentSettings>,
     runs_in_flight: usize,
     /// Keeps the agent's vault index current while the agent runs (see [`crate::vault::watch`]).
     vault_watch: Option<crate::vault::watch::VaultWatch>,
@@ -68,9 +70,9 @@ pub struct DescribeAgent;
 #[rtype(result = "RunOutcome")]
 pub struct RunTurn {
     /// The run.
-    pub run_id: String,
+    pub run_id: RunId,
     /// Its session.
-    pub session_key: String,
+    pub session_key: SessionKey,
     /// The user's message (several, joined, in collect mode).
     pub input: String,
     /// Earlier transcript, oldest first.
@@ -124,7 +126,7 @@ impl AgentActor {
         let id = format!("agent:{}", settings.summary.id);
         ChildSpec::new(id, "agent", move |link: ChildLink| {
             let arbiter = crate::supervisor::child_arbiter(&link.id.to_string());
-            let settings = settings.clone();
+            let settings = Arc::new(settings.clone());
             let addr = AgentActor::start_in_arbiter(&arbiter.handle(), move |_| AgentActor {
                 settings,
                 runs_in_flight: 0,
@@ -177,7 +179,7 @@ impl Handler<RunTurn> for AgentActor {
         self.runs_in_flight += 1;
         let tools = ToolContext {
             memory_dir: self.settings.memory_dir.clone(),
-            run_id: msg.run_id.clone(),
+            run_id: msg.run_id.to_string(),
             agent_id: self.settings.summary.id.clone(),
             agents: self.settings.all_agents.clone(),
             queue: msg.queue,

@@ -218,7 +218,7 @@ impl Handler<TrackRun> for EventSinkActor {
             return;
         }
         let wait = self.wait.send(WaitRun {
-            run_id: run_id.clone(),
+            run_id: run_id.as_str().into(),
             timeout: RUN_WAIT,
         });
         ctx.spawn(wait.into_actor(self).map(move |res, act, ctx| {
@@ -275,7 +275,9 @@ mod tests {
             let outcome = self.outcome.lock().unwrap().take();
             Box::pin(async move {
                 match outcome {
-                    Some(rx) => rx.await.map_err(|_| QueueError::UnknownRun(msg.run_id)),
+                    Some(rx) => rx
+                        .await
+                        .map_err(|_| QueueError::UnknownRun(msg.run_id.to_string())),
                     None => futures_util::future::pending().await,
                 }
             })

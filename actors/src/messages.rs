@@ -272,9 +272,9 @@ pub struct TurnOptions {
 #[rtype(result = "()")]
 pub struct TurnEvent {
     /// The run.
-    pub run_id: String,
+    pub run_id: RunId,
     /// Its session.
-    pub session_key: String,
+    pub session_key: SessionKey,
     /// What happened.
     pub kind: TurnEventKind,
 }
@@ -310,9 +310,9 @@ pub enum RunEvent {
 #[rtype(result = "()")]
 pub struct SessionEvent {
     /// The run.
-    pub run_id: std::sync::Arc<str>,
+    pub run_id: RunId,
     /// Its session.
-    pub session_key: std::sync::Arc<str>,
+    pub session_key: SessionKey,
     /// The event's number within its run (0 for the end).
     pub seq: u64,
     /// When it happened (ms since the epoch).

@@ -19,7 +19,9 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use crate::agent::{AgentActor, RunOutcome, RunTurn};
-use crate::messages::{QueueMode, RunEvent, RunStatus, SessionEvent, TurnEvent};
+use crate::messages::{
+    AgentId, QueueMode, RunEvent, RunId, RunStatus, SessionEvent, SessionKey, TurnEvent,
+};
 use crate::now_ms;
 use crate::store::turns::{self, RunRecord};
 use crate::store::{CloseRuns, FinishRun, RecoverRuns, StartRun, StoreActor, StoreError, StoreOp};
@@ -44,18 +46,20 @@ pub struct SessionQueueActor {
     settings: QueueSettings,
     root: Addr<SupervisorActor>,
     store: Option<Addr<StoreActor>>,
-    agents: HashMap<String, Addr<AgentActor>>,
-    aborts: HashMap<String, oneshot::Sender<()>>,
-    lanes: HashMap<String, Lane>,
-    runnable: VecDeque<String>,
-    runnable_set: HashSet<String>,
+    agents: HashMap<AgentId, Addr<AgentActor>>,
+    aborts: HashMap<RunId, oneshot::Sender<()>>,
+    lanes: HashMap<SessionKey, Lane>,
+    runnable: VecDeque<SessionKey>,
+    runnable_set: HashSet<SessionKey>,
     active_runs: usize,
     next_ticket: u64,
-    subscribers: HashMap<String, HashMap<String, Recipient<SessionEvent>>>,
+    /// Clients following each session, by connection id.
+    subscribers: HashMap<SessionKey, HashMap<String, Recipient<SessionEvent>>>,
     /// Events a client's full mailbox made it miss, told with the next one it gets.
     missed: HashMap<String, u64>,
-    subscriptions: HashMap<String, HashSet<String>>,
-    waiters: HashMap<String, Vec<oneshot::Sender<RunSummary>>>,
+    /// The sessions each connection follows.
+    subscriptions: HashMap<String, HashSet<SessionKey>>,
+    waiters: HashMap<RunId, Vec<oneshot::Sender<RunSummary>>>,
     generation: u64,
     draining: Option<Drain>,
     guard: ExitGuard,
@@ -159,17 +163,16 @@ impl SessionQueueActor {
     /// Sends a run event to every subscriber of its session. `try_send`: a client whose
     /// mailbox is full misses events rather than growing it; the next event it gets says
     /// how many it missed, so it sees a `seq` gap.
-    fn deliver(&mut self, session_key: &str, run_id: &str, seq: u64, event: RunEvent) {
+    fn deliver(&mut self, session_key: &SessionKey, run_id: &RunId, seq: u64, event: RunEvent) {
         let Some(subs) = self.subscribers.get_mut(session_key) else {
             return;
         };
-        let (run_id, key): (Arc<str>, Arc<str>) = (run_id.into(), session_key.into());
         let ts = now_ms();
         subs.retain(|conn_id, recipient| {
             let missed = self.missed.remove(conn_id).unwrap_or(0);
             let sent = recipient.try_send(SessionEvent {
                 run_id: run_id.clone(),
-                session_key: key.clone(),
+                session_key: session_key.clone(),
                 seq,
                 ts,
                 event: event.clone(),
@@ -188,18 +191,18 @@ impl SessionQueueActor {
 
     fn subscribe(
         &mut self,
-        session_key: &str,
+        session_key: &SessionKey,
         conn_id: String,
         recipient: Recipient<SessionEvent>,
     ) {
         let keys = self.subscriptions.entry(conn_id.clone()).or_default();
         if keys.len() >= MAX_SUBSCRIPTIONS && !keys.contains(session_key) {
-            tracing::warn!(conn_id = %conn_id, session_key = ?session_key, "subscription limit reached; not subscribing");
+            tracing::warn!(conn_id = %conn_id, session_key = %session_key, "subscription limit reached; not subscribing");
             return;
         }
-        keys.insert(session_key.to_string());
+        keys.insert(session_key.clone());
         self.subscribers
-            .entry(session_key.to_string())
+            .entry(session_key.clone())
             .or_default()
             .insert(conn_id, recipient);
     }
@@ -215,10 +218,10 @@ impl SessionQueueActor {
         self.missed.retain(|conn, _| live.contains(conn));
     }
 
-    fn mark_runnable(&mut self, key: &str) {
+    fn mark_runnable(&mut self, key: &SessionKey) {
         let ready = self.lanes.get(key).is_some_and(Lane::can_start);
-        if ready && self.runnable_set.insert(key.to_string()) {
-            self.runnable.push_back(key.to_string());
+        if ready && self.runnable_set.insert(key.clone()) {
+            self.runnable.push_back(key.clone());
         }
     }
 
@@ -237,7 +240,7 @@ impl SessionQueueActor {
         }
     }
 
-    fn start_next(&mut self, key: String, ctx: &mut Context<Self>) {
+    fn start_next(&mut self, key: SessionKey, ctx: &mut Context<Self>) {
         let Some(lane) = self.lanes.get_mut(&key) else {
             return;
         };
@@ -256,7 +259,11 @@ impl SessionQueueActor {
         });
         self.active_runs += 1;
         // One store round trip: mark running, close coalesced runs, read the context.
-        let limit = if self.settings.stateless_agents.contains(&turn.agent_id) {
+        let limit = if self
+            .settings
+            .stateless_agents
+            .contains(turn.agent_id.as_str())
+        {
             0
         } else {
             self.settings.history_limit as i64
@@ -340,8 +347,8 @@ impl SessionQueueActor {
 
     fn finish(
         &mut self,
-        key: String,
-        run_id: String,
+        key: SessionKey,
+        run_id: RunId,
         mut outcome: RunOutcome,
         ctx: &mut Context<Self>,
     ) {
@@ -354,7 +361,7 @@ impl SessionQueueActor {
             outcome.error = Some(reason.into());
         }
         let end = turns::RunEnd {
-            status: outcome.status.name().into(),
+            status: outcome.status,
             output: outcome.text.clone(),
             error: outcome.error.clone(),
             input_tokens: outcome.usage.input_tokens,
@@ -382,7 +389,7 @@ impl SessionQueueActor {
                 act.resolve(
                     &other,
                     RunSummary {
-                        run_id: other.as_str().into(),
+                        run_id: other.clone(),
                         status: RunStatus::Coalesced,
                         ..summary.clone()
                     },
@@ -394,9 +401,14 @@ impl SessionQueueActor {
     }
 
     /// Tells the session's subscribers how a run ended; returns that summary.
-    fn announce_end(&mut self, key: &str, run_id: &str, outcome: &RunOutcome) -> RunSummary {
+    fn announce_end(
+        &mut self,
+        key: &SessionKey,
+        run_id: &RunId,
+        outcome: &RunOutcome,
+    ) -> RunSummary {
         let summary = RunSummary {
-            run_id: run_id.into(),
+            run_id: run_id.clone(),
             status: outcome.status,
             summary: outcome.text.clone(),
             error: outcome.error.clone(),
@@ -407,14 +419,14 @@ impl SessionQueueActor {
         summary
     }
 
-    fn resolve(&mut self, run_id: &str, summary: RunSummary) {
+    fn resolve(&mut self, run_id: &RunId, summary: RunSummary) {
         for tx in self.waiters.remove(run_id).unwrap_or_default() {
             let _ = tx.send(summary.clone());
         }
     }
 
     /// After a lane changed: start what can start, forget idle lanes.
-    fn after_change(&mut self, key: &str, ctx: &mut Context<Self>) {
+    fn after_change(&mut self, key: &SessionKey, ctx: &mut Context<Self>) {
         if self.lanes.get(key).is_some_and(Lane::is_idle) {
             self.lanes.remove(key);
         }
@@ -422,7 +434,7 @@ impl SessionQueueActor {
         self.pump(ctx);
     }
 
-    fn drop_runs(&mut self, run_ids: Vec<String>, note: &'static str, ctx: &mut Context<Self>) {
+    fn drop_runs(&mut self, run_ids: Vec<RunId>, note: &'static str, ctx: &mut Context<Self>) {
         if run_ids.is_empty() {
             return;
         }
@@ -430,7 +442,7 @@ impl SessionQueueActor {
             self.resolve(
                 id,
                 RunSummary {
-                    run_id: id.as_str().into(),
+                    run_id: id.clone(),
                     status: RunStatus::Aborted,
                     summary: String::new(),
                     error: Some(note.into()),
@@ -448,9 +460,9 @@ impl SessionQueueActor {
 
     /// Fires the active run's abort signal (the agent stops at its next step, or at once if
     /// the run has not reached it yet).
-    fn abort_active(&mut self, key: &str, only: Option<&str>) -> Option<String> {
+    fn abort_active(&mut self, key: &SessionKey, only: Option<&RunId>) -> Option<RunId> {
         let active = self.lanes.get(key)?.active.as_ref()?;
-        if only.is_some_and(|id| id != active.run_id) {
+        if only.is_some_and(|id| *id != active.run_id) {
             return None;
         }
         let run_id = active.run_id.clone();
@@ -475,7 +487,7 @@ impl SessionQueueActor {
             match res {
             Ok((interrupted, queued)) => {
                 for run in &interrupted {
-                    tracing::warn!(run_id = %run.id, session_key = ?run.session_key, "run interrupted by the last stop marked failed");
+                    tracing::warn!(run_id = %run.id, session_key = %run.session_key, "run interrupted by the last stop marked failed");
                 }
                 if !queued.is_empty() {
                     tracing::info!(count = queued.len(), "resuming queued turns from the store");
@@ -483,7 +495,7 @@ impl SessionQueueActor {
                 for run in queued {
                     act.requeue(run);
                 }
-                let keys: Vec<String> = act.lanes.keys().cloned().collect();
+                let keys: Vec<SessionKey> = act.lanes.keys().cloned().collect();
                 for key in keys {
                     act.mark_runnable(&key);
                 }
@@ -498,12 +510,10 @@ impl SessionQueueActor {
         }));
     }
 
-    pub(crate) fn knows_run(&self, run_id: &str) -> bool {
+    pub(crate) fn knows_run(&self, run_id: &RunId) -> bool {
         self.lanes.values().any(|l| {
-            l.active.as_ref().is_some_and(|a| a.run_id == run_id)
-                || l.waiting
-                    .iter()
-                    .any(|w| w.run_id.as_deref() == Some(run_id))
+            l.active.as_ref().is_some_and(|a| a.run_id == *run_id)
+                || l.waiting.iter().any(|w| w.run_id.as_ref() == Some(run_id))
         })
     }
 
@@ -533,7 +543,7 @@ impl SessionQueueActor {
 /// store was restarting at the moment it came up.
 async fn start_when_store_is_back(
     root: &Addr<SupervisorActor>,
-    (run_id, carried, context_limit): (String, Vec<String>, i64),
+    (run_id, carried, context_limit): (RunId, Vec<RunId>, i64),
 ) -> Option<Vec<turns::StoredMessage>> {
     for _ in 0..WRITE_ATTEMPTS {
         tokio::time::sleep(Duration::from_millis(250)).await;

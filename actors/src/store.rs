@@ -24,7 +24,7 @@ use actix::prelude::*;
 use serde::Serialize;
 use tokio::sync::oneshot;
 
-use crate::messages::Shutdown;
+use crate::messages::{RunId, SessionKey, Shutdown};
 use crate::supervisor::{ChildHandle, ChildLink, ChildSpec, ExitGuard};
 pub use ops::*;
 use turns::{
@@ -73,16 +73,16 @@ pub trait Store: channels::ChannelStore + cron::CronStore + Send {
     /// Marks a run running, closes the runs coalesced into it, and reads its context.
     fn start_run(
         &mut self,
-        run_id: &str,
-        carried: &[String],
+        run_id: &RunId,
+        carried: &[RunId],
         context_limit: i64,
     ) -> Result<Vec<StoredMessage>, StoreError>;
     /// Records a run's end (and its reply in the transcript).
-    fn finish_run(&mut self, run_id: &str, end: &RunEnd) -> Result<(), StoreError>;
+    fn finish_run(&mut self, run_id: &RunId, end: &RunEnd) -> Result<(), StoreError>;
     /// Closes queued or running runs (aborted, superseded, coalesced into `into`).
     fn close_runs(
         &mut self,
-        run_ids: &[String],
+        run_ids: &[RunId],
         status: &str,
         note: Option<&str>,
         into: Option<&str>,
@@ -93,9 +93,13 @@ pub trait Store: channels::ChannelStore + cron::CronStore + Send {
         reason: &str,
     ) -> Result<(Vec<RunRecord>, Vec<RunRecord>), StoreError>;
     /// One run by id.
-    fn get_run(&mut self, run_id: &str) -> Result<Option<RunRecord>, StoreError>;
+    fn get_run(&mut self, run_id: &RunId) -> Result<Option<RunRecord>, StoreError>;
     /// A transcript page in turn order.
-    fn history(&mut self, session_key: &str, page: HistoryPage) -> Result<Transcript, StoreError>;
+    fn history(
+        &mut self,
+        session_key: &SessionKey,
+        page: HistoryPage,
+    ) -> Result<Transcript, StoreError>;
     /// Sessions, most recently active first.
     fn list_sessions(&mut self, limit: i64) -> Result<Vec<SessionSummary>, StoreError>;
     /// Tokens and cost since a time: total, per agent, per session, per day.
@@ -103,7 +107,8 @@ pub trait Store: channels::ChannelStore + cron::CronStore + Send {
     /// Tokens and cost since a time per day (UTC) and agent, oldest day first.
     fn usage_daily(&mut self, since_ms: i64) -> Result<Vec<turns::DailyUsage>, StoreError>;
     /// Clears a session's transcript and finished runs (`delete`: the session too).
-    fn clear_session(&mut self, session_key: &str, delete: bool) -> Result<bool, StoreError>;
+    fn clear_session(&mut self, session_key: &SessionKey, delete: bool)
+    -> Result<bool, StoreError>;
     /// Retention: deletes finished runs and messages older than a time.
     fn sweep_older_than(&mut self, cutoff_ms: i64) -> Result<(u64, u64), StoreError>;
     /// Counts for `status` and `doctor`.

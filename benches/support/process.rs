@@ -170,6 +170,46 @@ impl ServerProcess {
             .ok_or_else(|| "no VmRSS line in /proc/PID/status".into())
     }
 
+    /// Context switches (voluntary + involuntary) of all the process's threads so far: each
+    /// is a thread that went to sleep or was preempted, so their count per turn is the
+    /// thread hops (wake-ups) a turn costs.
+    #[allow(dead_code, reason = "used by turn_load, not by gateway_load")]
+    pub fn context_switches(&mut self) -> BenchResult<u64> {
+        if let Some(status) = self.child.try_wait()? {
+            return Err(self.failure(&format!("exited ({status})")));
+        }
+        let mut total = 0;
+        for task in std::fs::read_dir(format!("/proc/{}/task", self.child.id()))? {
+            // A thread may end between the listing and the read: it then counts nothing.
+            let Ok(status) = std::fs::read_to_string(task?.path().join("status")) else {
+                continue;
+            };
+            total += status
+                .lines()
+                .filter(|line| line.contains("ctxt_switches:"))
+                .filter_map(|line| line.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum::<u64>();
+        }
+        Ok(total)
+    }
+
+    /// `RssAnon` and `RssFile` (KiB) from `/proc/PID/status`.
+    #[allow(dead_code, reason = "used by turn_load, not by gateway_load")]
+    pub fn rss_parts_kib(&mut self) -> BenchResult<(u64, u64)> {
+        if let Some(status) = self.child.try_wait()? {
+            return Err(self.failure(&format!("exited ({status})")));
+        }
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(name))
+                .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+                .unwrap_or(0)
+        };
+        Ok((field("RssAnon:"), field("RssFile:")))
+    }
+
     /// CPU time (user + system) the process has used so far; an error if it exited.
     #[allow(dead_code, reason = "used by turn_load, not by gateway_load")]
     pub fn cpu_time(&mut self) -> BenchResult<Duration> {

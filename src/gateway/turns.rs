@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use actix::{Addr, Handler};
 use serde_json::{Value, json};
+use troupe_actors::messages::RunId;
 use troupe_actors::session_key::{ResolvedKey, resolve};
 use troupe_actors::session_queue::{
     QueueError, RunSummary, SessionQueueActor, SubmitTurn, TurnAccepted, WaitRun,
@@ -90,9 +91,10 @@ pub async fn submit_to(
 /// Waits up to `timeout` for a run's end (status `timeout` when it has not ended).
 pub async fn wait_run(
     gateway: &Gateway,
-    run_id: String,
+    run_id: impl Into<RunId>,
     timeout: Duration,
 ) -> Result<RunSummary, EdgeError> {
+    let run_id = run_id.into();
     Ok(queue(gateway)
         .await?
         .send(WaitRun { run_id, timeout })
@@ -135,7 +137,7 @@ pub async fn reset_session(
     delete: bool,
 ) -> Result<Value, EdgeError> {
     let reset = troupe_actors::session_queue::ResetSession {
-        session_key: session_key.clone(),
+        session_key: session_key.as_str().into(),
         delete,
     };
     let existed = queue(gateway)

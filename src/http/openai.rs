@@ -417,7 +417,7 @@ impl Turn {
     async fn complete(self) -> Result<HttpResponse, OpenAiError> {
         let accepted = self.submit(None).await?;
         let wait = WaitRun {
-            run_id: accepted.run_id.0.clone(),
+            run_id: accepted.run_id.clone(),
             timeout: RUN_TIMEOUT,
         };
         let summary: RunSummary = self

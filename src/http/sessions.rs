@@ -72,7 +72,7 @@ pub async fn messages(
     let key = turns::resolve_key(&gateway, &key)?.key;
     let page = HistoryPage::new(i64::from(q.limit.unwrap_or(100).clamp(1, 1000)), q.before);
     let history = History {
-        session_key: key.clone(),
+        session_key: key.as_str().into(),
         page,
     };
     let transcript = turns::read(&gateway, history).await?;

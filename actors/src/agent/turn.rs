@@ -5,12 +5,13 @@ use actix::Recipient;
 use serde_json::json;
 use tokio::sync::oneshot;
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::delta_batch::{DeltaBatch, FLUSH_EVERY};
 use super::{AgentSettings, RunOutcome, RunStatus};
 use crate::attachments::files;
-use crate::messages::{TurnEvent, TurnEventKind};
+use crate::messages::{RunId, SessionKey, TurnEvent, TurnEventKind};
 use crate::provider::{ChatMessage, ChatRequest, StreamDelta, Usage};
 use crate::store::turns::StoredMessage;
 use crate::tools::{self, ToolContext};
@@ -18,9 +19,9 @@ use crate::tools::{self, ToolContext};
 /// Everything one run needs.
 pub struct TurnInput {
     /// Run id.
-    pub run_id: String,
+    pub run_id: RunId,
     /// Session key.
-    pub session_key: String,
+    pub session_key: SessionKey,
     /// The user's message.
     pub input: String,
     /// Earlier transcript, oldest first.
@@ -50,7 +51,7 @@ pub fn system_prompt(persona: Option<&str>, extra: Option<&str>) -> Option<Strin
 /// [`run`], ended with an error if it has not finished within `timeout`.
 pub async fn run_within(
     timeout: Option<std::time::Duration>,
-    settings: AgentSettings,
+    settings: Arc<AgentSettings>,
     turn: TurnInput,
     abort: oneshot::Receiver<()>,
 ) -> RunOutcome {
@@ -105,7 +106,7 @@ fn marker_roots(settings: &AgentSettings) -> Option<crate::attachments::markers:
 
 /// Runs the turn until a final answer, an error, the iteration limit or an abort.
 pub async fn run(
-    settings: AgentSettings,
+    settings: Arc<AgentSettings>,
     turn: TurnInput,
     mut abort: oneshot::Receiver<()>,
 ) -> RunOutcome {
@@ -184,10 +185,14 @@ pub async fn run(
             };
             let call = settings.provider.complete(&request, &mut on_delta);
             tokio::pin!(call);
-            let mut tick = tokio::time::interval(FLUSH_EVERY);
+            // The first tick is one period away, and the call is polled first: a call that
+            // ends at once (echo) never arms the timer, so it costs no timer wake-up.
+            let first_tick = tokio::time::Instant::now() + FLUSH_EVERY;
+            let mut tick = tokio::time::interval_at(first_tick, FLUSH_EVERY);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
+                    biased;
                     r = &mut call => break r,
                     _ = tick.tick() => flush(),
                     _ = &mut abort => {

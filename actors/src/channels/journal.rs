@@ -133,7 +133,7 @@ async fn run_once(
     loop {
         let queue = queue_of(&route.root).await?;
         let wait = WaitRun {
-            run_id: accepted.run_id.0.clone(),
+            run_id: accepted.run_id.clone(),
             timeout: WAIT_SLICE,
         };
         match queue.send(wait).await {

@@ -95,7 +95,7 @@ pub async fn run_turn_on(
     loop {
         let queue = queue_link.get().await?;
         let wait = WaitRun {
-            run_id: accepted.run_id.0.clone(),
+            run_id: accepted.run_id.clone(),
             timeout: WAIT_SLICE,
         };
         match queue.send(wait).await {

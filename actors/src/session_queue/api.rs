@@ -101,7 +101,7 @@ pub struct TurnAccepted {
 #[rtype(result = "Result<RunSummary, QueueError>")]
 pub struct WaitRun {
     /// The run.
-    pub run_id: String,
+    pub run_id: RunId,
     /// Give up after this long (answers `timeout`).
     pub timeout: Duration,
 }
@@ -129,9 +129,9 @@ pub struct RunSummary {
 #[rtype(result = "AbortReport")]
 pub struct AbortTurn {
     /// Session.
-    pub session_key: String,
+    pub session_key: SessionKey,
     /// Only this run (active or waiting).
-    pub run_id: Option<String>,
+    pub run_id: Option<RunId>,
     /// Also drop the waiting turns.
     pub clear_queued: bool,
 }
@@ -144,7 +144,7 @@ pub struct AbortReport {
     pub aborted: bool,
     /// Its id.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub run_id: Option<String>,
+    pub run_id: Option<RunId>,
     /// Waiting turns dropped.
     pub cleared: usize,
 }
@@ -154,7 +154,7 @@ pub struct AbortReport {
 #[rtype(result = "Result<bool, QueueError>")]
 pub struct ResetSession {
     /// Session.
-    pub session_key: String,
+    pub session_key: SessionKey,
     /// Delete the session itself too.
     pub delete: bool,
 }
@@ -164,7 +164,7 @@ pub struct ResetSession {
 #[rtype(result = "()")]
 pub struct Subscribe {
     /// Session.
-    pub session_key: String,
+    pub session_key: SessionKey,
     /// Client connection id.
     pub conn_id: String,
     /// Where events go.

@@ -9,6 +9,7 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use super::{DrainReport, DrainRuns, SessionQueueActor};
+use crate::messages::{RunId, SessionKey};
 
 /// Why a run aborted by the drain ended.
 const STOPPED: &str = "aborted: the gateway stopped before this run finished";
@@ -17,7 +18,7 @@ const STOPPED: &str = "aborted: the gateway stopped before this run finished";
 #[derive(Default)]
 pub(super) struct Drain {
     /// Runs aborted at the end of the grace period, with the reason to record.
-    pub aborted: HashMap<String, &'static str>,
+    pub aborted: HashMap<RunId, &'static str>,
     done: Vec<oneshot::Sender<()>>,
 }
 
@@ -54,7 +55,7 @@ impl Handler<DrainRuns> for SessionQueueActor {
             .push(tx);
         self.check_drained();
         ctx.run_later(msg.grace, |act, _| {
-            let keys: Vec<String> = act.lanes.keys().cloned().collect();
+            let keys: Vec<SessionKey> = act.lanes.keys().cloned().collect();
             for key in keys {
                 if let Some(run_id) = act.abort_active(&key, None)
                     && let Some(drain) = act.draining.as_mut()

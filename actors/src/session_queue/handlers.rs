@@ -9,7 +9,9 @@ use super::{
     AbortReport, AbortTurn, MAX_IDEMPOTENCY_KEY_BYTES, QueueError, ResetSession, RunSummary,
     SessionQueueActor, SubmitTurn, Subscribe, TurnAccepted, Unsubscribe, WaitRun,
 };
-use crate::messages::{QueueMode, RunEvent, RunStatus, Shutdown, TurnEvent, TurnEventKind};
+use crate::messages::{
+    QueueMode, RunEvent, RunStatus, SessionKey, Shutdown, TurnEvent, TurnEventKind,
+};
 
 use crate::store::turns::{Acceptance, NewTurn};
 use crate::store::{AcceptTurn, ClearSession, GetRun, StoreError};
@@ -27,7 +29,7 @@ impl Handler<SubmitTurn> for SessionQueueActor {
         if let Some(refusal) = self.refusal(&msg) {
             return Box::pin(fut::ready(Err(refusal)));
         }
-        let key = msg.session_key.0.clone();
+        let key = msg.session_key;
         if let Some((conn_id, recipient)) = msg.subscriber {
             self.subscribe(&key, conn_id, recipient);
         }
@@ -41,7 +43,7 @@ impl Handler<SubmitTurn> for SessionQueueActor {
             lane.waiting.push_back(Waiting {
                 ticket,
                 run_id: None,
-                agent_id: msg.agent_id.0.clone(),
+                agent_id: msg.agent_id.clone(),
                 input: msg.text.clone(),
                 mode: msg.mode,
                 options: msg.options,
@@ -49,7 +51,7 @@ impl Handler<SubmitTurn> for SessionQueueActor {
         }
         let turn = NewTurn {
             session_key: key.clone(),
-            agent_id: msg.agent_id.0,
+            agent_id: msg.agent_id,
             text: msg.text,
             idempotency_key: msg.idempotency_key,
             mode: msg.mode.name().into(),
@@ -92,7 +94,7 @@ impl SessionQueueActor {
 
     fn accepted(
         &mut self,
-        key: &str,
+        key: &SessionKey,
         ticket: u64,
         mode: QueueMode,
         waiting: usize,
@@ -119,7 +121,7 @@ impl SessionQueueActor {
                         ctx,
                     );
                     return Ok(TurnAccepted {
-                        run_id: run.id.into(),
+                        run_id: run.id,
                         status: "aborted".into(),
                         accepted_at: run.accepted_at,
                         position: 0,
@@ -135,13 +137,13 @@ impl SessionQueueActor {
                         .unwrap_or_default();
                     self.drop_runs(dropped, "superseded by an interrupt", ctx);
                 }
-                let lane = self.lanes.entry(key.to_string()).or_default();
+                let lane = self.lanes.entry(key.clone()).or_default();
                 if let Some(w) = lane.waiting.iter_mut().find(|w| w.ticket == ticket) {
                     w.run_id = Some(run.id.clone());
                 }
                 let position = lane.position(ticket);
                 Ok(TurnAccepted {
-                    run_id: run.id.into(),
+                    run_id: run.id,
                     status: "accepted".into(),
                     accepted_at: run.accepted_at,
                     position,
@@ -156,7 +158,7 @@ impl SessionQueueActor {
                     self.requeue(run.clone());
                 }
                 Ok(TurnAccepted {
-                    run_id: run.id.into(),
+                    run_id: run.id,
                     status: run.status,
                     accepted_at: run.accepted_at,
                     position: 0,
@@ -218,7 +220,7 @@ impl Handler<WaitRun> for SessionQueueActor {
                 match tokio::time::timeout(timeout, rx).await {
                     Ok(Ok(summary)) => Ok(summary),
                     _ => Ok(RunSummary {
-                        run_id: run_id.into(),
+                        run_id,
                         status: RunStatus::Timeout,
                         summary: String::new(),
                         error: None,
@@ -249,14 +251,14 @@ impl Handler<WaitRun> for SessionQueueActor {
                 }
                 Ok(None) => {
                     drop(rx);
-                    return done(Err(QueueError::UnknownRun(run_id.clone())));
+                    return done(Err(QueueError::UnknownRun(run_id.to_string())));
                 }
                 Ok(Some(run)) if !matches!(run.status.as_str(), "queued" | "running") => {
                     drop(rx);
                     // A stored name this version does not know reads as a failed run.
                     let status = RunStatus::from_name(&run.status).unwrap_or(RunStatus::Error);
                     let summary = RunSummary {
-                        run_id: run.id.into(),
+                        run_id: run.id,
                         status,
                         summary: run.output.unwrap_or_default(),
                         error: run.error,
@@ -271,7 +273,7 @@ impl Handler<WaitRun> for SessionQueueActor {
                 match tokio::time::timeout(timeout, rx).await {
                     Ok(Ok(summary)) => Ok(summary),
                     _ => Ok(RunSummary {
-                        run_id: pending.into(),
+                        run_id: pending,
                         status: RunStatus::Timeout,
                         summary: String::new(),
                         error: None,
@@ -289,7 +291,7 @@ impl Handler<AbortTurn> for SessionQueueActor {
     fn handle(&mut self, msg: AbortTurn, ctx: &mut Self::Context) -> AbortReport {
         let key = msg.session_key;
         let mut report = AbortReport::default();
-        if let Some(run_id) = self.abort_active(&key, msg.run_id.as_deref()) {
+        if let Some(run_id) = self.abort_active(&key, msg.run_id.as_ref()) {
             report.aborted = true;
             report.run_id = Some(run_id);
         } else if let Some(only) = &msg.run_id

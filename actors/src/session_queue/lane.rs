@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 
-use crate::messages::{QueueMode, TurnOptions};
+use crate::messages::{AgentId, QueueMode, RunId, TurnOptions};
 
 /// A submitted turn waiting in a lane.
 #[derive(Debug, Clone)]
@@ -11,9 +11,9 @@ pub struct Waiting {
     /// Arrival ticket (order of submission at the session-queue).
     pub ticket: u64,
     /// Run id once the store has accepted it (the entry cannot start before).
-    pub run_id: Option<String>,
+    pub run_id: Option<RunId>,
     /// Agent to run it.
-    pub agent_id: String,
+    pub agent_id: AgentId,
     /// User message.
     pub input: String,
     /// Queue mode.
@@ -26,11 +26,11 @@ pub struct Waiting {
 #[derive(Debug, Clone)]
 pub struct Active {
     /// The run that carries the turn.
-    pub run_id: String,
+    pub run_id: RunId,
     /// Runs coalesced into it (collect mode).
-    pub carried: Vec<String>,
+    pub carried: Vec<RunId>,
     /// Agent running it.
-    pub agent_id: String,
+    pub agent_id: AgentId,
     /// Reply text streamed so far.
     pub text: String,
     /// Per-run event sequence.
@@ -69,7 +69,7 @@ impl Lane {
 
     /// Takes the next turn to run: the oldest entry, or in collect mode the oldest and every
     /// accepted collect entry right behind it (coalesced into one input).
-    pub fn take_next(&mut self) -> Option<(Waiting, Vec<String>)> {
+    pub fn take_next(&mut self) -> Option<(Waiting, Vec<RunId>)> {
         if !self.can_start() {
             return None;
         }
@@ -96,7 +96,7 @@ impl Lane {
 
     /// Removes waiting entries (all, or all but the one with `keep` ticket); returns the run
     /// ids of those that had been accepted.
-    pub fn clear_waiting(&mut self, keep: Option<u64>) -> Vec<String> {
+    pub fn clear_waiting(&mut self, keep: Option<u64>) -> Vec<RunId> {
         let mut dropped = Vec::new();
         self.waiting.retain(|w| {
             if Some(w.ticket) == keep {
@@ -112,7 +112,7 @@ impl Lane {
 
     /// Removes the entries that arrived before `ticket` (an interrupt supersedes older
     /// turns, never newer ones); returns the run ids of those that had been accepted.
-    pub fn clear_before(&mut self, ticket: u64) -> Vec<String> {
+    pub fn clear_before(&mut self, ticket: u64) -> Vec<RunId> {
         let mut dropped = Vec::new();
         self.waiting.retain(|w| {
             if w.ticket >= ticket {
@@ -127,9 +127,9 @@ impl Lane {
     }
 
     /// Removes one waiting run by id; true if it was there.
-    pub fn remove_run(&mut self, run_id: &str) -> bool {
+    pub fn remove_run(&mut self, run_id: &RunId) -> bool {
         let before = self.waiting.len();
-        self.waiting.retain(|w| w.run_id.as_deref() != Some(run_id));
+        self.waiting.retain(|w| w.run_id.as_ref() != Some(run_id));
         before != self.waiting.len()
     }
 }
@@ -141,7 +141,7 @@ mod tests {
     fn entry(ticket: u64, mode: QueueMode, accepted: bool) -> Waiting {
         Waiting {
             ticket,
-            run_id: accepted.then(|| format!("r{ticket}")),
+            run_id: accepted.then(|| RunId::from(format!("r{ticket}"))),
             agent_id: "main".into(),
             input: format!("m{ticket}"),
             mode,
@@ -156,7 +156,7 @@ mod tests {
         lane.waiting.push_back(entry(2, QueueMode::Followup, true));
         assert!(!lane.can_start());
         assert!(lane.take_next().is_none());
-        lane.waiting[0].run_id = Some("r1".into());
+        lane.waiting[0].run_id = Some(RunId::from("r1"));
         assert_eq!(lane.take_next().map(|(w, _)| w.ticket), Some(1));
     }
 
@@ -187,7 +187,7 @@ mod tests {
         lane.waiting.push_back(entry(3, QueueMode::Followup, true));
         let (first, carried) = lane.take_next().expect("collect");
         assert_eq!(first.input, "m1\n\nm2");
-        assert_eq!(carried, vec!["r2".to_string()]);
+        assert_eq!(carried, vec![RunId::from("r2")]);
         assert_eq!(lane.waiting.len(), 1);
     }
 
@@ -198,7 +198,7 @@ mod tests {
             lane.waiting
                 .push_back(entry(t, QueueMode::Followup, t != 2));
         }
-        assert_eq!(lane.clear_before(3), vec!["r1".to_string()]);
+        assert_eq!(lane.clear_before(3), vec![RunId::from("r1")]);
         assert_eq!(
             lane.waiting.iter().map(|w| w.ticket).collect::<Vec<_>>(),
             vec![3, 4]
@@ -212,9 +212,9 @@ mod tests {
             lane.waiting.push_back(entry(t, QueueMode::Followup, true));
         }
         let dropped = lane.clear_waiting(Some(3));
-        assert_eq!(dropped, vec!["r1".to_string(), "r2".to_string()]);
+        assert_eq!(dropped, vec![RunId::from("r1"), RunId::from("r2")]);
         assert_eq!(lane.waiting.len(), 1);
-        assert!(lane.remove_run("r3"));
+        assert!(lane.remove_run(&RunId::from("r3")));
         assert!(lane.is_idle());
     }
 }

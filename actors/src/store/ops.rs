@@ -8,6 +8,7 @@ use super::turns::{
     Acceptance, HistoryPage, NewTurn, RunEnd, RunRecord, SessionSummary, StoredMessage, Transcript,
 };
 use super::{Store, StoreError, StoreInfo};
+use crate::messages::{RunId, SessionKey};
 
 /// An operation the store actor runs against its backend.
 pub trait StoreOp: Message<Result = Result<Self::Output, StoreError>> + Send + 'static {
@@ -64,20 +65,20 @@ store_op!(
 store_op!(
     /// Marks a run running, closes the runs coalesced into it, and reads its context (the
     /// last `context_limit` messages of the turns before it; 0 reads nothing).
-    StartRun { run_id: String, carried: Vec<String>, context_limit: i64 } -> Vec<StoredMessage>,
+    StartRun { run_id: RunId, carried: Vec<RunId>, context_limit: i64 } -> Vec<StoredMessage>,
     "start_run", true,
     |op, store| store.start_run(&op.run_id, &op.carried, op.context_limit)
 );
 
 store_op!(
     /// Records how a run ended, and its reply.
-    FinishRun { run_id: String, end: RunEnd } -> (), "finish_run", true,
+    FinishRun { run_id: RunId, end: RunEnd } -> (), "finish_run", true,
     |op, store| store.finish_run(&op.run_id, &op.end)
 );
 
 store_op!(
     /// Closes runs that will not run (aborted, superseded) with a status and a note.
-    CloseRuns { run_ids: Vec<String>, status: &'static str, note: Option<String> } -> (),
+    CloseRuns { run_ids: Vec<RunId>, status: &'static str, note: Option<String> } -> (),
     "close_runs", true,
     |op, store| store.close_runs(&op.run_ids, op.status, op.note.as_deref(), None)
 );
@@ -90,7 +91,7 @@ store_op!(
 
 store_op!(
     /// Clears a session's transcript and finished runs; `delete` removes the session too.
-    ClearSession { session_key: String, delete: bool } -> bool, "clear_session", true,
+    ClearSession { session_key: SessionKey, delete: bool } -> bool, "clear_session", true,
     |op, store| store.clear_session(&op.session_key, op.delete)
 );
 
@@ -102,13 +103,13 @@ store_op!(
 
 store_op!(
     /// One run by id.
-    GetRun { run_id: String } -> Option<RunRecord>, "get_run", false,
+    GetRun { run_id: RunId } -> Option<RunRecord>, "get_run", false,
     |op, store| store.get_run(&op.run_id)
 );
 
 store_op!(
     /// A page of a session's transcript, in turn order, bounded by count and bytes.
-    History { session_key: String, page: HistoryPage } -> Transcript, "history", false,
+    History { session_key: SessionKey, page: HistoryPage } -> Transcript, "history", false,
     |op, store| store.history(&op.session_key, op.page)
 );
 

@@ -15,7 +15,32 @@ use super::turns::{
     UsageRow,
 };
 use super::{Store, StoreError, StoreInfo};
+use crate::messages::{AgentId, RunId, RunStatus, SessionKey};
 use crate::now_ms;
+
+/// Stores and reads an id newtype as its text.
+macro_rules! sql_text_id {
+    ($($id:ty),*) => {$(
+        impl rusqlite::types::ToSql for $id {
+            fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+                Ok(rusqlite::types::ToSqlOutput::from(self.as_str()))
+            }
+        }
+
+        impl rusqlite::types::FromSql for $id {
+            fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+                String::column_result(value).map(Self::from)
+            }
+        }
+    )*};
+}
+sql_text_id!(RunId, SessionKey, AgentId);
+
+impl rusqlite::types::ToSql for RunStatus {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(rusqlite::types::ToSqlOutput::from(self.name()))
+    }
+}
 
 /// The schema, in order; a database at `user_version` N has the first N applied.
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -239,8 +264,8 @@ impl Store for SqliteStore {
 
     fn start_run(
         &mut self,
-        run_id: &str,
-        carried: &[String],
+        run_id: &RunId,
+        carried: &[RunId],
         context_limit: i64,
     ) -> Result<Vec<StoredMessage>, StoreError> {
         self.conn
@@ -253,7 +278,7 @@ impl Store for SqliteStore {
                 carried,
                 "coalesced",
                 Some("coalesced into a collect turn"),
-                Some(run_id),
+                Some(run_id.as_str()),
             )?;
         }
         if context_limit == 0 {
@@ -294,7 +319,7 @@ impl Store for SqliteStore {
         Ok(out)
     }
 
-    fn finish_run(&mut self, run_id: &str, end: &RunEnd) -> Result<(), StoreError> {
+    fn finish_run(&mut self, run_id: &RunId, end: &RunEnd) -> Result<(), StoreError> {
         let now = now_ms() as i64;
         let attachments = crate::attachments::to_store_json(&end.attachments);
         let updated: Option<(String, i64)> = self
@@ -337,7 +362,7 @@ impl Store for SqliteStore {
 
     fn close_runs(
         &mut self,
-        run_ids: &[String],
+        run_ids: &[RunId],
         status: &str,
         note: Option<&str>,
         into: Option<&str>,
@@ -376,11 +401,15 @@ impl Store for SqliteStore {
         let mut interrupted = by_status(&self.conn, "running")?;
         for run in &mut interrupted {
             let end = RunEnd {
-                status: "error".into(),
+                status: RunStatus::Error,
+                output: String::new(),
                 error: Some(format!(
                     "interrupted: {reason} during this run; not retried so it cannot answer twice"
                 )),
-                ..RunEnd::default()
+                input_tokens: 0,
+                output_tokens: 0,
+                cost_usd: 0.0,
+                attachments: Vec::new(),
             };
             self.finish_run(&run.id, &end)?;
             run.status = "error".into();
@@ -389,7 +418,7 @@ impl Store for SqliteStore {
         Ok((interrupted, queued))
     }
 
-    fn get_run(&mut self, run_id: &str) -> Result<Option<RunRecord>, StoreError> {
+    fn get_run(&mut self, run_id: &RunId) -> Result<Option<RunRecord>, StoreError> {
         let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1");
         Ok(self
             .conn
@@ -398,7 +427,11 @@ impl Store for SqliteStore {
             .optional()?)
     }
 
-    fn history(&mut self, session_key: &str, page: HistoryPage) -> Result<Transcript, StoreError> {
+    fn history(
+        &mut self,
+        session_key: &SessionKey,
+        page: HistoryPage,
+    ) -> Result<Transcript, StoreError> {
         let sql = format!(
             "SELECT m.id, m.role, substr(m.text, 1, ?3) AS text, length(CAST(m.text AS BLOB)) AS bytes, m.ts, m.run_id, m.attachments,
                     r.status = 'queued' AS queued
@@ -542,7 +575,11 @@ impl Store for SqliteStore {
         Ok(serde_json::Value::Object(out))
     }
 
-    fn clear_session(&mut self, session_key: &str, delete: bool) -> Result<bool, StoreError> {
+    fn clear_session(
+        &mut self,
+        session_key: &SessionKey,
+        delete: bool,
+    ) -> Result<bool, StoreError> {
         let existed = self
             .conn
             .query_row(
@@ -627,9 +664,13 @@ mod tests {
         let mut db = SqliteStore::open(&dir.join("t.db")).unwrap();
         let old = accept(&mut db, turn("agent:main:a", "old", "k1"));
         let end = RunEnd {
-            status: "ok".into(),
+            status: RunStatus::Ok,
             output: "old reply".into(),
-            ..RunEnd::default()
+            error: None,
+            input_tokens: 0,
+            output_tokens: 0,
+            cost_usd: 0.0,
+            attachments: Vec::new(),
         };
         db.finish_run(&old.id, &end).unwrap();
         let waiting = accept(&mut db, turn("agent:main:a", "still waiting", "k2"));
@@ -649,7 +690,7 @@ mod tests {
         assert!(db.get_run(&old.id).unwrap().is_none());
         assert!(db.get_run(&waiting.id).unwrap().is_some());
         let page = db
-            .history("agent:main:a", HistoryPage::new(10, None))
+            .history(&"agent:main:a".into(), HistoryPage::new(10, None))
             .unwrap();
         let texts: Vec<&str> = page.messages.iter().map(|m| m.text.as_str()).collect();
         assert_eq!(texts, ["still waiting"]);
@@ -682,7 +723,7 @@ mod tests {
             max_bytes: 450,
             max_text_bytes: 150,
         };
-        let first = db.history("agent:main:c", page).unwrap();
+        let first = db.history(&"agent:main:c".into(), page).unwrap();
         assert_eq!(
             first.messages.len(),
             3,
@@ -698,7 +739,7 @@ mod tests {
         assert!(first.messages.iter().all(|m| m.text.len() == 150));
         let rest = db
             .history(
-                "agent:main:c",
+                &"agent:main:c".into(),
                 HistoryPage {
                     before: first.next_before,
                     ..page
@@ -744,7 +785,7 @@ mod upgrade_tests {
         assert_eq!(Some(version), MIGRATIONS.last().map(|(n, _)| *n));
         let page = db
             .history(
-                "agent:main:main",
+                &"agent:main:main".into(),
                 crate::store::turns::HistoryPage::new(10, None),
             )
             .unwrap();

@@ -3,18 +3,20 @@
 
 use serde::Serialize;
 
+use crate::messages::{AgentId, RunId, RunStatus, SessionKey};
+
 /// A run (one agent turn) as stored.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct RunRecord {
     /// Run id (uuid).
-    pub id: String,
+    pub id: RunId,
     /// Global acceptance order.
     pub seq: i64,
     /// Session key.
-    pub session_key: String,
+    pub session_key: SessionKey,
     /// Agent id.
-    pub agent_id: String,
+    pub agent_id: AgentId,
     /// queued | running | ok | error | aborted | coalesced.
     pub status: String,
     /// Queue mode it was submitted with.
@@ -139,9 +141,9 @@ pub enum Acceptance {
 #[derive(Debug, Clone)]
 pub struct NewTurn {
     /// Session key.
-    pub session_key: String,
+    pub session_key: SessionKey,
     /// Agent id.
-    pub agent_id: String,
+    pub agent_id: AgentId,
     /// User message.
     pub text: String,
     /// Client's idempotency key.
@@ -157,10 +159,10 @@ pub struct NewTurn {
 }
 
 /// How a run ended, as stored.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RunEnd {
-    /// ok | error | aborted.
-    pub status: String,
+    /// How it ended.
+    pub status: RunStatus,
     /// The reply (partial when aborted).
     pub output: String,
     /// Why it failed.

@@ -18,7 +18,7 @@ use crate::gateway::turns::{
     self as shared, EdgeError, accepted_payload, transcript_json, usage_since,
 };
 use crate::gateway::ws::protocol::{ErrorShape, Scope};
-use troupe_actors::messages::{QueueMode, RunEvent, SessionEvent, TurnOptions};
+use troupe_actors::messages::{QueueMode, RunEvent, RunId, SessionEvent, TurnOptions};
 use troupe_actors::session_key::ResolvedKey;
 use troupe_actors::session_queue::{
     AbortTurn, QueueError, ResetSession, RunSummary, SubmitTurn, Subscribe, TurnAccepted,
@@ -244,7 +244,7 @@ impl WsSessionActor {
                 self.subscribe_to(&p.session_key, ctx);
                 let page = turns::HistoryPage::new(i64::from(p.limit.unwrap_or(100).clamp(1, 1000)), p.before);
                 let op = History {
-                    session_key: p.session_key.clone(),
+                    session_key: p.session_key.as_str().into(),
                     page,
                 };
                 let key = p.session_key;
@@ -288,8 +288,8 @@ impl WsSessionActor {
             }),
             "chat.abort" => parse::<AbortParams>(method, params).and_then(|p| {
                 let abort = AbortTurn {
-                    session_key: self.check_key(&p.session_key)?.key,
-                    run_id: p.run_id,
+                    session_key: self.check_key(&p.session_key)?.key.into(),
+                    run_id: p.run_id.map(RunId::from),
                     clear_queued: p.clear_queued,
                 };
                 let id = id.clone();
@@ -316,7 +316,7 @@ impl WsSessionActor {
                             return act.respond(id, Err(unavailable("the session queue")), ctx);
                         };
                         let reset = ResetSession {
-                            session_key: key.clone(),
+                            session_key: key.as_str().into(),
                             delete,
                         };
                         ctx.spawn(queue.send(reset).into_actor(act).map(move |res, act, ctx| {
@@ -406,7 +406,7 @@ impl WsSessionActor {
                     return act.respond(id, Err(unavailable("the session queue")), ctx);
                 };
                 let wait = WaitRun {
-                    run_id: run_id.clone(),
+                    run_id: run_id.as_str().into(),
                     timeout,
                 };
                 act.awaiting
@@ -447,7 +447,7 @@ impl WsSessionActor {
     fn subscribe_to(&mut self, session_key: &str, ctx: &mut Context<Self>) {
         self.link_q.subscribed.insert(session_key.to_string());
         let subscribe = Subscribe {
-            session_key: session_key.to_string(),
+            session_key: session_key.into(),
             conn_id: self.conn_id.clone(),
             recipient: ctx.address().recipient(),
         };

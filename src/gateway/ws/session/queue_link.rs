@@ -192,7 +192,7 @@ impl WsSessionActor {
                 for session_key in keys {
                     let (conn_id, recipient) = (conn_id.clone(), recipient.clone());
                     let _ = addr.try_send(Subscribe {
-                        session_key,
+                        session_key: session_key.into(),
                         conn_id,
                         recipient,
                     });
