@@ -514,7 +514,7 @@ async fn serve(
                     // wait on Nagle's algorithm meeting the client's delayed ACK.
                     let _ = tcp.set_nodelay(true);
                     let admission = match tcp.peer_addr() {
-                        Ok(peer) => limits.admit(peer.ip()),
+                        Ok(peer) => limits.admit(peer.ip()).map(Arc::new),
                         Err(e) => Err(format!("cannot read the client address: {e}")),
                     };
                     ext.insert(AcceptedConnection {

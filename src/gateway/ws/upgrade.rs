@@ -10,8 +10,9 @@
 //! outbound frames to the write half until the session ends. Any other answer (a refusal,
 //! a route that is not WebSocket) is written whole and the connection is closed.
 //!
-//! The future lives as long as the connection: it keeps the request, and with it the
-//! connection's slot in `gateway.max_connections`, and actix-server counts it as open.
+//! The future lives as long as the connection: it keeps the connection's slot in
+//! `gateway.max_connections` (not the request, whose head holds slices of the dispatcher's
+//! read buffer), and actix-server counts it as open.
 
 use std::rc::Rc;
 use std::time::Duration;
@@ -29,6 +30,8 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::transport::{Handoff, PendingSocket};
+use crate::http::connections::AcceptedConnection;
+use actix_web::web::BytesMut;
 
 /// What went wrong while serving an upgrade request (logged by actix-http).
 #[derive(Debug, thiserror::Error)]
@@ -108,12 +111,28 @@ where
                 .send(Message::Item((head, size)))
                 .await
                 .map_err(UpgradeError::Write)?;
-            let parts = framed.into_parts();
-            let (read, write) = parts.io.into_split();
+            // Keep only the connection's slot: the request's head holds slices of the
+            // dispatcher's 8 KiB read buffer, which must not live as long as the socket.
+            let slot = http_req
+                .as_ref()
+                .and_then(|r| r.conn_data::<AcceptedConnection>())
+                .and_then(|c| c.admission.as_ref().ok().cloned());
+            drop(http_req);
+            // Only the socket and unread bytes go on; the codec and buffers are dropped.
+            let (io, leftover) = {
+                let parts = framed.into_parts();
+                (parts.io, parts.read_buf)
+            };
+            let leftover = if leftover.is_empty() {
+                BytesMut::new()
+            } else {
+                leftover
+            };
+            let (read, write) = io.into_split();
             let (alive, session_gone) = oneshot::channel();
             let handoff = Handoff {
                 read,
-                leftover: parts.read_buf,
+                leftover,
                 alive,
             };
             if pending.0.send(handoff).is_err() {
@@ -122,7 +141,7 @@ where
             }
             write_frames(write, body, session_gone).await;
             // The connection's slot is given back only now.
-            drop(http_req);
+            drop(slot);
             Ok(())
         }
         _ => {
