@@ -95,8 +95,19 @@ async fn soak(duration: Duration, sessions: usize) -> BenchResult<()> {
         idle.2
     );
     println!(
-        "{:>6} {:>10} {:>8} {:>6} {:>10} {:>9} {:>9} {:>8} {:>8}",
-        "minute", "RSS", "threads", "fds", "turns", "p50 ms", "p99 ms", "crashes", "churned"
+        "{:>6} {:>10} {:>8} {:>6} {:>10} {:>9} {:>9} {:>8} {:>8} {:>10} {:>10} {:>10}",
+        "minute",
+        "RSS",
+        "threads",
+        "fds",
+        "turns",
+        "p50 ms",
+        "p99 ms",
+        "crashes",
+        "churned",
+        "anon",
+        "file",
+        "store"
     );
     let config = drill::DrillConfig {
         port: server.port(),
@@ -128,8 +139,9 @@ async fn soak(duration: Duration, sessions: usize) -> BenchResult<()> {
         let stats = drill::proc_stats(pid).unwrap_or_default();
         samples.push(stats);
         all_p99.push(p99);
+        let (anon, file) = rss_split(pid);
         println!(
-            "{minute:>6} {:>10} {:>8} {:>6} {:>10} {:>9} {:>9} {:>8} {:>8}",
+            "{minute:>6} {:>10} {:>8} {:>6} {:>10} {:>9} {:>9} {:>8} {:>8} {:>10} {:>10} {:>10}",
             mb(stats.0),
             stats.1,
             stats.2,
@@ -138,6 +150,9 @@ async fn soak(duration: Duration, sessions: usize) -> BenchResult<()> {
             p99,
             live.crashes.load(std::sync::atomic::Ordering::Relaxed),
             thousands(live.churned.load(std::sync::atomic::Ordering::Relaxed)),
+            mb(anon),
+            mb(file),
+            mb(store_kib(server.home())),
         );
     }
     let report = drill_task.await?;
@@ -237,6 +252,29 @@ async fn soak(duration: Duration, sessions: usize) -> BenchResult<()> {
         return Err("an invariant was broken (see above)".into());
     }
     Ok(())
+}
+
+/// The gateway's resident memory split into heap and stacks (`RssAnon`) and mapped files
+/// (`RssFile`: the binary, shared libraries, a memory-mapped store), in KiB.
+fn rss_split(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|r| r.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (field("RssAnon:"), field("RssFile:") + field("RssShmem:"))
+}
+
+/// The store's size on disk (database, WAL and shared-memory index) in KiB.
+fn store_kib(home: &std::path::Path) -> u64 {
+    ["troupe.db", "troupe.db-wal", "troupe.db-shm"]
+        .iter()
+        .filter_map(|f| std::fs::metadata(home.join(f)).ok())
+        .map(|m| m.len() / 1024)
+        .sum()
 }
 
 /// Whether every node of the tree is running again (waits up to a minute).

@@ -558,12 +558,16 @@ async fn ws(
             .into());
         }
     };
-    let (response, session, stream) = actix_ws::handle(&req, body)?;
+    // The session reads the socket itself once the upgrade service hands it over (see
+    // `gateway::ws::upgrade`); actix-ws only encodes what the session sends.
+    let (pending, inbound) = crate::gateway::ws::transport::inbound(gateway.edge.max_payload);
+    let (mut response, session, _unused) = actix_ws::handle(&req, body)?;
+    response.extensions_mut().insert(pending);
     WsSessionActor::start(
         (*gateway).clone(),
         clients,
         session,
-        stream,
+        inbound,
         req.peer_addr(),
     );
     Ok(response)

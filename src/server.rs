@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 
 use crate::gateway::auth_limit::AuthLimiter;
 use crate::gateway::{AuthPolicy, EdgeSettings, Gateway};
-use actix_web::{App, HttpServer, web};
+use actix_http::HttpService;
+use actix_service::{IntoServiceFactory, ServiceFactoryExt, map_config};
+use actix_web::dev::AppConfig;
+use actix_web::{App, web};
 use tokio::sync::oneshot;
 use troupe_actors::agent::AgentSettings;
 use troupe_actors::gateway::{GatewaySettings, Secret};
@@ -501,7 +504,7 @@ async fn serve(
             .map(|a| (a.summary.id.clone(), a.memory_dir.clone())),
     ));
     let limits = ConnectionLimits::new(config.max_connections, config.max_connections_per_ip);
-    let server = HttpServer::new(move || {
+    let make_app = move || {
         App::new()
             .app_data(data.clone())
             .app_data(edge.clone())
@@ -512,32 +515,57 @@ async fn serve(
             .app_data(web::PayloadConfig::new(crate::http::BODY_LIMIT))
             .wrap(actix_web::middleware::from_fn(crate::http::edge::guard))
             .configure(crate::http::routes)
-    })
-    .workers(config.workers)
-    // Headers must arrive within the request timeout (the body's own deadline is in the
-    // edge middleware). A worker stops accepting past `max_connections`: admitted
-    // connections are at most that in all, so the rest is room to answer refusals with 503.
-    .client_request_timeout(config.request_timeout)
-    .max_connections(config.max_connections.saturating_mul(2))
-    .on_connect(move |conn, ext| {
-        if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
-            // Small frames (a turn's deltas, a response after a request) must not wait on
-            // Nagle's algorithm meeting the client's delayed ACK (~40 ms per exchange).
-            let _ = tcp.set_nodelay(true);
-            let admission = match tcp.peer_addr() {
-                Ok(peer) => limits.admit(peer.ip()),
-                Err(e) => Err(format!("cannot read the client address: {e}")),
-            };
-            ext.insert(AcceptedConnection {
-                local: tcp.local_addr().ok(),
-                admission,
-            });
-        }
-    })
-    .disable_signals()
-    .shutdown_timeout(config.shutdown_timeout.as_secs().max(1))
-    .listen(listener)?
-    .run();
+    };
+    let request_timeout = config.request_timeout;
+    let addr = listener.local_addr()?;
+    // actix-server and actix-http's HttpService, as actix-web's HttpServer builds them, plus
+    // an upgrade service: a WebSocket handshake is answered by the same App, then the socket
+    // leaves the HTTP/1 dispatcher and its fixed 8 KiB buffers (`gateway::ws::upgrade`).
+    let builder = actix_server::Server::build();
+    let graceful = builder.graceful_shutdown_signal();
+    let server = builder
+        .workers(config.workers)
+        // A worker stops accepting past `max_connections`: admitted connections are at most
+        // that in all, so the rest is room to answer refusals with 503.
+        .max_concurrent_connections(config.max_connections.saturating_mul(2))
+        .disable_signals()
+        .shutdown_timeout(config.shutdown_timeout.as_secs().max(1))
+        .listen("troupe-http", listener, move || {
+            let graceful = graceful.clone();
+            let limits = limits.clone();
+            let app = make_app()
+                .into_factory()
+                .map_err(|err| err.error_response());
+            HttpService::build()
+                .graceful_shutdown_signal(move || {
+                    let graceful = graceful.clone();
+                    async move { graceful.notified().await }
+                })
+                // Headers must arrive within the request timeout (the body's own deadline
+                // is in the edge middleware).
+                .client_request_timeout(request_timeout)
+                .client_disconnect_timeout(Duration::from_secs(1))
+                .local_addr(addr)
+                .on_connect_ext(move |tcp: &actix_web::rt::net::TcpStream, ext| {
+                    // Small frames (a turn's deltas, a response after a request) must not
+                    // wait on Nagle's algorithm meeting the client's delayed ACK.
+                    let _ = tcp.set_nodelay(true);
+                    let admission = match tcp.peer_addr() {
+                        Ok(peer) => limits.admit(peer.ip()).map(Arc::new),
+                        Err(e) => Err(format!("cannot read the client address: {e}")),
+                    };
+                    ext.insert(AcceptedConnection {
+                        local: tcp.local_addr().ok(),
+                        admission,
+                    });
+                })
+                .upgrade(crate::gateway::ws::upgrade::factory(
+                    make_app().into_factory(),
+                ))
+                .finish(map_config(app, move |_| AppConfig::default()))
+                .tcp()
+        })?
+        .run();
     let handle = server.handle();
     let server_task = actix_rt::spawn(server);
     tracing::info!(

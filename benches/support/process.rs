@@ -269,9 +269,13 @@ impl Drop for ServerProcess {
     }
 }
 
-/// The gateway command line and environment, and where it will write its port.
+/// The gateway command line and environment, and where it will write its port. The binary
+/// is the one cargo built for this profile, or `TROUPE_BENCH_BIN` (a saved build, to
+/// compare two versions in the same run conditions).
 fn gateway_command(home: &Path) -> (Command, PathBuf) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_troupe"));
+    let binary =
+        std::env::var_os("TROUPE_BENCH_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_troupe").into());
+    let mut command = Command::new(binary);
     command
         .args(["gateway", "run", "--port", "0"])
         .env("TROUPE_HOME", home)

@@ -34,8 +34,9 @@ pub struct ConnectionSlot {
 pub struct AcceptedConnection {
     /// The local address the client reached (the bound address it may name in `Host`).
     pub local: Option<SocketAddr>,
-    /// `Ok(slot)` when admitted; `Err(why)` when over a bound.
-    pub admission: Result<ConnectionSlot, String>,
+    /// `Ok(slot)` when admitted; `Err(why)` when over a bound. Shared: an upgraded
+    /// WebSocket keeps the slot after its HTTP request is dropped.
+    pub admission: Result<Arc<ConnectionSlot>, String>,
 }
 
 impl ConnectionLimits {

@@ -1,4 +1,5 @@
-//! `ws:<connId>`: one actor per WebSocket connection, over actix-ws, living on the HTTP
+//! `ws:<connId>`: one actor per WebSocket connection, reading frames from the socket
+//! ([`super::transport`]) and sending through actix-ws's session, living on the HTTP
 //! worker that accepted it and adopted by the `clients` supervisor. Outbound frames go
 //! through a byte-bounded outbox: a client that stops reading is closed (1008), never
 //! allowed to grow the process.
@@ -80,15 +81,10 @@ impl WsSessionActor {
         gateway: Gateway,
         clients: Addr<SupervisorActor>,
         session: Session,
-        stream: actix_ws::MessageStream,
+        stream: crate::gateway::ws::transport::Inbound,
         peer: Option<SocketAddr>,
     ) -> Addr<Self> {
         let conn_id = uuid::Uuid::new_v4().to_string();
-        let max = gateway.edge.max_payload;
-        let stream = stream
-            .max_frame_size(max)
-            .aggregate_continuations()
-            .max_continuation_size(max);
         let link = ChildLink {
             id: ChildId::new(format!("ws:{conn_id}")),
             generation: 1,
