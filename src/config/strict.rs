@@ -186,10 +186,44 @@ pub fn check_file_syntax(path: &Path) -> Result<(), ConfigError> {
     check_text_syntax(&text, &path.display().to_string())
 }
 
+/// Refuses a key holding `[` or `]` (such as `"z[99999999999]" = 0`): the `config` crate
+/// reads a key as a path and would grow a list to that index, panicking or exhausting
+/// memory (found by the `config` fuzz target). Keys are names, never paths.
+fn check_key_names(table: &toml::Table, prefix: &str) -> Result<(), ConfigError> {
+    for (name, value) in table {
+        let key = if prefix.is_empty() {
+            name.clone()
+        } else {
+            format!("{prefix}.{name}")
+        };
+        if name.contains(['[', ']']) {
+            return Err(ConfigError {
+                key,
+                why: "a key cannot contain '[' or ']': keys are names, not paths".into(),
+            });
+        }
+        let tables: Vec<&toml::Table> = match value {
+            toml::Value::Table(t) => vec![t],
+            toml::Value::Array(items) => items.iter().filter_map(|v| v.as_table()).collect(),
+            _ => Vec::new(),
+        };
+        for (i, inner) in tables.into_iter().enumerate() {
+            let inner_key = if value.is_array() {
+                format!("{key}[{i}]")
+            } else {
+                key.clone()
+            };
+            check_key_names(inner, &inner_key)?;
+        }
+    }
+    Ok(())
+}
+
 /// [`check_file_syntax`] on text already read; `origin` names it in the error.
 pub fn check_text_syntax(text: &str, origin: &str) -> Result<(), ConfigError> {
-    let Err(err) = toml::from_str::<toml::Table>(text) else {
-        return Ok(());
+    let err = match toml::from_str::<toml::Table>(text) {
+        Ok(table) => return check_key_names(&table, ""),
+        Err(err) => err,
     };
     let line_no = err
         .span()
@@ -230,6 +264,30 @@ mod tests {
             .expect("toml")
             .try_deserialize()
             .expect("map")
+    }
+
+    /// Regression (config fuzz target): a quoted key read as a path with a huge index made
+    /// the `config` crate grow a list to that index and panic (capacity overflow), or
+    /// with a smaller index exhaust memory.
+    #[test]
+    fn a_key_holding_a_list_index_is_refused_before_the_config_crate_sees_it() {
+        let crash = "\"z[000000000000000000000002049638230412172384]\"=0";
+        let err = check_text_syntax(crash, "config").expect_err("refused");
+        assert!(err.key.starts_with("z["), "{err:?}");
+        assert!(err.why.contains("cannot contain"), "{err:?}");
+        let nested = "[gateway]\n\"x[99999999]\" = 1\n";
+        assert_eq!(
+            check_text_syntax(nested, "c").expect_err("refused").key,
+            "gateway.x[99999999]"
+        );
+        let in_list = "[[agents]]\nid = \"a\"\n\"p[5]\" = 1\n";
+        assert_eq!(
+            check_text_syntax(in_list, "c").expect_err("refused").key,
+            "agents[0].p[5]"
+        );
+        assert!(check_text_syntax("[gateway]\nport = 1\n", "c").is_ok());
+        let whole = crate::config::Config::from_toml_str(crash).expect_err("refused, no panic");
+        assert!(whole.to_string().contains("cannot contain"), "{whole}");
     }
 
     #[test]
