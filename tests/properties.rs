@@ -229,6 +229,9 @@ fn dow_field() -> impl Strategy<Value = (String, Vec<u32>)> {
 
 /// The first minute after `after_ms` (UTC) that Unix cron fires: minute, hour and month
 /// must match; of day-of-month and day-of-week, both when either is `*`, else either one.
+/// Looks 30 years ahead: a date falls on a given weekday again within 28 years (this
+/// range never crosses 2100), so e.g. `* * */7 3 7` (a 1st/8th/.../29th of March that is a
+/// Sunday, both fields ANDed) after 2026-03-29 is 2037-03-01, 11 years on.
 fn unix_next(
     after_ms: i64,
     minutes: &[u32],
@@ -239,7 +242,7 @@ fn unix_next(
 ) -> Option<i64> {
     let after = DateTime::<Utc>::from_timestamp_millis(after_ms)?;
     let mut day = after.date_naive();
-    for _ in 0..(366 * 8) {
+    for _ in 0..(366 * 30) {
         let dom_ok = doms.contains(&day.day());
         let dow_ok = dows.contains(&day.weekday().num_days_from_sunday());
         let day_ok = if dom_star || dow_star {
@@ -263,6 +266,31 @@ fn unix_next(
         day = day.succ_opt()?;
     }
     None
+}
+
+/// Found by `valid_cron_fires_...`: the next fire of `* * */7 3 7` after 2026-03-29 23:59
+/// is 11 years away; the scheduler found it, the reference looked only 8 years ahead.
+#[test]
+fn a_fire_eleven_years_away_is_found_by_both_the_scheduler_and_the_reference() {
+    let schedule = Schedule::parse("* * */7 3 7").unwrap();
+    let utc = Zone::parse(Some("UTC")).unwrap();
+    let after = 1_774_828_740_000;
+    let all = |lo: u32, hi: u32| (lo..=hi).collect::<Vec<_>>();
+    let doms: Vec<u32> = (1..=31).step_by(7).collect();
+    let expected = unix_next(
+        after,
+        &all(0, 59),
+        &all(0, 23),
+        (&doms, true),
+        &[3],
+        (&[0], false),
+    );
+    assert_eq!(
+        expected,
+        Some(2_119_478_400_000),
+        "2037-03-01 00:00 UTC, a Sunday"
+    );
+    assert_eq!(schedule.next_after(after, 0, utc), expected);
 }
 
 proptest! {
