@@ -14,11 +14,12 @@ use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
 use super::{ApiError, authorize};
+#[cfg(test)]
+use troupe_actors::attachments::files::MAX_NAME_CHARS;
+use troupe_actors::attachments::files::{self, sniff};
 
 /// Bytes looked at to tell a file's type.
 const SNIFF_BYTES: usize = 8192;
-/// Longest stored file name, in characters.
-const MAX_NAME_CHARS: usize = 120;
 
 /// Where uploads go and how large they may be.
 #[derive(Debug, Clone)]
@@ -29,47 +30,10 @@ pub struct UploadSettings {
     pub max_bytes: u64,
 }
 
-/// A client's file name reduced to a safe one: the last path part, letters, digits, `.`,
-/// `-` and `_` kept (others, spaces too, become `_`), no leading dot, at most 120
-/// characters (the end kept, so the extension stays).
+/// A client's file name reduced to a safe one (see [`files::safe_name`]); `upload` when
+/// nothing of it is left.
 pub fn sanitize_filename(name: &str) -> String {
-    let last = name.rsplit(['/', '\\']).next().unwrap_or("");
-    let cleaned: String = last
-        .chars()
-        .map(|c| {
-            if c.is_alphanumeric() || matches!(c, '.' | '-' | '_') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let cleaned = cleaned.trim_start_matches(['.', '_']).to_string();
-    let mut cleaned: String = cleaned.chars().rev().take(MAX_NAME_CHARS).collect();
-    cleaned = cleaned.chars().rev().collect();
-    if cleaned.trim_matches(['.', '_']).is_empty() {
-        "upload".into()
-    } else {
-        cleaned
-    }
-}
-
-/// The MIME type of a file from its first bytes: a known signature, else `text/plain` for
-/// UTF-8 text, else `application/octet-stream`.
-pub fn sniff(head: &[u8]) -> String {
-    if let Some(kind) = infer::get(head) {
-        return kind.mime_type().to_string();
-    }
-    let text = match std::str::from_utf8(head) {
-        Ok(_) => true,
-        // A multi-byte character cut at the end of the sniffed bytes is still text.
-        Err(e) => e.error_len().is_none() && e.valid_up_to() + 4 > head.len(),
-    };
-    if text && !head.contains(&0) {
-        "text/plain".into()
-    } else {
-        "application/octet-stream".into()
-    }
+    files::safe_name_or(name, "upload")
 }
 
 fn bad(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {

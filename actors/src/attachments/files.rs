@@ -14,11 +14,16 @@ pub const MAX_INLINE_TEXT_BYTES: usize = 32 * 1024;
 /// Bytes looked at to tell a file's type.
 const SNIFF_BYTES: usize = 8192;
 /// Longest stored file name, in characters.
-const MAX_NAME_CHARS: usize = 120;
+pub const MAX_NAME_CHARS: usize = 120;
 
 /// A file name reduced to a safe one: its last path part, letters, digits, `.`, `-`, `_`
 /// (others become `_`), no leading dot, at most 120 characters (the extension kept).
 pub fn safe_name(name: &str) -> String {
+    safe_name_or(name, "file")
+}
+
+/// [`safe_name`], with `fallback` when nothing of the name is left.
+pub fn safe_name_or(name: &str, fallback: &str) -> String {
     let last = name.rsplit(['/', '\\']).next().unwrap_or("");
     let cleaned: String = last
         .chars()
@@ -34,7 +39,7 @@ pub fn safe_name(name: &str) -> String {
     let skip = cleaned.chars().count().saturating_sub(MAX_NAME_CHARS);
     let cleaned: String = cleaned.chars().skip(skip).collect();
     if cleaned.trim_matches(['.', '_']).is_empty() {
-        "file".into()
+        fallback.into()
     } else {
         cleaned
     }
