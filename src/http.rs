@@ -8,6 +8,7 @@ mod config_edit;
 pub mod connections;
 mod cron;
 pub mod edge;
+pub mod files;
 mod hooks;
 mod host;
 mod logs;
@@ -212,6 +213,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(endpoint("/api/mcps/{name}/enable", POST).route(web::post().to(mcps::enable)))
         .service(endpoint("/api/mcps/{name}/disable", POST).route(web::post().to(mcps::disable)))
         .service(endpoint("/api/upload", POST).route(web::post().to(upload::upload)))
+        .service(endpoint("/api/files/{path:.*}", GET).route(web::get().to(files::download)))
         .service(endpoint("/api/vault/notes", GET).route(web::get().to(vault::list)))
         .service(
             endpoint("/api/vault/notes/{path:.*}", "GET, HEAD, PUT, DELETE")

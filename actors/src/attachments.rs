@@ -56,9 +56,10 @@ pub enum AttachmentKind {
 }
 
 /// A file attached to a message, stored on disk: what the transcript keeps and channels
-/// deliver. Serialized for clients as `{type, mimeType, fileName, path, size}`; the
-/// absolute file is internal (kept in the store, never shown).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// deliver. Serialized for clients as `{type, mimeType, fileName, path, url, size}` (`url`:
+/// where `GET /api/files/...` serves it, see [`download_url`]); the absolute file is
+/// internal (kept in the store, never shown).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AttachmentRef {
     /// Image or file.
@@ -76,6 +77,51 @@ pub struct AttachmentRef {
     /// The absolute file (not sent to clients).
     #[serde(skip)]
     pub file: PathBuf,
+}
+
+impl Serialize for AttachmentRef {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let url = download_url(&self.path);
+        let mut out = s.serialize_struct("AttachmentRef", 6)?;
+        out.serialize_field("type", &self.kind)?;
+        out.serialize_field("mimeType", &self.mime_type)?;
+        out.serialize_field("fileName", &self.file_name)?;
+        out.serialize_field("path", &self.path)?;
+        match &url {
+            Some(url) => out.serialize_field("url", url)?,
+            None => out.skip_field("url")?,
+        }
+        out.serialize_field("size", &self.size)?;
+        out.end()
+    }
+}
+
+/// Where the gateway serves files: `GET /api/files/<path>`.
+pub const DOWNLOAD_PREFIX: &str = "/api/files/";
+
+/// The URL (absolute path on the gateway's port) that serves the file at `path` (relative to
+/// the state dir): [`DOWNLOAD_PREFIX`] then each part of the path percent-encoded. `None`
+/// for a path that is not relative (a file outside the state dir is not served).
+pub fn download_url(path: &str) -> Option<String> {
+    if path.is_empty() || path.starts_with('/') || path.starts_with('\\') {
+        return None;
+    }
+    let parts: Vec<String> = path.split('/').map(encode_part).collect();
+    Some(format!("{DOWNLOAD_PREFIX}{}", parts.join("/")))
+}
+
+/// One path part percent-encoded: everything but letters, digits and `-._~`.
+fn encode_part(part: &str) -> String {
+    let mut out = String::with_capacity(part.len());
+    for b in part.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// [`AttachmentRef`] as the store keeps it: with its absolute file.
@@ -301,6 +347,20 @@ mod tests {
         assert_eq!(from_store_json(Some(&json)), got);
         let public = serde_json::to_value(&got[0]).unwrap();
         assert!(public.get("file").is_none(), "{public}");
+        assert_eq!(
+            public["url"].as_str().unwrap(),
+            format!("/api/files/{}", got[0].path)
+        );
+    }
+
+    #[test]
+    fn download_urls_encode_each_part_and_skip_absolute_paths() {
+        assert_eq!(
+            download_url("agents/main/memory/my notes/r\u{e9}sum\u{e9}#1.md").as_deref(),
+            Some("/api/files/agents/main/memory/my%20notes/r%C3%A9sum%C3%A9%231.md")
+        );
+        assert_eq!(download_url("/tmp/x.png"), None);
+        assert_eq!(download_url(""), None);
     }
 
     #[test]

@@ -21,6 +21,7 @@ use tokio::sync::oneshot;
 use crate::agent::{AgentActor, RunOutcome, RunTurn};
 use crate::messages::{
     AgentId, QueueMode, RunEvent, RunId, RunStatus, SessionEvent, SessionKey, TurnEvent,
+    TurnOptions,
 };
 use crate::now_ms;
 use crate::store::turns::{self, RunRecord};
@@ -533,7 +534,12 @@ impl SessionQueueActor {
                 agent_id: run.agent_id,
                 input: run.input,
                 mode,
-                options: Default::default(),
+                // Per-turn settings are not stored, but the message's files are: the turn
+                // runs with them.
+                options: TurnOptions {
+                    attachments: run.input_attachments,
+                    ..TurnOptions::default()
+                },
             });
     }
 }

@@ -3,8 +3,12 @@
 //!
 //! - `model` names an agent: its id, or `troupe/<agentId>`; `/v1/models` lists them.
 //! - Troupe agents keep their own history, so a request becomes one turn: the text of
-//!   its last `user` message. The rest of `messages` and the sampling options (`temperature`,
-//!   `max_tokens`, `tools`, `user`, ...) are accepted and ignored.
+//!   its last `user` message, with its `image_url` parts (`data:` URLs; remote URLs are
+//!   refused, not fetched) and `file` parts (`file_data`) as attachments, stored as uploads.
+//!   The rest of `messages` and the sampling options (`temperature`, `max_tokens`, `tools`,
+//!   `user`, ...) are accepted and ignored.
+//! - Files the reply sends (`[IMAGE:]` / `[FILE:]` markers) are appended to the content as
+//!   markdown links to `GET /api/files/...` (`![name](url)` for images), plain and streamed.
 //! - The turn runs in the session named by the `x-troupe-session-key` header, or in a fresh
 //!   `agent:<agentId>:openai:dm:<uuid>` session; either way the response carries the key
 //!   back in `x-troupe-session-key` (and the run id in `x-troupe-run-id`), so a client can
@@ -28,8 +32,9 @@ use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError, w
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
+use troupe_actors::attachments::{AttachmentKind, AttachmentParam, AttachmentRef, download_url};
 use troupe_actors::event_sink::{EventSinkActor, RunStream, TrackRun};
-use troupe_actors::messages::{QueueMode, RunStatus, SessionEvent};
+use troupe_actors::messages::{QueueMode, RunStatus, SessionEvent, TurnOptions};
 
 use troupe_actors::session_queue::{
     QueueError, RunSummary, SessionQueueActor, SubmitTurn, TurnAccepted, WaitRun,
@@ -37,8 +42,9 @@ use troupe_actors::session_queue::{
 
 use super::authorize;
 
-/// Largest request body: OpenAI clients resend the whole conversation every time.
-const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+/// Largest request body: OpenAI clients resend the whole conversation every time, and
+/// images come inline (one at the 5 MiB cap fits).
+const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 
 /// How long a non-streaming request waits for its run.
 const RUN_TIMEOUT: Duration = Duration::from_secs(600);
@@ -204,8 +210,9 @@ struct ChatMessage {
     content: Option<Value>,
 }
 
-/// The turn's text: the last `user` message's content (a string, or its `text` parts).
-fn turn_text(messages: &[ChatMessage]) -> Result<String, OpenAiError> {
+/// The turn: the last `user` message's text (a string, or its `text` parts joined) and its
+/// `image_url` / `file` parts as attachments (other part types are ignored).
+fn turn_input(messages: &[ChatMessage]) -> Result<(String, Vec<AttachmentParam>), OpenAiError> {
     let Some(last) = messages.iter().rev().find(|m| m.role == "user") else {
         return Err(OpenAiError::invalid(
             Some("messages"),
@@ -213,20 +220,31 @@ fn turn_text(messages: &[ChatMessage]) -> Result<String, OpenAiError> {
         ));
     };
     match &last.content {
-        Some(Value::String(text)) => Ok(text.clone()),
+        Some(Value::String(text)) => Ok((text.clone(), Vec::new())),
         Some(Value::Array(parts)) => {
-            let texts: Vec<&str> = parts
-                .iter()
-                .filter(|p| p["type"] == "text")
-                .filter_map(|p| p["text"].as_str())
-                .collect();
-            if texts.is_empty() {
+            let mut texts: Vec<&str> = Vec::new();
+            let mut files = Vec::new();
+            for (i, part) in parts.iter().enumerate() {
+                match part["type"].as_str() {
+                    Some("text") => texts.extend(part["text"].as_str()),
+                    Some("image_url") => files.push(image_part(i, part)?),
+                    Some("file") => files.push(file_part(i, part)?),
+                    Some("input_audio") => {
+                        return Err(part_error(
+                            i,
+                            "audio parts are not taken; send the audio as a `file` part (file_data) or upload it",
+                        ));
+                    }
+                    _ => {}
+                }
+            }
+            if texts.is_empty() && files.is_empty() {
                 Err(OpenAiError::invalid(
                     Some("messages"),
-                    "the last user message has no text part; Troupe agents take text",
+                    "the last user message has no text, image_url or file part",
                 ))
             } else {
-                Ok(texts.concat())
+                Ok((texts.concat(), files))
             }
         }
         _ => Err(OpenAiError::invalid(
@@ -234,6 +252,109 @@ fn turn_text(messages: &[ChatMessage]) -> Result<String, OpenAiError> {
             "the last user message's content must be a string or an array of content parts",
         )),
     }
+}
+
+fn part_error(i: usize, why: &str) -> OpenAiError {
+    OpenAiError::invalid(
+        Some("messages"),
+        format!("the last user message's content[{i}]: {why}"),
+    )
+}
+
+/// An `image_url` part (`{"image_url": {"url": "data:image/png;base64,..."}}`, or the URL
+/// as a string): an inline image; remote URLs are refused (the gateway fetches nothing).
+fn image_part(i: usize, part: &Value) -> Result<AttachmentParam, OpenAiError> {
+    let url = part["image_url"]["url"]
+        .as_str()
+        .or(part["image_url"].as_str())
+        .ok_or_else(|| part_error(i, "an image_url part needs image_url.url"))?;
+    let lower = url.get(..8).unwrap_or(url).to_ascii_lowercase();
+    if lower.starts_with("http://") || lower.starts_with("https://") {
+        return Err(part_error(
+            i,
+            "remote image URLs are not fetched; send the image inline as a data: URL (data:image/png;base64,...) or upload it with POST /api/upload and use POST /api/sessions/{key}/messages",
+        ));
+    }
+    if !lower.starts_with("data:") {
+        return Err(part_error(
+            i,
+            "image_url.url must be a data: URL (data:image/png;base64,...)",
+        ));
+    }
+    let ext = url
+        .get(5..)
+        .and_then(|rest| rest.split([';', ',']).next())
+        .and_then(|mime| mime.strip_prefix("image/"))
+        .map(|sub| if sub == "jpeg" { "jpg" } else { sub })
+        .filter(|sub| sub.chars().all(|c| c.is_ascii_alphanumeric()))
+        .map(|sub| format!(".{sub}"))
+        .unwrap_or_default();
+    Ok(AttachmentParam {
+        kind: Some("image".into()),
+        file_name: Some(format!("image-{}{ext}", i + 1)),
+        content: Some(url.to_string()),
+        ..AttachmentParam::default()
+    })
+}
+
+/// A `file` part (`{"file": {"file_data": "<base64 or data: URL>", "filename": "x.pdf"}}`);
+/// `file_id`s name OpenAI's file store, which Troupe does not have.
+fn file_part(i: usize, part: &Value) -> Result<AttachmentParam, OpenAiError> {
+    let file = &part["file"];
+    let Some(data) = file["file_data"].as_str() else {
+        let why = if file["file_id"].is_string() {
+            "file_id is not known here (Troupe has no OpenAI file store); send file_data, or upload with POST /api/upload"
+        } else {
+            "a file part needs file.file_data"
+        };
+        return Err(part_error(i, why));
+    };
+    Ok(AttachmentParam {
+        kind: Some("file".into()),
+        file_name: Some(
+            file["filename"]
+                .as_str()
+                .map_or_else(|| format!("file-{}", i + 1), str::to_string),
+        ),
+        content: Some(data.to_string()),
+        ..AttachmentParam::default()
+    })
+}
+
+/// The reply as the OpenAI API answers it: the text, then a markdown link to each file it
+/// sends (`![name](url)` for an image), each on its own line.
+fn with_links(text: &str, files: &[AttachmentRef], base: &str) -> String {
+    let links = links(files, base);
+    match (text.is_empty(), links.is_empty()) {
+        (_, true) => text.to_string(),
+        (true, false) => links,
+        (false, false) => format!("{text}\n\n{links}"),
+    }
+}
+
+/// The markdown links to a reply's files, one a line (nothing for none).
+fn links(files: &[AttachmentRef], base: &str) -> String {
+    files
+        .iter()
+        .filter_map(|f| {
+            let url = download_url(&f.path)?;
+            let name = f.file_name.replace(['[', ']'], "_");
+            let bang = if f.kind == AttachmentKind::Image {
+                "!"
+            } else {
+                ""
+            };
+            Some(format!("{bang}[{name}]({base}{url})"))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// `scheme://host` of this request (the Host header has passed the edge's allowlist), the
+/// base of the download links.
+fn base_url(req: &HttpRequest) -> String {
+    let info = req.connection_info();
+    format!("{}://{}", info.scheme(), info.host())
 }
 
 /// The agent a `model` names (`<agentId>` or `troupe/<agentId>`).
@@ -358,11 +479,14 @@ pub async fn chat_completions(
         OpenAiError::invalid(None, format!("invalid Chat Completions request: {e}"))
     })?;
     let agent_id = agent_for_model(&gateway, &request.model)?;
-    let text = turn_text(&request.messages)?;
+    let (text, files) = turn_input(&request.messages)?;
     let session_key = session_for(&req, &gateway, &agent_id)?;
     let idempotency_key = header(&req, "idempotency-key")?
         .map(str::to_string)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let attachments = super::sessions::prepare_attachments(&gateway, files)
+        .await
+        .map_err(|why| OpenAiError::invalid(Some("messages"), why))?;
     let queue = turns::queue(&gateway).await?;
     let turn = Turn {
         queue,
@@ -370,7 +494,9 @@ pub async fn chat_completions(
         session_key,
         agent_id,
         text,
+        attachments,
         idempotency_key,
+        base_url: base_url(&req),
     };
     if request.stream == Some(true) {
         turn.stream().await
@@ -386,7 +512,10 @@ struct Turn {
     session_key: String,
     agent_id: String,
     text: String,
+    attachments: Vec<AttachmentRef>,
     idempotency_key: String,
+    /// `scheme://host` for the links to the reply's files.
+    base_url: String,
 }
 
 impl Turn {
@@ -401,7 +530,10 @@ impl Turn {
             idempotency_key: Some(self.idempotency_key.clone()),
             mode: QueueMode::Followup,
             subscriber,
-            options: Default::default(),
+            options: TurnOptions {
+                attachments: self.attachments.clone(),
+                ..TurnOptions::default()
+            },
         };
         Ok(turns::submit_to(&self.queue, submit).await?)
     }
@@ -468,7 +600,10 @@ impl Turn {
             "model": self.model,
             "choices": [{
                 "index": 0,
-                "message": { "role": "assistant", "content": summary.summary },
+                "message": {
+                    "role": "assistant",
+                    "content": with_links(&summary.summary, &summary.attachments, &self.base_url),
+                },
                 "finish_reason": "stop",
             }],
             "usage": { "prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0 },
@@ -501,6 +636,7 @@ impl Turn {
             started: false,
             replay: accepted.duplicate,
             done: false,
+            base_url: self.base_url.clone(),
         };
         let body = futures_util::stream::unfold(chunks, |mut chunks| async move {
             let next = chunks.next().await?;
@@ -528,6 +664,8 @@ struct Chunks {
     /// sent whole from the `final` event rather than from the deltas still to come.
     replay: bool,
     done: bool,
+    /// `scheme://host` for the links to the reply's files.
+    base_url: String,
 }
 
 impl Chunks {
@@ -590,6 +728,11 @@ impl Chunks {
                         && !rest.is_empty()
                     {
                         out.push_str(&self.chunk(json!({ "content": rest }), None));
+                    }
+                    let links = links(&end.attachments, &self.base_url);
+                    if !links.is_empty() {
+                        let links = format!("\n\n{links}");
+                        out.push_str(&self.chunk(json!({ "content": links }), None));
                     }
                     out.push_str(&self.chunk(json!({}), Some("stop")));
                     out.push_str("data: [DONE]\n\n");

@@ -66,6 +66,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
         super::cron::run,
         super::cron::runs,
         super::upload::upload,
+        super::files::download,
         super::vault::list,
         super::vault::get,
         super::vault::put,
@@ -82,7 +83,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
         super::root,
         super::ui::asset,
     ),
-    components(schemas(ErrorBody, ErrorDetail)),
+    components(schemas(ErrorBody, ErrorDetail, AttachmentInfo)),
     modifiers(&SecuritySchemes),
     security(("bearer" = []))
 )]
@@ -171,6 +172,44 @@ pub struct PostMessageBody {
     pub idempotency_key: Option<String>,
     /// `followup` (default), `collect`, `steer` or `interrupt`.
     pub queue_mode: Option<String>,
+    /// Files sent with the message (as on WS `chat.send`): at most 16, 8 of them images.
+    pub attachments: Option<Vec<AttachmentBody>>,
+}
+
+/// One attachment of a message: an upload by `path`, or inline base64 `content`.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AttachmentBody {
+    /// `image` or `file` (an `image/*` type makes an image too).
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    /// The MIME type (else the `data:` URL's, else sniffed).
+    pub mime_type: Option<String>,
+    /// The file's name.
+    pub file_name: Option<String>,
+    /// Base64, or a `data:<mime>;base64,...` URL; at most 5 MiB decoded.
+    pub content: Option<String>,
+    /// A file from `POST /api/upload`: the `path` it answered (`uploads/<uuid>/<name>`).
+    pub path: Option<String>,
+}
+
+/// A file attached to a message or sent by a reply, as transcripts and events show it.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AttachmentInfo {
+    /// `image` or `file`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The MIME type.
+    pub mime_type: String,
+    /// The file's name.
+    pub file_name: String,
+    /// Relative to the state dir (`uploads/...`, `agents/<id>/...`).
+    pub path: String,
+    /// Where `GET /api/files/{path}` serves it (`/api/files/...`, on the gateway's port).
+    pub url: Option<String>,
+    /// Bytes.
+    pub size: u64,
 }
 
 /// `POST /api/pairing/approve` body.
@@ -255,7 +294,9 @@ pub struct ChatCompletionRequest {
 pub struct ChatCompletionMessage {
     /// `system`, `user`, `assistant`, `tool`.
     pub role: String,
-    /// Text, or an array of content parts.
+    /// Text, or an array of content parts: `{"type": "text", "text"}`, `{"type":
+    /// "image_url", "image_url": {"url": "data:image/png;base64,..."}}` (remote URLs are
+    /// refused), `{"type": "file", "file": {"file_data", "filename"}}`.
     #[schema(value_type = Option<Object>)]
     pub content: Option<serde_json::Value>,
 }

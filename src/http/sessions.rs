@@ -1,5 +1,6 @@
 //! REST for sessions: `GET /api/sessions`, `GET /api/sessions/{key}/messages`,
-//! `POST /api/sessions/{key}/messages` (the same operations as the WS methods).
+//! `POST /api/sessions/{key}/messages` (the same operations as the WS methods; a posted
+//! message takes `attachments` as `chat.send` does).
 
 use crate::gateway::Gateway;
 use crate::gateway::turns::{self, EdgeError, transcript_json};
@@ -7,7 +8,8 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::json;
-use troupe_actors::messages::QueueMode;
+use troupe_actors::attachments::{AttachmentParam, AttachmentRef};
+use troupe_actors::messages::{QueueMode, TurnOptions};
 use troupe_actors::session_key::ResolvedKey;
 use troupe_actors::session_queue::{QueueError, SubmitTurn};
 use troupe_actors::store::turns::HistoryPage;
@@ -24,6 +26,10 @@ pub struct Page {
     pub before: Option<i64>,
 }
 
+/// Largest `POST /api/sessions/{key}/messages` body: room for inline (base64) attachments,
+/// one at the 5 MiB cap included.
+pub const MAX_POST_BYTES: usize = 8 * 1024 * 1024;
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct PostMessage {
@@ -32,6 +38,8 @@ struct PostMessage {
     idempotency_key: Option<String>,
     #[serde(default)]
     queue_mode: QueueMode,
+    #[serde(default)]
+    attachments: Vec<AttachmentParam>,
 }
 
 /// The REST rendering of the edges' shared error.
@@ -99,19 +107,55 @@ pub async fn usage(
     Ok(HttpResponse::Ok().json(json!({ "sinceMs": since, "usage": report })))
 }
 
+/// The body, read after authentication, up to [`MAX_POST_BYTES`].
+async fn read_body(payload: web::Payload) -> Result<web::Bytes, ApiError> {
+    match payload.to_bytes_limited(MAX_POST_BYTES).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(e)) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+            format!("could not read the body: {e}"),
+        )),
+        Err(_) => Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PAYLOAD_TOO_LARGE",
+            format!(
+                "the request body is larger than {MAX_POST_BYTES} bytes; upload large files with POST /api/upload and attach them by `path`"
+            ),
+        )
+        .close_connection()),
+    }
+}
+
+/// The message's `attachments` checked and stored under `<state dir>/uploads` (as WS
+/// `chat.send` does; file work on the blocking pool).
+pub(super) async fn prepare_attachments(
+    gateway: &Gateway,
+    list: Vec<AttachmentParam>,
+) -> Result<Vec<AttachmentRef>, String> {
+    if list.is_empty() {
+        return Ok(Vec::new());
+    }
+    let state_dir = gateway.edge.state_dir.clone();
+    web::block(move || troupe_actors::attachments::prepare(&list, &state_dir))
+        .await
+        .map_err(|e| format!("cannot store the attachments: {e}"))?
+}
+
 /// `POST /api/sessions/{key}/messages`: accepted (202) once stored; the reply runs async.
 #[utoipa::path(post, path = "/api/sessions/{key}/messages", tag = "sessions", params(("key" = String, Path, description = "Session key"), ("Idempotency-Key" = Option<String>, Header, description = "Unless `idempotencyKey` is in the body")), request_body(content = crate::http::openapi::PostMessageBody, content_type = "application/json"), responses((status = 202, description = "Accepted: `{runId, status, ...}`", body = Object), (status = 400, description = "Invalid request", body = crate::http::openapi::ErrorBody), (status = 503, description = "Queue full (Retry-After)", body = crate::http::openapi::ErrorBody)))]
 pub async fn post(
     req: HttpRequest,
     gateway: web::Data<Gateway>,
     key: web::Path<String>,
-    body: web::Bytes,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &gateway)?;
     let ResolvedKey {
         key,
         agent: agent_id,
     } = turns::resolve_key(&gateway, &key)?;
+    let body = read_body(payload).await?;
     let body: PostMessage = json_body(&req, &body)?;
     let header = req
         .headers()
@@ -125,6 +169,9 @@ pub async fn post(
             "idempotencyKey (body) or Idempotency-Key (header) is required",
         ));
     };
+    let attachments = prepare_attachments(&gateway, body.attachments)
+        .await
+        .map_err(|why| ApiError::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", why))?;
     let submit = SubmitTurn {
         session_key: key.into(),
         agent_id: agent_id.into(),
@@ -132,7 +179,10 @@ pub async fn post(
         idempotency_key: Some(idempotency_key),
         mode: body.queue_mode,
         subscriber: None,
-        options: Default::default(),
+        options: TurnOptions {
+            attachments,
+            ..TurnOptions::default()
+        },
     };
     match turns::submit(&gateway, submit).await {
         Ok(a) => Ok(HttpResponse::Accepted().json(turns::accepted_payload(&a))),

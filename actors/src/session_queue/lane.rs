@@ -81,13 +81,13 @@ impl Lane {
                 let Some(id) = next.run_id.clone().filter(|_| joinable) else {
                     break;
                 };
-                let input = self
-                    .waiting
-                    .pop_front()
-                    .map(|n| n.input)
-                    .unwrap_or_default();
+                let Some(next) = self.waiting.pop_front() else {
+                    break;
+                };
                 first.input.push_str("\n\n");
-                first.input.push_str(&input);
+                first.input.push_str(&next.input);
+                // The coalesced messages' files come along.
+                first.options.attachments.extend(next.options.attachments);
                 carried.push(id);
             }
         }
@@ -183,10 +183,21 @@ mod tests {
     fn collect_coalesces_the_waiting_collect_entries() {
         let mut lane = Lane::default();
         lane.waiting.push_back(entry(1, QueueMode::Collect, true));
-        lane.waiting.push_back(entry(2, QueueMode::Collect, true));
+        let mut second = entry(2, QueueMode::Collect, true);
+        let file = crate::attachments::AttachmentRef {
+            kind: crate::attachments::AttachmentKind::File,
+            mime_type: "text/plain".into(),
+            file_name: "a.txt".into(),
+            path: "uploads/x/a.txt".into(),
+            size: 1,
+            file: "/state/uploads/x/a.txt".into(),
+        };
+        second.options.attachments.push(file.clone());
+        lane.waiting.push_back(second);
         lane.waiting.push_back(entry(3, QueueMode::Followup, true));
         let (first, carried) = lane.take_next().expect("collect");
         assert_eq!(first.input, "m1\n\nm2");
+        assert_eq!(first.options.attachments, vec![file], "m2's file comes along");
         assert_eq!(carried, vec![RunId::from("r2")]);
         assert_eq!(lane.waiting.len(), 1);
     }

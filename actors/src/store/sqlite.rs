@@ -152,7 +152,22 @@ fn run_from_row(row: &Row<'_>) -> rusqlite::Result<RunRecord> {
         accepted_at: row.get("accepted_at")?,
         finished_at: row.get("finished_at")?,
         attachments: attachments_of(row)?,
+        input_attachments: Vec::new(),
     })
+}
+
+/// The attachments of a run's own user message (the one accepted with it, in its turn).
+fn input_attachments_of(
+    conn: &Connection,
+    run: &RunRecord,
+) -> Result<Vec<crate::attachments::AttachmentRef>, StoreError> {
+    let text: Option<Option<String>> = conn
+        .prepare_cached(
+            "SELECT attachments FROM messages WHERE session_key = ?1 AND turn = ?2 AND run_id = ?3 AND role = 'user' ORDER BY id LIMIT 1",
+        )?
+        .query_row(params![run.session_key, run.seq, run.id], |r| r.get(0))
+        .optional()?;
+    Ok(crate::attachments::from_store_json(text.flatten().as_deref()))
 }
 
 /// A row's `attachments` column (JSON; NULL in rows written before schema 10).
@@ -217,7 +232,11 @@ impl Store for SqliteStore {
                     run_from_row,
                 )
                 .optional()?;
-            if let Some(run) = found {
+            if let Some(mut run) = found {
+                if run.status == "queued" {
+                    // The queue may put it back in line (a retry after a restart).
+                    run.input_attachments = input_attachments_of(&self.conn, &run)?;
+                }
                 return Ok(Acceptance::Duplicate(run));
             }
         }
@@ -414,7 +433,10 @@ impl Store for SqliteStore {
             self.finish_run(&run.id, &end)?;
             run.status = "error".into();
         }
-        let queued = by_status(&self.conn, "queued")?;
+        let mut queued = by_status(&self.conn, "queued")?;
+        for run in &mut queued {
+            run.input_attachments = input_attachments_of(&self.conn, run)?;
+        }
         Ok((interrupted, queued))
     }
 

@@ -36,6 +36,11 @@ pub struct RunRecord {
     /// Files the reply sends (its markers), in order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub attachments: Vec<crate::attachments::AttachmentRef>,
+    /// Files the user's message came with; read only where a queued run is picked up from
+    /// the store (recovery after a restart, a retry of a turn no lane holds), so it runs
+    /// with them. Empty elsewhere.
+    #[serde(skip)]
+    pub input_attachments: Vec<crate::attachments::AttachmentRef>,
 }
 
 /// One transcript entry.
