@@ -525,7 +525,8 @@ async fn the_recovered_turn_brings_its_images(fake: &FakeLlm, gw: &TestGateway, 
                 .iter()
                 .rfind(|m| m["role"] == "user")?
                 .clone();
-            (user["content"][0]["text"] == "look after the restart").then_some(user)
+            let text = user["content"][0]["text"].as_str().or(user["content"].as_str());
+            (text == Some("look after the restart")).then_some(user)
         })
     })
     .await;
