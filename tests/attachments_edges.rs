@@ -317,10 +317,15 @@ async fn openai_image_parts_reach_the_model_and_reply_files_come_back_as_links()
         .collect();
     assert_eq!(
         content,
-        format!("again [FILE:report.md]\n\n[report.md]({base}/api/files/agents/oa/memory/report.md)"),
+        format!(
+            "again [FILE:report.md]\n\n[report.md]({base}/api/files/agents/oa/memory/report.md)"
+        ),
         "{body}"
     );
-    assert_eq!(chunks.last().unwrap()["choices"][0]["finish_reason"], "stop");
+    assert_eq!(
+        chunks.last().unwrap()["choices"][0]["finish_reason"],
+        "stop"
+    );
     assert!(body.trim_end().ends_with("data: [DONE]"), "{body}");
 
     // Remote URLs are refused, not fetched; so are file ids.
@@ -406,7 +411,11 @@ async fn files_download_with_their_type_a_safe_disposition_and_ranges() {
     );
     assert_eq!(res.bytes().await.unwrap().as_ref(), page);
     let svg = gw.home().join("agents/oa/memory/logo.svg");
-    std::fs::write(&svg, "<svg xmlns=\"http://www.w3.org/2000/svg\"><script>alert(1)</script></svg>").unwrap();
+    std::fs::write(
+        &svg,
+        "<svg xmlns=\"http://www.w3.org/2000/svg\"><script>alert(1)</script></svg>",
+    )
+    .unwrap();
     let res = get_file(&gw, "agents/oa/memory/logo.svg").await;
     assert_eq!(res.status(), 200);
     assert!(header(&res, "content-disposition").starts_with("attachment;"));
@@ -525,7 +534,9 @@ async fn the_recovered_turn_brings_its_images(fake: &FakeLlm, gw: &TestGateway, 
                 .iter()
                 .rfind(|m| m["role"] == "user")?
                 .clone();
-            let text = user["content"][0]["text"].as_str().or(user["content"].as_str());
+            let text = user["content"][0]["text"]
+                .as_str()
+                .or(user["content"].as_str());
             (text == Some("look after the restart")).then_some(user)
         })
     })

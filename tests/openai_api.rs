@@ -565,6 +565,9 @@ async fn the_official_openai_python_client_works_against_the_gateway() {
         .await
         .expect("venv setup");
     let gw = started().await;
+    let vault = gw.home().join("agents/main/memory");
+    std::fs::create_dir_all(&vault).expect("vault dir");
+    std::fs::write(vault.join("pic.png"), PNG).expect("pic.png");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/openai_client.py");
     let out = tokio::process::Command::new(&python)
         .arg(&script)
@@ -604,4 +607,31 @@ async fn the_official_openai_python_client_works_against_the_gateway() {
     );
     assert_eq!(summary["unknown_model"]["status"], 404);
     assert_eq!(summary["unauthorized"]["status"], 401);
+    let link = format!(
+        "![pic.png](http://127.0.0.1:{}/api/files/agents/main/memory/pic.png)",
+        gw.port
+    );
+    assert_eq!(
+        summary["image_reply"],
+        format!("echo: see\n\n{link}"),
+        "{summary}"
+    );
+    assert_eq!(
+        summary["image_download"],
+        json!({ "status": 200, "type": "image/png", "bytes": PNG.len() })
+    );
+    assert_eq!(
+        summary["image_streamed"],
+        format!("echo: see [IMAGE:pic.png]\n\n{link}")
+    );
+    assert_eq!(summary["remote_image"]["status"], 400, "{summary}");
 }
+
+/// A 1x1 PNG.
+const PNG: &[u8] = &[
+    0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A, 0x00, 0x00, 0x00, 0x0D, 0x49, 0x48, 0x44, 0x52,
+    0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x08, 0x06, 0x00, 0x00, 0x00, 0x1F, 0x15, 0xC4,
+    0x89, 0x00, 0x00, 0x00, 0x0A, 0x49, 0x44, 0x41, 0x54, 0x78, 0x9C, 0x63, 0x00, 0x01, 0x00, 0x00,
+    0x05, 0x00, 0x01, 0x0D, 0x0A, 0x2D, 0xB4, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45, 0x4E, 0x44, 0xAE,
+    0x42, 0x60, 0x82,
+];

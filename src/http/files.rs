@@ -230,12 +230,7 @@ mod tests {
         let agents = vec!["main".to_string()];
         assert!(resolve(state, &agents, "uploads/u1/a.png").is_ok());
         assert!(resolve(state, &agents, "agents/main/memory/n.md").is_ok());
-        let status = |raw: &str| {
-            resolve(state, &agents, raw)
-                .expect_err(raw)
-                .status
-                .as_u16()
-        };
+        let status = |raw: &str| resolve(state, &agents, raw).expect_err(raw).status.as_u16();
         assert_eq!(status("../config.toml"), 400);
         assert_eq!(status("uploads/../config.toml"), 400);
         assert_eq!(status("/etc/passwd"), 400);

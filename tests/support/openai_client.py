@@ -5,7 +5,9 @@ non-zero, naming the mismatch on stderr, if anything differs from what Troupe pr
 """
 
 import json
+import re
 import sys
+import urllib.request
 
 import openai
 
@@ -82,6 +84,47 @@ def main():
         lambda: client.chat.completions.create(model="nobody", messages=messages)
     )
     check(summary["unknown_model"]["code"] == "model_not_found", f"{summary['unknown_model']}")
+
+    # An image as a data-URL content part; the reply's [IMAGE:] marker comes back as a
+    # markdown link to GET /api/files/..., which serves the file with the same token.
+    pixel = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAACklEQVR4nGMAAQAABQABDQottAAAAABJRU5ErkJggg=="
+    with_image = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "see [IMAGE:pic.png]"},
+                {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{pixel}"}},
+            ],
+        }
+    ]
+    completion = client.chat.completions.create(model="main", messages=with_image)
+    summary["image_reply"] = completion.choices[0].message.content
+    link = re.search(r"!\[pic\.png\]\((http[^)]+)\)", summary["image_reply"] or "")
+    check(link is not None, f"no image link in {summary['image_reply']!r}")
+    request = urllib.request.Request(
+        link.group(1), headers={"Authorization": f"Bearer {client.api_key}"}
+    )
+    with urllib.request.urlopen(request) as res:
+        summary["image_download"] = {
+            "status": res.status,
+            "type": res.headers.get("content-type"),
+            "bytes": len(res.read()),
+        }
+    streamed = "".join(
+        chunk.choices[0].delta.content or ""
+        for chunk in client.chat.completions.create(model="main", messages=with_image, stream=True)
+    )
+    summary["image_streamed"] = streamed
+    check(link.group(1) in streamed, f"streamed reply lacks the link: {streamed!r}")
+    remote = [
+        {
+            "role": "user",
+            "content": [{"type": "image_url", "image_url": {"url": "https://example.com/x.png"}}],
+        }
+    ]
+    summary["remote_image"] = status_error(
+        lambda: client.chat.completions.create(model="main", messages=remote)
+    )
 
     stranger = openai.OpenAI(api_key="not-the-token", max_retries=0)
     summary["unauthorized"] = status_error(lambda: stranger.models.list())

@@ -197,7 +197,11 @@ mod tests {
         lane.waiting.push_back(entry(3, QueueMode::Followup, true));
         let (first, carried) = lane.take_next().expect("collect");
         assert_eq!(first.input, "m1\n\nm2");
-        assert_eq!(first.options.attachments, vec![file], "m2's file comes along");
+        assert_eq!(
+            first.options.attachments,
+            vec![file],
+            "m2's file comes along"
+        );
         assert_eq!(carried, vec![RunId::from("r2")]);
         assert_eq!(lane.waiting.len(), 1);
     }

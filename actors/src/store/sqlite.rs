@@ -167,7 +167,9 @@ fn input_attachments_of(
         )?
         .query_row(params![run.session_key, run.seq, run.id], |r| r.get(0))
         .optional()?;
-    Ok(crate::attachments::from_store_json(text.flatten().as_deref()))
+    Ok(crate::attachments::from_store_json(
+        text.flatten().as_deref(),
+    ))
 }
 
 /// A row's `attachments` column (JSON; NULL in rows written before schema 10).
