@@ -682,6 +682,37 @@ mod tests {
     }
 
     #[test]
+    fn a_queued_turn_is_recovered_and_retried_with_its_attachments() {
+        let dir = std::env::temp_dir().join(format!("troupe-recover-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut db = SqliteStore::open(&dir.join("t.db")).unwrap();
+        let file = crate::attachments::AttachmentRef {
+            kind: crate::attachments::AttachmentKind::Image,
+            mime_type: "image/png".into(),
+            file_name: "dot.png".into(),
+            path: "uploads/u/dot.png".into(),
+            size: 67,
+            file: dir.join("uploads/u/dot.png"),
+        };
+        accept(&mut db, turn("agent:main:a", "plain", "k1"));
+        let mut with_file = turn("agent:main:a", "look", "k2");
+        with_file.attachments = vec![file.clone()];
+        let run = accept(&mut db, with_file.clone());
+        assert!(run.input_attachments.is_empty(), "read only where needed");
+        let (_, queued) = db.recover_runs("test").unwrap();
+        let got: Vec<_> = queued
+            .iter()
+            .map(|r| (r.input.as_str(), r.input_attachments.clone()))
+            .collect();
+        assert_eq!(got, [("plain", vec![]), ("look", vec![file.clone()])]);
+        match db.accept_turn(&with_file).unwrap() {
+            Acceptance::Duplicate(again) => assert_eq!(again.input_attachments, [file]),
+            other => panic!("not a duplicate: {other:?}"),
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn retention_deletes_old_finished_turns_and_keeps_waiting_ones() {
         let dir = std::env::temp_dir().join(format!("troupe-retention-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
