@@ -2,8 +2,8 @@
 //! takes `attachments` as `chat.send` does; `/v1/chat/completions` takes OpenAI `image_url`
 //! (data URL) and `file` parts and answers a reply's files as markdown links; `GET
 //! /api/files/{path}` serves uploads and reply files (headers, ranges, confinement, auth);
-//! and a turn accepted with an image and recovered after a kill -9 or a session-queue
-//! crash runs with the image (checked at the fake LLM).
+//! and a turn accepted with images and recovered after a kill -9, a session-queue crash or
+//! an agent crash runs with the images (checked at the fake LLM).
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 #[path = "support/fake_llm.rs"]
@@ -575,6 +575,22 @@ async fn a_queued_turn_recovered_after_a_session_queue_crash_runs_with_its_image
     let mut admin = gw.client().await;
     let crash = admin
         .request("supervisor.crash", Some(json!({ "id": "session-queue" })))
+        .await;
+    assert_eq!(crash["ok"], true, "{crash}");
+    the_recovered_turn_brings_its_images(&fake, &gw, key).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_turn_runs_with_its_images_after_its_agent_crashed() {
+    let fake = FakeLlm::start();
+    let gw = builder(&fake).chaos().start_in(home());
+    gw.wait_ready().await;
+    let key = "agent:oa:agentcrash";
+    a_turn_with_images_waits(&fake, &gw, key).await;
+    fake.push(Script::reply("seen after the restart", 1));
+    let mut admin = gw.client().await;
+    let crash = admin
+        .request("supervisor.crash", Some(json!({ "id": "agent:oa" })))
         .await;
     assert_eq!(crash["ok"], true, "{crash}");
     the_recovered_turn_brings_its_images(&fake, &gw, key).await;
