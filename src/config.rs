@@ -11,6 +11,7 @@ mod channels;
 pub mod cron;
 pub mod hooks;
 pub mod mcp;
+pub mod transcription;
 
 use config::{Environment, File, FileFormat};
 use serde::Deserialize;
@@ -168,6 +169,8 @@ pub struct Config {
     pub upload_max_bytes: u64,
     /// MCP tool servers (`[[mcp]]`).
     pub mcp: Vec<troupe_actors::mcp::McpServerSettings>,
+    /// Audio transcription (`[transcription]`; `None`: off).
+    pub transcription: Option<transcription::TranscriptionConfig>,
 }
 
 #[derive(Deserialize)]
@@ -193,6 +196,8 @@ struct Raw {
     uploads: RawUploads,
     #[serde(default)]
     mcp: Vec<mcp::RawMcp>,
+    #[serde(default)]
+    transcription: transcription::RawTranscription,
 }
 
 #[derive(Deserialize)]
@@ -758,6 +763,8 @@ fn validate(
             false
         }
     };
+    let openai = endpoint(&raw.providers.openai);
+    let transcription = transcription::settings(raw.transcription, &openai, &mut bad);
     if !(1..=MAX_UPLOAD_BYTES).contains(&raw.uploads.max_bytes) {
         bad(
             "uploads.max_bytes",
@@ -805,7 +812,7 @@ fn validate(
         dedupe_window: Duration::from_secs(raw.sessions.dedupe_window_secs),
         echo_delta_delay: Duration::from_millis(raw.providers.echo.delta_delay_ms),
         history_limit: raw.sessions.history_limit,
-        openai: endpoint(&raw.providers.openai),
+        openai,
         anthropic: endpoint(&raw.providers.anthropic),
         http_policy: troupe_actors::provider::HttpPolicy {
             connect: Duration::from_millis(raw.providers.http.connect_timeout_ms),
@@ -833,6 +840,7 @@ fn validate(
         reload_hybrid,
         upload_max_bytes: raw.uploads.max_bytes,
         mcp,
+        transcription,
     })
 }
 

@@ -7,10 +7,13 @@
 //! the transcript keeps. [`files::model_input`] turns them into what the model sees: images
 //! as [`ImageInput`]s, text files inlined up to a cap, other files named.
 //!
+//! Audio attachments are transcribed when `[transcription]` is on ([`transcribe`]).
+//!
 //! Out: `[IMAGE:path]` / `[FILE:path]` markers in a final reply ([`markers::extract`]).
 
 pub mod files;
 pub mod markers;
+pub mod transcribe;
 
 use std::path::{Path, PathBuf};
 
@@ -232,6 +235,35 @@ fn prepare_one(a: &AttachmentParam, state_dir: &Path) -> Result<AttachmentRef, S
         size: meta.len(),
         file,
     })
+}
+
+/// A file saved under `uploads/` from somewhere else (a channel's download) as an
+/// attachment: its type is sniffed from the bytes; `hint` (what the platform said) is used
+/// only when the bytes say nothing more than "text" or "binary" and it is not an image type
+/// (a picture is a picture by its bytes). An image is an image part when models take its
+/// type and it is at most [`MAX_IMAGE_BYTES`]; otherwise it is a file.
+pub fn from_saved(state_dir: &Path, file: PathBuf, hint: Option<&str>, size: u64) -> AttachmentRef {
+    let sniffed = files::sniff_file(&file);
+    let hint = hint
+        .map(|m| m.trim().to_ascii_lowercase())
+        .filter(|m| !m.is_empty() && !m.starts_with("image/") && m.contains('/'));
+    let mime = match hint {
+        Some(h) if matches!(sniffed.as_str(), "text/plain" | "application/octet-stream") => h,
+        _ => sniffed,
+    };
+    let image = IMAGE_TYPES.contains(&mime.as_str()) && size <= MAX_IMAGE_BYTES as u64;
+    AttachmentRef {
+        kind: if image {
+            AttachmentKind::Image
+        } else {
+            AttachmentKind::File
+        },
+        mime_type: mime,
+        file_name: files::name_of(&file),
+        path: files::relative_to(state_dir, &file),
+        size,
+        file,
+    }
 }
 
 fn not_an_image_type(mime: &str) -> String {

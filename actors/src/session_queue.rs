@@ -533,7 +533,10 @@ impl SessionQueueActor {
                 agent_id: run.agent_id,
                 input: run.input,
                 mode,
-                options: Default::default(),
+                options: crate::messages::TurnOptions {
+                    attachments: run.attachments,
+                    ..Default::default()
+                },
             });
     }
 }

@@ -57,6 +57,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (8, include_str!("../../migrations/0008_cron.sql")),
     (9, include_str!("../../migrations/0009_channel_send.sql")),
     (10, include_str!("../../migrations/0010_attachments.sql")),
+    (11, include_str!("../../migrations/0011_inbound_files.sql")),
 ];
 
 const RUN_COLUMNS: &str = "seq, id, session_key, agent_id, status, mode, input, output, error, coalesced_into, accepted_at, finished_at, attachments";
@@ -414,7 +415,20 @@ impl Store for SqliteStore {
             self.finish_run(&run.id, &end)?;
             run.status = "error".into();
         }
-        let queued = by_status(&self.conn, "queued")?;
+        let mut queued = by_status(&self.conn, "queued")?;
+        for run in &mut queued {
+            // A queued run has no reply yet: it carries its user message's files, so the
+            // turn recovered after a restart still shows them to the model.
+            let stored: Option<String> = self
+                .conn
+                .prepare_cached(
+                    "SELECT attachments FROM messages WHERE run_id = ?1 AND role = 'user' ORDER BY id LIMIT 1",
+                )?
+                .query_row([&run.id], |r| r.get(0))
+                .optional()?
+                .flatten();
+            run.attachments = crate::attachments::from_store_json(stored.as_deref());
+        }
         Ok((interrupted, queued))
     }
 
