@@ -161,7 +161,10 @@ fn b64(bytes: &[u8]) -> String {
     const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | (*b as u32) << (16 - 8 * i));
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | (*b as u32) << (16 - 8 * i));
         for i in 0..4 {
             if i <= chunk.len() {
                 out.push(ABC[(n >> (18 - 6 * i) & 63) as usize] as char);
@@ -219,10 +222,7 @@ fn user_message_with(llm: &FakeLlm, needle: &str) -> Option<Value> {
 fn text_of(user: &Value) -> String {
     match &user["content"] {
         Value::String(s) => s.clone(),
-        Value::Array(parts) => parts
-            .iter()
-            .filter_map(|p| p["text"].as_str())
-            .collect(),
+        Value::Array(parts) => parts.iter().filter_map(|p| p["text"].as_str()).collect(),
         _ => String::new(),
     }
 }
@@ -259,7 +259,13 @@ async fn telegram_photo_document_and_voice_reach_the_model() {
     assert_eq!(uploads.len(), 1, "stored as an upload");
 
     // A text document: its text is inlined.
-    tg.document(1002, "notes.md", "text/markdown", NOTES.as_bytes(), Some("summarise"));
+    tg.document(
+        1002,
+        "notes.md",
+        "text/markdown",
+        NOTES.as_bytes(),
+        Some("summarise"),
+    );
     let user = eventually(WAIT, "the document reaches the model", || async {
         user_message_with(&llm, "summarise")
     })
@@ -282,14 +288,20 @@ async fn telegram_photo_document_and_voice_reach_the_model() {
         text_of(&user),
         "[voice transcript: voice.ogg]\nhello from a voice note"
     );
-    assert!(!user.to_string().contains(&b64(&ogg())[..20]), "no audio sent: {user}");
+    assert!(
+        !user.to_string().contains(&b64(&ogg())[..20]),
+        "no audio sent: {user}"
+    );
     let sent = llm.transcribed();
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].model, "whisper-1");
     assert_eq!(sent[0].file_name.as_deref(), Some("voice.ogg"));
     assert_eq!(sent[0].mime.as_deref(), Some("audio/ogg"));
     assert_eq!(sent[0].bytes, ogg());
-    assert_eq!(sent[0].authorization.as_deref(), Some("Bearer sk-test-openai"));
+    assert_eq!(
+        sent[0].authorization.as_deref(),
+        Some("Bearer sk-test-openai")
+    );
 
     // The transcription server fails: the turn still runs and says so.
     llm.push_transcription(Transcription::Status(500, "boom".into()));
@@ -309,7 +321,11 @@ async fn telegram_photo_document_and_voice_reach_the_model() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_over_the_cap_are_not_downloaded_and_the_turn_still_answers() {
     let tg = FakeTelegram::start(TG_TOKEN);
-    let home = home_with_files(&telegram_config(&tg, "open", "[uploads]\nmax_bytes = 1000\n"));
+    let home = home_with_files(&telegram_config(
+        &tg,
+        "open",
+        "[uploads]\nmax_bytes = 1000\n",
+    ));
     let gw = TestGateway::builder()
         .env("TG_TEST_TOKEN", TG_TOKEN)
         .start_in(home);
@@ -317,7 +333,14 @@ async fn files_over_the_cap_are_not_downloaded_and_the_turn_still_answers() {
 
     // Stated too large: not even asked for.
     let media = serde_json::json!({ "file_name": "big.txt", "mime_type": "text/plain" });
-    tg.dm_with_file(3001, "document", media.clone(), &big, Some(5000), Some("big one"));
+    tg.dm_with_file(
+        3001,
+        "document",
+        media.clone(),
+        &big,
+        Some(5000),
+        Some("big one"),
+    );
     let reply = eventually(WAIT, "the turn answers", || async {
         tg.texts_to(3001).into_iter().next()
     })
@@ -334,11 +357,17 @@ async fn files_over_the_cap_are_not_downloaded_and_the_turn_still_answers() {
         tg.texts_to(3002).into_iter().next()
     })
     .await;
-    assert!(reply.contains("it is larger than the 1000 bytes"), "{reply}");
+    assert!(
+        reply.contains("it is larger than the 1000 bytes"),
+        "{reply}"
+    );
     assert_eq!((tg.get_file_calls(), tg.downloads()), (1, 1));
     assert!(
         !gw.home().join("uploads").exists()
-            || std::fs::read_dir(gw.home().join("uploads")).unwrap().count() == 0,
+            || std::fs::read_dir(gw.home().join("uploads"))
+                .unwrap()
+                .count()
+                == 0,
         "nothing stored"
     );
 }
@@ -380,7 +409,14 @@ async fn a_discord_attachment_reaches_the_model_as_an_image() {
     })
     .await;
     let user_id = 5151;
-    dc.dm_with_file(user_id, "look at this", "dot.png", "image/png", PNG, PNG.len() as u64);
+    dc.dm_with_file(
+        user_id,
+        "look at this",
+        "dot.png",
+        "image/png",
+        PNG,
+        PNG.len() as u64,
+    );
     let user = eventually(WAIT, "the attachment reaches the model", || async {
         user_message_with(&llm, "look at this")
     })
@@ -397,7 +433,11 @@ async fn a_discord_attachment_reaches_the_model_as_an_image() {
     })
     .await;
     assert_eq!(dc.downloads(), 1);
-    assert_eq!(dc.downloads_with_authorization(), 0, "the bot token stays with the API");
+    assert_eq!(
+        dc.downloads_with_authorization(),
+        0,
+        "the bot token stays with the API"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -405,9 +445,7 @@ async fn a_turn_cut_by_a_crash_keeps_its_photo_without_downloading_again() {
     let tg = FakeTelegram::start(TG_TOKEN);
     let llm = FakeLlm::start();
     let config = telegram_config(&tg, "open", "");
-    let builder = || {
-        with_llm(TestGateway::builder(), &llm).env("TG_TEST_TOKEN", TG_TOKEN)
-    };
+    let builder = || with_llm(TestGateway::builder(), &llm).env("TG_TEST_TOKEN", TG_TOKEN);
     let gw = builder().start_in(home_with_model(&config));
     llm.push(Script::Stall { after_chunks: 0 });
     tg.photo(6001, PNG, Some("before the crash"));
@@ -432,5 +470,9 @@ async fn a_turn_cut_by_a_crash_keeps_its_photo_without_downloading_again() {
         again.to_string().contains(&b64(PNG)),
         "the photo is still attached: {again}"
     );
-    assert_eq!((tg.get_file_calls(), tg.downloads()), (1, 1), "downloaded once");
+    assert_eq!(
+        (tg.get_file_calls(), tg.downloads()),
+        (1, 1),
+        "downloaded once"
+    );
 }

@@ -171,15 +171,9 @@ pub fn account_specs(accounts: &ChannelAccounts, root: &Addr<SupervisorActor>) -
         .map(|settings| {
             telegram::TelegramActor::spec(settings, accounts.files.clone(), root.clone())
         })
-        .chain(
-            accounts
-                .discord
-                .iter()
-                .cloned()
-                .map(|settings| {
-                    discord::DiscordActor::spec(settings, accounts.files.clone(), root.clone())
-                }),
-        )
+        .chain(accounts.discord.iter().cloned().map(|settings| {
+            discord::DiscordActor::spec(settings, accounts.files.clone(), root.clone())
+        }))
         .collect()
 }
 

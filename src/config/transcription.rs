@@ -120,3 +120,62 @@ pub(super) fn settings(
         timeout: Duration::from_secs(raw.timeout_secs),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    #[test]
+    fn off_by_default_and_on_with_the_openai_providers_url_and_key() {
+        let cfg = Config::from_toml_str("").expect("defaults");
+        assert!(cfg.transcription.is_none());
+        let cfg = Config::from_toml_str(
+            "[providers.openai]\nbase_url = \"http://127.0.0.1:9/v1/\"\n[transcription]\nenabled = true\n",
+        )
+        .expect("valid");
+        let t = cfg.transcription.expect("on");
+        assert_eq!(t.url(), "http://127.0.0.1:9/v1/audio/transcriptions");
+        assert_eq!(t.model, "whisper-1");
+        assert_eq!(t.endpoint.api_key_env, "OPENAI_API_KEY");
+        assert_eq!(t.max_bytes, 25 * 1024 * 1024);
+        let own = Config::from_toml_str(
+            "[transcription]\nenabled = true\nbase_url = \"https://stt.example/v1\"\napi_key_file = \"/run/stt.key\"\nmodel = \"gpt-4o-transcribe\"\n",
+        )
+        .expect("valid")
+        .transcription
+        .expect("on");
+        assert_eq!(own.url(), "https://stt.example/v1/audio/transcriptions");
+        assert_eq!(
+            (
+                own.endpoint.api_key_env.as_str(),
+                own.endpoint.api_key_file.as_str()
+            ),
+            ("", "/run/stt.key")
+        );
+    }
+
+    #[test]
+    fn every_bad_key_is_named() {
+        let err = Config::from_toml_str(
+            "[transcription]\nbase_url = \"ftp://x\"\nmodel = \" \"\nmax_bytes = 0\ntimeout_secs = 0\n",
+        )
+        .expect_err("invalid")
+        .to_string();
+        for key in [
+            "transcription.base_url",
+            "transcription.model",
+            "transcription.max_bytes",
+            "transcription.timeout_secs",
+        ] {
+            assert!(err.contains(key), "{key} in {err}");
+        }
+        let err = Config::from_toml_str("[transcription]\nenabled = \"yes\"\n")
+            .expect_err("a string is not a boolean")
+            .to_string();
+        assert!(err.contains("transcription.enabled"), "{err}");
+        let err = Config::from_toml_str("[transcription]\napi_key = \"sk-inline\"\n")
+            .expect_err("no inline key")
+            .to_string();
+        assert!(err.contains("api_key"), "{err}");
+    }
+}

@@ -216,5 +216,13 @@ allow_from = ["1"]
         assert_eq!(d.restart_keys, ["gateway.port"]);
         let with_price = format!("{BASE}[[pricing]]\nmodel = \"m\"\n");
         assert_eq!(diff(&t(BASE), &t(&with_price)).agents.changed, ["main"]);
+        let transcribing = format!("{BASE}[transcription]\nenabled = true\n");
+        let d = diff(&t(BASE), &t(&transcribing));
+        assert_eq!(
+            d.agents.changed,
+            ["main"],
+            "agents hold the transcription client"
+        );
+        assert!(d.restart_keys.is_empty(), "{:?}", d.restart_keys);
     }
 }

@@ -264,7 +264,15 @@ impl FakeDiscord {
         mentions: Vec<Value>,
         reply_to_bot: bool,
     ) -> u64 {
-        self.post_with(channel, guild, user, content, mentions, reply_to_bot, vec![])
+        self.post_with(
+            channel,
+            guild,
+            user,
+            content,
+            mentions,
+            reply_to_bot,
+            vec![],
+        )
     }
 
     /// A user writes a direct message with a file attached (`name`, `mime`, `bytes`,
@@ -290,7 +298,15 @@ impl FakeDiscord {
             "id": id.to_string(), "filename": name, "size": declared_size,
             "url": url, "proxy_url": url, "content_type": mime,
         });
-        self.post_with(user * 10, None, user, content, vec![], false, vec![attachment])
+        self.post_with(
+            user * 10,
+            None,
+            user,
+            content,
+            vec![],
+            false,
+            vec![attachment],
+        )
     }
 
     /// Attachment downloads served so far.

@@ -391,7 +391,9 @@ async fn transcribe(conn: &mut Conn, shared: &Shared, request: &Recorded) -> io:
         ))
     });
     match answer {
-        Transcription::Text(text) => write_json(conn, 200, &[], &json!({ "text": text }).to_string()).await,
+        Transcription::Text(text) => {
+            write_json(conn, 200, &[], &json!({ "text": text }).to_string()).await
+        }
         Transcription::Status(code, message) => {
             let body = json!({ "error": { "message": message, "type": "server_error" } });
             write_json(conn, code, &[], &body.to_string()).await

@@ -213,7 +213,9 @@ impl FakeTelegram {
         let mut inner = self.lock();
         let id = format!("file-{}", inner.hosted.len() + 1);
         let path = format!("{path}/file_{}", inner.hosted.len() + 1);
-        inner.hosted.insert(id.clone(), (path, bytes.to_vec(), stated));
+        inner
+            .hosted
+            .insert(id.clone(), (path, bytes.to_vec(), stated));
         id
     }
 
@@ -263,7 +265,14 @@ impl FakeTelegram {
     }
 
     /// A document from `user_id`.
-    pub fn document(&self, user_id: i64, name: &str, mime: &str, bytes: &[u8], caption: Option<&str>) {
+    pub fn document(
+        &self,
+        user_id: i64,
+        name: &str,
+        mime: &str,
+        bytes: &[u8],
+        caption: Option<&str>,
+    ) {
         let media = json!({ "file_name": name, "mime_type": mime });
         let size = Some(bytes.len() as u64);
         self.dm_with_file(user_id, "document", media, bytes, size, caption);

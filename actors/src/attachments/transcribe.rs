@@ -77,10 +77,7 @@ impl Transcriber {
         }
         let response = request.send().await.map_err(|e| {
             if e.is_timeout() {
-                format!(
-                    "no answer within {} s",
-                    self.settings.timeout.as_secs_f64()
-                )
+                format!("no answer within {} s", self.settings.timeout.as_secs_f64())
             } else {
                 format!("the transcription server cannot be reached: {}", plain(&e))
             }

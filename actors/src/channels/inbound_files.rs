@@ -69,7 +69,10 @@ pub async fn resolve<O: Outbox>(
             Ok(a) => stored.push(a),
             Err(why) => {
                 tracing::warn!(platform = O::PLATFORM, chat_id = %inbound.chat_id, file = %file.name, reason = %why, "an inbound file was not downloaded");
-                notes.push_str(&format!("\n\n[attached file: {} was not received: {why}]", file.name));
+                notes.push_str(&format!(
+                    "\n\n[attached file: {} was not received: {why}]",
+                    file.name
+                ));
             }
         }
     }
@@ -108,19 +111,18 @@ async fn fetch_one<O: Outbox>(
     if file.size.is_some_and(|size| size > intake.max_bytes) {
         return Err(too_large());
     }
-    let bytes = match tokio::time::timeout(intake.timeout, outbox.fetch(file, intake.max_bytes))
-        .await
-    {
-        Ok(Ok(bytes)) => bytes,
-        Ok(Err(FetchError::TooLarge)) => return Err(too_large()),
-        Ok(Err(FetchError::Failed(why))) => return Err(format!("the download failed ({why})")),
-        Err(_) => {
-            return Err(format!(
-                "the download took longer than {} s",
-                intake.timeout.as_secs()
-            ));
-        }
-    };
+    let bytes =
+        match tokio::time::timeout(intake.timeout, outbox.fetch(file, intake.max_bytes)).await {
+            Ok(Ok(bytes)) => bytes,
+            Ok(Err(FetchError::TooLarge)) => return Err(too_large()),
+            Ok(Err(FetchError::Failed(why))) => return Err(format!("the download failed ({why})")),
+            Err(_) => {
+                return Err(format!(
+                    "the download took longer than {} s",
+                    intake.timeout.as_secs()
+                ));
+            }
+        };
     let size = bytes.len() as u64;
     let name = files::safe_name_or(&file.name, "file");
     let saved = files::save_upload(state_dir, &name, &bytes)?;

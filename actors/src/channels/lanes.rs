@@ -6,9 +6,9 @@ use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 
 use super::ChannelError;
+use super::inbound_files::{self, FetchError};
 use super::journal::{self, Route};
 use super::settled::{self, DeliveryOutcome};
-use super::inbound_files::{self, FetchError};
 use crate::store::channels::{DeliveryRecord, InboundFile, InboundRecord, MarkFailed, MarkSent};
 
 /// One unit of work of a chat, run in order.

@@ -672,6 +672,31 @@ mod tests {
     }
 
     #[test]
+    fn a_queued_turn_recovered_at_start_keeps_its_users_attachments() {
+        let dir = std::env::temp_dir().join(format!("troupe-recover-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut db = SqliteStore::open(&dir.join("t.db")).unwrap();
+        let file = crate::attachments::AttachmentRef {
+            kind: crate::attachments::AttachmentKind::Image,
+            mime_type: "image/png".into(),
+            file_name: "dot.png".into(),
+            path: "uploads/u/dot.png".into(),
+            size: 67,
+            file: dir.join("uploads/u/dot.png"),
+        };
+        let mut with_file = turn("agent:main:a", "look", "k1");
+        with_file.attachments = vec![file.clone()];
+        accept(&mut db, with_file);
+        accept(&mut db, turn("agent:main:a", "plain", "k2"));
+        let (interrupted, queued) = db.recover_runs("a test").unwrap();
+        assert!(interrupted.is_empty());
+        assert_eq!(queued.len(), 2);
+        assert_eq!(queued[0].attachments, vec![file]);
+        assert!(queued[1].attachments.is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn retention_deletes_old_finished_turns_and_keeps_waiting_ones() {
         let dir = std::env::temp_dir().join(format!("troupe-retention-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();

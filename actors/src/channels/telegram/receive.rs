@@ -20,10 +20,11 @@ fn size_of(meta: &FileMeta) -> Option<u64> {
 /// The files a message carries, as Telegram names them.
 pub fn files_of(m: &Message) -> Vec<InboundFile> {
     let mut out = Vec::new();
-    if let Some(largest) = m
-        .photo()
-        .and_then(|sizes| sizes.iter().max_by_key(|p| p.width as u64 * p.height as u64))
-    {
+    if let Some(largest) = m.photo().and_then(|sizes| {
+        sizes
+            .iter()
+            .max_by_key(|p| p.width as u64 * p.height as u64)
+    }) {
         out.push(InboundFile {
             kind: InboundFileKind::Photo,
             source: largest.file.id.0.clone(),
