@@ -165,8 +165,12 @@ pub struct Config {
     pub hooks: hooks::HooksConfig,
     /// `gateway.reload = "hybrid"`: the config file is watched and changes apply live.
     pub reload_hybrid: bool,
-    /// Largest file `POST /api/upload` accepts, bytes (`uploads.max_bytes`).
+    /// Largest file `POST /api/upload` accepts, bytes (`uploads.max_bytes`); also the
+    /// largest file a channel downloads from a user.
     pub upload_max_bytes: u64,
+    /// Time allowed to download one file a user sent on a channel
+    /// (`uploads.download_timeout_secs`).
+    pub download_timeout: Duration,
     /// MCP tool servers (`[[mcp]]`).
     pub mcp: Vec<troupe_actors::mcp::McpServerSettings>,
     /// Audio transcription (`[transcription]`; `None`: off).
@@ -204,12 +208,19 @@ struct Raw {
 #[serde(deny_unknown_fields)]
 struct RawUploads {
     max_bytes: u64,
+    #[serde(default = "default_download_timeout_secs")]
+    download_timeout_secs: u64,
+}
+
+fn default_download_timeout_secs() -> u64 {
+    60
 }
 
 impl Default for RawUploads {
     fn default() -> Self {
         Self {
             max_bytes: 20 * 1024 * 1024,
+            download_timeout_secs: default_download_timeout_secs(),
         }
     }
 }
@@ -765,6 +776,9 @@ fn validate(
     };
     let openai = endpoint(&raw.providers.openai);
     let transcription = transcription::settings(raw.transcription, &openai, &mut bad);
+    if raw.uploads.download_timeout_secs == 0 {
+        bad("uploads.download_timeout_secs", "must be at least 1".into());
+    }
     if !(1..=MAX_UPLOAD_BYTES).contains(&raw.uploads.max_bytes) {
         bad(
             "uploads.max_bytes",
@@ -839,6 +853,7 @@ fn validate(
         hooks,
         reload_hybrid,
         upload_max_bytes: raw.uploads.max_bytes,
+        download_timeout: Duration::from_secs(raw.uploads.download_timeout_secs),
         mcp,
         transcription,
     })

@@ -201,7 +201,7 @@ pub fn tree_config(config: &Config, agents: &[AgentSettings], paths: &StatePaths
             files: troupe_actors::channels::inbound_files::FileIntake {
                 state_dir: Some(paths.home.clone()),
                 max_bytes: config.upload_max_bytes,
-                ..Default::default()
+                timeout: config.download_timeout,
             },
             ..config.channels.clone()
         },

@@ -373,6 +373,31 @@ async fn files_over_the_cap_are_not_downloaded_and_the_turn_still_answers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_that_hangs_times_out_and_the_turn_still_answers() {
+    let tg = FakeTelegram::start(TG_TOKEN);
+    let home = home_with_files(&telegram_config(
+        &tg,
+        "open",
+        "[uploads]\ndownload_timeout_secs = 1\n",
+    ));
+    let _gw = TestGateway::builder()
+        .env("TG_TEST_TOKEN", TG_TOKEN)
+        .start_in(home);
+    tg.stall_downloads(true);
+    tg.photo(3501, PNG, Some("slow"));
+    let reply = eventually(WAIT, "the turn answers", || async {
+        tg.texts_to(3501).into_iter().next()
+    })
+    .await;
+    assert_eq!(
+        reply,
+        "echo: slow\n\n[attached file: photo.jpg was not received: the download took longer than 1 s]"
+    );
+    assert_eq!(tg.downloads(), 1);
+    tg.stall_downloads(false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unpaired_senders_photo_is_never_downloaded() {
     let tg = FakeTelegram::start(TG_TOKEN);
     let _gw = TestGateway::builder()

@@ -77,6 +77,7 @@ struct Inner {
     hosted: HashMap<String, (String, Vec<u8>, bool)>,
     get_file_calls: u64,
     downloads: u64,
+    stall_downloads: bool,
 }
 
 struct Shared {
@@ -290,7 +291,13 @@ impl FakeTelegram {
         self.lock().get_file_calls
     }
 
-    /// File downloads (`GET /file/bot<token>/...`) served so far.
+    /// File downloads stop answering (or answer again).
+    pub fn stall_downloads(&self, stall: bool) {
+        self.lock().stall_downloads = stall;
+        self.shared.changed.notify_waiters();
+    }
+
+    /// File downloads (`GET /file/bot<token>/...`) asked for so far.
     pub fn downloads(&self) -> u64 {
         self.lock().downloads
     }
@@ -481,19 +488,26 @@ async fn download(req: HttpRequest, shared: web::Data<Shared>) -> HttpResponse {
         return HttpResponse::Unauthorized().finish();
     };
     let path = path.replace("%2F", "/").replace("%2f", "/");
-    let mut inner = lock(&shared);
+    lock(&shared).downloads += 1;
+    loop {
+        let changed = shared.changed.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        if !lock(&shared).stall_downloads {
+            break;
+        }
+        changed.await;
+    }
+    let inner = lock(&shared);
     let found = inner
         .hosted
         .values()
         .find(|(p, _, _)| *p == path)
         .map(|(_, b, _)| b.clone());
     match found {
-        Some(bytes) => {
-            inner.downloads += 1;
-            HttpResponse::Ok()
-                .content_type("application/octet-stream")
-                .body(bytes)
-        }
+        Some(bytes) => HttpResponse::Ok()
+            .content_type("application/octet-stream")
+            .body(bytes),
         None => HttpResponse::NotFound().finish(),
     }
 }

@@ -3,6 +3,8 @@
 //! `getFile`, then the file itself from `<api_url>/file/bot<token>/<file_path>`
 //! (teloxide's `get_file` and `download_file_stream`), read no further than the limit.
 
+use std::time::Duration;
+
 use futures_util::StreamExt;
 use teloxide_core::net::Download;
 use teloxide_core::requests::{Request, Requester};
@@ -11,6 +13,9 @@ use teloxide_core::{Bot, RequestError};
 
 use crate::channels::inbound_files::{FetchError, without_url};
 use crate::store::channels::{InboundFile, InboundFileKind};
+
+/// Time allowed to connect for a download.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The size Telegram gave, unless it left it out (teloxide then says `u32::MAX`).
 fn size_of(meta: &FileMeta) -> Option<u64> {
@@ -77,7 +82,15 @@ pub async fn fetch(bot: &Bot, file: &InboundFile, max_bytes: u64) -> Result<Vec<
     if size_of(&meta.meta).is_some_and(|size| size > max_bytes) {
         return Err(FetchError::TooLarge);
     }
-    let mut stream = bot.download_file_stream(&meta.path);
+    // The bot's own client gives up a little after the long poll; a large file may take
+    // longer (the caller's timeout bounds it), so the download gets a client of its own.
+    let client = reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true)
+        .build()
+        .map_err(|e| FetchError::Failed(format!("cannot build the HTTP client: {e}")))?;
+    let downloader = Bot::with_client(bot.token(), client).set_api_url(bot.api_url());
+    let mut stream = downloader.download_file_stream(&meta.path);
     let mut out = Vec::new();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| FetchError::Failed(without_url(&e)))?;
