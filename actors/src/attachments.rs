@@ -336,6 +336,39 @@ mod tests {
     }
 
     #[test]
+    fn a_saved_download_is_typed_by_its_bytes_the_platforms_type_only_a_hint() {
+        let home = tempfile::tempdir().unwrap();
+        let png = [
+            0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A, 0, 0, 0, 0x0D,
+        ];
+        let file = files::save_upload(home.path(), "photo.jpg", &png).unwrap();
+        let a = from_saved(home.path(), file, Some("image/jpeg"), png.len() as u64);
+        assert_eq!(
+            (a.kind, a.mime_type.as_str()),
+            (AttachmentKind::Image, "image/png")
+        );
+        assert!(a.path.starts_with("uploads/"), "{}", a.path);
+        // Text that claims to be a picture stays text.
+        let file = files::save_upload(home.path(), "x.png", b"not a picture").unwrap();
+        let a = from_saved(home.path(), file, Some("image/png"), 13);
+        assert_eq!(
+            (a.kind, a.mime_type.as_str()),
+            (AttachmentKind::File, "text/plain")
+        );
+        // Bytes that say nothing more than "binary" take the platform's type.
+        let file = files::save_upload(home.path(), "voice", &[0, 1, 2, 3]).unwrap();
+        let a = from_saved(home.path(), file, Some("audio/ogg"), 4);
+        assert_eq!(
+            (a.kind, a.mime_type.as_str()),
+            (AttachmentKind::File, "audio/ogg")
+        );
+        // A picture too large for models is a file.
+        let file = files::save_upload(home.path(), "big.png", &png).unwrap();
+        let a = from_saved(home.path(), file, None, MAX_IMAGE_BYTES as u64 + 1);
+        assert_eq!(a.kind, AttachmentKind::File);
+    }
+
+    #[test]
     fn bad_attachments_are_refused_naming_them() {
         let home = tempfile::tempdir().unwrap();
         let err =

@@ -72,8 +72,18 @@ pub fn files_of(m: &Message) -> Vec<InboundFile> {
     out
 }
 
-/// Downloads a file by its `file_id`, stopping once it passes `max_bytes`.
+/// Downloads a file by its `file_id`, stopping once it passes `max_bytes`. An error never
+/// names the bot token (it becomes a note the model and the user may see).
 pub async fn fetch(bot: &Bot, file: &InboundFile, max_bytes: u64) -> Result<Vec<u8>, FetchError> {
+    download(bot, file, max_bytes).await.map_err(|e| match e {
+        FetchError::Failed(why) if !bot.token().is_empty() => {
+            FetchError::Failed(why.replace(bot.token(), "<token>"))
+        }
+        other => other,
+    })
+}
+
+async fn download(bot: &Bot, file: &InboundFile, max_bytes: u64) -> Result<Vec<u8>, FetchError> {
     let meta = bot
         .get_file(FileId(file.source.clone()))
         .send()
