@@ -357,6 +357,29 @@ async fn audio_attachments_are_transcribed_when_transcription_is_on() {
         user["content"], "my memo\n\n[voice transcript: memo.ogg]\nbuy milk",
         "the transcript, not the audio: {user}"
     );
+
+    // A later turn sees the transcript in its history, without transcribing again.
+    fake.push(Script::reply("ok", 1));
+    send_and_wait(
+        &mut c,
+        json!({ "sessionKey": "agent:oa:voice", "message": "what did I say?", "idempotencyKey": "voice-2" }),
+    )
+    .await;
+    let body = fake.chat_requests().last().unwrap().body.clone();
+    let earlier = body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["role"] == "user")
+        .unwrap()
+        .clone();
+    let earlier = earlier["content"].as_str().unwrap();
+    assert!(
+        earlier.contains("[attached file: memo.ogg (uploads/")
+            && earlier.ends_with("[voice transcript: memo.ogg]\nbuy milk"),
+        "{earlier}"
+    );
+    assert_eq!(fake.transcribed().len(), 1, "transcribed once");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -250,17 +250,21 @@ pub async fn model_input(
 }
 
 /// How an earlier message's attachments appear in a later turn's history: named, not
-/// re-sent.
+/// re-sent; an audio file transcribed before brings its transcript.
 pub fn history_note(attachments: &[AttachmentRef]) -> String {
     attachments
         .iter()
         .map(|a| {
-            format!(
+            let named = format!(
                 "\n[attached {}: {} ({})]",
                 kind_word(a.kind),
                 a.file_name,
                 a.path
-            )
+            );
+            match transcribe::kept_transcript(a) {
+                Some(text) => format!("{named}\n[voice transcript: {}]\n{text}", a.file_name),
+                None => named,
+            }
         })
         .collect()
 }

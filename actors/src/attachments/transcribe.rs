@@ -4,8 +4,11 @@
 //! `POST {base_url}/audio/transcriptions` (multipart fields `file` and `model`; the answer
 //! is `{"text": ...}`), and the transcript goes into the user's message instead of the
 //! audio. A failure (server down, an error status, a timeout, a file over the limit) is
-//! said in the message; the turn still runs.
+//! said in the message; the turn still runs. A transcript is kept beside its file
+//! (`<name>.transcript.txt`): a turn run again after a crash does not transcribe twice, and
+//! later turns see it in their history.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::gateway::Secret;
@@ -53,8 +56,20 @@ impl Transcriber {
         &self.settings
     }
 
-    /// The transcript of one audio file, or why there is none.
+    /// The transcript of one audio file (the kept one if it was transcribed before), or
+    /// why there is none.
     pub async fn transcribe(&self, audio: &AttachmentRef) -> Result<String, String> {
+        if let Ok(kept) = tokio::fs::read_to_string(transcript_file(audio)).await {
+            return Ok(kept);
+        }
+        let text = self.ask(audio).await?;
+        if let Err(e) = tokio::fs::write(transcript_file(audio), &text).await {
+            tracing::warn!(file = %audio.path, error = %e, "cannot keep a transcript");
+        }
+        Ok(text)
+    }
+
+    async fn ask(&self, audio: &AttachmentRef) -> Result<String, String> {
         if audio.size > self.settings.max_bytes {
             return Err(format!(
                 "the file is larger than the {} bytes transcription takes",
@@ -97,6 +112,22 @@ impl Transcriber {
             .ok_or_else(|| "the answer has no \"text\"".to_string())?;
         Ok(text.trim().to_string())
     }
+}
+
+/// Where an audio file's transcript is kept: beside it, `<name>.transcript.txt`.
+pub fn transcript_file(audio: &AttachmentRef) -> PathBuf {
+    let mut name = audio.file.as_os_str().to_os_string();
+    name.push(".transcript.txt");
+    PathBuf::from(name)
+}
+
+/// The kept transcript of an audio attachment, if it was transcribed (read at once: a
+/// transcript is small).
+pub fn kept_transcript(audio: &AttachmentRef) -> Option<String> {
+    if !is_audio(audio) {
+        return None;
+    }
+    std::fs::read_to_string(transcript_file(audio)).ok()
 }
 
 /// Whether an attachment is audio (sent for transcription when it is on).
