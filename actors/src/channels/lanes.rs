@@ -135,7 +135,8 @@ pub async fn deliver<O: Outbox>(
 }
 
 /// Runs one job: sends an owed delivery, or answers a message (typing meanwhile: its
-/// files are downloaded first, see [`inbound_files`]) and sends the reply. Returns how many messages went out.
+/// files are downloaded first, see [`inbound_files`]) and sends the reply. Returns how
+/// many messages went out.
 pub async fn run<O: Outbox>(outbox: O, route: Route, job: Job) -> Result<usize, ChannelError> {
     match job {
         Job::Send(d) => deliver(&outbox, &route, vec![d]).await,
