@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use troupe_actors::agent::AgentSettings;
+use troupe_actors::attachments::transcribe::{Transcriber, TranscriptionSettings};
 use troupe_actors::echo::EchoSettings;
 use troupe_actors::gateway::{AgentSummary, Secret};
 use troupe_actors::provider::{Endpoint, Provider, http_client};
@@ -193,6 +194,7 @@ pub fn build(
         }])
     })?;
     let all: Vec<String> = defs.iter().map(|d| d.id.clone()).collect();
+    let transcription = transcriber(config, env)?;
     let mut out = Vec::new();
     for def in defs {
         let dir = agents_dir.join(&def.id);
@@ -235,9 +237,36 @@ pub fn build(
             state_dir: Some(paths.home.clone()),
             price,
             all_agents: all.clone(),
+            transcription: transcription.clone(),
         });
     }
     Ok(out)
+}
+
+/// The audio transcription client every agent shares (`None` when `[transcription]` is
+/// off); its key is found like a provider's.
+fn transcriber(
+    config: &Config,
+    env: &HashMap<String, String>,
+) -> Result<Option<std::sync::Arc<Transcriber>>, ConfigErrors> {
+    let Some(t) = &config.transcription else {
+        return Ok(None);
+    };
+    let settings = TranscriptionSettings {
+        url: t.url(),
+        model: t.model.clone(),
+        api_key: api_key(&t.endpoint, env),
+        max_bytes: t.max_bytes,
+        timeout: t.timeout,
+    };
+    Transcriber::new(settings)
+        .map(|t| Some(std::sync::Arc::new(t)))
+        .map_err(|why| {
+            ConfigErrors(vec![ConfigError {
+                key: "transcription".into(),
+                why,
+            }])
+        })
 }
 
 /// Whether the agent's provider has the key it needs (for `doctor`).

@@ -11,6 +11,7 @@ mod channels;
 pub mod cron;
 pub mod hooks;
 pub mod mcp;
+pub mod transcription;
 
 use config::{Environment, File, FileFormat};
 use serde::Deserialize;
@@ -164,10 +165,16 @@ pub struct Config {
     pub hooks: hooks::HooksConfig,
     /// `gateway.reload = "hybrid"`: the config file is watched and changes apply live.
     pub reload_hybrid: bool,
-    /// Largest file `POST /api/upload` accepts, bytes (`uploads.max_bytes`).
+    /// Largest file `POST /api/upload` accepts, bytes (`uploads.max_bytes`); also the
+    /// largest file a channel downloads from a user.
     pub upload_max_bytes: u64,
+    /// Time allowed to download one file a user sent on a channel
+    /// (`uploads.download_timeout_secs`).
+    pub download_timeout: Duration,
     /// MCP tool servers (`[[mcp]]`).
     pub mcp: Vec<troupe_actors::mcp::McpServerSettings>,
+    /// Audio transcription (`[transcription]`; `None`: off).
+    pub transcription: Option<transcription::TranscriptionConfig>,
 }
 
 #[derive(Deserialize)]
@@ -193,18 +200,27 @@ struct Raw {
     uploads: RawUploads,
     #[serde(default)]
     mcp: Vec<mcp::RawMcp>,
+    #[serde(default)]
+    transcription: transcription::RawTranscription,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawUploads {
     max_bytes: u64,
+    #[serde(default = "default_download_timeout_secs")]
+    download_timeout_secs: u64,
+}
+
+fn default_download_timeout_secs() -> u64 {
+    60
 }
 
 impl Default for RawUploads {
     fn default() -> Self {
         Self {
             max_bytes: 20 * 1024 * 1024,
+            download_timeout_secs: default_download_timeout_secs(),
         }
     }
 }
@@ -758,6 +774,11 @@ fn validate(
             false
         }
     };
+    let openai = endpoint(&raw.providers.openai);
+    let transcription = transcription::settings(raw.transcription, &openai, &mut bad);
+    if raw.uploads.download_timeout_secs == 0 {
+        bad("uploads.download_timeout_secs", "must be at least 1".into());
+    }
     if !(1..=MAX_UPLOAD_BYTES).contains(&raw.uploads.max_bytes) {
         bad(
             "uploads.max_bytes",
@@ -805,7 +826,7 @@ fn validate(
         dedupe_window: Duration::from_secs(raw.sessions.dedupe_window_secs),
         echo_delta_delay: Duration::from_millis(raw.providers.echo.delta_delay_ms),
         history_limit: raw.sessions.history_limit,
-        openai: endpoint(&raw.providers.openai),
+        openai,
         anthropic: endpoint(&raw.providers.anthropic),
         http_policy: troupe_actors::provider::HttpPolicy {
             connect: Duration::from_millis(raw.providers.http.connect_timeout_ms),
@@ -832,7 +853,9 @@ fn validate(
         hooks,
         reload_hybrid,
         upload_max_bytes: raw.uploads.max_bytes,
+        download_timeout: Duration::from_secs(raw.uploads.download_timeout_secs),
         mcp,
+        transcription,
     })
 }
 

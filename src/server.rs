@@ -197,7 +197,14 @@ pub fn tree_config(config: &Config, agents: &[AgentSettings], paths: &StatePaths
         agents_intensity: config.agents_intensity,
         ping_interval: config.ping_interval,
         hang_timeout: config.hang_timeout,
-        channels: config.channels.clone(),
+        channels: troupe_actors::channels::ChannelAccounts {
+            files: troupe_actors::channels::inbound_files::FileIntake {
+                state_dir: Some(paths.home.clone()),
+                max_bytes: config.upload_max_bytes,
+                timeout: config.download_timeout,
+            },
+            ..config.channels.clone()
+        },
         mcp: config.mcp.clone(),
         scheduler: SchedulerSettings {
             jobs: config.cron_jobs.clone(),

@@ -9,7 +9,7 @@
 mod fake_llm;
 mod support;
 
-use fake_llm::{FakeLlm, Script};
+use fake_llm::{FakeLlm, Script, Transcription};
 use serde_json::{Value, json};
 use support::*;
 
@@ -311,4 +311,113 @@ async fn attachment_paths_outside_the_uploads_dir_are_refused() {
         assert!(message.contains("attachments[0]"), "{message}");
     }
     assert!(fake.requests().is_empty(), "nothing reached the model");
+}
+
+/// OGG bytes (sniffed as `audio/ogg`).
+fn ogg() -> Vec<u8> {
+    let mut b = b"OggS\x00\x02".to_vec();
+    b.resize(64, 0);
+    b
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audio_attachments_are_transcribed_when_transcription_is_on() {
+    let fake = FakeLlm::start();
+    let gw = TestGateway::builder()
+        .env(
+            "TROUPE__PROVIDERS__OPENAI__BASE_URL",
+            &format!("{}/v1", fake.base_url()),
+        )
+        .env("OPENAI_API_KEY", "sk-test-openai")
+        .env("TROUPE__TRANSCRIPTION__ENABLED", "true")
+        .env("TROUPE__TRANSCRIPTION__MODEL", "fake-whisper")
+        .start_in(home());
+    gw.wait_ready().await;
+    let memo = upload(&gw, "memo.ogg", &ogg()).await;
+    assert_eq!(memo["mime"], "audio/ogg", "{memo}");
+    let mut c = gw.client().await;
+    fake.push_transcription(Transcription::Text("buy milk".into()));
+    fake.push(Script::reply("noted", 1));
+    let done = send_and_wait(
+        &mut c,
+        json!({
+            "sessionKey": "agent:oa:voice", "message": "my memo", "idempotencyKey": "voice-1",
+            "attachments": [{ "type": "file", "path": memo["path"] }],
+        }),
+    )
+    .await;
+    assert_eq!(done["status"], "ok", "{done}");
+    let sent = fake.transcribed();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].model, "fake-whisper");
+    assert_eq!(sent[0].bytes, ogg());
+    let body = fake.chat_requests().last().unwrap().body.clone();
+    let user = body["messages"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        user["content"], "my memo\n\n[voice transcript: memo.ogg]\nbuy milk",
+        "the transcript, not the audio: {user}"
+    );
+
+    // A later turn sees the transcript in its history, without transcribing again.
+    fake.push(Script::reply("ok", 1));
+    send_and_wait(
+        &mut c,
+        json!({ "sessionKey": "agent:oa:voice", "message": "what did I say?", "idempotencyKey": "voice-2" }),
+    )
+    .await;
+    let body = fake.chat_requests().last().unwrap().body.clone();
+    let earlier = body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["role"] == "user")
+        .unwrap()
+        .clone();
+    let earlier = earlier["content"].as_str().unwrap();
+    assert!(
+        earlier.contains("[attached file: memo.ogg (uploads/")
+            && earlier.ends_with("[voice transcript: memo.ogg]\nbuy milk"),
+        "{earlier}"
+    );
+    assert_eq!(fake.transcribed().len(), 1, "transcribed once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transcription_server_that_is_down_leaves_a_note_and_the_turn_runs() {
+    let fake = FakeLlm::start();
+    // A port nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let down = format!("http://{}/v1", closed.local_addr().unwrap());
+    drop(closed);
+    let gw = TestGateway::builder()
+        .env(
+            "TROUPE__PROVIDERS__OPENAI__BASE_URL",
+            &format!("{}/v1", fake.base_url()),
+        )
+        .env("OPENAI_API_KEY", "sk-test-openai")
+        .env("TROUPE__TRANSCRIPTION__ENABLED", "true")
+        .env("TROUPE__TRANSCRIPTION__BASE_URL", &down)
+        .start_in(home());
+    gw.wait_ready().await;
+    let memo = upload(&gw, "memo.ogg", &ogg()).await;
+    let mut c = gw.client().await;
+    fake.push(Script::reply("ok", 1));
+    let done = send_and_wait(
+        &mut c,
+        json!({
+            "sessionKey": "agent:oa:voice", "message": "memo", "idempotencyKey": "voice-down",
+            "attachments": [{ "type": "file", "path": memo["path"] }],
+        }),
+    )
+    .await;
+    assert_eq!(done["status"], "ok", "{done}");
+    let body = fake.chat_requests().last().unwrap().body.clone();
+    let text = body["messages"].as_array().unwrap().last().unwrap()["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        text.starts_with("memo\n\n[attached audio: memo.ogg (audio/ogg, 64 bytes); transcription failed: the transcription server cannot be reached"),
+        "{text}"
+    );
 }

@@ -48,6 +48,9 @@ pub struct AgentSettings {
     pub price: Option<(f64, f64)>,
     /// Every agent id (for tools that address sessions).
     pub all_agents: Vec<String>,
+    /// Audio attachments are transcribed through this before the model sees the message
+    /// (`[transcription]`; `None`: off, audio is only named).
+    pub transcription: Option<Arc<crate::attachments::transcribe::Transcriber>>,
 }
 
 /// A configured agent.

@@ -7,10 +7,13 @@
 //! the transcript keeps. [`files::model_input`] turns them into what the model sees: images
 //! as [`ImageInput`]s, text files inlined up to a cap, other files named.
 //!
+//! Audio attachments are transcribed when `[transcription]` is on ([`transcribe`]).
+//!
 //! Out: `[IMAGE:path]` / `[FILE:path]` markers in a final reply ([`markers::extract`]).
 
 pub mod files;
 pub mod markers;
+pub mod transcribe;
 
 use std::path::{Path, PathBuf};
 
@@ -280,6 +283,35 @@ fn prepare_one(a: &AttachmentParam, state_dir: &Path) -> Result<AttachmentRef, S
     })
 }
 
+/// A file saved under `uploads/` from somewhere else (a channel's download) as an
+/// attachment: its type is sniffed from the bytes; `hint` (what the platform said) is used
+/// only when the bytes say nothing more than "text" or "binary" and it is not an image type
+/// (a picture is a picture by its bytes). An image is an image part when models take its
+/// type and it is at most [`MAX_IMAGE_BYTES`]; otherwise it is a file.
+pub fn from_saved(state_dir: &Path, file: PathBuf, hint: Option<&str>, size: u64) -> AttachmentRef {
+    let sniffed = files::sniff_file(&file);
+    let hint = hint
+        .map(|m| m.trim().to_ascii_lowercase())
+        .filter(|m| !m.is_empty() && !m.starts_with("image/") && m.contains('/'));
+    let mime = match hint {
+        Some(h) if matches!(sniffed.as_str(), "text/plain" | "application/octet-stream") => h,
+        _ => sniffed,
+    };
+    let image = IMAGE_TYPES.contains(&mime.as_str()) && size <= MAX_IMAGE_BYTES as u64;
+    AttachmentRef {
+        kind: if image {
+            AttachmentKind::Image
+        } else {
+            AttachmentKind::File
+        },
+        mime_type: mime,
+        file_name: files::name_of(&file),
+        path: files::relative_to(state_dir, &file),
+        size,
+        file,
+    }
+}
+
 fn not_an_image_type(mime: &str) -> String {
     format!(
         "image type {mime:?} is not one models take ({})",
@@ -361,6 +393,39 @@ mod tests {
         );
         assert_eq!(download_url("/tmp/x.png"), None);
         assert_eq!(download_url(""), None);
+    }
+
+    #[test]
+    fn a_saved_download_is_typed_by_its_bytes_the_platforms_type_only_a_hint() {
+        let home = tempfile::tempdir().unwrap();
+        let png = [
+            0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A, 0, 0, 0, 0x0D,
+        ];
+        let file = files::save_upload(home.path(), "photo.jpg", &png).unwrap();
+        let a = from_saved(home.path(), file, Some("image/jpeg"), png.len() as u64);
+        assert_eq!(
+            (a.kind, a.mime_type.as_str()),
+            (AttachmentKind::Image, "image/png")
+        );
+        assert!(a.path.starts_with("uploads/"), "{}", a.path);
+        // Text that claims to be a picture stays text.
+        let file = files::save_upload(home.path(), "x.png", b"not a picture").unwrap();
+        let a = from_saved(home.path(), file, Some("image/png"), 13);
+        assert_eq!(
+            (a.kind, a.mime_type.as_str()),
+            (AttachmentKind::File, "text/plain")
+        );
+        // Bytes that say nothing more than "binary" take the platform's type.
+        let file = files::save_upload(home.path(), "voice", &[0, 1, 2, 3]).unwrap();
+        let a = from_saved(home.path(), file, Some("audio/ogg"), 4);
+        assert_eq!(
+            (a.kind, a.mime_type.as_str()),
+            (AttachmentKind::File, "audio/ogg")
+        );
+        // A picture too large for models is a file.
+        let file = files::save_upload(home.path(), "big.png", &png).unwrap();
+        let a = from_saved(home.path(), file, None, MAX_IMAGE_BYTES as u64 + 1);
+        assert_eq!(a.kind, AttachmentKind::File);
     }
 
     #[test]

@@ -5,12 +5,14 @@
 //! - [`telegram`]: [`TelegramActor`](telegram::TelegramActor), the Bot API long-poll loop.
 //! - [`discord`]: [`DiscordActor`](discord::DiscordActor), a serenity gateway shard with
 //!   REST backfill after every (re)connect.
+//! - [`inbound_files`]: files users send, downloaded into `uploads/` before their turn.
 //! - [`journal`]: what every platform shares: a journaled inbound message becomes one turn
 //!   on its session, and its reply becomes deliveries in the store.
 //! - [`split`]: long replies cut at the platform's limit on paragraph/line/word boundaries.
 //! - [`pairing`]: access policies and pairing codes for unknown senders.
 
 pub mod discord;
+pub mod inbound_files;
 pub mod journal;
 pub mod lanes;
 pub mod operator_send;
@@ -122,6 +124,8 @@ pub struct ChannelAccounts {
     pub telegram: Vec<TelegramSettings>,
     /// Discord bots.
     pub discord: Vec<DiscordSettings>,
+    /// Where files users send go (every account), and their limits.
+    pub files: inbound_files::FileIntake,
 }
 
 /// Errors of a channel.
@@ -164,14 +168,12 @@ pub fn account_specs(accounts: &ChannelAccounts, root: &Addr<SupervisorActor>) -
         .telegram
         .iter()
         .cloned()
-        .map(|settings| telegram::TelegramActor::spec(settings, root.clone()))
-        .chain(
-            accounts
-                .discord
-                .iter()
-                .cloned()
-                .map(|settings| discord::DiscordActor::spec(settings, root.clone())),
-        )
+        .map(|settings| {
+            telegram::TelegramActor::spec(settings, accounts.files.clone(), root.clone())
+        })
+        .chain(accounts.discord.iter().cloned().map(|settings| {
+            discord::DiscordActor::spec(settings, accounts.files.clone(), root.clone())
+        }))
         .collect()
 }
 

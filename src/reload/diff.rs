@@ -25,8 +25,8 @@ impl Keyed {
 /// The difference between the running config file and a new one.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConfigDiff {
-    /// `[[agents]]` by id (every agent is "changed" when `providers` or `pricing` change:
-    /// agents are built from them).
+    /// `[[agents]]` by id (every agent is "changed" when `providers`, `pricing` or
+    /// `transcription` change: agents are built from them).
     pub agents: Keyed,
     /// `[[channels.telegram]]` by account.
     pub telegram: Keyed,
@@ -58,7 +58,13 @@ pub fn diff(old: &Table, new: &Table) -> ConfigDiff {
             "gateway.reload" => out.reload_mode = true,
             p if p == "cron" || p.starts_with("cron.") => out.cron = true,
             p if p == "hooks" || p.starts_with("hooks.") => out.hooks = true,
-            p if p == "pricing" || p == "providers" || p.starts_with("providers.") => {
+            // Agents are built from these (transcription: every agent's client).
+            p if p == "pricing"
+                || p == "providers"
+                || p.starts_with("providers.")
+                || p == "transcription"
+                || p.starts_with("transcription.") =>
+            {
                 all_agents = true
             }
             _ => out.restart_keys.push(path),
@@ -210,5 +216,13 @@ allow_from = ["1"]
         assert_eq!(d.restart_keys, ["gateway.port"]);
         let with_price = format!("{BASE}[[pricing]]\nmodel = \"m\"\n");
         assert_eq!(diff(&t(BASE), &t(&with_price)).agents.changed, ["main"]);
+        let transcribing = format!("{BASE}[transcription]\nenabled = true\n");
+        let d = diff(&t(BASE), &t(&transcribing));
+        assert_eq!(
+            d.agents.changed,
+            ["main"],
+            "agents hold the transcription client"
+        );
+        assert!(d.restart_keys.is_empty(), "{:?}", d.restart_keys);
     }
 }

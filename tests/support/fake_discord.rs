@@ -6,7 +6,8 @@
 //! off), MESSAGE_CREATE pushed to every live session, RESUME answered with an invalid
 //! session, and sockets that can be dropped. Scriptable 429 with `Retry-After`. Every
 //! message posted by users or the bot is kept per channel (so REST backfill sees it).
-//! Stops on drop.
+//! Files users attach ([`FakeDiscord::dm_with_file`]) are served at their attachment `url`
+//! (`GET /attachments/{id}/{name}`, downloads counted). Stops on drop.
 #![allow(dead_code, clippy::expect_used, clippy::unwrap_used)]
 
 // Both fakes may be in one test binary: each has its own copy of the reader.
@@ -110,6 +111,11 @@ struct Inner {
     nonce_replays: u64,
     /// Record posts but never answer them.
     hold_posts: bool,
+    /// Files users attached: attachment id → bytes.
+    hosted: HashMap<u64, Vec<u8>>,
+    downloads: u64,
+    /// Downloads that carried an `Authorization` header (the bot token must not leave the API).
+    downloads_with_authorization: u64,
 }
 
 struct Shared {
@@ -215,6 +221,7 @@ impl FakeDiscord {
                             web::get().to(get_messages),
                         )
                         .route("/api/v10/channels/{id}/typing", web::post().to(typing))
+                        .route("/attachments/{id}/{name}", web::get().to(attachment))
                 })
                 .workers(2)
                 .disable_signals()
@@ -257,6 +264,72 @@ impl FakeDiscord {
         mentions: Vec<Value>,
         reply_to_bot: bool,
     ) -> u64 {
+        self.post_with(
+            channel,
+            guild,
+            user,
+            content,
+            mentions,
+            reply_to_bot,
+            vec![],
+        )
+    }
+
+    /// A user writes a direct message with a file attached (`name`, `mime`, `bytes`,
+    /// served at the attachment's `url`); `declared_size` is the `size` Discord states.
+    pub fn dm_with_file(
+        &self,
+        user: u64,
+        content: &str,
+        name: &str,
+        mime: &str,
+        bytes: &[u8],
+        declared_size: u64,
+    ) -> u64 {
+        let id = {
+            let mut inner = self.lock();
+            inner.next_id += 1;
+            let id = inner.next_id;
+            inner.hosted.insert(id, bytes.to_vec());
+            id
+        };
+        let url = format!("http://{}/attachments/{id}/{name}", self.addr);
+        let attachment = json!({
+            "id": id.to_string(), "filename": name, "size": declared_size,
+            "url": url, "proxy_url": url, "content_type": mime,
+        });
+        self.post_with(
+            user * 10,
+            None,
+            user,
+            content,
+            vec![],
+            false,
+            vec![attachment],
+        )
+    }
+
+    /// Attachment downloads served so far.
+    pub fn downloads(&self) -> u64 {
+        self.lock().downloads
+    }
+
+    /// Attachment downloads that carried an `Authorization` header.
+    pub fn downloads_with_authorization(&self) -> u64 {
+        self.lock().downloads_with_authorization
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn post_with(
+        &self,
+        channel: u64,
+        guild: Option<u64>,
+        user: u64,
+        content: &str,
+        mentions: Vec<Value>,
+        reply_to_bot: bool,
+        attachments: Vec<Value>,
+    ) -> u64 {
         let mut inner = self.lock();
         inner.next_id += 1;
         let id = inner.next_id;
@@ -284,6 +357,7 @@ impl FakeDiscord {
             mentions,
             reply_to,
         );
+        message["attachments"] = json!(attachments);
         inner
             .messages
             .entry(channel)
@@ -554,6 +628,28 @@ async fn get_messages(
     // Discord answers newest first.
     page.reverse();
     HttpResponse::Ok().json(page)
+}
+
+/// `GET /attachments/{id}/{name}`: a file a user attached.
+async fn attachment(
+    req: HttpRequest,
+    path: web::Path<(u64, String)>,
+    shared: web::Data<Shared>,
+) -> HttpResponse {
+    let (id, _) = path.into_inner();
+    let mut inner = shared.lock();
+    if req.headers().contains_key("authorization") {
+        inner.downloads_with_authorization += 1;
+    }
+    match inner.hosted.get(&id).cloned() {
+        Some(bytes) => {
+            inner.downloads += 1;
+            HttpResponse::Ok()
+                .content_type("application/octet-stream")
+                .body(bytes)
+        }
+        None => HttpResponse::NotFound().finish(),
+    }
 }
 
 async fn typing(

@@ -1,6 +1,8 @@
 //! A fake LLM provider: a real HTTP/1.1 server on `127.0.0.1:0` that speaks the OpenAI
 //! Chat Completions (`POST /v1/chat/completions`) and Anthropic Messages
-//! (`POST /v1/messages`) wire formats, streamed (SSE) or not. Tests queue [`Script`]s —
+//! (`POST /v1/messages`) wire formats, streamed (SSE) or not, and OpenAI's audio
+//! transcriptions (`POST /v1/audio/transcriptions`, a real multipart body: the `file` and
+//! `model` parts are recorded; answers `{"text"}` or a scripted error status). Tests queue [`Script`]s —
 //! replies, tool calls, error statuses, stalls, silence, malformed streams — consumed one
 //! per request in order; every request is recorded. The server runs on its own thread and
 //! runtime, so it works from `#[test]` and `#[tokio::test]` alike, and stops on drop.
@@ -13,6 +15,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+// Other fakes in the same test binary have their own copy of the reader.
+#[allow(clippy::duplicate_mod)]
+#[path = "multipart.rs"]
+mod multipart;
 
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -98,6 +105,32 @@ pub struct Recorded {
     pub headers: Vec<(String, String)>,
     /// The body as JSON; `Null` when empty, a `String` when it is not JSON.
     pub body: Value,
+    /// The body's bytes as received.
+    pub raw: Vec<u8>,
+}
+
+/// One scripted answer of `POST /v1/audio/transcriptions`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transcription {
+    /// `{"text": ...}`.
+    Text(String),
+    /// An error status with this message.
+    Status(u16, String),
+}
+
+/// A transcription request as received (its multipart parts).
+#[derive(Debug, Clone)]
+pub struct Transcribed {
+    /// The `model` field.
+    pub model: String,
+    /// The `file` part's file name.
+    pub file_name: Option<String>,
+    /// The `file` part's content type.
+    pub mime: Option<String>,
+    /// The `file` part's bytes.
+    pub bytes: Vec<u8>,
+    /// The `Authorization` header.
+    pub authorization: Option<String>,
 }
 
 impl Recorded {
@@ -177,6 +210,25 @@ impl FakeLlm {
     pub fn requests(&self) -> Vec<Recorded> {
         lock(&self.shared.requests).clone()
     }
+
+    /// The chat requests only (OpenAI and Anthropic), in arrival order.
+    pub fn chat_requests(&self) -> Vec<Recorded> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.path.ends_with("/chat/completions") || r.path.ends_with("/messages"))
+            .collect()
+    }
+
+    /// Queues the answer of a later transcription request (default: `{"text":
+    /// "transcript of <file name> (<n> bytes)"}`).
+    pub fn push_transcription(&self, answer: Transcription) {
+        lock(&self.shared.transcriptions).push_back(answer);
+    }
+
+    /// Transcription requests received, in order.
+    pub fn transcribed(&self) -> Vec<Transcribed> {
+        lock(&self.shared.transcribed).clone()
+    }
 }
 
 impl Drop for FakeLlm {
@@ -194,6 +246,8 @@ impl Drop for FakeLlm {
 struct Shared {
     scripts: Mutex<VecDeque<Script>>,
     requests: Mutex<Vec<Recorded>>,
+    transcriptions: Mutex<VecDeque<Transcription>>,
+    transcribed: Mutex<Vec<Transcribed>>,
     next_id: AtomicU64,
 }
 
@@ -281,6 +335,11 @@ async fn handle(stream: TcpStream, shared: Arc<Shared>) {
         ("POST", "/v1/messages") => Some(Api::Anthropic),
         _ => None,
     };
+    if (request.method.as_str(), route) == ("POST", "/v1/audio/transcriptions") {
+        let _ = transcribe(&mut conn, &shared, &request).await;
+        let _ = conn.get_mut().shutdown().await;
+        return;
+    }
     let _ = match api {
         Some(api) => {
             let n = shared.next_id.fetch_add(1, Ordering::Relaxed);
@@ -298,6 +357,48 @@ async fn handle(stream: TcpStream, shared: Arc<Shared>) {
         }
     };
     let _ = conn.get_mut().shutdown().await;
+}
+
+/// `POST /v1/audio/transcriptions`: records the multipart `file` and `model`, answers the
+/// next scripted [`Transcription`] (default: a text naming the file).
+async fn transcribe(conn: &mut Conn, shared: &Shared, request: &Recorded) -> io::Result<()> {
+    let parts = request
+        .header("content-type")
+        .and_then(multipart::boundary)
+        .map(|b| multipart::parse(&request.raw, &b))
+        .unwrap_or_default();
+    let Some(file) = parts.iter().find(|p| p.name == "file") else {
+        let body = json!({ "error": { "message": "fake_llm: no file part" } });
+        return write_json(conn, 400, &[], &body.to_string()).await;
+    };
+    let model = parts
+        .iter()
+        .find(|p| p.name == "model")
+        .map(|p| p.text())
+        .unwrap_or_default();
+    lock(&shared.transcribed).push(Transcribed {
+        model,
+        file_name: file.file_name.clone(),
+        mime: file.content_type.clone(),
+        bytes: file.data.clone(),
+        authorization: request.header("authorization").map(str::to_string),
+    });
+    let answer = lock(&shared.transcriptions).pop_front().unwrap_or_else(|| {
+        Transcription::Text(format!(
+            "transcript of {} ({} bytes)",
+            file.file_name.as_deref().unwrap_or("?"),
+            file.data.len()
+        ))
+    });
+    match answer {
+        Transcription::Text(text) => {
+            write_json(conn, 200, &[], &json!({ "text": text }).to_string()).await
+        }
+        Transcription::Status(code, message) => {
+            let body = json!({ "error": { "message": message, "type": "server_error" } });
+            write_json(conn, code, &[], &body.to_string()).await
+        }
+    }
 }
 
 impl Ctx {
@@ -789,17 +890,19 @@ async fn read_request(conn: &mut Conn) -> io::Result<Option<Recorded>> {
     } else {
         Vec::new()
     };
-    let body = if body.is_empty() {
+    let raw = body;
+    let body = if raw.is_empty() {
         Value::Null
     } else {
-        serde_json::from_slice(&body)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()))
+        serde_json::from_slice(&raw)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&raw).into_owned()))
     };
     Ok(Some(Recorded {
         method,
         path,
         headers,
         body,
+        raw,
     }))
 }
 

@@ -2,7 +2,9 @@
 //! thread) answering `POST /bot<token>/<Method>` (method names case-insensitive):
 //! `getUpdates` as a long poll honouring `offset`, `limit` and `timeout`; `sendMessage`,
 //! `sendChatAction`, `getMe`; `sendPhoto` / `sendDocument` as real multipart uploads (the
-//! file's name, type and bytes are recorded). Scriptable: 409 Conflict on the next polls, 429 with
+//! file's name, type and bytes are recorded). Files users send ([`FakeTelegram::photo`],
+//! `document`, `voice`) are hosted: `getFile` answers their `file_path` and
+//! `GET /file/bot<token>/<file_path>` serves the bytes (both counted). Scriptable: 409 Conflict on the next polls, 429 with
 //! `retry_after` on the next sends, "can't parse entities" for HTML with an unclosed `<b>`,
 //! long polls that never complete, and sends held unanswered (a request cut by a crash
 //! before it was processed is never recorded). Never answers 5xx (teloxide sleeps 10 s on
@@ -71,6 +73,11 @@ struct Inner {
     hold_epoch: u64,
     held: HashMap<i64, usize>,
     polls_completed: u64,
+    /// Files users sent: file id → (file path, bytes, whether its size is stated).
+    hosted: HashMap<String, (String, Vec<u8>, bool)>,
+    get_file_calls: u64,
+    downloads: u64,
+    stall_downloads: bool,
 }
 
 struct Shared {
@@ -131,6 +138,7 @@ impl FakeTelegram {
                     App::new()
                         .app_data(data.clone())
                         .app_data(web::PayloadConfig::new(64 * 1024 * 1024))
+                        .route("/file/{bot}/{path:.*}", web::get().to(download))
                         .route("/{bot}/{method}", web::post().to(handle))
                 })
                 .workers(2)
@@ -199,6 +207,99 @@ impl FakeTelegram {
             "from": user_json(user_id),
             "text": text,
         })
+    }
+
+    /// Hosts `bytes` as a file users sent; returns its file id.
+    fn host(&self, path: &str, bytes: &[u8], stated: bool) -> String {
+        let mut inner = self.lock();
+        let id = format!("file-{}", inner.hosted.len() + 1);
+        let path = format!("{path}/file_{}", inner.hosted.len() + 1);
+        inner
+            .hosted
+            .insert(id.clone(), (path, bytes.to_vec(), stated));
+        id
+    }
+
+    /// A direct message from `user_id` carrying a file under `field` (`photo`, `document`,
+    /// `voice`, `audio`), with a caption. `declared_size` is the `file_size` Telegram
+    /// states (`None`: left out, in `getFile` too).
+    pub fn dm_with_file(
+        &self,
+        user_id: i64,
+        field: &str,
+        mut media: Value,
+        bytes: &[u8],
+        declared_size: Option<u64>,
+        caption: Option<&str>,
+    ) {
+        let id = self.host(field, bytes, declared_size.is_some());
+        let mut meta = json!({ "file_id": id, "file_unique_id": format!("u-{id}") });
+        if let Some(size) = declared_size {
+            meta["file_size"] = json!(size);
+        }
+        for (k, v) in meta.as_object().unwrap() {
+            media[k] = v.clone();
+        }
+        let mut message = self.message(user_id, user_id, "");
+        message.as_object_mut().unwrap().remove("text");
+        message[field] = if field == "photo" {
+            // Telegram sends several sizes; the largest is the one to take.
+            let mut small = media.clone();
+            small["file_id"] = json!(format!("{id}-thumb"));
+            small["width"] = json!(1);
+            small["height"] = json!(1);
+            json!([small, media])
+        } else {
+            media
+        };
+        if let Some(caption) = caption {
+            message["caption"] = json!(caption);
+        }
+        self.push_update(json!({ "message": message }));
+    }
+
+    /// A photo (its bytes, at 640x480) from `user_id`, with a caption.
+    pub fn photo(&self, user_id: i64, bytes: &[u8], caption: Option<&str>) {
+        let media = json!({ "width": 640, "height": 480 });
+        let size = Some(bytes.len() as u64);
+        self.dm_with_file(user_id, "photo", media, bytes, size, caption);
+    }
+
+    /// A document from `user_id`.
+    pub fn document(
+        &self,
+        user_id: i64,
+        name: &str,
+        mime: &str,
+        bytes: &[u8],
+        caption: Option<&str>,
+    ) {
+        let media = json!({ "file_name": name, "mime_type": mime });
+        let size = Some(bytes.len() as u64);
+        self.dm_with_file(user_id, "document", media, bytes, size, caption);
+    }
+
+    /// A voice note (OGG) from `user_id`.
+    pub fn voice(&self, user_id: i64, bytes: &[u8]) {
+        let media = json!({ "duration": 2, "mime_type": "audio/ogg" });
+        let size = Some(bytes.len() as u64);
+        self.dm_with_file(user_id, "voice", media, bytes, size, None);
+    }
+
+    /// `getFile` calls answered so far.
+    pub fn get_file_calls(&self) -> u64 {
+        self.lock().get_file_calls
+    }
+
+    /// File downloads stop answering (or answer again).
+    pub fn stall_downloads(&self, stall: bool) {
+        self.lock().stall_downloads = stall;
+        self.shared.changed.notify_waiters();
+    }
+
+    /// File downloads (`GET /file/bot<token>/...`) asked for so far.
+    pub fn downloads(&self) -> u64 {
+        self.lock().downloads
     }
 
     /// A direct message from `user_id`.
@@ -350,6 +451,23 @@ async fn handle(
             "has_main_web_app": false,
         })),
         "getupdates" => get_updates(&shared, &params).await,
+        "getfile" => {
+            let id = params["file_id"].as_str().unwrap_or("").to_string();
+            let mut inner = lock(&shared);
+            inner.get_file_calls += 1;
+            match inner.hosted.get(&id) {
+                Some((path, bytes, stated)) => {
+                    let mut file = json!({
+                        "file_id": id, "file_unique_id": format!("u-{id}"), "file_path": path,
+                    });
+                    if *stated {
+                        file["file_size"] = json!(bytes.len());
+                    }
+                    ok(file)
+                }
+                None => api_error(400, "Bad Request: invalid file_id", None),
+            }
+        }
         "sendmessage" => send_message(&shared, &params).await,
         "sendchataction" => {
             let chat = params["chat_id"].as_i64().unwrap_or(0);
@@ -358,6 +476,39 @@ async fn handle(
             ok(json!(true))
         }
         other => api_error(404, &format!("Not Found: method {other} not faked"), None),
+    }
+}
+
+/// `GET /file/bot<token>/<file_path>`: a hosted file's bytes (teloxide sends the path's
+/// `/` encoded as `%2F`).
+async fn download(req: HttpRequest, shared: web::Data<Shared>) -> HttpResponse {
+    let raw = req.uri().path().to_string();
+    let expected = format!("/file/bot{}/", shared.token);
+    let Some(path) = raw.strip_prefix(&expected) else {
+        return HttpResponse::Unauthorized().finish();
+    };
+    let path = path.replace("%2F", "/").replace("%2f", "/");
+    lock(&shared).downloads += 1;
+    loop {
+        let changed = shared.changed.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        if !lock(&shared).stall_downloads {
+            break;
+        }
+        changed.await;
+    }
+    let inner = lock(&shared);
+    let found = inner
+        .hosted
+        .values()
+        .find(|(p, _, _)| *p == path)
+        .map(|(_, b, _)| b.clone());
+    match found {
+        Some(bytes) => HttpResponse::Ok()
+            .content_type("application/octet-stream")
+            .body(bytes),
+        None => HttpResponse::NotFound().finish(),
     }
 }
 

@@ -135,7 +135,12 @@ pub async fn run(
             }
         })
         .collect();
-    let (input, images) = files::model_input(&turn.input, &turn.attachments).await;
+    let (input, images) = files::model_input(
+        &turn.input,
+        &turn.attachments,
+        settings.transcription.as_deref(),
+    )
+    .await;
     messages.push(ChatMessage::User(input));
     let mut request = ChatRequest {
         model: turn

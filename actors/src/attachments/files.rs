@@ -7,6 +7,7 @@ use std::path::{Component, Path, PathBuf};
 
 use base64::Engine;
 
+use super::transcribe::{self, Transcriber};
 use super::{AttachmentKind, AttachmentRef, ImageInput};
 
 /// Bytes of a text file inlined into the model's message; the rest is cut (and said so).
@@ -174,11 +175,32 @@ pub fn is_text(mime: &str) -> bool {
 
 /// What the model sees of a message and its attachments: the text, with text files
 /// inlined (up to [`MAX_INLINE_TEXT_BYTES`] each) and other files named; and the images.
-/// A file gone since is said to be gone.
-pub async fn model_input(text: &str, attachments: &[AttachmentRef]) -> (String, Vec<ImageInput>) {
+/// With a `transcriber`, audio files are replaced by their transcript (or a note that
+/// transcription failed). A file gone since is said to be gone.
+pub async fn model_input(
+    text: &str,
+    attachments: &[AttachmentRef],
+    transcriber: Option<&Transcriber>,
+) -> (String, Vec<ImageInput>) {
     let mut out = text.to_string();
     let mut images = Vec::new();
     for a in attachments {
+        if let Some(t) = transcriber.filter(|_| transcribe::is_audio(a)) {
+            match t.transcribe(a).await {
+                Ok(transcript) => out.push_str(&format!(
+                    "\n\n[voice transcript: {}]\n{}",
+                    a.file_name, transcript
+                )),
+                Err(why) => {
+                    tracing::warn!(file = %a.path, error = %why, "audio transcription failed");
+                    out.push_str(&format!(
+                        "\n\n[attached audio: {} ({}, {} bytes); transcription failed: {}]",
+                        a.file_name, a.mime_type, a.size, why
+                    ));
+                }
+            }
+            continue;
+        }
         let bytes = match tokio::fs::read(&a.file).await {
             Ok(b) => b,
             Err(e) => {
@@ -220,21 +242,29 @@ pub async fn model_input(text: &str, attachments: &[AttachmentRef]) -> (String, 
             )),
         }
     }
+    if text.trim().is_empty() {
+        // A file sent alone (a voice note, a photo without caption): no blank lead.
+        out = out.trim_start().to_string();
+    }
     (out, images)
 }
 
 /// How an earlier message's attachments appear in a later turn's history: named, not
-/// re-sent.
+/// re-sent; an audio file transcribed before brings its transcript.
 pub fn history_note(attachments: &[AttachmentRef]) -> String {
     attachments
         .iter()
         .map(|a| {
-            format!(
+            let named = format!(
                 "\n[attached {}: {} ({})]",
                 kind_word(a.kind),
                 a.file_name,
                 a.path
-            )
+            );
+            match transcribe::kept_transcript(a) {
+                Some(text) => format!("{named}\n[voice transcript: {}]\n{text}", a.file_name),
+                None => named,
+            }
         })
         .collect()
 }

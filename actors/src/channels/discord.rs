@@ -15,6 +15,7 @@
 
 pub mod events;
 pub mod liveness;
+pub mod receive;
 pub mod rest;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -79,7 +80,11 @@ pub struct DiscordActor {
 
 impl DiscordActor {
     /// The child spec of `discord:<account>` (own arbiter, restarted with backoff).
-    pub fn spec(settings: DiscordSettings, root: Addr<SupervisorActor>) -> ChildSpec {
+    pub fn spec(
+        settings: DiscordSettings,
+        files: super::inbound_files::FileIntake,
+        root: Addr<SupervisorActor>,
+    ) -> ChildSpec {
         let id = format!("discord:{}", settings.account);
         let settings = Arc::new(settings);
         ChildSpec::new(id, "channel", move |link: ChildLink| {
@@ -94,6 +99,7 @@ impl DiscordActor {
                 },
                 agent: settings.agent.clone(),
                 limit: MESSAGE_LIMIT,
+                files: files.clone(),
             };
             let settings = settings.clone();
             let arbiter = crate::supervisor::child_arbiter(&link.id.to_string());
@@ -334,11 +340,15 @@ impl DiscordActor {
         }));
     }
 
-    /// The journal entry of a message, or `None` when it is not for the agent (empty, from a
-    /// bot, or filtered out by the DM/guild policy).
+    /// The journal entry of a message, or `None` when it is not for the agent (no text and
+    /// no attachment, from a bot, or filtered out by the DM/guild policy).
     fn inbound_of(&self, m: &DiscordMessage) -> Option<NewInbound> {
         let me = self.me?;
-        if m.author.bot || m.author.id.get() == me || m.content.trim().is_empty() {
+        let files = receive::files_of(m);
+        if m.author.bot
+            || m.author.id.get() == me
+            || (m.content.trim().is_empty() && files.is_empty())
+        {
             return None;
         }
         let agent = &self.settings.agent;
@@ -373,6 +383,7 @@ impl DiscordActor {
             sender_name: m.author.name.clone(),
             session_key,
             text,
+            files,
             gate,
         })
     }

@@ -33,6 +33,8 @@ pub struct Route {
     pub agent: String,
     /// The platform's message length limit.
     pub limit: usize,
+    /// Where files users send go, and their limits.
+    pub files: super::inbound_files::FileIntake,
 }
 
 impl Route {
@@ -115,7 +117,10 @@ async fn run_once(
             idempotency_key: Some(key.clone()),
             mode: QueueMode::Followup,
             subscriber: None,
-            options: Default::default(),
+            options: crate::messages::TurnOptions {
+                attachments: inbound.attachments.clone().unwrap_or_default(),
+                ..Default::default()
+            },
         };
         match queue.send(submit).await {
             Ok(Ok(accepted)) => break accepted,

@@ -6,9 +6,10 @@ use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 
 use super::ChannelError;
+use super::inbound_files::{self, FetchError};
 use super::journal::{self, Route};
 use super::settled::{self, DeliveryOutcome};
-use crate::store::channels::{DeliveryRecord, InboundRecord, MarkFailed, MarkSent};
+use crate::store::channels::{DeliveryRecord, InboundFile, InboundRecord, MarkFailed, MarkSent};
 
 /// One unit of work of a chat, run in order.
 pub enum Job {
@@ -84,6 +85,12 @@ pub trait Outbox: Clone + 'static {
     ) -> impl Future<Output = Result<String, ChannelError>>;
     /// Shows "typing" in a chat until dropped.
     fn typing(&self, chat_id: &str) -> impl Future<Output = ()>;
+    /// Downloads a file a user sent, reading no more than `max_bytes` of it.
+    fn fetch(
+        &self,
+        file: &InboundFile,
+        max_bytes: u64,
+    ) -> impl Future<Output = Result<Vec<u8>, FetchError>>;
 }
 
 /// Sends deliveries in order, each marked sent with the platform's message id right after
@@ -127,15 +134,20 @@ pub async fn deliver<O: Outbox>(
     Ok(sent)
 }
 
-/// Runs one job: sends an owed delivery, or answers a message (typing meanwhile) and
-/// sends the reply. Returns how many messages went out.
+/// Runs one job: sends an owed delivery, or answers a message (typing meanwhile: its
+/// files are downloaded first, see [`inbound_files`]) and sends the reply. Returns how
+/// many messages went out.
 pub async fn run<O: Outbox>(outbox: O, route: Route, job: Job) -> Result<usize, ChannelError> {
     match job {
         Job::Send(d) => deliver(&outbox, &route, vec![d]).await,
         Job::Answer(m) => {
+            let chat = m.chat_id.clone();
             let answered = tokio::select! {
-                answered = journal::answer(&route, &m) => answered,
-                _ = outbox.typing(&m.chat_id) => Err(ChannelError::Unreachable("typing loop ended".into())),
+                answered = async {
+                    let m = inbound_files::resolve(&outbox, &route, m).await?;
+                    journal::answer(&route, &m).await
+                } => answered,
+                _ = outbox.typing(&chat) => Err(ChannelError::Unreachable("typing loop ended".into())),
             };
             deliver(&outbox, &route, answered?).await
         }

@@ -9,6 +9,7 @@
 //! `getUpdates` outstanding for longer than the poll timeout plus a margin makes the actor
 //! fail itself, and its supervisor restarts it (with backoff) showing the reason.
 
+mod receive;
 mod send;
 
 use std::sync::Arc;
@@ -72,7 +73,11 @@ pub struct TelegramActor {
 
 impl TelegramActor {
     /// The child spec of `telegram:<account>` (own arbiter, restarted with backoff).
-    pub fn spec(settings: TelegramSettings, root: Addr<SupervisorActor>) -> ChildSpec {
+    pub fn spec(
+        settings: TelegramSettings,
+        files: super::inbound_files::FileIntake,
+        root: Addr<SupervisorActor>,
+    ) -> ChildSpec {
         let id = format!("telegram:{}", settings.account);
         let settings = Arc::new(settings);
         ChildSpec::new(id, "channel", move |link: ChildLink| {
@@ -86,6 +91,7 @@ impl TelegramActor {
                 },
                 agent: settings.agent.clone(),
                 limit: MESSAGE_LIMIT,
+                files: files.clone(),
             };
             let settings = settings.clone();
             let arbiter = crate::supervisor::child_arbiter(&link.id.to_string());
@@ -349,10 +355,15 @@ impl TelegramActor {
         }));
     }
 
-    /// The journal entry of a message, or `None` when it is not for the agent (no text,
-    /// from a bot, or filtered out by the DM/group policy).
+    /// The journal entry of a message, or `None` when it is not for the agent (no text and
+    /// no file, from a bot, or filtered out by the DM/group policy). A photo's, document's,
+    /// voice note's or audio file's caption is its text.
     fn inbound_of(&self, m: &TgMessage) -> Option<NewInbound> {
-        let text = m.text()?;
+        let files = receive::files_of(m);
+        let text = m.text().or(m.caption()).unwrap_or("");
+        if text.trim().is_empty() && files.is_empty() {
+            return None;
+        }
         let from = m.from.as_ref()?;
         if from.is_bot {
             return None;
@@ -387,6 +398,7 @@ impl TelegramActor {
             sender_name: from.full_name(),
             session_key,
             text,
+            files,
             gate,
         })
     }

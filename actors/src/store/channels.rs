@@ -3,7 +3,7 @@
 //! approved senders. Types, the [`ChannelStore`] backend trait, and the typed operations
 //! channels send to the store (SQL in `sqlite/channels.rs`).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::StoreError;
 use super::ops::store_op;
@@ -36,8 +36,42 @@ pub struct NewInbound {
     pub session_key: String,
     /// The text.
     pub text: String,
+    /// Files the message carries (downloaded only once it may run).
+    pub files: Vec<InboundFile>,
     /// Access check still to make.
     pub gate: Gate,
+}
+
+/// What kind of file a user sent, as the platform said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InboundFileKind {
+    /// A Telegram photo (its largest size).
+    Photo,
+    /// A Telegram document.
+    Document,
+    /// A Telegram voice note.
+    Voice,
+    /// A Telegram audio file.
+    Audio,
+    /// A Discord message attachment.
+    Attachment,
+}
+
+/// A file a user sent, as the platform names it: journaled with the message, downloaded
+/// into `uploads/` before its turn runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InboundFile {
+    /// Photo, document, voice, audio, attachment.
+    pub kind: InboundFileKind,
+    /// Where to get it: a Telegram `file_id`, a Discord attachment URL.
+    pub source: String,
+    /// Its name (as sent, or made up for a photo or voice note).
+    pub name: String,
+    /// The type the platform gave, if any (only a hint: the bytes decide).
+    pub mime: Option<String>,
+    /// The size the platform gave, bytes, if any.
+    pub size: Option<u64>,
 }
 
 /// A journaled inbound message.
@@ -55,6 +89,11 @@ pub struct InboundRecord {
     pub session_key: String,
     /// Text.
     pub text: String,
+    /// Files the message carries, as the platform names them.
+    pub files: Vec<InboundFile>,
+    /// The files once downloaded into `uploads/` (`None`: not yet; empty when none could
+    /// be, the text then says why).
+    pub attachments: Option<Vec<crate::attachments::AttachmentRef>>,
 }
 
 /// An outbound message part.
@@ -164,6 +203,14 @@ pub trait ChannelStore {
         next_offset: Option<i64>,
         rules: &PairingRules,
     ) -> Result<JournalOutcome, StoreError>;
+    /// Records a message's files as downloaded (its text now saying what could not be),
+    /// once: a second call for the same message changes nothing.
+    fn save_inbound_files(
+        &mut self,
+        id: i64,
+        text: &str,
+        attachments: &[crate::attachments::AttachmentRef],
+    ) -> Result<(), StoreError>;
     /// Inbound messages journaled but not yet answered, oldest first.
     fn pending_inbound(&mut self, acc: &Account) -> Result<Vec<InboundRecord>, StoreError>;
     /// Deliveries not yet sent, in send order.
@@ -239,6 +286,14 @@ store_op!(
     /// Inbound messages not yet answered.
     PendingInbound { account: Account } -> Vec<InboundRecord>, "channel_pending_inbound", false,
     |op, store| store.pending_inbound(&op.account)
+);
+
+store_op!(
+    /// A message's files are downloaded: its attachments (and its text, with notes about
+    /// files that could not be) are kept for the turn, also across a restart.
+    SaveInboundFiles { id: i64, text: String, attachments: Vec<crate::attachments::AttachmentRef> }
+        -> (), "channel_save_inbound_files", true,
+    |op, store| store.save_inbound_files(op.id, &op.text, &op.attachments)
 );
 
 store_op!(

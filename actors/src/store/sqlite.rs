@@ -57,6 +57,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (8, include_str!("../../migrations/0008_cron.sql")),
     (9, include_str!("../../migrations/0009_channel_send.sql")),
     (10, include_str!("../../migrations/0010_attachments.sql")),
+    (11, include_str!("../../migrations/0011_inbound_files.sql")),
 ];
 
 const RUN_COLUMNS: &str = "seq, id, session_key, agent_id, status, mode, input, output, error, coalesced_into, accepted_at, finished_at, attachments";

@@ -33,7 +33,8 @@ pub struct RunRecord {
     pub accepted_at: i64,
     /// Finished (ms since the epoch).
     pub finished_at: Option<i64>,
-    /// Files the reply sends (its markers), in order.
+    /// Files the reply sends (its markers), in order; for a queued run recovered at start
+    /// (`RecoverRuns`), the files of its user message instead.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub attachments: Vec<crate::attachments::AttachmentRef>,
     /// Files the user's message came with; read only where a queued run is picked up from

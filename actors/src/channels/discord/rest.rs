@@ -52,6 +52,11 @@ impl Rest {
         })
     }
 
+    /// The HTTP client (for downloads that are not API calls: no authorization is added).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.client
+    }
+
     /// Sends one request, waiting out 429s; returns the successful response's body.
     async fn call(
         &self,
@@ -315,6 +320,14 @@ impl crate::channels::lanes::Outbox for Rest {
 
     fn typing(&self, chat_id: &str) -> impl std::future::Future<Output = ()> {
         typing_loop(self, chat_id)
+    }
+
+    async fn fetch(
+        &self,
+        file: &crate::store::channels::InboundFile,
+        max_bytes: u64,
+    ) -> Result<Vec<u8>, crate::channels::inbound_files::FetchError> {
+        super::receive::fetch(self, file, max_bytes).await
     }
 }
 

@@ -140,6 +140,14 @@ impl crate::channels::lanes::Outbox for Bot {
     fn typing(&self, chat_id: &str) -> impl std::future::Future<Output = ()> {
         typing_loop(self, chat_id)
     }
+
+    async fn fetch(
+        &self,
+        file: &crate::store::channels::InboundFile,
+        max_bytes: u64,
+    ) -> Result<Vec<u8>, crate::channels::inbound_files::FetchError> {
+        super::receive::fetch(self, file, max_bytes).await
+    }
 }
 
 #[cfg(test)]

@@ -18,7 +18,28 @@ fn inbound_from_row(row: &Row<'_>) -> rusqlite::Result<InboundRecord> {
         sender_id: row.get("sender_id")?,
         session_key: row.get("session_key")?,
         text: row.get("text")?,
+        files: row
+            .get::<_, Option<String>>("files")?
+            .and_then(|t| match serde_json::from_str(&t) {
+                Ok(files) => Some(files),
+                Err(e) => {
+                    tracing::warn!(error = %e, "a journaled message's files are unreadable; ignoring them");
+                    None
+                }
+            })
+            .unwrap_or_default(),
+        attachments: row
+            .get::<_, Option<String>>("attachments")?
+            .map(|t| crate::attachments::from_store_json(Some(&t))),
     })
+}
+
+/// The JSON text of a message's platform files (`None` when there are none).
+fn files_json(files: &[crate::store::channels::InboundFile]) -> Option<String> {
+    if files.is_empty() {
+        return None;
+    }
+    serde_json::to_string(files).ok()
 }
 
 fn delivery_from_row(row: &Row<'_>) -> rusqlite::Result<DeliveryRecord> {
@@ -266,8 +287,8 @@ impl ChannelStore for SqliteStore {
             let state = if allowed { "pending" } else { "blocked" };
             let inserted = conn
                 .prepare_cached(
-                    "INSERT OR IGNORE INTO channel_inbound (channel, account, chat_id, message_id, sender_id, session_key, text, state, received_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    "INSERT OR IGNORE INTO channel_inbound (channel, account, chat_id, message_id, sender_id, session_key, text, state, received_at, files)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 )?
                 .execute(params![
                     acc.channel,
@@ -278,7 +299,8 @@ impl ChannelStore for SqliteStore {
                     item.session_key,
                     item.text,
                     state,
-                    now
+                    now,
+                    files_json(&item.files)
                 ])?;
             if inserted == 0 {
                 out.duplicates += 1;
@@ -293,6 +315,8 @@ impl ChannelStore for SqliteStore {
                     sender_id: item.sender_id,
                     session_key: item.session_key,
                     text: item.text,
+                    files: item.files,
+                    attachments: None,
                 });
                 continue;
             }
@@ -332,11 +356,26 @@ impl ChannelStore for SqliteStore {
         Ok(self
             .conn
             .prepare_cached(
-                "SELECT id, chat_id, message_id, sender_id, session_key, text FROM channel_inbound
+                "SELECT id, chat_id, message_id, sender_id, session_key, text, files, attachments FROM channel_inbound
                  WHERE channel = ?1 AND account = ?2 AND state = 'pending' ORDER BY id",
             )?
             .query_map(params![acc.channel, acc.account], inbound_from_row)?
             .collect::<Result<_, _>>()?)
+    }
+
+    fn save_inbound_files(
+        &mut self,
+        id: i64,
+        text: &str,
+        attachments: &[crate::attachments::AttachmentRef],
+    ) -> Result<(), StoreError> {
+        let json = crate::attachments::to_store_json(attachments).unwrap_or_else(|| "[]".into());
+        self.conn
+            .prepare_cached(
+                "UPDATE channel_inbound SET text = ?1, attachments = ?2 WHERE id = ?3 AND attachments IS NULL",
+            )?
+            .execute(params![text, json, id])?;
+        Ok(())
     }
 
     fn pending_deliveries(&mut self, acc: &Account) -> Result<Vec<DeliveryRecord>, StoreError> {
@@ -480,6 +519,7 @@ mod tests {
             sender_name: format!("User {sender}"),
             session_key: format!("agent:main:telegram:dm:{sender}"),
             text: format!("text {message}"),
+            files: Vec::new(),
             gate,
         }
     }
@@ -490,6 +530,42 @@ mod tests {
             ttl_ms: 3_600_000,
             max_pending: 3,
         }
+    }
+
+    #[test]
+    fn a_messages_files_are_journaled_then_saved_once_as_attachments() {
+        let (mut pool, path) = pool();
+        let mut with_file = item("1", "8", "1", Gate::Pass);
+        with_file.files = vec![InboundFile {
+            kind: InboundFileKind::Photo,
+            source: "file-id-1".into(),
+            name: "photo.jpg".into(),
+            mime: None,
+            size: Some(12),
+        }];
+        let out = pool
+            .journal_batch(&acc(), vec![with_file.clone()], None, &rules("AAAA"))
+            .unwrap();
+        assert_eq!(out.accepted[0].files, with_file.files);
+        let pending = pool.pending_inbound(&acc()).unwrap();
+        assert_eq!(pending[0].files, with_file.files);
+        assert_eq!(pending[0].attachments, None, "not downloaded yet");
+        let saved = crate::attachments::AttachmentRef {
+            kind: crate::attachments::AttachmentKind::Image,
+            mime_type: "image/jpeg".into(),
+            file_name: "photo.jpg".into(),
+            path: "uploads/x/photo.jpg".into(),
+            size: 12,
+            file: "/state/uploads/x/photo.jpg".into(),
+        };
+        pool.save_inbound_files(out.accepted[0].id, "caption", std::slice::from_ref(&saved))
+            .unwrap();
+        pool.save_inbound_files(out.accepted[0].id, "again", &[])
+            .unwrap();
+        let pending = pool.pending_inbound(&acc()).unwrap();
+        assert_eq!(pending[0].attachments, Some(vec![saved]), "saved once");
+        assert_eq!(pending[0].text, "caption");
+        cleanup(&path);
     }
 
     #[test]
