@@ -10,6 +10,7 @@
 
 pub mod diff;
 pub mod files;
+pub mod secret_text;
 pub mod watch;
 
 use std::collections::HashMap;
@@ -390,6 +391,9 @@ impl Controller {
                 // The raw text only when it holds no secret (it cannot be redacted reliably).
                 if secrets.is_empty() {
                     payload["raw"] = json!(state.text());
+                } else if let Some(text) = secret_text::redact_text(&state.text()) {
+                    // For an editor: the text, secrets hidden (restored by `config.patch`).
+                    payload["rawRedacted"] = json!(text);
                 }
             }
             Err(why) => {
@@ -416,6 +420,16 @@ impl Controller {
                 ),
             });
         }
+        // `"<redacted>"` left in the text (from `rawRedacted`) keeps the stored secret.
+        let raw = match current.table() {
+            Ok(table) => secret_text::restore_secrets(&raw, &table).map_err(|message| {
+                ConfigCallError::Invalid {
+                    code: "INVALID_CONFIG",
+                    message: format!("{message}; the config file was not changed"),
+                }
+            })?,
+            Err(_) => raw,
+        };
         let file = self.setup.source.file.clone();
         let temp = blocking(move || files::write_temp(&file, &raw)).await;
         let temp = temp.map_err(ConfigCallError::Unavailable)?;

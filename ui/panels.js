@@ -1,6 +1,6 @@
 // The read-mostly views: sessions and agents, usage (tokens and cost per agent and per day,
-// with a small inline SVG chart), channels (status, probe, pairing approvals) and cron
-// (jobs, run ledger, run now). Each loads when shown and after a `seq` gap.
+// with a small inline SVG chart) and channels (status, probe, pairing approvals). Each
+// loads when shown and after a `seq` gap.
 
 import { $, ago, fillTable, h, num, say, when } from "./dom.js";
 
@@ -19,14 +19,13 @@ export class Panels {
   constructor(conn, chat) {
     this.conn = conn;
     this.chat = chat;
-    this.ledgerJob = null;
     $("probe").addEventListener("click", () => this.channels(true));
   }
 
-  /** Loads the view with this name ("sessions", "usage", "channels", "cron"). */
+  /** Loads the view with this name ("sessions", "usage", "channels"). */
   load(view) {
     const run = { sessions: () => this.sessions(), usage: () => this.usage(),
-      channels: () => this.channels(false), cron: () => this.cron() }[view];
+      channels: () => this.channels(false) }[view];
     return run ? run() : Promise.resolve();
   }
 
@@ -144,49 +143,5 @@ export class Panels {
       say($("channels-error"), "Approval failed: " + err.message);
     }
     this.channels(false);
-  }
-
-  async cron() {
-    say($("cron-error"), "");
-    try {
-      const jobs = (await this.conn.request("cron.list", {})).jobs || [];
-      fillTable($("cron-table"), jobs.map((j) => h("tr", {},
-        h("td", {}, j.name || j.id), h("td", {}, h("code", {}, j.schedule + (j.tz ? " " + j.tz : ""))),
-        h("td", {}, j.agentId), h("td", {}, j.nextFireAt ? when(j.nextFireAt) : "-"),
-        h("td", {}, j.enabled ? "yes" : "no"),
-        h("td", {},
-          h("button", { type: "button", class: "quiet", "aria-label": "Ledger of " + j.id, onclick: () => this.runs(j.id) }, "Ledger"),
-          h("button", { type: "button", "aria-label": "Run " + j.id + " now", onclick: () => this.runNow(j.id) }, "Run now")))),
-      $("cron-empty"));
-      if (this.ledgerJob) await this.runs(this.ledgerJob);
-    } catch (err) {
-      say($("cron-error"), "Could not load cron jobs: " + err.message);
-    }
-  }
-
-  async runs(id) {
-    this.ledgerJob = id;
-    $("runs-title").textContent = "Run ledger of " + id;
-    try {
-      const res = await this.conn.request("cron.runs", { id, limit: 50 });
-      const empty = $("runs-empty");
-      empty.textContent = "No runs of " + id + " yet.";
-      fillTable($("runs-table"), (res.runs || []).map((r) => h("tr", {},
-        h("td", {}, when(r.scheduledAt)), h("td", {}, when(r.firedAt)),
-        h("td", {}, r.outcome + (r.reason ? ": " + r.reason : "")), h("td", {}, r.manual ? "yes" : "no"),
-        h("td", {}, r.durationMs !== undefined && r.durationMs !== null ? r.durationMs + " ms" : "-"))), empty);
-    } catch (err) {
-      say($("cron-error"), "Could not load the ledger: " + err.message);
-    }
-  }
-
-  async runNow(id) {
-    try {
-      await this.conn.request("cron.run", { id });
-      say($("cron-error"), "");
-    } catch (err) {
-      say($("cron-error"), "Run now failed: " + err.message);
-    }
-    this.runs(id);
   }
 }

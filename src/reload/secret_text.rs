@@ -1,0 +1,208 @@
+//! The config file as text with its secrets hidden, for an editor (`config.get`'s
+//! `rawRedacted`), and the way back: a `config.patch` whose text still holds the
+//! `"<redacted>"` placeholder gets the secret the file has at that same place. Both work on
+//! the TOML document (`toml_edit`), so comments and layout are kept; only values change.
+
+use toml::Table;
+use toml_edit::{DocumentMut, Item, TableLike, Value};
+
+use super::files::{REDACTED, holds_secrets, is_secret};
+
+/// `text` with every secret value (as [`super::files::redacted`] finds them) replaced by
+/// `"<redacted>"`; comments and layout as written. `None` when the text is not TOML.
+pub fn redact_text(text: &str) -> Option<String> {
+    let mut doc: DocumentMut = text.parse().ok()?;
+    redact_table(doc.as_table_mut(), "");
+    Some(doc.to_string())
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+fn redact_table(table: &mut dyn TableLike, path: &str) {
+    for (key, item) in table.iter_mut() {
+        let key = key.get().to_string();
+        if holds_secrets(path, &key)
+            && let Some(values) = item.as_table_like_mut()
+        {
+            for (_, value) in values.iter_mut() {
+                hide(value);
+            }
+            continue;
+        }
+        if is_secret(&key) && item.is_str() {
+            hide(item);
+            continue;
+        }
+        redact_item(item, &join(path, &key));
+    }
+}
+
+fn redact_item(item: &mut Item, at: &str) {
+    match item {
+        Item::Table(t) => redact_table(t, at),
+        Item::ArrayOfTables(list) => {
+            for (i, t) in list.iter_mut().enumerate() {
+                redact_table(t, &format!("{at}[{i}]"));
+            }
+        }
+        Item::Value(v) => redact_value(v, at),
+        Item::None => {}
+    }
+}
+
+fn redact_value(value: &mut Value, at: &str) {
+    match value {
+        Value::InlineTable(t) => redact_table(t, at),
+        Value::Array(list) => {
+            for (i, v) in list.iter_mut().enumerate() {
+                redact_value(v, &format!("{at}[{i}]"));
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Replaces a value by the placeholder, keeping the spaces and comment around it.
+fn hide(item: &mut Item) {
+    match item {
+        Item::Value(v) => set_string(v, REDACTED),
+        other => *other = Item::Value(REDACTED.into()),
+    }
+}
+
+fn set_string(value: &mut Value, text: &str) {
+    let decor = value.decor().clone();
+    *value = text.into();
+    *value.decor_mut() = decor;
+}
+
+/// `raw` with each `"<redacted>"` string value replaced by the value `current` (the file
+/// now, parsed) has at the same place (same keys, same list indexes). Text without the
+/// placeholder, or that is not TOML, comes back unchanged (validation reports the latter).
+/// A placeholder where the file has no string is an error naming its keys.
+pub fn restore_secrets(raw: &str, current: &Table) -> Result<String, String> {
+    if !raw.contains(REDACTED) {
+        return Ok(raw.to_string());
+    }
+    let Ok(mut doc) = raw.parse::<DocumentMut>() else {
+        return Ok(raw.to_string());
+    };
+    let old = toml::Value::Table(current.clone());
+    let mut missing = Vec::new();
+    let mut changed = false;
+    restore_table(doc.as_table_mut(), Some(&old), "", &mut missing, &mut changed);
+    if !missing.is_empty() {
+        return Err(format!(
+            "{} {REDACTED} where the config file has no secret to keep: give the value itself",
+            missing.join(", ")
+        ));
+    }
+    Ok(if changed { doc.to_string() } else { raw.to_string() })
+}
+
+fn restore_table(
+    table: &mut dyn TableLike,
+    old: Option<&toml::Value>,
+    path: &str,
+    missing: &mut Vec<String>,
+    changed: &mut bool,
+) {
+    for (key, item) in table.iter_mut() {
+        let key = key.get().to_string();
+        let before = old.and_then(|o| o.as_table()).and_then(|t| t.get(&key));
+        let at = join(path, &key);
+        match item {
+            Item::Table(t) => restore_table(t, before, &at, missing, changed),
+            Item::ArrayOfTables(list) => {
+                for (i, t) in list.iter_mut().enumerate() {
+                    let was = before.and_then(|b| b.as_array()).and_then(|a| a.get(i));
+                    restore_table(t, was, &format!("{at}[{i}]"), missing, changed);
+                }
+            }
+            Item::Value(v) => restore_value(v, before, &at, missing, changed),
+            Item::None => {}
+        }
+    }
+}
+
+fn restore_value(
+    value: &mut Value,
+    old: Option<&toml::Value>,
+    at: &str,
+    missing: &mut Vec<String>,
+    changed: &mut bool,
+) {
+    match value {
+        Value::String(s) if s.value() == REDACTED => match old.and_then(|o| o.as_str()) {
+            Some(secret) => {
+                set_string(value, secret);
+                *changed = true;
+            }
+            None => missing.push(at.to_string()),
+        },
+        Value::InlineTable(t) => restore_table(t, old, at, missing, changed),
+        Value::Array(list) => {
+            for (i, v) in list.iter_mut().enumerate() {
+                let was = old.and_then(|o| o.as_array()).and_then(|a| a.get(i));
+                restore_value(v, was, &format!("{at}[{i}]"), missing, changed);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    const FILE: &str = r#"# my gateway
+[hooks]
+token = "hooktokenhooktoken" # rotated in May
+
+[providers.openai]
+api_key_env = "OPENAI_API_KEY"
+
+[[mcp]]
+name = "gh"
+command = "gh-mcp"
+env = { GITHUB_TOKEN = "ghp_secret", MODE = "x" }
+"#;
+
+    #[test]
+    fn secrets_are_hidden_and_comments_kept() {
+        let text = redact_text(FILE).unwrap();
+        assert!(!text.contains("hooktoken") && !text.contains("ghp_secret"), "{text}");
+        assert!(text.contains("token = \"<redacted>\" # rotated in May"), "{text}");
+        assert!(text.contains("# my gateway"), "{text}");
+        assert!(text.contains("api_key_env = \"OPENAI_API_KEY\""), "{text}");
+        assert!(text.contains("MODE = \"<redacted>\""), "{text}");
+        assert_eq!(redact_text("not = [toml"), None);
+    }
+
+    #[test]
+    fn the_placeholder_round_trips_to_the_stored_secret() {
+        let current: Table = FILE.parse().unwrap();
+        let edited = redact_text(FILE)
+            .unwrap()
+            .replace("api_key_env = \"OPENAI_API_KEY\"", "api_key_env = \"KEY2\"");
+        let back = restore_secrets(&edited, &current).unwrap();
+        assert_eq!(back, FILE.replace("\"OPENAI_API_KEY\"", "\"KEY2\""));
+        let plain = "[sessions]\nlane_capacity = 4\n";
+        assert_eq!(restore_secrets(plain, &current).unwrap(), plain);
+    }
+
+    #[test]
+    fn a_placeholder_without_a_stored_secret_is_refused() {
+        let current: Table = FILE.parse().unwrap();
+        let edited = format!("{FILE}\n[gateway.auth]\ntoken = \"{REDACTED}\"\n");
+        let err = restore_secrets(&edited, &current).unwrap_err();
+        assert!(err.starts_with("gateway.auth.token "), "{err}");
+    }
+}
