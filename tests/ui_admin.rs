@@ -118,7 +118,10 @@ async fn the_config_editor_saves_reloads_and_refuses_stale_or_invalid_edits() {
     )
     .await;
     let shown = editor_text(&b).await;
-    assert!(!shown.contains(HOOK_SECRET), "the secret is not shown: {shown}");
+    assert!(
+        !shown.contains(HOOK_SECRET),
+        "the secret is not shown: {shown}"
+    );
     assert!(shown.starts_with("# my gateway\n"), "{shown}");
     shows(&b, "config-note", "hooks.token").await;
 
@@ -160,11 +163,7 @@ async fn the_config_editor_saves_reloads_and_refuses_stale_or_invalid_edits() {
     std::fs::write(&file, &by_hand).expect("edit config.toml by hand");
     click(&b, "config-save").await;
     shows(&b, "config-error", "changed on disk").await;
-    assert_eq!(
-        editor_text(&b).await,
-        mine,
-        "the operator's text is kept"
-    );
+    assert_eq!(editor_text(&b).await, mine, "the operator's text is kept");
     assert_eq!(
         std::fs::read_to_string(&file).expect("read config.toml"),
         by_hand,
@@ -215,7 +214,10 @@ async fn the_log_viewer_follows_new_lines_and_filters_by_level() {
     let mut c = gw.client().await;
     let got = c.request("config.get", None).await;
     let hash = got["payload"]["hash"].as_str().expect("hash").to_string();
-    let raw = got["payload"]["raw"].as_str().unwrap_or_default().to_string();
+    let raw = got["payload"]["raw"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let patched = c
         .request(
             "config.patch",
@@ -264,7 +266,10 @@ async fn the_log_viewer_follows_new_lines_and_filters_by_level() {
 async fn cron_jobs(gw: &TestGateway) -> Vec<Value> {
     let mut c = gw.client().await;
     let list = c.request("cron.list", None).await;
-    list["payload"]["jobs"].as_array().cloned().unwrap_or_default()
+    list["payload"]["jobs"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
 }
 
 #[tokio::test]
@@ -311,7 +316,9 @@ async fn the_cron_form_adds_edits_disables_and_removes_a_job() {
     assert_eq!(jobs[0]["agentId"], "main");
 
     let button = |action: &str| {
-        format!("document.querySelector('#cron-table button[data-job=\"nightly\"][data-action=\"{action}\"]')")
+        format!(
+            "document.querySelector('#cron-table button[data-job=\"nightly\"][data-action=\"{action}\"]')"
+        )
     };
     b.js(&format!("{}.click(); return true", button("edit")))
         .await;
@@ -348,7 +355,10 @@ async fn the_cron_form_adds_edits_disables_and_removes_a_job() {
     b.wait_for(
         UI_WAIT,
         "the remove button asking again",
-        &format!("return {}.textContent === 'Confirm remove'", button("remove")),
+        &format!(
+            "return {}.textContent === 'Confirm remove'",
+            button("remove")
+        ),
     )
     .await;
     assert_eq!(cron_jobs(&gw).await.len(), 1, "one click removes nothing");

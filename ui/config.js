@@ -38,7 +38,9 @@ export class ConfigView {
       this.baseHash = res.hash;
       $("config-file").textContent = res.file;
       if (res.parseError) {
-        say($("config-error"), "The config file cannot be read: " + res.parseError);
+        // No text comes back then (its secrets could not be hidden): saving replaces it all.
+        say($("config-error"), "The config file cannot be read: " + res.parseError
+          + ". Fix it on disk and \"Reload from disk\", or write the whole file here.");
       }
       const text = typeof res.raw === "string" ? res.raw : res.rawRedacted || "";
       this.loaded = text;

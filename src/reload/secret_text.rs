@@ -96,14 +96,24 @@ pub fn restore_secrets(raw: &str, current: &Table) -> Result<String, String> {
     let old = toml::Value::Table(current.clone());
     let mut missing = Vec::new();
     let mut changed = false;
-    restore_table(doc.as_table_mut(), Some(&old), "", &mut missing, &mut changed);
+    restore_table(
+        doc.as_table_mut(),
+        Some(&old),
+        "",
+        &mut missing,
+        &mut changed,
+    );
     if !missing.is_empty() {
         return Err(format!(
             "{} {REDACTED} where the config file has no secret to keep: give the value itself",
             missing.join(", ")
         ));
     }
-    Ok(if changed { doc.to_string() } else { raw.to_string() })
+    Ok(if changed {
+        doc.to_string()
+    } else {
+        raw.to_string()
+    })
 }
 
 fn restore_table(
@@ -178,8 +188,14 @@ env = { GITHUB_TOKEN = "ghp_secret", MODE = "x" }
     #[test]
     fn secrets_are_hidden_and_comments_kept() {
         let text = redact_text(FILE).unwrap();
-        assert!(!text.contains("hooktoken") && !text.contains("ghp_secret"), "{text}");
-        assert!(text.contains("token = \"<redacted>\" # rotated in May"), "{text}");
+        assert!(
+            !text.contains("hooktoken") && !text.contains("ghp_secret"),
+            "{text}"
+        );
+        assert!(
+            text.contains("token = \"<redacted>\" # rotated in May"),
+            "{text}"
+        );
         assert!(text.contains("# my gateway"), "{text}");
         assert!(text.contains("api_key_env = \"OPENAI_API_KEY\""), "{text}");
         assert!(text.contains("MODE = \"<redacted>\""), "{text}");
