@@ -260,6 +260,42 @@ async fn the_log_viewer_follows_new_lines_and_filters_by_level() {
         "const rows = [...document.querySelectorAll('#logs-list .target')]; return rows.length > 0 && rows.every(t => t.textContent.startsWith('troupe::reload'))",
     )
     .await;
+
+    // A burst of 600 lines (appended to the log file as the gateway writes them): follow
+    // shows the newest, and the list stays at 500 rows.
+    set_value(&b, "logs-target", "").await;
+    b.js("document.querySelector('#logs-form button[type=submit]').click(); return true")
+        .await;
+    b.wait_for(
+        UI_WAIT,
+        "the unfiltered list again",
+        &line("info", "config reloaded"),
+    )
+    .await;
+    let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.6fZ");
+    let burst: String = (0..600)
+        .map(|i| format!("{now}  INFO troupe::burst: burst line {i:04}\n"))
+        .collect();
+    let log = gw.home().join("logs/troupe.log");
+    let mut out = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&log)
+        .expect("open the log file");
+    std::io::Write::write_all(&mut out, burst.as_bytes()).expect("append the burst");
+    b.wait_for(
+        UI_WAIT,
+        "the newest burst line, and no more than 500 rows",
+        "const rows = document.querySelectorAll('#logs-list li'); return rows.length <= 500 && [...rows].some(li => li.textContent.includes('burst line 0599'))",
+    )
+    .await;
+    let rows = b
+        .js("const rows = [...document.querySelectorAll('#logs-list li')]; return [rows.length, rows.some(li => li.textContent.includes('burst line 0000'))]")
+        .await;
+    assert_eq!(
+        rows,
+        json!([500, false]),
+        "bounded at 500 rows, the oldest dropped"
+    );
     b.close().await;
 }
 
