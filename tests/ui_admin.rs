@@ -28,6 +28,8 @@ const UI_WAIT: Duration = Duration::from_secs(60);
 static ONE_BROWSER: LazyLock<Mutex<()>> = LazyLock::new(|| Mutex::new(()));
 
 const HOOK_SECRET: &str = "hook-secret-0123456789";
+/// A secret commented out in the file.
+const OLD_SECRET: &str = "old-hook-secret-9876543210";
 
 /// Opens the page, types the token and waits for the connected state.
 async fn open_logged_in(gw: &TestGateway) -> Browser {
@@ -108,7 +110,9 @@ async fn the_config_editor_saves_reloads_and_refuses_stale_or_invalid_edits() {
     let file = home.path().join("config.toml");
     std::fs::write(
         &file,
-        format!("# my gateway\n[hooks]\ntoken = \"{HOOK_SECRET}\" # for webhooks\n"),
+        format!(
+            "# my gateway\n# token = \"{OLD_SECRET}\"\n[hooks]\ntoken = \"{HOOK_SECRET}\" # for webhooks\n"
+        ),
     )
     .expect("config.toml");
     let gw = TestGateway::builder().start_in(home);
@@ -123,8 +127,8 @@ async fn the_config_editor_saves_reloads_and_refuses_stale_or_invalid_edits() {
     .await;
     let shown = editor_text(&b).await;
     assert!(
-        !shown.contains(HOOK_SECRET),
-        "the secret is not shown: {shown}"
+        !shown.contains(HOOK_SECRET) && !shown.contains(OLD_SECRET),
+        "no secret is shown, not even one in a comment: {shown}"
     );
     assert!(shown.starts_with("# my gateway\n"), "{shown}");
     shows(&b, "config-note", "hooks.token").await;
@@ -158,7 +162,10 @@ async fn the_config_editor_saves_reloads_and_refuses_stale_or_invalid_edits() {
         on_disk.contains(&format!("token = \"{HOOK_SECRET}\" # for webhooks")),
         "the stored secret is kept where the editor had <redacted>: {on_disk}"
     );
-    assert!(on_disk.starts_with("# my gateway\n"), "{on_disk}");
+    assert!(
+        on_disk.starts_with(&format!("# my gateway\n# token = \"{OLD_SECRET}\"\n")),
+        "the commented-out secret is kept as written: {on_disk}"
+    );
 
     // A stale save: the file changes on disk while the operator edits.
     let mine = format!("{edited}\n# typed in the browser\n");

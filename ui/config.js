@@ -45,9 +45,10 @@ export class ConfigView {
       const text = typeof res.raw === "string" ? res.raw : res.rawRedacted || "";
       this.loaded = text;
       $("config-text").value = text;
-      const hidden = (res.redacted || []).length;
-      say($("config-note"), hidden
-        ? "Secrets (" + res.redacted.join(", ") + ") are shown as \"<redacted>\": leave them so to keep the stored value, or replace them."
+      const keys = res.redacted || [];
+      say($("config-note"), typeof res.rawRedacted === "string"
+        ? "Secrets" + (keys.length ? " (" + keys.join(", ") + ")" : " in comments")
+          + " are shown as \"<redacted>\": leave them so to keep the stored value, or replace them."
         : "");
       say($("config-changed"), "");
       if (force) say($("config-status"), "Read from disk.");

@@ -2,6 +2,8 @@
 //! `rawRedacted`), and the way back: a `config.patch` whose text still holds the
 //! `"<redacted>"` placeholder gets the secret the file has at that same place. Both work on
 //! the TOML document (`toml_edit`), so comments and layout are kept; only values change.
+//! A whole-line comment that assigns a secret (`# token = "..."`, a key commented out) is
+//! hidden too, and put back as it was when the edited text still has it unchanged.
 
 use toml::Table;
 use toml_edit::{DocumentMut, Item, TableLike, Value};
@@ -13,7 +15,63 @@ use super::files::{REDACTED, holds_secrets, is_secret};
 pub fn redact_text(text: &str) -> Option<String> {
     let mut doc: DocumentMut = text.parse().ok()?;
     redact_table(doc.as_table_mut(), "");
-    Some(doc.to_string())
+    Some(map_lines(&doc.to_string(), |line| hidden_comment(line)))
+}
+
+/// `text` with each line (without its line ending) replaced where `f` says.
+fn map_lines(text: &str, mut f: impl FnMut(&str) -> Option<String>) -> String {
+    let mut out = String::with_capacity(text.len());
+    for piece in text.split_inclusive('\n') {
+        let content = piece.trim_end_matches(['\n', '\r']);
+        match f(content) {
+            Some(new) => {
+                out.push_str(&new);
+                out.push_str(&piece[content.len()..]);
+            }
+            None => out.push_str(piece),
+        }
+    }
+    out
+}
+
+/// A whole-line comment that assigns a secret key (`# token = "abc"`, `#hooks.token=x`)
+/// with its value hidden; `None` for any other line.
+fn hidden_comment(line: &str) -> Option<String> {
+    let trimmed = line.trim_start();
+    let body = trimmed.strip_prefix('#')?;
+    let (key, value) = body.split_once('=')?;
+    let last = key
+        .trim()
+        .rsplit('.')
+        .next()?
+        .trim()
+        .trim_matches(['"', '\'']);
+    let hidden = format!("\"{REDACTED}\"");
+    if !is_secret(last) || value.trim().is_empty() || value.trim() == hidden {
+        return None;
+    }
+    let indent = &line[..line.len() - trimmed.len()];
+    let key = key.trim_end();
+    Some(format!("{indent}#{key} = {hidden}"))
+}
+
+/// Puts back the file's secret comments that `raw` still has in their hidden form (each
+/// original used once, in order).
+fn restore_comments(raw: &str, current_text: &str) -> String {
+    let mut originals: Vec<(String, String)> = current_text
+        .lines()
+        .filter_map(|l| {
+            let l = l.trim_end_matches('\r');
+            hidden_comment(l).map(|h| (h, l.to_string()))
+        })
+        .collect();
+    if originals.is_empty() {
+        return raw.to_string();
+    }
+    map_lines(raw, |line| {
+        let at = originals.iter().position(|(hidden, _)| hidden == line)?;
+        Some(originals.remove(at).1)
+    })
 }
 
 fn join(path: &str, key: &str) -> String {
@@ -83,15 +141,17 @@ fn set_string(value: &mut Value, text: &str) {
 }
 
 /// `raw` with each `"<redacted>"` string value replaced by the value `current` (the file
-/// now, parsed) has at the same place (same keys, same list indexes). Text without the
+/// now, parsed; `current_text` as written) has at the same place (same keys, same list
+/// indexes), and each hidden secret comment still there put back as written. Text without the
 /// placeholder, or that is not TOML, comes back unchanged (validation reports the latter).
 /// A placeholder where the file has no string is an error naming its keys.
-pub fn restore_secrets(raw: &str, current: &Table) -> Result<String, String> {
+pub fn restore_secrets(raw: &str, current: &Table, current_text: &str) -> Result<String, String> {
     if !raw.contains(REDACTED) {
         return Ok(raw.to_string());
     }
+    let raw = restore_comments(raw, current_text);
     let Ok(mut doc) = raw.parse::<DocumentMut>() else {
-        return Ok(raw.to_string());
+        return Ok(raw);
     };
     let old = toml::Value::Table(current.clone());
     let mut missing = Vec::new();
@@ -173,6 +233,7 @@ mod tests {
     use super::*;
 
     const FILE: &str = r#"# my gateway
+# token = "old-hook-token-0000"
 [hooks]
 token = "hooktokenhooktoken" # rotated in May
 
@@ -208,17 +269,24 @@ env = { GITHUB_TOKEN = "ghp_secret", MODE = "x" }
         let edited = redact_text(FILE)
             .unwrap()
             .replace("api_key_env = \"OPENAI_API_KEY\"", "api_key_env = \"KEY2\"");
-        let back = restore_secrets(&edited, &current).unwrap();
+        let back = restore_secrets(&edited, &current, FILE).unwrap();
         assert_eq!(back, FILE.replace("\"OPENAI_API_KEY\"", "\"KEY2\""));
         let plain = "[sessions]\nlane_capacity = 4\n";
-        assert_eq!(restore_secrets(plain, &current).unwrap(), plain);
+        assert_eq!(restore_secrets(plain, &current, FILE).unwrap(), plain);
+        // A hidden comment the operator changed stays as the operator wrote it.
+        let retyped = redact_text(FILE)
+            .unwrap()
+            .replace("# token = \"<redacted>\"", "# token = \"new\"");
+        let back = restore_secrets(&retyped, &current, FILE).unwrap();
+        assert!(back.contains("# token = \"new\"\n"), "{back}");
+        assert!(back.contains("token = \"hooktokenhooktoken\""), "{back}");
     }
 
     #[test]
     fn a_placeholder_without_a_stored_secret_is_refused() {
         let current: Table = FILE.parse().unwrap();
         let edited = format!("{FILE}\n[gateway.auth]\ntoken = \"{REDACTED}\"\n");
-        let err = restore_secrets(&edited, &current).unwrap_err();
+        let err = restore_secrets(&edited, &current, FILE).unwrap_err();
         assert!(err.starts_with("gateway.auth.token "), "{err}");
     }
 }
