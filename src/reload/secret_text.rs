@@ -15,7 +15,7 @@ use super::files::{REDACTED, holds_secrets, is_secret};
 pub fn redact_text(text: &str) -> Option<String> {
     let mut doc: DocumentMut = text.parse().ok()?;
     redact_table(doc.as_table_mut(), "");
-    Some(map_lines(&doc.to_string(), |line| hidden_comment(line)))
+    Some(map_lines(&doc.to_string(), hidden_comment))
 }
 
 /// `text` with each line (without its line ending) replaced where `f` says.
