@@ -141,8 +141,9 @@ fn set_string(value: &mut Value, text: &str) {
 }
 
 /// `raw` with each `"<redacted>"` string value replaced by the value `current` (the file
-/// now, parsed; `current_text` as written) has at the same place (same keys, same list
-/// indexes), and each hidden secret comment still there put back as written. Text without the
+/// now, parsed; `current_text` as written) has at the same place (same keys; in a
+/// `[[...]]` list the entry with the same `id`, `account` or `name`, else the same index),
+/// and each hidden secret comment still there put back as written. Text without the
 /// placeholder, or that is not TOML, comes back unchanged (validation reports the latter).
 /// A placeholder where the file has no string is an error naming its keys.
 pub fn restore_secrets(raw: &str, current: &Table, current_text: &str) -> Result<String, String> {
@@ -191,7 +192,7 @@ fn restore_table(
             Item::Table(t) => restore_table(t, before, &at, missing, changed),
             Item::ArrayOfTables(list) => {
                 for (i, t) in list.iter_mut().enumerate() {
-                    let was = before.and_then(|b| b.as_array()).and_then(|a| a.get(i));
+                    let was = same_entry(t, before, i);
                     restore_table(t, was, &format!("{at}[{i}]"), missing, changed);
                 }
             }
@@ -199,6 +200,25 @@ fn restore_table(
             Item::None => {}
         }
     }
+}
+
+/// The entry of a `[[...]]` list in the file that `table` edits: the one with the same
+/// `id`, `account` or `name` (agents, channel accounts, MCP servers), so that reordering
+/// entries does not hand one entry's secret to another; else the one at the same index.
+fn same_entry<'a>(
+    table: &toml_edit::Table,
+    old: Option<&'a toml::Value>,
+    index: usize,
+) -> Option<&'a toml::Value> {
+    let list = old?.as_array()?;
+    for key in ["id", "account", "name"] {
+        if let Some(want) = table.get(key).and_then(Item::as_str) {
+            return list
+                .iter()
+                .find(|entry| entry.get(key).and_then(toml::Value::as_str) == Some(want));
+        }
+    }
+    list.get(index)
 }
 
 fn restore_value(
@@ -280,6 +300,26 @@ env = { GITHUB_TOKEN = "ghp_secret", MODE = "x" }
         let back = restore_secrets(&retyped, &current, FILE).unwrap();
         assert!(back.contains("# token = \"new\"\n"), "{back}");
         assert!(back.contains("token = \"hooktokenhooktoken\""), "{back}");
+    }
+
+    #[test]
+    fn reordered_entries_keep_their_own_secrets() {
+        let file = "[[channels.telegram]]\naccount = \"a\"\nbot_token = \"1:aaa\"\n\n[[channels.telegram]]\naccount = \"b\"\nbot_token = \"2:bbb\"\n";
+        let current: Table = file.parse().unwrap();
+        let swapped = "[[channels.telegram]]\naccount = \"b\"\nbot_token = \"<redacted>\"\n\n[[channels.telegram]]\naccount = \"a\"\nbot_token = \"<redacted>\"\n";
+        let back: Table = restore_secrets(swapped, &current, file)
+            .unwrap()
+            .parse()
+            .unwrap();
+        let list = back["channels"]["telegram"].as_array().unwrap();
+        assert_eq!(list[0]["account"].as_str(), Some("b"));
+        assert_eq!(list[0]["bot_token"].as_str(), Some("2:bbb"));
+        assert_eq!(list[1]["bot_token"].as_str(), Some("1:aaa"));
+        let added = format!(
+            "{swapped}\n[[channels.telegram]]\naccount = \"c\"\nbot_token = \"<redacted>\"\n"
+        );
+        let err = restore_secrets(&added, &current, file).unwrap_err();
+        assert!(err.starts_with("channels.telegram[2].bot_token "), "{err}");
     }
 
     #[test]
