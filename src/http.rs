@@ -295,7 +295,7 @@ async fn status(
 }
 
 /// `GET /api/config`: the config file with secrets redacted, and its hash (as `config.get`).
-#[utoipa::path(get, path = "/api/config", tag = "config", responses((status = 200, description = "`{file, hash, config, redacted, raw?}` (secrets redacted)", body = Object), (status = 503, description = "Config service not running", body = crate::http::openapi::ErrorBody)))]
+#[utoipa::path(get, path = "/api/config", tag = "config", responses((status = 200, description = "`{file, hash, config, redacted, raw?, rawRedacted?}` (secrets redacted; `rawRedacted` is the text with secrets hidden when the file holds any)", body = Object), (status = 503, description = "Config service not running", body = crate::http::openapi::ErrorBody)))]
 async fn config_get(
     req: HttpRequest,
     gateway: web::Data<Gateway>,

@@ -10,6 +10,7 @@
 
 pub mod diff;
 pub mod files;
+pub mod secret_text;
 pub mod watch;
 
 use std::collections::HashMap;
@@ -387,9 +388,15 @@ impl Controller {
                 let (config, secrets) = redacted(&table);
                 payload["config"] = config;
                 payload["redacted"] = json!(secrets);
-                // The raw text only when it holds no secret (it cannot be redacted reliably).
-                if secrets.is_empty() {
-                    payload["raw"] = json!(state.text());
+                // The raw text only when it holds no secret, not even in a comment.
+                let text = state.text();
+                match secret_text::redact_text(&text) {
+                    Some(hidden) if secrets.is_empty() && hidden == text => {
+                        payload["raw"] = json!(text);
+                    }
+                    // For an editor: the text, secrets hidden (restored by `config.patch`).
+                    Some(hidden) => payload["rawRedacted"] = json!(hidden),
+                    None => {}
                 }
             }
             Err(why) => {
@@ -416,6 +423,17 @@ impl Controller {
                 ),
             });
         }
+        // `"<redacted>"` left in the text (from `rawRedacted`) keeps the stored secret.
+        let raw =
+            match current.table() {
+                Ok(table) => secret_text::restore_secrets(&raw, &table, &current.text()).map_err(
+                    |message| ConfigCallError::Invalid {
+                        code: "INVALID_CONFIG",
+                        message: format!("{message}; the config file was not changed"),
+                    },
+                )?,
+                Err(_) => raw,
+            };
         let file = self.setup.source.file.clone();
         let temp = blocking(move || files::write_temp(&file, &raw)).await;
         let temp = temp.map_err(ConfigCallError::Unavailable)?;

@@ -243,7 +243,9 @@ async fn phone_width_renders_without_horizontal_scroll() {
     .await;
     b.wait_for(UI_WAIT, "the chat fits the phone width", fits)
         .await;
-    for tab in ["tree", "sessions", "usage", "channels", "cron"] {
+    for tab in [
+        "tree", "sessions", "usage", "channels", "cron", "config", "logs",
+    ] {
         b.js(&format!(
             "document.getElementById('tab-{tab}').click(); return true"
         ))

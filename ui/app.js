@@ -7,14 +7,20 @@ import { $, say } from "./dom.js";
 import { ChatView } from "./chat.js";
 import { TreeView } from "./tree.js";
 import { Panels } from "./panels.js";
+import { CronView } from "./cron.js";
+import { ConfigView } from "./config.js";
+import { LogsView } from "./logs.js";
 
 const TOKEN_STORE = "troupe.ui.token";
-const VIEWS = ["chat", "tree", "sessions", "usage", "channels", "cron"];
+const VIEWS = ["chat", "tree", "sessions", "usage", "channels", "cron", "config", "logs"];
 
 const conn = new GatewayConnection();
 const chat = new ChatView(conn);
 const tree = new TreeView(conn);
 const panels = new Panels(conn, chat);
+const cron = new CronView(conn);
+const config = new ConfigView(conn);
+const logs = new LogsView(conn);
 let current = "chat";
 let everConnected = false;
 
@@ -27,7 +33,15 @@ function showTab(name) {
     $("view-" + v).hidden = !on;
   }
   tree.show(name === "tree");
-  if (conn.state === "connected") panels.load(name);
+  logs.show(name === "logs" && conn.state === "connected");
+  if (conn.state === "connected") load(name);
+}
+
+/** Loads a view's data (the tree and the logs load themselves while shown). */
+function load(name) {
+  if (name === "cron") return cron.load();
+  if (name === "config") return config.load(false);
+  return panels.load(name);
 }
 
 function setupTabs() {
@@ -74,7 +88,8 @@ function showApp() {
 async function refreshAll(hello) {
   await chat.refresh(hello);
   await tree.refresh(hello);
-  await panels.load(current);
+  await load(current);
+  logs.show(current === "logs");
 }
 
 conn.addEventListener("state", (e) => {
@@ -116,7 +131,9 @@ conn.addEventListener("event", (e) => {
   } else if (f.event === "supervisor") {
     tree.poll();
   } else if (f.event === "cron" && current === "cron") {
-    panels.cron();
+    cron.load();
+  } else if (f.event === "config") {
+    config.onChanged(f.payload || {});
   }
 });
 

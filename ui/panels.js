@@ -1,8 +1,9 @@
 // The read-mostly views: sessions and agents, usage (tokens and cost per agent and per day,
-// with a small inline SVG chart), channels (status, probe, pairing approvals) and cron
-// (jobs, run ledger, run now). Each loads when shown and after a `seq` gap.
+// with a small inline SVG chart) and channels (status, probe, pairing approvals, and a
+// form that sends a message through an account with `send`). Each loads when shown and
+// after a `seq` gap.
 
-import { $, ago, fillTable, h, num, say, when } from "./dom.js";
+import { $, ago, fillTable, h, num, say, uid, when } from "./dom.js";
 
 const SVG = "http://www.w3.org/2000/svg";
 
@@ -19,14 +20,21 @@ export class Panels {
   constructor(conn, chat) {
     this.conn = conn;
     this.chat = chat;
-    this.ledgerJob = null;
     $("probe").addEventListener("click", () => this.channels(true));
+    // One idempotency key per message: clicking Send again on the same text (a double
+    // click, a retry after a timeout) is answered as a duplicate, not sent twice.
+    this.sendKey = null;
+    $("send-form").addEventListener("input", () => { this.sendKey = null; });
+    $("send-form").addEventListener("submit", (e) => {
+      e.preventDefault();
+      this.send();
+    });
   }
 
-  /** Loads the view with this name ("sessions", "usage", "channels", "cron"). */
+  /** Loads the view with this name ("sessions", "usage", "channels"). */
   load(view) {
     const run = { sessions: () => this.sessions(), usage: () => this.usage(),
-      channels: () => this.channels(false), cron: () => this.cron() }[view];
+      channels: () => this.channels(false) }[view];
     return run ? run() : Promise.resolve();
   }
 
@@ -126,6 +134,12 @@ export class Panels {
         h("td", {}, c.restarts), h("td", {}, c.lastError || "-"),
         h("td", {}, c.probe ? (c.probe.ok ? "ok" : "failed: " + (c.probe.error || JSON.stringify(c.probe))) : "-"))),
       $("channels-empty"));
+      const accounts = (status.channels || []).map((c) => c.channel + ":" + c.account);
+      const pick = $("send-account");
+      const chosen = pick.value;
+      pick.replaceChildren(...accounts.map((a) => h("option", { value: a }, a)));
+      if (accounts.includes(chosen)) pick.value = chosen;
+      $("send-form").hidden = accounts.length === 0;
       const pairing = (await this.conn.request("pairing.list", {})).pending || [];
       fillTable($("pairing-table"), pairing.map((p) => h("tr", {},
         h("td", {}, p.channel + ":" + p.account), h("td", {}, (p.name || "") + " (" + p.senderId + ")"),
@@ -146,47 +160,33 @@ export class Panels {
     this.channels(false);
   }
 
-  async cron() {
-    say($("cron-error"), "");
-    try {
-      const jobs = (await this.conn.request("cron.list", {})).jobs || [];
-      fillTable($("cron-table"), jobs.map((j) => h("tr", {},
-        h("td", {}, j.name || j.id), h("td", {}, h("code", {}, j.schedule + (j.tz ? " " + j.tz : ""))),
-        h("td", {}, j.agentId), h("td", {}, j.nextFireAt ? when(j.nextFireAt) : "-"),
-        h("td", {}, j.enabled ? "yes" : "no"),
-        h("td", {},
-          h("button", { type: "button", class: "quiet", "aria-label": "Ledger of " + j.id, onclick: () => this.runs(j.id) }, "Ledger"),
-          h("button", { type: "button", "aria-label": "Run " + j.id + " now", onclick: () => this.runNow(j.id) }, "Run now")))),
-      $("cron-empty"));
-      if (this.ledgerJob) await this.runs(this.ledgerJob);
-    } catch (err) {
-      say($("cron-error"), "Could not load cron jobs: " + err.message);
+  async send() {
+    const [channel, account] = $("send-account").value.split(/:(.*)/s);
+    const to = $("send-to").value.trim();
+    const message = $("send-message").value;
+    say($("send-error"), "");
+    say($("send-status"), "");
+    if (!to || !message.trim()) {
+      say($("send-error"), "Give the chat or channel id and a message.");
+      return;
     }
-  }
-
-  async runs(id) {
-    this.ledgerJob = id;
-    $("runs-title").textContent = "Run ledger of " + id;
+    if (!this.sendKey) this.sendKey = uid();
+    $("send-submit").disabled = true;
     try {
-      const res = await this.conn.request("cron.runs", { id, limit: 50 });
-      const empty = $("runs-empty");
-      empty.textContent = "No runs of " + id + " yet.";
-      fillTable($("runs-table"), (res.runs || []).map((r) => h("tr", {},
-        h("td", {}, when(r.scheduledAt)), h("td", {}, when(r.firedAt)),
-        h("td", {}, r.outcome + (r.reason ? ": " + r.reason : "")), h("td", {}, r.manual ? "yes" : "no"),
-        h("td", {}, r.durationMs !== undefined && r.durationMs !== null ? r.durationMs + " ms" : "-"))), empty);
+      const res = await this.conn.request("send", { channel, account, to, message, idempotencyKey: this.sendKey });
+      const where = res.channel + ":" + res.account + " to " + res.to;
+      if (res.duplicate) {
+        say($("send-status"), "Already sent to " + where + " (same message, not sent again): " + res.state + ".");
+      } else if (res.state === "sent") {
+        say($("send-status"), "Sent through " + where + " (message " + (res.messageIds || []).join(", ") + ").");
+      } else {
+        say($("send-status"), "Owed through " + where + " (" + res.state + "): the account cannot take it now; it goes out when it is back.");
+      }
+      if (!res.duplicate) $("send-message").value = "";
     } catch (err) {
-      say($("cron-error"), "Could not load the ledger: " + err.message);
+      say($("send-error"), "Not sent: " + err.message);
+    } finally {
+      $("send-submit").disabled = false;
     }
-  }
-
-  async runNow(id) {
-    try {
-      await this.conn.request("cron.run", { id });
-      say($("cron-error"), "");
-    } catch (err) {
-      say($("cron-error"), "Run now failed: " + err.message);
-    }
-    this.runs(id);
   }
 }

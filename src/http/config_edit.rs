@@ -21,7 +21,8 @@ use crate::reload::files::{FileState, REDACTED, redacted};
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ConfigPut {
-    /// The whole config file, TOML.
+    /// The whole config file, TOML. A `"<redacted>"` value (as in `rawRedacted` from `GET`)
+    /// keeps the secret the file has at that place.
     pub raw: String,
     /// `hash` from `GET /api/config`: the edit applies only to that version of the file.
     pub base_hash: String,

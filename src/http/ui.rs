@@ -67,6 +67,9 @@ pub const ASSETS: &[Asset] = &[
     Asset::new("chat.js", JS, include_str!("../../ui/chat.js")),
     Asset::new("tree.js", JS, include_str!("../../ui/tree.js")),
     Asset::new("panels.js", JS, include_str!("../../ui/panels.js")),
+    Asset::new("cron.js", JS, include_str!("../../ui/cron.js")),
+    Asset::new("config.js", JS, include_str!("../../ui/config.js")),
+    Asset::new("logs.js", JS, include_str!("../../ui/logs.js")),
     Asset::new(
         "icon.svg",
         "image/svg+xml",

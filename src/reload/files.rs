@@ -53,7 +53,7 @@ pub fn hash_of(bytes: &[u8]) -> String {
 
 /// Whether a key holds a secret value (`token`, `password`, `api_key`, ...), as opposed to
 /// where one is found (`token_env`, `api_key_file`).
-fn is_secret(key: &str) -> bool {
+pub(crate) fn is_secret(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
     if key.ends_with("_env") || key.ends_with("_file") {
         return false;
@@ -65,7 +65,7 @@ fn is_secret(key: &str) -> bool {
 
 /// Whether `key` under `path` is a table whose every value is a secret (an MCP server's
 /// `env` and `headers`).
-fn holds_secrets(path: &str, key: &str) -> bool {
+pub(crate) fn holds_secrets(path: &str, key: &str) -> bool {
     path.starts_with("mcp[") && (key == "env" || key == "headers")
 }
 
