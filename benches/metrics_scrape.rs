@@ -20,6 +20,8 @@
 //! `TROUPE_BENCH_QUICK=1` runs 3 rounds of 200. Built and run by `cargo test --benches`
 //! (no `--bench` flag), it skips itself unless `TROUPE_BENCH_QUICK` is set.
 
+#![allow(clippy::expect_used)]
+
 use std::alloc::System;
 use std::collections::BTreeMap;
 use std::time::Instant;
