@@ -416,7 +416,7 @@ async fn restart(
     route_command(&gateway, body.id, ChildAction::Restart).await
 }
 
-#[utoipa::path(get, path = "/metrics", tag = "health", security(()), responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
+#[utoipa::path(get, path = "/metrics", tag = "health", security(()), responses((status = 200, description = "OpenMetrics text format (Prometheus reads it)", body = String, content_type = "application/openmetrics-text")))]
 async fn metrics(gateway: web::Data<Gateway>) -> HttpResponse {
     let status = gateway.status(false).await;
     let store = match gateway.lookup::<StoreActor>("store").await {
