@@ -210,11 +210,14 @@ impl WsSessionActor {
             };
             let asked = self.gateway.root.send(watch);
             ctx.spawn(asked.into_actor(self).map(|answer, act, ctx| {
-                if let Err(why) = answer.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string())) {
-                    tracing::warn!(conn_id = %act.conn_id, error = %why, "cannot watch the session queue");
-                    act.link_q.watching = false;
-                    act.fail_waiting(ctx);
-                }
+                let why = match answer {
+                    Ok(Ok(())) => return,
+                    Ok(Err(e)) => e.to_string(),
+                    Err(e) => e.to_string(),
+                };
+                tracing::warn!(conn_id = %act.conn_id, error = %why, "cannot watch the session queue");
+                act.link_q.watching = false;
+                act.fail_waiting(ctx);
             }));
         }
         if self.link_q.addr().is_some() {
