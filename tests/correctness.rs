@@ -555,6 +555,42 @@ async fn close_codes_tell_the_truth_about_restarts_and_internal_errors() {
     assert_eq!(again.request("health", None).await["ok"], true);
 }
 
+/// Responses to `ids` read so far: each request's `accepted` run ids, and its final.
+#[derive(Default)]
+struct Answers {
+    accepted: HashMap<String, Vec<String>>,
+    finals: HashMap<String, Value>,
+}
+
+impl Answers {
+    /// Reads responses until `done`; every one must be a success for a request in `ids`,
+    /// and no request gets a second final.
+    async fn read_until(&mut self, c: &mut WsClient, ids: &[String], done: impl Fn(&Self) -> bool) {
+        while !done(self) {
+            let f = match c.recv().await {
+                Received::Frame(f) => f,
+                Received::Pong(_) => continue,
+                Received::Closed(close) => panic!("closed: {close:?}"),
+            };
+            if f["type"] != "res" {
+                continue;
+            }
+            let id = f["id"].as_str().unwrap().to_string();
+            assert!(ids.contains(&id), "a response to an unknown request: {f}");
+            assert_eq!(f["ok"], true, "no caller is told to retry: {f}");
+            let run_id = f["payload"]["runId"].as_str().unwrap().to_string();
+            if is_interim(&f) {
+                self.accepted.entry(id).or_default().push(run_id);
+            } else {
+                assert!(
+                    self.finals.insert(id, f.clone()).is_none(),
+                    "a second final: {f}"
+                );
+            }
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn turns_sent_while_the_session_queue_crashes_again_and_again_are_accepted_and_final_once() {
     let gw = slow(20)
@@ -574,6 +610,7 @@ async fn turns_sent_while_the_session_queue_crashes_again_and_again_are_accepted
             .collect()
     };
     let mut ids = Vec::new();
+    let mut answers = Answers::default();
     for round in 0..5u64 {
         // Some turns reach the queue before the crash, some are on their way, and some are
         // sent while it is down: the connection waits for the registry's push of the new
@@ -585,31 +622,21 @@ async fn turns_sent_while_the_session_queue_crashes_again_and_again_are_accepted
         assert_eq!(crash["ok"], true, "{crash}");
         ids.extend(c.burst(&frames(round, "b")).await);
         gw.child_restarted("session-queue", round + 1).await;
+        // The next crash comes once this instance took everything so far (a submission
+        // is resent to at most 5 instances that die before answering it, then refused).
+        let all = ids.clone();
+        answers
+            .read_until(&mut c, &ids, |a| {
+                all.iter().all(|id| a.accepted.contains_key(id))
+            })
+            .await;
     }
-    let mut accepted: HashMap<String, Vec<String>> = HashMap::new();
-    let mut finals: HashMap<String, Value> = HashMap::new();
-    while finals.len() < ids.len() {
-        let f = match c.recv().await {
-            Received::Frame(f) => f,
-            Received::Pong(_) => continue,
-            Received::Closed(close) => panic!("closed: {close:?}; finals so far {finals:?}"),
-        };
-        if f["type"] != "res" {
-            continue;
-        }
-        let id = f["id"].as_str().unwrap().to_string();
-        assert!(ids.contains(&id), "a response to an unknown request: {f}");
-        assert_eq!(f["ok"], true, "no caller is told to retry: {f}");
-        let run_id = f["payload"]["runId"].as_str().unwrap().to_string();
-        if is_interim(&f) {
-            accepted.entry(id).or_default().push(run_id);
-        } else {
-            assert!(
-                finals.insert(id, f.clone()).is_none(),
-                "a second final: {f}"
-            );
-        }
-    }
+    let all = ids.clone();
+    answers
+        .read_until(&mut c, &ids, |a| {
+            all.iter().all(|id| a.finals.contains_key(id))
+        })
+        .await;
     // Nothing more comes for these requests (a later request's answer is read after them).
     let probe = c
         .request("chat.history", Some(json!({ "sessionKey": key })))
@@ -618,9 +645,9 @@ async fn turns_sent_while_the_session_queue_crashes_again_and_again_are_accepted
     assert!(c.stashed.is_empty(), "late responses: {:?}", c.stashed);
     let mut run_ids = Vec::new();
     for id in &ids {
-        let acks = &accepted[id];
+        let acks = &answers.accepted[id];
         assert_eq!(acks.len(), 1, "accepted exactly once: {id} {acks:?}");
-        let end = &finals[id]["payload"];
+        let end = &answers.finals[id]["payload"];
         assert_eq!(end["runId"], acks[0].as_str(), "{end}");
         let honest = end["error"]
             .as_str()
