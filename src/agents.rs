@@ -236,7 +236,7 @@ pub fn build(
             memory_dir: Some(dir.join("memory")),
             state_dir: Some(paths.home.clone()),
             price,
-            all_agents: all.clone(),
+            all_agents: all.iter().map(|id| id.as_str().into()).collect(),
             transcription: transcription.clone(),
         });
     }

@@ -13,6 +13,7 @@ mod hooks;
 mod host;
 mod logs;
 mod mcps;
+pub mod metrics;
 mod models;
 mod openai;
 pub mod openapi;
@@ -35,7 +36,7 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use troupe_actors::messages::FaultMode;
-use troupe_actors::store::{GetStoreStats, LATENCY_BUCKETS_US, OpStats, StoreActor};
+use troupe_actors::store::{GetStoreStats, StoreActor};
 use troupe_actors::supervisor::{
     ChildAction, ChildCommand, ChildId, CommandError, NodeState, SupervisorActor, TreeNode,
 };
@@ -417,127 +418,23 @@ async fn restart(
     route_command(&gateway, body.id, ChildAction::Restart).await
 }
 
-#[utoipa::path(get, path = "/metrics", tag = "health", security(()), responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
+#[utoipa::path(get, path = "/metrics", tag = "health", security(()), responses((status = 200, description = "OpenMetrics text format (Prometheus reads it)", body = String, content_type = "application/openmetrics-text")))]
 async fn metrics(gateway: web::Data<Gateway>) -> HttpResponse {
     let status = gateway.status(false).await;
-    let mut out = String::new();
-    out.push_str("# HELP troupe_uptime_seconds Seconds since the gateway started.\n# TYPE troupe_uptime_seconds gauge\n");
-    out.push_str(&format!(
-        "troupe_uptime_seconds {:.3}\n",
-        status.uptime_ms as f64 / 1000.0
-    ));
-    let clients = status.tree.children.iter().find(|c| c.id == "clients");
-    let connections = clients
-        .map(|c| c.child_count.unwrap_or(c.children.len()))
-        .unwrap_or(0);
-    out.push_str("# HELP troupe_ws_connections Open WebSocket connections.\n# TYPE troupe_ws_connections gauge\n");
-    out.push_str(&format!("troupe_ws_connections {connections}\n"));
-    out.push_str(
-        "# HELP troupe_ready 1 when every permanent child is running.\n# TYPE troupe_ready gauge\n",
-    );
-    out.push_str(&format!("troupe_ready {}\n", u8::from(status.ready)));
-    out.push_str("# HELP troupe_unstoppable_nodes Killed nodes still running (a handler blocking its thread cannot be stopped); they leak until the process exits.\n# TYPE troupe_unstoppable_nodes gauge\n");
-    out.push_str(&format!(
-        "troupe_unstoppable_nodes {}\n",
-        status.unstoppable
-    ));
-    let mut nodes = Vec::new();
-    collect(&status.tree, &mut nodes);
-    out.push_str("# HELP troupe_child_restarts_total Restarts of each supervised child.\n# TYPE troupe_child_restarts_total counter\n");
-    for n in &nodes {
-        out.push_str(&format!(
-            "troupe_child_restarts_total{{id=\"{}\",kind=\"{}\"}} {}\n",
-            n.id, n.kind, n.restarts
-        ));
-    }
-    out.push_str("# HELP troupe_child_mailbox Work queued in each child as last reported.\n# TYPE troupe_child_mailbox gauge\n");
-    for n in &nodes {
-        out.push_str(&format!(
-            "troupe_child_mailbox{{id=\"{}\",kind=\"{}\"}} {}\n",
-            n.id, n.kind, n.mailbox
-        ));
-    }
-    out.push_str(
-        "# HELP troupe_child_up 1 when the child is running.\n# TYPE troupe_child_up gauge\n",
-    );
-    for n in &nodes {
-        out.push_str(&format!(
-            "troupe_child_up{{id=\"{}\",kind=\"{}\"}} {}\n",
-            n.id,
-            n.kind,
-            u8::from(n.state == NodeState::Running)
-        ));
-    }
-    if let Ok(store) = gateway.lookup::<StoreActor>("store").await
-        && let Ok(stats) = store.send(GetStoreStats).await
-    {
-        store_metrics(&stats, &mut out);
-    }
+    let store = match gateway.lookup::<StoreActor>("store").await {
+        Ok(store) => store.send(GetStoreStats).await.ok(),
+        Err(_) => None,
+    };
+    let figures = metrics::Figures {
+        uptime_ms: status.uptime_ms,
+        ready: status.ready,
+        unstoppable: status.unstoppable,
+        tree: status.tree,
+        store,
+    };
     HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4")
-        .body(out)
-}
-
-/// Per-operation counts and latency histograms of the store, and its write batches.
-fn store_metrics(stats: &OpStats, out: &mut String) {
-    out.push_str(
-        "# HELP troupe_store_op_seconds Time of each store operation, by operation.
-# TYPE troupe_store_op_seconds histogram
-",
-    );
-    for (op, stat) in &stats.ops {
-        for (bound, count) in LATENCY_BUCKETS_US.iter().zip(&stat.buckets) {
-            let le = *bound as f64 / 1e6;
-            out.push_str(&format!(
-                "troupe_store_op_seconds_bucket{{op=\"{op}\",le=\"{le}\"}} {count}\n"
-            ));
-        }
-        out.push_str(&format!(
-            "troupe_store_op_seconds_bucket{{op=\"{op}\",le=\"+Inf\"}} {}\n",
-            stat.count
-        ));
-        out.push_str(&format!(
-            "troupe_store_op_seconds_sum{{op=\"{op}\"}} {}\n",
-            stat.total_us as f64 / 1e6
-        ));
-        out.push_str(&format!(
-            "troupe_store_op_seconds_count{{op=\"{op}\"}} {}\n",
-            stat.count
-        ));
-    }
-    out.push_str(
-        "# HELP troupe_store_op_errors_total Failed store operations, by operation.
-# TYPE troupe_store_op_errors_total counter
-",
-    );
-    for (op, stat) in &stats.ops {
-        out.push_str(&format!(
-            "troupe_store_op_errors_total{{op=\"{op}\"}} {}\n",
-            stat.errors
-        ));
-    }
-    out.push_str(
-        "# HELP troupe_store_batches_total Write transactions committed (group commit).
-# TYPE troupe_store_batches_total counter
-",
-    );
-    out.push_str(&format!("troupe_store_batches_total {}\n", stats.batches));
-    out.push_str(
-        "# HELP troupe_store_batched_writes_total Writes in those transactions.
-# TYPE troupe_store_batched_writes_total counter
-",
-    );
-    out.push_str(&format!(
-        "troupe_store_batched_writes_total {}\n",
-        stats.batched_writes
-    ));
-}
-
-fn collect<'a>(node: &'a TreeNode, out: &mut Vec<&'a TreeNode>) {
-    for child in node.children.iter().filter(|c| c.kind != "ws") {
-        out.push(child);
-        collect(child, out);
-    }
+        .content_type(metrics::CONTENT_TYPE)
+        .body(metrics::render(figures))
 }
 
 #[utoipa::path(get, path = "/ws", tag = "websocket", security(()), responses((status = 101, description = "WebSocket upgrade (OpenClaw protocol; credential in `connect`)"), (status = 400, description = "Not a WebSocket upgrade", body = Object)))]

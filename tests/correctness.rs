@@ -554,3 +554,119 @@ async fn close_codes_tell_the_truth_about_restarts_and_internal_errors() {
     let mut again = gw.client().await;
     assert_eq!(again.request("health", None).await["ok"], true);
 }
+
+/// Responses to `ids` read so far: each request's `accepted` run ids, and its final.
+#[derive(Default)]
+struct Answers {
+    accepted: HashMap<String, Vec<String>>,
+    finals: HashMap<String, Value>,
+}
+
+impl Answers {
+    /// Reads responses until `done`; every one must be a success for a request in `ids`,
+    /// and no request gets a second final.
+    async fn read_until(&mut self, c: &mut WsClient, ids: &[String], done: impl Fn(&Self) -> bool) {
+        while !done(self) {
+            let f = match c.recv().await {
+                Received::Frame(f) => f,
+                Received::Pong(_) => continue,
+                Received::Closed(close) => panic!("closed: {close:?}"),
+            };
+            if f["type"] != "res" {
+                continue;
+            }
+            let id = f["id"].as_str().unwrap().to_string();
+            assert!(ids.contains(&id), "a response to an unknown request: {f}");
+            assert_eq!(f["ok"], true, "no caller is told to retry: {f}");
+            let run_id = f["payload"]["runId"].as_str().unwrap().to_string();
+            if is_interim(&f) {
+                self.accepted.entry(id).or_default().push(run_id);
+            } else {
+                assert!(
+                    self.finals.insert(id, f.clone()).is_none(),
+                    "a second final: {f}"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turns_sent_while_the_session_queue_crashes_again_and_again_are_accepted_and_final_once() {
+    let gw = slow(20)
+        .env("TROUPE__SUPERVISOR__MAX_RESTARTS", "100")
+        .start();
+    gw.wait_ready().await;
+    let mut admin = gw.client().await;
+    let mut c = gw.client().await;
+    let key = "agent:main:crashloop";
+    let frames = |round: u64, part: &str| -> Vec<(&'static str, Value)> {
+        (0..4)
+            .map(|i| {
+                let text = format!("k{round}{part}{i}");
+                let params = json!({ "sessionKey": key, "message": text, "idempotencyKey": text });
+                ("agent", params)
+            })
+            .collect()
+    };
+    let mut ids = Vec::new();
+    let mut answers = Answers::default();
+    for round in 0..5u64 {
+        // Some turns reach the queue before the crash, some are on their way, and some are
+        // sent while it is down: the connection waits for the registry's push of the new
+        // queue, then sends them (and resends what the dead one never answered) in order.
+        ids.extend(c.burst(&frames(round, "a")).await);
+        let crash = admin
+            .request("supervisor.crash", Some(json!({ "id": "session-queue" })))
+            .await;
+        assert_eq!(crash["ok"], true, "{crash}");
+        ids.extend(c.burst(&frames(round, "b")).await);
+        gw.child_restarted("session-queue", round + 1).await;
+        // The next crash comes once this instance took everything so far (a submission
+        // is resent to at most 5 instances that die before answering it, then refused).
+        let all = ids.clone();
+        answers
+            .read_until(&mut c, &ids, |a| {
+                all.iter().all(|id| a.accepted.contains_key(id))
+            })
+            .await;
+    }
+    let all = ids.clone();
+    answers
+        .read_until(&mut c, &ids, |a| {
+            all.iter().all(|id| a.finals.contains_key(id))
+        })
+        .await;
+    // Nothing more comes for these requests (a later request's answer is read after them).
+    let probe = c
+        .request("chat.history", Some(json!({ "sessionKey": key })))
+        .await;
+    assert_eq!(probe["ok"], true, "{probe}");
+    assert!(c.stashed.is_empty(), "late responses: {:?}", c.stashed);
+    let mut run_ids = Vec::new();
+    for id in &ids {
+        let acks = &answers.accepted[id];
+        assert_eq!(acks.len(), 1, "accepted exactly once: {id} {acks:?}");
+        let end = &answers.finals[id]["payload"];
+        assert_eq!(end["runId"], acks[0].as_str(), "{end}");
+        let honest = end["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("session queue crashed or was restarted"));
+        assert!(end["status"] == "ok" || honest, "{end}");
+        run_ids.push(acks[0].clone());
+    }
+    let mut unique = run_ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), ids.len(), "one run per message");
+    let users = texts(&history(&mut c, key).await, "user");
+    let mut once = users.clone();
+    once.sort();
+    once.dedup();
+    assert_eq!(
+        users.len(),
+        ids.len(),
+        "each message stored once: {users:?}"
+    );
+    assert_eq!(once.len(), ids.len(), "each message stored once: {users:?}");
+}

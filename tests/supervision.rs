@@ -349,6 +349,69 @@ async fn status_tree_has_the_documented_shape_and_metrics_expose_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_read_whole_by_a_prometheus_text_parser() {
+    let gw = TestGateway::builder().start();
+    gw.wait_ready().await;
+    let mut c = gw.client().await;
+    let sent = c
+        .request(
+            "chat.send",
+            Some(json!({ "sessionKey": "agent:main:metrics", "message": "hi", "idempotencyKey": "m1" })),
+        )
+        .await;
+    assert_eq!(sent["ok"], true, "{sent}");
+    let run = sent["payload"]["runId"].as_str().unwrap().to_string();
+    let done = c
+        .request(
+            "agent.wait",
+            Some(json!({ "runId": run, "timeoutMs": 20_000 })),
+        )
+        .await;
+    assert_eq!(done["payload"]["status"], "ok", "{done}");
+    let response = reqwest::get(gw.http("/metrics")).await.expect("GET");
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        content_type.starts_with("application/openmetrics-text"),
+        "{content_type}"
+    );
+    let text = response.text().await.expect("text");
+    let scrape = parse_metrics(&text);
+    let sample = |name: &str, label: Option<(&str, &str)>| {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
+            .unwrap_or_else(|| panic!("no {name} {label:?} in {text}"))
+            .clone()
+    };
+    use prometheus_parse::Value;
+    assert!(matches!(sample("troupe_ready", None).value, Value::Gauge(v) if v == 1.0));
+    assert!(matches!(sample("troupe_ws_connections", None).value, Value::Gauge(v) if v == 1.0));
+    let restarts = sample("troupe_child_restarts_total", Some(("id", "agent:main")));
+    assert_eq!(restarts.labels.get("kind"), Some("agent"));
+    let accepted = sample("troupe_store_op_seconds", Some(("op", "accept_turn")));
+    let Value::Histogram(buckets) = accepted.value else {
+        panic!("accept_turn is a histogram: {accepted:?}");
+    };
+    assert_eq!(buckets.len(), 9, "8 bounds and +Inf: {buckets:?}");
+    assert!(
+        buckets.windows(2).all(|w| w[0].count <= w[1].count),
+        "cumulative"
+    );
+    assert!(
+        buckets
+            .last()
+            .is_some_and(|b| b.less_than.is_infinite() && b.count >= 1.0)
+    );
+    let count = sample("troupe_store_op_seconds_count", Some(("op", "accept_turn")));
+    assert!(matches!(count.value, Value::Untyped(v) | Value::Counter(v) if v >= 1.0));
+    assert!(text.contains("troupe_store_batches_total "), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_subtree_lists_the_first_100_and_a_count_unless_all_are_asked_for() {
     let gw = TestGateway::builder().start();
     gw.wait_ready().await;

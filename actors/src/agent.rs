@@ -46,8 +46,8 @@ pub struct AgentSettings {
     pub state_dir: Option<PathBuf>,
     /// USD per million (input, output) tokens, from the pricing table.
     pub price: Option<(f64, f64)>,
-    /// Every agent id (for tools that address sessions).
-    pub all_agents: Vec<String>,
+    /// Every agent id (for tools that address sessions), shared by every run.
+    pub all_agents: Arc<[crate::messages::AgentId]>,
     /// Audio attachments are transcribed through this before the model sees the message
     /// (`[transcription]`; `None`: off, audio is only named).
     pub transcription: Option<Arc<crate::attachments::transcribe::Transcriber>>,
@@ -182,8 +182,8 @@ impl Handler<RunTurn> for AgentActor {
         self.runs_in_flight += 1;
         let tools = ToolContext {
             memory_dir: self.settings.memory_dir.clone(),
-            run_id: msg.run_id.to_string(),
-            agent_id: self.settings.summary.id.clone(),
+            run_id: msg.run_id.clone(),
+            agent_id: self.settings.summary.id.as_str().into(),
             agents: self.settings.all_agents.clone(),
             queue: msg.queue,
         };

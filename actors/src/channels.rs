@@ -29,11 +29,12 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::gateway::{Gateway, Secret};
-use crate::store::StoreActor;
+use crate::session_queue::QueueError;
 use crate::store::channels::{Account, CountPending};
+use crate::store::{StoreActor, StoreFailure, StoreOp};
 use crate::supervisor::{
     Backoff, ChildHandle, ChildLink, ChildSpec, CommandError, LookupError, SupervisorActor,
-    SupervisorConfig, TreeNode, lookup, lookup_patiently,
+    SupervisorConfig, TreeNode, lookup,
 };
 
 /// Restart delay of a channel: 1 s doubling to 5 min, with jitter.
@@ -131,12 +132,15 @@ pub struct ChannelAccounts {
 /// Errors of a channel.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ChannelError {
-    /// The store failed or is unreachable.
-    #[error("store: {0}")]
-    Store(String),
-    /// The session-queue refused or is unreachable.
+    /// The store failed or is restarting (which operation, and why).
+    #[error(transparent)]
+    Store(#[from] StoreFailure),
+    /// The session-queue refused the turn.
     #[error("session queue: {0}")]
-    Queue(String),
+    Queue(#[from] QueueError),
+    /// The session-queue could not be reached (restarting, or gone mid-request).
+    #[error("session queue unreachable: {0}")]
+    QueueUnreachable(String),
     /// The platform could not be reached (network, timeout); worth retrying later.
     #[error("platform unreachable: {0}")]
     Unreachable(String),
@@ -322,11 +326,14 @@ async fn probe_account(gateway: &Gateway, node: &TreeNode) -> Value {
     }
 }
 
-/// The store's current address, waiting a few seconds while it (re)starts.
-pub(crate) async fn store_of(
+/// Runs one store operation (the store found through `root`, waited for while it
+/// restarts); a failure is a typed [`ChannelError::Store`].
+pub(crate) async fn ask_store<O: StoreOp>(
     root: &Addr<SupervisorActor>,
-) -> Result<Addr<StoreActor>, ChannelError> {
-    lookup_patiently::<StoreActor>(root, "store")
-        .await
-        .map_err(|e| ChannelError::Store(format!("the store: {e}")))
+    op: O,
+) -> Result<O::Output, ChannelError>
+where
+    StoreActor: Handler<O>,
+{
+    Ok(crate::store::failure::ask(root, op).await?)
 }

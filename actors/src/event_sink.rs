@@ -23,7 +23,7 @@ use actix::prelude::*;
 
 use tokio::sync::mpsc;
 
-use crate::messages::{RunEvent, SessionEvent};
+use crate::messages::{RunEvent, RunId, SessionEvent};
 use crate::session_queue::{QueueError, RunSummary, Unsubscribe, WaitRun};
 
 /// Events a reader may fall behind by before the sink gives up on it.
@@ -40,7 +40,7 @@ const RUN_WAIT: Duration = Duration::from_secs(3600);
 #[rtype(result = "()")]
 pub struct TrackRun {
     /// The run whose events go to the channel.
-    pub run_id: String,
+    pub run_id: RunId,
 }
 
 /// What the sink passes on: the run's text as it streams, then how it ended.
@@ -55,7 +55,7 @@ pub enum RunStream {
 /// Forwards one run's text deltas and its end into a bounded channel.
 pub struct EventSinkActor {
     conn_id: String,
-    run_id: Option<String>,
+    run_id: Option<RunId>,
     early: VecDeque<SessionEvent>,
     tx: mpsc::Sender<RunStream>,
     unsubscribe: Recipient<Unsubscribe>,
@@ -126,9 +126,9 @@ fn end_from_summary(summary: RunSummary) -> Option<RunStream> {
 }
 
 /// An end that says the run's outcome could not be learned, and why.
-fn failed(run_id: &str, why: String) -> RunStream {
+fn failed(run_id: &RunId, why: String) -> RunStream {
     RunStream::End(Arc::new(RunSummary {
-        run_id: run_id.into(),
+        run_id: run_id.clone(),
         status: crate::messages::RunStatus::Error,
         summary: String::new(),
         error: Some(why),
@@ -183,7 +183,7 @@ impl Handler<SessionEvent> for EventSinkActor {
         }
         match &self.run_id {
             Some(run_id) => {
-                if *msg.run_id == **run_id
+                if msg.run_id == *run_id
                     && let Some(item) = item_of(&msg)
                 {
                     self.forward(item, ctx);
@@ -208,7 +208,7 @@ impl Handler<TrackRun> for EventSinkActor {
         let run_id = msg.run_id;
         self.run_id = Some(run_id.clone());
         for ev in std::mem::take(&mut self.early) {
-            if *ev.run_id == *run_id
+            if ev.run_id == run_id
                 && let Some(item) = item_of(&ev)
             {
                 self.forward(item, ctx);
@@ -218,7 +218,7 @@ impl Handler<TrackRun> for EventSinkActor {
             return;
         }
         let wait = self.wait.send(WaitRun {
-            run_id: run_id.as_str().into(),
+            run_id: run_id.clone(),
             timeout: RUN_WAIT,
         });
         ctx.spawn(wait.into_actor(self).map(move |res, act, ctx| {
@@ -255,6 +255,8 @@ mod tests {
     /// the test says so.
     struct FakeQueue {
         unsubscribed: Arc<Mutex<Vec<String>>>,
+        /// Told of each unsubscription (the sink sends it as it stops).
+        left: mpsc::UnboundedSender<()>,
         outcome: Arc<Mutex<Option<oneshot::Receiver<RunSummary>>>>,
     }
 
@@ -266,6 +268,7 @@ mod tests {
         type Result = ();
         fn handle(&mut self, msg: Unsubscribe, _: &mut Self::Context) {
             self.unsubscribed.lock().unwrap().push(msg.conn_id);
+            let _ = self.left.send(());
         }
     }
 
@@ -275,9 +278,7 @@ mod tests {
             let outcome = self.outcome.lock().unwrap().take();
             Box::pin(async move {
                 match outcome {
-                    Some(rx) => rx
-                        .await
-                        .map_err(|_| QueueError::UnknownRun(msg.run_id.to_string())),
+                    Some(rx) => rx.await.map_err(|_| QueueError::UnknownRun(msg.run_id)),
                     None => futures_util::future::pending().await,
                 }
             })
@@ -288,6 +289,7 @@ mod tests {
         sink: Addr<EventSinkActor>,
         rx: mpsc::Receiver<RunStream>,
         unsubscribed: Arc<Mutex<Vec<String>>>,
+        left: mpsc::UnboundedReceiver<()>,
         finish_run: Option<oneshot::Sender<RunSummary>>,
     }
 
@@ -295,8 +297,10 @@ mod tests {
         fn start() -> Self {
             let unsubscribed = Arc::new(Mutex::new(Vec::new()));
             let (finish_run, outcome) = oneshot::channel();
+            let (left_tx, left) = mpsc::unbounded_channel();
             let queue = FakeQueue {
                 unsubscribed: unsubscribed.clone(),
+                left: left_tx,
                 outcome: Arc::new(Mutex::new(Some(outcome))),
             }
             .start();
@@ -306,19 +310,19 @@ mod tests {
                 sink: sink.start(),
                 rx,
                 unsubscribed,
+                left,
                 finish_run: Some(finish_run),
             }
         }
 
-        async fn until_stopped(&self) {
-            for _ in 0..500 {
-                if !self.sink.connected() && !self.unsubscribed.lock().unwrap().is_empty() {
-                    assert_eq!(*self.unsubscribed.lock().unwrap(), ["openai:t"]);
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            panic!("the sink did not stop and unsubscribe");
+        /// Waits for the unsubscription the sink sends as it stops (pushed, not polled).
+        async fn until_stopped(&mut self) {
+            let left = tokio::time::timeout(Duration::from_secs(30), self.left.recv()).await;
+            assert!(
+                matches!(left, Ok(Some(()))),
+                "the sink did not stop and unsubscribe"
+            );
+            assert_eq!(*self.unsubscribed.lock().unwrap(), ["openai:t"]);
         }
     }
 

@@ -209,8 +209,8 @@ impl SchedulerActor {
             for run in cut {
                 tracing::info!(session_key = %run.session_key, "webhook turn cut by a stop; running it again once");
                 let turn = Turn {
-                    session_key: run.session_key,
-                    agent_id: run.agent_id,
+                    session_key: run.session_key.into(),
+                    agent_id: run.agent_id.into(),
                     text: run.input,
                     idempotency_key: format!("{}:rerun", run.idempotency_key),
                 };

@@ -18,8 +18,8 @@ pub struct ResolvedKey {
 /// Validates a session key, expands a bare key to `agent:<default>:<key>`, and names the
 /// agent that owns it (`cron:` and `hook:` keys belong to the default agent, the first
 /// configured).
-pub fn resolve(key: &str, agents: &[String]) -> Result<ResolvedKey, String> {
-    let default = agents.first().map(String::as_str).unwrap_or("main");
+pub fn resolve<S: AsRef<str>>(key: &str, agents: &[S]) -> Result<ResolvedKey, String> {
+    let default = agents.first().map(AsRef::as_ref).unwrap_or("main");
     if key.is_empty() {
         return Err("session key is empty".into());
     }
@@ -51,7 +51,7 @@ pub fn resolve(key: &str, agents: &[String]) -> Result<ResolvedKey, String> {
                     "session key {key:?} must have text after agent:<agentId>: (e.g. agent:{agent}:main)"
                 ));
             }
-            if !agents.iter().any(|a| a == agent) {
+            if !agents.iter().any(|a| a.as_ref() == agent) {
                 return Err(format!(
                     "session key {key:?} names agent {agent:?}, which is not configured"
                 ));
@@ -69,7 +69,7 @@ pub fn resolve(key: &str, agents: &[String]) -> Result<ResolvedKey, String> {
 }
 
 /// Validates a session key and returns the agent that owns it (see [`resolve`]).
-pub fn agent_for(key: &str, agents: &[String]) -> Result<String, String> {
+pub fn agent_for<S: AsRef<str>>(key: &str, agents: &[S]) -> Result<String, String> {
     resolve(key, agents).map(|r| r.agent)
 }
 

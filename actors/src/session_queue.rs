@@ -7,6 +7,7 @@ mod api;
 mod drain;
 mod handlers;
 pub mod lane;
+mod store_link;
 
 pub use api::*;
 
@@ -25,7 +26,9 @@ use crate::messages::{
 };
 use crate::now_ms;
 use crate::store::turns::{self, RunRecord};
-use crate::store::{CloseRuns, FinishRun, RecoverRuns, StartRun, StoreActor, StoreError, StoreOp};
+use crate::store::{
+    CloseRuns, FinishRun, RecoverRuns, StartRun, StoreActor, StoreFailure, StoreOp,
+};
 use crate::supervisor::{
     ChildHandle, ChildLink, ChildSpec, ExitGuard, SupervisorActor, lookup_patiently,
 };
@@ -39,8 +42,13 @@ type AfterWrite = Box<dyn FnOnce(&mut SessionQueueActor, &mut Context<SessionQue
 /// Sessions one client may follow at once.
 const MAX_SUBSCRIPTIONS: usize = 1000;
 
-/// Attempts of a store write that must not be lost (about 10 s while the store restarts).
+/// Attempts of a store write that must not be lost (about 10 s of backoffs while the store
+/// fails).
 const WRITE_ATTEMPTS: u32 = 40;
+
+/// The pause before trying a write again after the store failed it (a backoff: the store
+/// is running but failing, or has not come back within a lookup's patience).
+const WRITE_BACKOFF: Duration = Duration::from_millis(250);
 
 /// The session-queue actor.
 pub struct SessionQueueActor {
@@ -102,7 +110,7 @@ impl SessionQueueActor {
     fn to_store<O: StoreOp>(
         &self,
         op: O,
-    ) -> impl Future<Output = Result<O::Output, StoreError>> + 'static {
+    ) -> impl Future<Output = Result<O::Output, StoreFailure>> + 'static {
         let sent = self
             .store
             .as_ref()
@@ -110,14 +118,14 @@ impl SessionQueueActor {
             .map(|s| s.send(op));
         async move {
             match sent {
-                Some(reply) => reply.await.map_err(|_| StoreError::NotOpen)?,
-                None => Err(StoreError::NotOpen),
+                Some(reply) => StoreFailure::answer::<O>(reply.await),
+                None => Err(StoreFailure::not_running::<O>()),
             }
         }
     }
 
-    /// Writes with retries while the store is restarting (its address is refreshed every
-    /// 500 ms); `then` runs once the write is stored, or after the last attempt failed.
+    /// Writes with retries while the store is restarting (its new address is pushed by the
+    /// registry); `then` runs once the write is stored, or after the last attempt failed.
     fn write_durably<O: StoreOp<Output = ()>>(
         &mut self,
         what: &'static str,
@@ -126,14 +134,38 @@ impl SessionQueueActor {
         then: AfterWrite,
         ctx: &mut Context<Self>,
     ) {
+        let tried = self.store.clone();
         let write = self.to_store(op());
         ctx.spawn(
             write
                 .into_actor(self)
                 .map(move |stored, act, ctx| match stored {
+                    Err(e) if attempt < WRITE_ATTEMPTS && e.is_not_running() => {
+                        // The store is restarting: go again as soon as its new instance
+                        // runs (its supervisor answers the moment it starts).
+                        tracing::warn!(error = %e, what, attempt, "store restarting; the write waits for it");
+                        let root = act.root.clone();
+                        let back = async move { lookup_patiently::<StoreActor>(&root, "store").await.ok() };
+                        ctx.spawn(back.into_actor(act).map(move |found, act, ctx| {
+                            match found.filter(|s| s.connected() && Some(s) != tried.as_ref()) {
+                                Some(store) => {
+                                    act.store = Some(store);
+                                    act.write_durably(what, op, attempt + 1, then, ctx);
+                                }
+                                // Not back within the lookup's patience, or still the old
+                                // instance: a backoff before the next attempt.
+                                None => {
+                                    ctx.run_later(WRITE_BACKOFF, move |act, ctx| {
+                                        act.write_durably(what, op, attempt + 1, then, ctx)
+                                    });
+                                }
+                            }
+                        }));
+                    }
                     Err(e) if attempt < WRITE_ATTEMPTS => {
+                        // The store ran it and failed (busy, disk full): a backoff.
                         tracing::warn!(error = %e, what, attempt, "store write failed; retrying");
-                        ctx.run_later(Duration::from_millis(250), move |act, ctx| {
+                        ctx.run_later(WRITE_BACKOFF, move |act, ctx| {
                             act.write_durably(what, op, attempt + 1, then, ctx)
                         });
                     }
@@ -145,20 +177,6 @@ impl SessionQueueActor {
                     }
                 }),
         );
-    }
-
-    /// Keeps the store's address current (it changes when the store restarts).
-    fn refresh_store(&mut self, ctx: &mut Context<Self>) {
-        if self.store.as_ref().is_some_and(|s| s.connected()) {
-            return;
-        }
-        let root = self.root.clone();
-        let find = async move { lookup_patiently::<StoreActor>(&root, "store").await.ok() };
-        ctx.spawn(find.into_actor(self).map(|found, act, _| {
-            if found.is_some() {
-                act.store = found;
-            }
-        }));
     }
 
     /// Sends a run event to every subscriber of its session. `try_send`: a client whose
@@ -546,23 +564,36 @@ impl SessionQueueActor {
 
 /// Makes [`StartRun`] again (it is idempotent) while the store restarts, for about as long
 /// as [`WRITE_ATTEMPTS`] of a durable write: an accepted turn is not failed because the
-/// store was restarting at the moment it came up.
+/// store was restarting at the moment it came up. A restarting store is waited for (its
+/// supervisor answers the lookup the moment it runs); a store that answers with a failure,
+/// or the same instance again, gets a backoff before the next attempt.
 async fn start_when_store_is_back(
     root: &Addr<SupervisorActor>,
     (run_id, carried, context_limit): (RunId, Vec<RunId>, i64),
 ) -> Option<Vec<turns::StoredMessage>> {
+    let mut tried: Option<Addr<StoreActor>> = None;
     for _ in 0..WRITE_ATTEMPTS {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        let Ok(store) = lookup_patiently::<StoreActor>(root, "store").await else {
-            continue;
+        let store = match lookup_patiently::<StoreActor>(root, "store").await {
+            Ok(store) if store.connected() && Some(&store) != tried.as_ref() => store,
+            _ => {
+                tokio::time::sleep(WRITE_BACKOFF).await;
+                tried = None;
+                continue;
+            }
         };
         let op = StartRun {
             run_id: run_id.clone(),
             carried: carried.clone(),
             context_limit,
         };
-        if let Ok(Ok(history)) = store.send(op).await {
-            return Some(history);
+        match store.send(op).await {
+            Ok(Ok(history)) => return Some(history),
+            // It died before answering: its next instance is waited for by the lookup.
+            Err(_) => tried = Some(store),
+            Ok(Err(_)) => {
+                tokio::time::sleep(WRITE_BACKOFF).await;
+                tried = None;
+            }
         }
     }
     None
@@ -583,9 +614,7 @@ impl Actor for SessionQueueActor {
             act.recover(ctx);
         }));
         ctx.run_interval(Duration::from_secs(30), |act, _| act.sweep_subscribers());
-        ctx.run_interval(Duration::from_millis(500), |act, ctx| {
-            act.refresh_store(ctx)
-        });
+        self.watch_store(ctx);
     }
 }
 

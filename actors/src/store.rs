@@ -12,6 +12,7 @@
 
 pub mod channels;
 pub mod cron;
+pub mod failure;
 pub mod ops;
 pub mod sqlite;
 pub mod turns;
@@ -26,6 +27,7 @@ use tokio::sync::oneshot;
 
 use crate::messages::{RunId, SessionKey, Shutdown};
 use crate::supervisor::{ChildHandle, ChildLink, ChildSpec, ExitGuard};
+pub use failure::{StoreFailure, StoreFailureCause};
 pub use ops::*;
 use turns::{
     Acceptance, HistoryPage, NewTurn, RunEnd, RunRecord, SessionSummary, StoredMessage, Transcript,

@@ -8,6 +8,7 @@ mod guard;
 mod handlers;
 mod intensity;
 mod liveness;
+mod registry;
 mod restart;
 mod roster;
 mod spec;
@@ -34,6 +35,8 @@ fn announce(supervisor: &ChildId, id: &ChildId, change: &str, child: &Child) {
 
 #[cfg(test)]
 mod lookup_tests;
+#[cfg(test)]
+mod registry_tests;
 
 use std::any::Any;
 use std::collections::{HashMap, VecDeque};
@@ -47,6 +50,7 @@ pub use change::{ChangeChildren, SpecChange};
 pub use guard::{ExitGuard, ExitReason, install_panic_hook};
 pub use intensity::{RestartWindow, backoff_delay};
 pub use liveness::{BUSY_LEASH, BusyGuard, DEFAULT_BEAT_EVERY, Liveness, ProgressWatch};
+pub use registry::{ChildStarted, WatchChild};
 pub use roster::Roster;
 pub use spec::{
     Backoff, ChildHandle, ChildId, ChildLink, ChildSpec, Intensity, Restart, StartError, StartFn,
@@ -263,6 +267,8 @@ pub struct SupervisorActor {
     zombies: Vec<Zombie>,
     /// New specs of children being stopped to be replaced (see [`SpecChange::Start`]).
     replacements: HashMap<ChildId, ChildSpec>,
+    /// Watchers told of each (re)start (see [`WatchChild`]).
+    registry: registry::Registry,
 }
 
 impl SupervisorActor {
@@ -284,6 +290,7 @@ impl SupervisorActor {
             start_queue: Vec::new(),
             zombies: Vec::new(),
             replacements: HashMap::new(),
+            registry: registry::Registry::default(),
         };
         for spec in specs {
             this.order.push(spec.id.clone());
@@ -338,7 +345,10 @@ impl SupervisorActor {
                 for waiter in child.start_waiters.drain(..) {
                     let _ = waiter.send(handle.addr.clone());
                 }
+                let (addr, subtree) = (handle.addr.clone(), handle.subtree.clone());
                 child.handle = Some(handle);
+                self.registry
+                    .started(id, generation, &addr, subtree.as_ref());
                 child.state = NodeState::Running;
                 child.started_at = Some(now_ms());
                 child.started = Instant::now();
@@ -586,34 +596,22 @@ pub async fn lookup<A: Actor>(
 /// How long [`lookup_patiently`] waits for a child that is (re)starting.
 const PATIENCE: Duration = Duration::from_secs(5);
 
-/// [`lookup`], but a child that is (re)starting is waited for: its supervisor answers with
-/// the new address the moment it starts (no polling), within a few seconds. Only when a
-/// whole subtree is restarting (its supervisor cannot be asked) is the ask repeated, once
-/// per [`SUBTREE_RETRY`], within the same few seconds.
+/// [`lookup`], but a child that is (re)starting is waited for, within a few seconds: its
+/// supervisor answers with the new address the moment it starts, and a supervisor whose
+/// whole subtree is restarting passes the lookup on when the subtree's new instance starts
+/// (both pushed, no polling). For a child used across many restarts, [`WatchChild`].
 pub async fn lookup_patiently<A: Actor>(
     root: &Addr<SupervisorActor>,
     id: &str,
 ) -> Result<Addr<A>, LookupError> {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let asked = root
-            .send(ChildCommand {
-                id: ChildId::new(id),
-                action: ChildAction::LookupWhenRunning(left),
-            })
-            .await;
-        match asked {
-            Ok(Err(CommandError::Unavailable(..))) if Instant::now() + SUBTREE_RETRY < deadline => {
-                tokio::time::sleep(SUBTREE_RETRY).await;
-            }
-            other => return found::<A>(id, other),
-        }
-    }
+    let asked = root
+        .send(ChildCommand {
+            id: ChildId::new(id),
+            action: ChildAction::LookupWhenRunning(PATIENCE),
+        })
+        .await;
+    found::<A>(id, asked)
 }
-
-/// How often [`lookup_patiently`] asks again while a whole subtree is restarting.
-const SUBTREE_RETRY: Duration = Duration::from_millis(50);
 
 /// The typed address behind a registry answer. A child registered under a type other than
 /// the one asked for is a bug (two ids mixed up): an error naming both, and logged.

@@ -5,11 +5,12 @@
 //! fails the run.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use actix::Recipient;
 use serde_json::{Value, json};
 
-use crate::messages::QueueMode;
+use crate::messages::{AgentId, QueueMode, RunId};
 use crate::provider::{ToolCall, ToolSpec};
 use crate::session_queue::SubmitTurn;
 
@@ -28,11 +29,11 @@ pub struct ToolContext {
     /// The agent's `memory/` directory, if it has one.
     pub memory_dir: Option<PathBuf>,
     /// The run, for idempotency of side effects.
-    pub run_id: String,
+    pub run_id: RunId,
     /// The agent.
-    pub agent_id: String,
-    /// Known agents (for `sessions_send` validation).
-    pub agents: Vec<String>,
+    pub agent_id: AgentId,
+    /// Known agents (for `sessions_send` validation), shared by every run of the agent.
+    pub agents: Arc<[AgentId]>,
     /// The session-queue, for `sessions_send`.
     pub queue: Option<Recipient<SubmitTurn>>,
 }
@@ -218,7 +219,7 @@ mod tests {
             memory_dir: Some(dir.clone()),
             run_id: "r".into(),
             agent_id: "main".into(),
-            agents: vec![],
+            agents: Arc::from(Vec::new()),
             queue: None,
         };
         let call = |name: &str, args: Value| ToolCall {
@@ -276,7 +277,7 @@ mod tests {
             memory_dir: Some(dir.to_path_buf()),
             run_id: "r".into(),
             agent_id: "main".into(),
-            agents: vec![],
+            agents: Arc::from(Vec::new()),
             queue: None,
         }
     }

@@ -13,7 +13,7 @@ use troupe_actors::session_key::{ResolvedKey, resolve};
 use troupe_actors::session_queue::{
     QueueError, RunSummary, SessionQueueActor, SubmitTurn, TurnAccepted, WaitRun,
 };
-use troupe_actors::store::{StoreActor, StoreOp, turns};
+use troupe_actors::store::{StoreActor, StoreFailure, StoreOp, turns};
 use troupe_actors::supervisor::LookupError;
 
 use super::Gateway;
@@ -27,15 +27,36 @@ pub enum EdgeError {
     /// The session key is not valid (the reason says why).
     #[error("{0}")]
     BadSessionKey(String),
-    /// The session queue refused the request.
+    /// The session queue refused the request (a store failure behind it is [`Self::Store`]).
     #[error(transparent)]
-    Queue(#[from] QueueError),
-    /// The store failed the operation (the message is the store's).
-    #[error("{0}")]
-    Store(String),
+    Queue(QueueError),
+    /// The store failed the operation or is restarting (which operation, and why).
+    #[error(transparent)]
+    Store(StoreFailure),
     /// A bug inside the gateway (e.g. a registry lookup for the wrong actor type).
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl From<QueueError> for EdgeError {
+    /// A store failure reported by the queue is a store failure for every edge.
+    fn from(err: QueueError) -> Self {
+        match err {
+            QueueError::Store(failure) => Self::from(failure),
+            other => Self::Queue(other),
+        }
+    }
+}
+
+impl From<StoreFailure> for EdgeError {
+    /// A registry lookup of the store for the wrong type is a bug, not a restart.
+    fn from(failure: StoreFailure) -> Self {
+        if failure.is_internal() {
+            Self::Internal(failure.to_string())
+        } else {
+            Self::Store(failure)
+        }
+    }
 }
 
 impl EdgeError {
@@ -110,12 +131,8 @@ where
     let store = gateway
         .lookup::<StoreActor>("store")
         .await
-        .map_err(|e| EdgeError::not_found("the store", e))?;
-    store
-        .send(op)
-        .await
-        .map_err(|_| EdgeError::Restarting("the store"))?
-        .map_err(|e| EdgeError::Store(e.to_string()))
+        .map_err(StoreFailure::lookup::<O>)?;
+    Ok(StoreFailure::answer::<O>(store.send(op).await)?)
 }
 
 /// The agent list as `agents.list` and `GET /api/agents` answer it: `defaultId`, `mainKey`

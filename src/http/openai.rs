@@ -625,7 +625,7 @@ impl Turn {
             .submit(Some((conn_id, sink.clone().recipient())))
             .await?;
         sink.do_send(TrackRun {
-            run_id: accepted.run_id.0.clone(),
+            run_id: accepted.run_id.clone(),
         });
         let chunks = Chunks {
             events,

@@ -471,3 +471,96 @@ pub fn fresh_home() -> (tempfile::TempDir, PathBuf) {
     let home = dir.path().join("home");
     (dir, home)
 }
+
+/// Parses a `/metrics` text with a Prometheus text parser (`prometheus-parse`). That parser
+/// skips what it cannot read, so every line is checked first: a `# HELP`, `# TYPE` or
+/// `# UNIT` comment, `# EOF` as the last line, or a sample whose name, labels (quoted,
+/// escaped values) and value are well formed. Panics naming the first malformed line.
+pub fn parse_metrics(text: &str) -> prometheus_parse::Scrape {
+    use prometheus_parse::LineInfo;
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(!lines.is_empty(), "an empty /metrics");
+    for (i, line) in lines.iter().enumerate() {
+        let at = format!("line {} of /metrics: {line:?}", i + 1);
+        if *line == "# EOF" {
+            assert_eq!(i + 1, lines.len(), "# EOF before the end: {at}");
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# UNIT ") {
+            assert!(rest.split(' ').count() == 2, "{at}");
+            continue;
+        }
+        match LineInfo::parse(line) {
+            LineInfo::Doc { metric_name, .. } => {
+                assert!(metric_name_ok(metric_name), "bad metric name: {at}");
+            }
+            LineInfo::Type { .. } => {}
+            LineInfo::Sample {
+                metric_name,
+                labels,
+                value,
+                timestamp,
+            } => {
+                assert!(metric_name_ok(metric_name), "bad metric name: {at}");
+                assert!(timestamp.is_none(), "no timestamps are written: {at}");
+                assert!(
+                    value.parse::<f64>().is_ok() || ["+Inf", "-Inf", "NaN"].contains(&value),
+                    "bad value: {at}"
+                );
+                let rebuilt = match labels {
+                    Some(labels) => {
+                        assert!(labels_ok(labels), "bad labels: {at}");
+                        format!("{metric_name}{{{labels}}} {value}")
+                    }
+                    None => format!("{metric_name} {value}"),
+                };
+                assert_eq!(rebuilt, *line, "a sample line read back differently: {at}");
+            }
+            other => panic!("not a comment or a sample ({other:?}): {at}"),
+        }
+    }
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .expect("the Prometheus text parser reads /metrics")
+}
+
+fn metric_name_ok(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
+/// `name="value",...` with names `[a-zA-Z_][a-zA-Z0-9_]*` and values escaping `\`, `"`
+/// and newlines.
+fn labels_ok(labels: &str) -> bool {
+    let mut rest = labels;
+    loop {
+        let Some((name, after)) = rest.split_once("=\"") else {
+            return false;
+        };
+        if !metric_name_ok(name) || name.contains(':') {
+            return false;
+        }
+        let mut chars = after.char_indices();
+        let end = loop {
+            match chars.next() {
+                Some((_, '\\')) => match chars.next() {
+                    Some((_, '\\' | '"' | 'n')) => {}
+                    _ => return false,
+                },
+                Some((i, '"')) => break i,
+                Some((_, '\n')) | None => return false,
+                Some(_) => {}
+            }
+        };
+        rest = &after[end + 1..];
+        if rest.is_empty() {
+            return true;
+        }
+        let Some(next) = rest.strip_prefix(',') else {
+            return false;
+        };
+        rest = next;
+    }
+}

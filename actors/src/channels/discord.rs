@@ -97,7 +97,7 @@ impl DiscordActor {
                     channel: "discord".into(),
                     account: settings.account.clone(),
                 },
-                agent: settings.agent.clone(),
+                agent: settings.agent.as_str().into(),
                 limit: MESSAGE_LIMIT,
                 files: files.clone(),
             };
@@ -151,19 +151,14 @@ impl DiscordActor {
         let route = self.route.clone();
         let account = self.settings.account.clone();
         let load = async move {
-            let store = super::store_of(&route.root).await?;
-            let resumed = store
-                .send(ResumeAccount {
+            let resumed = super::ask_store(
+                &route.root,
+                ResumeAccount {
                     account: route.account.clone(),
-                })
-                .await
-                .map_err(|e| ChannelError::Store(e.to_string()))?
-                .map_err(|e| ChannelError::Store(e.to_string()))?;
-            let known = store
-                .send(KnownChannels { account })
-                .await
-                .map_err(|e| ChannelError::Store(e.to_string()))?
-                .map_err(|e| ChannelError::Store(e.to_string()))?;
+                },
+            )
+            .await?;
+            let known = super::ask_store(&route.root, KnownChannels { account }).await?;
             Ok::<_, ChannelError>((resumed, known))
         };
         ctx.spawn(load.into_actor(self).map(|loaded, act, ctx| {
@@ -233,12 +228,7 @@ impl DiscordActor {
         let route = self.route.clone();
         let account = self.settings.account.clone();
         let fetch = async move {
-            let store = super::store_of(&route.root).await?;
-            let known = store
-                .send(KnownChannels { account })
-                .await
-                .map_err(|e| ChannelError::Store(e.to_string()))?
-                .map_err(|e| ChannelError::Store(e.to_string()))?;
+            let known = super::ask_store(&route.root, KnownChannels { account }).await?;
             let mut all = Vec::new();
             for c in &known {
                 all.extend(rest.messages_after(&c.channel_id, c.last_seen).await?);
@@ -302,17 +292,13 @@ impl DiscordActor {
         let channels: Vec<KnownChannel> = newest.into_values().collect();
         let rules = pairing::rules();
         let commit = async move {
-            let store = super::store_of(&root).await?;
-            store
-                .send(JournalDiscord {
-                    account: acc,
-                    items,
-                    channels,
-                    rules,
-                })
-                .await
-                .map_err(|e| ChannelError::Store(e.to_string()))?
-                .map_err(|e| ChannelError::Store(e.to_string()))
+            let journal = JournalDiscord {
+                account: acc,
+                items,
+                channels,
+                rules,
+            };
+            super::ask_store(&root, journal).await
         };
         ctx.spawn(commit.into_actor(self).map(|journaled, act, ctx| {
             act.journaling = false;
@@ -360,7 +346,7 @@ impl DiscordActor {
                 pairing::dm_gate(self.settings.dm_policy, &self.settings.allow_from, &sender)?;
             (
                 gate,
-                format!("agent:{agent}:discord:dm:{sender}"),
+                format!("agent:{agent}:discord:dm:{sender}").into(),
                 m.content.trim().to_string(),
             )
         } else {
@@ -372,7 +358,7 @@ impl DiscordActor {
             let gate = pairing::group_gate(self.settings.group_policy, mentioned || replied)?;
             (
                 gate,
-                format!("agent:{agent}:discord:group:{channel}"),
+                format!("agent:{agent}:discord:group:{channel}").into(),
                 strip_mention(&m.content, me),
             )
         };

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use super::journal::Route;
 use super::lanes::Outbox;
-use super::{ChannelError, store_of};
+use super::{ChannelError, ask_store};
 use crate::attachments::{self, AttachmentRef, files};
 use crate::store::channels::{InboundFile, InboundRecord, SaveInboundFiles};
 
@@ -79,16 +79,15 @@ pub async fn resolve<O: Outbox>(
     if !notes.is_empty() {
         inbound.text = format!("{}{notes}", inbound.text).trim_start().to_string();
     }
-    let store = store_of(&route.root).await?;
-    store
-        .send(SaveInboundFiles {
+    ask_store(
+        &route.root,
+        SaveInboundFiles {
             id: inbound.id,
             text: inbound.text.clone(),
             attachments: stored.clone(),
-        })
-        .await
-        .map_err(|e| ChannelError::Store(e.to_string()))?
-        .map_err(|e| ChannelError::Store(e.to_string()))?;
+        },
+    )
+    .await?;
     inbound.attachments = Some(stored);
     Ok(inbound)
 }

@@ -9,9 +9,8 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use super::split::split_message;
-use super::{ChannelError, store_of};
-use crate::messages::QueueMode;
-use crate::messages::RunStatus;
+use super::{ChannelError, ask_store};
+use crate::messages::{AgentId, QueueMode, RunStatus};
 use crate::session_queue::{QueueError, RunSummary, SessionQueueActor, SubmitTurn, WaitRun};
 use crate::store::channels::{Account, DeliveryRecord, InboundRecord, RecordReply};
 use crate::supervisor::{SupervisorActor, lookup_patiently};
@@ -30,7 +29,7 @@ pub struct Route {
     /// Channel and account.
     pub account: Account,
     /// The agent that answers.
-    pub agent: String,
+    pub agent: AgentId,
     /// The platform's message length limit.
     pub limit: usize,
     /// Where files users send go, and their limits.
@@ -69,18 +68,14 @@ pub async fn answer(
     let acc = route.account.clone();
     let inbound = inbound.clone();
     let run_id = summary.run_id.clone();
-    let store = store_of(&route.root).await?;
-    store
-        .send(RecordReply {
-            account: acc,
-            inbound,
-            run_id: run_id.0,
-            parts,
-            files: summary.attachments,
-        })
-        .await
-        .map_err(|e| ChannelError::Store(e.to_string()))?
-        .map_err(|e| ChannelError::Store(e.to_string()))
+    let reply = RecordReply {
+        account: acc,
+        inbound,
+        run_id,
+        parts,
+        files: summary.attachments,
+    };
+    ask_store(&route.root, reply).await
 }
 
 /// What the user sees for a run's end.
@@ -99,7 +94,7 @@ fn reply_text(summary: &RunSummary) -> String {
 async fn queue_of(root: &Addr<SupervisorActor>) -> Result<Addr<SessionQueueActor>, ChannelError> {
     lookup_patiently::<SessionQueueActor>(root, "session-queue")
         .await
-        .map_err(|e| ChannelError::Queue(format!("the session queue: {e}")))
+        .map_err(|e| ChannelError::QueueUnreachable(e.to_string()))
 }
 
 async fn run_once(
@@ -111,8 +106,8 @@ async fn run_once(
     let accepted = loop {
         let queue = queue_of(&route.root).await?;
         let submit = SubmitTurn {
-            session_key: inbound.session_key.clone().into(),
-            agent_id: route.agent.clone().into(),
+            session_key: inbound.session_key.clone(),
+            agent_id: route.agent.clone(),
             text: inbound.text.clone(),
             idempotency_key: Some(key.clone()),
             mode: QueueMode::Followup,
@@ -131,8 +126,8 @@ async fn run_once(
                 attempt += 1;
                 tokio::time::sleep(Duration::from_millis(retry_after_ms.max(100))).await;
             }
-            Ok(Err(e)) => return Err(ChannelError::Queue(e.to_string())),
-            Err(e) => return Err(ChannelError::Queue(e.to_string())),
+            Ok(Err(e)) => return Err(queue_refused(e)),
+            Err(e) => return Err(ChannelError::QueueUnreachable(e.to_string())),
         }
     };
     loop {
@@ -144,8 +139,16 @@ async fn run_once(
         match queue.send(wait).await {
             Ok(Ok(summary)) if summary.status == RunStatus::Timeout => continue,
             Ok(Ok(summary)) => return Ok(summary),
-            Ok(Err(e)) => return Err(ChannelError::Queue(e.to_string())),
-            Err(e) => return Err(ChannelError::Queue(e.to_string())),
+            Ok(Err(e)) => return Err(queue_refused(e)),
+            Err(e) => return Err(ChannelError::QueueUnreachable(e.to_string())),
         }
+    }
+}
+
+/// A refusal of the queue; a store failure behind it stays a store failure.
+fn queue_refused(err: QueueError) -> ChannelError {
+    match err {
+        QueueError::Store(failure) => ChannelError::Store(failure),
+        other => ChannelError::Queue(other),
     }
 }

@@ -105,7 +105,6 @@ pub async fn deliver<O: Outbox>(
     let mut sent = 0;
     for d in parts {
         let outcome = outbox.send_part(&d).await;
-        let store = super::store_of(&route.root).await?;
         let id = d.id;
         let (result, settled) = match outcome {
             Ok(message_id) => {
@@ -117,18 +116,17 @@ pub async fn deliver<O: Outbox>(
                 let outcome = DeliveryOutcome::Sent {
                     platform_id: message_id,
                 };
-                (store.send(mark).await, outcome)
+                (super::ask_store(&route.root, mark).await, outcome)
             }
             Err(ChannelError::Refused(why)) => {
                 tracing::warn!(platform = O::PLATFORM, chat_id = %d.chat_id, error = %why, "a reply was refused; dropping it");
                 let outcome = DeliveryOutcome::Failed { error: why.clone() };
-                (store.send(MarkFailed { id, error: why }).await, outcome)
+                let mark = MarkFailed { id, error: why };
+                (super::ask_store(&route.root, mark).await, outcome)
             }
             Err(e) => return Err(e),
         };
-        result
-            .map_err(|e| ChannelError::Store(e.to_string()))?
-            .map_err(|e| ChannelError::Store(e.to_string()))?;
+        result?;
         settled::publish(id, settled);
     }
     Ok(sent)

@@ -11,9 +11,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::split::split_message;
-use super::{Deliver, discord, settled, store_of, telegram};
+use super::{Deliver, discord, settled, telegram};
 use crate::gateway::Gateway;
+use crate::store::StoreFailure;
 use crate::store::channels::{Account, DeliveryStatus, RecordSend, SendStatus};
+use crate::store::failure::ask;
 use crate::supervisor::lookup;
 
 /// How long `send` waits for its deliveries to leave before answering `pending`.
@@ -46,9 +48,12 @@ pub enum SendError {
     /// The request is wrong (unknown channel or account, empty field).
     #[error("{0}")]
     Invalid(String),
-    /// The store could not record it.
+    /// The supervisor did not answer (the tree is stopping or restarting).
     #[error("{0}")]
     Unavailable(String),
+    /// The store could not record it, or read where it stands.
+    #[error(transparent)]
+    Store(#[from] StoreFailure),
 }
 
 /// Records and sends `p`; answers `{deliveryId, deliveryIds, state, duplicate, parts}`.
@@ -94,19 +99,13 @@ pub async fn send_from(
         channel: p.channel.clone(),
         account: p.account.clone(),
     };
-    let store = store_of(root)
-        .await
-        .map_err(|e| SendError::Unavailable(e.to_string()))?;
-    let recorded = store
-        .send(RecordSend {
-            account: account.clone(),
-            chat_id: p.to.clone(),
-            key: p.idempotency_key.clone(),
-            parts: split_message(&p.message, limit),
-        })
-        .await
-        .map_err(|e| SendError::Unavailable(e.to_string()))?
-        .map_err(|e| SendError::Unavailable(e.to_string()))?;
+    let record = RecordSend {
+        account: account.clone(),
+        chat_id: p.to.clone(),
+        key: p.idempotency_key.clone(),
+        parts: split_message(&p.message, limit),
+    };
+    let recorded = ask(root, record).await?;
     let ids: Vec<i64> = recorded.deliveries.iter().map(|d| d.id).collect();
     // Listening before anything is read or sent: an outcome pushed in between is kept.
     let mut watch = settled::watch(&ids);
@@ -127,14 +126,11 @@ pub async fn send_from(
         }
     }
     let read_status = || async {
-        store
-            .send(SendStatus {
-                account: account.clone(),
-                key: p.idempotency_key.clone(),
-            })
-            .await
-            .map_err(|e| SendError::Unavailable(e.to_string()))?
-            .map_err(|e| SendError::Unavailable(e.to_string()))
+        let status = SendStatus {
+            account: account.clone(),
+            key: p.idempotency_key.clone(),
+        };
+        Ok::<_, SendError>(ask(root, status).await?)
     };
     // The store says where each part stands now (the fallback for a send recorded before a
     // restart); the parts still pending are then awaited as the channel actor pushes them.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use rand::Rng;
 
-use super::{ChannelError, DmPolicy, GroupPolicy, store_of};
+use super::{ChannelError, DmPolicy, GroupPolicy, ask_store};
 use crate::store::channels::{ApprovePairing, Gate, ListPairings, PairingRecord, PairingRules};
 use crate::supervisor::SupervisorActor;
 
@@ -64,12 +64,7 @@ pub fn group_gate(policy: GroupPolicy, addressed_to_bot: bool) -> Option<Gate> {
 
 /// Pending pairing requests of every account.
 pub async fn list(root: &Addr<SupervisorActor>) -> Result<Vec<PairingRecord>, ChannelError> {
-    let store = store_of(root).await?;
-    store
-        .send(ListPairings {})
-        .await
-        .map_err(|e| ChannelError::Store(e.to_string()))?
-        .map_err(|e| ChannelError::Store(e.to_string()))
+    ask_store(root, ListPairings {}).await
 }
 
 /// Approves a code; `None` when no such code is pending (unknown or expired).
@@ -78,12 +73,7 @@ pub async fn approve(
     code: &str,
 ) -> Result<Option<PairingRecord>, ChannelError> {
     let code = code.trim().to_ascii_uppercase();
-    let store = store_of(root).await?;
-    store
-        .send(ApprovePairing { code })
-        .await
-        .map_err(|e| ChannelError::Store(e.to_string()))?
-        .map_err(|e| ChannelError::Store(e.to_string()))
+    ask_store(root, ApprovePairing { code }).await
 }
 
 #[cfg(test)]

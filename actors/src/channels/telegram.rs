@@ -89,7 +89,7 @@ impl TelegramActor {
                     channel: "telegram".into(),
                     account: settings.account.clone(),
                 },
-                agent: settings.agent.clone(),
+                agent: settings.agent.as_str().into(),
                 limit: MESSAGE_LIMIT,
                 files: files.clone(),
             };
@@ -141,18 +141,8 @@ impl TelegramActor {
         let route = self.route.clone();
         let init = async move {
             let me = bot.get_me().send().await;
-            let store = super::store_of(&route.root).await;
-            let loaded = match store {
-                Ok(store) => {
-                    let acc = route.account.clone();
-                    store
-                        .send(ResumeAccount { account: acc })
-                        .await
-                        .map_err(|e| ChannelError::Store(e.to_string()))
-                        .and_then(|r| r.map_err(|e| ChannelError::Store(e.to_string())))
-                }
-                Err(e) => Err(e),
-            };
+            let acc = route.account.clone();
+            let loaded = super::ask_store(&route.root, ResumeAccount { account: acc }).await;
             (me, loaded)
         };
         ctx.spawn(init.into_actor(self).map(|(me, loaded), act, ctx| {
@@ -310,17 +300,13 @@ impl TelegramActor {
         let rules = pairing::rules();
         let root = self.route.root.clone();
         let commit = async move {
-            let store = super::store_of(&root).await?;
-            store
-                .send(JournalBatch {
-                    account: acc,
-                    items,
-                    next_offset,
-                    rules,
-                })
-                .await
-                .map_err(|e| ChannelError::Store(e.to_string()))?
-                .map_err(|e| ChannelError::Store(e.to_string()))
+            let journal = JournalBatch {
+                account: acc,
+                items,
+                next_offset,
+                rules,
+            };
+            super::ask_store(&root, journal).await
         };
         ctx.spawn(commit.into_actor(self).map(move |journaled, act, ctx| {
             let outcome = match journaled {
@@ -376,7 +362,7 @@ impl TelegramActor {
                 pairing::dm_gate(self.settings.dm_policy, &self.settings.allow_from, &sender)?;
             (
                 gate,
-                format!("agent:{agent}:telegram:dm:{sender}"),
+                format!("agent:{agent}:telegram:dm:{sender}").into(),
                 text.to_string(),
             )
         } else {
@@ -389,7 +375,8 @@ impl TelegramActor {
                 .is_some_and(|u| u.id.0 == me.id);
             let gate = pairing::group_gate(self.settings.group_policy, mentioned || replied)?;
             let text = strip_mention(text, &mention);
-            (gate, format!("agent:{agent}:telegram:group:{chat}"), text)
+            let session_key = format!("agent:{agent}:telegram:group:{chat}").into();
+            (gate, session_key, text)
         };
         Some(NewInbound {
             chat_id: chat,

@@ -243,8 +243,8 @@ async fn run_fire(
     } = fire;
     let result = if agent_known {
         let turn = Turn {
-            session_key: job.session(),
-            agent_id: job.agent_id.clone(),
+            session_key: job.session().into(),
+            agent_id: job.agent_id.as_str().into(),
             text: job.message.clone(),
             idempotency_key: key.clone(),
         };

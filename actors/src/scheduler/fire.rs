@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use crate::messages::QueueMode;
-use crate::messages::RunStatus;
+use crate::messages::{AgentId, QueueMode, RunStatus, SessionKey};
 use crate::session_queue::{QueueError, RunSummary, SessionQueueActor, SubmitTurn, WaitRun};
 use crate::store::{StoreActor, StoreOp};
 use crate::supervisor::{SupervisorActor, lookup_patiently};
@@ -39,9 +38,9 @@ pub async fn store_op<O: StoreOp>(
 #[derive(Debug, Clone)]
 pub struct Turn {
     /// Session key.
-    pub session_key: String,
+    pub session_key: SessionKey,
     /// Agent.
-    pub agent_id: String,
+    pub agent_id: AgentId,
     /// Message.
     pub text: String,
     /// Dedupe key.
@@ -67,8 +66,8 @@ pub async fn run_turn_on(
     let accepted = loop {
         let queue = queue_link.get().await?;
         let submit = SubmitTurn {
-            session_key: turn.session_key.clone().into(),
-            agent_id: turn.agent_id.clone().into(),
+            session_key: turn.session_key.clone(),
+            agent_id: turn.agent_id.clone(),
             text: turn.text.clone(),
             idempotency_key: Some(turn.idempotency_key.clone()),
             mode: QueueMode::Followup,

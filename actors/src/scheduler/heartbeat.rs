@@ -91,8 +91,8 @@ impl SchedulerActor {
         }
         hb.active = true;
         let turn = Turn {
-            session_key: format!("agent:{agent_id}:main"),
-            agent_id: agent_id.clone(),
+            session_key: format!("agent:{agent_id}:main").into(),
+            agent_id: agent_id.as_str().into(),
             text: hb.settings.message.clone(),
             idempotency_key: format!("heartbeat:{agent_id}:{key}"),
         };

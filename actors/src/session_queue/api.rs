@@ -5,6 +5,7 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use crate::messages::{AgentId, QueueMode, RunId, SessionEvent, SessionKey, TurnOptions};
+use crate::store::StoreFailure;
 
 /// Limits of the queue.
 #[derive(Debug, Clone)]
@@ -33,18 +34,18 @@ pub enum QueueError {
     #[error("session {session_key} has {waiting} turns waiting (the limit); retry later")]
     LaneFull {
         /// Session.
-        session_key: String,
+        session_key: SessionKey,
         /// Waiting turns.
         waiting: usize,
         /// Suggested wait.
         retry_after_ms: u64,
     },
-    /// The store failed; nothing was accepted.
-    #[error("store unavailable: {0}")]
-    Store(String),
+    /// The store failed or is restarting; nothing was accepted.
+    #[error(transparent)]
+    Store(#[from] StoreFailure),
     /// No such run.
-    #[error("no run with id {0:?}")]
-    UnknownRun(String),
+    #[error("no run with id {:?}", .0.as_str())]
+    UnknownRun(RunId),
     /// Too many turns wait across all sessions; retry later.
     #[error("{waiting} turns are waiting across all sessions (the limit); retry later")]
     QueueFull {

@@ -14,7 +14,7 @@ use crate::messages::{
 };
 
 use crate::store::turns::{Acceptance, NewTurn};
-use crate::store::{AcceptTurn, ClearSession, GetRun, StoreError};
+use crate::store::{AcceptTurn, ClearSession, GetRun, StoreFailure};
 
 impl Handler<Shutdown> for SessionQueueActor {
     type Result = ();
@@ -98,7 +98,7 @@ impl SessionQueueActor {
         ticket: u64,
         mode: QueueMode,
         waiting: usize,
-        accepted: Result<Acceptance, StoreError>,
+        accepted: Result<Acceptance, StoreFailure>,
         ctx: &mut Context<Self>,
     ) -> Result<TurnAccepted, QueueError> {
         let remove_ticket = |act: &mut Self| {
@@ -166,13 +166,13 @@ impl SessionQueueActor {
                 })
             }
             Ok(Acceptance::Refused) => Err(QueueError::LaneFull {
-                session_key: key.to_string(),
+                session_key: key.clone(),
                 waiting,
                 retry_after_ms: 1000,
             }),
             Err(e) => {
                 remove_ticket(self);
-                Err(QueueError::Store(e.to_string()))
+                Err(QueueError::Store(e))
             }
         }
     }
@@ -247,11 +247,11 @@ impl Handler<WaitRun> for SessionQueueActor {
             match found {
                 Err(e) => {
                     drop(rx);
-                    return done(Err(QueueError::Store(e.to_string())));
+                    return done(Err(QueueError::Store(e)));
                 }
                 Ok(None) => {
                     drop(rx);
-                    return done(Err(QueueError::UnknownRun(run_id.to_string())));
+                    return done(Err(QueueError::UnknownRun(run_id.clone())));
                 }
                 Ok(Some(run)) if !matches!(run.status.as_str(), "queued" | "running") => {
                     drop(rx);
@@ -332,7 +332,7 @@ impl Handler<ResetSession> for SessionQueueActor {
         Box::pin(
             write
                 .into_actor(self)
-                .map(|res, _, _| res.map_err(|e| QueueError::Store(e.to_string()))),
+                .map(|res, _, _| res.map_err(QueueError::Store)),
         )
     }
 }

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::StoreError;
 use super::ops::store_op;
+use crate::messages::{RunId, SessionKey};
 
 /// How a journaled message may reach its agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,7 +34,7 @@ pub struct NewInbound {
     /// Sender's display name (for pairing lists).
     pub sender_name: String,
     /// The session it runs in.
-    pub session_key: String,
+    pub session_key: SessionKey,
     /// The text.
     pub text: String,
     /// Files the message carries (downloaded only once it may run).
@@ -86,7 +87,7 @@ pub struct InboundRecord {
     /// Sender.
     pub sender_id: String,
     /// Session key.
-    pub session_key: String,
+    pub session_key: SessionKey,
     /// Text.
     pub text: String,
     /// Files the message carries, as the platform names them.
@@ -221,7 +222,7 @@ pub trait ChannelStore {
         &mut self,
         acc: &Account,
         inbound: &InboundRecord,
-        run_id: &str,
+        run_id: &RunId,
         parts: &[String],
         files: &[crate::attachments::AttachmentRef],
     ) -> Result<Vec<DeliveryRecord>, StoreError>;
@@ -305,7 +306,7 @@ store_op!(
 store_op!(
     /// Records a reply (its text parts, then its files) as deliveries and closes its
     /// inbound message.
-    RecordReply { account: Account, inbound: InboundRecord, run_id: String, parts: Vec<String>, files: Vec<crate::attachments::AttachmentRef> }
+    RecordReply { account: Account, inbound: InboundRecord, run_id: RunId, parts: Vec<String>, files: Vec<crate::attachments::AttachmentRef> }
         -> Vec<DeliveryRecord>, "channel_record_reply", true,
     |op, store| store.record_reply(&op.account, &op.inbound, &op.run_id, &op.parts, &op.files)
 );

@@ -12,7 +12,7 @@ use crate::now_ms;
 
 /// The least a child supervisor is given to answer a describe or a routed command before
 /// it is skipped (a hung one is killed within the hang timeout; this only bounds the wait).
-const SUBTREE_REPLY_MIN: std::time::Duration = std::time::Duration::from_secs(5);
+pub(super) const SUBTREE_REPLY_MIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Actor for SupervisorActor {
     type Context = Context<Self>;
@@ -192,31 +192,31 @@ impl Handler<ChildCommand> for SupervisorActor {
             };
             return Box::pin(async move { outcome });
         }
-        let subs: Vec<Addr<SupervisorActor>> = self
-            .order
-            .iter()
-            .filter_map(|id| self.children.get(id))
-            .filter_map(|c| c.handle.as_ref().and_then(|h| h.subtree.clone()))
-            .collect();
+        // A lookup that may wait also waits for child supervisors that are (re)starting:
+        // each one's new address is pushed by `start_child`, and the lookup is passed on to
+        // it then (no polling).
+        let within = match msg.action {
+            ChildAction::LookupWhenRunning(within) if !self.shutting_down => Some(within),
+            _ => None,
+        };
+        let mut subs = Vec::new();
+        for id in &self.order {
+            let Some(child) = self.children.get_mut(id) else {
+                continue;
+            };
+            let sub = child.handle.as_ref().and_then(|h| h.subtree.clone());
+            let next_start = (within.is_some() && child.spec.kind == "supervisor").then(|| {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                child.start_waiters.retain(|w| !w.is_closed());
+                child.start_waiters.push(tx);
+                rx
+            });
+            if sub.is_some() || next_start.is_some() {
+                subs.push((sub, next_start));
+            }
+        }
         let timeout = self.config.hang_timeout.max(SUBTREE_REPLY_MIN);
-        Box::pin(async move {
-            let mut unreachable = false;
-            for sub in subs {
-                match tokio::time::timeout(timeout, sub.send(msg.clone())).await {
-                    Ok(Ok(Err(CommandError::NotFound(_)))) => continue,
-                    Ok(Err(_)) | Err(_) => unreachable = true,
-                    Ok(Ok(result)) => return result,
-                }
-            }
-            if unreachable {
-                // A subtree went away mid-command (it escalated or is restarting).
-                return Err(CommandError::Unavailable(
-                    msg.id.to_string(),
-                    NodeState::Restarting,
-                ));
-            }
-            Err(CommandError::NotFound(msg.id.to_string()))
-        })
+        Box::pin(route_down(msg, subs, within, timeout))
     }
 }
 
@@ -257,6 +257,86 @@ impl Handler<Shutdown> for SupervisorActor {
             .map(|_, _, ctx| ctx.stop()),
         )
     }
+}
+
+/// A subtree to route a command to: its supervisor's address if it runs, and (for a
+/// lookup that may wait) the push of its next instance's address.
+type Subtree = (
+    Option<Addr<SupervisorActor>>,
+    Option<tokio::sync::oneshot::Receiver<Arc<dyn Any + Send + Sync>>>,
+);
+
+/// Passes a command to the subtrees in start order; the first that has the child answers.
+/// A lookup that may wait (`within`) then waits for the subtrees that were down or went
+/// away mid-command, all at once, asking each as soon as its new instance runs.
+async fn route_down(
+    msg: ChildCommand,
+    subs: Vec<Subtree>,
+    within: Option<Duration>,
+    timeout: Duration,
+) -> Result<CommandOutcome, CommandError> {
+    let deadline = within.map(|w| Instant::now() + w);
+    let mut unreachable = false;
+    let mut later = Vec::new();
+    for (sub, next_start) in subs {
+        if let Some(sub) = sub {
+            match tokio::time::timeout(timeout, sub.send(msg.clone())).await {
+                Ok(Ok(Err(CommandError::NotFound(_)))) => continue,
+                Ok(Ok(result)) => return result,
+                Ok(Err(_)) | Err(_) => unreachable = true,
+            }
+        }
+        if let Some(next_start) = next_start {
+            later.push(next_start);
+        }
+    }
+    if let Some(deadline) = deadline
+        && !later.is_empty()
+    {
+        let mut restarts: futures_util::stream::FuturesUnordered<_> = later
+            .into_iter()
+            .map(|next_start| ask_when_started(&msg, next_start, deadline, timeout))
+            .collect();
+        while let Some(answer) = futures_util::StreamExt::next(&mut restarts).await {
+            match answer {
+                Some(Err(CommandError::NotFound(_))) => {}
+                Some(result) => return result,
+                None => unreachable = true,
+            }
+        }
+    }
+    if unreachable {
+        // A subtree went away mid-command (it escalated or is restarting).
+        return Err(CommandError::Unavailable(
+            msg.id.to_string(),
+            NodeState::Restarting,
+        ));
+    }
+    Err(CommandError::NotFound(msg.id.to_string()))
+}
+
+/// Waits (until `deadline`) for a subtree's next instance, then asks it; `None` when it
+/// did not start or answer in time.
+async fn ask_when_started(
+    msg: &ChildCommand,
+    next_start: tokio::sync::oneshot::Receiver<Arc<dyn Any + Send + Sync>>,
+    deadline: Instant,
+    timeout: Duration,
+) -> Option<Result<CommandOutcome, CommandError>> {
+    let addr = tokio::time::timeout_at(deadline.into(), next_start)
+        .await
+        .ok()?
+        .ok()?;
+    let sub = addr.downcast_ref::<Addr<SupervisorActor>>()?.clone();
+    let left = deadline.saturating_duration_since(Instant::now());
+    let ask = ChildCommand {
+        id: msg.id.clone(),
+        action: ChildAction::LookupWhenRunning(left),
+    };
+    tokio::time::timeout(timeout, sub.send(ask))
+        .await
+        .ok()?
+        .ok()
 }
 
 /// Asks a child to stop and waits for its answer up to its shutdown timeout; kills it

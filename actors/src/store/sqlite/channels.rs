@@ -3,6 +3,7 @@
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::SqliteStore;
+use crate::messages::RunId;
 use crate::now_ms;
 use crate::store::StoreError;
 use crate::store::channels::{
@@ -393,7 +394,7 @@ impl ChannelStore for SqliteStore {
         &mut self,
         acc: &Account,
         inbound: &InboundRecord,
-        run_id: &str,
+        run_id: &RunId,
         parts: &[String],
         files: &[crate::attachments::AttachmentRef],
     ) -> Result<Vec<DeliveryRecord>, StoreError> {
@@ -517,7 +518,7 @@ mod tests {
             message_id: message.into(),
             sender_id: sender.into(),
             sender_name: format!("User {sender}"),
-            session_key: format!("agent:main:telegram:dm:{sender}"),
+            session_key: format!("agent:main:telegram:dm:{sender}").into(),
             text: format!("text {message}"),
             files: Vec::new(),
             gate,
@@ -609,11 +610,11 @@ mod tests {
         let inbound = &out.accepted[0];
         let parts = vec!["one".to_string(), "two".to_string()];
         let first = pool
-            .record_reply(&acc(), inbound, "run-1", &parts, &[])
+            .record_reply(&acc(), inbound, &"run-1".into(), &parts, &[])
             .unwrap();
         assert_eq!(first.len(), 2);
         let second = pool
-            .record_reply(&acc(), inbound, "run-1", &parts, &[])
+            .record_reply(&acc(), inbound, &"run-1".into(), &parts, &[])
             .unwrap();
         assert!(second.is_empty(), "a reply was recorded twice");
         assert!(pool.pending_inbound(&acc()).unwrap().is_empty());
@@ -652,7 +653,7 @@ mod tests {
             .record_reply(
                 &acc(),
                 &out.accepted[0],
-                "run-1",
+                &"run-1".into(),
                 &parts,
                 std::slice::from_ref(&file),
             )

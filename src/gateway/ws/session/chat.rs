@@ -43,7 +43,7 @@ struct UsageParams {
 
 /// Maps a queue refusal to the protocol's error.
 pub fn queue_error(err: QueueError) -> ErrorShape {
-    ErrorShape::from(EdgeError::Queue(err))
+    ErrorShape::from(EdgeError::from(err))
 }
 
 /// The WS rendering of the edges' shared error: finer causes in `details.code`, and how
@@ -56,7 +56,9 @@ impl From<EdgeError> for ErrorShape {
             EdgeError::BadSessionKey(_) => {
                 ErrorShape::invalid(message).with_detail("INVALID_SESSION_KEY")
             }
-            EdgeError::Store(_) => ErrorShape::unavailable(message, 500),
+            EdgeError::Store(_) => {
+                ErrorShape::unavailable(message, 500).with_detail("STORE_UNAVAILABLE")
+            }
             EdgeError::Internal(_) => {
                 ErrorShape::new("UNAVAILABLE", message).with_detail("INTERNAL")
             }
@@ -64,6 +66,7 @@ impl From<EdgeError> for ErrorShape {
                 QueueError::LaneFull { retry_after_ms, .. } => {
                     ErrorShape::unavailable(message, retry_after_ms).with_detail("LANE_FULL")
                 }
+                // Lifted to `EdgeError::Store` by `From<QueueError>`; kept for a direct build.
                 QueueError::Store(_) => {
                     ErrorShape::unavailable(message, 500).with_detail("STORE_UNAVAILABLE")
                 }

@@ -313,6 +313,9 @@ impl WsSessionActor {
                     send(&gateway, p).await.map_err(|e| match e {
                         SendError::Invalid(why) => ErrorShape::invalid(why),
                         SendError::Unavailable(why) => ErrorShape::unavailable(why, 1000),
+                        SendError::Store(failure) => {
+                            ErrorShape::from(crate::gateway::turns::EdgeError::from(failure))
+                        }
                     })
                 }),
                 Err(error) => Box::pin(async move { Err(error) }),

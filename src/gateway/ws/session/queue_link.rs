@@ -1,8 +1,10 @@
 //! A connection's ordered link to the session-queue. Requests that arrive in order on one
-//! connection reach the queue in that order, whatever the timing of address lookups and
-//! restarts: while the address is unknown, work waits here in arrival order; a submission
-//! lost with a crashed queue is sent again (same idempotency key, so never run twice)
-//! before anything that arrived after it.
+//! connection reach the queue in that order, whatever the timing of restarts: the
+//! connection watches `session-queue` in the registry ([`WatchChild`]), which pushes each
+//! new instance's address the moment it starts (no polling); while no live address is
+//! known, work waits here in arrival order; a submission lost with a crashed queue is sent
+//! again (same idempotency key, so never run twice) before anything that arrived after
+//! it, after the connection's subscriptions are made again on the new instance.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::time::Duration;
@@ -12,17 +14,16 @@ use actix::prelude::*;
 use super::WsSessionActor;
 use crate::gateway::ws::protocol::ErrorShape;
 use troupe_actors::session_queue::{SessionQueueActor, SubmitTurn, Subscribe};
-use troupe_actors::supervisor::lookup;
+use troupe_actors::supervisor::{ChildId, ChildStarted, WatchChild};
 
 /// Work that needs the queue's address; `None` means the queue could not be reached.
 pub(super) type QueueOp = Box<
     dyn FnOnce(&mut WsSessionActor, Option<Addr<SessionQueueActor>>, &mut Context<WsSessionActor>),
 >;
 
-/// Lookups tried before work waiting for the queue is answered `UNAVAILABLE` (~10 s).
-const LOOKUP_ATTEMPTS: u32 = 100;
-/// Pause between lookups while the queue restarts.
-const LOOKUP_PAUSE: Duration = Duration::from_millis(100);
+/// How long work waits for a live queue (its address is pushed when it starts) before it
+/// is answered `UNAVAILABLE`.
+const QUEUE_WAIT: Duration = Duration::from_secs(10);
 /// How long a submission may wait for the queue's answer before `UNAVAILABLE` (a queue
 /// this far behind is overloaded; its mailbox is bounded, and a waiting sender is not).
 const SUBMIT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -39,15 +40,19 @@ pub(super) struct PendingSubmit {
     pub two_stage: bool,
     /// Sends so far; a reply to an older send is stale.
     pub attempt: u32,
-    /// Sent to the current address (not waiting in `ops`).
-    pub sent: bool,
+    /// The queue instance it was last sent to (`None`: waiting in `ops`).
+    pub sent_to: Option<Addr<SessionQueueActor>>,
 }
 
 /// The link's state, owned by the WS session.
 #[derive(Default)]
 pub(super) struct QueueLink {
+    /// The newest instance's address pushed by the registry (it may have died since).
     addr: Option<Addr<SessionQueueActor>>,
-    looking_up: bool,
+    /// The registry was asked to push the queue's addresses here.
+    watching: bool,
+    /// Answers the waiting work `UNAVAILABLE` if no live queue comes in time.
+    deadline: Option<SpawnHandle>,
     ops: VecDeque<QueueOp>,
     /// Unanswered submissions by arrival number.
     pub submits: BTreeMap<u64, PendingSubmit>,
@@ -73,7 +78,7 @@ impl WsSessionActor {
             return;
         }
         self.link_q.ops.push_back(op);
-        self.find_queue(ctx);
+        self.wait_for_queue(ctx);
     }
 
     /// Sends a turn submission in arrival order; `on_reply` gets the queue's answer.
@@ -93,7 +98,7 @@ impl WsSessionActor {
                 submit,
                 two_stage,
                 attempt: 0,
-                sent: false,
+                sent_to: None,
             },
         );
         self.with_queue(
@@ -122,7 +127,7 @@ impl WsSessionActor {
             return;
         };
         entry.attempt += 1;
-        entry.sent = true;
+        entry.sent_to = Some(addr.clone());
         let attempt = entry.attempt;
         let sent = addr.send(entry.submit.clone()).timeout(SUBMIT_TIMEOUT);
         ctx.spawn(sent.into_actor(self).map(move |reply, act, ctx| {
@@ -130,7 +135,7 @@ impl WsSessionActor {
                 .link_q
                 .submits
                 .get(&seq)
-                .is_some_and(|e| e.attempt == attempt && e.sent);
+                .is_some_and(|e| e.attempt == attempt && e.sent_to.is_some());
             if !current {
                 return; // answered by a later send
             }
@@ -163,75 +168,131 @@ impl WsSessionActor {
         }));
     }
 
-    /// The queue died: every submission sent to it and not answered is sent again, in
-    /// order, before the work that arrived after it.
+    /// A send to the queue failed (the instance died): unless the registry already pushed
+    /// a new instance (which re-sent what was lost), wait for it.
     pub(super) fn queue_lost(&mut self, ctx: &mut Context<Self>) {
-        if self.link_q.addr().is_some() {
+        if let Some(live) = self.link_q.addr().cloned() {
+            self.requeue_lost(&live);
+            self.drain_ops(ctx);
             return;
         }
-        self.link_q.addr = None;
-        let resend: Vec<u64> = self
+        self.wait_for_queue(ctx);
+    }
+
+    /// Submissions sent to another instance than `live` and not answered go back to the
+    /// front of `ops`, in their original order.
+    fn requeue_lost(&mut self, live: &Addr<SessionQueueActor>) {
+        let lost: Vec<u64> = self
             .link_q
             .submits
             .iter_mut()
-            .filter(|(_, e)| e.sent)
+            .filter(|(_, e)| e.sent_to.as_ref().is_some_and(|a| a != live))
             .map(|(seq, e)| {
-                e.sent = false;
+                e.sent_to = None;
                 *seq
             })
             .collect();
-        for seq in resend.into_iter().rev() {
+        for seq in lost.into_iter().rev() {
             self.link_q.ops.push_front(Box::new(move |act, addr, ctx| {
                 act.send_submit(seq, addr, ctx)
             }));
         }
-        let keys: Vec<String> = self.link_q.subscribed.iter().cloned().collect();
-        let (conn_id, recipient) = (self.conn_id.clone(), ctx.address().recipient());
-        self.link_q.ops.push_front(Box::new(move |_, addr, _| {
-            if let Some(addr) = addr {
-                for session_key in keys {
-                    let (conn_id, recipient) = (conn_id.clone(), recipient.clone());
-                    let _ = addr.try_send(Subscribe {
-                        session_key: session_key.into(),
-                        conn_id,
-                        recipient,
-                    });
-                }
-            }
-        }));
-        self.find_queue(ctx);
     }
 
-    /// Looks the queue up (once at a time), then runs the waiting ops in order.
-    fn find_queue(&mut self, ctx: &mut Context<Self>) {
-        if self.link_q.looking_up {
-            return;
+    /// Makes sure the registry pushes the queue's address here, and bounds how long the
+    /// waiting work waits for it.
+    fn wait_for_queue(&mut self, ctx: &mut Context<Self>) {
+        if !self.link_q.watching {
+            self.link_q.watching = true;
+            let watch = WatchChild {
+                id: ChildId::new("session-queue"),
+                watcher: ctx.address().recipient(),
+            };
+            let asked = self.gateway.root.send(watch);
+            ctx.spawn(asked.into_actor(self).map(|answer, act, ctx| {
+                let why = match answer {
+                    Ok(Ok(())) => return,
+                    Ok(Err(e)) => e.to_string(),
+                    Err(e) => e.to_string(),
+                };
+                tracing::warn!(conn_id = %act.conn_id, error = %why, "cannot watch the session queue");
+                act.link_q.watching = false;
+                act.fail_waiting(ctx);
+            }));
         }
-        self.link_q.looking_up = true;
-        let root = self.gateway.root.clone();
-        let find = async move {
-            for _ in 0..LOOKUP_ATTEMPTS {
-                if let Ok(addr) = lookup::<SessionQueueActor>(&root, "session-queue").await
-                    && addr.connected()
-                {
-                    return Some(addr);
+        if self.link_q.addr().is_some() {
+            self.drain_ops(ctx);
+        } else if self.link_q.deadline.is_none() && !self.link_q.ops.is_empty() {
+            let deadline = ctx.run_later(QUEUE_WAIT, |act, ctx| {
+                act.link_q.deadline = None;
+                if act.link_q.addr().is_none() {
+                    act.fail_waiting(ctx);
                 }
-                tokio::time::sleep(LOOKUP_PAUSE).await;
+            });
+            self.link_q.deadline = Some(deadline);
+        }
+    }
+
+    /// Runs the waiting work in order while the queue is alive.
+    fn drain_ops(&mut self, ctx: &mut Context<Self>) {
+        while let Some(addr) = self.link_q.addr().cloned() {
+            let Some(op) = self.link_q.ops.pop_front() else {
+                break;
+            };
+            op(self, Some(addr), ctx);
+        }
+        if self.link_q.ops.is_empty()
+            && let Some(deadline) = self.link_q.deadline.take()
+        {
+            ctx.cancel_future(deadline);
+        }
+    }
+
+    /// Answers every waiting op as "the queue could not be reached".
+    fn fail_waiting(&mut self, ctx: &mut Context<Self>) {
+        if let Some(deadline) = self.link_q.deadline.take() {
+            ctx.cancel_future(deadline);
+        }
+        while let Some(op) = self.link_q.ops.pop_front() {
+            op(self, None, ctx);
+        }
+    }
+
+    /// The registry pushed a (re)started queue: the connection's subscriptions are made on
+    /// it, what was sent to an earlier instance and not answered is sent again, then the
+    /// waiting work runs, all in order.
+    fn queue_started(&mut self, addr: Addr<SessionQueueActor>, ctx: &mut Context<Self>) {
+        let previous = self.link_q.addr.replace(addr.clone());
+        if previous.as_ref() != Some(&addr) {
+            self.requeue_lost(&addr);
+            if previous.is_some() {
+                let keys: Vec<String> = self.link_q.subscribed.iter().cloned().collect();
+                let (conn_id, recipient) = (self.conn_id.clone(), ctx.address().recipient());
+                self.link_q.ops.push_front(Box::new(move |_, addr, _| {
+                    if let Some(addr) = addr {
+                        for session_key in keys {
+                            let (conn_id, recipient) = (conn_id.clone(), recipient.clone());
+                            let _ = addr.try_send(Subscribe {
+                                session_key: session_key.into(),
+                                conn_id,
+                                recipient,
+                            });
+                        }
+                    }
+                }));
             }
-            None
-        };
-        ctx.spawn(find.into_actor(self).map(|found, act, ctx| {
-            act.link_q.looking_up = false;
-            act.link_q.addr = found.clone();
-            while let Some(op) = act.link_q.ops.pop_front() {
-                op(act, found.clone(), ctx);
-                if found.as_ref().is_some_and(|a| !a.connected()) {
-                    // Died again while we were catching up: look again for the rest.
-                    act.link_q.addr = None;
-                    act.find_queue(ctx);
-                    return;
-                }
-            }
-        }));
+        }
+        self.drain_ops(ctx);
+    }
+}
+
+impl Handler<ChildStarted> for WsSessionActor {
+    type Result = ();
+    fn handle(&mut self, msg: ChildStarted, ctx: &mut Self::Context) {
+        match msg.addr::<SessionQueueActor>() {
+            Ok(addr) => self.queue_started(addr, ctx),
+            // A bug (logged by the registry): the waiting work is answered, not kept.
+            Err(_) => self.fail_waiting(ctx),
+        }
     }
 }
