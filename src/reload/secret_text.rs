@@ -218,9 +218,25 @@ fn same_entry<'a>(
     old: Option<&'a toml::Value>,
     unnamed: &mut usize,
 ) -> Option<&'a toml::Value> {
-    let named = ENTRY_NAMES
-        .iter()
-        .find_map(|key| Some((*key, table.get(key)?.as_str()?)));
+    matching_entry(entry_name(|key| table.get(key)?.as_str()), old, unnamed)
+}
+
+/// The name of a list entry (`get` reads its keys): its `id`, `account` or `name`, the
+/// first that is a string.
+pub(crate) fn entry_name<'t>(
+    get: impl Fn(&str) -> Option<&'t str>,
+) -> Option<(&'static str, &'t str)> {
+    ENTRY_NAMES.iter().find_map(|key| Some((*key, get(key)?)))
+}
+
+/// The entry of `old` (a list in the file) that an edited entry named `named` (see
+/// [`entry_name`]) stands for, by the rules of [`same_entry`]; `unnamed` counts the
+/// unnamed edited entries so far.
+pub(crate) fn matching_entry<'a>(
+    named: Option<(&str, &str)>,
+    old: Option<&'a toml::Value>,
+    unnamed: &mut usize,
+) -> Option<&'a toml::Value> {
     if named.is_none() {
         *unnamed += 1;
     }
@@ -231,12 +247,8 @@ fn same_entry<'a>(
             .find(|entry| entry.get(key).and_then(toml::Value::as_str) == Some(want)),
         None => list
             .iter()
-            .filter(|entry| {
-                !ENTRY_NAMES
-                    .iter()
-                    .any(|key| entry.get(key).and_then(toml::Value::as_str).is_some())
-            })
-            .nth(*unnamed - 1),
+            .filter(|entry| entry_name(|key| entry.get(key)?.as_str()).is_none())
+            .nth(unnamed.saturating_sub(1)),
     }
 }
 
