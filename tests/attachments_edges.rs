@@ -360,6 +360,37 @@ async fn openai_image_parts_reach_the_model_and_reply_files_come_back_as_links()
     assert_eq!(fake.requests().len(), 2, "refused requests reach no model");
 }
 
+/// The links to a reply's files use the `Host` the edge checked: a client's
+/// `X-Forwarded-Host` / `Forwarded` / `X-Forwarded-Proto` (which the edge does not check)
+/// cannot point them elsewhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_reply_links_ignore_forwarded_host_headers() {
+    let fake = FakeLlm::start();
+    let gw = start(&fake).await;
+    std::fs::write(gw.home().join("agents/oa/memory/report.md"), "# Report\n").unwrap();
+    fake.push(Script::reply("see [FILE:report.md]", 1));
+    let res = http()
+        .post(gw.http("/v1/chat/completions"))
+        .bearer_auth(&gw.token)
+        .header("x-forwarded-host", "evil.example")
+        .header("forwarded", "host=evil.example;proto=javascript")
+        .header("x-forwarded-proto", "javascript")
+        .json(&json!({ "model": "oa", "messages": [{ "role": "user", "content": "report?" }] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let reply: Value = res.json().await.unwrap();
+    assert_eq!(
+        reply["choices"][0]["message"]["content"],
+        format!(
+            "see\n\n[report.md](http://127.0.0.1:{}/api/files/agents/oa/memory/report.md)",
+            gw.port
+        ),
+        "{reply}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_download_with_their_type_a_safe_disposition_and_ranges() {
     let fake = FakeLlm::start();

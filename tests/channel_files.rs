@@ -6,7 +6,8 @@
 //! Telegram (`getFile` + the file URL) and a Discord attachment (its `url`) reach the model
 //! (image part with the same bytes, inlined text, a transcript from the fake LLM's
 //! `/v1/audio/transcriptions`); files over the cap are not downloaded, an unpaired sender's
-//! never are, and a turn cut by a crash keeps its file without a second download.
+//! never are, a slow Discord attachment gets the configured download time (not the REST
+//! client's 30 s), and a turn cut by a crash keeps its file without a second download.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 #[path = "support/fake_discord.rs"]
@@ -462,6 +463,46 @@ async fn a_discord_attachment_reaches_the_model_as_an_image() {
         dc.downloads_with_authorization(),
         0,
         "the bot token stays with the API"
+    );
+}
+
+/// `uploads.download_timeout_secs` bounds a Discord download, not the REST client's 30 s
+/// request timeout: an attachment that takes 32 s on a slow link still arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_discord_attachment_gets_the_configured_download_time() {
+    let dc = FakeDiscord::start(DC_TOKEN);
+    let llm = FakeLlm::start();
+    let config = format!(
+        "[uploads]\ndownload_timeout_secs = 120\n\n[[channels.discord]]\naccount = \"main\"\ntoken_env = \"DC_TEST_TOKEN\"\napi_url = \"{}\"\ndm_policy = \"open\"\n",
+        dc.api_url()
+    );
+    let _gw = with_llm(TestGateway::builder(), &llm)
+        .env("DC_TEST_TOKEN", DC_TOKEN)
+        .start_in(home_with_model(&config));
+    eventually(WAIT, "the bot's gateway session", || async {
+        (dc.sessions() > 0).then_some(())
+    })
+    .await;
+    dc.slow_attachments(Some(std::time::Duration::from_secs(32)));
+    let user_id = 5252;
+    dc.dm_with_file(
+        user_id,
+        "slow one",
+        "dot.png",
+        "image/png",
+        PNG,
+        PNG.len() as u64,
+    );
+    let user = eventually(
+        std::time::Duration::from_secs(120),
+        "the slow attachment reaches the model",
+        || async { user_message_with(&llm, "slow one") },
+    )
+    .await;
+    assert_eq!(
+        user["content"][1]["image_url"]["url"],
+        format!("data:image/png;base64,{}", b64(PNG)),
+        "{user}"
     );
 }
 

@@ -16,6 +16,7 @@ use super::operator::{OperatorContext, invalid, unavailable};
 use super::{ApiError, authorize, json_body};
 use crate::gateway::Gateway;
 use crate::reload::files::{FileState, REDACTED, redacted};
+use crate::reload::secret_text;
 
 /// `PUT /api/config` body (as `config.patch`'s params).
 #[derive(Deserialize, ToSchema)]
@@ -336,12 +337,16 @@ fn to_toml(value: &Value, at: &str) -> Result<toml::Value, ApiError> {
     })
 }
 
-/// Replaces each `<redacted>` in `new` by the value at the same place in `old`.
+/// Replaces each `<redacted>` in `new` by the value at the same place in `old` (whatever its
+/// type: an MCP server's `env` hides numbers too). In a list of tables, an entry's place is
+/// the file's entry with the same `id`, `account` or `name` (as `config.patch` matches
+/// them), so reordering entries does not hand one entry's secret to another.
 fn keep_secrets(new: &mut toml::Value, old: &toml::Value) {
+    if new.as_str() == Some(REDACTED) {
+        *new = old.clone();
+        return;
+    }
     match (new, old) {
-        (toml::Value::String(s), toml::Value::String(_)) if s == REDACTED => {
-            *s = old.as_str().unwrap_or_default().to_string();
-        }
         (toml::Value::Table(n), toml::Value::Table(o)) => {
             for (k, v) in n.iter_mut() {
                 if let Some(ov) = o.get(k) {
@@ -350,8 +355,19 @@ fn keep_secrets(new: &mut toml::Value, old: &toml::Value) {
             }
         }
         (toml::Value::Array(n), toml::Value::Array(o)) => {
-            for (v, ov) in n.iter_mut().zip(o) {
-                keep_secrets(v, ov);
+            let mut unnamed = 0;
+            for (i, v) in n.iter_mut().enumerate() {
+                let was = match &*v {
+                    toml::Value::Table(t) => secret_text::matching_entry(
+                        secret_text::entry_name(|key| t.get(key)?.as_str()),
+                        Some(old),
+                        &mut unnamed,
+                    ),
+                    _ => o.get(i),
+                };
+                if let Some(ov) = was {
+                    keep_secrets(v, ov);
+                }
             }
         }
         _ => {}
@@ -412,6 +428,33 @@ mod tests {
         let reread: Table = written.parse().unwrap();
         assert_eq!(reread["agents"].as_array().unwrap().len(), 2);
         assert_eq!(reread["sessions"]["lane_capacity"].as_integer(), Some(4));
+    }
+
+    #[test]
+    fn reordered_list_entries_keep_their_own_secrets() {
+        let text = "[[mcp]]\nname = \"a\"\ncommand = \"x\"\nenv = { K = \"secret-a\", PORT = 8080 }\n\n[[mcp]]\nname = \"b\"\ncommand = \"y\"\nenv = { K = \"secret-b\" }\n";
+        let (mut doc, table) = parse(text);
+        let swapped = json!([
+            { "name": "b", "command": "y", "env": { "K": REDACTED } },
+            { "name": "a", "command": "x", "env": { "K": REDACTED, "PORT": REDACTED } },
+        ]);
+        set_section(&mut doc, &table, &section_path("mcp").unwrap(), swapped).unwrap();
+        let reread: Table = doc.to_string().parse().unwrap();
+        let list = reread["mcp"].as_array().unwrap();
+        assert_eq!(list[0]["name"].as_str(), Some("b"));
+        assert_eq!(list[0]["env"]["K"].as_str(), Some("secret-b"));
+        assert_eq!(list[1]["env"]["K"].as_str(), Some("secret-a"));
+        assert_eq!(
+            list[1]["env"]["PORT"].as_integer(),
+            Some(8080),
+            "a hidden number"
+        );
+        // A new entry named like none in the file gets no secret by its place.
+        let (mut doc, table) = parse(text);
+        let renamed = json!([{ "name": "c", "command": "x", "env": { "K": REDACTED } }]);
+        let err =
+            set_section(&mut doc, &table, &section_path("mcp").unwrap(), renamed).unwrap_err();
+        assert!(err.to_string().contains(REDACTED), "{err}");
     }
 
     fn parse(text: &str) -> (DocumentMut, Table) {

@@ -350,11 +350,21 @@ fn links(files: &[AttachmentRef], base: &str) -> String {
         .join("\n")
 }
 
-/// `scheme://host` of this request (the Host header has passed the edge's allowlist), the
-/// base of the download links.
+/// `scheme://host` of this request, the base of the download links: the `Host` header (the
+/// one the edge's allowlist checked; not `X-Forwarded-Host` or `Forwarded`, which it does
+/// not), and `https` when the connection or a proxy's `X-Forwarded-Proto` / `Forwarded`
+/// says so, else `http` (never another scheme a header names).
 fn base_url(req: &HttpRequest) -> String {
     let info = req.connection_info();
-    format!("{}://{}", info.scheme(), info.host())
+    let host = req
+        .headers()
+        .get(actix_web::http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| req.uri().authority().map(|a| a.to_string()))
+        .unwrap_or_else(|| info.host().to_string());
+    let https = req.app_config().secure() || info.scheme().eq_ignore_ascii_case("https");
+    format!("{}://{host}", if https { "https" } else { "http" })
 }
 
 /// The agent a `model` names (`<agentId>` or `troupe/<agentId>`).

@@ -142,10 +142,10 @@ fn set_string(value: &mut Value, text: &str) {
 
 /// `raw` with each `"<redacted>"` string value replaced by the value `current` (the file
 /// now, parsed; `current_text` as written) has at the same place (same keys; in a
-/// `[[...]]` list the entry with the same `id`, `account` or `name`, else the same index),
+/// list of tables the entry with the same `id`, `account` or `name`, see [`same_entry`]),
 /// and each hidden secret comment still there put back as written. Text without the
 /// placeholder, or that is not TOML, comes back unchanged (validation reports the latter).
-/// A placeholder where the file has no string is an error naming its keys.
+/// A placeholder where the file has no value is an error naming its keys.
 pub fn restore_secrets(raw: &str, current: &Table, current_text: &str) -> Result<String, String> {
     if !raw.contains(REDACTED) {
         return Ok(raw.to_string());
@@ -191,8 +191,9 @@ fn restore_table(
         match item {
             Item::Table(t) => restore_table(t, before, &at, missing, changed),
             Item::ArrayOfTables(list) => {
+                let mut unnamed = 0;
                 for (i, t) in list.iter_mut().enumerate() {
-                    let was = same_entry(t, before, i);
+                    let was = same_entry(t, before, &mut unnamed);
                     restore_table(t, was, &format!("{at}[{i}]"), missing, changed);
                 }
             }
@@ -202,23 +203,63 @@ fn restore_table(
     }
 }
 
-/// The entry of a `[[...]]` list in the file that `table` edits: the one with the same
-/// `id`, `account` or `name` (agents, channel accounts, MCP servers), so that reordering
-/// entries does not hand one entry's secret to another; else the one at the same index.
+/// Keys that name an entry of a list: agents' `id`, channel accounts' `account`, MCP
+/// servers' `name`.
+const ENTRY_NAMES: [&str; 3] = ["id", "account", "name"];
+
+/// The entry of a list of tables (`[[...]]`, or an inline `[{...}, ...]`) in the file that
+/// `table` edits: the one with the same `id`, `account` or `name`, so that reordering
+/// entries does not hand one entry's secret to another. An entry without any of them is
+/// matched by its place among the file's entries without any of them (`unnamed` counts
+/// those seen so far), never with a named one: an unnamed account moved past a named one
+/// does not take the named one's secret.
 fn same_entry<'a>(
-    table: &toml_edit::Table,
+    table: &dyn TableLike,
     old: Option<&'a toml::Value>,
-    index: usize,
+    unnamed: &mut usize,
 ) -> Option<&'a toml::Value> {
-    let list = old?.as_array()?;
-    for key in ["id", "account", "name"] {
-        if let Some(want) = table.get(key).and_then(Item::as_str) {
-            return list
-                .iter()
-                .find(|entry| entry.get(key).and_then(toml::Value::as_str) == Some(want));
-        }
+    matching_entry(entry_name(|key| table.get(key)?.as_str()), old, unnamed)
+}
+
+/// The name of a list entry (`get` reads its keys): its `id`, `account` or `name`, the
+/// first that is a string.
+pub(crate) fn entry_name<'t>(
+    get: impl Fn(&str) -> Option<&'t str>,
+) -> Option<(&'static str, &'t str)> {
+    ENTRY_NAMES.iter().find_map(|key| Some((*key, get(key)?)))
+}
+
+/// The entry of `old` (a list in the file) that an edited entry named `named` (see
+/// [`entry_name`]) stands for, by the rules of [`same_entry`]; `unnamed` counts the
+/// unnamed edited entries so far.
+pub(crate) fn matching_entry<'a>(
+    named: Option<(&str, &str)>,
+    old: Option<&'a toml::Value>,
+    unnamed: &mut usize,
+) -> Option<&'a toml::Value> {
+    if named.is_none() {
+        *unnamed += 1;
     }
-    list.get(index)
+    let list = old?.as_array()?;
+    match named {
+        Some((key, want)) => list
+            .iter()
+            .find(|entry| entry.get(key).and_then(toml::Value::as_str) == Some(want)),
+        None => list
+            .iter()
+            .filter(|entry| entry_name(|key| entry.get(key)?.as_str()).is_none())
+            .nth(unnamed.saturating_sub(1)),
+    }
+}
+
+/// The value to put where the placeholder is: the file's value at that place (a string,
+/// or another value an MCP server's `env` / `headers` hides, such as a number).
+fn kept_value(old: &toml::Value) -> Option<Value> {
+    match old {
+        toml::Value::String(secret) => Some(secret.as_str().into()),
+        toml::Value::Table(_) => None,
+        other => other.to_string().parse::<Value>().ok(),
+    }
 }
 
 fn restore_value(
@@ -229,17 +270,23 @@ fn restore_value(
     changed: &mut bool,
 ) {
     match value {
-        Value::String(s) if s.value() == REDACTED => match old.and_then(|o| o.as_str()) {
-            Some(secret) => {
-                set_string(value, secret);
+        Value::String(s) if s.value() == REDACTED => match old.and_then(kept_value) {
+            Some(kept) => {
+                let decor = value.decor().clone();
+                *value = kept;
+                *value.decor_mut() = decor;
                 *changed = true;
             }
             None => missing.push(at.to_string()),
         },
         Value::InlineTable(t) => restore_table(t, old, at, missing, changed),
         Value::Array(list) => {
+            let mut unnamed = 0;
             for (i, v) in list.iter_mut().enumerate() {
-                let was = old.and_then(|o| o.as_array()).and_then(|a| a.get(i));
+                let was = match v {
+                    Value::InlineTable(t) => same_entry(t, old, &mut unnamed),
+                    _ => old.and_then(|o| o.as_array()).and_then(|a| a.get(i)),
+                };
                 restore_value(v, was, &format!("{at}[{i}]"), missing, changed);
             }
         }
@@ -320,6 +367,65 @@ env = { GITHUB_TOKEN = "ghp_secret", MODE = "x" }
         );
         let err = restore_secrets(&added, &current, file).unwrap_err();
         assert!(err.starts_with("channels.telegram[2].bot_token "), "{err}");
+    }
+
+    #[test]
+    fn an_unnamed_entry_never_takes_a_named_entrys_secret() {
+        // The first account has no `account` key (it is "default"); moved after "b", its
+        // index now names b's entry in the file.
+        let file = "[[channels.telegram]]\nbot_token = \"1:default\"\n\n[[channels.telegram]]\naccount = \"b\"\nbot_token = \"2:bbb\"\n";
+        let current: Table = file.parse().unwrap();
+        let moved = "[[channels.telegram]]\naccount = \"b\"\nbot_token = \"<redacted>\"\n\n[[channels.telegram]]\nbot_token = \"<redacted>\"\n";
+        let back: Table = restore_secrets(moved, &current, file)
+            .unwrap()
+            .parse()
+            .unwrap();
+        let list = back["channels"]["telegram"].as_array().unwrap();
+        assert_eq!(list[0]["bot_token"].as_str(), Some("2:bbb"));
+        assert_eq!(
+            list[1]["bot_token"].as_str(),
+            Some("1:default"),
+            "the unnamed account keeps its own token"
+        );
+        // A named entry added where an unnamed one was gets no secret by its place.
+        let renamed = "[[channels.telegram]]\naccount = \"c\"\nbot_token = \"<redacted>\"\n";
+        let err = restore_secrets(renamed, &current, file).unwrap_err();
+        assert!(err.starts_with("channels.telegram[0].bot_token "), "{err}");
+        // Unnamed entries still match unnamed entries by place.
+        let unnamed = "[[mcp]]\ncommand = \"a\"\nenv = { K = \"s1\" }\n";
+        let current: Table = unnamed.parse().unwrap();
+        let edited = redact_text(unnamed).unwrap().replace("\"a\"", "\"a2\"");
+        let back = restore_secrets(&edited, &current, unnamed).unwrap();
+        assert!(back.contains("K = \"s1\""), "{back}");
+    }
+
+    #[test]
+    fn inline_lists_of_entries_are_matched_by_name_too() {
+        let file = "mcp = [{ name = \"a\", command = \"x\", env = { K = \"sa\" } }, { name = \"b\", command = \"y\", env = { K = \"sb\" } }]\n";
+        let current: Table = file.parse().unwrap();
+        let hidden = redact_text(file).unwrap();
+        assert!(!hidden.contains("sa") && !hidden.contains("sb"), "{hidden}");
+        let swapped = "mcp = [{ name = \"b\", command = \"y\", env = { K = \"<redacted>\" } }, { name = \"a\", command = \"x\", env = { K = \"<redacted>\" } }]\n";
+        let back: Table = restore_secrets(swapped, &current, file)
+            .unwrap()
+            .parse()
+            .unwrap();
+        let list = back["mcp"].as_array().unwrap();
+        assert_eq!(list[0]["env"]["K"].as_str(), Some("sb"));
+        assert_eq!(list[1]["env"]["K"].as_str(), Some("sa"));
+    }
+
+    #[test]
+    fn a_hidden_value_that_is_not_a_string_round_trips() {
+        // Every value of an MCP server's env is hidden, numbers too (the config reads them
+        // as strings); saving the text unchanged keeps them.
+        let file =
+            "[[mcp]]\nname = \"gh\"\ncommand = \"gh-mcp\"\nenv = { PORT = 8080, DEBUG = true }\n";
+        let current: Table = file.parse().unwrap();
+        let hidden = redact_text(file).unwrap();
+        assert!(!hidden.contains("8080"), "{hidden}");
+        let back = restore_secrets(&hidden, &current, file).unwrap();
+        assert_eq!(back, file);
     }
 
     #[test]

@@ -116,6 +116,8 @@ struct Inner {
     downloads: u64,
     /// Downloads that carried an `Authorization` header (the bot token must not leave the API).
     downloads_with_authorization: u64,
+    /// Attachments are served in two halves this far apart (a slow link).
+    attachment_pause: Option<std::time::Duration>,
 }
 
 struct Shared {
@@ -307,6 +309,12 @@ impl FakeDiscord {
             false,
             vec![attachment],
         )
+    }
+
+    /// Serves each attachment in two halves `pause` apart (`None`: at once), like a slow
+    /// link.
+    pub fn slow_attachments(&self, pause: Option<std::time::Duration>) {
+        self.lock().attachment_pause = pause;
     }
 
     /// Attachment downloads served so far.
@@ -642,6 +650,25 @@ async fn attachment(
         inner.downloads_with_authorization += 1;
     }
     match inner.hosted.get(&id).cloned() {
+        Some(bytes) if inner.attachment_pause.is_some() => {
+            inner.downloads += 1;
+            let pause = inner.attachment_pause.unwrap_or_default();
+            let (first, rest) = bytes.split_at(bytes.len() / 2);
+            let halves = [
+                (
+                    web::Bytes::copy_from_slice(first),
+                    std::time::Duration::ZERO,
+                ),
+                (web::Bytes::copy_from_slice(rest), pause),
+            ];
+            let body = futures_util::stream::iter(halves).then(|(half, wait)| async move {
+                tokio::time::sleep(wait).await;
+                Ok::<_, actix_web::Error>(half)
+            });
+            HttpResponse::Ok()
+                .content_type("application/octet-stream")
+                .streaming(body)
+        }
         Some(bytes) => {
             inner.downloads += 1;
             HttpResponse::Ok()

@@ -33,8 +33,8 @@ pub struct RunRecord {
     pub accepted_at: i64,
     /// Finished (ms since the epoch).
     pub finished_at: Option<i64>,
-    /// Files the reply sends (its markers), in order; for a queued run recovered at start
-    /// (`RecoverRuns`), the files of its user message instead.
+    /// Files the reply sends (its markers), in order (a queued run's own files are in
+    /// [`RunRecord::input_attachments`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub attachments: Vec<crate::attachments::AttachmentRef>,
     /// Files the user's message came with; read only where a queued run is picked up from

@@ -31,6 +31,9 @@ const MAX_PAGES: usize = 20;
 #[derive(Clone)]
 pub struct Rest {
     client: reqwest::Client,
+    /// For attachment downloads: no overall timeout (a large file on a slow link may take
+    /// longer than an API call; `uploads.download_timeout_secs` bounds it).
+    download: reqwest::Client,
     /// `Bot <token>`, as serenity's `Http` holds it.
     authorization: String,
     base: String,
@@ -45,16 +48,23 @@ impl Rest {
             .tcp_nodelay(true)
             .build()
             .map_err(|e| ChannelError::Config(format!("cannot build the HTTP client: {e}")))?;
+        let download = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| ChannelError::Config(format!("cannot build the HTTP client: {e}")))?;
         Ok(Rest {
             client,
+            download,
             authorization: authorization.to_string(),
             base: base.trim_end_matches('/').to_string(),
         })
     }
 
-    /// The HTTP client (for downloads that are not API calls: no authorization is added).
+    /// The HTTP client for attachment downloads: no authorization is added, and no overall
+    /// timeout (the caller's `uploads.download_timeout_secs` bounds a download).
     pub fn http(&self) -> &reqwest::Client {
-        &self.client
+        &self.download
     }
 
     /// Sends one request, waiting out 429s; returns the successful response's body.
