@@ -254,7 +254,10 @@ mod tests {
         assert!(!head.is_unique(), "the rest still shares the allocation");
         let leftover = unread(rest);
         assert!(leftover.is_empty());
-        assert!(head.is_unique(), "the leftover must not share the read buffer");
+        assert!(
+            head.is_unique(),
+            "the leftover must not share the read buffer"
+        );
     }
 
     #[test]
@@ -262,6 +265,9 @@ mod tests {
         let (head, rest) = after_head(b"GET /ws HTTP/1.1\r\n\r\n\x81\x02hi", 20);
         let leftover = unread(rest);
         assert_eq!(&leftover[..], b"\x81\x02hi");
-        assert!(head.is_unique(), "the leftover must not share the read buffer");
+        assert!(
+            head.is_unique(),
+            "the leftover must not share the read buffer"
+        );
     }
 }
