@@ -118,15 +118,11 @@ where
                 .and_then(|r| r.conn_data::<AcceptedConnection>())
                 .and_then(|c| c.admission.as_ref().ok().cloned());
             drop(http_req);
-            // Only the socket and unread bytes go on; the codec and buffers are dropped.
+            // Only the socket and a copy of the unread bytes go on; the codec and both of
+            // the dispatcher's buffers are dropped here.
             let (io, leftover) = {
                 let parts = framed.into_parts();
-                (parts.io, parts.read_buf)
-            };
-            let leftover = if leftover.is_empty() {
-                BytesMut::new()
-            } else {
-                leftover
+                (parts.io, unread(parts.read_buf))
             };
             let (read, write) = io.into_split();
             let (alive, session_gone) = oneshot::channel();
@@ -165,6 +161,18 @@ where
             Ok(())
         }
     }
+}
+
+/// The bytes the client sent after the handshake request, copied out of the dispatcher's
+/// read buffer, which is dropped.
+///
+/// The read buffer must not be kept, even empty: it is what is left of the 8 KiB allocation
+/// that actix-http's `Dispatcher::new` made (`read_buf`, handed over by
+/// `InnerDispatcher::upgrade` with `mem::take`) after the request head was split off it
+/// (`split_to(..).freeze()` in `h1::decoder`; the header values are slices of it). Holding
+/// any part of it holds all 8 KiB for the connection's life.
+fn unread(read_buf: BytesMut) -> BytesMut {
+    BytesMut::from(&read_buf[..])
 }
 
 /// How long frames still queued (a close frame above all) may take to go out once the
@@ -223,5 +231,43 @@ impl Gone {
             Some(at) => tokio::time::sleep_until(at + LINGER).await,
             None => std::future::pending().await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A read buffer as the HTTP/1 decoder leaves it: the request head split off the front
+    /// (its header values keep slices of it), the rest (maybe empty) handed to the upgrade.
+    fn after_head(sent: &[u8], head_len: usize) -> (actix_web::web::Bytes, BytesMut) {
+        let mut read_buf = BytesMut::with_capacity(8 * 1024);
+        read_buf.extend_from_slice(sent);
+        let head = read_buf.split_to(head_len).freeze();
+        (head, read_buf)
+    }
+
+    #[test]
+    fn the_unread_bytes_do_not_keep_the_dispatchers_read_buffer() {
+        let (head, rest) = after_head(b"GET /ws HTTP/1.1\r\n\r\n", 20);
+        assert!(rest.is_empty());
+        assert!(!head.is_unique(), "the rest still shares the allocation");
+        let leftover = unread(rest);
+        assert!(leftover.is_empty());
+        assert!(
+            head.is_unique(),
+            "the leftover must not share the read buffer"
+        );
+    }
+
+    #[test]
+    fn bytes_sent_with_the_handshake_are_kept_in_a_copy() {
+        let (head, rest) = after_head(b"GET /ws HTTP/1.1\r\n\r\n\x81\x02hi", 20);
+        let leftover = unread(rest);
+        assert_eq!(&leftover[..], b"\x81\x02hi");
+        assert!(
+            head.is_unique(),
+            "the leftover must not share the read buffer"
+        );
     }
 }
