@@ -318,7 +318,14 @@ impl SessionQueueActor {
         };
         self.active_runs += 1;
         let history = std::future::ready(Ok(history));
-        self.launch(key.clone(), turn, run_id, Vec::new(), Box::pin(history), ctx);
+        self.launch(
+            key.clone(),
+            turn,
+            run_id,
+            Vec::new(),
+            Box::pin(history),
+            ctx,
+        );
         true
     }
 
@@ -330,9 +337,7 @@ impl SessionQueueActor {
         turn: Waiting,
         run_id: RunId,
         carried: Vec<RunId>,
-        history: std::pin::Pin<
-            Box<dyn Future<Output = Result<Vec<turns::StoredMessage>, String>>>,
-        >,
+        history: std::pin::Pin<Box<dyn Future<Output = Result<Vec<turns::StoredMessage>, String>>>>,
         ctx: &mut Context<Self>,
     ) {
         if let Some(lane) = self.lanes.get_mut(&key) {

@@ -104,8 +104,11 @@ impl SqliteStore {
         // to some parameters (the bundled SQLite has STAT4) expires the statement and makes
         // the next step prepare it again, about as costly as the rest of a turn's SQL.
         conn.set_prepared_statement_cache_capacity(64);
-        conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
-            .map_err(open_err)?;
+        conn.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+            true,
+        )
+        .map_err(open_err)?;
         let checkpoints = checkpoint::Checkpointer::new(&conn, path).map_err(open_err)?;
         let mut store = Self {
             conn,
@@ -712,6 +715,62 @@ mod tests {
         let texts: Vec<&str> = page.messages.iter().map(|m| m.text.as_str()).collect();
         assert_eq!(texts, ["still waiting"]);
         assert!(page.messages[0].queued);
+        drop(db);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn accept_and_start_stores_a_running_run_that_recovery_fails_visibly() {
+        let dir = std::env::temp_dir().join(format!("troupe-at-once-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut db = SqliteStore::open(&dir.join("t.db")).unwrap();
+        let earlier = accept(&mut db, turn("agent:main:a", "before", "k0"));
+        let (acceptance, history) = db
+            .accept_and_start(&turn("agent:main:a", "now", "k1"), 10)
+            .unwrap();
+        let Acceptance::New(run) = acceptance else {
+            panic!("not accepted: {acceptance:?}");
+        };
+        let texts: Vec<&str> = history.iter().map(|m| m.text.as_str()).collect();
+        assert_eq!(texts, ["before"], "its context is what came before it");
+        assert_eq!(db.get_run(&run.id).unwrap().unwrap().status, "running");
+        // The same key again: the duplicate, nothing started.
+        let (again, none) = db
+            .accept_and_start(&turn("agent:main:a", "now", "k1"), 10)
+            .unwrap();
+        assert!(matches!(again, Acceptance::Duplicate(ref d) if d.id == run.id));
+        assert!(none.is_empty());
+        // A crash now: the started run is failed as interrupted, the queued one runs again.
+        let (interrupted, queued) = db.recover_runs("a test crash").unwrap();
+        assert_eq!(interrupted.len(), 1);
+        assert_eq!(interrupted[0].id, run.id);
+        assert_eq!(queued.len(), 1);
+        assert_eq!(queued[0].id, earlier.id);
+        drop(db);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_checkpoint_thread_writes_the_wal_back_and_the_last_close_removes_it() {
+        let dir = std::env::temp_dir().join(format!("troupe-ckpt-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.db");
+        let mut db = SqliteStore::open(&path).unwrap();
+        for i in 0..3 * checkpoint::NUDGE_EVERY {
+            db.begin().unwrap();
+            accept(&mut db, turn("agent:main:a", "text", &format!("k{i}")));
+            db.commit().unwrap();
+        }
+        drop(db);
+        assert!(
+            !dir.join("t.db-wal").exists(),
+            "the checkpoint connection closes last and removes the WAL"
+        );
+        let mut db = SqliteStore::open(&path).unwrap();
+        let page = db
+            .history(&"agent:main:a".into(), HistoryPage::new(1000, None))
+            .unwrap();
+        assert_eq!(page.messages.len(), 3 * checkpoint::NUDGE_EVERY as usize);
         drop(db);
         let _ = std::fs::remove_dir_all(&dir);
     }
