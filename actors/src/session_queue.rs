@@ -259,6 +259,23 @@ impl SessionQueueActor {
         }
     }
 
+    /// Transcript messages a run of `agent_id` gets as context (none for stateless agents).
+    fn context_limit(&self, agent_id: &AgentId) -> i64 {
+        if self.settings.stateless_agents.contains(agent_id.as_str()) {
+            0
+        } else {
+            self.settings.history_limit as i64
+        }
+    }
+
+    /// Whether a turn submitted now to the lane `key` may be accepted and started in one
+    /// store operation: the lane is idle and a run slot is free.
+    fn can_start_at_once(&self, key: &SessionKey) -> bool {
+        self.draining.is_none()
+            && self.active_runs < self.settings.max_concurrent
+            && self.lanes.get(key).is_none_or(Lane::is_idle)
+    }
+
     fn start_next(&mut self, key: SessionKey, ctx: &mut Context<Self>) {
         let Some(lane) = self.lanes.get_mut(&key) else {
             return;
@@ -269,29 +286,88 @@ impl SessionQueueActor {
         let Some(run_id) = turn.run_id.clone() else {
             return;
         };
-        lane.active = Some(Active {
-            run_id: run_id.clone(),
-            carried: carried.clone(),
-            agent_id: turn.agent_id.clone(),
-            text: String::new(),
-            seq: 0,
-        });
         self.active_runs += 1;
         // One store round trip: mark running, close coalesced runs, read the context.
-        let limit = if self
-            .settings
-            .stateless_agents
-            .contains(turn.agent_id.as_str())
-        {
-            0
-        } else {
-            self.settings.history_limit as i64
-        };
+        let limit = self.context_limit(&turn.agent_id);
         let started = self.to_store(StartRun {
             run_id: run_id.clone(),
             carried: carried.clone(),
             context_limit: limit,
         });
+        let again = (run_id.clone(), carried.clone(), limit);
+        let root = self.root.clone();
+        let history = async move {
+            match started.await {
+                Ok(h) => Ok(h),
+                Err(e) => match start_when_store_is_back(&root, again).await {
+                    Some(h) => Ok(h),
+                    None => Err(format!("cannot start the run in the store: {e}")),
+                },
+            }
+        };
+        self.launch(key, turn, run_id, carried, Box::pin(history), ctx);
+    }
+
+    /// Runs the turn with `ticket`, accepted and started in the store by one
+    /// [`AcceptAndStart`](crate::store::AcceptAndStart), taking a run slot: `history` is its
+    /// context. False if it is not next in its lane after all (it then starts in turn, and
+    /// `StartRun` finds it already running).
+    fn start_accepted(
+        &mut self,
+        key: &SessionKey,
+        ticket: u64,
+        history: Vec<turns::StoredMessage>,
+        ctx: &mut Context<Self>,
+    ) -> bool {
+        let Some(lane) = self.lanes.get_mut(key) else {
+            return false;
+        };
+        let first = lane
+            .waiting
+            .front()
+            .is_some_and(|w| w.ticket == ticket && w.run_id.is_some());
+        if lane.active.is_some() || !first {
+            return false;
+        }
+        let Some(turn) = lane.waiting.pop_front() else {
+            return false;
+        };
+        let Some(run_id) = turn.run_id.clone() else {
+            return false;
+        };
+        self.active_runs += 1;
+        let history = std::future::ready(Ok(history));
+        self.launch(
+            key.clone(),
+            turn,
+            run_id,
+            Vec::new(),
+            Box::pin(history),
+            ctx,
+        );
+        true
+    }
+
+    /// Makes `turn` the lane's active run (its slot counted) and runs it once `history`
+    /// (the store's start of the run) is there.
+    fn launch(
+        &mut self,
+        key: SessionKey,
+        turn: Waiting,
+        run_id: RunId,
+        carried: Vec<RunId>,
+        history: std::pin::Pin<Box<dyn Future<Output = Result<Vec<turns::StoredMessage>, String>>>>,
+        ctx: &mut Context<Self>,
+    ) {
+        if let Some(lane) = self.lanes.get_mut(&key) {
+            lane.active = Some(Active {
+                run_id: run_id.clone(),
+                carried,
+                agent_id: turn.agent_id.clone(),
+                text: String::new(),
+                seq: 0,
+            });
+        }
         let (abort_tx, abort_rx) = oneshot::channel();
         self.aborts.insert(run_id.clone(), abort_tx);
         let root = self.root.clone();
@@ -309,19 +385,10 @@ impl SessionQueueActor {
             key.clone(),
             turn.options,
         );
-        let again = (run_id.clone(), carried, limit);
         let execute = async move {
-            let history = match started.await {
+            let history = match history.await {
                 Ok(h) => h,
-                Err(e) => match start_when_store_is_back(&root, again).await {
-                    Some(h) => h,
-                    None => {
-                        return (
-                            RunOutcome::failed(format!("cannot start the run in the store: {e}")),
-                            None,
-                        );
-                    }
-                },
+                Err(e) => return (RunOutcome::failed(e), None),
             };
             let agent = match cached {
                 Some(a) => a,

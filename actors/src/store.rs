@@ -72,6 +72,22 @@ pub trait Store: channels::ChannelStore + cron::CronStore + Send {
     fn release(&mut self, keep: bool) -> Result<(), StoreError>;
     /// Stores a user's message and a queued run (or finds the duplicate of its key).
     fn accept_turn(&mut self, turn: &NewTurn) -> Result<Acceptance, StoreError>;
+    /// [`Store::accept_turn`], then, for a new run, [`Store::start_run`] (no runs carried)
+    /// in the same operation: the queue asks for this when the session's lane is idle, so
+    /// the turn costs one store round trip less. The run is never stored as queued-only:
+    /// after a crash it is recovered as a run that had started.
+    fn accept_and_start(
+        &mut self,
+        turn: &NewTurn,
+        context_limit: i64,
+    ) -> Result<(Acceptance, Vec<StoredMessage>), StoreError> {
+        let acceptance = self.accept_turn(turn)?;
+        let history = match &acceptance {
+            Acceptance::New(run) => self.start_run(&run.id, &[], context_limit)?,
+            Acceptance::Duplicate(_) | Acceptance::Refused => Vec::new(),
+        };
+        Ok((acceptance, history))
+    }
     /// Marks a run running, closes the runs coalesced into it, and reads its context.
     fn start_run(
         &mut self,
@@ -123,10 +139,13 @@ pub const MAX_BATCH: usize = 256;
 /// How often old runs are swept when a retention is set.
 pub const RETENTION_SWEEP_EVERY: Duration = Duration::from_secs(3600);
 
-/// A queued write: runs against the backend and returns how to answer once the batch's
-/// commit is known (`Some(error)` if it failed).
-type PendingWrite =
-    Box<dyn FnOnce(&mut dyn Store, &mut OpStats) -> Box<dyn FnOnce(Option<&StoreError>)>>;
+/// How to answer a queued write once its batch's commit is known (`Some(error)` if the
+/// commit failed).
+type Answer = Box<dyn FnOnce(Option<&StoreError>)>;
+
+/// A queued write: runs against the backend (inside a savepoint of its own when the flag
+/// says so) and returns whether it succeeded and how to answer.
+type PendingWrite = Box<dyn FnOnce(&mut dyn Store, &mut OpStats, bool) -> (bool, Answer)>;
 
 /// Count and time of one operation kind.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -237,7 +256,9 @@ impl StoreActor {
         .shutdown(Duration::from_secs(10))
     }
 
-    /// Runs the queued writes in one transaction, then answers each.
+    /// Runs the queued writes in one transaction, then answers each. Several writes each
+    /// get a savepoint (one failing does not undo the others); a lone write needs none: if
+    /// it fails, the transaction is rolled back instead of committed.
     fn flush(&mut self) {
         self.flush_queued = false;
         if self.batch.is_empty() {
@@ -254,14 +275,26 @@ impl StoreActor {
         };
         let _busy = self.guard.liveness().busy();
         let count = writes.len() as u64;
+        let isolate = writes.len() > 1;
         let begun = db.begin();
         let mut answers = Vec::with_capacity(writes.len());
+        let mut all_ok = true;
         if begun.is_ok() {
             for write in writes {
-                answers.push(write(db, &mut self.stats));
+                let (ok, answer) = write(db, &mut self.stats, isolate);
+                all_ok &= ok;
+                answers.push(answer);
             }
         }
-        let committed = begun.and_then(|()| db.commit());
+        let committed = match begun {
+            // A lone write that failed: undo it (its own error is its answer).
+            Ok(()) if !isolate && !all_ok => {
+                db.rollback();
+                Ok(())
+            }
+            Ok(()) => db.commit(),
+            Err(e) => Err(e),
+        };
         if committed.is_err() {
             db.rollback();
         }
@@ -332,24 +365,30 @@ impl<O: StoreOp> Handler<O> for StoreActor {
             return Box::pin(async move { result });
         }
         let (tx, rx) = oneshot::channel();
-        self.batch.push(Box::new(move |db, stats| {
-            let result = match db.savepoint() {
-                Ok(()) => {
-                    let result = timed(stats, O::NAME, || op.run(db));
-                    match db.release(result.is_ok()) {
-                        Ok(()) => result,
-                        Err(e) => Err(e),
+        self.batch.push(Box::new(move |db, stats, isolate| {
+            let result = if isolate {
+                match db.savepoint() {
+                    Ok(()) => {
+                        let result = timed(stats, O::NAME, || op.run(db));
+                        match db.release(result.is_ok()) {
+                            Ok(()) => result,
+                            Err(e) => Err(e),
+                        }
                     }
+                    Err(e) => Err(e),
                 }
-                Err(e) => Err(e),
+            } else {
+                timed(stats, O::NAME, || op.run(db))
             };
-            Box::new(move |failed: Option<&StoreError>| {
+            let ok = result.is_ok();
+            let answer: Answer = Box::new(move |failed: Option<&StoreError>| {
                 let answer = match failed {
                     Some(e) => Err(StoreError::Commit(e.to_string())),
                     None => result,
                 };
                 let _ = tx.send(answer);
-            })
+            });
+            (ok, answer)
         }));
         if !self.flush_queued {
             self.flush_queued = true;

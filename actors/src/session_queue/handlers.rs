@@ -14,7 +14,7 @@ use crate::messages::{
 };
 
 use crate::store::turns::{Acceptance, NewTurn};
-use crate::store::{AcceptTurn, ClearSession, GetRun, StoreFailure};
+use crate::store::{AcceptAndStart, AcceptTurn, ClearSession, GetRun, StoreFailure};
 
 impl Handler<Shutdown> for SessionQueueActor {
     type Result = ();
@@ -35,9 +35,15 @@ impl Handler<SubmitTurn> for SessionQueueActor {
         }
         self.next_ticket += 1;
         let ticket = self.next_ticket;
+        // A turn for an idle lane is accepted and started in one store operation; its run
+        // slot is held meanwhile (so the cap holds), and the lane cannot start anything
+        // else before it (its entry is first and not yet accepted).
+        let at_once = self.can_start_at_once(&key);
+        let context_limit = self.context_limit(&msg.agent_id);
         let lane = self.lanes.entry(key.clone()).or_default();
         let waiting = lane.waiting.len();
         let lane_full = waiting >= self.settings.lane_capacity && msg.mode != QueueMode::Interrupt;
+        let at_once = at_once && !lane_full;
         let attachments = msg.options.attachments.clone();
         if !lane_full {
             lane.waiting.push_back(Waiting {
@@ -60,6 +66,29 @@ impl Handler<SubmitTurn> for SessionQueueActor {
             attachments,
         };
         let mode = msg.mode;
+        if at_once {
+            self.active_runs += 1;
+            let accept = self.to_store(AcceptAndStart {
+                turn,
+                context_limit,
+            });
+            return Box::pin(accept.into_actor(self).map(move |stored, act, ctx| {
+                act.active_runs = act.active_runs.saturating_sub(1);
+                let (accepted, history) = match stored {
+                    Ok((acceptance, history)) => (Ok(acceptance), Some(history)),
+                    Err(e) => (Err(e), None),
+                };
+                let result = act.accepted(&key, ticket, mode, waiting, accepted, ctx);
+                if let (Ok(ok), Some(history)) = (&result, history)
+                    && !ok.duplicate
+                    && ok.status == "accepted"
+                {
+                    act.start_accepted(&key, ticket, history, ctx);
+                }
+                act.after_change(&key, ctx);
+                result
+            }));
+        }
         let accept = self.to_store(AcceptTurn { turn });
         Box::pin(accept.into_actor(self).map(move |accepted, act, ctx| {
             let result = act.accepted(&key, ticket, mode, waiting, accepted, ctx);

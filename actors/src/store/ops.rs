@@ -63,6 +63,14 @@ store_op!(
 );
 
 store_op!(
+    /// [`AcceptTurn`] and, for a new run, [`StartRun`] (nothing carried) in one operation:
+    /// for a turn that arrives at an idle lane. Answers the acceptance and the run's context.
+    AcceptAndStart { turn: NewTurn, context_limit: i64 } -> (Acceptance, Vec<StoredMessage>),
+    "accept_and_start", true,
+    |op, store| store.accept_and_start(&op.turn, op.context_limit)
+);
+
+store_op!(
     /// Marks a run running, closes the runs coalesced into it, and reads its context (the
     /// last `context_limit` messages of the turns before it; 0 reads nothing).
     StartRun { run_id: RunId, carried: Vec<RunId>, context_limit: i64 } -> Vec<StoredMessage>,

@@ -3,6 +3,7 @@
 //! `actors/migrations/`, applied in order and tracked in `PRAGMA user_version`.
 
 mod channels;
+mod checkpoint;
 mod cron;
 
 use std::path::Path;
@@ -69,12 +70,20 @@ const BEFORE: &str =
 /// A SQLite database behind the [`Store`] trait.
 pub struct SqliteStore {
     conn: Connection,
+    /// Declared after `conn`: dropped (its thread joined) once the connection is closed.
+    checkpoints: checkpoint::Checkpointer,
     path: String,
     /// Ledger rows written per cron job since its ledger was last trimmed.
     cron_untrimmed: std::collections::HashMap<String, u32>,
 }
 
 impl SqliteStore {
+    /// Runs a statement without parameters or rows (transaction control), prepared once.
+    fn run_cached(&self, sql: &str) -> Result<(), StoreError> {
+        self.conn.prepare_cached(sql)?.execute([])?;
+        Ok(())
+    }
+
     /// Opens (creating if needed) the database in WAL mode, migrates it and records this boot.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let display = path.display().to_string();
@@ -91,8 +100,20 @@ impl SqliteStore {
             .map_err(open_err)?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(open_err)?;
+        // Every hot statement stays prepared (the default cache holds 16), and stays as it
+        // was prepared: without the query planner stability guarantee, binding a new value
+        // to some parameters (the bundled SQLite has STAT4) expires the statement and makes
+        // the next step prepare it again, about as costly as the rest of a turn's SQL.
+        conn.set_prepared_statement_cache_capacity(64);
+        conn.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+            true,
+        )
+        .map_err(open_err)?;
+        let checkpoints = checkpoint::Checkpointer::new(&conn, path).map_err(open_err)?;
         let mut store = Self {
             conn,
+            checkpoints,
             path: display,
             cron_untrimmed: std::collections::HashMap::new(),
         };
@@ -193,32 +214,31 @@ fn cut_to_bytes(mut text: String, max: usize) -> String {
 
 impl Store for SqliteStore {
     fn begin(&mut self) -> Result<(), StoreError> {
-        self.conn.execute_batch("BEGIN IMMEDIATE")?;
-        Ok(())
+        self.run_cached("BEGIN IMMEDIATE")
     }
 
     fn commit(&mut self) -> Result<(), StoreError> {
-        self.conn.execute_batch("COMMIT")?;
+        self.run_cached("COMMIT")?;
+        self.checkpoints.committed(&self.conn);
         Ok(())
     }
 
     fn rollback(&mut self) {
-        let _ = self.conn.execute_batch("ROLLBACK");
+        if self.conn.is_autocommit() {
+            return;
+        }
+        let _ = self.run_cached("ROLLBACK");
     }
 
     fn savepoint(&mut self) -> Result<(), StoreError> {
-        self.conn.execute_batch("SAVEPOINT op")?;
-        Ok(())
+        self.run_cached("SAVEPOINT op")
     }
 
     fn release(&mut self, keep: bool) -> Result<(), StoreError> {
-        let sql = if keep {
-            "RELEASE op"
-        } else {
-            "ROLLBACK TO op; RELEASE op"
-        };
-        self.conn.execute_batch(sql)?;
-        Ok(())
+        if !keep {
+            self.run_cached("ROLLBACK TO op")?;
+        }
+        self.run_cached("RELEASE op")
     }
 
     fn accept_turn(&mut self, turn: &NewTurn) -> Result<Acceptance, StoreError> {
@@ -751,6 +771,62 @@ mod tests {
         let texts: Vec<&str> = page.messages.iter().map(|m| m.text.as_str()).collect();
         assert_eq!(texts, ["still waiting"]);
         assert!(page.messages[0].queued);
+        drop(db);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn accept_and_start_stores_a_running_run_that_recovery_fails_visibly() {
+        let dir = std::env::temp_dir().join(format!("troupe-at-once-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut db = SqliteStore::open(&dir.join("t.db")).unwrap();
+        let earlier = accept(&mut db, turn("agent:main:a", "before", "k0"));
+        let (acceptance, history) = db
+            .accept_and_start(&turn("agent:main:a", "now", "k1"), 10)
+            .unwrap();
+        let Acceptance::New(run) = acceptance else {
+            panic!("not accepted: {acceptance:?}");
+        };
+        let texts: Vec<&str> = history.iter().map(|m| m.text.as_str()).collect();
+        assert_eq!(texts, ["before"], "its context is what came before it");
+        assert_eq!(db.get_run(&run.id).unwrap().unwrap().status, "running");
+        // The same key again: the duplicate, nothing started.
+        let (again, none) = db
+            .accept_and_start(&turn("agent:main:a", "now", "k1"), 10)
+            .unwrap();
+        assert!(matches!(again, Acceptance::Duplicate(ref d) if d.id == run.id));
+        assert!(none.is_empty());
+        // A crash now: the started run is failed as interrupted, the queued one runs again.
+        let (interrupted, queued) = db.recover_runs("a test crash").unwrap();
+        assert_eq!(interrupted.len(), 1);
+        assert_eq!(interrupted[0].id, run.id);
+        assert_eq!(queued.len(), 1);
+        assert_eq!(queued[0].id, earlier.id);
+        drop(db);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_checkpoint_thread_writes_the_wal_back_and_the_last_close_removes_it() {
+        let dir = std::env::temp_dir().join(format!("troupe-ckpt-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.db");
+        let mut db = SqliteStore::open(&path).unwrap();
+        for i in 0..3 * checkpoint::NUDGE_EVERY {
+            db.begin().unwrap();
+            accept(&mut db, turn("agent:main:a", "text", &format!("k{i}")));
+            db.commit().unwrap();
+        }
+        drop(db);
+        assert!(
+            !dir.join("t.db-wal").exists(),
+            "the checkpoint connection closes last and removes the WAL"
+        );
+        let mut db = SqliteStore::open(&path).unwrap();
+        let page = db
+            .history(&"agent:main:a".into(), HistoryPage::new(1000, None))
+            .unwrap();
+        assert_eq!(page.messages.len(), 3 * checkpoint::NUDGE_EVERY as usize);
         drop(db);
         let _ = std::fs::remove_dir_all(&dir);
     }
