@@ -392,9 +392,10 @@ async fn metrics_are_read_whole_by_a_prometheus_text_parser() {
     assert!(matches!(sample("troupe_ws_connections", None).value, Value::Gauge(v) if v == 1.0));
     let restarts = sample("troupe_child_restarts_total", Some(("id", "agent:main")));
     assert_eq!(restarts.labels.get("kind"), Some("agent"));
-    let accepted = sample("troupe_store_op_seconds", Some(("op", "accept_turn")));
+    // A turn into an idle session is accepted and started in one store operation.
+    let accepted = sample("troupe_store_op_seconds", Some(("op", "accept_and_start")));
     let Value::Histogram(buckets) = accepted.value else {
-        panic!("accept_turn is a histogram: {accepted:?}");
+        panic!("accept_and_start is a histogram: {accepted:?}");
     };
     assert_eq!(buckets.len(), 9, "8 bounds and +Inf: {buckets:?}");
     assert!(
@@ -406,7 +407,10 @@ async fn metrics_are_read_whole_by_a_prometheus_text_parser() {
             .last()
             .is_some_and(|b| b.less_than.is_infinite() && b.count >= 1.0)
     );
-    let count = sample("troupe_store_op_seconds_count", Some(("op", "accept_turn")));
+    let count = sample(
+        "troupe_store_op_seconds_count",
+        Some(("op", "accept_and_start")),
+    );
     assert!(matches!(count.value, Value::Untyped(v) | Value::Counter(v) if v >= 1.0));
     assert!(text.contains("troupe_store_batches_total "), "{text}");
 }
