@@ -20,7 +20,7 @@ use troupe::gateway::ws::session::turn_params::{AgentParams, ChatSendParams};
 /// The agents configured while fuzzing session keys and turn params.
 /// Attachments a fuzzed frame carries are stored under the state dir; this one does not
 /// exist, so storing one fails with an error and a run writes no files.
-const NO_STATE_DIR: &std::path::Path = std::path::Path::new("/nonexistent/troupe-fuzz-state");
+const NO_STATE_DIR: &str = "/nonexistent/troupe-fuzz-state";
 
 fn agents() -> Vec<String> {
     vec!["main".into(), "ops".into()]
@@ -54,14 +54,14 @@ pub fn frame(text: &str) {
     let result: Result<(), ErrorShape> = match method.as_str() {
         "chat.send" => parse::<ChatSendParams>(&method, params).and_then(|p| {
             key(&p.session_key)?;
-            p.options(NO_STATE_DIR).map(|_| ())
+            p.options(std::path::Path::new(NO_STATE_DIR)).map(|_| ())
         }),
         "agent" => parse::<AgentParams>(&method, params).and_then(|p| {
             if let Some(k) = &p.session_key {
                 key(k)?;
             }
             let admin = p.message.len() % 2 == 0;
-            p.options("echo", admin, NO_STATE_DIR).map(|_| ())
+            p.options("echo", admin, std::path::Path::new(NO_STATE_DIR)).map(|_| ())
         }),
         "chat.history" => parse::<HistoryParams>(&method, params).and_then(|p| key(&p.session_key)),
         "chat.abort" => parse::<AbortParams>(&method, params).and_then(|p| key(&p.session_key)),
