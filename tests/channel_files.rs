@@ -108,9 +108,12 @@ async fn reply_markers_arrive_at_discord_as_message_attachments() {
         .start_in(home);
     let user = 4242;
     let channel = FakeDiscord::dm_channel(user);
-    eventually(WAIT, "the bot's gateway session", || async {
-        (fake.sessions() > 0).then_some(())
-    })
+    // Discord sends no events to a session before its IDENTIFY (the fake drops them too).
+    eventually(
+        WAIT,
+        "the bot identified on its gateway session",
+        || async { (fake.identifies() >= 1 && fake.sessions() > 0).then_some(()) },
+    )
     .await;
     fake.dm(user, "here [FILE:notes/x.md] and [IMAGE:chart.png]");
     let files = eventually(WAIT, "both files arrive", || async {
@@ -430,9 +433,12 @@ async fn a_discord_attachment_reaches_the_model_as_an_image() {
     let _gw = with_llm(TestGateway::builder(), &llm)
         .env("DC_TEST_TOKEN", DC_TOKEN)
         .start_in(home_with_model(&config));
-    eventually(WAIT, "the bot's gateway session", || async {
-        (dc.sessions() > 0).then_some(())
-    })
+    // Discord sends no events to a session before its IDENTIFY (the fake drops them too).
+    eventually(
+        WAIT,
+        "the bot identified on its gateway session",
+        || async { (dc.identifies() >= 1 && dc.sessions() > 0).then_some(()) },
+    )
     .await;
     let user_id = 5151;
     dc.dm_with_file(
@@ -479,9 +485,12 @@ async fn a_slow_discord_attachment_gets_the_configured_download_time() {
     let _gw = with_llm(TestGateway::builder(), &llm)
         .env("DC_TEST_TOKEN", DC_TOKEN)
         .start_in(home_with_model(&config));
-    eventually(WAIT, "the bot's gateway session", || async {
-        (dc.sessions() > 0).then_some(())
-    })
+    // Discord sends no events to a session before its IDENTIFY (the fake drops them too).
+    eventually(
+        WAIT,
+        "the bot identified on its gateway session",
+        || async { (dc.identifies() >= 1 && dc.sessions() > 0).then_some(()) },
+    )
     .await;
     dc.slow_attachments(Some(std::time::Duration::from_secs(32)));
     let user_id = 5252;
