@@ -181,6 +181,26 @@ fn b64(bytes: &[u8]) -> String {
 }
 
 /// A state dir whose `main` agent talks to the fake LLM (OpenAI API), with `config`.
+/// A gateway with a DM-open Discord account at `dc` (after `extra` config) and the vision
+/// model at `llm`, once the bot has IDENTIFIED: Discord sends no events to a session before
+/// it (the fake drops them too).
+async fn discord_gateway(dc: &FakeDiscord, llm: &FakeLlm, extra: &str) -> TestGateway {
+    let config = format!(
+        "{extra}[[channels.discord]]\naccount = \"main\"\ntoken_env = \"DC_TEST_TOKEN\"\napi_url = \"{}\"\ndm_policy = \"open\"\n",
+        dc.api_url()
+    );
+    let gw = with_llm(TestGateway::builder(), llm)
+        .env("DC_TEST_TOKEN", DC_TOKEN)
+        .start_in(home_with_model(&config));
+    eventually(
+        WAIT,
+        "the bot identified on its gateway session",
+        || async { (dc.identifies() >= 1 && dc.sessions() > 0).then_some(()) },
+    )
+    .await;
+    gw
+}
+
 fn home_with_model(config: &str) -> tempfile::TempDir {
     let home = tempfile::tempdir().expect("tempdir");
     let agent = home.path().join("agents").join("main");
@@ -426,20 +446,7 @@ async fn an_unpaired_senders_photo_is_never_downloaded() {
 async fn a_discord_attachment_reaches_the_model_as_an_image() {
     let dc = FakeDiscord::start(DC_TOKEN);
     let llm = FakeLlm::start();
-    let config = format!(
-        "[[channels.discord]]\naccount = \"main\"\ntoken_env = \"DC_TEST_TOKEN\"\napi_url = \"{}\"\ndm_policy = \"open\"\n",
-        dc.api_url()
-    );
-    let _gw = with_llm(TestGateway::builder(), &llm)
-        .env("DC_TEST_TOKEN", DC_TOKEN)
-        .start_in(home_with_model(&config));
-    // Discord sends no events to a session before its IDENTIFY (the fake drops them too).
-    eventually(
-        WAIT,
-        "the bot identified on its gateway session",
-        || async { (dc.identifies() >= 1 && dc.sessions() > 0).then_some(()) },
-    )
-    .await;
+    let _gw = discord_gateway(&dc, &llm, "").await;
     let user_id = 5151;
     dc.dm_with_file(
         user_id,
@@ -478,20 +485,7 @@ async fn a_discord_attachment_reaches_the_model_as_an_image() {
 async fn a_slow_discord_attachment_gets_the_configured_download_time() {
     let dc = FakeDiscord::start(DC_TOKEN);
     let llm = FakeLlm::start();
-    let config = format!(
-        "[uploads]\ndownload_timeout_secs = 120\n\n[[channels.discord]]\naccount = \"main\"\ntoken_env = \"DC_TEST_TOKEN\"\napi_url = \"{}\"\ndm_policy = \"open\"\n",
-        dc.api_url()
-    );
-    let _gw = with_llm(TestGateway::builder(), &llm)
-        .env("DC_TEST_TOKEN", DC_TOKEN)
-        .start_in(home_with_model(&config));
-    // Discord sends no events to a session before its IDENTIFY (the fake drops them too).
-    eventually(
-        WAIT,
-        "the bot identified on its gateway session",
-        || async { (dc.identifies() >= 1 && dc.sessions() > 0).then_some(()) },
-    )
-    .await;
+    let _gw = discord_gateway(&dc, &llm, "[uploads]\ndownload_timeout_secs = 120\n\n").await;
     dc.slow_attachments(Some(std::time::Duration::from_secs(32)));
     let user_id = 5252;
     dc.dm_with_file(
