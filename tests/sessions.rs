@@ -721,3 +721,62 @@ async fn a_connection_cannot_pile_up_unanswered_requests_without_limit() {
         "the connection is still usable"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_follower_of_a_session_gets_the_same_events_each_with_its_own_seq() {
+    // The payloads are serialized once for all connections (each adds its own `seq`):
+    // followers that joined at different times must still see identical payloads and a
+    // gap-free `seq` of their own.
+    // No `tick` events in between: the run's events are all a follower gets.
+    let gw = TestGateway::builder()
+        .env("TROUPE__GATEWAY__WS__TICK_INTERVAL_MS", "3600000")
+        .start();
+    gw.wait_ready().await;
+    let mut sender = gw.client().await;
+    let mut followers = Vec::new();
+    for _ in 0..3 {
+        let mut c = gw.client().await;
+        history(&mut c, MAIN).await;
+        followers.push(c);
+    }
+    let accepted = chat_send(&mut sender, MAIN, "hello followers", "follow-1").await;
+    let run_id = accepted["runId"].as_str().expect("runId").to_string();
+    let mut seen: Vec<Vec<Value>> = Vec::new();
+    for c in &mut followers {
+        let mut frames = Vec::new();
+        loop {
+            let frame = c
+                .event_where(|e| e["payload"]["runId"] == run_id.as_str())
+                .await;
+            let done = frame["event"] == "chat" && frame["payload"]["state"] == "final";
+            frames.push(frame);
+            if done {
+                break;
+            }
+        }
+        seen.push(frames);
+    }
+    let payloads = |frames: &[Value]| -> Vec<Value> {
+        frames
+            .iter()
+            .map(|f| json!([f["event"], f["payload"]]))
+            .collect()
+    };
+    for frames in &seen {
+        assert_eq!(
+            payloads(frames),
+            payloads(&seen[0]),
+            "same events, same payloads"
+        );
+        assert_eq!(
+            frames.last().unwrap()["payload"]["message"]["text"],
+            "echo: hello followers"
+        );
+        let seqs: Vec<u64> = frames
+            .iter()
+            .map(|f| f["seq"].as_u64().expect("seq"))
+            .collect();
+        let expected: Vec<u64> = (seqs[0]..seqs[0] + seqs.len() as u64).collect();
+        assert_eq!(seqs, expected, "each connection's own seq, without gaps");
+    }
+}

@@ -334,6 +334,7 @@ mod tests {
             ts: 0,
             event,
             missed: 0,
+            rendered: Default::default(),
         }
     }
 

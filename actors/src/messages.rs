@@ -327,6 +327,40 @@ pub struct SessionEvent {
     pub event: RunEvent,
     /// Events this subscriber missed before this one (its mailbox was full).
     pub missed: u64,
+    /// Shared by every subscriber's copy of this event: an edge that serializes events
+    /// does it once for all its clients (see [`RenderCache`]).
+    pub rendered: RenderCache,
+}
+
+/// The serialized form of one run event, made by the first edge subscriber that needs it
+/// and reused by the others (the queue hands every subscriber a clone of one cache).
+/// Holds what [`RenderCache::get_or_render`] was first given; an edge that renders
+/// another type gets `None` and renders for itself.
+#[derive(Clone, Default)]
+pub struct RenderCache(std::sync::Arc<std::sync::OnceLock<Box<dyn std::any::Any + Send + Sync>>>);
+
+impl RenderCache {
+    /// The cached form, rendered by `render` if this is the first call; `None` if the cache
+    /// already holds a different type.
+    pub fn get_or_render<T: std::any::Any + Send + Sync>(
+        &self,
+        render: impl FnOnce() -> T,
+    ) -> Option<&T> {
+        self.0
+            .get_or_init(|| Box::new(render()))
+            .downcast_ref::<T>()
+    }
+}
+
+impl std::fmt::Debug for RenderCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = if self.0.get().is_some() {
+            "rendered"
+        } else {
+            "empty"
+        };
+        f.debug_tuple("RenderCache").field(&state).finish()
+    }
 }
 
 #[cfg(test)]

@@ -21,8 +21,8 @@ use tokio::sync::oneshot;
 
 use crate::agent::{AgentActor, RunOutcome, RunTurn};
 use crate::messages::{
-    AgentId, QueueMode, RunEvent, RunId, RunStatus, SessionEvent, SessionKey, TurnEvent,
-    TurnOptions,
+    AgentId, QueueMode, RenderCache, RunEvent, RunId, RunStatus, SessionEvent, SessionKey,
+    TurnEvent, TurnOptions,
 };
 use crate::now_ms;
 use crate::store::turns::{self, RunRecord};
@@ -187,6 +187,7 @@ impl SessionQueueActor {
             return;
         };
         let ts = now_ms();
+        let rendered = RenderCache::default();
         subs.retain(|conn_id, recipient| {
             let missed = self.missed.remove(conn_id).unwrap_or(0);
             let sent = recipient.try_send(SessionEvent {
@@ -196,6 +197,7 @@ impl SessionQueueActor {
                 ts,
                 event: event.clone(),
                 missed,
+                rendered: rendered.clone(),
             });
             match sent {
                 Ok(()) => true,

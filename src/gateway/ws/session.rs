@@ -193,6 +193,14 @@ impl WsSessionActor {
         self.send_json(&frame, ctx);
     }
 
+    /// Sends an event whose payload is already JSON text (serialized once for every
+    /// connection that gets it); the frame is the one [`Self::event`] makes.
+    fn event_serialized(&mut self, event: &'static str, payload: &str, ctx: &mut Context<Self>) {
+        self.seq += 1;
+        let frame = frames::event_frame(event, payload, self.seq);
+        self.enqueue(Outbound::Text(frame.into()), ctx);
+    }
+
     fn enqueue(&mut self, item: Outbound, ctx: &mut Context<Self>) {
         let bytes = match &item {
             Outbound::Text(t) => t.len(),

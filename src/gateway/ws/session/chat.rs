@@ -479,8 +479,8 @@ impl Handler<SessionEvent> for WsSessionActor {
         if matches!(self.phase, super::Phase::Connected { .. }) {
             // Events lost to a full mailbox leave a gap in `seq`: the client refreshes.
             self.seq += msg.missed;
-            for (event, payload) in super::frames::render(&msg) {
-                self.event(event, &payload, ctx);
+            for (event, payload) in super::frames::rendered(&msg).iter() {
+                self.event_serialized(event, payload, ctx);
             }
             // Requests waiting for this run are answered now, in event order (before a
             // stop that may follow in the mailbox), not when the queue's reply arrives.

@@ -6,6 +6,31 @@ use serde_json::{Value, json};
 
 use troupe_actors::messages::{RunEvent, RunStatus, SessionEvent};
 
+/// One event frame's name and its payload serialized as JSON text.
+pub type RenderedEvent = (&'static str, Box<str>);
+
+/// The events a run event is sent as, serialized once for every connection following the
+/// session (the queue shares one [`RenderCache`](troupe_actors::messages::RenderCache) among
+/// the copies it sends); each connection only wraps them in a frame with its own `seq`.
+pub fn rendered(ev: &SessionEvent) -> std::borrow::Cow<'_, [RenderedEvent]> {
+    let serialize = || -> Box<[RenderedEvent]> {
+        render(ev)
+            .into_iter()
+            .map(|(name, payload)| (name, payload.to_string().into_boxed_str()))
+            .collect()
+    };
+    match ev.rendered.get_or_render(serialize) {
+        Some(cached) => std::borrow::Cow::Borrowed(&cached[..]),
+        None => std::borrow::Cow::Owned(serialize().into_vec()),
+    }
+}
+
+/// The text of an `event` frame around a payload that is already JSON: the frame
+/// `protocol::EventFrame` serializes to, without parsing the payload again.
+pub fn event_frame(event: &'static str, payload: &str, seq: u64) -> String {
+    format!(r#"{{"type":"event","event":"{event}","payload":{payload},"seq":{seq}}}"#)
+}
+
 /// The events (name, payload) a run event is sent as, in order.
 pub fn render(ev: &SessionEvent) -> Vec<(&'static str, Value)> {
     let (run_id, key, seq, ts) = (&*ev.run_id, &*ev.session_key, ev.seq, ev.ts);
@@ -73,6 +98,33 @@ mod tests {
             ts: 7,
             event,
             missed: 0,
+            rendered: Default::default(),
+        }
+    }
+
+    #[test]
+    fn copies_of_one_event_share_one_serialization_equal_to_the_frames() {
+        let first = ev(RunEvent::Delta("hé \"quoted\"\n".into()));
+        let second = first.clone();
+        let (a, b) = (rendered(&first), rendered(&second));
+        assert!(matches!(a, std::borrow::Cow::Borrowed(_)));
+        assert!(
+            std::ptr::eq(a.as_ptr(), b.as_ptr()),
+            "serialized once, shared"
+        );
+        let values = render(&first);
+        assert_eq!(a.len(), values.len());
+        for ((name, text), (value_name, value)) in a.iter().zip(&values) {
+            assert_eq!(name, value_name);
+            let frame = event_frame(name, text, 41);
+            let parsed: Value = serde_json::from_str(&frame).expect("frame is JSON");
+            let typed = crate::gateway::ws::protocol::EventFrame {
+                kind: "event",
+                event: name,
+                payload: Some(value),
+                seq: Some(41),
+            };
+            assert_eq!(parsed, serde_json::to_value(&typed).expect("serializes"));
         }
     }
 
