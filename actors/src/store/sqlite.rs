@@ -59,6 +59,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (9, include_str!("../../migrations/0009_channel_send.sql")),
     (10, include_str!("../../migrations/0010_attachments.sql")),
     (11, include_str!("../../migrations/0011_inbound_files.sql")),
+    (
+        12,
+        include_str!("../../migrations/0012_fewer_turn_pages.sql"),
+    ),
 ];
 
 const RUN_COLUMNS: &str = "seq, id, session_key, agent_id, status, mode, input, output, error, coalesced_into, accepted_at, finished_at, attachments";
@@ -802,6 +806,87 @@ mod tests {
         assert_eq!(interrupted[0].id, run.id);
         assert_eq!(queued.len(), 1);
         assert_eq!(queued[0].id, earlier.id);
+        drop(db);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// WAL frames the next commit wrote (each frame is one page, two writes).
+    fn frames_of(db: &mut SqliteStore, commit: impl FnOnce(&mut SqliteStore)) -> i64 {
+        let checkpoint = |db: &SqliteStore, mode: &str| {
+            db.conn
+                .query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
+                    r.get::<_, i64>(1)
+                })
+                .unwrap()
+        };
+        checkpoint(db, "TRUNCATE");
+        assert_eq!(checkpoint(db, "PASSIVE"), 0, "WAL empty before");
+        db.begin().unwrap();
+        commit(db);
+        db.commit().unwrap();
+        checkpoint(db, "PASSIVE")
+    }
+
+    #[test]
+    fn an_echo_turn_writes_eighteen_pages_and_the_reports_still_read_by_index() {
+        let dir = std::env::temp_dir().join(format!("troupe-pages-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut db = SqliteStore::open(&dir.join("t.db")).unwrap();
+        let end = RunEnd {
+            status: RunStatus::Ok,
+            output: "reply".into(),
+            error: None,
+            input_tokens: 1,
+            output_tokens: 1,
+            cost_usd: 0.0,
+            attachments: Vec::new(),
+        };
+        for i in 0..3 {
+            let (Acceptance::New(run), _) = db
+                .accept_and_start(&turn("agent:main:a", "warm", &format!("w{i}")), 10)
+                .unwrap()
+            else {
+                panic!("not accepted");
+            };
+            db.finish_run(&run.id, &end).unwrap();
+        }
+        // Pages (WAL frames) one turn writes at an idle lane: its acceptance 10, its end 8
+        // (12 and 9 before schema 12 dropped two index writes). Every index on `runs` or
+        // `messages` adds a page, two writes, to each commit: add one knowingly.
+        let mut run = None;
+        let accepted = frames_of(&mut db, |db| {
+            let (Acceptance::New(new), _) = db
+                .accept_and_start(&turn("agent:main:a", "now", "k1"), 10)
+                .unwrap()
+            else {
+                panic!("not accepted");
+            };
+            run = Some(new);
+        });
+        let run = run.unwrap();
+        let finished = frames_of(&mut db, |db| db.finish_run(&run.id, &end).unwrap());
+        assert_eq!(
+            (accepted, finished),
+            (10, 8),
+            "pages written by accept, finish"
+        );
+        // The per-session and usage reads still use an index (no table scan).
+        let plan = |sql: &str| -> String {
+            let mut stmt = db
+                .conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .unwrap();
+            let rows = stmt.query_map([], |r| r.get::<_, String>(3)).unwrap();
+            rows.map(Result::unwrap).collect::<Vec<_>>().join("; ")
+        };
+        let count = plan("SELECT COUNT(*) FROM messages m WHERE m.session_key = 'agent:main:a'");
+        assert!(count.contains("INDEX messages_by_turn"), "{count}");
+        let usage = plan(
+            "SELECT agent_id, COUNT(*) FROM runs WHERE finished_at IS NOT NULL AND finished_at >= 5 GROUP BY 1",
+        );
+        assert!(usage.contains("INDEX runs_by_finish"), "{usage}");
+        let cascade = plan("DELETE FROM messages WHERE session_key = 'agent:main:a'");
+        assert!(cascade.contains("INDEX messages_by_turn"), "{cascade}");
         drop(db);
         let _ = std::fs::remove_dir_all(&dir);
     }
