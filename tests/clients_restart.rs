@@ -247,3 +247,61 @@ async fn connections_opened_while_clients_restarts_are_served_or_told_to_reconne
         attempts.len()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_waits_a_few_seconds_for_a_restarting_clients_then_is_told_to_retry() {
+    // Hang detection off for the test's length: only the restart's shutdown timeout (15 s)
+    // ends the hung `clients`.
+    let gw = TestGateway::builder()
+        .env("TROUPE__DEBUG__FAULT_INJECTION", "true")
+        .env("TROUPE__SUPERVISOR__HANG_TIMEOUT_MS", "120000")
+        .start();
+    gw.wait_ready().await;
+    let http = reqwest::Client::new();
+    let post = |path: &str, body: Value| {
+        http.post(gw.http(path))
+            .bearer_auth(&gw.token)
+            .json(&body)
+            .send()
+    };
+    // `clients` stops reading its mailbox, then is asked to restart: it cannot stop.
+    let hang = post(
+        "/api/supervisor/crash",
+        json!({ "id": "clients", "mode": "hang" }),
+    )
+    .await
+    .expect("POST crash");
+    assert!(hang.status().is_success(), "{hang:?}");
+    let restart = post("/api/supervisor/restart", json!({ "id": "clients" }))
+        .await
+        .expect("POST restart");
+    assert!(restart.status().is_success(), "{restart:?}");
+    // The upgrade is not handed the stopping `clients`: it waits for the next one, and
+    // past the bound is refused before the `101`, with a hint to retry.
+    let asked = Instant::now();
+    let refused = tokio_tungstenite::connect_async(gw.ws_url()).await;
+    let waited = asked.elapsed();
+    let Err(tokio_tungstenite::tungstenite::Error::Http(res)) = refused else {
+        panic!("expected an HTTP refusal, got {refused:?}");
+    };
+    assert_eq!(res.status(), 503, "{res:?}");
+    assert_eq!(res.headers()["retry-after"], "1", "{res:?}");
+    assert!(
+        waited >= std::time::Duration::from_secs(4),
+        "answered after {waited:?}, without waiting for the restart"
+    );
+    // Once the hung one is killed (its shutdown timeout) and the next one runs, a new
+    // connection is served.
+    eventually(
+        WAIT,
+        "clients restarted after its shutdown timeout",
+        || async {
+            let tree = gw.tree().await;
+            let n = node(&tree, "clients")?.clone();
+            (n["restarts"] == 1 && n["state"] == "running").then_some(())
+        },
+    )
+    .await;
+    let mut c = gw.client().await;
+    assert_eq!(c.request("health", None).await["ok"], true);
+}
