@@ -146,13 +146,14 @@ impl WsSessionActor {
             match tokio::time::timeout(ADOPT_TIMEOUT, adopted).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => {
-                    // This `clients` stopped (to be restarted) before it read the adoption:
-                    // the session ends as its adopted siblings did, told to reconnect.
+                    // This `clients` is gone (stopped or killed, to be restarted) before it
+                    // read the adoption: the session ends as a restart ends its adopted
+                    // siblings, told to reconnect (1012; 1001 if the gateway is stopping).
                     tracing::debug!(child = %adopt_link.id, "clients stopped before adopting this session; closing");
                     me.do_send(Shutdown);
                 }
                 Err(_) => {
-                    // It hung (and is killed as hung) with the message in its mailbox.
+                    // It hangs with the message in its mailbox and was not replaced.
                     tracing::warn!(child = %adopt_link.id, "not adopted by the clients supervisor; closing");
                     if let Some(kill) = kill {
                         kill();
