@@ -437,7 +437,7 @@ async fn metrics(gateway: web::Data<Gateway>) -> HttpResponse {
         .body(metrics::render(figures))
 }
 
-#[utoipa::path(get, path = "/ws", tag = "websocket", security(()), responses((status = 101, description = "WebSocket upgrade (OpenClaw protocol; credential in `connect`)"), (status = 400, description = "Not a WebSocket upgrade", body = Object)))]
+#[utoipa::path(get, path = "/ws", tag = "websocket", security(()), responses((status = 101, description = "WebSocket upgrade (OpenClaw protocol; credential in `connect`)"), (status = 400, description = "Not a WebSocket upgrade", body = Object), (status = 503, description = "The `clients` supervisor did not run again within a few seconds of a restart (Retry-After)", body = crate::http::openapi::ErrorBody)))]
 async fn ws(
     req: HttpRequest,
     body: web::Payload,
@@ -446,7 +446,9 @@ async fn ws(
     // Host, Origin and the connection bounds were checked by the edge middleware; the
     // credential comes in the `connect` request.
     let gateway: Arc<Gateway> = gateway.into_inner();
-    let clients = match gateway.lookup::<SupervisorActor>("clients").await {
+    // While `clients` restarts, the connection waits (a few seconds, before the `101`) for
+    // its new instance: the stopping one is never handed out.
+    let clients = match gateway.lookup_patiently::<SupervisorActor>("clients").await {
         Ok(clients) => clients,
         Err(e) => {
             return Err(ApiError::new(
@@ -454,6 +456,7 @@ async fn ws(
                 "UNAVAILABLE",
                 format!("the clients supervisor is restarting; retry ({e})"),
             )
+            .retry_after(1)
             .into());
         }
     };

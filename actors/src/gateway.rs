@@ -77,6 +77,15 @@ impl Gateway {
     ) -> Result<Addr<A>, crate::supervisor::LookupError> {
         crate::supervisor::lookup::<A>(&self.root, id).await
     }
+
+    /// [`Gateway::lookup`], but a child that is (re)starting, or being stopped to be
+    /// restarted, is waited for (a few seconds) and its next instance's address given.
+    pub async fn lookup_patiently<A: actix::Actor>(
+        &self,
+        id: &str,
+    ) -> Result<Addr<A>, crate::supervisor::LookupError> {
+        crate::supervisor::lookup_patiently::<A>(&self.root, id).await
+    }
 }
 
 /// The status report of `GET /api/status`, WS `status` and `supervisor.tree`.

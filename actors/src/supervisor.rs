@@ -109,10 +109,12 @@ pub enum ChildAction {
     Restart,
     /// Ping it and measure the round trip.
     Ping,
-    /// Return its typed address (see [`ChildHandle::addr_of`]).
+    /// Return its typed address (see [`ChildHandle::addr_of`]). A child its supervisor has
+    /// asked to stop (to restart it) is not handed out: `Unavailable` from that moment.
     Lookup,
-    /// Return its address; if it is (re)starting or waiting out a backoff, answer as soon
-    /// as it runs again (its supervisor pushes the new address), waiting at most this long.
+    /// Return its address; if it is (re)starting, being stopped to be restarted, or
+    /// waiting out a backoff, answer as soon as its next instance runs (its supervisor
+    /// pushes the new address), waiting at most this long.
     LookupWhenRunning(Duration),
 }
 
@@ -596,10 +598,11 @@ pub async fn lookup<A: Actor>(
 /// How long [`lookup_patiently`] waits for a child that is (re)starting.
 const PATIENCE: Duration = Duration::from_secs(5);
 
-/// [`lookup`], but a child that is (re)starting is waited for, within a few seconds: its
-/// supervisor answers with the new address the moment it starts, and a supervisor whose
-/// whole subtree is restarting passes the lookup on when the subtree's new instance starts
-/// (both pushed, no polling). For a child used across many restarts, [`WatchChild`].
+/// [`lookup`], but a child that is (re)starting (or being stopped to be restarted) is
+/// waited for, within a few seconds: its supervisor answers with the new address the
+/// moment it starts, and a supervisor whose whole subtree is restarting passes the lookup
+/// on when the subtree's new instance starts (both pushed, no polling). For a child used
+/// across many restarts, [`WatchChild`].
 pub async fn lookup_patiently<A: Actor>(
     root: &Addr<SupervisorActor>,
     id: &str,

@@ -138,8 +138,19 @@ impl Handler<ChildCommand> for SupervisorActor {
     type Result = ResponseFuture<Result<CommandOutcome, CommandError>>;
     fn handle(&mut self, msg: ChildCommand, ctx: &mut Self::Context) -> Self::Result {
         if let Some(child) = self.children.get_mut(&msg.id) {
-            let unavailable = CommandError::Unavailable(msg.id.to_string(), child.state);
-            let Some(handle) = child.handle.as_ref() else {
+            // A child asked to stop (for a restart) is no longer handed out: a lookup made
+            // from that moment is told it is restarting, or waits for its next instance.
+            let stopping = self.current_stop.as_ref() == Some(&msg.id);
+            let lookup = matches!(
+                msg.action,
+                ChildAction::Lookup | ChildAction::LookupWhenRunning(_)
+            );
+            let state = match child.spec.restart {
+                Restart::Temporary if stopping => NodeState::Stopped,
+                _ => child.state,
+            };
+            let unavailable = CommandError::Unavailable(msg.id.to_string(), state);
+            let Some(handle) = child.handle.as_ref().filter(|_| !(stopping && lookup)) else {
                 if let ChildAction::LookupWhenRunning(within) = msg.action
                     && !self.shutting_down
                 {

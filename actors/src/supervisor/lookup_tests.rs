@@ -111,3 +111,90 @@ async fn a_lookup_of_an_unknown_id_says_it_is_not_in_the_tree() {
         "{missing:?}"
     );
 }
+
+/// A child whose stop is held until it is told [`Release`].
+struct SlowStop {
+    _guard: ExitGuard,
+}
+
+impl Actor for SlowStop {
+    type Context = Context<Self>;
+}
+
+crate::child_controls!(SlowStop, |_this| 0);
+
+impl Handler<crate::messages::Shutdown> for SlowStop {
+    type Result = ();
+    fn handle(&mut self, _: crate::messages::Shutdown, _: &mut Self::Context) {}
+}
+
+/// Lets a [`SlowStop`] stop.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Release;
+
+impl Handler<Release> for SlowStop {
+    type Result = ();
+    fn handle(&mut self, _: Release, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+#[actix_rt::test]
+async fn a_child_being_stopped_for_a_restart_is_not_handed_out_and_a_patient_lookup_gets_the_next()
+{
+    let spec = ChildSpec::new("slow", "test", |link: ChildLink| {
+        let guard = link.guard();
+        Ok(ChildHandle::of(SlowStop { _guard: guard }.start()))
+    })
+    .without_liveness()
+    .shutdown(Duration::from_secs(60));
+    let config = SupervisorConfig {
+        id: ChildId::new("root"),
+        strategy: Strategy::OneForOne,
+        intensity: Intensity {
+            max_restarts: 10,
+            period: Duration::from_secs(60),
+        },
+        ping_interval: Duration::from_secs(60),
+        hang_timeout: Duration::from_secs(60),
+        list_limit: 100,
+    };
+    let (escalation, _) = tokio::sync::oneshot::channel();
+    let root = SupervisorActor::root(config, vec![spec], escalation).start();
+    let first = lookup_patiently::<SlowStop>(&root, "slow").await.unwrap();
+    let restart = root
+        .send(ChildCommand {
+            id: ChildId::new("slow"),
+            action: ChildAction::Restart,
+        })
+        .await
+        .unwrap();
+    assert!(matches!(restart, Ok(CommandOutcome::Done)));
+    // The old instance still runs (its stop is held), but it is asked to stop: a plain
+    // lookup is told the child is restarting...
+    let plain = lookup::<SlowStop>(&root, "slow").await;
+    assert!(
+        matches!(
+            plain,
+            Err(LookupError::Missing(CommandError::Unavailable(
+                _,
+                NodeState::Restarting
+            )))
+        ),
+        "{plain:?}"
+    );
+    assert!(first.connected());
+    // ...and one that waits (queued before the old instance may stop) gets the next one.
+    let patient = root.send(ChildCommand {
+        id: ChildId::new("slow"),
+        action: ChildAction::LookupWhenRunning(Duration::from_secs(60)),
+    });
+    first.do_send(Release);
+    let Ok(CommandOutcome::Found(addr)) = patient.await.unwrap() else {
+        panic!("the waiting lookup was not answered with an address");
+    };
+    let second = addr.downcast_ref::<Addr<SlowStop>>().cloned().unwrap();
+    assert!(second.connected());
+    assert!(!first.connected());
+}

@@ -143,7 +143,9 @@ impl Handler<WatchChild> for SupervisorActor {
 
     fn handle(&mut self, msg: WatchChild, _: &mut Self::Context) -> Self::Result {
         if let Some(child) = self.children.get(&msg.id) {
+            // A child asked to stop is not announced: its next instance will be.
             if child.state == NodeState::Running
+                && self.current_stop.as_ref() != Some(&msg.id)
                 && let Some(handle) = child.handle.as_ref()
             {
                 msg.watcher.do_send(ChildStarted {

@@ -133,6 +133,7 @@ impl WsSessionActor {
             });
         let abort = task.abort_handle();
         let kill = handle.on_kill.clone();
+        let me = addr.clone();
         let adopted = adopt_link.supervisor.send(AdoptChild {
             id: adopt_link.id.clone(),
             kind: "ws",
@@ -140,16 +141,25 @@ impl WsSessionActor {
             handle,
             liveness: adopt_link.liveness.clone(),
         });
-        // A session `clients` never takes in (it hung and was killed with the message in
-        // its mailbox) would live outside the tree: close it instead.
+        // A session `clients` never takes in would live outside the tree: close it instead.
         actix_rt::spawn(async move {
-            let taken = tokio::time::timeout(ADOPT_TIMEOUT, adopted).await;
-            if !matches!(taken, Ok(Ok(()))) {
-                tracing::warn!(child = %adopt_link.id, "not adopted by the clients supervisor; closing");
-                if let Some(kill) = kill {
-                    kill();
+            match tokio::time::timeout(ADOPT_TIMEOUT, adopted).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => {
+                    // This `clients` is gone (stopped or killed, to be restarted) before it
+                    // read the adoption: the session ends as a restart ends its adopted
+                    // siblings, told to reconnect (1012; 1001 if the gateway is stopping).
+                    tracing::debug!(child = %adopt_link.id, "clients stopped before adopting this session; closing");
+                    me.do_send(Shutdown);
                 }
-                abort.abort();
+                Err(_) => {
+                    // It hangs with the message in its mailbox and was not replaced.
+                    tracing::warn!(child = %adopt_link.id, "not adopted by the clients supervisor; closing");
+                    if let Some(kill) = kill {
+                        kill();
+                    }
+                    abort.abort();
+                }
             }
         });
         addr
