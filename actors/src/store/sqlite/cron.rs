@@ -1,13 +1,30 @@
 //! The SQL of cron jobs and the run ledger (see [`crate::store::cron`]).
 
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 use rusqlite::{OptionalExtension, Row, params};
 
 use super::SqliteStore;
+use crate::messages::{CronJobId, RunId};
 use crate::now_ms;
 use crate::store::StoreError;
 use crate::store::cron::{
     CronJob, CronJobRecord, CronRunRecord, CronStore, HookRerun, NewCronRun, Outcome,
 };
+
+impl ToSql for Outcome {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::from(self.as_str()))
+    }
+}
+
+impl FromSql for Outcome {
+    /// A name no version of Troupe writes is an error naming it (the row is not guessed at).
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        let name = String::column_result(value)?;
+        Outcome::from_name(&name)
+            .ok_or_else(|| FromSqlError::Other(format!("unknown cron run outcome {name:?}").into()))
+    }
+}
 
 /// Ledger rows kept per job (older ones are deleted as new ones are written).
 pub const KEEP_RUNS_PER_JOB: i64 = 1000;
@@ -130,7 +147,7 @@ impl CronStore for SqliteStore {
         self.upsert_job(job, "store")
     }
 
-    fn delete_cron_job(&mut self, id: &str) -> Result<bool, StoreError> {
+    fn delete_cron_job(&mut self, id: &CronJobId) -> Result<bool, StoreError> {
         Ok(self
             .conn
             .execute("DELETE FROM cron_jobs WHERE id = ?1", [id])?
@@ -147,7 +164,7 @@ impl CronStore for SqliteStore {
                 run.job_id,
                 run.scheduled_at,
                 run.fired_at,
-                run.outcome.as_str(),
+                run.outcome,
                 run.reason,
                 i64::from(run.manual)
             ])?;
@@ -177,7 +194,7 @@ impl CronStore for SqliteStore {
     fn finish_cron_run(
         &mut self,
         id: i64,
-        run_id: Option<&str>,
+        run_id: Option<&RunId>,
         outcome: Outcome,
         reason: Option<&str>,
         duration_ms: Option<i64>,
@@ -186,7 +203,7 @@ impl CronStore for SqliteStore {
             "UPDATE cron_runs SET run_id = COALESCE(?2, run_id), outcome = ?3, reason = ?4, duration_ms = ?5
              WHERE id = ?1",
         )?
-        .execute(params![id, run_id, outcome.as_str(), reason, duration_ms])?;
+        .execute(params![id, run_id, outcome, reason, duration_ms])?;
         Ok(self
             .conn
             .prepare_cached("SELECT * FROM cron_runs WHERE id = ?1")?
@@ -196,7 +213,7 @@ impl CronStore for SqliteStore {
 
     fn list_cron_runs(
         &mut self,
-        job_id: &str,
+        job_id: &CronJobId,
         limit: i64,
     ) -> Result<Vec<CronRunRecord>, StoreError> {
         let mut stmt = self
