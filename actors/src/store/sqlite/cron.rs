@@ -225,3 +225,123 @@ impl CronStore for SqliteStore {
         Ok(rows)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::messages::{AgentId, SessionKey};
+    use crate::store::cron::{CatchUp, Overlap};
+
+    fn store() -> (SqliteStore, std::path::PathBuf) {
+        let path = std::env::temp_dir().join(format!("troupe-cron-{}.db", uuid::Uuid::new_v4()));
+        (SqliteStore::open(&path).expect("open store"), path)
+    }
+
+    fn cleanup(path: &std::path::Path) {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+    }
+
+    /// The typed records are written and read as the same text as the string ones were:
+    /// the job's spec JSON, the ledger's outcome and run id, the row as clients get it.
+    #[test]
+    fn typed_records_keep_the_stored_and_wire_text() {
+        let (mut db, path) = store();
+        let job = CronJob {
+            id: CronJobId::from("daily"),
+            name: "daily".into(),
+            schedule: "every 1s".into(),
+            tz: None,
+            agent_id: AgentId::from("main"),
+            session_key: Some(SessionKey::from("agent:main:work")),
+            message: "hi".into(),
+            deliver: None,
+            overlap: Overlap::Skip,
+            catch_up: CatchUp::Skip,
+            enabled: true,
+        };
+        db.save_cron_job(&job).expect("save");
+        let spec: String = db
+            .conn
+            .query_row("SELECT spec FROM cron_jobs WHERE id = 'daily'", [], |r| {
+                r.get(0)
+            })
+            .expect("spec");
+        assert_eq!(
+            spec,
+            r#"{"id":"daily","name":"daily","schedule":"every 1s","agentId":"main","sessionKey":"agent:main:work","message":"hi","overlap":"skip","catchUp":"skip","enabled":true}"#
+        );
+        let synced = db.sync_cron_jobs(&[]).expect("sync");
+        assert_eq!(synced[0].job, job);
+        assert_eq!(job.session(), "agent:main:work");
+
+        let row = db
+            .record_cron_run(&NewCronRun {
+                job_id: job.id.clone(),
+                scheduled_at: 1_000,
+                fired_at: Some(1_001),
+                outcome: Outcome::Running,
+                reason: None,
+                manual: false,
+            })
+            .expect("record");
+        let closed = db
+            .finish_cron_run(
+                row,
+                Some(&RunId::from("r-1")),
+                Outcome::Ok,
+                Some("fine"),
+                Some(5),
+            )
+            .expect("finish")
+            .expect("the row");
+        assert_eq!(closed.run_id.as_ref().map(RunId::as_str), Some("r-1"));
+        assert_eq!(closed.outcome, Outcome::Ok);
+        let (outcome, run_id): (String, String) = db
+            .conn
+            .query_row(
+                "SELECT outcome, run_id FROM cron_runs WHERE id = ?1",
+                [row],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .expect("raw row");
+        assert_eq!((outcome.as_str(), run_id.as_str()), ("ok", "r-1"));
+        assert_eq!(
+            serde_json::to_value(&closed).expect("json"),
+            serde_json::json!({
+                "id": row, "jobId": "daily", "runId": "r-1", "scheduledAt": 1_000,
+                "firedAt": 1_001, "outcome": "ok", "reason": "fine", "manual": false,
+                "durationMs": 5
+            })
+        );
+        let listed = db.list_cron_runs(&job.id, 10).expect("list");
+        assert_eq!(listed, [closed]);
+        assert!(db.delete_cron_job(&job.id).expect("delete"));
+        drop(db);
+        cleanup(&path);
+    }
+
+    /// An outcome no version of Troupe writes is an error naming it, not a guess.
+    #[test]
+    fn an_unknown_outcome_is_refused_by_name() {
+        for outcome in [
+            Outcome::Running,
+            Outcome::Ok,
+            Outcome::Error,
+            Outcome::Skipped,
+            Outcome::Missed,
+        ] {
+            let text = outcome.as_str();
+            let read = Outcome::column_result(ValueRef::Text(text.as_bytes()));
+            assert_eq!(read.ok(), Some(outcome));
+            assert_eq!(serde_json::to_value(outcome).expect("json"), text);
+        }
+        let err = Outcome::column_result(ValueRef::Text(b"done")).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("unknown cron run outcome \"done\""),
+            "{err}"
+        );
+    }
+}
