@@ -14,6 +14,7 @@ use super::fire::{Turn, deliver_reply, run_turn_on};
 use super::links::Links;
 use super::{SchedulerActor, now};
 use crate::messages::CronJobId;
+use crate::store::StoreFailure;
 use crate::store::cron::{
     CronJob, CronRunEnd, CronRunRecord, FinishCronRuns, NewCronRun, Outcome, Overlap,
     RecordCronRuns,
@@ -149,7 +150,7 @@ impl SchedulerActor {
             let ids = links
                 .store_op(RecordCronRuns { runs: runs.clone() })
                 .await?;
-            Ok::<_, crate::store::StoreFailure>(
+            Ok::<_, StoreFailure>(
                 ids.into_iter()
                     .zip(runs)
                     .map(|(id, row)| CronRunRecord {
