@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::{JobState, SchedulerActor, now};
 use crate::messages::CronJobId;
 use crate::store::StoreFailure;
-use crate::store::cron::{CronJob, DeleteCronJob, ListCronRuns, SaveCronJob};
+use crate::store::cron::{CronJob, DeleteCronJob, JobSource, ListCronRuns, SaveCronJob};
 use crate::store::failure::ask;
 use crate::supervisor::{SupervisorActor, lookup_patiently};
 
@@ -116,10 +116,12 @@ impl SchedulerActor {
     fn api_owned(&self, id: &CronJobId) -> Result<(), CronCallError> {
         match self.jobs.get(id) {
             None => Err(CronCallError::NotFound(id.clone())),
-            Some(s) if s.record.source == "config" => Err(CronCallError::Invalid(format!(
-                "job {:?} is defined in the config file ([[cron.jobs]]); change it there",
-                id.as_str()
-            ))),
+            Some(s) if s.record.source == JobSource::Config => {
+                Err(CronCallError::Invalid(format!(
+                    "job {:?} is defined in the config file ([[cron.jobs]]); change it there",
+                    id.as_str()
+                )))
+            }
             Some(_) => Ok(()),
         }
     }

@@ -92,13 +92,42 @@ impl CronJob {
     }
 }
 
+/// Where a stored job was defined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobSource {
+    /// Made through the API (`cron.add`); changed and removed there.
+    Store,
+    /// A `[[cron.jobs]]` entry of the config file; changed there only.
+    Config,
+}
+
+impl JobSource {
+    /// Its name in the database and on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobSource::Store => "store",
+            JobSource::Config => "config",
+        }
+    }
+
+    /// The source a stored name names; `None` for a name no version of Troupe writes.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "store" => Some(JobSource::Store),
+            "config" => Some(JobSource::Config),
+            _ => None,
+        }
+    }
+}
+
 /// A stored job.
 #[derive(Debug, Clone)]
 pub struct CronJobRecord {
     /// The definition.
     pub job: CronJob,
     /// `store` (API) or `config`.
-    pub source: String,
+    pub source: JobSource,
     /// First stored (ms; anchors `every` schedules).
     pub created_at: i64,
     /// Scheduled time of the last fire handled (fired, skipped or missed).

@@ -8,7 +8,7 @@ use crate::messages::{CronJobId, RunId};
 use crate::now_ms;
 use crate::store::StoreError;
 use crate::store::cron::{
-    CronJob, CronJobRecord, CronRunRecord, CronStore, HookRerun, NewCronRun, Outcome,
+    CronJob, CronJobRecord, CronRunRecord, CronStore, HookRerun, JobSource, NewCronRun, Outcome,
 };
 
 impl ToSql for Outcome {
@@ -17,12 +17,28 @@ impl ToSql for Outcome {
     }
 }
 
+/// Reads a column holding the name of a `what`; a name no version of Troupe writes is an
+/// error naming it (the row is not guessed at).
+fn named<T>(value: ValueRef<'_>, what: &str, from_name: fn(&str) -> Option<T>) -> FromSqlResult<T> {
+    let name = String::column_result(value)?;
+    from_name(&name).ok_or_else(|| FromSqlError::Other(format!("unknown {what} {name:?}").into()))
+}
+
 impl FromSql for Outcome {
-    /// A name no version of Troupe writes is an error naming it (the row is not guessed at).
     fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
-        let name = String::column_result(value)?;
-        Outcome::from_name(&name)
-            .ok_or_else(|| FromSqlError::Other(format!("unknown cron run outcome {name:?}").into()))
+        named(value, "cron run outcome", Outcome::from_name)
+    }
+}
+
+impl ToSql for JobSource {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::from(self.as_str()))
+    }
+}
+
+impl FromSql for JobSource {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        named(value, "cron job source", JobSource::from_name)
     }
 }
 
@@ -35,7 +51,7 @@ pub const KEEP_RUNS_PER_JOB: i64 = 1000;
 /// `KEEP_RUNS_PER_JOB + TRIM_EVERY - 1` rows.
 pub const TRIM_EVERY: u32 = 64;
 
-fn job_from_row(row: &Row<'_>) -> rusqlite::Result<(String, String, i64, Option<i64>)> {
+fn job_from_row(row: &Row<'_>) -> rusqlite::Result<(String, JobSource, i64, Option<i64>)> {
     Ok((
         row.get("spec")?,
         row.get("source")?,
@@ -63,7 +79,11 @@ fn spec_json(job: &CronJob) -> Result<String, StoreError> {
 }
 
 impl SqliteStore {
-    fn upsert_job(&mut self, job: &CronJob, source: &str) -> Result<CronJobRecord, StoreError> {
+    fn upsert_job(
+        &mut self,
+        job: &CronJob,
+        source: JobSource,
+    ) -> Result<CronJobRecord, StoreError> {
         let spec = spec_json(job)?;
         self.conn.execute(
             "INSERT INTO cron_jobs (id, spec, source, created_at) VALUES (?1, ?2, ?3, ?4)
@@ -115,7 +135,7 @@ impl CronStore for SqliteStore {
             [listed],
         )?;
         for job in config {
-            self.upsert_job(job, "config")?;
+            self.upsert_job(job, JobSource::Config)?;
         }
         self.conn.execute(
             "UPDATE cron_runs SET outcome = 'error', reason = 'interrupted: the gateway or the scheduler stopped during the run; its outcome was not recorded'
@@ -144,7 +164,7 @@ impl CronStore for SqliteStore {
     }
 
     fn save_cron_job(&mut self, job: &CronJob) -> Result<CronJobRecord, StoreError> {
-        self.upsert_job(job, "store")
+        self.upsert_job(job, JobSource::Store)
     }
 
     fn delete_cron_job(&mut self, id: &CronJobId) -> Result<bool, StoreError> {
@@ -261,13 +281,18 @@ mod tests {
             catch_up: CatchUp::Skip,
             enabled: true,
         };
-        db.save_cron_job(&job).expect("save");
-        let spec: String = db
+        let saved = db.save_cron_job(&job).expect("save");
+        assert_eq!(saved.source, JobSource::Store);
+        assert_eq!(serde_json::to_value(saved.source).expect("json"), "store");
+        let (spec, source): (String, String) = db
             .conn
-            .query_row("SELECT spec FROM cron_jobs WHERE id = 'daily'", [], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT spec, source FROM cron_jobs WHERE id = 'daily'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
             .expect("spec");
+        assert_eq!(source, "store");
         assert_eq!(
             spec,
             r#"{"id":"daily","name":"daily","schedule":"every 1s","agentId":"main","sessionKey":"agent:main:work","message":"hi","overlap":"skip","catchUp":"skip","enabled":true}"#
