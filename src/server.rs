@@ -15,7 +15,7 @@ use actix_web::{App, web};
 use tokio::sync::oneshot;
 use troupe_actors::agent::AgentSettings;
 use troupe_actors::gateway::{GatewaySettings, Secret};
-use troupe_actors::messages::Shutdown;
+use troupe_actors::messages::{AgentId, Shutdown};
 use troupe_actors::scheduler::SchedulerSettings;
 use troupe_actors::session_queue::{DrainRuns, QueueSettings, SessionQueueActor};
 use troupe_actors::supervisor::install_panic_hook;
@@ -176,7 +176,7 @@ pub fn check_references(config: &Config, agents: &[AgentSettings]) -> Result<(),
         if !known(&job.agent_id) {
             problems.push(format!(
                 "cron.jobs[{i}].agent: no agent {:?} is configured",
-                job.agent_id
+                job.agent_id.as_str()
             ));
         }
     }
@@ -211,7 +211,10 @@ pub fn tree_config(config: &Config, agents: &[AgentSettings], paths: &StatePaths
             heartbeats: crate::agents::all_defs(config, paths)
                 .map(|defs| crate::agents::heartbeats(&defs))
                 .unwrap_or_default(),
-            agents: agents.iter().map(|a| a.summary.id.clone()).collect(),
+            agents: agents
+                .iter()
+                .map(|a| AgentId::from(a.summary.id.as_str()))
+                .collect(),
         },
         queue: QueueSettings {
             max_concurrent: config.max_concurrent_runs,

@@ -209,6 +209,10 @@ string_id!(
     /// A run's id (a UUID).
     RunId
 );
+string_id!(
+    /// A cron job's id (1-64 letters, digits, `-` or `_`; checked where a job is saved).
+    CronJobId
+);
 
 /// How a run ended, as every edge and the store name it (`ok`, `error`, ...).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

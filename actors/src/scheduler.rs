@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod batch;
+pub mod error;
 pub mod fire;
 pub mod heartbeat;
 pub mod links;
@@ -15,7 +16,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use crate::messages::Shutdown;
+use crate::messages::{AgentId, CronJobId, Shutdown};
 use crate::session_queue::SessionQueueActor;
 use crate::store::cron::{
     CatchUp, CronJob, CronJobRecord, CronRunEnd, InterruptedHookRuns, NewCronRun, Outcome,
@@ -25,6 +26,7 @@ use crate::supervisor::{
     ChildHandle, ChildLink, ChildSpec, ExitGuard, SupervisorActor, lookup_patiently,
 };
 use batch::Fire;
+pub use error::FireError;
 use fire::{Turn, run_turn};
 pub use heartbeat::WakeHeartbeat;
 use heartbeat::{HeartbeatSettings, HeartbeatState};
@@ -54,7 +56,7 @@ pub struct SchedulerSettings {
     /// Agents' heartbeats.
     pub heartbeats: Vec<HeartbeatSettings>,
     /// Configured agent ids (a job naming another is refused).
-    pub agents: Vec<String>,
+    pub agents: Vec<AgentId>,
 }
 
 /// A job as the scheduler runs it.
@@ -104,9 +106,9 @@ pub struct SchedulerActor {
     settings: SchedulerSettings,
     root: Addr<SupervisorActor>,
     links: Links,
-    jobs: BTreeMap<String, JobState>,
+    jobs: BTreeMap<CronJobId, JobState>,
     /// Enabled jobs by next fire time (each job's `next`).
-    due: BTreeSet<(i64, String)>,
+    due: BTreeSet<(i64, CronJobId)>,
     /// The one armed timer and the time (ms) it is for.
     timer: Option<(SpawnHandle, i64)>,
     /// When the timer last woke the scheduler (ms).
@@ -199,18 +201,18 @@ impl SchedulerActor {
         let work = async move {
             let queue = lookup_patiently::<SessionQueueActor>(&root, "session-queue")
                 .await
-                .map_err(|e| format!("the session queue: {e}"))?;
+                .map_err(FireError::QueueLookup)?;
             // Its recovery holds its mailbox: once this answers, cut runs are marked.
             queue
                 .send(crate::messages::Ping)
                 .await
-                .map_err(|e| format!("the session queue did not answer: {e}"))?;
+                .map_err(FireError::QueueGone)?;
             let cut = links.store_op(InterruptedHookRuns {}).await?;
             for run in cut {
                 tracing::info!(session_key = %run.session_key, "webhook turn cut by a stop; running it again once");
                 let turn = Turn {
-                    session_key: run.session_key.into(),
-                    agent_id: run.agent_id.into(),
+                    session_key: run.session_key,
+                    agent_id: run.agent_id,
                     text: run.input,
                     idempotency_key: format!("{}:rerun", run.idempotency_key),
                 };
@@ -221,7 +223,7 @@ impl SchedulerActor {
                     }
                 });
             }
-            Ok::<_, String>(())
+            Ok::<_, FireError>(())
         };
         ctx.spawn(work.into_actor(self).map(|done, _, _| {
             if let Err(why) = done {
@@ -232,7 +234,7 @@ impl SchedulerActor {
 
     /// The fires of a job that fell due while the gateway was down: rows to write to
     /// `closed`, the one catch-up run to `fires`; and the job's next fire planned.
-    fn catch_up(&mut self, id: &str, fires: &mut Vec<Fire>, closed: &mut Vec<NewCronRun>) {
+    fn catch_up(&mut self, id: &CronJobId, fires: &mut Vec<Fire>, closed: &mut Vec<NewCronRun>) {
         let Some(state) = self.jobs.get_mut(id) else {
             return;
         };
@@ -263,7 +265,7 @@ impl SchedulerActor {
         let count = missed.len() + extra;
         let last = missed.pop();
         let missed_row = |due: i64, reason: String| NewCronRun {
-            job_id: id.to_string(),
+            job_id: id.clone(),
             scheduled_at: due,
             fired_at: None,
             outcome: Outcome::Missed,
@@ -276,7 +278,7 @@ impl SchedulerActor {
         if let Some(due) = last {
             if run_last {
                 fires.push(Fire {
-                    job_id: id.to_string(),
+                    job_id: id.clone(),
                     scheduled_at: due,
                     manual: false,
                     note: Some(format!(
@@ -295,16 +297,16 @@ impl SchedulerActor {
     }
 
     /// Sets a job's next fire (keeping the by-time index in step); `None` unplans it.
-    fn plan(&mut self, id: &str, next: Option<i64>) {
+    fn plan(&mut self, id: &CronJobId, next: Option<i64>) {
         let Some(state) = self.jobs.get_mut(id) else {
             return;
         };
         if let Some(old) = state.next.take() {
-            self.due.remove(&(old, id.to_string()));
+            self.due.remove(&(old, id.clone()));
         }
         state.next = next;
         if let Some(at) = next {
-            self.due.insert((at, id.to_string()));
+            self.due.insert((at, id.clone()));
         }
     }
 

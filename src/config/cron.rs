@@ -126,11 +126,11 @@ pub(super) fn jobs(
         };
         out.push(CronJob {
             name: j.name.unwrap_or_else(|| j.id.clone()),
-            id: j.id,
+            id: j.id.into(),
             schedule: j.schedule,
             tz: j.tz,
-            agent_id: agent,
-            session_key: j.session_key,
+            agent_id: agent.into(),
+            session_key: j.session_key.map(Into::into),
             message: j.message,
             deliver: j.deliver,
             overlap,

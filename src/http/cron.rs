@@ -23,6 +23,11 @@ fn api_error(err: CronCallError) -> ApiError {
         CronCallError::Unavailable(why) => {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", why)
         }
+        CronCallError::Store(failure) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "UNAVAILABLE",
+            failure.to_string(),
+        ),
     }
 }
 
@@ -89,7 +94,7 @@ pub async fn get(
         .and_then(|jobs| jobs.iter().find(|j| j["id"] == json!(id)).cloned());
     match found {
         Some(job) => Ok(HttpResponse::Ok().json(job)),
-        None => Err(api_error(CronCallError::NotFound(id))),
+        None => Err(api_error(CronCallError::NotFound(id.into()))),
     }
 }
 

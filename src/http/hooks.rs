@@ -14,7 +14,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
-use troupe_actors::messages::RunStatus;
+use troupe_actors::messages::{AgentId, RunStatus};
 use troupe_actors::scheduler::{SchedulerActor, WakeHeartbeat};
 use troupe_actors::session_queue::SubmitTurn;
 
@@ -227,7 +227,7 @@ pub async fn wake(
         })?;
     let woken = scheduler
         .send(WakeHeartbeat {
-            agent_id: hook.agent_id,
+            agent_id: hook.agent_id.map(AgentId::from),
         })
         .await
         .map_err(|e| {

@@ -7,7 +7,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{JobState, SchedulerActor, now};
-use crate::store::cron::{CronJob, DeleteCronJob, ListCronRuns, SaveCronJob};
+use crate::messages::CronJobId;
+use crate::store::StoreFailure;
+use crate::store::cron::{CronJob, DeleteCronJob, JobSource, ListCronRuns, SaveCronJob};
+use crate::store::failure::ask;
 use crate::supervisor::{SupervisorActor, lookup_patiently};
 
 /// Ledger rows returned by `cron.runs` unless `limit` says otherwise (at most 1000).
@@ -20,11 +23,15 @@ pub enum CronCallError {
     #[error("{0}")]
     Invalid(String),
     /// No such job.
-    #[error("no cron job has id {0:?}")]
-    NotFound(String),
-    /// The scheduler or the store is not running.
+    #[error("no cron job has id {:?}", .0.as_str())]
+    NotFound(CronJobId),
+    /// The scheduler is not running (or still loading its jobs).
     #[error("{0}")]
     Unavailable(String),
+    /// The store failed the job's or the ledger's operation, or is restarting (which
+    /// operation, and why).
+    #[error(transparent)]
+    Store(#[from] StoreFailure),
 }
 
 /// A job with what the scheduler knows of it.
@@ -61,17 +68,17 @@ pub enum CronCommand {
     /// Removes an API job.
     Remove {
         /// Job id.
-        id: String,
+        id: CronJobId,
     },
     /// Fires a job now (recorded as manual).
     Run {
         /// Job id.
-        id: String,
+        id: CronJobId,
     },
     /// A job's definition, for `cron.update`.
     Get {
         /// Job id.
-        id: String,
+        id: CronJobId,
     },
 }
 
@@ -86,7 +93,7 @@ impl SchedulerActor {
         if !valid_id {
             return Err(CronCallError::Invalid(format!(
                 "job id {:?} must be 1-64 letters, digits, '-' or '_'",
-                job.id
+                job.id.as_str()
             )));
         }
         super::Schedule::parse(&job.schedule)
@@ -96,7 +103,7 @@ impl SchedulerActor {
         if !self.settings.agents.contains(&job.agent_id) {
             return Err(CronCallError::Invalid(format!(
                 "agentId: no agent {:?} is configured (configured: {})",
-                job.agent_id,
+                job.agent_id.as_str(),
                 self.settings.agents.join(", ")
             )));
         }
@@ -106,12 +113,15 @@ impl SchedulerActor {
         Ok(())
     }
 
-    fn api_owned(&self, id: &str) -> Result<(), CronCallError> {
+    fn api_owned(&self, id: &CronJobId) -> Result<(), CronCallError> {
         match self.jobs.get(id) {
-            None => Err(CronCallError::NotFound(id.into())),
-            Some(s) if s.record.source == "config" => Err(CronCallError::Invalid(format!(
-                "job {id:?} is defined in the config file ([[cron.jobs]]); change it there"
-            ))),
+            None => Err(CronCallError::NotFound(id.clone())),
+            Some(s) if s.record.source == JobSource::Config => {
+                Err(CronCallError::Invalid(format!(
+                    "job {:?} is defined in the config file ([[cron.jobs]]); change it there",
+                    id.as_str()
+                )))
+            }
             Some(_) => Ok(()),
         }
     }
@@ -177,7 +187,7 @@ impl Handler<CronCommand> for SchedulerActor {
                     (true, false) => {
                         return ready(Err(CronCallError::Invalid(format!(
                             "a job with id {:?} exists already",
-                            job.id
+                            job.id.as_str()
                         ))));
                     }
                     (false, true) => return ready(Err(CronCallError::NotFound(job.id))),
@@ -189,10 +199,9 @@ impl Handler<CronCommand> for SchedulerActor {
                     (false, false) => {}
                 }
                 let root = self.root.clone();
-                let save =
-                    async move { super::fire::store_op(&root, SaveCronJob { job: *job }).await };
+                let save = async move { ask(&root, SaveCronJob { job: *job }).await };
                 Box::pin(save.into_actor(self).map(|saved, act, ctx| {
-                    let record = saved.map_err(CronCallError::Unavailable)?;
+                    let record = saved?;
                     let id = record.job.id.clone();
                     let active = act.jobs.get(&id).map(|s| s.active).unwrap_or(0);
                     let mut state = JobState::new(record).map_err(CronCallError::Invalid)?;
@@ -214,10 +223,9 @@ impl Handler<CronCommand> for SchedulerActor {
                 }
                 let root = self.root.clone();
                 let key = id.clone();
-                let delete =
-                    async move { super::fire::store_op(&root, DeleteCronJob { id: key }).await };
+                let delete = async move { ask(&root, DeleteCronJob { id: key }).await };
                 Box::pin(delete.into_actor(self).map(move |deleted, act, ctx| {
-                    deleted.map_err(CronCallError::Unavailable)?;
+                    deleted?;
                     act.plan(&id, None);
                     act.jobs.remove(&id);
                     act.arm(ctx);
@@ -237,20 +245,20 @@ struct AddParams {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct UpdateParams {
-    id: String,
+    id: CronJobId,
     patch: Value,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct IdParams {
-    id: String,
+    id: CronJobId,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RunsParams {
-    id: String,
+    id: CronJobId,
     #[serde(default)]
     limit: Option<i64>,
 }
@@ -269,7 +277,7 @@ fn job_from(value: Value) -> Result<CronJob, CronCallError> {
     let mut job: CronJob = serde_json::from_value(value)
         .map_err(|e| CronCallError::Invalid(format!("invalid job: {e}")))?;
     if job.name.is_empty() {
-        job.name = job.id.clone();
+        job.name = job.id.to_string();
     }
     Ok(job)
 }
@@ -324,15 +332,14 @@ pub async fn call(
         "cron.runs" => {
             let RunsParams { id, limit } = params(method, p)?;
             let limit = limit.unwrap_or(DEFAULT_RUNS).clamp(1, 1000);
-            let runs = super::fire::store_op(
+            let runs = ask(
                 root,
                 ListCronRuns {
                     job_id: id.clone(),
                     limit,
                 },
             )
-            .await
-            .map_err(CronCallError::Unavailable)?;
+            .await?;
             return Ok(json!({ "jobId": id, "runs": runs }));
         }
         other => return Err(CronCallError::Invalid(format!("unknown method {other:?}"))),

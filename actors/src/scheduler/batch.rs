@@ -9,9 +9,12 @@ use std::time::Duration;
 use actix::prelude::*;
 use serde_json::json;
 
+use super::error::FireError;
 use super::fire::{Turn, deliver_reply, run_turn_on};
 use super::links::Links;
 use super::{SchedulerActor, now};
+use crate::messages::CronJobId;
+use crate::store::StoreFailure;
 use crate::store::cron::{
     CronJob, CronRunEnd, CronRunRecord, FinishCronRuns, NewCronRun, Outcome, Overlap,
     RecordCronRuns,
@@ -30,7 +33,7 @@ const FINISH_GATHER: Duration = Duration::from_millis(20);
 #[derive(Debug, Clone)]
 pub struct Fire {
     /// The job.
-    pub job_id: String,
+    pub job_id: CronJobId,
     /// When it was due (ms).
     pub scheduled_at: i64,
     /// Started by `cron.run`.
@@ -147,7 +150,7 @@ impl SchedulerActor {
             let ids = links
                 .store_op(RecordCronRuns { runs: runs.clone() })
                 .await?;
-            Ok::<_, String>(
+            Ok::<_, StoreFailure>(
                 ids.into_iter()
                     .zip(runs)
                     .map(|(id, row)| CronRunRecord {
@@ -156,7 +159,7 @@ impl SchedulerActor {
                         run_id: None,
                         scheduled_at: row.scheduled_at,
                         fired_at: row.fired_at,
-                        outcome: row.outcome.as_str().into(),
+                        outcome: row.outcome,
                         reason: row.reason,
                         manual: row.manual,
                         duration_ms: None,
@@ -209,7 +212,7 @@ impl SchedulerActor {
 #[rtype(result = "()")]
 pub struct RunEnded {
     /// The job.
-    pub job_id: String,
+    pub job_id: CronJobId,
     /// How its row closes.
     pub end: CronRunEnd,
 }
@@ -243,14 +246,14 @@ async fn run_fire(
     } = fire;
     let result = if agent_known {
         let turn = Turn {
-            session_key: job.session().into(),
-            agent_id: job.agent_id.as_str().into(),
+            session_key: job.session(),
+            agent_id: job.agent_id.clone(),
             text: job.message.clone(),
             idempotency_key: key.clone(),
         };
         run_turn_on(&links.queue, turn, |_| {}).await
     } else {
-        Err(format!("agent {:?} is not configured", job.agent_id))
+        Err(FireError::UnknownAgent(job.agent_id.clone()))
     };
     let (run_id, outcome, reason) = match result {
         Ok(summary) if summary.status == crate::messages::RunStatus::Ok => {
@@ -270,11 +273,12 @@ async fn run_fire(
                 .unwrap_or_else(|| format!("the run ended {}", summary.status));
             (Some(summary.run_id), Outcome::Error, Some(why))
         }
-        Err(why) => (None, Outcome::Error, Some(why)),
+        // The one place a failed fire's error becomes text: the ledger's reason.
+        Err(why) => (None, Outcome::Error, Some(why.to_string())),
     };
     CronRunEnd {
         id: row,
-        run_id: run_id.map(String::from),
+        run_id,
         outcome,
         reason,
         duration_ms: Some(now() - fired_at),
@@ -291,17 +295,17 @@ pub fn publish_rows(rows: &[CronRunRecord]) {
     }
     if rows.len() > MAX_EVENTS_PER_BATCH {
         let rest = &rows[MAX_EVENTS_PER_BATCH..];
-        let count = |o: &str| rest.iter().filter(|r| r.outcome == o).count();
+        let count = |o: Outcome| rest.iter().filter(|r| r.outcome == o).count();
         crate::event_bus::publish(
             "cron",
             json!({"batch": {
                 "rows": rows.len(),
                 "notSent": rest.len(),
-                "ok": count("ok"),
-                "error": count("error"),
-                "skipped": count("skipped"),
-                "missed": count("missed"),
-                "running": count("running"),
+                "ok": count(Outcome::Ok),
+                "error": count(Outcome::Error),
+                "skipped": count(Outcome::Skipped),
+                "missed": count(Outcome::Missed),
+                "running": count(Outcome::Running),
             }}),
         );
     }

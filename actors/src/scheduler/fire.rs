@@ -1,16 +1,16 @@
 //! What a fire does once decided: the turn in the job's session (submitted with an
 //! idempotency key from the job and its scheduled time, so a retry never runs it twice),
-//! awaited to its end, and the store operations of the ledger.
+//! awaited to its end, and the delivery of its reply. Failures are [`FireError`]s.
 
 use std::time::Duration;
 
 use actix::prelude::*;
 
-use crate::messages::{AgentId, QueueMode, RunStatus, SessionKey};
-use crate::session_queue::{QueueError, RunSummary, SessionQueueActor, SubmitTurn, WaitRun};
-use crate::store::{StoreActor, StoreOp};
-use crate::supervisor::{SupervisorActor, lookup_patiently};
+use crate::messages::{AgentId, QueueMode, RunId, RunStatus, SessionKey};
+use crate::session_queue::{RunSummary, SessionQueueActor, SubmitTurn, WaitRun};
+use crate::supervisor::SupervisorActor;
 
+use super::error::FireError;
 use super::links::Link;
 
 /// How long one `WaitRun` waits before asking again (a long turn is fine).
@@ -18,21 +18,6 @@ const WAIT_SLICE: Duration = Duration::from_secs(300);
 
 /// Attempts while the session's lane or the queue is full.
 const FULL_ATTEMPTS: u32 = 20;
-
-/// Runs an operation on the store, naming what failed.
-pub async fn store_op<O: StoreOp>(
-    root: &Addr<SupervisorActor>,
-    op: O,
-) -> Result<O::Output, String> {
-    let store = lookup_patiently::<StoreActor>(root, "store")
-        .await
-        .map_err(|e| format!("the store: {e}"))?;
-    store
-        .send(op)
-        .await
-        .map_err(|e| format!("the store did not answer: {e}"))?
-        .map_err(|e| e.to_string())
-}
 
 /// A turn to run for a job or a heartbeat.
 #[derive(Debug, Clone)]
@@ -51,20 +36,22 @@ pub struct Turn {
 pub async fn run_turn(
     root: &Addr<SupervisorActor>,
     turn: Turn,
-    on_accepted: impl FnOnce(&str),
-) -> Result<RunSummary, String> {
+    on_accepted: impl FnOnce(&RunId),
+) -> Result<RunSummary, FireError> {
     run_turn_on(&Link::new(root.clone(), "session-queue"), turn, on_accepted).await
 }
 
 /// [`run_turn`] through a cached session-queue address (looked up again when a send fails).
+/// A submission refused for a full lane or queue is tried again (see
+/// [`FireError::retry_after`]) up to [`FULL_ATTEMPTS`] times; any other failure is final.
 pub async fn run_turn_on(
     queue_link: &Link<SessionQueueActor>,
     turn: Turn,
-    on_accepted: impl FnOnce(&str),
-) -> Result<RunSummary, String> {
+    on_accepted: impl FnOnce(&RunId),
+) -> Result<RunSummary, FireError> {
     let mut attempt = 0;
     let accepted = loop {
-        let queue = queue_link.get().await?;
+        let queue = queue_link.get().await.map_err(FireError::QueueLookup)?;
         let submit = SubmitTurn {
             session_key: turn.session_key.clone(),
             agent_id: turn.agent_id.clone(),
@@ -74,25 +61,25 @@ pub async fn run_turn_on(
             subscriber: None,
             options: Default::default(),
         };
-        match queue.send(submit).await {
+        let refused = match queue.send(submit).await {
             Ok(Ok(accepted)) => break accepted,
-            Ok(Err(
-                QueueError::LaneFull { retry_after_ms, .. }
-                | QueueError::QueueFull { retry_after_ms, .. },
-            )) if attempt < FULL_ATTEMPTS => {
-                attempt += 1;
-                tokio::time::sleep(Duration::from_millis(retry_after_ms.max(100))).await;
-            }
-            Ok(Err(e)) => return Err(e.to_string()),
+            Ok(Err(e)) => FireError::from(e),
             Err(e) => {
                 queue_link.forget();
-                return Err(format!("the session queue did not answer: {e}"));
+                return Err(FireError::QueueGone(e));
             }
+        };
+        match refused.retry_after() {
+            Some(wait) if attempt < FULL_ATTEMPTS => {
+                attempt += 1;
+                tokio::time::sleep(wait).await;
+            }
+            _ => return Err(refused),
         }
     };
     on_accepted(&accepted.run_id);
     loop {
-        let queue = queue_link.get().await?;
+        let queue = queue_link.get().await.map_err(FireError::QueueLookup)?;
         let wait = WaitRun {
             run_id: accepted.run_id.clone(),
             timeout: WAIT_SLICE,
@@ -100,10 +87,10 @@ pub async fn run_turn_on(
         match queue.send(wait).await {
             Ok(Ok(summary)) if summary.status == RunStatus::Timeout => continue,
             Ok(Ok(summary)) => return Ok(summary),
-            Ok(Err(e)) => return Err(e.to_string()),
+            Ok(Err(e)) => return Err(e.into()),
             Err(e) => {
                 queue_link.forget();
-                return Err(format!("the session queue did not answer: {e}"));
+                return Err(FireError::QueueGone(e));
             }
         }
     }

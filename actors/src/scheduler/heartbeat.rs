@@ -9,12 +9,13 @@ use serde_json::json;
 
 use super::SchedulerActor;
 use super::fire::{Turn, run_turn};
+use crate::messages::{AgentId, SessionKey};
 
 /// The heartbeat of one agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeartbeatSettings {
     /// The agent.
-    pub agent_id: String,
+    pub agent_id: AgentId,
     /// Interval, ms.
     pub every_ms: i64,
     /// The message of each heartbeat turn.
@@ -91,8 +92,8 @@ impl SchedulerActor {
         }
         hb.active = true;
         let turn = Turn {
-            session_key: format!("agent:{agent_id}:main").into(),
-            agent_id: agent_id.as_str().into(),
+            session_key: SessionKey(format!("agent:{agent_id}:main")),
+            agent_id: agent_id.clone(),
             text: hb.settings.message.clone(),
             idempotency_key: format!("heartbeat:{agent_id}:{key}"),
         };
@@ -112,8 +113,9 @@ impl SchedulerActor {
                 Ok(s) => {
                     json!({"agentId": agent_id, "runId": s.run_id, "status": s.status, "delivered": false, "error": s.error})
                 }
+                // The one place a failed heartbeat's error becomes text: its event.
                 Err(why) => {
-                    json!({"agentId": agent_id, "status": "error", "delivered": false, "error": why})
+                    json!({"agentId": agent_id, "status": "error", "delivered": false, "error": why.to_string()})
                 }
             };
             crate::event_bus::publish("heartbeat", payload);
@@ -126,15 +128,15 @@ impl SchedulerActor {
 /// `None` wakes every agent that has one. Answers the agents woken (one already running is
 /// not started twice).
 #[derive(Message, Debug)]
-#[rtype(result = "Vec<String>")]
+#[rtype(result = "Vec<AgentId>")]
 pub struct WakeHeartbeat {
     /// The agent, or all.
-    pub agent_id: Option<String>,
+    pub agent_id: Option<AgentId>,
 }
 
 impl Handler<WakeHeartbeat> for SchedulerActor {
-    type Result = Vec<String>;
-    fn handle(&mut self, msg: WakeHeartbeat, ctx: &mut Self::Context) -> Vec<String> {
+    type Result = Vec<AgentId>;
+    fn handle(&mut self, msg: WakeHeartbeat, ctx: &mut Self::Context) -> Vec<AgentId> {
         let mut woken = Vec::new();
         for i in 0..self.heartbeats.len() {
             let agent = self.heartbeats[i].settings.agent_id.clone();

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use actix::prelude::*;
 
 use crate::session_queue::SessionQueueActor;
-use crate::store::{StoreActor, StoreOp};
-use crate::supervisor::{SupervisorActor, lookup_patiently};
+use crate::store::{StoreActor, StoreFailure, StoreOp};
+use crate::supervisor::{LookupError, SupervisorActor, lookup_patiently};
 
 /// One child's address, cached (cheap to clone; clones share the cache).
 pub struct Link<A: Actor> {
@@ -40,7 +40,7 @@ impl<A: Actor> Link<A> {
 
     /// The cached address while its actor runs, else a fresh lookup (retried for a few
     /// seconds while the child restarts).
-    pub async fn get(&self) -> Result<Addr<A>, String> {
+    pub async fn get(&self) -> Result<Addr<A>, LookupError> {
         let cached = self
             .cached
             .lock()
@@ -49,9 +49,7 @@ impl<A: Actor> Link<A> {
         if let Some(addr) = cached.filter(Addr::connected) {
             return Ok(addr);
         }
-        let addr = lookup_patiently::<A>(&self.root, self.id)
-            .await
-            .map_err(|e| format!("the {}: {e}", self.id.replace('-', " ")))?;
+        let addr = lookup_patiently::<A>(&self.root, self.id).await?;
         *self.cached.lock().unwrap_or_else(PoisonError::into_inner) = Some(addr.clone());
         Ok(addr)
     }
@@ -80,15 +78,14 @@ impl Links {
         }
     }
 
-    /// Runs an operation on the store, naming what failed.
-    pub async fn store_op<O: StoreOp>(&self, op: O) -> Result<O::Output, String> {
-        let store = self.store.get().await?;
-        match store.send(op).await {
-            Ok(answer) => answer.map_err(|e| e.to_string()),
-            Err(e) => {
-                self.store.forget();
-                Err(format!("the store did not answer: {e}"))
-            }
+    /// Runs an operation on the store; a failure names the operation and says whether the
+    /// store was only restarting.
+    pub async fn store_op<O: StoreOp>(&self, op: O) -> Result<O::Output, StoreFailure> {
+        let store = self.store.get().await.map_err(StoreFailure::lookup::<O>)?;
+        let sent = store.send(op).await;
+        if sent.is_err() {
+            self.store.forget();
         }
+        StoreFailure::answer::<O>(sent)
     }
 }

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::StoreError;
 use super::ops::store_op;
+use crate::messages::{AgentId, CronJobId, RunId, SessionKey};
 
 /// Where a job's reply is sent besides its session.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,7 +49,7 @@ pub enum CatchUp {
 #[serde(rename_all = "camelCase")]
 pub struct CronJob {
     /// Unique id.
-    pub id: String,
+    pub id: CronJobId,
     /// Display name (default: the id).
     #[serde(default)]
     pub name: String,
@@ -58,10 +59,10 @@ pub struct CronJob {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tz: Option<String>,
     /// The agent that runs it.
-    pub agent_id: String,
+    pub agent_id: AgentId,
     /// Session of its turns (default `cron:<id>`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub session_key: Option<String>,
+    pub session_key: Option<SessionKey>,
     /// The message sent to the agent.
     pub message: String,
     /// Where the reply is sent, if anywhere.
@@ -84,10 +85,39 @@ fn enabled_default() -> bool {
 
 impl CronJob {
     /// The session its turns run in.
-    pub fn session(&self) -> String {
+    pub fn session(&self) -> SessionKey {
         self.session_key
             .clone()
-            .unwrap_or_else(|| format!("cron:{}", self.id))
+            .unwrap_or_else(|| SessionKey(format!("cron:{}", self.id)))
+    }
+}
+
+/// Where a stored job was defined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobSource {
+    /// Made through the API (`cron.add`); changed and removed there.
+    Store,
+    /// A `[[cron.jobs]]` entry of the config file; changed there only.
+    Config,
+}
+
+impl JobSource {
+    /// Its name in the database and on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobSource::Store => "store",
+            JobSource::Config => "config",
+        }
+    }
+
+    /// The source a stored name names; `None` for a name no version of Troupe writes.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "store" => Some(JobSource::Store),
+            "config" => Some(JobSource::Config),
+            _ => None,
+        }
     }
 }
 
@@ -97,7 +127,7 @@ pub struct CronJobRecord {
     /// The definition.
     pub job: CronJob,
     /// `store` (API) or `config`.
-    pub source: String,
+    pub source: JobSource,
     /// First stored (ms; anchors `every` schedules).
     pub created_at: i64,
     /// Scheduled time of the last fire handled (fired, skipped or missed).
@@ -105,7 +135,7 @@ pub struct CronJobRecord {
 }
 
 /// How a ledger row ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// Fired, run in progress.
@@ -131,13 +161,31 @@ impl Outcome {
             Outcome::Missed => "missed",
         }
     }
+
+    /// The outcome a stored name names; `None` for a name no version of Troupe writes.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "running" => Outcome::Running,
+            "ok" => Outcome::Ok,
+            "error" => Outcome::Error,
+            "skipped" => Outcome::Skipped,
+            "missed" => Outcome::Missed,
+            _ => return None,
+        })
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A ledger row to write.
 #[derive(Debug, Clone)]
 pub struct NewCronRun {
     /// The job.
-    pub job_id: String,
+    pub job_id: CronJobId,
     /// When it was due (ms).
     pub scheduled_at: i64,
     /// When it fired (ms), if it did.
@@ -157,15 +205,15 @@ pub struct CronRunRecord {
     /// Ledger id (increasing).
     pub id: i64,
     /// The job.
-    pub job_id: String,
+    pub job_id: CronJobId,
     /// The turn's run id, once submitted.
-    pub run_id: Option<String>,
+    pub run_id: Option<RunId>,
     /// When it was due (ms).
     pub scheduled_at: i64,
     /// When it fired (ms).
     pub fired_at: Option<i64>,
     /// ok | error | skipped | missed | running.
-    pub outcome: String,
+    pub outcome: Outcome,
     /// Why.
     pub reason: Option<String>,
     /// Started by `cron.run`.
@@ -180,7 +228,7 @@ pub struct CronRunEnd {
     /// Ledger id.
     pub id: i64,
     /// The turn's run id, if it was submitted.
-    pub run_id: Option<String>,
+    pub run_id: Option<RunId>,
     /// Outcome.
     pub outcome: Outcome,
     /// Why.
@@ -193,9 +241,9 @@ pub struct CronRunEnd {
 #[derive(Debug, Clone)]
 pub struct HookRerun {
     /// Session key.
-    pub session_key: String,
+    pub session_key: SessionKey,
     /// Agent.
-    pub agent_id: String,
+    pub agent_id: AgentId,
     /// The message.
     pub input: String,
     /// The turn's idempotency key (`hook:...`).
@@ -213,7 +261,7 @@ pub trait CronStore {
     /// Adds or replaces a job made through the API.
     fn save_cron_job(&mut self, job: &CronJob) -> Result<CronJobRecord, StoreError>;
     /// Deletes a job (its ledger is kept); false if there was none.
-    fn delete_cron_job(&mut self, id: &str) -> Result<bool, StoreError>;
+    fn delete_cron_job(&mut self, id: &CronJobId) -> Result<bool, StoreError>;
     /// Writes a ledger row and moves the job's last handled fire forward to its
     /// `scheduled_at` (unless manual), together. Returns the row's id.
     fn record_cron_run(&mut self, run: &NewCronRun) -> Result<i64, StoreError>;
@@ -228,7 +276,7 @@ pub trait CronStore {
         for end in ends {
             let row = self.finish_cron_run(
                 end.id,
-                end.run_id.as_deref(),
+                end.run_id.as_ref(),
                 end.outcome,
                 end.reason.as_deref(),
                 end.duration_ms,
@@ -241,7 +289,7 @@ pub trait CronStore {
     fn finish_cron_run(
         &mut self,
         id: i64,
-        run_id: Option<&str>,
+        run_id: Option<&RunId>,
         outcome: Outcome,
         reason: Option<&str>,
         duration_ms: Option<i64>,
@@ -249,7 +297,7 @@ pub trait CronStore {
     /// The newest ledger rows of a job, newest first.
     fn list_cron_runs(
         &mut self,
-        job_id: &str,
+        job_id: &CronJobId,
         limit: i64,
     ) -> Result<Vec<CronRunRecord>, StoreError>;
 }
@@ -268,7 +316,7 @@ store_op!(
 
 store_op!(
     /// Deletes a job.
-    DeleteCronJob { id: String } -> bool, "cron_delete", true,
+    DeleteCronJob { id: CronJobId } -> bool, "cron_delete", true,
     |op, store| store.delete_cron_job(&op.id)
 );
 
@@ -292,14 +340,14 @@ store_op!(
 
 store_op!(
     /// Closes a ledger row.
-    FinishCronRun { id: i64, run_id: Option<String>, outcome: Outcome, reason: Option<String>, duration_ms: Option<i64> }
+    FinishCronRun { id: i64, run_id: Option<RunId>, outcome: Outcome, reason: Option<String>, duration_ms: Option<i64> }
         -> Option<CronRunRecord>, "cron_finish", true,
-    |op, store| store.finish_cron_run(op.id, op.run_id.as_deref(), op.outcome, op.reason.as_deref(), op.duration_ms)
+    |op, store| store.finish_cron_run(op.id, op.run_id.as_ref(), op.outcome, op.reason.as_deref(), op.duration_ms)
 );
 
 store_op!(
     /// A job's newest ledger rows.
-    ListCronRuns { job_id: String, limit: i64 } -> Vec<CronRunRecord>, "cron_runs", false,
+    ListCronRuns { job_id: CronJobId, limit: i64 } -> Vec<CronRunRecord>, "cron_runs", false,
     |op, store| store.list_cron_runs(&op.job_id, op.limit)
 );
 

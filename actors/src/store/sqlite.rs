@@ -16,7 +16,7 @@ use super::turns::{
     UsageRow,
 };
 use super::{Store, StoreError, StoreInfo};
-use crate::messages::{AgentId, RunId, RunStatus, SessionKey};
+use crate::messages::{AgentId, CronJobId, RunId, RunStatus, SessionKey};
 use crate::now_ms;
 
 /// Stores and reads an id newtype as its text.
@@ -35,7 +35,7 @@ macro_rules! sql_text_id {
         }
     )*};
 }
-sql_text_id!(RunId, SessionKey, AgentId);
+sql_text_id!(RunId, SessionKey, AgentId, CronJobId);
 
 impl rusqlite::types::ToSql for RunStatus {
     fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
@@ -78,7 +78,7 @@ pub struct SqliteStore {
     checkpoints: checkpoint::Checkpointer,
     path: String,
     /// Ledger rows written per cron job since its ledger was last trimmed.
-    cron_untrimmed: std::collections::HashMap<String, u32>,
+    cron_untrimmed: std::collections::HashMap<CronJobId, u32>,
 }
 
 impl SqliteStore {

@@ -363,6 +363,7 @@ impl WsSessionActor {
                     ErrorShape::invalid(e.to_string()).with_detail("NOT_FOUND")
                 }
                 CronCallError::Unavailable(why) => ErrorShape::unavailable(why, 1000),
+                CronCallError::Store(failure) => ErrorShape::unavailable(failure.to_string(), 1000),
             });
             act.respond(id, result, ctx);
         }));
