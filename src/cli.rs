@@ -74,6 +74,27 @@ pub enum Command {
         #[command(subcommand)]
         command: ChannelsCommand,
     },
+    /// The running gateway's agents (`list`).
+    Agents {
+        /// What to do.
+        #[command(subcommand)]
+        command: AgentsCommand,
+    },
+}
+
+/// `troupe agents ...`.
+#[derive(Debug, Subcommand)]
+pub enum AgentsCommand {
+    /// One line per agent: id, provider, model, the state of its node in the supervision
+    /// tree (and its restarts, if any).
+    List {
+        /// Print JSON: `{agents: [{id, provider, model, realModel, state, restarts}]}`.
+        #[arg(long)]
+        json: bool,
+        /// Connection flags.
+        #[command(flatten)]
+        client: ClientFlags,
+    },
 }
 
 /// `troupe pairing ...`.

@@ -129,6 +129,8 @@ pub struct Config {
     pub lane_capacity: usize,
     /// Waiting turns across all sessions.
     pub max_waiting_turns: usize,
+    /// Sessions one WS connection may follow at once.
+    pub max_subscriptions_per_connection: usize,
     /// Idempotency window.
     pub dedupe_window: Duration,
     /// Delay between echo deltas.
@@ -294,6 +296,7 @@ struct RawSessions {
     max_concurrent_runs: usize,
     lane_capacity: usize,
     max_waiting_turns: usize,
+    max_subscriptions_per_connection: usize,
     dedupe_window_secs: u64,
     history_limit: usize,
 }
@@ -745,6 +748,12 @@ fn validate(
     if raw.sessions.max_waiting_turns == 0 {
         bad("sessions.max_waiting_turns", "must be at least 1".into());
     }
+    if raw.sessions.max_subscriptions_per_connection == 0 {
+        bad(
+            "sessions.max_subscriptions_per_connection",
+            "must be at least 1".into(),
+        );
+    }
     if raw.store.retention_days > 36_500 {
         bad(
             "store.retention_days",
@@ -823,6 +832,7 @@ fn validate(
         max_concurrent_runs,
         lane_capacity: raw.sessions.lane_capacity,
         max_waiting_turns: raw.sessions.max_waiting_turns,
+        max_subscriptions_per_connection: raw.sessions.max_subscriptions_per_connection,
         dedupe_window: Duration::from_secs(raw.sessions.dedupe_window_secs),
         echo_delta_delay: Duration::from_millis(raw.providers.echo.delta_delay_ms),
         history_limit: raw.sessions.history_limit,

@@ -40,6 +40,8 @@ pub struct EdgeSettings {
     pub tick_interval: Duration,
     /// Time allowed for the `connect` request.
     pub handshake_timeout: Duration,
+    /// Sessions one connection may follow at once (`sessions.max_subscriptions_per_connection`).
+    pub max_subscriptions: usize,
     /// Failed-authentication limiter, shared by the HTTP routes and the WS handshake.
     pub auth_limiter: AuthLimiter,
     /// The gateway's log file, read by `logs.tail` (`None`: not logging to a file).

@@ -11,9 +11,11 @@
 //! - [`http`]: HTTP and WebSocket routes on the one port; [`gateway`]: the OpenClaw
 //!   WebSocket protocol (frames, handshake, methods, one actor per connection).
 //! - [`daemon`]: background `start | stop | status`; [`client`]: the CLI's WS client.
-//! - [`ops`]: `install`, `logs`, `doctor`; [`chat`]: `troupe chat`; [`pidfile`], [`logging`].
+//! - [`ops`]: `install`, `logs`, `doctor`; [`chat`]: `troupe chat`; [`agents_list`]:
+//!   `troupe agents list`; [`pidfile`], [`logging`].
 
 pub mod agents;
+pub mod agents_list;
 pub mod bind;
 pub mod channel_checks;
 pub mod chat;
@@ -128,6 +130,11 @@ fn dispatch_command(cli: Cli) -> i32 {
             cli::ChannelsCommand::Status { probe, client } => {
                 let params = probe.then(|| serde_json::json!({ "probe": true }).to_string());
                 call(&paths, &env, "channels.status", params, false, &client)
+            }
+        },
+        Command::Agents { command } => match command {
+            cli::AgentsCommand::List { json, client } => {
+                agents_list::run(&paths, &env, json, &client)
             }
         },
     }

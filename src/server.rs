@@ -222,6 +222,7 @@ pub fn tree_config(config: &Config, agents: &[AgentSettings], paths: &StatePaths
             max_waiting: config.max_waiting_turns,
             dedupe_window: config.dedupe_window,
             history_limit: config.history_limit,
+            max_subscriptions: config.max_subscriptions_per_connection,
             stateless_agents: agents
                 .iter()
                 .filter(|a| !a.summary.real_model)
@@ -478,6 +479,7 @@ async fn serve(
         max_buffered_bytes: config.max_buffered_bytes,
         tick_interval: config.tick_interval,
         handshake_timeout: config.handshake_timeout,
+        max_subscriptions: config.max_subscriptions_per_connection,
         auth_limiter: AuthLimiter::new(config.auth_max_failures, Duration::from_secs(60)),
         log_file: Some(paths.log_file()),
         state_dir: paths.home.clone(),

@@ -788,3 +788,72 @@ fn an_unknown_log_rotation_exits_64_naming_the_key() {
     assert_eq!(code, 64, "stdout {out}, stderr {err}");
     assert!(err.contains("logging.rotation"), "{err}");
 }
+
+#[test]
+fn agents_list_prints_each_agent_with_its_provider_and_state_and_json_parses() {
+    let home = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        home.path().join("config.toml"),
+        "[[agents]]\nid = \"main\"\nprovider = \"echo\"\nmodel = \"echo\"\n\n\
+         [[agents]]\nid = \"writer\"\nprovider = \"openai\"\nmodel = \"gpt-test\"\n",
+    )
+    .expect("config.toml");
+    let gw = TestGateway::builder()
+        .env("OPENAI_API_KEY", "sk-test")
+        .start_in(home);
+    let home = gw.home().to_path_buf();
+    let listed = eventually_sync(WAIT, "both agents listed as running", || {
+        let (code, out, _) = cli(&home, &["agents", "list", "--json"]);
+        let v: Value = serde_json::from_str(out.trim()).ok()?;
+        let agents = v["agents"].as_array()?;
+        (code == 0 && agents.len() == 2 && agents.iter().all(|a| a["state"] == "running"))
+            .then(|| v.clone())
+    });
+    let agents = listed["agents"].as_array().expect("agents");
+    assert_eq!(agents[0]["id"], "main", "{listed}");
+    assert_eq!(agents[0]["provider"], "echo", "{listed}");
+    assert_eq!(agents[0]["realModel"], false, "{listed}");
+    assert_eq!(agents[1]["id"], "writer", "{listed}");
+    assert_eq!(agents[1]["provider"], "openai", "{listed}");
+    assert_eq!(agents[1]["model"], "gpt-test", "{listed}");
+    let (code, out, err) = cli(&home, &["agents", "list"]);
+    assert_eq!(code, 0, "stderr {err}");
+    let lines: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            vec!["main", "echo", "echo", "running"],
+            vec!["writer", "openai", "gpt-test", "running"],
+        ],
+        "{out}"
+    );
+}
+
+#[test]
+fn agents_list_without_a_gateway_fails_and_says_so() {
+    let (_dir, home) = fresh_home();
+    let (code, out, err) = cli(&home, &["agents", "list"]);
+    assert_eq!(code, 3, "stdout {out}, stderr {err}");
+    assert!(out.is_empty(), "{out}");
+    assert!(
+        err.contains("not running") && err.contains("troupe gateway start"),
+        "{err}"
+    );
+    // Named by --url, a gateway that is not there: the connection error, exit 1.
+    let (code, _, err) = cli(
+        &home,
+        &[
+            "agents",
+            "list",
+            "--url",
+            "ws://127.0.0.1:9/ws",
+            "--timeout",
+            "5",
+        ],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("cannot connect"), "{err}");
+}

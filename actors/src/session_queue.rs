@@ -39,9 +39,6 @@ use lane::{Active, Lane, Waiting};
 /// What runs once a durable write is done.
 type AfterWrite = Box<dyn FnOnce(&mut SessionQueueActor, &mut Context<SessionQueueActor>)>;
 
-/// Sessions one client may follow at once.
-const MAX_SUBSCRIPTIONS: usize = 1000;
-
 /// Attempts of a store write that must not be lost (about 10 s of backoffs while the store
 /// fails).
 const WRITE_ATTEMPTS: u32 = 40;
@@ -210,15 +207,19 @@ impl SessionQueueActor {
         });
     }
 
+    /// Makes `conn_id` follow `session_key`, unless it already follows
+    /// `max_subscriptions` other sessions. The WS edge refuses the request that would pass
+    /// the limit before it gets here (with a retryable error), so this is only a backstop.
     fn subscribe(
         &mut self,
         session_key: &SessionKey,
         conn_id: String,
         recipient: Recipient<SessionEvent>,
     ) {
+        let limit = self.settings.max_subscriptions;
         let keys = self.subscriptions.entry(conn_id.clone()).or_default();
-        if keys.len() >= MAX_SUBSCRIPTIONS && !keys.contains(session_key) {
-            tracing::warn!(conn_id = %conn_id, session_key = %session_key, "subscription limit reached; not subscribing");
+        if keys.len() >= limit && !keys.contains(session_key) {
+            tracing::warn!(conn_id = %conn_id, session_key = %session_key, limit, "subscription limit reached; not subscribing");
             return;
         }
         keys.insert(session_key.clone());
@@ -226,6 +227,22 @@ impl SessionQueueActor {
             .entry(session_key.clone())
             .or_default()
             .insert(conn_id, recipient);
+    }
+
+    /// `conn_id` stops following `session_key` (its other subscriptions stay).
+    fn unsubscribe_one(&mut self, session_key: &SessionKey, conn_id: &str) {
+        if let Some(keys) = self.subscriptions.get_mut(conn_id) {
+            keys.remove(session_key);
+            if keys.is_empty() {
+                self.subscriptions.remove(conn_id);
+            }
+        }
+        if let Some(subs) = self.subscribers.get_mut(session_key) {
+            subs.remove(conn_id);
+            if subs.is_empty() {
+                self.subscribers.remove(session_key);
+            }
+        }
     }
 
     /// Drops subscriptions of clients that went away without saying so (a panicked session).

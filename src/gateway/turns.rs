@@ -156,6 +156,7 @@ pub async fn reset_session(
     let reset = troupe_actors::session_queue::ResetSession {
         session_key: session_key.as_str().into(),
         delete,
+        unsubscribe: None,
     };
     let existed = queue(gateway)
         .await?

@@ -22,6 +22,10 @@ pub struct QueueSettings {
     pub history_limit: usize,
     /// Agents whose provider ignores the transcript (echo): no history is read for them.
     pub stateless_agents: std::collections::HashSet<String>,
+    /// Sessions one client connection may follow at once. The WS edge refuses the request
+    /// that would pass it (it knows the sessions its connection follows); the queue never
+    /// holds more for one connection either way.
+    pub max_subscriptions: usize,
 }
 
 /// The longest idempotency key accepted, in bytes.
@@ -158,6 +162,9 @@ pub struct ResetSession {
     pub session_key: SessionKey,
     /// Delete the session itself too.
     pub delete: bool,
+    /// The client connection that asked (WS): it stops following the session, which frees
+    /// one of its subscriptions. Other connections keep following it.
+    pub unsubscribe: Option<String>,
 }
 
 /// Subscribes a client to a session's events.

@@ -347,6 +347,9 @@ impl Handler<ResetSession> for SessionQueueActor {
     type Result = ResponseActFuture<Self, Result<bool, QueueError>>;
     fn handle(&mut self, msg: ResetSession, ctx: &mut Self::Context) -> Self::Result {
         let key = msg.session_key.clone();
+        if let Some(conn_id) = &msg.unsubscribe {
+            self.unsubscribe_one(&key, conn_id);
+        }
         self.abort_active(&key, None);
         let dropped = self
             .lanes

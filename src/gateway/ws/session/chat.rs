@@ -41,6 +41,10 @@ struct UsageParams {
     days: Option<u32>,
 }
 
+/// The `retryAfterMs` of a request refused because its connection follows as many
+/// sessions as it may (a slot frees only when the client resets or deletes one).
+const SUBSCRIPTION_RETRY_MS: u64 = 1000;
+
 /// Maps a queue refusal to the protocol's error.
 pub fn queue_error(err: QueueError) -> ErrorShape {
     ErrorShape::from(EdgeError::from(err))
@@ -189,6 +193,7 @@ impl WsSessionActor {
                         p.session_key
                     )));
                 }
+                self.may_follow(&key)?;
                 let options = p.options(&self.gateway.edge.state_dir)?;
                 self.submit(
                     id.clone(),
@@ -220,6 +225,7 @@ impl WsSessionActor {
                         "agentId {agent_id:?} does not own session {key:?}"
                     )));
                 }
+                self.may_follow(&key)?;
                 let options = p.options(
                     &self.provider_of(&owner),
                     self.scope() >= Scope::Admin,
@@ -244,6 +250,7 @@ impl WsSessionActor {
             }),
             "chat.history" => parse::<HistoryParams>(method, params).and_then(|mut p| {
                 p.session_key = self.check_key(&p.session_key)?.key;
+                self.may_follow(&p.session_key)?;
                 self.subscribe_to(&p.session_key, ctx);
                 let page = turns::HistoryPage::new(i64::from(p.limit.unwrap_or(100).clamp(1, 1000)), p.before);
                 let op = History {
@@ -314,6 +321,12 @@ impl WsSessionActor {
                     let key = self.check_key(&p.session_key)?.key;
                     let delete = method == "sessions.delete";
                     let id = id.clone();
+                    // This connection stops following the session (a slot of its
+                    // subscription limit is free from the next request on); the queue
+                    // drops it in the same message, so a later request that follows the
+                    // session again reaches the queue after it.
+                    self.link_q.subscribed.remove(&key);
+                    let conn_id = self.conn_id.clone();
                     self.with_queue(Box::new(move |act, queue, ctx| {
                         let Some(queue) = queue else {
                             return act.respond(id, Err(unavailable("the session queue")), ctx);
@@ -321,6 +334,7 @@ impl WsSessionActor {
                         let reset = ResetSession {
                             session_key: key.as_str().into(),
                             delete,
+                            unsubscribe: Some(conn_id),
                         };
                         ctx.spawn(queue.send(reset).into_actor(act).map(move |res, act, ctx| {
                             let result = match res {
@@ -445,6 +459,30 @@ impl WsSessionActor {
             self.awaiting.remove(run_id);
         }
         was
+    }
+
+    /// Whether this connection may follow `session_key`: it follows it already, or fewer
+    /// than `sessions.max_subscriptions_per_connection` sessions. If not, the request is
+    /// refused `UNAVAILABLE` (`TOO_MANY_SUBSCRIPTIONS`, retryable) when it is read, before
+    /// it runs: it never reaches the queue or the store, so the refusal reorders nothing,
+    /// and a `chat.send` / `agent` refused here stores nothing. `sessions.reset|delete`
+    /// (of a session it follows) or a new connection frees a slot.
+    fn may_follow(&self, session_key: &str) -> Result<(), ErrorShape> {
+        let limit = self.gateway.edge.max_subscriptions;
+        let followed = &self.link_q.subscribed;
+        if followed.len() < limit || followed.contains(session_key) {
+            return Ok(());
+        }
+        Err(ErrorShape::unavailable(
+            format!(
+                "this connection follows {} sessions, the limit \
+                 (sessions.max_subscriptions_per_connection); it cannot follow {session_key:?} \
+                 until sessions.reset or sessions.delete frees one, or use another connection",
+                followed.len()
+            ),
+            SUBSCRIPTION_RETRY_MS,
+        )
+        .with_detail("TOO_MANY_SUBSCRIPTIONS"))
     }
 
     fn subscribe_to(&mut self, session_key: &str, ctx: &mut Context<Self>) {
