@@ -248,13 +248,18 @@ fn home_with_openai_agent() -> tempfile::TempDir {
 }
 
 fn start_with(fake: &FakeLlm) -> TestGateway {
+    start_over(fake, home_with_openai_agent())
+}
+
+/// A gateway over `home` (a restart keeps its store) whose `openai` provider is `fake`.
+fn start_over(fake: &FakeLlm, home: tempfile::TempDir) -> TestGateway {
     TestGateway::builder()
         .env(
             "TROUPE__PROVIDERS__OPENAI__BASE_URL",
             &format!("{}/v1", fake.base_url()),
         )
         .env("OPENAI_API_KEY", "sk-test-openai")
-        .start_in(home_with_openai_agent())
+        .start_in(home)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -350,4 +355,107 @@ async fn a_turn_past_its_timeout_ends_with_an_error_saying_so() {
         done["payload"]["status"], "ok",
         "the session goes on: {done}"
     );
+}
+
+/// Waits (20 s at most) for a run's end; its `agent.wait` payload.
+async fn wait_run(c: &mut WsClient, run_id: &Value) -> Value {
+    let res = c
+        .request(
+            "agent.wait",
+            Some(json!({ "runId": run_id, "timeoutMs": 20_000 })),
+        )
+        .await;
+    assert_eq!(res["ok"], true, "{res}");
+    res["payload"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_turns_keep_their_prompt_model_and_timeout_across_kill_9() {
+    const KEY: &str = "agent:oa:main";
+    let fake = FakeLlm::start();
+    let gw = start_with(&fake);
+    let mut c = gw.client().await;
+    // The first turn hangs in the provider: the next ones wait in the session's lane.
+    fake.push(Script::Stall { after_chunks: 1 });
+    let send = |message: &str, idem: &str, extra: Value| {
+        let mut params = json!({ "sessionKey": KEY, "message": message, "idempotencyKey": idem });
+        if let (Some(p), Some(extra)) = (params.as_object_mut(), extra.as_object()) {
+            p.extend(extra.clone());
+        }
+        params
+    };
+    let res = c
+        .request("chat.send", Some(send("hold the lane", "o1", json!({}))))
+        .await;
+    assert_eq!(res["ok"], true, "{res}");
+    let holding = res["payload"]["runId"].clone();
+    c.run_started(holding.as_str().unwrap()).await;
+    let asked = json!({ "agentId": "oa", "extraSystemPrompt": "Answer in French.", "model": "bigger-model" });
+    let res = c
+        .request("agent", Some(send("say hello", "o2", asked)))
+        .await;
+    assert_eq!(res["payload"]["status"], "accepted", "{res}");
+    let prompted = res["payload"]["runId"].clone();
+    let res = c
+        .request(
+            "chat.send",
+            Some(send("take your time", "o3", json!({ "timeoutMs": 1500 }))),
+        )
+        .await;
+    assert_eq!(res["ok"], true, "{res}");
+    let timed = res["payload"]["runId"].clone();
+    let res = c
+        .request("chat.send", Some(send("plain", "o4", json!({}))))
+        .await;
+    let plain = res["payload"]["runId"].clone();
+    drop(c);
+    let home = gw.kill9();
+
+    // After the restart the queued turns run in order, each with its own options.
+    fake.push(Script::reply("bonjour", 1));
+    fake.push(Script::Stall { after_chunks: 1 });
+    fake.push(Script::reply("plain reply", 1));
+    let gw = start_over(&fake, home);
+    gw.wait_ready().await;
+    let mut c = gw.client().await;
+    let cut = wait_run(&mut c, &holding).await;
+    assert_eq!(cut["status"], "error", "cut by kill -9: {cut}");
+    let done = wait_run(&mut c, &prompted).await;
+    assert_eq!(
+        (&done["status"], &done["summary"]),
+        (&json!("ok"), &json!("bonjour")),
+        "{done}"
+    );
+    let done = wait_run(&mut c, &timed).await;
+    assert_eq!(done["status"], "error", "{done}");
+    assert!(
+        done["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("timeout of 1500 ms"),
+        "the recovered turn keeps its timeout: {done}"
+    );
+    assert_eq!(wait_run(&mut c, &plain).await["status"], "ok");
+    let requests = fake.chat_requests();
+    assert_eq!(requests.len(), 4, "the stalled turn, then three recovered");
+    let model_and_system = |i: usize| {
+        let body = &requests[i].body;
+        (body["model"].clone(), body["messages"][0].to_string())
+    };
+    let (model, system) = model_and_system(1);
+    assert_eq!(model, "bigger-model", "the recovered turn keeps its model");
+    assert!(
+        system.contains("You are oa.") && system.contains("Answer in French."),
+        "the recovered turn keeps its extra prompt: {system}"
+    );
+    for i in [2, 3] {
+        let (model, system) = model_and_system(i);
+        assert_eq!(model, "fake-model", "turn {i} had no model override");
+        assert!(!system.contains("French"), "turn {i}: {system}");
+    }
+    // A retry of an accepted turn after the restart is still that turn.
+    let res = c
+        .request("chat.send", Some(send("take your time", "o3", json!({ "timeoutMs": 1500 }))))
+        .await;
+    assert_eq!(res["payload"]["runId"], timed, "{res}");
 }
