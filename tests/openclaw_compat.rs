@@ -455,7 +455,10 @@ async fn queued_turns_keep_their_prompt_model_and_timeout_across_kill_9() {
     }
     // A retry of an accepted turn after the restart is still that turn.
     let res = c
-        .request("chat.send", Some(send("take your time", "o3", json!({ "timeoutMs": 1500 }))))
+        .request(
+            "chat.send",
+            Some(send("take your time", "o3", json!({ "timeoutMs": 1500 }))),
+        )
         .await;
     assert_eq!(res["payload"]["runId"], timed, "{res}");
 }

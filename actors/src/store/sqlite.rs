@@ -12,8 +12,8 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::turns::{
-    Acceptance, HistoryPage, NewTurn, RunEnd, RunOptions, RunRecord, SessionSummary, StoredMessage, Transcript,
-    UsageRow,
+    Acceptance, HistoryPage, NewTurn, RunEnd, RunOptions, RunRecord, SessionSummary, StoredMessage,
+    Transcript, UsageRow,
 };
 use super::{Store, StoreError, StoreInfo};
 use crate::messages::{AgentId, CronJobId, RunId, RunStatus, SessionKey};
@@ -763,7 +763,9 @@ mod tests {
         assert_eq!(column(&db, &plain.id), None, "the defaults are NULL");
         assert_eq!(
             column(&db, &run.id).as_deref(),
-            Some(r#"{"timeoutMs":1500,"extraSystemPrompt":"Answer in French.","model":"big-model"}"#)
+            Some(
+                r#"{"timeoutMs":1500,"extraSystemPrompt":"Answer in French.","model":"big-model"}"#
+            )
         );
         let (_, queued) = db.recover_runs("test").unwrap();
         let got: Vec<_> = queued
@@ -779,14 +781,20 @@ mod tests {
         );
         match db.accept_turn(&asked).unwrap() {
             Acceptance::Duplicate(again) => {
-                assert_eq!((again.id, again.options), (run.id.clone(), asked.options.clone()))
+                assert_eq!(
+                    (again.id, again.options),
+                    (run.id.clone(), asked.options.clone())
+                )
             }
             other => panic!("not a duplicate: {other:?}"),
         }
         // Back into the turn's options, and stored again the same.
         let options = asked.options.clone().with_attachments(Vec::new());
         assert_eq!(options.timeout, Some(Duration::from_millis(1500)));
-        assert_eq!(options.extra_system_prompt.as_deref(), Some("Answer in French."));
+        assert_eq!(
+            options.extra_system_prompt.as_deref(),
+            Some("Answer in French.")
+        );
         assert_eq!(options.model.as_deref(), Some("big-model"));
         assert_eq!(RunOptions::of(&options), asked.options);
         assert_eq!(
@@ -795,7 +803,10 @@ mod tests {
         );
         // A column that cannot be read gives the defaults (and a warning), not a lost run.
         db.conn
-            .execute("UPDATE runs SET options = '{not json' WHERE id = ?1", [&run.id])
+            .execute(
+                "UPDATE runs SET options = '{not json' WHERE id = ?1",
+                [&run.id],
+            )
             .unwrap();
         let read = db.get_run(&run.id).unwrap().unwrap();
         assert_eq!(read.options, RunOptions::default());
@@ -1071,7 +1082,10 @@ mod upgrade_tests {
         let (_, queued) = db.recover_runs("an upgrade").unwrap();
         assert_eq!(queued.len(), 1);
         assert_eq!(queued[0].input, "still waiting");
-        assert_eq!(queued[0].options, crate::store::turns::RunOptions::default());
+        assert_eq!(
+            queued[0].options,
+            crate::store::turns::RunOptions::default()
+        );
         drop(db);
         let _ = std::fs::remove_dir_all(&dir);
     }

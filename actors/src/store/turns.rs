@@ -78,7 +78,10 @@ impl RunOptions {
     }
 
     /// The turn's options again, with the files of its user message.
-    pub fn with_attachments(self, attachments: Vec<crate::attachments::AttachmentRef>) -> TurnOptions {
+    pub fn with_attachments(
+        self,
+        attachments: Vec<crate::attachments::AttachmentRef>,
+    ) -> TurnOptions {
         TurnOptions {
             timeout: self.timeout_ms.map(std::time::Duration::from_millis),
             extra_system_prompt: self.extra_system_prompt,
