@@ -426,6 +426,16 @@ async fn queued_turns_keep_their_prompt_model_and_timeout_across_kill_9() {
         (&json!("ok"), &json!("bonjour")),
         "{done}"
     );
+    let model_and_system = |i: usize| {
+        let body = fake.chat_requests()[i].body.clone();
+        (body["model"].clone(), body["messages"][0].to_string())
+    };
+    let (model, system) = model_and_system(1);
+    assert_eq!(model, "bigger-model", "the recovered turn keeps its model");
+    assert!(
+        system.contains("You are oa.") && system.contains("Answer in French."),
+        "the recovered turn keeps its extra prompt: {system}"
+    );
     let done = wait_run(&mut c, &timed).await;
     assert_eq!(done["status"], "error", "{done}");
     assert!(
@@ -436,17 +446,10 @@ async fn queued_turns_keep_their_prompt_model_and_timeout_across_kill_9() {
         "the recovered turn keeps its timeout: {done}"
     );
     assert_eq!(wait_run(&mut c, &plain).await["status"], "ok");
-    let requests = fake.chat_requests();
-    assert_eq!(requests.len(), 4, "the stalled turn, then three recovered");
-    let model_and_system = |i: usize| {
-        let body = &requests[i].body;
-        (body["model"].clone(), body["messages"][0].to_string())
-    };
-    let (model, system) = model_and_system(1);
-    assert_eq!(model, "bigger-model", "the recovered turn keeps its model");
-    assert!(
-        system.contains("You are oa.") && system.contains("Answer in French."),
-        "the recovered turn keeps its extra prompt: {system}"
+    assert_eq!(
+        fake.chat_requests().len(),
+        4,
+        "the stalled turn, then three recovered"
     );
     for i in [2, 3] {
         let (model, system) = model_and_system(i);
