@@ -248,13 +248,22 @@ fn home_with_openai_agent() -> tempfile::TempDir {
 }
 
 fn start_with(fake: &FakeLlm) -> TestGateway {
+    start_over(fake, home_with_openai_agent())
+}
+
+/// A gateway over `home` (a restart keeps its store) whose `openai` provider is `fake`.
+fn start_over(fake: &FakeLlm, home: tempfile::TempDir) -> TestGateway {
+    builder(fake).start_in(home)
+}
+
+/// The builder of a gateway whose `openai` provider is `fake`.
+fn builder(fake: &FakeLlm) -> GatewayBuilder {
     TestGateway::builder()
         .env(
             "TROUPE__PROVIDERS__OPENAI__BASE_URL",
             &format!("{}/v1", fake.base_url()),
         )
         .env("OPENAI_API_KEY", "sk-test-openai")
-        .start_in(home_with_openai_agent())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -350,4 +359,161 @@ async fn a_turn_past_its_timeout_ends_with_an_error_saying_so() {
         done["payload"]["status"], "ok",
         "the session goes on: {done}"
     );
+}
+
+/// Waits (20 s at most) for a run's end; its `agent.wait` payload.
+async fn wait_run(c: &mut WsClient, run_id: &Value) -> Value {
+    let res = c
+        .request(
+            "agent.wait",
+            Some(json!({ "runId": run_id, "timeoutMs": 20_000 })),
+        )
+        .await;
+    assert_eq!(res["ok"], true, "{res}");
+    res["payload"].clone()
+}
+
+/// The session of the recovery tests.
+const RECOVER: &str = "agent:oa:main";
+
+/// `chat.send` / `agent` params for [`RECOVER`], with `extra` fields.
+fn recover_params(message: &str, idem: &str, extra: Value) -> Value {
+    let mut params = json!({ "sessionKey": RECOVER, "message": message, "idempotencyKey": idem });
+    if let (Some(p), Some(extra)) = (params.as_object_mut(), extra.as_object()) {
+        p.extend(extra.clone());
+    }
+    params
+}
+
+/// The run ids of the turns [`turns_with_options_wait`] queues.
+struct Queued {
+    holding: Value,
+    prompted: Value,
+    timed: Value,
+    plain: Value,
+}
+
+/// Turn 1 hangs at the model; behind it wait an `agent` turn with `extraSystemPrompt` and
+/// `model`, a `chat.send` turn with `timeoutMs: 1500`, and a plain one. Then queues the
+/// fake's answers to the three: a reply, a stall (past the timeout), a reply.
+async fn turns_with_options_wait(fake: &FakeLlm, gw: &TestGateway) -> Queued {
+    let mut c = gw.client().await;
+    fake.push(Script::Stall { after_chunks: 1 });
+    let res = c
+        .request(
+            "chat.send",
+            Some(recover_params("hold the lane", "o1", json!({}))),
+        )
+        .await;
+    assert_eq!(res["ok"], true, "{res}");
+    let holding = res["payload"]["runId"].clone();
+    c.run_started(holding.as_str().unwrap()).await;
+    let asked = json!({ "agentId": "oa", "extraSystemPrompt": "Answer in French.", "model": "bigger-model" });
+    let res = c
+        .request("agent", Some(recover_params("say hello", "o2", asked)))
+        .await;
+    assert_eq!(res["payload"]["status"], "accepted", "{res}");
+    let prompted = res["payload"]["runId"].clone();
+    let timeout = json!({ "timeoutMs": 1500 });
+    let res = c
+        .request(
+            "chat.send",
+            Some(recover_params("take your time", "o3", timeout)),
+        )
+        .await;
+    assert_eq!(res["ok"], true, "{res}");
+    let timed = res["payload"]["runId"].clone();
+    let res = c
+        .request("chat.send", Some(recover_params("plain", "o4", json!({}))))
+        .await;
+    assert_eq!(res["ok"], true, "{res}");
+    let plain = res["payload"]["runId"].clone();
+    fake.push(Script::reply("bonjour", 1));
+    fake.push(Script::Stall { after_chunks: 1 });
+    fake.push(Script::reply("plain reply", 1));
+    Queued {
+        holding,
+        prompted,
+        timed,
+        plain,
+    }
+}
+
+/// After the restart (of the gateway or its queue) the queued turns run in order, each
+/// with the options it was sent with; the defaults stay the defaults.
+async fn they_run_with_their_options(fake: &FakeLlm, gw: &TestGateway, runs: &Queued) {
+    let mut c = gw.client().await;
+    let cut = wait_run(&mut c, &runs.holding).await;
+    assert_eq!(cut["status"], "error", "cut by the restart: {cut}");
+    let done = wait_run(&mut c, &runs.prompted).await;
+    assert_eq!(
+        (&done["status"], &done["summary"]),
+        (&json!("ok"), &json!("bonjour")),
+        "{done}"
+    );
+    // Turn 1's request, then the recovered ones in order.
+    let model_and_system = |i: usize| {
+        let body = fake.chat_requests()[i].body.clone();
+        (body["model"].clone(), body["messages"][0].to_string())
+    };
+    let (model, system) = model_and_system(1);
+    assert_eq!(model, "bigger-model", "the recovered turn keeps its model");
+    assert!(
+        system.contains("You are oa.") && system.contains("Answer in French."),
+        "the recovered turn keeps its extra prompt: {system}"
+    );
+    let done = wait_run(&mut c, &runs.timed).await;
+    assert_eq!(done["status"], "error", "{done}");
+    assert!(
+        done["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("timeout of 1500 ms"),
+        "the recovered turn keeps its timeout: {done}"
+    );
+    assert_eq!(wait_run(&mut c, &runs.plain).await["status"], "ok");
+    assert_eq!(
+        fake.chat_requests().len(),
+        4,
+        "the stalled turn, then three recovered"
+    );
+    for i in [2, 3] {
+        let (model, system) = model_and_system(i);
+        assert_eq!(model, "fake-model", "turn {i} had no model override");
+        assert!(!system.contains("French"), "turn {i}: {system}");
+    }
+    // A retry of an accepted turn after the restart is still that turn.
+    let timeout = json!({ "timeoutMs": 1500 });
+    let res = c
+        .request(
+            "chat.send",
+            Some(recover_params("take your time", "o3", timeout)),
+        )
+        .await;
+    assert_eq!(res["payload"]["runId"], runs.timed, "{res}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_turns_keep_their_prompt_model_and_timeout_across_kill_9() {
+    let fake = FakeLlm::start();
+    let gw = start_with(&fake);
+    let runs = turns_with_options_wait(&fake, &gw).await;
+    let home = gw.kill9();
+    let gw = start_over(&fake, home);
+    gw.wait_ready().await;
+    they_run_with_their_options(&fake, &gw, &runs).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_turns_keep_their_prompt_model_and_timeout_across_a_session_queue_crash() {
+    let fake = FakeLlm::start();
+    let gw = builder(&fake).chaos().start_in(home_with_openai_agent());
+    gw.wait_ready().await;
+    let runs = turns_with_options_wait(&fake, &gw).await;
+    let mut admin = gw.client().await;
+    let crash = admin
+        .request("supervisor.crash", Some(json!({ "id": "session-queue" })))
+        .await;
+    assert_eq!(crash["ok"], true, "{crash}");
+    they_run_with_their_options(&fake, &gw, &runs).await;
 }

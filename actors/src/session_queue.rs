@@ -22,7 +22,7 @@ use tokio::sync::oneshot;
 use crate::agent::{AgentActor, RunOutcome, RunTurn};
 use crate::messages::{
     AgentId, QueueMode, RenderCache, RunEvent, RunId, RunStatus, SessionEvent, SessionKey,
-    TurnEvent, TurnOptions,
+    TurnEvent,
 };
 use crate::now_ms;
 use crate::store::turns::{self, RunRecord};
@@ -638,12 +638,9 @@ impl SessionQueueActor {
                 agent_id: run.agent_id,
                 input: run.input,
                 mode,
-                // Per-turn settings are not stored, but the message's files are: the turn
-                // runs with them.
-                options: TurnOptions {
-                    attachments: run.input_attachments,
-                    ..TurnOptions::default()
-                },
+                // The turn runs with the options it was accepted with (stored with the
+                // run) and its message's files (stored with the message).
+                options: run.options.with_attachments(run.input_attachments),
             });
     }
 }

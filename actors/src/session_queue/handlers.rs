@@ -13,7 +13,7 @@ use crate::messages::{
     QueueMode, RunEvent, RunStatus, SessionKey, Shutdown, TurnEvent, TurnEventKind,
 };
 
-use crate::store::turns::{Acceptance, NewTurn};
+use crate::store::turns::{Acceptance, NewTurn, RunOptions};
 use crate::store::{AcceptAndStart, AcceptTurn, ClearSession, GetRun, StoreFailure};
 
 impl Handler<Shutdown> for SessionQueueActor {
@@ -45,6 +45,7 @@ impl Handler<SubmitTurn> for SessionQueueActor {
         let lane_full = waiting >= self.settings.lane_capacity && msg.mode != QueueMode::Interrupt;
         let at_once = at_once && !lane_full;
         let attachments = msg.options.attachments.clone();
+        let options = RunOptions::of(&msg.options);
         if !lane_full {
             lane.waiting.push_back(Waiting {
                 ticket,
@@ -64,6 +65,7 @@ impl Handler<SubmitTurn> for SessionQueueActor {
             dedupe_window_ms: self.settings.dedupe_window.as_millis() as i64,
             lane_full,
             attachments,
+            options,
         };
         let mode = msg.mode;
         if at_once {

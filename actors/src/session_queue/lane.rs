@@ -18,7 +18,7 @@ pub struct Waiting {
     pub input: String,
     /// Queue mode.
     pub mode: QueueMode,
-    /// Per-turn settings (not kept across a gateway restart).
+    /// Per-turn settings (also stored with the run, for a restart).
     pub options: TurnOptions,
 }
 

@@ -12,8 +12,8 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::turns::{
-    Acceptance, HistoryPage, NewTurn, RunEnd, RunRecord, SessionSummary, StoredMessage, Transcript,
-    UsageRow,
+    Acceptance, HistoryPage, NewTurn, RunEnd, RunOptions, RunRecord, SessionSummary, StoredMessage,
+    Transcript, UsageRow,
 };
 use super::{Store, StoreError, StoreInfo};
 use crate::messages::{AgentId, CronJobId, RunId, RunStatus, SessionKey};
@@ -63,9 +63,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         12,
         include_str!("../../migrations/0012_fewer_turn_pages.sql"),
     ),
+    (13, include_str!("../../migrations/0013_turn_options.sql")),
 ];
 
-const RUN_COLUMNS: &str = "seq, id, session_key, agent_id, status, mode, input, output, error, coalesced_into, accepted_at, finished_at, attachments";
+const RUN_COLUMNS: &str = "seq, id, session_key, agent_id, status, mode, input, output, error, coalesced_into, accepted_at, finished_at, attachments, options";
 
 /// The cursor condition "before message `?1` in turn order".
 const BEFORE: &str =
@@ -179,6 +180,7 @@ fn run_from_row(row: &Row<'_>) -> rusqlite::Result<RunRecord> {
         finished_at: row.get("finished_at")?,
         attachments: attachments_of(row)?,
         input_attachments: Vec::new(),
+        options: RunOptions::from_store_json(row.get::<_, Option<String>>("options")?.as_deref()),
     })
 }
 
@@ -278,8 +280,8 @@ impl Store for SqliteStore {
             .execute(params![turn.session_key, turn.agent_id, now])?;
         let run_id = uuid::Uuid::new_v4().to_string();
         let sql = format!(
-            "INSERT INTO runs (id, session_key, agent_id, status, mode, idempotency_key, input, accepted_at)
-             VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7) RETURNING {RUN_COLUMNS}"
+            "INSERT INTO runs (id, session_key, agent_id, status, mode, idempotency_key, input, accepted_at, options)
+             VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8) RETURNING {RUN_COLUMNS}"
         );
         let run = self.conn.prepare_cached(&sql)?.query_row(
             params![
@@ -289,7 +291,8 @@ impl Store for SqliteStore {
                 turn.mode,
                 turn.idempotency_key,
                 turn.text,
-                now
+                now,
+                turn.options.to_store_json()
             ],
             run_from_row,
         )?;
@@ -696,6 +699,7 @@ mod tests {
             dedupe_window_ms: 3_600_000,
             lane_full: false,
             attachments: Vec::new(),
+            options: RunOptions::default(),
         }
     }
 
@@ -734,6 +738,79 @@ mod tests {
             Acceptance::Duplicate(again) => assert_eq!(again.input_attachments, [file]),
             other => panic!("not a duplicate: {other:?}"),
         }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn turn_options_are_stored_with_the_run_null_when_default_and_recovered() {
+        let dir = std::env::temp_dir().join(format!("troupe-options-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut db = SqliteStore::open(&dir.join("t.db")).unwrap();
+        let plain = accept(&mut db, turn("agent:main:a", "plain", "k1"));
+        let mut asked = turn("agent:main:a", "asked", "k2");
+        asked.options = RunOptions {
+            timeout_ms: Some(1500),
+            extra_system_prompt: Some("Answer in French.".into()),
+            model: Some("big-model".into()),
+        };
+        let run = accept(&mut db, asked.clone());
+        assert_eq!(run.options, asked.options);
+        let column = |db: &SqliteStore, id: &RunId| -> Option<String> {
+            db.conn
+                .query_row("SELECT options FROM runs WHERE id = ?1", [id], |r| r.get(0))
+                .unwrap()
+        };
+        assert_eq!(column(&db, &plain.id), None, "the defaults are NULL");
+        assert_eq!(
+            column(&db, &run.id).as_deref(),
+            Some(
+                r#"{"timeoutMs":1500,"extraSystemPrompt":"Answer in French.","model":"big-model"}"#
+            )
+        );
+        let (_, queued) = db.recover_runs("test").unwrap();
+        let got: Vec<_> = queued
+            .iter()
+            .map(|r| (r.input.as_str(), r.options.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("plain", RunOptions::default()),
+                ("asked", asked.options.clone())
+            ]
+        );
+        match db.accept_turn(&asked).unwrap() {
+            Acceptance::Duplicate(again) => {
+                assert_eq!(
+                    (again.id, again.options),
+                    (run.id.clone(), asked.options.clone())
+                )
+            }
+            other => panic!("not a duplicate: {other:?}"),
+        }
+        // Back into the turn's options, and stored again the same.
+        let options = asked.options.clone().with_attachments(Vec::new());
+        assert_eq!(options.timeout, Some(Duration::from_millis(1500)));
+        assert_eq!(
+            options.extra_system_prompt.as_deref(),
+            Some("Answer in French.")
+        );
+        assert_eq!(options.model.as_deref(), Some("big-model"));
+        assert_eq!(RunOptions::of(&options), asked.options);
+        assert_eq!(
+            RunOptions::of(&crate::messages::TurnOptions::default()).to_store_json(),
+            None
+        );
+        // A column that cannot be read gives the defaults (and a warning), not a lost run.
+        db.conn
+            .execute(
+                "UPDATE runs SET options = '{not json' WHERE id = ?1",
+                [&run.id],
+            )
+            .unwrap();
+        let read = db.get_run(&run.id).unwrap().unwrap();
+        assert_eq!(read.options, RunOptions::default());
+        drop(db);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -979,6 +1056,39 @@ mod tests {
 #[cfg(test)]
 mod upgrade_tests {
     use super::*;
+
+    #[test]
+    fn a_run_queued_before_schema_13_is_recovered_with_the_defaults() {
+        let dir = std::env::temp_dir().join(format!("troupe-upgrade13-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("old.db");
+        {
+            // What Troupe at schema 12 left: a turn still queued, no options column.
+            let conn = Connection::open(&path).unwrap();
+            for (number, sql) in MIGRATIONS.iter().filter(|(n, _)| *n <= 12) {
+                conn.execute_batch(sql).unwrap();
+                conn.pragma_update(None, "user_version", number).unwrap();
+            }
+            conn.execute_batch(
+                "INSERT INTO sessions VALUES ('agent:main:main', 'main', 1, 1);
+                 INSERT INTO runs (id, session_key, agent_id, status, mode, input, accepted_at)
+                 VALUES ('r-old', 'agent:main:main', 'main', 'queued', 'followup', 'still waiting', 1);
+                 INSERT INTO messages (session_key, role, text, run_id, ts, turn)
+                 VALUES ('agent:main:main', 'user', 'still waiting', 'r-old', 1, 1);",
+            )
+            .unwrap();
+        }
+        let mut db = SqliteStore::open(&path).unwrap();
+        let (_, queued) = db.recover_runs("an upgrade").unwrap();
+        assert_eq!(queued.len(), 1);
+        assert_eq!(queued[0].input, "still waiting");
+        assert_eq!(
+            queued[0].options,
+            crate::store::turns::RunOptions::default()
+        );
+        drop(db);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn a_database_migrated_by_sqlx_is_taken_over_without_reapplying() {

@@ -1,9 +1,9 @@
 //! The store's domain types: runs, transcript messages and pages, sessions, usage. What
 //! callers send and get back; the SQL behind them is in [`super::sqlite`].
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::messages::{AgentId, RunId, RunStatus, SessionKey};
+use crate::messages::{AgentId, RunId, RunStatus, SessionKey, TurnOptions};
 
 /// A run (one agent turn) as stored.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -42,6 +42,73 @@ pub struct RunRecord {
     /// with them. Empty elsewhere.
     #[serde(skip)]
     pub input_attachments: Vec<crate::attachments::AttachmentRef>,
+    /// The per-turn options it was accepted with (the defaults for rows older than schema
+    /// 13): a queued run picked up from the store runs with them.
+    #[serde(skip)]
+    pub options: RunOptions,
+}
+
+/// The per-turn options a run keeps in the store (`runs.options`, JSON): what a queued run
+/// recovered after a restart needs to run as it was asked. The message's files are not
+/// here: they are stored with its user message.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunOptions {
+    /// [`TurnOptions::timeout`], in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// [`TurnOptions::extra_system_prompt`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra_system_prompt: Option<String>,
+    /// [`TurnOptions::model`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+}
+
+impl RunOptions {
+    /// The stored part of a turn's options.
+    pub fn of(options: &TurnOptions) -> Self {
+        Self {
+            timeout_ms: options
+                .timeout
+                .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+            extra_system_prompt: options.extra_system_prompt.clone(),
+            model: options.model.clone(),
+        }
+    }
+
+    /// The turn's options again, with the files of its user message.
+    pub fn with_attachments(
+        self,
+        attachments: Vec<crate::attachments::AttachmentRef>,
+    ) -> TurnOptions {
+        TurnOptions {
+            timeout: self.timeout_ms.map(std::time::Duration::from_millis),
+            extra_system_prompt: self.extra_system_prompt,
+            model: self.model,
+            attachments,
+        }
+    }
+
+    /// The column's text: `None` (NULL) when every option is the default.
+    pub fn to_store_json(&self) -> Option<String> {
+        if *self == Self::default() {
+            return None;
+        }
+        serde_json::to_string(self).ok()
+    }
+
+    /// The options from the column's text: the defaults when NULL (older rows) or
+    /// unreadable (said in the log).
+    pub fn from_store_json(text: Option<&str>) -> Self {
+        let Some(text) = text.filter(|t| !t.is_empty()) else {
+            return Self::default();
+        };
+        serde_json::from_str(text).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "stored turn options are unreadable; the run uses the agent's defaults");
+            Self::default()
+        })
+    }
 }
 
 /// One transcript entry.
@@ -162,6 +229,8 @@ pub struct NewTurn {
     pub lane_full: bool,
     /// Files attached to the message.
     pub attachments: Vec<crate::attachments::AttachmentRef>,
+    /// The rest of its per-turn options, stored with the run.
+    pub options: RunOptions,
 }
 
 /// How a run ended, as stored.
