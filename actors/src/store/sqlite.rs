@@ -64,6 +64,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../../migrations/0012_fewer_turn_pages.sql"),
     ),
     (13, include_str!("../../migrations/0013_turn_options.sql")),
+    (
+        14,
+        include_str!("../../migrations/0014_checks_without_in_lists.sql"),
+    ),
 ];
 
 const RUN_COLUMNS: &str = "seq, id, session_key, agent_id, status, mode, input, output, error, coalesced_into, accepted_at, finished_at, attachments, options";
@@ -157,6 +161,12 @@ impl SqliteStore {
             let tx = self.conn.transaction()?;
             tx.execute_batch(sql)
                 .map_err(|e| StoreError::Migrate(format!("migration {number}: {e}")))?;
+            if sql.contains("writable_schema") {
+                // The schema's text was edited in place: a new schema version makes every
+                // connection, this one included, read it again.
+                let schema: i64 = tx.pragma_query_value(None, "schema_version", |r| r.get(0))?;
+                tx.pragma_update(None, "schema_version", schema + 1)?;
+            }
             tx.pragma_update(None, "user_version", number)?;
             tx.commit()?;
         }
@@ -1087,6 +1097,94 @@ mod upgrade_tests {
             crate::store::turns::RunOptions::default()
         );
         drop(db);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn schema_14_checks_build_no_temporary_table_and_still_refuse_bad_values() {
+        let dir = std::env::temp_dir().join(format!("troupe-upgrade14-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("old.db");
+        {
+            // What Troupe at schema 13 left, with a finished turn in it.
+            let conn = Connection::open(&path).unwrap();
+            for (number, sql) in MIGRATIONS.iter().filter(|(n, _)| *n <= 13) {
+                conn.execute_batch(sql).unwrap();
+                conn.pragma_update(None, "user_version", number).unwrap();
+            }
+            conn.execute_batch(
+                "INSERT INTO sessions VALUES ('agent:main:main', 'main', 1, 1);
+                 INSERT INTO runs (id, session_key, agent_id, status, mode, input, accepted_at)
+                 VALUES ('r-old', 'agent:main:main', 'main', 'ok', 'followup', 'hi', 1);
+                 INSERT INTO messages (session_key, role, text, run_id, ts, turn)
+                 VALUES ('agent:main:main', 'user', 'hi', 'r-old', 1, 1);",
+            )
+            .unwrap();
+        }
+        let db = SqliteStore::open(&path).unwrap();
+        let integrity: String = db
+            .conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(integrity, "ok");
+        let schema: Vec<String> = db
+            .conn
+            .prepare(
+                "SELECT sql FROM sqlite_master WHERE type = 'table' AND name IN
+                 ('messages', 'runs', 'channel_inbound', 'channel_deliveries', 'cron_runs')",
+            )
+            .unwrap()
+            .query_map([], |r| r.get::<_, Option<String>>(0))
+            .unwrap()
+            .filter_map(|r| r.unwrap())
+            .collect();
+        for sql in &schema {
+            assert!(
+                !sql.contains(" IN ("),
+                "a CHECK with an IN list is left: {sql}"
+            );
+        }
+        // Writing a row builds no temporary b-tree any more ...
+        let writes = [
+            "INSERT INTO messages (session_key, role, text, run_id, ts, turn) VALUES ('agent:main:main', 'assistant', 'x', 'r-old', 1, 1)",
+            "UPDATE runs SET status = 'error' WHERE id = 'r-old'",
+            "UPDATE channel_inbound SET state = 'done' WHERE id = 1",
+            "UPDATE channel_deliveries SET state = 'sent' WHERE id = 1",
+            "UPDATE cron_runs SET outcome = 'ok' WHERE id = 1",
+        ];
+        for sql in writes {
+            let ops: Vec<String> = db
+                .conn
+                .prepare(&format!("EXPLAIN {sql}"))
+                .unwrap()
+                .query_map([], |r| r.get::<_, String>(1))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            assert!(!ops.iter().any(|op| op == "OpenEphemeral"), "{sql}");
+        }
+        // ... and the constraints still refuse what they refused, and the old rows are there.
+        for bad in [
+            "INSERT INTO messages (session_key, role, text, ts, turn) VALUES ('agent:main:main', 'system', 'x', 1, 1)",
+            "UPDATE runs SET status = 'done' WHERE id = 'r-old'",
+        ] {
+            let err = db.conn.execute(bad, []).unwrap_err().to_string();
+            assert!(err.contains("CHECK constraint failed"), "{bad}: {err}");
+        }
+        let messages: i64 = db
+            .conn
+            .query_row("SELECT COUNT(*) FROM messages", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(messages, 1);
+        drop(db);
+        // Opened again: nothing applied twice, still sound.
+        let again = SqliteStore::open(&path).unwrap();
+        let integrity: String = again
+            .conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(integrity, "ok");
+        drop(again);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
