@@ -13,7 +13,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::turns::{
     Acceptance, HistoryPage, NewTurn, RunEnd, RunOptions, RunRecord, SessionSummary, StoredMessage,
-    Transcript, UsageRow,
+    ToolMeta, ToolStep, Transcript, UsageRow,
 };
 use super::{Store, StoreError, StoreInfo};
 use crate::messages::{AgentId, CronJobId, RunId, RunStatus, SessionKey};
@@ -64,6 +64,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../../migrations/0012_fewer_turn_pages.sql"),
     ),
     (13, include_str!("../../migrations/0013_turn_options.sql")),
+    (14, include_str!("../../migrations/0014_tool_steps.sql")),
 ];
 
 const RUN_COLUMNS: &str = "seq, id, session_key, agent_id, status, mode, input, output, error, coalesced_into, accepted_at, finished_at, attachments, options";
@@ -206,6 +207,13 @@ fn attachments_of(row: &Row<'_>) -> rusqlite::Result<Vec<crate::attachments::Att
     Ok(crate::attachments::from_store_json(text.as_deref()))
 }
 
+/// The `tool` column of a row: what a `tool` message was (`None` for other roles, or when
+/// unreadable).
+fn tool_of(row: &Row<'_>) -> rusqlite::Result<Option<ToolMeta>> {
+    let text: Option<String> = row.get("tool")?;
+    Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+}
+
 /// Cuts a text to at most `max` bytes on a character boundary (`substr` counts characters).
 fn cut_to_bytes(mut text: String, max: usize) -> String {
     if text.len() > max {
@@ -342,6 +350,7 @@ impl Store for SqliteStore {
         let sql = format!(
             "SELECT m.id, m.role, m.text, m.ts, m.run_id, m.attachments FROM messages m
              WHERE m.session_key = (SELECT session_key FROM runs WHERE id = ?2) AND {BEFORE}
+               AND m.role <> 'tool'
              ORDER BY m.turn DESC, m.id DESC LIMIT ?3"
         );
         let mut out = self
@@ -360,6 +369,7 @@ impl Store for SqliteStore {
                         truncated: false,
                         bytes: None,
                         attachments: attachments_of(r)?,
+                        tool: None,
                     })
                 },
             )?
@@ -368,7 +378,12 @@ impl Store for SqliteStore {
         Ok(out)
     }
 
-    fn finish_run(&mut self, run_id: &RunId, end: &RunEnd) -> Result<(), StoreError> {
+    fn finish_run_with_tools(
+        &mut self,
+        run_id: &RunId,
+        end: &RunEnd,
+        tool_steps: &[ToolStep],
+    ) -> Result<(), StoreError> {
         let now = now_ms() as i64;
         let attachments = crate::attachments::to_store_json(&end.attachments);
         let updated: Option<(String, i64)> = self
@@ -396,6 +411,15 @@ impl Store for SqliteStore {
             // The session was deleted while the run was going: nothing left to record.
             return Ok(());
         };
+        for step in tool_steps {
+            let (text, bytes) = step.transcript_text();
+            let meta = serde_json::to_string(&step.meta).ok();
+            self.conn
+                .prepare_cached(
+                    "INSERT INTO messages (session_key, role, text, run_id, ts, turn, tool, bytes) VALUES (?1, 'tool', ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?
+                .execute(params![session_key, text, run_id, step.ts, turn, meta, bytes])?;
+        }
         if !end.output.is_empty() || !end.attachments.is_empty() {
             self.conn
                 .prepare_cached(
@@ -485,7 +509,7 @@ impl Store for SqliteStore {
         page: HistoryPage,
     ) -> Result<Transcript, StoreError> {
         let sql = format!(
-            "SELECT m.id, m.role, substr(m.text, 1, ?3) AS text, length(CAST(m.text AS BLOB)) AS bytes, m.ts, m.run_id, m.attachments,
+            "SELECT m.id, m.role, substr(m.text, 1, ?3) AS text, COALESCE(m.bytes, length(CAST(m.text AS BLOB))) AS bytes, m.ts, m.run_id, m.attachments, m.tool,
                     r.status = 'queued' AS queued
              FROM messages m LEFT JOIN runs r ON r.id = m.run_id
              WHERE m.session_key = ?2 AND {BEFORE}
@@ -523,6 +547,7 @@ impl Store for SqliteStore {
                 truncated,
                 bytes: truncated.then_some(bytes),
                 attachments: attachments_of(row)?,
+                tool: tool_of(row)?,
             });
         }
         let next_before = has_more.then(|| messages.last().map(|m| m.id)).flatten();

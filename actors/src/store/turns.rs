@@ -138,6 +138,78 @@ pub struct StoredMessage {
     /// Files attached to the message (the user's uploads, the reply's markers).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub attachments: Vec<crate::attachments::AttachmentRef>,
+    /// For a `tool` message: which tool was called, its call id, whether it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool: Option<ToolMeta>,
+}
+
+/// What a `tool` transcript message was (its `text` is the readable call and result).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ToolMeta {
+    /// The tool's name (built-in, or `server__tool` for MCP tools).
+    pub name: String,
+    /// The model's id of the call.
+    pub call_id: String,
+    /// The tool failed (its result is the error).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub is_error: bool,
+}
+
+/// One tool call of a run and its result, stored as a `tool` message of the run's turn
+/// when the run ends (before its reply).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolStep {
+    /// Name, call id, failure.
+    pub meta: ToolMeta,
+    /// The arguments as the model sent them (JSON text).
+    pub arguments: String,
+    /// The result the model got (the error text when it failed).
+    pub result: String,
+    /// When the result came (ms since the epoch).
+    pub ts: i64,
+}
+
+impl ToolStep {
+    /// Bytes of a tool message's text as stored: longer steps are cut (on a character
+    /// boundary) and stored with their full length, so history flags them `truncated`.
+    pub const MAX_TEXT_BYTES: usize = 16 * 1024;
+
+    /// The transcript text: `name(arguments)` on the first line, then `→ result` (or
+    /// `→ error: ...`), cut to [`Self::MAX_TEXT_BYTES`]; with the full length in bytes when
+    /// it was cut.
+    pub fn transcript_text(&self) -> (String, Option<i64>) {
+        let arrow = if self.meta.is_error {
+            "→ error: "
+        } else {
+            "→ "
+        };
+        let full_len =
+            self.meta.name.len() + self.arguments.len() + 3 + arrow.len() + self.result.len();
+        let mut text = String::with_capacity(full_len.min(Self::MAX_TEXT_BYTES));
+        for part in [
+            self.meta.name.as_str(),
+            "(",
+            self.arguments.as_str(),
+            ")\n",
+            arrow,
+            self.result.as_str(),
+        ] {
+            let room = Self::MAX_TEXT_BYTES - text.len();
+            if part.len() <= room {
+                text.push_str(part);
+            } else {
+                let mut end = room;
+                while !part.is_char_boundary(end) {
+                    end -= 1;
+                }
+                text.push_str(&part[..end]);
+                break;
+            }
+        }
+        let cut = (text.len() < full_len).then_some(full_len as i64);
+        (text, cut)
+    }
 }
 
 /// What a client asks of a transcript page.
