@@ -840,6 +840,90 @@ mod tests {
     }
 
     #[test]
+    fn tool_steps_sit_between_the_message_and_the_reply_and_stay_out_of_the_context() {
+        let dir = std::env::temp_dir().join(format!("troupe-tools-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut db = SqliteStore::open(&dir.join("t.db")).unwrap();
+        let key = "agent:main:a";
+        let first = accept(&mut db, turn(key, "what time is it?", "k1"));
+        // The next turn is queued before the first one ends: its message keeps its place.
+        let second = accept(&mut db, turn(key, "and now?", "k2"));
+        db.start_run(&first.id, &[], 10).unwrap();
+        let step = |id: &str, name: &str, result: String, is_error: bool| ToolStep {
+            meta: ToolMeta {
+                name: name.into(),
+                call_id: id.into(),
+                is_error,
+            },
+            arguments: r#"{"zone":"UTC"}"#.into(),
+            result,
+            ts: 5,
+        };
+        let long = "é".repeat(20_000);
+        let steps = [
+            step("c1", "current_time", "12:00".into(), false),
+            step("c2", "memory_read", long.clone(), true),
+        ];
+        let end = RunEnd {
+            status: RunStatus::Ok,
+            output: "noon".into(),
+            error: None,
+            input_tokens: 0,
+            output_tokens: 0,
+            cost_usd: 0.0,
+            attachments: Vec::new(),
+        };
+        db.finish_run_with_tools(&first.id, &end, &steps).unwrap();
+        let page = db.history(&key.into(), HistoryPage::new(10, None)).unwrap();
+        let rows: Vec<(&str, Option<&str>)> = page
+            .messages
+            .iter()
+            .map(|m| (m.role.as_str(), m.run_id.as_deref()))
+            .collect();
+        let (one, two) = (Some(first.id.as_str()), Some(second.id.as_str()));
+        assert_eq!(
+            rows,
+            [
+                ("user", one),
+                ("tool", one),
+                ("tool", one),
+                ("assistant", one),
+                ("user", two)
+            ]
+        );
+        let call = &page.messages[1];
+        assert_eq!(call.text, "current_time({\"zone\":\"UTC\"})\n→ 12:00");
+        assert_eq!(call.ts, 5);
+        assert!(!call.truncated);
+        assert_eq!(
+            call.tool,
+            Some(ToolMeta {
+                name: "current_time".into(),
+                call_id: "c1".into(),
+                is_error: false
+            })
+        );
+        // A long result is cut when written, on a character boundary, and flagged.
+        let cut = &page.messages[2];
+        assert!(cut.truncated);
+        assert!(cut.text.len() <= ToolStep::MAX_TEXT_BYTES);
+        assert!(cut.text.starts_with("memory_read({\"zone\":\"UTC\"})\n→ error: é"));
+        let full = "memory_read(".len() + r#"{"zone":"UTC"}"#.len() + ")\n→ error: ".len() + long.len();
+        assert_eq!(cut.bytes, Some(full as i64));
+        assert!(cut.tool.as_ref().is_some_and(|t| t.is_error));
+        let json = serde_json::to_value(call).unwrap();
+        assert_eq!(json["tool"]["name"], "current_time");
+        assert_eq!(json["tool"]["callId"], "c1");
+        assert!(json["tool"].get("isError").is_none());
+        // The next turn's context is the user and assistant messages only.
+        let context = db.start_run(&second.id, &[], 10).unwrap();
+        let roles: Vec<&str> = context.iter().map(|m| m.role.as_str()).collect();
+        assert_eq!(roles, ["user", "assistant"]);
+        drop(db);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn retention_deletes_old_finished_turns_and_keeps_waiting_ones() {
         let dir = std::env::temp_dir().join(format!("troupe-retention-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
