@@ -262,7 +262,10 @@ async fn both_histories(gw: &TestGateway, c: &mut WsClient, key: &str) -> Vec<Va
         .request("chat.history", Some(json!({ "sessionKey": key })))
         .await;
     assert_eq!(ws["ok"], true, "{ws}");
-    let ws = ws["payload"]["messages"].as_array().expect("messages").clone();
+    let ws = ws["payload"]["messages"]
+        .as_array()
+        .expect("messages")
+        .clone();
     let rest: Value = reqwest::Client::new()
         .get(gw.http(&format!("/api/sessions/{key}/messages")))
         .bearer_auth(&gw.token)
@@ -287,8 +290,11 @@ async fn tool_steps_are_stored_between_the_message_and_the_reply() {
     // A note longer than a tool message keeps (16 KiB).
     let big = "green tea ".repeat(4_000);
     for (agent, _) in FORMATS {
-        std::fs::write(home.path().join(format!("agents/{agent}/memory/big.md")), &big)
-            .expect("note");
+        std::fs::write(
+            home.path().join(format!("agents/{agent}/memory/big.md")),
+            &big,
+        )
+        .expect("note");
     }
     let gw = start(&fake, home);
     gw.wait_ready().await;
@@ -372,6 +378,43 @@ async fn tool_steps_are_stored_between_the_message_and_the_reply() {
         assert!(long["bytes"].as_i64().unwrap() > big.len() as i64, "{long}");
         assert_eq!(long["tool"]["name"], "memory_read");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_cut_by_its_timeout_keeps_the_tool_steps_it_made() {
+    let fake = FakeLlm::start();
+    let gw = start(&fake, home_with_agents(""));
+    gw.wait_ready().await;
+    let mut c = gw.client().await;
+    let key = "agent:oa:test:dm:cut";
+    fake.push(Script::tool_call("call_c", "current_time", "{}", 1));
+    fake.push(Script::Stall { after_chunks: 1 });
+    let ack = c
+        .request(
+            "chat.send",
+            Some(json!({ "sessionKey": key, "message": "slow", "idempotencyKey": "cut", "timeoutMs": 5000 })),
+        )
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    let run_id = ack["payload"]["runId"].as_str().expect("runId").to_string();
+    let done = c
+        .request(
+            "agent.wait",
+            Some(json!({ "runId": run_id, "timeoutMs": 60_000 })),
+        )
+        .await;
+    assert_eq!(done["payload"]["status"], "error", "{done}");
+    let history = both_histories(&gw, &mut c, key).await;
+    let rows: Vec<(&str, &str)> = history
+        .iter()
+        .map(|m| (m["role"].as_str().unwrap(), m["runId"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        rows,
+        [("user", run_id.as_str()), ("tool", run_id.as_str())],
+        "{history:?}"
+    );
+    assert_eq!(history[1]["tool"]["callId"], "call_c");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

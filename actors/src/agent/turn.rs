@@ -60,15 +60,15 @@ pub async fn run_within(
     let mut steps = Vec::new();
     let mut outcome = match timeout {
         None => run(settings, turn, abort, &mut steps).await,
-        Some(limit) => match tokio::time::timeout(limit, run(settings, turn, abort, &mut steps))
-            .await
-        {
-            Ok(outcome) => outcome,
-            Err(_) => RunOutcome::failed(format!(
-                "the run did not finish within its timeout of {} ms",
-                limit.as_millis()
-            )),
-        },
+        Some(limit) => {
+            match tokio::time::timeout(limit, run(settings, turn, abort, &mut steps)).await {
+                Ok(outcome) => outcome,
+                Err(_) => RunOutcome::failed(format!(
+                    "the run did not finish within its timeout of {} ms",
+                    limit.as_millis()
+                )),
+            }
+        }
     };
     outcome.tool_steps = steps;
     outcome

@@ -907,8 +907,12 @@ mod tests {
         let cut = &page.messages[2];
         assert!(cut.truncated);
         assert!(cut.text.len() <= ToolStep::MAX_TEXT_BYTES);
-        assert!(cut.text.starts_with("memory_read({\"zone\":\"UTC\"})\n→ error: é"));
-        let full = "memory_read(".len() + r#"{"zone":"UTC"}"#.len() + ")\n→ error: ".len() + long.len();
+        assert!(
+            cut.text
+                .starts_with("memory_read({\"zone\":\"UTC\"})\n→ error: é")
+        );
+        let full =
+            "memory_read(".len() + r#"{"zone":"UTC"}"#.len() + ")\n→ error: ".len() + long.len();
         assert_eq!(cut.bytes, Some(full as i64));
         assert!(cut.tool.as_ref().is_some_and(|t| t.is_error));
         let json = serde_json::to_value(call).unwrap();
