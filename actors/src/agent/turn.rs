@@ -251,16 +251,13 @@ async fn run(
             send(TurnEventKind::Tool(
                 json!({ "phase": "result", "name": call.name, "callId": call.id, "result": content, "isError": is_error }),
             ));
-            steps.push(ToolStep {
-                meta: ToolMeta {
-                    name: call.name.clone(),
-                    call_id: call.id.clone(),
-                    is_error,
-                },
-                arguments: call.arguments.clone(),
-                result: content.clone(),
-                ts: crate::now_ms() as i64,
-            });
+            let meta = ToolMeta {
+                name: call.name.clone(),
+                call_id: call.id.clone(),
+                is_error,
+            };
+            let ts = crate::now_ms() as i64;
+            steps.push(ToolStep::new(meta, &call.arguments, &content, ts));
             request.messages.push(ChatMessage::ToolResult {
                 call_id: call.id,
                 name: call.name,

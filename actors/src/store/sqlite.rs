@@ -412,7 +412,7 @@ impl Store for SqliteStore {
             return Ok(());
         };
         for step in tool_steps {
-            let (text, bytes) = step.transcript_text();
+            let (text, bytes) = (&step.text, step.full_bytes);
             let meta = serde_json::to_string(&step.meta).ok();
             self.conn
                 .prepare_cached(
@@ -849,15 +849,13 @@ mod tests {
         // The next turn is queued before the first one ends: its message keeps its place.
         let second = accept(&mut db, turn(key, "and now?", "k2"));
         db.start_run(&first.id, &[], 10).unwrap();
-        let step = |id: &str, name: &str, result: String, is_error: bool| ToolStep {
-            meta: ToolMeta {
+        let step = |id: &str, name: &str, result: String, is_error: bool| {
+            let meta = ToolMeta {
                 name: name.into(),
                 call_id: id.into(),
                 is_error,
-            },
-            arguments: r#"{"zone":"UTC"}"#.into(),
-            result,
-            ts: 5,
+            };
+            ToolStep::new(meta, r#"{"zone":"UTC"}"#, &result, 5)
         };
         let long = "é".repeat(20_000);
         let steps = [

@@ -157,15 +157,17 @@ pub struct ToolMeta {
 }
 
 /// One tool call of a run and its result, stored as a `tool` message of the run's turn
-/// when the run ends (before its reply).
+/// when the run ends (before its reply). Its text is made (and bounded) when the step
+/// happens, so a run holds at most [`ToolStep::MAX_TEXT_BYTES`] per step until it ends.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ToolStep {
     /// Name, call id, failure.
     pub meta: ToolMeta,
-    /// The arguments as the model sent them (JSON text).
-    pub arguments: String,
-    /// The result the model got (the error text when it failed).
-    pub result: String,
+    /// The transcript text: `name(arguments)` on the first line, then `→ result` (or
+    /// `→ error: ...`), cut to [`ToolStep::MAX_TEXT_BYTES`] on a character boundary.
+    pub text: String,
+    /// The full length of the text in bytes when it was cut.
+    pub full_bytes: Option<i64>,
     /// When the result came (ms since the epoch).
     pub ts: i64,
 }
@@ -175,26 +177,13 @@ impl ToolStep {
     /// boundary) and stored with their full length, so history flags them `truncated`.
     pub const MAX_TEXT_BYTES: usize = 16 * 1024;
 
-    /// The transcript text: `name(arguments)` on the first line, then `→ result` (or
-    /// `→ error: ...`), cut to [`Self::MAX_TEXT_BYTES`]; with the full length in bytes when
-    /// it was cut.
-    pub fn transcript_text(&self) -> (String, Option<i64>) {
-        let arrow = if self.meta.is_error {
-            "→ error: "
-        } else {
-            "→ "
-        };
-        let full_len =
-            self.meta.name.len() + self.arguments.len() + 3 + arrow.len() + self.result.len();
+    /// The step of a call with `arguments` (the model's JSON text) that got `result` (the
+    /// error text when `meta.is_error`), at `ts`.
+    pub fn new(meta: ToolMeta, arguments: &str, result: &str, ts: i64) -> Self {
+        let arrow = if meta.is_error { "→ error: " } else { "→ " };
+        let full_len = meta.name.len() + arguments.len() + 3 + arrow.len() + result.len();
         let mut text = String::with_capacity(full_len.min(Self::MAX_TEXT_BYTES));
-        for part in [
-            self.meta.name.as_str(),
-            "(",
-            self.arguments.as_str(),
-            ")\n",
-            arrow,
-            self.result.as_str(),
-        ] {
+        for part in [meta.name.as_str(), "(", arguments, ")\n", arrow, result] {
             let room = Self::MAX_TEXT_BYTES - text.len();
             if part.len() <= room {
                 text.push_str(part);
@@ -207,8 +196,13 @@ impl ToolStep {
                 break;
             }
         }
-        let cut = (text.len() < full_len).then_some(full_len as i64);
-        (text, cut)
+        let full_bytes = (text.len() < full_len).then_some(full_len as i64);
+        Self {
+            meta,
+            text,
+            full_bytes,
+            ts,
+        }
     }
 }
 
