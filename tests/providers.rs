@@ -237,6 +237,186 @@ async fn multi_step_tool_calls_write_memory_and_stream_tool_events() {
     );
 }
 
+/// Sends a turn to `key` and waits for its end; answers the end and the run id.
+async fn turn_in(c: &mut WsClient, key: &str, message: &str, idem: &str) -> (Value, String) {
+    let ack = c
+        .request(
+            "chat.send",
+            Some(json!({ "sessionKey": key, "message": message, "idempotencyKey": idem })),
+        )
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    let run_id = ack["payload"]["runId"].as_str().expect("runId").to_string();
+    let done = c
+        .request(
+            "agent.wait",
+            Some(json!({ "runId": run_id, "timeoutMs": 20_000 })),
+        )
+        .await;
+    (done["payload"].clone(), run_id)
+}
+
+/// `chat.history` and `GET /api/sessions/{key}/messages` of a session: the same messages.
+async fn both_histories(gw: &TestGateway, c: &mut WsClient, key: &str) -> Vec<Value> {
+    let ws = c
+        .request("chat.history", Some(json!({ "sessionKey": key })))
+        .await;
+    assert_eq!(ws["ok"], true, "{ws}");
+    let ws = ws["payload"]["messages"]
+        .as_array()
+        .expect("messages")
+        .clone();
+    let rest: Value = reqwest::Client::new()
+        .get(gw.http(&format!("/api/sessions/{key}/messages")))
+        .bearer_auth(&gw.token)
+        .send()
+        .await
+        .expect("GET messages")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        rest["messages"].as_array(),
+        Some(&ws),
+        "REST history is chat.history"
+    );
+    ws
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tool_steps_are_stored_between_the_message_and_the_reply() {
+    let fake = FakeLlm::start();
+    let home = home_with_agents("");
+    // A note longer than a tool message keeps (16 KiB).
+    let big = "green tea ".repeat(4_000);
+    for (agent, _) in FORMATS {
+        std::fs::write(
+            home.path().join(format!("agents/{agent}/memory/big.md")),
+            &big,
+        )
+        .expect("note");
+    }
+    let gw = start(&fake, home);
+    gw.wait_ready().await;
+    let mut c = gw.client().await;
+    for (agent, provider) in FORMATS {
+        let key = format!("agent:{agent}:test:dm:steps");
+        fake.push(Script::tool_call("call_t", "current_time", "{}", 1));
+        fake.push(Script::reply("It is noon.", 1));
+        let (done, first) = turn_in(&mut c, &key, "what time is it?", &format!("s1-{agent}")).await;
+        assert_eq!(done["status"], "ok", "{provider}: {done}");
+        let history = both_histories(&gw, &mut c, &key).await;
+        let rows: Vec<(&str, &str)> = history
+            .iter()
+            .map(|m| (m["role"].as_str().unwrap(), m["runId"].as_str().unwrap()))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("user", first.as_str()),
+                ("tool", first.as_str()),
+                ("assistant", first.as_str())
+            ],
+            "{provider}: {history:?}"
+        );
+        let step = &history[1];
+        let text = step["text"].as_str().unwrap();
+        assert!(
+            text.starts_with("current_time({})\n→ {") && text.contains("\"utc\":"),
+            "{provider}: the call and its result: {text}"
+        );
+        assert_eq!(step["tool"]["name"], "current_time");
+        assert_eq!(step["tool"]["callId"], "call_t");
+        assert!(step.get("truncated").is_none(), "{step}");
+        assert_eq!(history[2]["text"], "It is noon.");
+
+        // The next turn: its model request has the earlier text only, and its long tool
+        // result is cut in the transcript (the model got all of it).
+        fake.push(Script::tool_call(
+            "call_b",
+            "memory_read",
+            r#"{"path":"big.md"}"#,
+            1,
+        ));
+        fake.push(Script::reply("It is long.", 1));
+        let before = fake.requests().len();
+        let (done, second) = turn_in(&mut c, &key, "read big.md", &format!("s2-{agent}")).await;
+        assert_eq!(done["status"], "ok", "{provider}: {done}");
+        let reqs = fake.requests();
+        let asked = reqs[before].body.to_string();
+        assert!(asked.contains("It is noon.") && asked.contains("what time is it?"));
+        assert!(
+            !asked.contains("call_t"),
+            "{provider}: the earlier turn's tool steps are not context: {asked}"
+        );
+        assert!(
+            reqs[before + 1].body.to_string().contains(&big),
+            "{provider}: the model got the whole result"
+        );
+        let history = both_histories(&gw, &mut c, &key).await;
+        let rows: Vec<(&str, &str)> = history
+            .iter()
+            .map(|m| (m["role"].as_str().unwrap(), m["runId"].as_str().unwrap()))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("user", first.as_str()),
+                ("tool", first.as_str()),
+                ("assistant", first.as_str()),
+                ("user", second.as_str()),
+                ("tool", second.as_str()),
+                ("assistant", second.as_str())
+            ],
+            "{provider}: {history:?}"
+        );
+        let long = &history[4];
+        assert_eq!(long["truncated"], true, "{provider}: {long}");
+        let text = long["text"].as_str().unwrap();
+        assert!(text.len() <= 16 * 1024, "{}", text.len());
+        assert!(text.starts_with("memory_read({\"path\":\"big.md\"})\n→ green tea green tea"));
+        assert!(long["bytes"].as_i64().unwrap() > big.len() as i64, "{long}");
+        assert_eq!(long["tool"]["name"], "memory_read");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_cut_by_its_timeout_keeps_the_tool_steps_it_made() {
+    let fake = FakeLlm::start();
+    let gw = start(&fake, home_with_agents(""));
+    gw.wait_ready().await;
+    let mut c = gw.client().await;
+    let key = "agent:oa:test:dm:cut";
+    fake.push(Script::tool_call("call_c", "current_time", "{}", 1));
+    fake.push(Script::Stall { after_chunks: 1 });
+    let ack = c
+        .request(
+            "chat.send",
+            Some(json!({ "sessionKey": key, "message": "slow", "idempotencyKey": "cut", "timeoutMs": 5000 })),
+        )
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    let run_id = ack["payload"]["runId"].as_str().expect("runId").to_string();
+    let done = c
+        .request(
+            "agent.wait",
+            Some(json!({ "runId": run_id, "timeoutMs": 60_000 })),
+        )
+        .await;
+    assert_eq!(done["payload"]["status"], "error", "{done}");
+    let history = both_histories(&gw, &mut c, key).await;
+    let rows: Vec<(&str, &str)> = history
+        .iter()
+        .map(|m| (m["role"].as_str().unwrap(), m["runId"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        rows,
+        [("user", run_id.as_str()), ("tool", run_id.as_str())],
+        "{history:?}"
+    );
+    assert_eq!(history[1]["tool"]["callId"], "call_c");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_tool_returns_an_error_result_and_the_run_goes_on() {
     let fake = FakeLlm::start();

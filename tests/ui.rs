@@ -430,6 +430,37 @@ async fn tool_calls_show_and_a_waiting_message_is_marked_queued_until_abort() {
         ),
     )
     .await;
+
+    // After a reload the stored tool step is in the history, between the message and the
+    // reply, as one collapsed line.
+    b.client.refresh().await.expect("reload");
+    connected(&b).await;
+    b.wait_for(
+        UI_WAIT,
+        "agent oa listed again",
+        "return [...document.getElementById('agent-select').options].some(o => o.value === 'oa')",
+    )
+    .await;
+    b.js("const s = document.getElementById('agent-select'); s.value = 'oa'; s.dispatchEvent(new Event('change')); return true").await;
+    b.wait_for(
+        UI_WAIT,
+        "the first turn's history with its tool step",
+        "return [...document.querySelectorAll('#messages li[data-role=tool]')].length === 1",
+    )
+    .await;
+    let first = b
+        .js("const li = [...document.querySelectorAll('#messages li')]; const i = li.findIndex(l => l.dataset.role === 'tool'); return [li[i - 1].dataset.role, li[i - 1].querySelector('.text').textContent, li[i].querySelector('summary').textContent, li[i].querySelector('details').open, li[i + 1].dataset.role, li[i + 1].querySelector('.text').textContent]")
+        .await;
+    assert_eq!(first[0], "user", "{first}");
+    assert_eq!(first[1], "remember this", "{first}");
+    let summary = first[2].as_str().unwrap();
+    assert!(
+        summary.contains("memory_write") && summary.contains("notes/ui.md"),
+        "{first}"
+    );
+    assert_eq!(first[3], false, "collapsed: {first}");
+    assert_eq!(first[4], "assistant", "{first}");
+    assert_eq!(first[5], "Saved it.", "{first}");
     b.close().await;
 }
 

@@ -103,7 +103,8 @@ export class ChatView {
     try {
       const page = await this.conn.request("chat.history", params);
       if (page.sessionKey !== this.sessionKey && !before) return;
-      const items = (page.messages || []).map((m) => this.messageItem(m.role, m.text, m.ts, m.runId));
+      const items = (page.messages || []).map((m) =>
+        m.role === "tool" ? this.toolItem(m) : this.messageItem(m.role, m.text, m.ts, m.runId));
       if (before) {
         $("messages").prepend(...items);
       } else {
@@ -130,6 +131,23 @@ export class ChatView {
       h("span", { class: "badge" }, ""),
       body);
     return li;
+  }
+
+  // A stored tool step, compact: one collapsed line (the tool and its arguments) that
+  // opens on the result.
+  toolItem(m) {
+    const tool = m.tool || {};
+    const text = m.text || "";
+    const nl = text.indexOf("\n");
+    const call = nl < 0 ? text : text.slice(0, nl);
+    const result = (nl < 0 ? "" : text.slice(nl + 1)) +
+      (m.truncated ? "\n… cut (" + m.bytes + " bytes in all)" : "");
+    return h("li", { class: "msg step" + (tool.isError ? " failed" : ""), "data-role": "tool",
+      "data-run": m.runId || "", "data-call": tool.callId || "" },
+      h("details", {},
+        h("summary", {}, h("span", { class: "tool-name" }, (tool.isError ? "tool error " : "tool ") + (tool.name || "")),
+          " ", h("code", {}, call)),
+        h("div", { class: "text" }, result)));
   }
 
   scrollDown() {

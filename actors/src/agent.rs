@@ -107,6 +107,9 @@ pub struct RunOutcome {
     pub cost_usd: f64,
     /// Files the reply sends (its `[IMAGE:]` / `[FILE:]` markers, taken out of `text`).
     pub attachments: Vec<crate::attachments::AttachmentRef>,
+    /// The tool calls it made and their results, in order (also when it failed, timed out
+    /// or was aborted after some).
+    pub tool_steps: Vec<crate::store::turns::ToolStep>,
 }
 
 impl RunOutcome {
@@ -119,6 +122,7 @@ impl RunOutcome {
             usage: Usage::default(),
             cost_usd: 0.0,
             attachments: Vec::new(),
+            tool_steps: Vec::new(),
         }
     }
 }

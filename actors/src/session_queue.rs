@@ -474,10 +474,12 @@ impl SessionQueueActor {
             cost_usd: outcome.cost_usd,
             attachments: outcome.attachments.clone(),
         };
+        let tool_steps = std::mem::take(&mut outcome.tool_steps);
         let id = run_id.clone();
         let op = std::rc::Rc::new(move || FinishRun {
             run_id: id.clone(),
             end: end.clone(),
+            tool_steps: tool_steps.clone(),
         });
         // The lane moves on only once the run's end is stored (or the store stayed away).
         let then = Box::new(move |act: &mut Self, ctx: &mut Context<Self>| {

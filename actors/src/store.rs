@@ -96,7 +96,16 @@ pub trait Store: channels::ChannelStore + cron::CronStore + Send {
         context_limit: i64,
     ) -> Result<Vec<StoredMessage>, StoreError>;
     /// Records a run's end (and its reply in the transcript).
-    fn finish_run(&mut self, run_id: &RunId, end: &RunEnd) -> Result<(), StoreError>;
+    fn finish_run(&mut self, run_id: &RunId, end: &RunEnd) -> Result<(), StoreError> {
+        self.finish_run_with_tools(run_id, end, &[])
+    }
+    /// Records a run's end: its tool steps as `tool` messages of its turn, then its reply.
+    fn finish_run_with_tools(
+        &mut self,
+        run_id: &RunId,
+        end: &RunEnd,
+        tool_steps: &[turns::ToolStep],
+    ) -> Result<(), StoreError>;
     /// Closes queued or running runs (aborted, superseded, coalesced into `into`).
     fn close_runs(
         &mut self,

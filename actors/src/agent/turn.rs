@@ -13,7 +13,7 @@ use super::{AgentSettings, RunOutcome, RunStatus};
 use crate::attachments::files;
 use crate::messages::{RunId, SessionKey, TurnEvent, TurnEventKind};
 use crate::provider::{ChatMessage, ChatRequest, StreamDelta, Usage};
-use crate::store::turns::StoredMessage;
+use crate::store::turns::{StoredMessage, ToolMeta, ToolStep};
 use crate::tools::{self, ToolContext};
 
 /// Everything one run needs.
@@ -55,16 +55,23 @@ pub async fn run_within(
     turn: TurnInput,
     abort: oneshot::Receiver<()>,
 ) -> RunOutcome {
-    let Some(limit) = timeout else {
-        return run(settings, turn, abort).await;
+    // The steps are kept outside the run's future: a run cut by its timeout still reports
+    // the tool calls it made.
+    let mut steps = Vec::new();
+    let mut outcome = match timeout {
+        None => run(settings, turn, abort, &mut steps).await,
+        Some(limit) => {
+            match tokio::time::timeout(limit, run(settings, turn, abort, &mut steps)).await {
+                Ok(outcome) => outcome,
+                Err(_) => RunOutcome::failed(format!(
+                    "the run did not finish within its timeout of {} ms",
+                    limit.as_millis()
+                )),
+            }
+        }
     };
-    match tokio::time::timeout(limit, run(settings, turn, abort)).await {
-        Ok(outcome) => outcome,
-        Err(_) => RunOutcome::failed(format!(
-            "the run did not finish within its timeout of {} ms",
-            limit.as_millis()
-        )),
-    }
+    outcome.tool_steps = steps;
+    outcome
 }
 
 fn outcome(
@@ -91,6 +98,7 @@ fn outcome(
         usage,
         cost_usd,
         attachments,
+        tool_steps: Vec::new(),
     }
 }
 
@@ -104,11 +112,13 @@ fn marker_roots(settings: &AgentSettings) -> Option<crate::attachments::markers:
     })
 }
 
-/// Runs the turn until a final answer, an error, the iteration limit or an abort.
-pub async fn run(
+/// Runs the turn until a final answer, an error, the iteration limit or an abort; each tool
+/// call and its result is added to `steps` as it completes.
+async fn run(
     settings: Arc<AgentSettings>,
     turn: TurnInput,
     mut abort: oneshot::Receiver<()>,
+    steps: &mut Vec<ToolStep>,
 ) -> RunOutcome {
     let (run_id, session_key) = (turn.run_id.clone(), turn.session_key.clone());
     let events = turn.events.clone();
@@ -241,6 +251,13 @@ pub async fn run(
             send(TurnEventKind::Tool(
                 json!({ "phase": "result", "name": call.name, "callId": call.id, "result": content, "isError": is_error }),
             ));
+            let meta = ToolMeta {
+                name: call.name.clone(),
+                call_id: call.id.clone(),
+                is_error,
+            };
+            let ts = crate::now_ms() as i64;
+            steps.push(ToolStep::new(meta, &call.arguments, &content, ts));
             request.messages.push(ChatMessage::ToolResult {
                 call_id: call.id,
                 name: call.name,

@@ -5,7 +5,8 @@
 use actix::Message;
 
 use super::turns::{
-    Acceptance, HistoryPage, NewTurn, RunEnd, RunRecord, SessionSummary, StoredMessage, Transcript,
+    Acceptance, HistoryPage, NewTurn, RunEnd, RunRecord, SessionSummary, StoredMessage, ToolStep,
+    Transcript,
 };
 use super::{Store, StoreError, StoreInfo};
 use crate::messages::{RunId, SessionKey};
@@ -79,9 +80,9 @@ store_op!(
 );
 
 store_op!(
-    /// Records how a run ended, and its reply.
-    FinishRun { run_id: RunId, end: RunEnd } -> (), "finish_run", true,
-    |op, store| store.finish_run(&op.run_id, &op.end)
+    /// Records how a run ended: its tool steps, then its reply, in the transcript.
+    FinishRun { run_id: RunId, end: RunEnd, tool_steps: Vec<ToolStep> } -> (), "finish_run", true,
+    |op, store| store.finish_run_with_tools(&op.run_id, &op.end, &op.tool_steps)
 );
 
 store_op!(

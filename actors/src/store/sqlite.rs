@@ -13,7 +13,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::turns::{
     Acceptance, HistoryPage, NewTurn, RunEnd, RunOptions, RunRecord, SessionSummary, StoredMessage,
-    Transcript, UsageRow,
+    ToolMeta, ToolStep, Transcript, UsageRow,
 };
 use super::{Store, StoreError, StoreInfo};
 use crate::messages::{AgentId, CronJobId, RunId, RunStatus, SessionKey};
@@ -64,9 +64,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../../migrations/0012_fewer_turn_pages.sql"),
     ),
     (13, include_str!("../../migrations/0013_turn_options.sql")),
+    (14, include_str!("../../migrations/0014_tool_steps.sql")),
     (
-        14,
-        include_str!("../../migrations/0014_checks_without_in_lists.sql"),
+        15,
+        include_str!("../../migrations/0015_checks_without_in_lists.sql"),
     ),
 ];
 
@@ -216,6 +217,13 @@ fn attachments_of(row: &Row<'_>) -> rusqlite::Result<Vec<crate::attachments::Att
     Ok(crate::attachments::from_store_json(text.as_deref()))
 }
 
+/// The `tool` column of a row: what a `tool` message was (`None` for other roles, or when
+/// unreadable).
+fn tool_of(row: &Row<'_>) -> rusqlite::Result<Option<ToolMeta>> {
+    let text: Option<String> = row.get("tool")?;
+    Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+}
+
 /// Cuts a text to at most `max` bytes on a character boundary (`substr` counts characters).
 fn cut_to_bytes(mut text: String, max: usize) -> String {
     if text.len() > max {
@@ -352,6 +360,7 @@ impl Store for SqliteStore {
         let sql = format!(
             "SELECT m.id, m.role, m.text, m.ts, m.run_id, m.attachments FROM messages m
              WHERE m.session_key = (SELECT session_key FROM runs WHERE id = ?2) AND {BEFORE}
+               AND m.role <> 'tool'
              ORDER BY m.turn DESC, m.id DESC LIMIT ?3"
         );
         let mut out = self
@@ -370,6 +379,7 @@ impl Store for SqliteStore {
                         truncated: false,
                         bytes: None,
                         attachments: attachments_of(r)?,
+                        tool: None,
                     })
                 },
             )?
@@ -378,7 +388,12 @@ impl Store for SqliteStore {
         Ok(out)
     }
 
-    fn finish_run(&mut self, run_id: &RunId, end: &RunEnd) -> Result<(), StoreError> {
+    fn finish_run_with_tools(
+        &mut self,
+        run_id: &RunId,
+        end: &RunEnd,
+        tool_steps: &[ToolStep],
+    ) -> Result<(), StoreError> {
         let now = now_ms() as i64;
         let attachments = crate::attachments::to_store_json(&end.attachments);
         let updated: Option<(String, i64)> = self
@@ -406,6 +421,15 @@ impl Store for SqliteStore {
             // The session was deleted while the run was going: nothing left to record.
             return Ok(());
         };
+        for step in tool_steps {
+            let (text, bytes) = (&step.text, step.full_bytes);
+            let meta = serde_json::to_string(&step.meta).ok();
+            self.conn
+                .prepare_cached(
+                    "INSERT INTO messages (session_key, role, text, run_id, ts, turn, tool, bytes) VALUES (?1, 'tool', ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?
+                .execute(params![session_key, text, run_id, step.ts, turn, meta, bytes])?;
+        }
         if !end.output.is_empty() || !end.attachments.is_empty() {
             self.conn
                 .prepare_cached(
@@ -495,7 +519,7 @@ impl Store for SqliteStore {
         page: HistoryPage,
     ) -> Result<Transcript, StoreError> {
         let sql = format!(
-            "SELECT m.id, m.role, substr(m.text, 1, ?3) AS text, length(CAST(m.text AS BLOB)) AS bytes, m.ts, m.run_id, m.attachments,
+            "SELECT m.id, m.role, substr(m.text, 1, ?3) AS text, COALESCE(m.bytes, length(CAST(m.text AS BLOB))) AS bytes, m.ts, m.run_id, m.attachments, m.tool,
                     r.status = 'queued' AS queued
              FROM messages m LEFT JOIN runs r ON r.id = m.run_id
              WHERE m.session_key = ?2 AND {BEFORE}
@@ -533,6 +557,7 @@ impl Store for SqliteStore {
                 truncated,
                 bytes: truncated.then_some(bytes),
                 attachments: attachments_of(row)?,
+                tool: tool_of(row)?,
             });
         }
         let next_before = has_more.then(|| messages.last().map(|m| m.id)).flatten();
@@ -825,6 +850,92 @@ mod tests {
     }
 
     #[test]
+    fn tool_steps_sit_between_the_message_and_the_reply_and_stay_out_of_the_context() {
+        let dir = std::env::temp_dir().join(format!("troupe-tools-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut db = SqliteStore::open(&dir.join("t.db")).unwrap();
+        let key = "agent:main:a";
+        let first = accept(&mut db, turn(key, "what time is it?", "k1"));
+        // The next turn is queued before the first one ends: its message keeps its place.
+        let second = accept(&mut db, turn(key, "and now?", "k2"));
+        db.start_run(&first.id, &[], 10).unwrap();
+        let step = |id: &str, name: &str, result: String, is_error: bool| {
+            let meta = ToolMeta {
+                name: name.into(),
+                call_id: id.into(),
+                is_error,
+            };
+            ToolStep::new(meta, r#"{"zone":"UTC"}"#, &result, 5)
+        };
+        let long = "é".repeat(20_000);
+        let steps = [
+            step("c1", "current_time", "12:00".into(), false),
+            step("c2", "memory_read", long.clone(), true),
+        ];
+        let end = RunEnd {
+            status: RunStatus::Ok,
+            output: "noon".into(),
+            error: None,
+            input_tokens: 0,
+            output_tokens: 0,
+            cost_usd: 0.0,
+            attachments: Vec::new(),
+        };
+        db.finish_run_with_tools(&first.id, &end, &steps).unwrap();
+        let page = db.history(&key.into(), HistoryPage::new(10, None)).unwrap();
+        let rows: Vec<(&str, Option<&str>)> = page
+            .messages
+            .iter()
+            .map(|m| (m.role.as_str(), m.run_id.as_deref()))
+            .collect();
+        let (one, two) = (Some(first.id.as_str()), Some(second.id.as_str()));
+        assert_eq!(
+            rows,
+            [
+                ("user", one),
+                ("tool", one),
+                ("tool", one),
+                ("assistant", one),
+                ("user", two)
+            ]
+        );
+        let call = &page.messages[1];
+        assert_eq!(call.text, "current_time({\"zone\":\"UTC\"})\n→ 12:00");
+        assert_eq!(call.ts, 5);
+        assert!(!call.truncated);
+        assert_eq!(
+            call.tool,
+            Some(ToolMeta {
+                name: "current_time".into(),
+                call_id: "c1".into(),
+                is_error: false
+            })
+        );
+        // A long result is cut when written, on a character boundary, and flagged.
+        let cut = &page.messages[2];
+        assert!(cut.truncated);
+        assert!(cut.text.len() <= ToolStep::MAX_TEXT_BYTES);
+        assert!(
+            cut.text
+                .starts_with("memory_read({\"zone\":\"UTC\"})\n→ error: é")
+        );
+        let full =
+            "memory_read(".len() + r#"{"zone":"UTC"}"#.len() + ")\n→ error: ".len() + long.len();
+        assert_eq!(cut.bytes, Some(full as i64));
+        assert!(cut.tool.as_ref().is_some_and(|t| t.is_error));
+        let json = serde_json::to_value(call).unwrap();
+        assert_eq!(json["tool"]["name"], "current_time");
+        assert_eq!(json["tool"]["callId"], "c1");
+        assert!(json["tool"].get("isError").is_none());
+        // The next turn's context is the user and assistant messages only.
+        let context = db.start_run(&second.id, &[], 10).unwrap();
+        let roles: Vec<&str> = context.iter().map(|m| m.role.as_str()).collect();
+        assert_eq!(roles, ["user", "assistant"]);
+        drop(db);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn retention_deletes_old_finished_turns_and_keeps_waiting_ones() {
         let dir = std::env::temp_dir().join(format!("troupe-retention-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -1101,8 +1212,8 @@ mod upgrade_tests {
     }
 
     #[test]
-    fn schema_14_checks_build_no_temporary_table_and_still_refuse_bad_values() {
-        let dir = std::env::temp_dir().join(format!("troupe-upgrade14-{}", uuid::Uuid::new_v4()));
+    fn schema_15_checks_build_no_temporary_table_and_still_refuse_bad_values() {
+        let dir = std::env::temp_dir().join(format!("troupe-upgrade15-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("old.db");
         {

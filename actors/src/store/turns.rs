@@ -138,6 +138,72 @@ pub struct StoredMessage {
     /// Files attached to the message (the user's uploads, the reply's markers).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub attachments: Vec<crate::attachments::AttachmentRef>,
+    /// For a `tool` message: which tool was called, its call id, whether it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool: Option<ToolMeta>,
+}
+
+/// What a `tool` transcript message was (its `text` is the readable call and result).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ToolMeta {
+    /// The tool's name (built-in, or `server__tool` for MCP tools).
+    pub name: String,
+    /// The model's id of the call.
+    pub call_id: String,
+    /// The tool failed (its result is the error).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub is_error: bool,
+}
+
+/// One tool call of a run and its result, stored as a `tool` message of the run's turn
+/// when the run ends (before its reply). Its text is made (and bounded) when the step
+/// happens, so a run holds at most [`ToolStep::MAX_TEXT_BYTES`] per step until it ends.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolStep {
+    /// Name, call id, failure.
+    pub meta: ToolMeta,
+    /// The transcript text: `name(arguments)` on the first line, then `→ result` (or
+    /// `→ error: ...`), cut to [`ToolStep::MAX_TEXT_BYTES`] on a character boundary.
+    pub text: String,
+    /// The full length of the text in bytes when it was cut.
+    pub full_bytes: Option<i64>,
+    /// When the result came (ms since the epoch).
+    pub ts: i64,
+}
+
+impl ToolStep {
+    /// Bytes of a tool message's text as stored: longer steps are cut (on a character
+    /// boundary) and stored with their full length, so history flags them `truncated`.
+    pub const MAX_TEXT_BYTES: usize = 16 * 1024;
+
+    /// The step of a call with `arguments` (the model's JSON text) that got `result` (the
+    /// error text when `meta.is_error`), at `ts`.
+    pub fn new(meta: ToolMeta, arguments: &str, result: &str, ts: i64) -> Self {
+        let arrow = if meta.is_error { "→ error: " } else { "→ " };
+        let full_len = meta.name.len() + arguments.len() + 3 + arrow.len() + result.len();
+        let mut text = String::with_capacity(full_len.min(Self::MAX_TEXT_BYTES));
+        for part in [meta.name.as_str(), "(", arguments, ")\n", arrow, result] {
+            let room = Self::MAX_TEXT_BYTES - text.len();
+            if part.len() <= room {
+                text.push_str(part);
+            } else {
+                let mut end = room;
+                while !part.is_char_boundary(end) {
+                    end -= 1;
+                }
+                text.push_str(&part[..end]);
+                break;
+            }
+        }
+        let full_bytes = (text.len() < full_len).then_some(full_len as i64);
+        Self {
+            meta,
+            text,
+            full_bytes,
+            ts,
+        }
+    }
 }
 
 /// What a client asks of a transcript page.

@@ -1,4 +1,4 @@
--- Schema 14: the same CHECK constraints, written as comparisons. SQLite evaluates a CHECK
+-- Schema 15: the same CHECK constraints, written as comparisons. SQLite evaluates a CHECK
 -- of the form `x IN ('a', 'b', 'c')` (three values or more) by building a temporary b-tree
 -- of the list on every row written: a page cache, a zeroed page and their frees, seven
 -- times per echo turn (about a tenth of the store's instructions). `x = 'a' OR x = 'b' OR
