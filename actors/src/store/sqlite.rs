@@ -297,12 +297,14 @@ impl Store for SqliteStore {
             )?
             .execute(params![turn.session_key, turn.agent_id, now])?;
         let run_id = uuid::Uuid::new_v4().to_string();
-        let sql = format!(
-            "INSERT INTO runs (id, session_key, agent_id, status, mode, idempotency_key, input, accepted_at, options)
-             VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8) RETURNING {RUN_COLUMNS}"
-        );
-        let run = self.conn.prepare_cached(&sql)?.query_row(
-            params![
+        // No `RETURNING`: SQLite gathers its rows in a temporary b-tree (a page cache of its
+        // own per statement); the record is what was just written, and `seq` the new rowid.
+        self.conn
+            .prepare_cached(
+                "INSERT INTO runs (id, session_key, agent_id, status, mode, idempotency_key, input, accepted_at, options)
+                 VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
                 run_id,
                 turn.session_key,
                 turn.agent_id,
@@ -311,9 +313,24 @@ impl Store for SqliteStore {
                 turn.text,
                 now,
                 turn.options.to_store_json()
-            ],
-            run_from_row,
-        )?;
+            ])?;
+        let run = RunRecord {
+            id: run_id.as_str().into(),
+            seq: self.conn.last_insert_rowid(),
+            session_key: turn.session_key.clone(),
+            agent_id: turn.agent_id.clone(),
+            status: "queued".into(),
+            mode: turn.mode.clone(),
+            input: turn.text.clone(),
+            output: None,
+            error: None,
+            coalesced_into: None,
+            accepted_at: now,
+            finished_at: None,
+            attachments: Vec::new(),
+            input_attachments: Vec::new(),
+            options: turn.options.clone(),
+        };
         self.conn
             .prepare_cached(
                 "INSERT INTO messages (session_key, role, text, run_id, ts, turn, attachments) VALUES (?1, 'user', ?2, ?3, ?4, ?5, ?6)",
@@ -396,31 +413,33 @@ impl Store for SqliteStore {
     ) -> Result<(), StoreError> {
         let now = now_ms() as i64;
         let attachments = crate::attachments::to_store_json(&end.attachments);
-        let updated: Option<(String, i64)> = self
+        // Looked up first rather than `RETURNING` (which costs a temporary b-tree), then
+        // updated by rowid.
+        let found: Option<(String, i64)> = self
             .conn
-            .prepare_cached(
-                "UPDATE runs SET status = ?1, output = ?2, error = ?3, finished_at = ?4, input_tokens = ?5, output_tokens = ?6, cost_usd = ?7, attachments = ?9
-                 WHERE id = ?8 RETURNING session_key, seq",
-            )?
-            .query_row(
-                params![
-                    end.status,
-                    end.output,
-                    end.error,
-                    now,
-                    end.input_tokens as i64,
-                    end.output_tokens as i64,
-                    end.cost_usd,
-                    run_id,
-                    attachments
-                ],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
+            .prepare_cached("SELECT session_key, seq FROM runs WHERE id = ?1")?
+            .query_row(params![run_id], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
-        let Some((session_key, turn)) = updated else {
+        let Some((session_key, turn)) = found else {
             // The session was deleted while the run was going: nothing left to record.
             return Ok(());
         };
+        self.conn
+            .prepare_cached(
+                "UPDATE runs SET status = ?1, output = ?2, error = ?3, finished_at = ?4, input_tokens = ?5, output_tokens = ?6, cost_usd = ?7, attachments = ?9
+                 WHERE seq = ?8",
+            )?
+            .execute(params![
+                end.status,
+                end.output,
+                end.error,
+                now,
+                end.input_tokens as i64,
+                end.output_tokens as i64,
+                end.cost_usd,
+                turn,
+                attachments
+            ])?;
         for step in tool_steps {
             let (text, bytes) = (&step.text, step.full_bytes);
             let meta = serde_json::to_string(&step.meta).ok();
@@ -773,6 +792,47 @@ mod tests {
             Acceptance::Duplicate(again) => assert_eq!(again.input_attachments, [file]),
             other => panic!("not a duplicate: {other:?}"),
         }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_record_of_an_accepted_turn_is_what_the_store_reads_back() {
+        // The acceptance builds its record from what it wrote (no `RETURNING`): it must be
+        // the row as stored, with and without options, and after a finish the row is the
+        // finished one.
+        let dir = std::env::temp_dir().join(format!("troupe-record-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut db = SqliteStore::open(&dir.join("t.db")).unwrap();
+        let mut asked = turn("agent:main:a", "asked", "k2");
+        asked.options = RunOptions {
+            timeout_ms: Some(1500),
+            extra_system_prompt: None,
+            model: Some("big-model".into()),
+        };
+        for t in [turn("agent:main:a", "plain", "k1"), asked] {
+            let run = accept(&mut db, t);
+            assert_eq!(Some(run.clone()), db.get_run(&run.id).unwrap());
+        }
+        let run = accept(&mut db, turn("agent:main:b", "to finish", "k3"));
+        let end = RunEnd {
+            status: RunStatus::Ok,
+            output: "done".into(),
+            error: None,
+            input_tokens: 2,
+            output_tokens: 3,
+            cost_usd: 0.5,
+            attachments: Vec::new(),
+        };
+        db.finish_run(&run.id, &end).unwrap();
+        let stored = db.get_run(&run.id).unwrap().unwrap();
+        assert_eq!(
+            (stored.status.as_str(), stored.output.as_deref(), stored.seq),
+            ("ok", Some("done"), run.seq)
+        );
+        assert!(stored.finished_at.is_some());
+        // A run whose session was deleted meanwhile: the end is dropped, not an error.
+        db.finish_run(&"no-such-run".into(), &end).unwrap();
+        drop(db);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
