@@ -71,8 +71,20 @@ pub struct WsSessionActor {
     owed: usize,
     /// Requests owed a run's final answer, by run id.
     awaiting: std::collections::HashMap<String, std::collections::HashSet<String>>,
+    /// Listed in presence from its `connect` until it is dropped (however it ends).
+    present: Option<Present>,
     _close_on_panic: CloseOnPanic,
     _guard: ExitGuard,
+}
+
+/// A connection listed in presence: removed (and every client told) when the session
+/// actor is dropped, whether it closed, was killed, or panicked.
+struct Present(String);
+
+impl Drop for Present {
+    fn drop(&mut self) {
+        troupe_actors::presence::leave(&self.0);
+    }
 }
 
 impl WsSessionActor {
@@ -113,6 +125,7 @@ impl WsSessionActor {
             link_q: queue_link::QueueLink::default(),
             owed: 0,
             awaiting: Default::default(),
+            present: None,
             _close_on_panic: CloseOnPanic(closer.clone()),
         };
         // Run the context as a task of our own, so a hung session can be aborted; adopt
@@ -193,12 +206,24 @@ impl WsSessionActor {
 
     /// Sends an event with the next per-connection sequence number.
     fn event(&mut self, event: &str, payload: &Value, ctx: &mut Context<Self>) {
+        self.event_versioned(event, payload, None, ctx);
+    }
+
+    /// Sends an event that may carry the state versions after it (`presence`, `health`).
+    fn event_versioned(
+        &mut self,
+        event: &str,
+        payload: &Value,
+        state_version: Option<troupe_actors::event_bus::StateVersion>,
+        ctx: &mut Context<Self>,
+    ) {
         self.seq += 1;
         let frame = EventFrame {
             kind: "event",
             event,
             payload: Some(payload),
             seq: Some(self.seq),
+            state_version,
         };
         self.send_json(&frame, ctx);
     }
@@ -359,6 +384,7 @@ impl Actor for WsSessionActor {
 
     fn stopped(&mut self, _: &mut Self::Context) {
         self.unsubscribe_all();
+        self.present = None;
         tracing::debug!(conn_id = %self.conn_id, "ws closed");
     }
 }
@@ -413,7 +439,7 @@ impl Handler<troupe_actors::event_bus::GatewayEvent> for WsSessionActor {
     /// Gateway-wide events go to authenticated clients only.
     fn handle(&mut self, msg: troupe_actors::event_bus::GatewayEvent, ctx: &mut Self::Context) {
         if matches!(self.phase, Phase::Connected { .. }) {
-            self.event(msg.event, &msg.payload, ctx);
+            self.event_versioned(msg.event, &msg.payload, msg.state_version, ctx);
         }
     }
 }

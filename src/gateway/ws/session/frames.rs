@@ -123,6 +123,7 @@ mod tests {
                 event: name,
                 payload: Some(value),
                 seq: Some(41),
+                state_version: None,
             };
             assert_eq!(parsed, serde_json::to_value(&typed).expect("serializes"));
         }

@@ -1,0 +1,191 @@
+//! Who is connected: one entry per authenticated WebSocket client (from its `connect`),
+//! listed in `hello-ok.snapshot.presence` and sent to every client as a `presence` event
+//! when one connects or leaves, with `stateVersion.presence` counting the changes. Entries
+//! follow OpenClaw's `SystemPresence` shape where Troupe has the data; no credentials.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::event_bus;
+
+/// Entries listed in a `presence` event or snapshot (the newest); `count` gives the total.
+pub const LIST_LIMIT: usize = 200;
+
+/// Longest text kept from a client-supplied field (longer is cut), so a list of
+/// [`LIST_LIMIT`] entries stays small.
+const FIELD_LIMIT: usize = 128;
+
+/// One connected client, as its `connect` described it.
+#[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PresenceEntry {
+    /// The connection's id (`hello-ok.server.connId`).
+    pub conn_id: String,
+    /// `client.id` (`cli`, `openclaw-control-ui`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// `client.instanceId`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance_id: Option<String>,
+    /// `client.displayName`, else the client id: OpenClaw's `host`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// The peer's IP address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    /// `client.version`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// `client.platform`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
+    /// `client.deviceFamily`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_family: Option<String>,
+    /// `client.mode` (`cli`, `ui`, `webchat`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// Always `connect` (the entry is listed from its connect until it leaves).
+    pub reason: &'static str,
+    /// The role granted (`operator`).
+    pub roles: Vec<String>,
+    /// The scopes granted.
+    pub scopes: Vec<String>,
+    /// One line for humans, as OpenClaw writes it.
+    pub text: String,
+    /// When it connected (ms since the epoch); OpenClaw's `ts`.
+    pub ts: u64,
+}
+
+impl PresenceEntry {
+    /// Cuts client-supplied fields to a bounded length and fills in `text`.
+    fn bounded(mut self) -> Self {
+        for field in [
+            &mut self.client_id,
+            &mut self.instance_id,
+            &mut self.host,
+            &mut self.version,
+            &mut self.platform,
+            &mut self.device_family,
+            &mut self.mode,
+        ] {
+            if let Some(text) = field.as_mut() {
+                cut(text);
+            }
+        }
+        self.text = format!(
+            "Client: {}{} · app {} · mode {} · reason connect",
+            self.host.as_deref().unwrap_or("unknown"),
+            self.ip
+                .as_deref()
+                .map(|ip| format!(" ({ip})"))
+                .unwrap_or_default(),
+            self.version.as_deref().unwrap_or("unknown"),
+            self.mode.as_deref().unwrap_or("unknown"),
+        );
+        self
+    }
+}
+
+/// Cuts `text` to [`FIELD_LIMIT`] bytes on a character boundary, without control characters.
+fn cut(text: &mut String) {
+    text.retain(|c| !c.is_control());
+    if text.len() > FIELD_LIMIT {
+        let mut end = FIELD_LIMIT;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+}
+
+/// The connected clients, by connection id (one entry per live connection).
+static BOOK: Mutex<BTreeMap<String, PresenceEntry>> = Mutex::new(BTreeMap::new());
+
+fn book() -> std::sync::MutexGuard<'static, BTreeMap<String, PresenceEntry>> {
+    BOOK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The newest [`LIST_LIMIT`] entries, newest first, and the total count.
+fn listed(book: &BTreeMap<String, PresenceEntry>) -> (Vec<PresenceEntry>, usize) {
+    let mut all: Vec<&PresenceEntry> = book.values().collect();
+    all.sort_by(|a, b| b.ts.cmp(&a.ts).then_with(|| a.conn_id.cmp(&b.conn_id)));
+    let list = all.into_iter().take(LIST_LIMIT).cloned().collect();
+    (list, book.len())
+}
+
+/// The list for `hello-ok.snapshot.presence` (newest first, at most [`LIST_LIMIT`]).
+pub fn snapshot() -> Vec<PresenceEntry> {
+    listed(&book()).0
+}
+
+/// Lists a client that has just authenticated and tells every client.
+pub fn join(entry: PresenceEntry) {
+    let entry = entry.bounded();
+    let conn_id = entry.conn_id.clone();
+    let mut book = book();
+    book.insert(conn_id.clone(), entry);
+    announce(&book, "connect", &conn_id);
+}
+
+/// Removes a client that has left (closed, dropped or crashed) and tells every client; a
+/// connection that never authenticated is not listed and nothing is sent.
+pub fn leave(conn_id: &str) {
+    let mut book = book();
+    if book.remove(conn_id).is_some() {
+        announce(&book, "disconnect", conn_id);
+    }
+}
+
+/// Publishes the `presence` event (under the book's lock, so versions go out in order).
+fn announce(book: &BTreeMap<String, PresenceEntry>, reason: &str, conn_id: &str) {
+    let version = event_bus::bump_presence();
+    let (list, count) = listed(book);
+    let payload: Value = json!({
+        "presence": list,
+        "count": count,
+        "change": { "reason": reason, "connId": conn_id },
+    });
+    event_bus::publish_versioned("presence", payload, version);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_client_fields_are_cut_on_a_char_boundary() {
+        let entry = PresenceEntry {
+            conn_id: "c".into(),
+            version: Some("é".repeat(100)),
+            mode: Some("ui\n\u{7}".into()),
+            ..Default::default()
+        }
+        .bounded();
+        let version = entry.version.unwrap_or_default();
+        assert!(version.len() <= FIELD_LIMIT && version.chars().all(|c| c == 'é'));
+        assert_eq!(entry.mode.as_deref(), Some("ui"));
+        assert!(entry.text.contains("mode ui"), "{}", entry.text);
+    }
+
+    #[test]
+    fn lists_are_capped_newest_first_with_the_total() {
+        let mut book = BTreeMap::new();
+        for i in 0..(LIST_LIMIT as u64 + 5) {
+            let conn_id = format!("c{i}");
+            let entry = PresenceEntry {
+                conn_id: conn_id.clone(),
+                ts: i,
+                ..Default::default()
+            };
+            book.insert(conn_id, entry);
+        }
+        let (list, count) = listed(&book);
+        assert_eq!(count, LIST_LIMIT + 5);
+        assert_eq!(list.len(), LIST_LIMIT);
+        assert_eq!(list[0].ts, LIST_LIMIT as u64 + 4);
+    }
+}
