@@ -95,7 +95,12 @@ async fn clients_see_others_come_and_go_and_a_late_joiner_sees_who_is_here() {
     for id in [&first.conn_id, &second.conn_id, &late.conn_id] {
         assert!(lists(present, id), "{id} in {present}");
     }
-    assert!(hello["snapshot"]["stateVersion"]["presence"].as_u64().unwrap() > v_came);
+    assert!(
+        hello["snapshot"]["stateVersion"]["presence"]
+            .as_u64()
+            .unwrap()
+            > v_came
+    );
 
     let second_id = second.conn_id.clone();
     drop(second);
@@ -199,7 +204,10 @@ async fn a_crash_is_told_as_exited_then_restarted_and_health_follows_while_churn
         .expect("a health event while the agent is down"),
     };
     assert_eq!(down["payload"]["allRunning"], false, "{down}");
-    assert_eq!(down["payload"]["notRunning"][0]["state"], "exited", "{down}");
+    assert_eq!(
+        down["payload"]["notRunning"][0]["state"], "exited",
+        "{down}"
+    );
     let v_down = down["stateVersion"]["health"].as_u64().expect("version");
     assert!(v_down > health_before, "{down} after {health_before}");
     let up = tokio::time::timeout(
@@ -208,7 +216,10 @@ async fn a_crash_is_told_as_exited_then_restarted_and_health_follows_while_churn
     )
     .await
     .expect("a health event once the agent runs again");
-    assert!(up["stateVersion"]["health"].as_u64().unwrap() > v_down, "{up}");
+    assert!(
+        up["stateVersion"]["health"].as_u64().unwrap() > v_down,
+        "{up}"
+    );
     assert!(up["seq"].as_u64() > down["seq"].as_u64());
 
     let health = operator.request("health", None).await;
