@@ -227,3 +227,30 @@ async fn a_crash_is_told_as_exited_then_restarted_and_health_follows_while_churn
     assert_eq!(health["payload"]["allRunning"], true, "{health}");
     assert!(health["payload"]["uptimeMs"].is_u64(), "{health}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_session_is_news_and_leaves_presence() {
+    let gw = TestGateway::builder().chaos().start();
+    gw.wait_ready().await;
+    let (mut watcher, _) = joined(&gw).await;
+    let (mut victim, _) = joined(&gw).await;
+    let victim_ws = format!("ws:{}", victim.conn_id);
+    let crash = watcher
+        .request("supervisor.crash", Some(json!({ "id": victim_ws })))
+        .await;
+    assert_eq!(crash["ok"], true, "{crash}");
+    let (_, _) = victim.until_closed().await;
+    let exited = tokio::time::timeout(
+        LONG,
+        watcher.event_where(|f| f["event"] == "supervisor" && f["payload"]["id"] == victim_ws),
+    )
+    .await
+    .expect("a supervisor event for the crashed session");
+    assert_eq!(exited["payload"]["event"], "exited", "{exited}");
+    assert_eq!(exited["payload"]["reason"], "panic", "{exited}");
+    assert_eq!(exited["payload"]["kind"], "ws", "{exited}");
+    presence_change(&mut watcher, "disconnect", &victim.conn_id).await;
+    // A session is never listed as a child that is down.
+    let health = watcher.request("health", None).await;
+    assert_eq!(health["payload"]["allRunning"], true, "{health}");
+}

@@ -3,8 +3,8 @@
 //! behind misses events (it sees a `seq` gap) rather than growing the process. Also the
 //! process's state versions (`stateVersion {presence, health}`, as OpenClaw counts them).
 
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use actix::Message;
 use serde_json::Value;
@@ -23,6 +23,26 @@ pub struct GatewayEvent {
     pub payload: Value,
     /// The state versions after this event (`presence` and `health` events carry them).
     pub state_version: Option<StateVersion>,
+    /// The payload as JSON text, made by the first connection that sends it and shared by
+    /// every copy (a presence list goes to every client; it is serialized once).
+    rendered: Arc<OnceLock<Box<str>>>,
+}
+
+impl GatewayEvent {
+    fn new(event: &'static str, payload: Value, state_version: Option<StateVersion>) -> Self {
+        Self {
+            event,
+            payload,
+            state_version,
+            rendered: Arc::default(),
+        }
+    }
+
+    /// The payload as JSON text (serialized once for all the copies of this event).
+    pub fn payload_text(&self) -> &str {
+        self.rendered
+            .get_or_init(|| self.payload.to_string().into_boxed_str())
+    }
 }
 
 /// How many times the presence list and the health summary have changed since the
@@ -66,20 +86,12 @@ fn bus() -> &'static broadcast::Sender<GatewayEvent> {
 
 /// Sends an event to every subscribed client (nobody listening is fine).
 pub fn publish(event: &'static str, payload: Value) {
-    let _ = bus().send(GatewayEvent {
-        event,
-        payload,
-        state_version: None,
-    });
+    let _ = bus().send(GatewayEvent::new(event, payload, None));
 }
 
 /// Sends an event that carries the state versions after it.
 pub(crate) fn publish_versioned(event: &'static str, payload: Value, version: StateVersion) {
-    let _ = bus().send(GatewayEvent {
-        event,
-        payload,
-        state_version: Some(version),
-    });
+    let _ = bus().send(GatewayEvent::new(event, payload, Some(version)));
 }
 
 /// The stream of events from now on; a lagging subscriber skips what it missed.

@@ -3,7 +3,7 @@
 //! when one connects or leaves, with `stateVersion.presence` counting the changes. Entries
 //! follow OpenClaw's `SystemPresence` shape where Troupe has the data; no credentials.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use serde::Serialize;
@@ -102,48 +102,81 @@ fn cut(text: &mut String) {
     }
 }
 
-/// The connected clients, by connection id (one entry per live connection).
-static BOOK: Mutex<BTreeMap<String, PresenceEntry>> = Mutex::new(BTreeMap::new());
-
-fn book() -> std::sync::MutexGuard<'static, BTreeMap<String, PresenceEntry>> {
-    BOOK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+/// The connected clients (one entry per live connection), ordered by connect time so the
+/// newest [`LIST_LIMIT`] are read without sorting the whole book.
+#[derive(Default)]
+struct Book {
+    /// Entries by (connected at, connection id).
+    entries: BTreeMap<(u64, String), PresenceEntry>,
+    /// Connected-at of each connection id.
+    since: HashMap<String, u64>,
 }
 
-/// The newest [`LIST_LIMIT`] entries, newest first, and the total count.
-fn listed(book: &BTreeMap<String, PresenceEntry>) -> (Vec<PresenceEntry>, usize) {
-    let mut all: Vec<&PresenceEntry> = book.values().collect();
-    all.sort_by(|a, b| b.ts.cmp(&a.ts).then_with(|| a.conn_id.cmp(&b.conn_id)));
-    let list = all.into_iter().take(LIST_LIMIT).cloned().collect();
-    (list, book.len())
+impl Book {
+    fn insert(&mut self, entry: PresenceEntry) {
+        self.remove(&entry.conn_id);
+        self.since.insert(entry.conn_id.clone(), entry.ts);
+        self.entries
+            .insert((entry.ts, entry.conn_id.clone()), entry);
+    }
+
+    fn remove(&mut self, conn_id: &str) -> bool {
+        match self.since.remove(conn_id) {
+            Some(ts) => self.entries.remove(&(ts, conn_id.to_string())).is_some(),
+            None => false,
+        }
+    }
+
+    /// The newest [`LIST_LIMIT`] entries, newest first, and the total count.
+    fn listed(&self) -> (Vec<PresenceEntry>, usize) {
+        let list = self
+            .entries
+            .values()
+            .rev()
+            .take(LIST_LIMIT)
+            .cloned()
+            .collect();
+        (list, self.entries.len())
+    }
+}
+
+static BOOK: Mutex<Option<Book>> = Mutex::new(None);
+
+/// Runs `f` on the book (a poisoned lock is taken over: the book stays consistent).
+fn with_book<T>(f: impl FnOnce(&mut Book) -> T) -> T {
+    let mut guard = BOOK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    f(guard.get_or_insert_with(Book::default))
 }
 
 /// The list for `hello-ok.snapshot.presence` (newest first, at most [`LIST_LIMIT`]).
 pub fn snapshot() -> Vec<PresenceEntry> {
-    listed(&book()).0
+    with_book(|book| book.listed().0)
 }
 
 /// Lists a client that has just authenticated and tells every client.
 pub fn join(entry: PresenceEntry) {
     let entry = entry.bounded();
     let conn_id = entry.conn_id.clone();
-    let mut book = book();
-    book.insert(conn_id.clone(), entry);
-    announce(&book, "connect", &conn_id);
+    with_book(|book| {
+        book.insert(entry);
+        announce(book, "connect", &conn_id);
+    });
 }
 
 /// Removes a client that has left (closed, dropped or crashed) and tells every client; a
 /// connection that never authenticated is not listed and nothing is sent.
 pub fn leave(conn_id: &str) {
-    let mut book = book();
-    if book.remove(conn_id).is_some() {
-        announce(&book, "disconnect", conn_id);
-    }
+    with_book(|book| {
+        if book.remove(conn_id) {
+            announce(book, "disconnect", conn_id);
+        }
+    });
 }
 
 /// Publishes the `presence` event (under the book's lock, so versions go out in order).
-fn announce(book: &BTreeMap<String, PresenceEntry>, reason: &str, conn_id: &str) {
+fn announce(book: &Book, reason: &str, conn_id: &str) {
     let version = event_bus::bump_presence();
-    let (list, count) = listed(book);
+    let (list, count) = book.listed();
     let payload: Value = json!({
         "presence": list,
         "count": count,
@@ -173,19 +206,19 @@ mod tests {
 
     #[test]
     fn lists_are_capped_newest_first_with_the_total() {
-        let mut book = BTreeMap::new();
+        let mut book = Book::default();
         for i in 0..(LIST_LIMIT as u64 + 5) {
-            let conn_id = format!("c{i}");
-            let entry = PresenceEntry {
-                conn_id: conn_id.clone(),
+            book.insert(PresenceEntry {
+                conn_id: format!("c{i}"),
                 ts: i,
                 ..Default::default()
-            };
-            book.insert(conn_id, entry);
+            });
         }
-        let (list, count) = listed(&book);
-        assert_eq!(count, LIST_LIMIT + 5);
+        assert!(book.remove("c3") && !book.remove("c3") && !book.remove("nobody"));
+        let (list, count) = book.listed();
+        assert_eq!(count, LIST_LIMIT + 4);
         assert_eq!(list.len(), LIST_LIMIT);
         assert_eq!(list[0].ts, LIST_LIMIT as u64 + 4);
+        assert!(list.windows(2).all(|w| w[0].ts > w[1].ts));
     }
 }

@@ -206,24 +206,13 @@ impl WsSessionActor {
 
     /// Sends an event with the next per-connection sequence number.
     fn event(&mut self, event: &str, payload: &Value, ctx: &mut Context<Self>) {
-        self.event_versioned(event, payload, None, ctx);
-    }
-
-    /// Sends an event that may carry the state versions after it (`presence`, `health`).
-    fn event_versioned(
-        &mut self,
-        event: &str,
-        payload: &Value,
-        state_version: Option<troupe_actors::event_bus::StateVersion>,
-        ctx: &mut Context<Self>,
-    ) {
         self.seq += 1;
         let frame = EventFrame {
             kind: "event",
             event,
             payload: Some(payload),
             seq: Some(self.seq),
-            state_version,
+            state_version: None,
         };
         self.send_json(&frame, ctx);
     }
@@ -439,7 +428,15 @@ impl Handler<troupe_actors::event_bus::GatewayEvent> for WsSessionActor {
     /// Gateway-wide events go to authenticated clients only.
     fn handle(&mut self, msg: troupe_actors::event_bus::GatewayEvent, ctx: &mut Self::Context) {
         if matches!(self.phase, Phase::Connected { .. }) {
-            self.event_versioned(msg.event, &msg.payload, msg.state_version, ctx);
+            self.seq += 1;
+            let payload = msg.payload_text();
+            let frame = match msg.state_version {
+                Some(version) => {
+                    frames::event_frame_versioned(msg.event, payload, self.seq, version)
+                }
+                None => frames::event_frame(msg.event, payload, self.seq),
+            };
+            self.enqueue(Outbound::Text(frame.into()), ctx);
         }
     }
 }
