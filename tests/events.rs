@@ -254,3 +254,46 @@ async fn a_crashed_session_is_news_and_leaves_presence() {
     let health = watcher.request("health", None).await;
     assert_eq!(health["payload"]["allRunning"], true, "{health}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashing_past_the_intensity_is_told_as_gave_up_then_the_supervisor_restarts() {
+    let gw = TestGateway::builder()
+        .chaos()
+        .env("TROUPE__SUPERVISOR__AGENTS__MAX_RESTARTS", "2")
+        .start();
+    gw.wait_ready().await;
+    let (mut watcher, _) = joined(&gw).await;
+    let mut op = gw.client().await;
+    for round in 1..=3 {
+        let crash = op
+            .request("supervisor.crash", Some(json!({ "id": "agent:main" })))
+            .await;
+        assert_eq!(crash["ok"], true, "{crash}");
+        if round < 3 {
+            gw.child_restarted("agent:main", round).await;
+        }
+    }
+    let about = |id: &'static str, event: &'static str| {
+        move |f: &Value| {
+            f["event"] == "supervisor" && f["payload"]["id"] == id && f["payload"]["event"] == event
+        }
+    };
+    let gave_up = tokio::time::timeout(LONG, watcher.event_where(about("agent:main", "gave_up")))
+        .await
+        .expect("gave_up for the agent");
+    assert_eq!(gave_up["payload"]["reason"], "intensity", "{gave_up}");
+    let escalated = tokio::time::timeout(LONG, watcher.event_where(about("agents", "exited")))
+        .await
+        .expect("its supervisor's exit");
+    assert_eq!(escalated["payload"]["reason"], "error", "{escalated}");
+    assert!(gave_up["seq"].as_u64() < escalated["seq"].as_u64());
+    tokio::time::timeout(LONG, watcher.event_where(about("agents", "restarted")))
+        .await
+        .expect("the supervisor restarted");
+    let fresh = tokio::time::timeout(LONG, watcher.event_where(about("agent:main", "started")))
+        .await
+        .expect("a fresh agent under the new supervisor");
+    assert_eq!(fresh["payload"]["restarts"], 0, "{fresh}");
+    let health = watcher.request("health", None).await;
+    assert_eq!(health["payload"]["allRunning"], true, "{health}");
+}

@@ -62,6 +62,17 @@ fn announce(supervisor: &ChildId, id: &ChildId, happened: Happened, child: &Chil
         other => other.name(),
     };
     let ts = now_ms();
+    // The health summary first: a client that sees this event and asks `health` gets
+    // the state after it.
+    if child.spec.restart != Restart::Temporary {
+        let health = match happened {
+            Happened::Started | Happened::Restarted => health::Change::Up,
+            Happened::Removed => health::Change::Removed,
+            Happened::Exited => health::Change::Down("exited", reason),
+            Happened::GaveUp => health::Change::Down("gave_up", reason),
+        };
+        health::note(&supervisor.0, &id.0, health, ts);
+    }
     crate::event_bus::publish(
         "supervisor",
         serde_json::json!({
@@ -78,16 +89,6 @@ fn announce(supervisor: &ChildId, id: &ChildId, happened: Happened, child: &Chil
             "at": ts,
         }),
     );
-    if child.spec.restart == Restart::Temporary {
-        return;
-    }
-    let health = match happened {
-        Happened::Started | Happened::Restarted => health::Change::Up,
-        Happened::Removed => health::Change::Removed,
-        Happened::Exited => health::Change::Down("exited", reason),
-        Happened::GaveUp => health::Change::Down("gave_up", reason),
-    };
-    health::note(&supervisor.0, &id.0, health, ts);
 }
 
 #[cfg(test)]
