@@ -34,8 +34,10 @@ async fn presence_change(c: &mut WsClient, reason: &'static str, conn_id: &str) 
         LONG,
         c.event_where(move |f| {
             f["event"] == "presence"
-                && f["payload"]["change"]["reason"] == reason
-                && f["payload"]["change"]["connId"] == conn_id.as_str()
+                && f["payload"]["changes"].as_array().is_some_and(|l| {
+                    l.iter()
+                        .any(|c| c["reason"] == reason && c["connId"] == conn_id.as_str())
+                })
         }),
     )
     .await

@@ -2,9 +2,12 @@
 //! listed in `hello-ok.snapshot.presence` and sent to every client as a `presence` event
 //! when one connects or leaves, with `stateVersion.presence` counting the changes. Entries
 //! follow OpenClaw's `SystemPresence` shape where Troupe has the data; no credentials.
+//! Events are paced by the number of clients (changes close together go out in one event),
+//! so connection churn among many clients cannot flood them all with lists.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -13,6 +16,16 @@ use crate::event_bus;
 
 /// Entries listed in a `presence` event or snapshot (the newest); `count` gives the total.
 pub const LIST_LIMIT: usize = 200;
+
+/// The least time between two `presence` events, per connected client: one event goes to
+/// every client, so with many clients events are spaced out (changes in between are sent
+/// together in the next one). The presence traffic then stays near one list per this
+/// interval, however many clients come and go.
+const PACE_PER_CLIENT: Duration = Duration::from_millis(5);
+
+/// The least and the most time between two `presence` events.
+const PACE_MIN: Duration = Duration::from_millis(50);
+const PACE_MAX: Duration = Duration::from_secs(60);
 
 /// Longest text kept from a client-supplied field (longer is cut), so a list of
 /// [`LIST_LIMIT`] entries stays small.
@@ -110,6 +123,25 @@ struct Book {
     entries: BTreeMap<(u64, String), PresenceEntry>,
     /// Connected-at of each connection id.
     since: HashMap<String, u64>,
+    /// Changes not yet sent in a `presence` event, oldest first (at most [`LIST_LIMIT`]).
+    unsent: VecDeque<Change>,
+    /// Changes dropped from `unsent` past its bound (told as `changesDropped`).
+    dropped: usize,
+    /// When the last `presence` event went out.
+    last_sent: Option<Instant>,
+    /// A trailing event is scheduled for this time (if the task that sends it died with
+    /// its thread, the next change after that time sends instead).
+    pending: Option<Instant>,
+}
+
+/// One connect or disconnect, as a `presence` event lists it.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Change {
+    /// `connect` or `disconnect`.
+    reason: &'static str,
+    /// Whose.
+    conn_id: String,
 }
 
 impl Book {
@@ -159,7 +191,7 @@ pub fn join(entry: PresenceEntry) {
     let conn_id = entry.conn_id.clone();
     with_book(|book| {
         book.insert(entry);
-        announce(book, "connect", &conn_id);
+        changed(book, "connect", conn_id);
     });
 }
 
@@ -168,21 +200,62 @@ pub fn join(entry: PresenceEntry) {
 pub fn leave(conn_id: &str) {
     with_book(|book| {
         if book.remove(conn_id) {
-            announce(book, "disconnect", conn_id);
+            changed(book, "disconnect", conn_id.to_string());
         }
     });
 }
 
-/// Publishes the `presence` event (under the book's lock, so versions go out in order).
-fn announce(book: &Book, reason: &str, conn_id: &str) {
-    let version = event_bus::bump_presence();
+/// Counts a change and sends it now, or with the next event if one went out less than
+/// the pace ago (a trailing event is then scheduled; nothing runs while nothing changes).
+fn changed(book: &mut Book, reason: &'static str, conn_id: String) {
+    event_bus::bump_presence();
+    if book.unsent.len() >= LIST_LIMIT {
+        book.unsent.pop_front();
+        book.dropped += 1;
+    }
+    book.unsent.push_back(Change { reason, conn_id });
+    let now = Instant::now();
+    if book.pending.is_some_and(|due| now < due + PACE_MIN) {
+        return;
+    }
+    book.pending = None;
+    let pace = (PACE_PER_CLIENT * u32::try_from(book.entries.len()).unwrap_or(u32::MAX))
+        .clamp(PACE_MIN, PACE_MAX);
+    let due = book.last_sent.map(|at| at + pace).filter(|due| *due > now);
+    match (due, tokio::runtime::Handle::try_current()) {
+        (Some(due), Ok(runtime)) => {
+            book.pending = Some(due);
+            runtime.spawn(async move {
+                tokio::time::sleep_until(due.into()).await;
+                with_book(|book| {
+                    book.pending = None;
+                    send(book);
+                });
+            });
+        }
+        _ => send(book),
+    }
+}
+
+/// Publishes the `presence` event with the changes not yet sent (under the book's lock,
+/// so versions go out in order).
+fn send(book: &mut Book) {
+    if book.unsent.is_empty() {
+        return;
+    }
+    book.last_sent = Some(Instant::now());
+    let changes: Vec<Change> = book.unsent.drain(..).collect();
+    let dropped = std::mem::take(&mut book.dropped);
     let (list, count) = book.listed();
-    let payload: Value = json!({
+    let mut payload: Value = json!({
         "presence": list,
         "count": count,
-        "change": { "reason": reason, "connId": conn_id },
+        "changes": changes,
     });
-    event_bus::publish_versioned("presence", payload, version);
+    if dropped > 0 {
+        payload["changesDropped"] = json!(dropped);
+    }
+    event_bus::publish_versioned("presence", payload, event_bus::state_version());
 }
 
 #[cfg(test)]
