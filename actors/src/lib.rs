@@ -33,7 +33,8 @@
 //!   streamable HTTP), their tools offered to agents as `<server>__<tool>`.
 //! - [`scheduler`]: [`SchedulerActor`](scheduler::SchedulerActor): cron jobs (schedule
 //!   parsing, catch-up, overlap), the run ledger and heartbeats; [`event_bus`]: events for
-//!   every connected client.
+//!   every connected client; [`presence`]: who is connected; [`health`]: which children
+//!   are down.
 //! - [`gateway`]: the core handle the edges hold: shared settings and the root of the tree;
 //!   [`live_config`]: what a config hot reload changes in them (agent list, reload status,
 //!   `config.*`).
@@ -45,10 +46,12 @@ pub mod echo;
 pub mod event_bus;
 pub mod event_sink;
 pub mod gateway;
+pub mod health;
 pub mod live_config;
 pub mod log_tail;
 pub mod mcp;
 pub mod messages;
+pub mod presence;
 pub mod provider;
 pub mod scheduler;
 pub mod session_key;

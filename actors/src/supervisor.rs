@@ -15,20 +15,78 @@ mod spec;
 mod tree_node;
 mod watch;
 
-/// Tells every connected client that a child exited or (re)started: the `supervisor`
-/// event, `{supervisor, id, change: "exited"|"started", restarts, lastExit, at}`. WS
-/// sessions (temporary children of `clients`) come and go with their connections and are
-/// not announced.
-fn announce(supervisor: &ChildId, id: &ChildId, change: &str, child: &Child) {
+/// What happened to a child, as the `supervisor` event names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Happened {
+    /// First start.
+    Started,
+    /// Started again after an exit, a restart request or a config change.
+    Restarted,
+    /// Exited (a restart may follow).
+    Exited,
+    /// Exited past its supervisor's restart intensity: the supervisor escalates.
+    GaveUp,
+    /// Left the tree (config change).
+    Removed,
+}
+
+impl Happened {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Started => "started",
+            Self::Restarted => "restarted",
+            Self::Exited => "exited",
+            Self::GaveUp => "gave_up",
+            Self::Removed => "removed",
+        }
+    }
+}
+
+/// Tells every connected client that a child exited, (re)started, was given up on or
+/// removed: the `supervisor` event, `{supervisor, id, kind, event, change, reason, message,
+/// restarts, lastExit, ts, at}` (`change` is the older name: `started` for any start),
+/// and updates the health summary. WS sessions (temporary children of `clients`) come
+/// and go with their connections and are not announced, unless one crashed.
+fn announce(supervisor: &ChildId, id: &ChildId, happened: Happened, child: &Child) {
+    let exit = child.last_exit.as_ref();
+    let (reason, message) = match happened {
+        Happened::Started => (None, None),
+        Happened::GaveUp => (Some("intensity"), exit.and_then(|e| e.message.as_deref())),
+        _ => (
+            exit.map(|e| e.reason.name()),
+            exit.and_then(|e| e.message.as_deref()),
+        ),
+    };
+    let change = match happened {
+        Happened::Started | Happened::Restarted => "started",
+        other => other.name(),
+    };
+    let ts = now_ms();
+    // The health summary first: a client that sees this event and asks `health` gets
+    // the state after it.
+    if child.spec.restart != Restart::Temporary {
+        let health = match happened {
+            Happened::Started | Happened::Restarted => health::Change::Up,
+            Happened::Removed => health::Change::Removed,
+            Happened::Exited => health::Change::Down("exited", reason),
+            Happened::GaveUp => health::Change::Down("gave_up", reason),
+        };
+        health::note(&supervisor.0, &id.0, health, ts);
+    }
     crate::event_bus::publish(
         "supervisor",
         serde_json::json!({
             "supervisor": supervisor,
             "id": id,
+            "kind": child.spec.kind,
+            "event": happened.name(),
             "change": change,
+            "reason": reason,
+            "message": message,
             "restarts": child.restarts,
             "lastExit": child.last_exit,
-            "at": now_ms(),
+            "ts": ts,
+            "at": ts,
         }),
     );
 }
@@ -58,6 +116,7 @@ pub use spec::{
 };
 pub use tree_node::{LastExit, NodeState, TreeNode};
 
+use crate::health;
 use crate::messages::FaultMode;
 use crate::now_ms;
 
@@ -356,7 +415,12 @@ impl SupervisorActor {
                 child.started = Instant::now();
                 tracing::debug!(supervisor = %self.config.id, child = %id, generation, "child started");
                 if child.spec.restart != Restart::Temporary {
-                    announce(&self.config.id, id, "started", child);
+                    let happened = if child.restarts == 0 {
+                        Happened::Started
+                    } else {
+                        Happened::Restarted
+                    };
+                    announce(&self.config.id, id, happened, child);
                 }
             }
             Err(err) => {
@@ -413,14 +477,16 @@ impl SupervisorActor {
             message: message.clone(),
             at: now_ms(),
         });
-        if child.spec.restart != Restart::Temporary && !shutting_down {
-            announce(&self.config.id, &id, "exited", child);
-        }
         let restart = match child.spec.restart {
             Restart::Permanent => true,
             Restart::Transient => reason != ExitReason::Normal,
             Restart::Temporary => false,
         };
+        // A temporary child (a WS session) leaving is not news, unless it crashed.
+        let news = child.spec.restart != Restart::Temporary || reason != ExitReason::Normal;
+        if news && !shutting_down {
+            announce(&self.config.id, &id, Happened::Exited, child);
+        }
         if child.spec.restart == Restart::Temporary {
             self.children.remove(&id);
             self.order.retain(|c| c != &id);
@@ -443,6 +509,7 @@ impl SupervisorActor {
             );
             if let Some(child) = self.children.get_mut(&id) {
                 child.state = NodeState::Failed;
+                announce(&self.config.id, &id, Happened::GaveUp, child);
             }
             self.escalate(why, ctx);
             return;

@@ -5,7 +5,7 @@
 
 use actix::prelude::*;
 
-use super::{Child, ChildId, ExitReason, NodeState};
+use super::{Child, ChildId, ExitReason, Happened, NodeState, announce};
 use super::{ChildSpec, LastExit, Restart, SupervisorActor};
 use crate::now_ms;
 
@@ -94,6 +94,7 @@ impl SupervisorActor {
         };
         tracing::info!(supervisor = %self.config.id, child = %id, "config changed: removing child");
         if child.handle.is_none() {
+            announce(&self.config.id, id, Happened::Removed, child);
             self.children.remove(id);
             self.order.retain(|c| c != id);
             self.roster.remove(id);

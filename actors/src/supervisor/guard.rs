@@ -21,6 +21,17 @@ pub enum ExitReason {
     Panic,
 }
 
+impl ExitReason {
+    /// Its name on the wire (`normal`, `error`, `panic`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Normal => "normal",
+            Self::Error => "error",
+            Self::Panic => "panic",
+        }
+    }
+}
+
 thread_local! {
     static LAST_PANIC: RefCell<Option<String>> = const { RefCell::new(None) };
 }

@@ -5,7 +5,7 @@
 
 use actix::prelude::*;
 
-use super::{ChildId, NodeState, Restart, SupervisorActor};
+use super::{ChildId, Happened, NodeState, Restart, SupervisorActor, announce};
 use crate::messages::Shutdown;
 
 impl SupervisorActor {
@@ -85,6 +85,9 @@ impl SupervisorActor {
                 child.next_attempt_at = None;
                 replaced = true;
             } else if child.spec.restart == Restart::Temporary {
+                if !child.adopted {
+                    announce(&self.config.id, id, Happened::Removed, child);
+                }
                 self.children.remove(id);
                 self.order.retain(|c| c != id);
             }

@@ -143,6 +143,9 @@ pub struct EventFrame<'a> {
     /// Per-connection sequence number.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seq: Option<u64>,
+    /// The state versions after this event (`presence`, `health`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_version: Option<troupe_actors::event_bus::StateVersion>,
 }
 
 /// Credentials in `connect`.
@@ -171,6 +174,15 @@ pub struct ConnectClient {
     /// Mode.
     #[serde(default)]
     pub mode: Option<String>,
+    /// The client instance (listed in presence).
+    #[serde(default, rename = "instanceId")]
+    pub instance_id: Option<String>,
+    /// A name for humans (listed in presence as `host`).
+    #[serde(default, rename = "displayName")]
+    pub display_name: Option<String>,
+    /// Device family (listed in presence).
+    #[serde(default, rename = "deviceFamily")]
+    pub device_family: Option<String>,
 }
 
 /// Parameters of the `connect` request. Unknown fields OpenClaw clients send are ignored.

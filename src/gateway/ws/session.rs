@@ -71,8 +71,20 @@ pub struct WsSessionActor {
     owed: usize,
     /// Requests owed a run's final answer, by run id.
     awaiting: std::collections::HashMap<String, std::collections::HashSet<String>>,
+    /// Listed in presence from its `connect` until it is dropped (however it ends).
+    present: Option<Present>,
     _close_on_panic: CloseOnPanic,
     _guard: ExitGuard,
+}
+
+/// A connection listed in presence: removed (and every client told) when the session
+/// actor is dropped, whether it closed, was killed, or panicked.
+struct Present(String);
+
+impl Drop for Present {
+    fn drop(&mut self) {
+        troupe_actors::presence::leave(&self.0);
+    }
 }
 
 impl WsSessionActor {
@@ -113,6 +125,7 @@ impl WsSessionActor {
             link_q: queue_link::QueueLink::default(),
             owed: 0,
             awaiting: Default::default(),
+            present: None,
             _close_on_panic: CloseOnPanic(closer.clone()),
         };
         // Run the context as a task of our own, so a hung session can be aborted; adopt
@@ -199,6 +212,7 @@ impl WsSessionActor {
             event,
             payload: Some(payload),
             seq: Some(self.seq),
+            state_version: None,
         };
         self.send_json(&frame, ctx);
     }
@@ -359,6 +373,7 @@ impl Actor for WsSessionActor {
 
     fn stopped(&mut self, _: &mut Self::Context) {
         self.unsubscribe_all();
+        self.present = None;
         tracing::debug!(conn_id = %self.conn_id, "ws closed");
     }
 }
@@ -413,7 +428,15 @@ impl Handler<troupe_actors::event_bus::GatewayEvent> for WsSessionActor {
     /// Gateway-wide events go to authenticated clients only.
     fn handle(&mut self, msg: troupe_actors::event_bus::GatewayEvent, ctx: &mut Self::Context) {
         if matches!(self.phase, Phase::Connected { .. }) {
-            self.event(msg.event, &msg.payload, ctx);
+            self.seq += 1;
+            let payload = msg.payload_text();
+            let frame = match msg.state_version {
+                Some(version) => {
+                    frames::event_frame_versioned(msg.event, payload, self.seq, version)
+                }
+                None => frames::event_frame(msg.event, payload, self.seq),
+            };
+            self.enqueue(Outbound::Text(frame.into()), ctx);
         }
     }
 }

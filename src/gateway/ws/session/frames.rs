@@ -31,6 +31,19 @@ pub fn event_frame(event: &'static str, payload: &str, seq: u64) -> String {
     format!(r#"{{"type":"event","event":"{event}","payload":{payload},"seq":{seq}}}"#)
 }
 
+/// [`event_frame`] with the state versions after the event (`presence`, `health`).
+pub fn event_frame_versioned(
+    event: &'static str,
+    payload: &str,
+    seq: u64,
+    version: troupe_actors::event_bus::StateVersion,
+) -> String {
+    format!(
+        r#"{{"type":"event","event":"{event}","payload":{payload},"seq":{seq},"stateVersion":{{"presence":{},"health":{}}}}}"#,
+        version.presence, version.health
+    )
+}
+
 /// The events (name, payload) a run event is sent as, in order.
 pub fn render(ev: &SessionEvent) -> Vec<(&'static str, Value)> {
     let (run_id, key, seq, ts) = (&*ev.run_id, &*ev.session_key, ev.seq, ev.ts);
@@ -123,9 +136,29 @@ mod tests {
                 event: name,
                 payload: Some(value),
                 seq: Some(41),
+                state_version: None,
             };
             assert_eq!(parsed, serde_json::to_value(&typed).expect("serializes"));
         }
+    }
+
+    #[test]
+    fn a_versioned_frame_is_the_typed_frame() {
+        let payload = json!({ "presence": [{ "connId": "c\"1" }], "count": 1 });
+        let version = troupe_actors::event_bus::StateVersion {
+            presence: 3,
+            health: 7,
+        };
+        let frame = event_frame_versioned("presence", &payload.to_string(), 9, version);
+        let parsed: Value = serde_json::from_str(&frame).expect("frame is JSON");
+        let typed = crate::gateway::ws::protocol::EventFrame {
+            kind: "event",
+            event: "presence",
+            payload: Some(&payload),
+            seq: Some(9),
+            state_version: Some(version),
+        };
+        assert_eq!(parsed, serde_json::to_value(&typed).expect("serializes"));
     }
 
     #[test]

@@ -152,6 +152,25 @@ impl WsSessionActor {
             .filter(|s| *s <= scope)
             .map(Scope::name)
             .collect();
+        let client = params.client;
+        let entry = troupe_actors::presence::PresenceEntry {
+            conn_id: self.conn_id.clone(),
+            host: client.display_name.or_else(|| client.id.clone()),
+            client_id: client.id,
+            instance_id: client.instance_id,
+            ip: self.peer.map(|p| p.ip().to_string()),
+            version: client.version,
+            platform: client.platform,
+            device_family: client.device_family,
+            mode: client.mode,
+            reason: "connect",
+            roles: vec![OPERATOR_ROLE.to_string()],
+            scopes: granted.iter().map(|s| s.to_string()).collect(),
+            text: String::new(),
+            ts: troupe_actors::now_ms(),
+        };
+        troupe_actors::presence::join(entry);
+        self.present = Some(super::Present(self.conn_id.clone()));
         let settings = &self.gateway.settings;
         let agents = settings.agents.list();
         let default_agent = agents.first().map(|a| a.id.as_str()).unwrap_or("main");
@@ -161,9 +180,9 @@ impl WsSessionActor {
             "server": { "version": settings.version, "connId": self.conn_id },
             "features": { "methods": methods::names(), "events": methods::EVENTS, "capabilities": methods::CAPABILITIES },
             "snapshot": {
-                "presence": [],
-                "health": { "ok": true },
-                "stateVersion": 0,
+                "presence": troupe_actors::presence::snapshot(),
+                "health": methods::health_payload(&self.gateway),
+                "stateVersion": troupe_actors::event_bus::state_version(),
                 "uptimeMs": settings.uptime_ms(),
                 "sessionDefaults": { "agentId": default_agent, "sessionKey": format!("agent:{default_agent}:main") },
             },
@@ -174,7 +193,7 @@ impl WsSessionActor {
             },
             "auth": { "role": OPERATOR_ROLE, "scopes": granted },
         });
-        tracing::debug!(conn_id = %self.conn_id, client = ?params.client.id, "ws handshake ok");
+        tracing::debug!(conn_id = %self.conn_id, "ws handshake ok");
         self.respond(frame.id, Ok(hello), ctx);
         ctx.run_interval(self.gateway.edge.tick_interval, |act, ctx| {
             if matches!(act.phase, Phase::Connected { .. }) {

@@ -28,6 +28,8 @@ pub const EVENTS: &[&str] = &[
     "heartbeat",
     "config",
     "supervisor",
+    "presence",
+    "health",
 ];
 
 const METHODS: &[(&str, Scope)] = &[
@@ -63,6 +65,15 @@ const METHODS: &[(&str, Scope)] = &[
     ("config.get", Scope::Read),
     ("config.patch", Scope::Admin),
 ];
+
+/// What `health` answers and `hello-ok.snapshot.health` holds: the health summary (see
+/// [`troupe_actors::health::summary`]) with the uptime and version.
+pub fn health_payload(gateway: &crate::gateway::Gateway) -> Value {
+    let mut payload = troupe_actors::health::summary();
+    payload["uptimeMs"] = json!(gateway.settings.uptime_ms());
+    payload["version"] = json!(gateway.settings.version);
+    payload
+}
 
 /// Method names announced in `hello-ok`.
 pub fn names() -> Vec<&'static str> {
@@ -178,13 +189,7 @@ impl WsSessionActor {
         }
         match method.as_str() {
             "health" => {
-                let settings = &self.gateway.settings;
-                let payload = json!({
-                    "ok": true,
-                    "ts": troupe_actors::now_ms(),
-                    "uptimeMs": settings.uptime_ms(),
-                    "version": settings.version,
-                });
+                let payload = health_payload(&self.gateway);
                 self.respond(id, Ok(payload), ctx);
             }
             "agents.list" => {

@@ -1,0 +1,297 @@
+//! Who is connected: one entry per authenticated WebSocket client (from its `connect`),
+//! listed in `hello-ok.snapshot.presence` and sent to every client as a `presence` event
+//! when one connects or leaves, with `stateVersion.presence` counting the changes. Entries
+//! follow OpenClaw's `SystemPresence` shape where Troupe has the data; no credentials.
+//! Events are paced by the number of clients (changes close together go out in one event),
+//! so connection churn among many clients cannot flood them all with lists.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::event_bus;
+
+/// Entries listed in a `presence` event or snapshot (the newest); `count` gives the total.
+pub const LIST_LIMIT: usize = 200;
+
+/// The least time between two `presence` events, per connected client: one event goes to
+/// every client, so with many clients events are spaced out (changes in between are sent
+/// together in the next one). The presence traffic then stays near one list per this
+/// interval, however many clients come and go.
+const PACE_PER_CLIENT: Duration = Duration::from_millis(5);
+
+/// The least and the most time between two `presence` events.
+const PACE_MIN: Duration = Duration::from_millis(50);
+const PACE_MAX: Duration = Duration::from_secs(60);
+
+/// Longest text kept from a client-supplied field (longer is cut), so a list of
+/// [`LIST_LIMIT`] entries stays small.
+const FIELD_LIMIT: usize = 128;
+
+/// One connected client, as its `connect` described it.
+#[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PresenceEntry {
+    /// The connection's id (`hello-ok.server.connId`).
+    pub conn_id: String,
+    /// `client.id` (`cli`, `openclaw-control-ui`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// `client.instanceId`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance_id: Option<String>,
+    /// `client.displayName`, else the client id: OpenClaw's `host`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// The peer's IP address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    /// `client.version`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// `client.platform`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
+    /// `client.deviceFamily`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_family: Option<String>,
+    /// `client.mode` (`cli`, `ui`, `webchat`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// Always `connect` (the entry is listed from its connect until it leaves).
+    pub reason: &'static str,
+    /// The role granted (`operator`).
+    pub roles: Vec<String>,
+    /// The scopes granted.
+    pub scopes: Vec<String>,
+    /// One line for humans, as OpenClaw writes it.
+    pub text: String,
+    /// When it connected (ms since the epoch); OpenClaw's `ts`.
+    pub ts: u64,
+}
+
+impl PresenceEntry {
+    /// Cuts client-supplied fields to a bounded length and fills in `text`.
+    fn bounded(mut self) -> Self {
+        for field in [
+            &mut self.client_id,
+            &mut self.instance_id,
+            &mut self.host,
+            &mut self.version,
+            &mut self.platform,
+            &mut self.device_family,
+            &mut self.mode,
+        ] {
+            if let Some(text) = field.as_mut() {
+                cut(text);
+            }
+        }
+        self.text = format!(
+            "Client: {}{} · app {} · mode {} · reason connect",
+            self.host.as_deref().unwrap_or("unknown"),
+            self.ip
+                .as_deref()
+                .map(|ip| format!(" ({ip})"))
+                .unwrap_or_default(),
+            self.version.as_deref().unwrap_or("unknown"),
+            self.mode.as_deref().unwrap_or("unknown"),
+        );
+        self
+    }
+}
+
+/// Cuts `text` to [`FIELD_LIMIT`] bytes on a character boundary, without control characters.
+fn cut(text: &mut String) {
+    text.retain(|c| !c.is_control());
+    if text.len() > FIELD_LIMIT {
+        let mut end = FIELD_LIMIT;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+}
+
+/// The connected clients (one entry per live connection), ordered by connect time so the
+/// newest [`LIST_LIMIT`] are read without sorting the whole book.
+#[derive(Default)]
+struct Book {
+    /// Entries by (connected at, connection id).
+    entries: BTreeMap<(u64, String), PresenceEntry>,
+    /// Connected-at of each connection id.
+    since: HashMap<String, u64>,
+    /// Changes not yet sent in a `presence` event, oldest first (at most [`LIST_LIMIT`]).
+    unsent: VecDeque<Change>,
+    /// Changes dropped from `unsent` past its bound (told as `changesDropped`).
+    dropped: usize,
+    /// When the last `presence` event went out.
+    last_sent: Option<Instant>,
+    /// A trailing event is scheduled for this time (if the task that sends it died with
+    /// its thread, the next change after that time sends instead).
+    pending: Option<Instant>,
+}
+
+/// One connect or disconnect, as a `presence` event lists it.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Change {
+    /// `connect` or `disconnect`.
+    reason: &'static str,
+    /// Whose.
+    conn_id: String,
+}
+
+impl Book {
+    fn insert(&mut self, entry: PresenceEntry) {
+        self.remove(&entry.conn_id);
+        self.since.insert(entry.conn_id.clone(), entry.ts);
+        self.entries
+            .insert((entry.ts, entry.conn_id.clone()), entry);
+    }
+
+    fn remove(&mut self, conn_id: &str) -> bool {
+        match self.since.remove(conn_id) {
+            Some(ts) => self.entries.remove(&(ts, conn_id.to_string())).is_some(),
+            None => false,
+        }
+    }
+
+    /// The newest [`LIST_LIMIT`] entries, newest first, and the total count.
+    fn listed(&self) -> (Vec<PresenceEntry>, usize) {
+        let list = self
+            .entries
+            .values()
+            .rev()
+            .take(LIST_LIMIT)
+            .cloned()
+            .collect();
+        (list, self.entries.len())
+    }
+}
+
+static BOOK: Mutex<Option<Book>> = Mutex::new(None);
+
+/// Runs `f` on the book (a poisoned lock is taken over: the book stays consistent).
+fn with_book<T>(f: impl FnOnce(&mut Book) -> T) -> T {
+    let mut guard = BOOK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    f(guard.get_or_insert_with(Book::default))
+}
+
+/// The list for `hello-ok.snapshot.presence` (newest first, at most [`LIST_LIMIT`]).
+pub fn snapshot() -> Vec<PresenceEntry> {
+    with_book(|book| book.listed().0)
+}
+
+/// Lists a client that has just authenticated and tells every client.
+pub fn join(entry: PresenceEntry) {
+    let entry = entry.bounded();
+    let conn_id = entry.conn_id.clone();
+    with_book(|book| {
+        book.insert(entry);
+        changed(book, "connect", conn_id);
+    });
+}
+
+/// Removes a client that has left (closed, dropped or crashed) and tells every client; a
+/// connection that never authenticated is not listed and nothing is sent.
+pub fn leave(conn_id: &str) {
+    with_book(|book| {
+        if book.remove(conn_id) {
+            changed(book, "disconnect", conn_id.to_string());
+        }
+    });
+}
+
+/// Counts a change and sends it now, or with the next event if one went out less than
+/// the pace ago (a trailing event is then scheduled; nothing runs while nothing changes).
+fn changed(book: &mut Book, reason: &'static str, conn_id: String) {
+    event_bus::bump_presence();
+    if book.unsent.len() >= LIST_LIMIT {
+        book.unsent.pop_front();
+        book.dropped += 1;
+    }
+    book.unsent.push_back(Change { reason, conn_id });
+    let now = Instant::now();
+    if book.pending.is_some_and(|due| now < due + PACE_MIN) {
+        return;
+    }
+    book.pending = None;
+    let pace = (PACE_PER_CLIENT * u32::try_from(book.entries.len()).unwrap_or(u32::MAX))
+        .clamp(PACE_MIN, PACE_MAX);
+    let due = book.last_sent.map(|at| at + pace).filter(|due| *due > now);
+    match (due, tokio::runtime::Handle::try_current()) {
+        (Some(due), Ok(runtime)) => {
+            book.pending = Some(due);
+            runtime.spawn(async move {
+                tokio::time::sleep_until(due.into()).await;
+                with_book(|book| {
+                    book.pending = None;
+                    send(book);
+                });
+            });
+        }
+        _ => send(book),
+    }
+}
+
+/// Publishes the `presence` event with the changes not yet sent (under the book's lock,
+/// so versions go out in order).
+fn send(book: &mut Book) {
+    if book.unsent.is_empty() {
+        return;
+    }
+    book.last_sent = Some(Instant::now());
+    let changes: Vec<Change> = book.unsent.drain(..).collect();
+    let dropped = std::mem::take(&mut book.dropped);
+    let (list, count) = book.listed();
+    let mut payload: Value = json!({
+        "presence": list,
+        "count": count,
+        "changes": changes,
+    });
+    if dropped > 0 {
+        payload["changesDropped"] = json!(dropped);
+    }
+    event_bus::publish_versioned("presence", payload, event_bus::state_version());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_client_fields_are_cut_on_a_char_boundary() {
+        let entry = PresenceEntry {
+            conn_id: "c".into(),
+            version: Some("é".repeat(100)),
+            mode: Some("ui\n\u{7}".into()),
+            ..Default::default()
+        }
+        .bounded();
+        let version = entry.version.unwrap_or_default();
+        assert!(version.len() <= FIELD_LIMIT && version.chars().all(|c| c == 'é'));
+        assert_eq!(entry.mode.as_deref(), Some("ui"));
+        assert!(entry.text.contains("mode ui"), "{}", entry.text);
+    }
+
+    #[test]
+    fn lists_are_capped_newest_first_with_the_total() {
+        let mut book = Book::default();
+        for i in 0..(LIST_LIMIT as u64 + 5) {
+            book.insert(PresenceEntry {
+                conn_id: format!("c{i}"),
+                ts: i,
+                ..Default::default()
+            });
+        }
+        assert!(book.remove("c3") && !book.remove("c3") && !book.remove("nobody"));
+        let (list, count) = book.listed();
+        assert_eq!(count, LIST_LIMIT + 4);
+        assert_eq!(list.len(), LIST_LIMIT);
+        assert_eq!(list[0].ts, LIST_LIMIT as u64 + 4);
+        assert!(list.windows(2).all(|w| w[0].ts > w[1].ts));
+    }
+}
