@@ -299,3 +299,19 @@ async fn crashing_past_the_intensity_is_told_as_gave_up_then_the_supervisor_rest
     let health = watcher.request("health", None).await;
     assert_eq!(health["payload"]["allRunning"], true, "{health}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn system_presence_lists_the_connected_clients() {
+    let gw = TestGateway::builder().start();
+    gw.wait_ready().await;
+    let mut a = gw.client().await;
+    let _b = gw.client().await;
+    let res = a.request("system-presence", None).await;
+    assert_eq!(res["ok"], true, "{res}");
+    assert_eq!(res["payload"]["count"], 2, "{res}");
+    let listed = res["payload"]["presence"]
+        .as_array()
+        .expect("presence list");
+    assert_eq!(listed.len(), 2);
+    assert!(listed.iter().all(|e| e["connId"].is_string()), "{res}");
+}

@@ -17,6 +17,21 @@ use crate::event_bus;
 /// Entries listed in a `presence` event or snapshot (the newest); `count` gives the total.
 pub const LIST_LIMIT: usize = 200;
 
+/// Entries listed in a `presence` event (the newest; the snapshot lists [`LIST_LIMIT`]).
+/// An event goes to every client, and each connection frames its own copy: its size is
+/// what every connection holds while the event is on its way.
+pub const EVENT_LIST_LIMIT: usize = 20;
+
+/// Changes listed in one event (older ones are counted in `changesDropped`).
+const EVENT_CHANGES_LIMIT: usize = 20;
+
+/// With more clients than this, `presence` events stop (the changes are still counted in
+/// `stateVersion.presence`, the snapshot and `status` still list them, and the first event
+/// once the count is back under it says how many changes went unsent). A presence list
+/// sent to every one of thousands of clients costs thousands of copies of it (10,000 idle
+/// connections went from 131 MB to 541 MB with one), for news no client can use at that scale.
+pub const BROADCAST_CLIENTS_MAX: usize = 256;
+
 /// The least time between two `presence` events, per connected client: one event goes to
 /// every client, so with many clients events are spaced out (changes in between are sent
 /// together in the next one). The presence traffic then stays near one list per this
@@ -185,6 +200,11 @@ pub fn snapshot() -> Vec<PresenceEntry> {
     with_book(|book| book.listed().0)
 }
 
+/// The newest [`LIST_LIMIT`] entries, newest first, and how many clients there are.
+pub fn listed() -> (Vec<PresenceEntry>, usize) {
+    with_book(|book| book.listed())
+}
+
 /// Lists a client that has just authenticated and tells every client.
 pub fn join(entry: PresenceEntry) {
     let entry = entry.bounded();
@@ -209,7 +229,11 @@ pub fn leave(conn_id: &str) {
 /// the pace ago (a trailing event is then scheduled; nothing runs while nothing changes).
 fn changed(book: &mut Book, reason: &'static str, conn_id: String) {
     event_bus::bump_presence();
-    if book.unsent.len() >= LIST_LIMIT {
+    if book.entries.len() > BROADCAST_CLIENTS_MAX {
+        book.dropped += 1;
+        return;
+    }
+    if book.unsent.len() >= EVENT_CHANGES_LIMIT {
         book.unsent.pop_front();
         book.dropped += 1;
     }
@@ -240,13 +264,14 @@ fn changed(book: &mut Book, reason: &'static str, conn_id: String) {
 /// Publishes the `presence` event with the changes not yet sent (under the book's lock,
 /// so versions go out in order).
 fn send(book: &mut Book) {
-    if book.unsent.is_empty() {
+    if book.unsent.is_empty() && book.dropped == 0 {
         return;
     }
     book.last_sent = Some(Instant::now());
     let changes: Vec<Change> = book.unsent.drain(..).collect();
     let dropped = std::mem::take(&mut book.dropped);
-    let (list, count) = book.listed();
+    let (mut list, count) = book.listed();
+    list.truncate(EVENT_LIST_LIMIT);
     let mut payload: Value = json!({
         "presence": list,
         "count": count,
@@ -275,6 +300,27 @@ mod tests {
         assert!(version.len() <= FIELD_LIMIT && version.chars().all(|c| c == 'é'));
         assert_eq!(entry.mode.as_deref(), Some("ui"));
         assert!(entry.text.contains("mode ui"), "{}", entry.text);
+    }
+
+    #[test]
+    fn past_the_broadcast_limit_changes_are_counted_not_sent() {
+        let mut book = Book::default();
+        for i in 0..=(BROADCAST_CLIENTS_MAX as u64) {
+            book.insert(PresenceEntry {
+                conn_id: format!("c{i}"),
+                ts: i,
+                ..Default::default()
+            });
+        }
+        changed(&mut book, "connect", "c0".into());
+        assert!(book.unsent.is_empty() && book.last_sent.is_none());
+        assert_eq!(book.dropped, 1);
+        // Back under the limit: the next change goes out (no runtime here, so at once) and
+        // carries the count of those that did not.
+        assert!(book.remove("c0") && book.remove("c1"));
+        changed(&mut book, "disconnect", "c1".into());
+        assert!(book.unsent.is_empty() && book.last_sent.is_some());
+        assert_eq!(book.dropped, 0);
     }
 
     #[test]

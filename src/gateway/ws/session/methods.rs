@@ -34,6 +34,7 @@ pub const EVENTS: &[&str] = &[
 
 const METHODS: &[(&str, Scope)] = &[
     ("health", Scope::Read),
+    ("system-presence", Scope::Read),
     ("status", Scope::Read),
     ("agents.list", Scope::Read),
     ("chat.history", Scope::Read),
@@ -190,6 +191,13 @@ impl WsSessionActor {
         match method.as_str() {
             "health" => {
                 let payload = health_payload(&self.gateway);
+                self.respond(id, Ok(payload), ctx);
+            }
+            // OpenClaw's name: the presence list (the newest 200 and the total), also when
+            // there are too many clients for `presence` events.
+            "system-presence" => {
+                let (presence, count) = troupe_actors::presence::listed();
+                let payload = json!({ "presence": presence, "count": count });
                 self.respond(id, Ok(payload), ctx);
             }
             "agents.list" => {
