@@ -6,10 +6,11 @@
 //! so connection churn among many clients cannot flood them all with lists.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use crate::event_bus;
@@ -130,14 +131,32 @@ fn cut(text: &mut String) {
     }
 }
 
+/// A listed entry: its JSON, made once when the client joined (one allocation per client
+/// rather than a dozen strings; the book is as big as the number of connections).
+#[derive(Clone, Debug)]
+pub struct Listed(Arc<RawValue>);
+
+impl Serialize for Listed {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
+impl Listed {
+    /// The entry's JSON text.
+    pub fn json(&self) -> &str {
+        self.0.get()
+    }
+}
+
 /// The connected clients (one entry per live connection), ordered by connect time so the
 /// newest [`LIST_LIMIT`] are read without sorting the whole book.
 #[derive(Default)]
 struct Book {
-    /// Entries by (connected at, connection id).
-    entries: BTreeMap<(u64, String), PresenceEntry>,
+    /// Entries (as JSON) by (connected at, connection id).
+    entries: BTreeMap<(u64, Arc<str>), Listed>,
     /// Connected-at of each connection id.
-    since: HashMap<String, u64>,
+    since: HashMap<Arc<str>, u64>,
     /// Changes not yet sent in a `presence` event, oldest first (at most [`LIST_LIMIT`]).
     unsent: VecDeque<Change>,
     /// Changes dropped from `unsent` past its bound (told as `changesDropped`).
@@ -162,20 +181,27 @@ struct Change {
 impl Book {
     fn insert(&mut self, entry: PresenceEntry) {
         self.remove(&entry.conn_id);
-        self.since.insert(entry.conn_id.clone(), entry.ts);
-        self.entries
-            .insert((entry.ts, entry.conn_id.clone()), entry);
+        let json = match serde_json::value::to_raw_value(&entry) {
+            Ok(json) => Listed(Arc::from(json)),
+            Err(e) => {
+                tracing::error!(conn_id = %entry.conn_id, error = %e, "presence entry did not serialize");
+                return;
+            }
+        };
+        let conn_id: Arc<str> = Arc::from(entry.conn_id);
+        self.since.insert(conn_id.clone(), entry.ts);
+        self.entries.insert((entry.ts, conn_id), json);
     }
 
     fn remove(&mut self, conn_id: &str) -> bool {
-        match self.since.remove(conn_id) {
-            Some(ts) => self.entries.remove(&(ts, conn_id.to_string())).is_some(),
+        match self.since.remove_entry(conn_id) {
+            Some((id, ts)) => self.entries.remove(&(ts, id)).is_some(),
             None => false,
         }
     }
 
     /// The newest [`LIST_LIMIT`] entries, newest first, and the total count.
-    fn listed(&self) -> (Vec<PresenceEntry>, usize) {
+    fn listed(&self) -> (Vec<Listed>, usize) {
         let list = self
             .entries
             .values()
@@ -196,12 +222,12 @@ fn with_book<T>(f: impl FnOnce(&mut Book) -> T) -> T {
 }
 
 /// The list for `hello-ok.snapshot.presence` (newest first, at most [`LIST_LIMIT`]).
-pub fn snapshot() -> Vec<PresenceEntry> {
+pub fn snapshot() -> Vec<Listed> {
     with_book(|book| book.listed().0)
 }
 
 /// The newest [`LIST_LIMIT`] entries, newest first, and how many clients there are.
-pub fn listed() -> (Vec<PresenceEntry>, usize) {
+pub fn listed() -> (Vec<Listed>, usize) {
     with_book(|book| book.listed())
 }
 
@@ -337,7 +363,15 @@ mod tests {
         let (list, count) = book.listed();
         assert_eq!(count, LIST_LIMIT + 4);
         assert_eq!(list.len(), LIST_LIMIT);
-        assert_eq!(list[0].ts, LIST_LIMIT as u64 + 4);
-        assert!(list.windows(2).all(|w| w[0].ts > w[1].ts));
+        let ts: Vec<u64> = list
+            .iter()
+            .map(|e| {
+                serde_json::from_str::<Value>(e.json()).unwrap()["ts"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(ts[0], LIST_LIMIT as u64 + 4);
+        assert!(ts.windows(2).all(|w| w[0] > w[1]));
     }
 }
