@@ -31,15 +31,8 @@ pub fn run(
         return exit::NOT_RUNNING;
     }
     let target = Target::resolve(flags, paths, env);
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("troupe: {e}");
-            return exit::FAILURE;
-        }
+    let Some(runtime) = crate::client::command_runtime() else {
+        return exit::FAILURE;
     };
     let timeout = Duration::from_secs(flags.timeout);
     let report = match runtime.block_on(call(&target, "status", None, false, timeout)) {

@@ -232,3 +232,18 @@ async fn wait_response(ws: &mut Socket, id: &str) -> Result<Value, ClientError> 
         "connection closed before the reply".into(),
     ))
 }
+
+/// The single-threaded runtime a CLI command runs its requests on; `None` (after saying
+/// why on stderr) if it cannot be built.
+pub fn command_runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => Some(runtime),
+        Err(e) => {
+            eprintln!("troupe: {e}");
+            None
+        }
+    }
+}

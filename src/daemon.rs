@@ -186,15 +186,8 @@ pub fn status(
         return exit::NOT_RUNNING;
     }
     let target = Target::resolve(flags, paths, env);
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("troupe: {e}");
-            return exit::FAILURE;
-        }
+    let Some(runtime) = crate::client::command_runtime() else {
+        return exit::FAILURE;
     };
     let params = deep.then(|| json!({ "clients": "all" }));
     let reply = runtime.block_on(call(
