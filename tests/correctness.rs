@@ -673,3 +673,72 @@ async fn turns_sent_while_the_session_queue_crashes_again_and_again_are_accepted
     );
     assert_eq!(once.len(), ids.len(), "each message stored once: {users:?}");
 }
+
+/// A run's answer reaches its client before any of the run's events (the queue sends a
+/// run's start together with its acceptance, by another path than the answer), and its
+/// events come in order: the lifecycle start first, deltas that join to the final text, the
+/// final last. A burst over three sessions at once, on the fast path (no delay in the echo
+/// provider, so a turn is accepted, started and ended within a few hundred microseconds).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runs_answer_comes_before_its_events_which_come_in_order() {
+    let gw = TestGateway::builder().start();
+    gw.wait_ready().await;
+    let mut c = gw.client().await;
+    for round in 0..5 {
+        let mut frames = Vec::new();
+        for s in 0..3 {
+            let key = format!("agent:main:order{s}");
+            frames.extend(sends(&key, &format!("o{round}-{s}-"), 4));
+        }
+        let ids = c.burst(&frames).await;
+        // Every frame in arrival order until every run has its final.
+        let mut seen: Vec<Value> = Vec::new();
+        let mut finals = 0;
+        while finals < ids.len() {
+            match c.recv().await {
+                Received::Frame(f) => {
+                    if f["event"] == "chat" && f["payload"]["state"] == "final" {
+                        finals += 1;
+                    }
+                    seen.push(f);
+                }
+                Received::Pong(_) => {}
+                other => panic!("connection ended: {other:?}"),
+            }
+        }
+        for id in &ids {
+            let answer = seen
+                .iter()
+                .position(|f| f["type"] == "res" && f["id"] == id.as_str())
+                .unwrap_or_else(|| panic!("no answer to {id}"));
+            assert_eq!(seen[answer]["ok"], true, "{}", seen[answer]);
+            let run_id = seen[answer]["payload"]["runId"].as_str().expect("runId");
+            let events: Vec<(usize, &Value)> = seen
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| f["type"] == "event" && f["payload"]["runId"] == run_id)
+                .collect();
+            assert!(!events.is_empty(), "no events for {run_id}");
+            assert!(
+                events.iter().all(|(i, _)| *i > answer),
+                "an event of {run_id} came before its answer: {seen:#?}"
+            );
+            let first = events[0].1;
+            assert_eq!(first["event"], "agent", "{first}");
+            assert_eq!(first["payload"]["data"]["phase"], "start", "{first}");
+            let last = events[events.len() - 1].1;
+            assert_eq!(last["payload"]["state"], "final", "{last}");
+            let deltas: String = events
+                .iter()
+                .filter(|(_, f)| f["event"] == "chat" && f["payload"]["state"] == "delta")
+                .map(|(_, f)| f["payload"]["delta"].as_str().expect("delta"))
+                .collect();
+            let text = last["payload"]["message"]["text"].as_str().expect("text");
+            assert!(text.starts_with("echo: o"), "{text}");
+            assert_eq!(
+                deltas, text,
+                "the deltas of {run_id} join to its final text"
+            );
+        }
+    }
+}

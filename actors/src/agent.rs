@@ -110,6 +110,10 @@ pub struct RunOutcome {
     /// The tool calls it made and their results, in order (also when it failed, timed out
     /// or was aborted after some).
     pub tool_steps: Vec<crate::store::turns::ToolStep>,
+    /// The run's last streamed text, not sent as `Delta` events yet, in order: the
+    /// session-queue sends it right before the run's end (one message instead of one per
+    /// batch; see [`delta_batch`]).
+    pub unsent_deltas: Vec<String>,
 }
 
 impl RunOutcome {
@@ -123,6 +127,7 @@ impl RunOutcome {
             cost_usd: 0.0,
             attachments: Vec::new(),
             tool_steps: Vec::new(),
+            unsent_deltas: Vec::new(),
         }
     }
 }

@@ -292,8 +292,6 @@ pub struct TurnEvent {
 /// The kinds of [`TurnEvent`].
 #[derive(Debug, Clone)]
 pub enum TurnEventKind {
-    /// The provider started.
-    Started,
     /// More reply text.
     Delta(String),
     /// A tool call or result.
@@ -305,7 +303,7 @@ pub enum TurnEventKind {
 /// OpenAI edge).
 #[derive(Debug, Clone)]
 pub enum RunEvent {
-    /// The provider started.
+    /// The run started (sent by the session-queue as it hands the run to its agent).
     Started,
     /// More reply text.
     Delta(std::sync::Arc<str>),

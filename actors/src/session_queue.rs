@@ -384,8 +384,11 @@ impl SessionQueueActor {
                 carried,
                 agent_id: turn.agent_id.clone(),
                 text: String::new(),
-                seq: 0,
+                seq: 1,
             });
+            // Sent here, with the run handed to its agent, not by the agent: a turn accepted
+            // and started at once reaches its clients together with its acceptance.
+            self.deliver(&key, &run_id, 1, RunEvent::Started);
         }
         let (abort_tx, abort_rx) = oneshot::channel();
         self.aborts.insert(run_id.clone(), abort_tx);
@@ -475,6 +478,19 @@ impl SessionQueueActor {
             attachments: outcome.attachments.clone(),
         };
         let tool_steps = std::mem::take(&mut outcome.tool_steps);
+        // The run's last streamed text is part of its reply now; it is sent, as deltas,
+        // together with the end (one wake-up of each client instead of two).
+        let unsent = std::mem::take(&mut outcome.unsent_deltas);
+        if let Some(active) = self
+            .lanes
+            .get_mut(&key)
+            .and_then(|l| l.active.as_mut())
+            .filter(|a| a.run_id == run_id)
+        {
+            for text in &unsent {
+                active.text.push_str(text);
+            }
+        }
         let id = run_id.clone();
         let op = std::rc::Rc::new(move || FinishRun {
             run_id: id.clone(),
@@ -483,6 +499,7 @@ impl SessionQueueActor {
         });
         // The lane moves on only once the run's end is stored (or the store stayed away).
         let then = Box::new(move |act: &mut Self, ctx: &mut Context<Self>| {
+            act.deliver_unsent(&key, &run_id, unsent);
             let carried = act
                 .lanes
                 .get_mut(&key)
@@ -505,6 +522,23 @@ impl SessionQueueActor {
             act.after_change(&key, ctx);
         });
         self.write_durably("a run's end", op, 1, then, ctx);
+    }
+
+    /// Sends a run's last deltas (those its outcome carried), right before its end.
+    fn deliver_unsent(&mut self, key: &SessionKey, run_id: &RunId, unsent: Vec<String>) {
+        for text in unsent {
+            let Some(active) = self
+                .lanes
+                .get_mut(key)
+                .and_then(|l| l.active.as_mut())
+                .filter(|a| &a.run_id == run_id)
+            else {
+                return;
+            };
+            active.seq += 1;
+            let seq = active.seq;
+            self.deliver(key, run_id, seq, RunEvent::Delta(text.into()));
+        }
     }
 
     /// Tells the session's subscribers how a run ended; returns that summary.

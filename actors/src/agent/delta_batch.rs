@@ -3,6 +3,12 @@
 //! [`FLUSH_EVERY`] plus one per [`MAX_BATCH_BYTES`] of text, so one run cannot flood the
 //! session-queue or its clients (a 1 MB reply is a few dozen events, not 166k). The text
 //! is never changed: the batches concatenate to exactly what was streamed.
+//!
+//! Batches that are due wait in the batch until the run takes them ([`DeltaBatch::take_due`]),
+//! which it does each time the provider's call has to wait. Text streamed by a call that
+//! ends without waiting (the `echo` provider, a short cached reply) is thus taken with the
+//! run's end ([`DeltaBatch::take_all`]) and travels in its outcome: one message, where one
+//! per batch would each wake the session-queue and its clients.
 
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -22,6 +28,7 @@ pub struct DeltaBatch {
 #[derive(Debug)]
 struct Pending {
     text: String,
+    due: Vec<String>,
     last_flush: Option<Instant>,
 }
 
@@ -30,6 +37,7 @@ impl Default for DeltaBatch {
         Self {
             inner: Mutex::new(Pending {
                 text: String::new(),
+                due: Vec::new(),
                 last_flush: None,
             }),
         }
@@ -37,36 +45,45 @@ impl Default for DeltaBatch {
 }
 
 impl DeltaBatch {
-    /// Adds streamed text; returns the batches due now (the first piece of a run goes out at
-    /// once, later ones when [`FLUSH_EVERY`] has passed or [`MAX_BATCH_BYTES`] are pending).
-    pub fn push(&self, piece: &str, now: Instant) -> Vec<String> {
+    /// Adds streamed text. A batch is due at once for the first piece of a run, then when
+    /// [`FLUSH_EVERY`] has passed or [`MAX_BATCH_BYTES`] are pending; due batches wait for
+    /// [`take_due`](Self::take_due).
+    pub fn push(&self, piece: &str, now: Instant) {
         let mut p = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         p.text.push_str(piece);
-        let mut out = Vec::new();
         while p.text.len() >= MAX_BATCH_BYTES {
             let cut = floor_char_boundary(&p.text, MAX_BATCH_BYTES);
             let rest = p.text.split_off(cut);
-            out.push(std::mem::replace(&mut p.text, rest));
+            let batch = std::mem::replace(&mut p.text, rest);
+            p.due.push(batch);
             p.last_flush = Some(now);
         }
         let due = p
             .last_flush
             .is_none_or(|at| now.duration_since(at) >= FLUSH_EVERY);
         if due && !p.text.is_empty() {
+            let batch = std::mem::take(&mut p.text);
+            p.due.push(batch);
+            p.last_flush = Some(now);
+        }
+    }
+
+    /// Takes the batches that are due, oldest first.
+    pub fn take_due(&self) -> Vec<String> {
+        let mut p = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        std::mem::take(&mut p.due)
+    }
+
+    /// Takes everything: the due batches, then whatever is pending (on a timer tick,
+    /// before a tool event, at the end).
+    pub fn take_all(&self, now: Instant) -> Vec<String> {
+        let mut p = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut out = std::mem::take(&mut p.due);
+        if !p.text.is_empty() {
             out.push(std::mem::take(&mut p.text));
             p.last_flush = Some(now);
         }
         out
-    }
-
-    /// Takes whatever is pending (on a timer tick, before a tool event, at the end).
-    pub fn flush(&self, now: Instant) -> Option<String> {
-        let mut p = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        if p.text.is_empty() {
-            return None;
-        }
-        p.last_flush = Some(now);
-        Some(std::mem::take(&mut p.text))
     }
 }
 
@@ -88,14 +105,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_first_piece_goes_out_at_once_then_pieces_wait_for_the_interval() {
+    fn the_first_piece_is_due_at_once_then_pieces_wait_for_the_interval() {
         let b = DeltaBatch::default();
         let t0 = Instant::now();
-        assert_eq!(b.push("a", t0), vec!["a".to_string()]);
-        assert!(b.push("b", t0 + Duration::from_millis(1)).is_empty());
-        assert!(b.push("c", t0 + Duration::from_millis(2)).is_empty());
-        assert_eq!(b.push("d", t0 + FLUSH_EVERY), vec!["bcd".to_string()]);
-        assert!(b.flush(t0 + FLUSH_EVERY).is_none());
+        b.push("a", t0);
+        assert_eq!(b.take_due(), vec!["a".to_string()]);
+        b.push("b", t0 + Duration::from_millis(1));
+        b.push("c", t0 + Duration::from_millis(2));
+        assert!(b.take_due().is_empty());
+        b.push("d", t0 + FLUSH_EVERY);
+        assert_eq!(b.take_due(), vec!["bcd".to_string()]);
+        assert!(b.take_all(t0 + FLUSH_EVERY).is_empty());
+    }
+
+    #[test]
+    fn due_batches_wait_to_be_taken_and_come_before_the_pending_text() {
+        let b = DeltaBatch::default();
+        let t0 = Instant::now();
+        b.push("a", t0);
+        b.push("b", t0);
+        // Not taken while the call ran: everything goes with the end, in order.
+        assert_eq!(b.take_all(t0), vec!["a".to_string(), "b".to_string()]);
+        assert!(b.take_due().is_empty());
+        assert!(b.take_all(t0).is_empty());
     }
 
     #[test]
@@ -107,9 +139,12 @@ mod tests {
         for i in 0..200_000 {
             let piece = format!("wörd{i} ");
             expected.push_str(&piece);
-            out.extend(b.push(&piece, t0));
+            b.push(&piece, t0);
+            if i % 1000 == 0 {
+                out.extend(b.take_due());
+            }
         }
-        out.extend(b.flush(t0));
+        out.extend(b.take_all(t0));
         assert!(out.len() < 200, "{} batches", out.len());
         assert!(out.iter().all(|s| s.len() <= MAX_BATCH_BYTES));
         assert_eq!(out.concat(), expected);
@@ -119,8 +154,8 @@ mod tests {
     fn a_large_piece_is_split_on_char_boundaries() {
         let b = DeltaBatch::default();
         let big = "é".repeat(MAX_BATCH_BYTES);
-        let mut out = b.push(&big, Instant::now());
-        out.extend(b.flush(Instant::now()));
+        b.push(&big, Instant::now());
+        let out = b.take_all(Instant::now());
         assert!(out.len() >= 2);
         assert_eq!(out.concat(), big);
     }

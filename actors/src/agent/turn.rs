@@ -55,13 +55,15 @@ pub async fn run_within(
     turn: TurnInput,
     abort: oneshot::Receiver<()>,
 ) -> RunOutcome {
-    // The steps are kept outside the run's future: a run cut by its timeout still reports
-    // the tool calls it made.
+    // The steps and the streamed text are kept outside the run's future: a run cut by its
+    // timeout still reports the tool calls it made and the text it streamed.
     let mut steps = Vec::new();
+    let batch = DeltaBatch::default();
     let mut outcome = match timeout {
-        None => run(settings, turn, abort, &mut steps).await,
+        None => run(settings, turn, abort, &mut steps, &batch).await,
         Some(limit) => {
-            match tokio::time::timeout(limit, run(settings, turn, abort, &mut steps)).await {
+            match tokio::time::timeout(limit, run(settings, turn, abort, &mut steps, &batch)).await
+            {
                 Ok(outcome) => outcome,
                 Err(_) => RunOutcome::failed(format!(
                     "the run did not finish within its timeout of {} ms",
@@ -71,6 +73,8 @@ pub async fn run_within(
         }
     };
     outcome.tool_steps = steps;
+    // What was streamed but not sent yet goes with the end (see `delta_batch`).
+    outcome.unsent_deltas = batch.take_all(Instant::now());
     outcome
 }
 
@@ -99,6 +103,7 @@ fn outcome(
         cost_usd,
         attachments,
         tool_steps: Vec::new(),
+        unsent_deltas: Vec::new(),
     }
 }
 
@@ -113,12 +118,15 @@ fn marker_roots(settings: &AgentSettings) -> Option<crate::attachments::markers:
 }
 
 /// Runs the turn until a final answer, an error, the iteration limit or an abort; each tool
-/// call and its result is added to `steps` as it completes.
+/// call and its result is added to `steps` as it completes. Streamed text goes through
+/// `batch`: sent as deltas while the provider's call waits, and before each tool event;
+/// what is left when it returns is the caller's to send with the end.
 async fn run(
     settings: Arc<AgentSettings>,
     turn: TurnInput,
     mut abort: oneshot::Receiver<()>,
     steps: &mut Vec<ToolStep>,
+    batch: &DeltaBatch,
 ) -> RunOutcome {
     let (run_id, session_key) = (turn.run_id.clone(), turn.session_key.clone());
     let events = turn.events.clone();
@@ -129,7 +137,6 @@ async fn run(
             kind,
         })
     };
-    send(TurnEventKind::Started);
     let mut messages: Vec<ChatMessage> = turn
         .history
         .iter()
@@ -169,13 +176,13 @@ async fn run(
     };
     let mut usage = Usage::default();
     let mut text = String::new();
-    // Every provider's stream goes through this batch (see `delta_batch`).
-    let batch = DeltaBatch::default();
-    let flush = || {
-        if let Some(t) = batch.flush(Instant::now()) {
-            send(TurnEventKind::Delta(t));
+    // Every provider's stream goes through the batch (see `delta_batch`).
+    let send_all = |batches: Vec<String>| {
+        for text in batches {
+            send(TurnEventKind::Delta(text));
         }
     };
+    let flush = || send_all(batch.take_all(Instant::now()));
     let builtin_tools = request.tools.len();
     for _ in 0..settings.max_iterations.max(1) {
         // MCP servers come and go (restarts, reloads): their tools are listed afresh for
@@ -186,11 +193,7 @@ async fn run(
             .extend(crate::mcp::tool_specs(&settings.summary.id).await);
         let step = {
             let mut on_delta = |d: StreamDelta| match d {
-                StreamDelta::Text(t) => {
-                    for piece in batch.push(&t, Instant::now()) {
-                        send(TurnEventKind::Delta(piece));
-                    }
-                }
+                StreamDelta::Text(t) => batch.push(&t, Instant::now()),
                 StreamDelta::ToolStarted { name } => {
                     flush();
                     send(TurnEventKind::Tool(
@@ -200,6 +203,15 @@ async fn run(
             };
             let call = settings.provider.complete(&request, &mut on_delta);
             tokio::pin!(call);
+            // Each time the call has to wait, the text it streamed that is due goes out; a
+            // call that ends without waiting leaves it for the end.
+            let mut call = std::future::poll_fn(|cx| match call.as_mut().poll(cx) {
+                std::task::Poll::Pending => {
+                    send_all(batch.take_due());
+                    std::task::Poll::Pending
+                }
+                ready => ready,
+            });
             // The first tick is one period away, and the call is polled first: a call that
             // ends at once (echo) never arms the timer, so it costs no timer wake-up.
             let first_tick = tokio::time::Instant::now() + FLUSH_EVERY;
@@ -211,13 +223,11 @@ async fn run(
                     r = &mut call => break r,
                     _ = tick.tick() => flush(),
                     _ = &mut abort => {
-                        flush();
                         return outcome(RunStatus::Aborted, text, Some("aborted".into()), usage, &settings);
                     }
                 }
             }
         };
-        flush();
         let completion = match step {
             Ok(c) => c,
             Err(e) => {
@@ -235,6 +245,8 @@ async fn run(
         if completion.tool_calls.is_empty() {
             return outcome(RunStatus::Ok, text, None, usage, &settings);
         }
+        // More is coming: what this call streamed goes out before its tool events.
+        flush();
         request.messages.push(ChatMessage::Assistant {
             text: completion.text,
             tool_calls: completion.tool_calls.clone(),

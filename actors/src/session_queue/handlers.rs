@@ -225,7 +225,6 @@ impl Handler<TurnEvent> for SessionQueueActor {
         active.seq += 1;
         let seq = active.seq;
         let event = match msg.kind {
-            TurnEventKind::Started => RunEvent::Started,
             TurnEventKind::Delta(delta) => {
                 active.text.push_str(&delta);
                 RunEvent::Delta(delta.into())

@@ -514,6 +514,13 @@ impl WsSessionActor {
 impl Handler<SessionEvent> for WsSessionActor {
     type Result = ();
     fn handle(&mut self, msg: SessionEvent, ctx: &mut Self::Context) {
+        self.on_session_event(msg, ctx);
+    }
+}
+
+impl WsSessionActor {
+    /// Writes a run event's frames, and answers the requests that waited for its end.
+    pub(super) fn show_event(&mut self, msg: SessionEvent, ctx: &mut Context<Self>) {
         if matches!(self.phase, super::Phase::Connected { .. }) {
             // Events lost to a full mailbox leave a gap in `seq`: the client refreshes.
             self.seq += msg.missed;

@@ -5,6 +5,11 @@
 //! known, work waits here in arrival order; a submission lost with a crashed queue is sent
 //! again (same idempotency key, so never run twice) before anything that arrived after
 //! it, after the connection's subscriptions are made again on the new instance.
+//!
+//! A submission's answer comes before its run's events: the queue may send a run's first
+//! events together with its acceptance, and the two reach this connection by different
+//! paths (the mailbox, the reply), so while a submission to a session is sent and not
+//! answered, events of that session wait here ([`QueueLink::held`]), in order.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::time::Duration;
@@ -13,6 +18,7 @@ use actix::prelude::*;
 
 use super::WsSessionActor;
 use crate::gateway::ws::protocol::ErrorShape;
+use troupe_actors::messages::{SessionEvent, SessionKey};
 use troupe_actors::session_queue::{SessionQueueActor, SubmitTurn, Subscribe};
 use troupe_actors::supervisor::{ChildId, ChildStarted, WatchChild};
 
@@ -29,6 +35,9 @@ const QUEUE_WAIT: Duration = Duration::from_secs(10);
 const SUBMIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Times one submission is sent to a queue that then died before answering.
 pub(super) const SUBMIT_ATTEMPTS: u32 = 5;
+/// Events held for unanswered submissions at most; past it they are shown at once (still
+/// in order, but possibly before a submission's answer).
+const MAX_HELD: usize = 1024;
 
 /// A submission sent (or about to be) and not yet answered.
 pub(super) struct PendingSubmit {
@@ -59,6 +68,8 @@ pub(super) struct QueueLink {
     next_submit: u64,
     /// Sessions this connection follows (subscribed again on a new queue).
     pub subscribed: HashSet<String>,
+    /// Events that wait for a submission's answer, in arrival order.
+    held: VecDeque<SessionEvent>,
 }
 
 impl QueueLink {
@@ -66,9 +77,50 @@ impl QueueLink {
     pub fn addr(&self) -> Option<&Addr<SessionQueueActor>> {
         self.addr.as_ref().filter(|a| a.connected())
     }
+
+    /// Whether events of `session_key` wait: a submission to it is sent and unanswered,
+    /// or earlier events of it wait already.
+    fn holds(&self, session_key: &SessionKey) -> bool {
+        self.submits
+            .values()
+            .any(|e| e.sent_to.is_some() && &e.submit.session_key == session_key)
+            || self.held.iter().any(|e| &e.session_key == session_key)
+    }
 }
 
 impl WsSessionActor {
+    /// Shows a run event now, or holds it until the answer of a submission to its session
+    /// (see the module's doc).
+    pub(super) fn on_session_event(&mut self, event: SessionEvent, ctx: &mut Context<Self>) {
+        self.release_held(ctx);
+        if self.link_q.holds(&event.session_key) {
+            if self.link_q.held.len() < MAX_HELD {
+                self.link_q.held.push_back(event);
+                return;
+            }
+            // Too many wait: show them all, in order, then this one.
+            for held in std::mem::take(&mut self.link_q.held) {
+                self.show_event(held, ctx);
+            }
+        }
+        self.show_event(event, ctx);
+    }
+
+    /// Shows the held events whose sessions no longer wait for an answer, in order.
+    pub(super) fn release_held(&mut self, ctx: &mut Context<Self>) {
+        if self.link_q.held.is_empty() {
+            return;
+        }
+        let held = std::mem::take(&mut self.link_q.held);
+        for event in held {
+            if self.link_q.holds(&event.session_key) {
+                self.link_q.held.push_back(event);
+            } else {
+                self.show_event(event, ctx);
+            }
+        }
+    }
+
     /// Runs `op` with the queue's address, after every earlier op of this connection.
     pub(super) fn with_queue(&mut self, op: QueueOp, ctx: &mut Context<Self>) {
         if self.link_q.ops.is_empty()
@@ -165,6 +217,7 @@ impl WsSessionActor {
                 }
                 Err(_) => act.queue_lost(ctx),
             }
+            act.release_held(ctx);
         }));
     }
 
@@ -177,6 +230,7 @@ impl WsSessionActor {
             return;
         }
         self.wait_for_queue(ctx);
+        self.release_held(ctx);
     }
 
     /// Submissions sent to another instance than `live` and not answered go back to the
