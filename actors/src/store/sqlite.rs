@@ -296,7 +296,11 @@ impl Store for SqliteStore {
                  ON CONFLICT(key) DO UPDATE SET updated_at = excluded.updated_at",
             )?
             .execute(params![turn.session_key, turn.agent_id, now])?;
-        let run_id = uuid::Uuid::new_v4().to_string();
+        // A version 4 UUID from the thread's CSPRNG (seeded by the OS), where `new_v4` asks
+        // the OS for 16 bytes on every call: a `getrandom` system call per turn.
+        let run_id = uuid::Builder::from_random_bytes(rand::random())
+            .into_uuid()
+            .to_string();
         // No `RETURNING`: SQLite gathers its rows in a temporary b-tree (a page cache of its
         // own per statement); the record is what was just written, and `seq` the new rowid.
         self.conn
@@ -1052,6 +1056,9 @@ mod tests {
         let texts: Vec<&str> = history.iter().map(|m| m.text.as_str()).collect();
         assert_eq!(texts, ["before"], "its context is what came before it");
         assert_eq!(db.get_run(&run.id).unwrap().unwrap().status, "running");
+        let id = uuid::Uuid::parse_str(&run.id).expect("a run id is a UUID");
+        assert_eq!(id.get_version(), Some(uuid::Version::Random), "{id}");
+        assert_ne!(run.id, earlier.id, "each run has its own id");
         // The same key again: the duplicate, nothing started.
         let (again, none) = db
             .accept_and_start(&turn("agent:main:a", "now", "k1"), 10)
