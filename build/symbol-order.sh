@@ -37,3 +37,11 @@ for BIN in "$@"; do
 done
 sort -u "$WORK/all.txt" > build/symbol-order.txt
 echo "build/symbol-order.txt: $(wc -l < build/symbol-order.txt) functions"
+# What the names depend on, checked by build.rs (the same FNV-1a hash of Cargo.lock).
+python3 - > build/symbol-order.stamp <<'PY'
+h = 0xcbf29ce484222325
+for b in open("Cargo.lock", "rb").read():
+    h = ((h ^ b) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
+print(f"Cargo.lock fnv1a64 {h:016x}")
+PY
+rustc --version >> build/symbol-order.stamp
