@@ -18,22 +18,31 @@ WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 unset TROUPE_GATEWAY_PORT TROUPE_GATEWAY_TOKEN
 : > "$WORK/all.txt"
+# Each binary runs twice: with the embedded defaults (start-up writes its info lines, as
+# it does for users), then with the settings the benches start it with.
+BENCH_ENV="TROUPE__DEBUG__FAULT_INJECTION=true TROUPE__SUPERVISOR__AGENTS__MAX_RESTARTS=100000
+  TROUPE__LOGGING__LEVEL=warn TROUPE__GATEWAY__MAX_CONNECTIONS=20000
+  TROUPE__GATEWAY__MAX_CONNECTIONS_PER_IP=20000 TROUPE__SESSIONS__LANE_CAPACITY=1000
+  TROUPE__SESSIONS__MAX_CONCURRENT_RUNS=512"
 for BIN in "$@"; do
-  export TROUPE_HOME=$WORK/home TROUPE__LOGGING__LEVEL=warn
-  rm -rf "$TROUPE_HOME" && mkdir -p "$TROUPE_HOME"
-  valgrind --tool=callgrind --demangle=no --callgrind-out-file="$WORK/cg.out" \
-    "$BIN" gateway run --port 0 > "$WORK/gateway.log" 2>&1 &
-  GW=$!
-  python3 build/drive_turns.py "$TROUPE_HOME" 30
-  sleep 3
-  kill -TERM $GW
-  wait $GW || true
-  # Executed functions that are defined in the binary (not in libc), by name.
-  grep -oP '^c?fn=\(\d+\) \K.*' "$WORK/cg.out" | sort -u > "$WORK/ran.txt"
-  nm --defined-only "$BIN" | awk '$2 ~ /^[tTwW]$/ {print $3}' | sort -u > "$WORK/defined.txt"
-  comm -12 "$WORK/ran.txt" "$WORK/defined.txt" > "$WORK/one.txt"
-  echo "$BIN: $(wc -l < "$WORK/one.txt") functions"
-  cat "$WORK/one.txt" >> "$WORK/all.txt"
+  for SETTINGS in "" "$BENCH_ENV"; do
+    export TROUPE_HOME=$WORK/home
+    rm -rf "$TROUPE_HOME" && mkdir -p "$TROUPE_HOME"
+    # shellcheck disable=SC2086 # SETTINGS is a list of NAME=value words
+    env $SETTINGS valgrind --tool=callgrind --demangle=no --callgrind-out-file="$WORK/cg.out" \
+      "$BIN" gateway run --port 0 > "$WORK/gateway.log" 2>&1 &
+    GW=$!
+    python3 build/drive_turns.py "$TROUPE_HOME" 30
+    sleep 3
+    kill -TERM $GW
+    wait $GW || true
+    # Executed functions that are defined in the binary (not in libc), by name.
+    grep -oP '^c?fn=\(\d+\) \K.*' "$WORK/cg.out" | sort -u > "$WORK/ran.txt"
+    nm --defined-only "$BIN" | awk '$2 ~ /^[tTwW]$/ {print $3}' | sort -u > "$WORK/defined.txt"
+    comm -12 "$WORK/ran.txt" "$WORK/defined.txt" > "$WORK/one.txt"
+    echo "$BIN${SETTINGS:+ (bench settings)}: $(wc -l < "$WORK/one.txt") functions"
+    cat "$WORK/one.txt" >> "$WORK/all.txt"
+  done
 done
 sort -u "$WORK/all.txt" > build/symbol-order.txt
 echo "build/symbol-order.txt: $(wc -l < build/symbol-order.txt) functions"
