@@ -442,14 +442,14 @@ async fn tool_calls_show_and_a_waiting_message_is_marked_queued_until_abort() {
     )
     .await;
     b.js("const s = document.getElementById('agent-select'); s.value = 'oa'; s.dispatchEvent(new Event('change')); return true").await;
-    b.wait_for(
-        UI_WAIT,
-        "the first turn's history with its tool step",
-        "return [...document.querySelectorAll('#messages li[data-role=tool]')].length === 1",
-    )
-    .await;
+    // Read in the same script that finds the history complete: the list is drawn again
+    // (emptied, then filled) when the page's own start and the agent switch both load it.
     let first = b
-        .js("const li = [...document.querySelectorAll('#messages li')]; const i = li.findIndex(l => l.dataset.role === 'tool'); return [li[i - 1].dataset.role, li[i - 1].querySelector('.text').textContent, li[i].querySelector('summary').textContent, li[i].querySelector('details').open, li[i + 1].dataset.role, li[i + 1].querySelector('.text').textContent]")
+        .wait_for(
+            UI_WAIT,
+            "the first turn's history with its tool step",
+            "const li = [...document.querySelectorAll('#messages li')]; const i = li.findIndex(l => l.dataset.role === 'tool'); if (li.filter(l => l.dataset.role === 'tool').length !== 1 || i < 1 || i + 1 >= li.length) return false; return [li[i - 1].dataset.role, li[i - 1].querySelector('.text').textContent, li[i].querySelector('summary').textContent, li[i].querySelector('details').open, li[i + 1].dataset.role, li[i + 1].querySelector('.text').textContent]",
+        )
         .await;
     assert_eq!(first[0], "user", "{first}");
     assert_eq!(first[1], "remember this", "{first}");
