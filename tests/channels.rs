@@ -497,9 +497,28 @@ async fn an_unreachable_platform_leaves_the_gateway_ready_and_the_token_never_sh
     gw.wait_ready().await;
     let mut c = gw.client().await;
     let status = c.request("channels.status", None).await.to_string();
+    let health = c.request("health", None).await;
+    let entry = &health["payload"]["channels"]["telegram:main"];
+    assert_eq!(entry["connected"], false, "{health}");
+    assert!(
+        entry["lastError"]
+            .as_str()
+            .is_some_and(|e| e.contains("getMe")),
+        "{health}"
+    );
+    assert_eq!(
+        health["payload"]["channelsDegraded"],
+        json!(["telegram:main"])
+    );
+    let health = health.to_string();
     let tree = gw.tree().await.to_string();
     let log = std::fs::read_to_string(gw.home().join("logs/troupe.log")).unwrap_or_default();
-    for (what, text) in [("status", &status), ("tree", &tree), ("log", &log)] {
+    for (what, text) in [
+        ("status", &status),
+        ("health", &health),
+        ("tree", &tree),
+        ("log", &log),
+    ] {
         assert!(
             !text.contains("TEST-token"),
             "the token leaks into the {what}: {text}"
