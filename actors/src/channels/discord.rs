@@ -11,7 +11,8 @@
 //! runs, 429s wait `Retry-After` ([`rest`]). Liveness is progress: a shard that loses its
 //! gateway connection or is restarted by serenity because a heartbeat went unacknowledged
 //! makes the actor fail itself (the reason shows in the tree), and its supervisor restarts
-//! it with backoff, which backfills what was missed.
+//! it with backoff, which backfills what was missed. READY and each heartbeat ACK mark the
+//! account connected in `health` ([`crate::health::channels`]); a failure marks it not.
 
 pub mod events;
 pub mod liveness;

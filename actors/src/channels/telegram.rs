@@ -7,7 +7,9 @@
 //! in `channels.status`; 429 waits `retry_after`; rejected formatting is resent as plain
 //! text; a typing indicator repeats every 4 s while a turn runs. Liveness is progress: a
 //! `getUpdates` outstanding for longer than the poll timeout plus a margin makes the actor
-//! fail itself, and its supervisor restarts it (with backoff) showing the reason.
+//! fail itself, and its supervisor restarts it (with backoff) showing the reason. Every
+//! `getMe`/`getUpdates` outcome updates the account's connection status in `health`
+//! ([`crate::health::channels`]).
 
 mod receive;
 mod send;
@@ -104,7 +106,7 @@ impl TelegramActor {
         status: Arc<ChannelLink>,
     ) -> Result<ChildHandle, StartError> {
         let token = resolve_token(settings).map_err(|e| StartError(e.to_string()))?;
-        let bot = build_bot(&settings, &token).map_err(|e| StartError(e.to_string()))?;
+        let bot = build_bot(settings, &token).map_err(|e| StartError(e.to_string()))?;
         let route = Route {
             root: root.clone(),
             account: Account {
