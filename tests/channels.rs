@@ -136,6 +136,12 @@ async fn panicking_telegram_channel_is_restarted_after_backoff_and_answers() {
         .request("supervisor.crash", Some(json!({ "id": "telegram:main" })))
         .await;
     assert_eq!(res["ok"], true, "{res}");
+    // Down in health (from the actor stopping or, had it died without stopping, from its
+    // exit), then connected again once the restarted actor polls.
+    let down = health_event(&mut c, false, 0).await;
+    let entry = &down["payload"]["channels"]["telegram:main"];
+    assert_eq!(entry["running"], false, "{down}");
+    let v_down = down["stateVersion"]["health"].as_u64().expect("version");
     eventually(WAIT, "telegram:main waits in backoff", || async {
         let n = telegram_node(&gw).await;
         (n["state"] == "backoff" || n["restarts"] == 1).then_some(())
@@ -145,6 +151,11 @@ async fn panicking_telegram_channel_is_restarted_after_backoff_and_answers() {
     assert_eq!(restarted["lastExit"]["reason"], "panic", "{restarted}");
     fake.dm(1002, "after");
     replies(&fake, 1002, &["echo: before", "echo: after"]).await;
+    let up = health_event(&mut c, true, v_down).await;
+    assert_eq!(
+        up["payload"]["channels"]["telegram:main"]["running"], true,
+        "{up}"
+    );
     // Other children were untouched.
     let tree = gw.tree().await;
     assert_eq!(node(&tree, "agent:main").unwrap()["restarts"], 0);

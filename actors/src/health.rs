@@ -73,7 +73,9 @@ pub(crate) fn note(supervisor: &str, id: &str, change: Change<'_>, at: u64) {
                 .get(id)
                 .is_some_and(|d| d.state == entry.state && d.reason == entry.reason);
             down.insert(id.to_string(), entry);
-            !same
+            // A channel actor that died without stopping (a panic) is down all the same.
+            let disconnected = channels::went_down(id);
+            !same || disconnected
         }
     };
     if changed {

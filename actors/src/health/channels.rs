@@ -175,6 +175,17 @@ pub(crate) fn summary() -> (Value, Vec<String>) {
     (Value::Object(map), degraded)
 }
 
+/// The child `id` exited: if it is a channel account, it no longer runs nor is connected
+/// (its actor may have died in a panic, without its `stopped`). True when it was
+/// connected; the caller announces the change.
+pub(crate) fn went_down(id: &str) -> bool {
+    let Some(link) = links().get(id).cloned() else {
+        return false;
+    };
+    link.running.store(false, Ordering::SeqCst);
+    link.connected.swap(false, Ordering::SeqCst)
+}
+
 /// Whether the channel account `id` is connected (false when unknown).
 pub fn is_connected(id: &str) -> bool {
     links().get(id).is_some_and(|link| link.connected())
@@ -223,6 +234,12 @@ mod tests {
         assert!(link.stopped(), "a stopped actor is not connected");
         assert_eq!(summary().0[id]["running"], false);
         assert!(!link.stopped());
+        // An actor that died in a panic never ran `stopped`: its exit is enough.
+        link.set_running(true);
+        assert!(link.ok());
+        assert!(went_down(id), "connected until its exit was noted");
+        assert_eq!(summary().0[id]["running"], false);
+        assert!(!went_down(id));
         // Gone from the tree: gone from the summary.
         assert!(forget(id));
         assert!(summary().0.get(id).is_none());
