@@ -255,6 +255,7 @@ fn figures() -> Figures {
         unstoppable: 0,
         tree: tree(),
         store: Some(store()),
+        channels: vec![("telegram:main".into(), true)],
     }
 }
 

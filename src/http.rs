@@ -431,6 +431,7 @@ async fn metrics(gateway: web::Data<Gateway>) -> HttpResponse {
         unstoppable: status.unstoppable,
         tree: status.tree,
         store,
+        channels: troupe_actors::health::channels::connected(),
     };
     HttpResponse::Ok()
         .content_type(metrics::CONTENT_TYPE)

@@ -136,6 +136,12 @@ async fn panicking_telegram_channel_is_restarted_after_backoff_and_answers() {
         .request("supervisor.crash", Some(json!({ "id": "telegram:main" })))
         .await;
     assert_eq!(res["ok"], true, "{res}");
+    // Down in health (from the actor stopping or, had it died without stopping, from its
+    // exit), then connected again once the restarted actor polls.
+    let down = health_event(&mut c, false, 0).await;
+    let entry = &down["payload"]["channels"]["telegram:main"];
+    assert_eq!(entry["running"], false, "{down}");
+    let v_down = down["stateVersion"]["health"].as_u64().expect("version");
     eventually(WAIT, "telegram:main waits in backoff", || async {
         let n = telegram_node(&gw).await;
         (n["state"] == "backoff" || n["restarts"] == 1).then_some(())
@@ -145,6 +151,11 @@ async fn panicking_telegram_channel_is_restarted_after_backoff_and_answers() {
     assert_eq!(restarted["lastExit"]["reason"], "panic", "{restarted}");
     fake.dm(1002, "after");
     replies(&fake, 1002, &["echo: before", "echo: after"]).await;
+    let up = health_event(&mut c, true, v_down).await;
+    assert_eq!(
+        up["payload"]["channels"]["telegram:main"]["running"], true,
+        "{up}"
+    );
     // Other children were untouched.
     let tree = gw.tree().await;
     assert_eq!(node(&tree, "agent:main").unwrap()["restarts"], 0);
@@ -497,9 +508,28 @@ async fn an_unreachable_platform_leaves_the_gateway_ready_and_the_token_never_sh
     gw.wait_ready().await;
     let mut c = gw.client().await;
     let status = c.request("channels.status", None).await.to_string();
+    let health = c.request("health", None).await;
+    let entry = &health["payload"]["channels"]["telegram:main"];
+    assert_eq!(entry["connected"], false, "{health}");
+    assert!(
+        entry["lastError"]
+            .as_str()
+            .is_some_and(|e| e.contains("getMe")),
+        "{health}"
+    );
+    assert_eq!(
+        health["payload"]["channelsDegraded"],
+        json!(["telegram:main"])
+    );
+    let health = health.to_string();
     let tree = gw.tree().await.to_string();
     let log = std::fs::read_to_string(gw.home().join("logs/troupe.log")).unwrap_or_default();
-    for (what, text) in [("status", &status), ("tree", &tree), ("log", &log)] {
+    for (what, text) in [
+        ("status", &status),
+        ("health", &health),
+        ("tree", &tree),
+        ("log", &log),
+    ] {
         assert!(
             !text.contains("TEST-token"),
             "the token leaks into the {what}: {text}"
@@ -521,4 +551,132 @@ fn a_channel_naming_an_unknown_agent_or_missing_token_is_refused_at_start_naming
     assert_eq!(code, 64, "{err}");
     assert!(err.contains("channels.telegram[0].token_env"), "{err}");
     assert!(err.contains("TG_TEST_TOKEN"), "{err}");
+}
+
+/// `health.channels["telegram:main"]` as `health` answers it now.
+async fn telegram_health(c: &mut support::WsClient) -> Value {
+    let res = c.request("health", None).await;
+    res["payload"]["channels"]["telegram:main"].clone()
+}
+
+/// The first `health` event after version `after` whose `telegram:main` is `connected`
+/// (or not), within [`WAIT`].
+async fn health_event(c: &mut support::WsClient, connected: bool, after: u64) -> Value {
+    tokio::time::timeout(
+        WAIT,
+        c.event_where(|f| {
+            f["event"] == "health"
+                && f["stateVersion"]["health"].as_u64() > Some(after)
+                && f["payload"]["channels"]["telegram:main"]["connected"] == connected
+        }),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("no health event with telegram:main connected={connected}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_long_poll_shows_in_health_with_its_reason_and_recovery_is_announced() {
+    let fake = FakeTelegram::start(TOKEN);
+    let gw = gateway(&fake, "dm_policy = \"open\"", false);
+    let up = eventually(WAIT, "telegram:main connected in health", || async {
+        let mut c = gw.client().await;
+        let h = telegram_health(&mut c).await;
+        (h["connected"] == true).then_some(h)
+    })
+    .await;
+    assert_eq!(up["configured"], true, "{up}");
+    assert_eq!(up["running"], true, "{up}");
+    assert!(up["lastOkAt"].is_u64(), "{up}");
+    assert_eq!(up["consecutiveFailures"], 0, "{up}");
+    // A client that knows the health version of its hello: every later change is news.
+    let mut c = support::WsClient::open(&gw.ws_url()).await;
+    let hello = c.connect(&gw.token, &["operator.admin"]).await;
+    let snapshot = &hello["payload"]["snapshot"];
+    assert_eq!(snapshot["health"]["channelsDegraded"], json!([]), "{hello}");
+    assert_eq!(
+        snapshot["health"]["channels"]["telegram:main"]["connected"], true,
+        "{hello}"
+    );
+    let v_up = snapshot["stateVersion"]["health"]
+        .as_u64()
+        .expect("version");
+
+    // The token is revoked: Telegram answers every poll with 401.
+    fake.refuse_polls(true);
+    let down = health_event(&mut c, false, v_up).await;
+    let v_down = down["stateVersion"]["health"].as_u64().expect("version");
+    let entry = &down["payload"]["channels"]["telegram:main"];
+    let why = entry["lastError"].as_str().unwrap_or_default();
+    assert!(why.contains("getUpdates"), "{down}");
+    assert!(!why.contains("TEST-token"), "the token leaks: {down}");
+    assert!(entry["lastErrorAt"].is_u64(), "{down}");
+    assert!(entry["consecutiveFailures"].as_u64() >= Some(1), "{down}");
+    assert_eq!(entry["running"], true, "{down}");
+    assert_eq!(down["payload"]["ok"], true, "the gateway still answers");
+    assert_eq!(
+        down["payload"]["channelsDegraded"],
+        json!(["telegram:main"]),
+        "{down}"
+    );
+    let h = telegram_health(&mut c).await;
+    assert_eq!(h["connected"], false, "{h}");
+    let listed = c.request("channels.status", None).await;
+    assert_eq!(
+        listed["payload"]["channels"][0]["connected"], false,
+        "{listed}"
+    );
+
+    // The token works again: the next poll succeeds and that is announced once.
+    fake.refuse_polls(false);
+    let up = health_event(&mut c, true, v_down).await;
+    assert!(up["seq"].as_u64() > down["seq"].as_u64());
+    let entry = &up["payload"]["channels"]["telegram:main"];
+    assert_eq!(entry["consecutiveFailures"], 0, "{up}");
+    assert!(
+        entry["lastError"].as_str().is_some(),
+        "the last error is kept after a success: {up}"
+    );
+    assert_eq!(up["payload"]["channelsDegraded"], json!([]), "{up}");
+    // Repeated failures are not news: only the two changes were announced.
+    let changes = c
+        .events
+        .iter()
+        .filter(|f| f["event"] == "health" && f["stateVersion"]["health"].as_u64() > Some(v_up))
+        .count();
+    assert_eq!(
+        changes, 0,
+        "health events beyond the two changes: {:?}",
+        c.events
+    );
+    // The channel was not restarted for it, and /metrics shows it connected.
+    assert_eq!(telegram_node(&gw).await["restarts"], 0);
+    let text = reqwest::get(gw.http("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("troupe_channel_connected{channel=\"telegram:main\"} 1"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_without_channels_has_an_empty_channels_health() {
+    let gw = TestGateway::builder().start();
+    let mut c = gw.client().await;
+    let h = c.request("health", None).await;
+    assert_eq!(h["payload"]["channels"], json!({}), "{h}");
+    assert_eq!(h["payload"]["channelsDegraded"], json!([]), "{h}");
+    let text = reqwest::get(gw.http("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !text.contains("troupe_channel_connected{"),
+        "no channel, no sample: {text}"
+    );
 }

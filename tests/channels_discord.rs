@@ -397,3 +397,61 @@ fn a_discord_account_naming_an_unknown_agent_or_missing_token_is_refused_naming_
     assert!(err.contains("channels.discord[0].token_env"), "{err}");
     assert!(err.contains("DC_TEST_TOKEN"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_gateway_session_shows_in_health_until_the_channel_is_back() {
+    let fake = FakeDiscord::start(TOKEN);
+    let gw = gateway(&fake, "dm_policy = \"open\"", false);
+    connected(&fake, 1).await;
+    let up = eventually(WAIT, "discord:main connected in health", || async {
+        let mut c = gw.client().await;
+        let h = c.request("health", None).await;
+        let entry = h["payload"]["channels"]["discord:main"].clone();
+        (entry["connected"] == true).then_some(entry)
+    })
+    .await;
+    assert_eq!(up["channel"], "discord", "{up}");
+    assert_eq!(up["accountId"], "main", "{up}");
+    assert!(up["lastOkAt"].is_u64(), "{up}");
+    // A client that knows the health version of its hello: every later change is news.
+    let mut c = support::WsClient::open(&gw.ws_url()).await;
+    let hello = c.connect(&gw.token, &["operator.admin"]).await;
+    let v_up = hello["payload"]["snapshot"]["stateVersion"]["health"]
+        .as_u64()
+        .expect("version");
+    let is = |f: &Value, connected: bool, after: u64| {
+        f["event"] == "health"
+            && f["stateVersion"]["health"].as_u64() > Some(after)
+            && f["payload"]["channels"]["discord:main"]["connected"] == connected
+    };
+    fake.drop_sockets();
+    let down = tokio::time::timeout(WAIT, c.event_where(|f| is(f, false, v_up)))
+        .await
+        .expect("a health event with discord:main not connected");
+    let entry = &down["payload"]["channels"]["discord:main"];
+    assert!(
+        entry["lastError"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("connection lost"),
+        "{down}"
+    );
+    assert!(
+        down["payload"]["channelsDegraded"]
+            .as_array()
+            .is_some_and(|l| l.contains(&json!("discord:main"))),
+        "{down}"
+    );
+    // The restarted channel establishes a new session: connected again, announced.
+    let v_down = down["stateVersion"]["health"].as_u64().expect("version");
+    let back = tokio::time::timeout(
+        Duration::from_secs(60),
+        c.event_where(|f| is(f, true, v_down)),
+    )
+    .await
+    .expect("a health event with discord:main connected again");
+    let entry = &back["payload"]["channels"]["discord:main"];
+    assert_eq!(entry["running"], true, "{back}");
+    assert_eq!(entry["consecutiveFailures"], 0, "{back}");
+    assert_eq!(back["payload"]["channelsDegraded"], json!([]), "{back}");
+}

@@ -355,3 +355,37 @@ async fn sighup_reloads_even_with_the_watch_off() {
     .await;
     gw.child_restarted("agent:late", 0).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_account_removed_by_a_reload_leaves_health() {
+    let fake = FakeTelegram::start(TG_TOKEN);
+    let home = tempfile::tempdir().expect("tempdir");
+    write_config(
+        home.path(),
+        &format!("{MAIN_AGENT}{}", telegram(&fake, "\"111\"")),
+    );
+    let gw = TestGateway::builder()
+        .env("TG_TEST_TOKEN", TG_TOKEN)
+        .start_in(home);
+    let mut c = gw.client().await;
+    eventually(WAIT, "telegram:main connected in health", || async {
+        let mut c = gw.client().await;
+        let h = c.request("health", None).await;
+        (h["payload"]["channels"]["telegram:main"]["connected"] == true).then_some(())
+    })
+    .await;
+    replace_config(gw.home(), MAIN_AGENT);
+    reload_status(&gw, "the removal is applied", |r| {
+        lists(&r["lastApplied"], "telegram:main")
+    })
+    .await;
+    eventually(WAIT, "telegram:main gone from the tree", || async {
+        node(&gw.tree().await, "telegram:main")
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    let h = c.request("health", None).await;
+    assert_eq!(h["payload"]["channels"], json!({}), "{h}");
+    assert_eq!(h["payload"]["channelsDegraded"], json!([]), "{h}");
+}

@@ -282,6 +282,7 @@ async fn account_status(
         "channel": channel,
         "account": account,
         "state": node.state,
+        "connected": crate::health::channels::is_connected(&node.id),
         "restarts": node.restarts,
         "lastExit": node.last_exit,
         "bot": snapshot.bot,

@@ -1,7 +1,11 @@
 //! The health summary (`health` method, `hello-ok.snapshot.health`, `health` event): which
 //! children of the tree are not running, kept from the `supervisor` events as they happen
-//! (no timer, no polling). When the set changes, every client gets a `health` event and
+//! (no timer, no polling), and whether each chat channel account is connected to its
+//! platform ([`channels`], updated by the channel actors). When the set of down children
+//! or a channel's `connected` changes, every client gets a `health` event and
 //! `stateVersion.health` counts the change.
+
+pub mod channels;
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -52,7 +56,11 @@ pub(crate) enum Change<'a> {
 pub(crate) fn note(supervisor: &str, id: &str, change: Change<'_>, at: u64) {
     let mut down = down();
     let changed = match change {
-        Change::Up | Change::Removed => down.remove(id).is_some(),
+        Change::Up => down.remove(id).is_some(),
+        Change::Removed => {
+            let was_down = down.remove(id).is_some();
+            channels::forget(id) || was_down
+        }
         Change::Down(state, reason) => {
             let entry = Down {
                 id: id.to_string(),
@@ -65,7 +73,9 @@ pub(crate) fn note(supervisor: &str, id: &str, change: Change<'_>, at: u64) {
                 .get(id)
                 .is_some_and(|d| d.state == entry.state && d.reason == entry.reason);
             down.insert(id.to_string(), entry);
-            !same
+            // A channel actor that died without stopping (a panic) is down all the same.
+            let disconnected = channels::went_down(id);
+            !same || disconnected
         }
     };
     if changed {
@@ -74,20 +84,33 @@ pub(crate) fn note(supervisor: &str, id: &str, change: Change<'_>, at: u64) {
     }
 }
 
+/// A channel's `connected` changed: announced like a change of the tree.
+pub(crate) fn changed() {
+    let down = down();
+    let version = event_bus::bump_health();
+    event_bus::publish_versioned("health", summary_of(&down), version);
+}
+
 fn summary_of(down: &BTreeMap<String, Down>) -> Value {
     let list: Vec<&Down> = down.values().take(LIST_LIMIT).collect();
+    let (channels, degraded) = channels::summary();
     json!({
         "ok": true,
         "ts": crate::now_ms(),
         "allRunning": down.is_empty(),
         "notRunning": list,
         "notRunningCount": down.len(),
+        "channels": channels,
+        "channelsDegraded": degraded,
     })
 }
 
 /// The summary now: `{ok, ts, allRunning, notRunning: [{id, supervisor, state, reason,
-/// since}], notRunningCount}` (`ok` says the gateway answers; `allRunning` that no child
-/// of the tree is down since it last exited).
+/// since}], notRunningCount, channels: {"<kind>:<account>": {channel, accountId,
+/// configured, running, connected, lastError, lastErrorAt, lastOkAt,
+/// consecutiveFailures}}, channelsDegraded: [ids]}` (`ok` says the gateway answers;
+/// `allRunning` that no child of the tree is down since it last exited;
+/// `channelsDegraded` lists the channel accounts not connected to their platform).
 pub fn summary() -> Value {
     summary_of(&down())
 }

@@ -72,6 +72,10 @@ fn announce(supervisor: &ChildId, id: &ChildId, happened: Happened, child: &Chil
             Happened::GaveUp => health::Change::Down("gave_up", reason),
         };
         health::note(&supervisor.0, &id.0, health, ts);
+    } else if matches!(happened, Happened::Removed) && child.spec.kind == "channel" {
+        // A running channel account removed by a config change is stopped as a temporary
+        // child: its connection status leaves the health summary all the same.
+        health::note(&supervisor.0, &id.0, health::Change::Removed, ts);
     }
     crate::event_bus::publish(
         "supervisor",

@@ -31,6 +31,8 @@ pub struct Figures {
     pub tree: TreeNode,
     /// The store's per-operation figures, if it answered.
     pub store: Option<OpStats>,
+    /// Whether each chat channel account is connected to its platform, by tree id.
+    pub channels: Vec<(String, bool)>,
 }
 
 impl Figures {
@@ -138,6 +140,16 @@ impl Collector for Snapshot {
             let labels = [("id", n.id.as_str()), ("kind", n.kind.as_str())];
             let up = i64::from(n.state == NodeState::Running);
             ConstGauge::new(up).encode(m.encode_family(&labels)?)?;
+        }
+        let mut m = enc.encode_descriptor(
+            "troupe_channel_connected",
+            "1 when the chat channel account's last exchange with its platform succeeded.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (id, connected) in &f.channels {
+            let labels = [("channel", id.as_str())];
+            ConstGauge::new(i64::from(*connected)).encode(m.encode_family(&labels)?)?;
         }
         if let Some(stats) = &f.store {
             store(&mut enc, stats)?;
@@ -257,6 +269,14 @@ pub fn render_by_hand(figures: &Figures) -> String {
             u8::from(n.state == NodeState::Running)
         ));
     }
+    out.push_str("# HELP troupe_channel_connected 1 when the chat channel account's last exchange with its platform succeeded.\n# TYPE troupe_channel_connected gauge\n");
+    for (id, connected) in &figures.channels {
+        let _ = writeln!(
+            out,
+            "troupe_channel_connected{{channel=\"{id}\"}} {}",
+            u8::from(*connected)
+        );
+    }
     if let Some(stats) = &figures.store {
         store_by_hand(stats, &mut out);
     }
@@ -362,6 +382,10 @@ mod tests {
                 ],
             ),
             store: Some(stats),
+            channels: vec![
+                ("telegram:main".into(), true),
+                ("discord:ops".into(), false),
+            ],
         }
     }
 
@@ -403,6 +427,10 @@ mod tests {
         );
         assert!(!client.contains("ws:1"), "WS sessions are not listed");
         let inf = "troupe_store_op_seconds_bucket{le=\"+Inf\",op=\"accept_turn\"} 10";
+        assert!(
+            client.contains("troupe_channel_connected{channel=\"discord:ops\"} 0"),
+            "{client}"
+        );
         assert!(client.contains(inf), "{client}");
     }
 

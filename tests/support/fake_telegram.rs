@@ -5,7 +5,7 @@
 //! file's name, type and bytes are recorded). Files users send ([`FakeTelegram::photo`],
 //! `document`, `voice`) are hosted: `getFile` answers their `file_path` and
 //! `GET /file/bot<token>/<file_path>` serves the bytes (both counted). Scriptable: 409 Conflict on the next polls, 429 with
-//! `retry_after` on the next sends, "can't parse entities" for HTML with an unclosed `<b>`,
+//! `retry_after` on the next sends, 401 Unauthorized on every poll while refused, "can't parse entities" for HTML with an unclosed `<b>`,
 //! long polls that never complete, and sends held unanswered (a request cut by a crash
 //! before it was processed is never recorded). Never answers 5xx (teloxide sleeps 10 s on
 //! one). Stops on drop.
@@ -65,6 +65,7 @@ struct Inner {
     files: Vec<SentFile>,
     actions: Vec<(i64, String)>,
     conflicts: u32,
+    refuse_polls: bool,
     rate_limits: u32,
     rate_limited_at: Vec<Instant>,
     parse_rejections: u32,
@@ -348,6 +349,12 @@ impl FakeTelegram {
         self.lock().conflicts = n;
     }
 
+    /// Answers every poll with 401 Unauthorized, as for a revoked token (or polls again).
+    pub fn refuse_polls(&self, refuse: bool) {
+        self.lock().refuse_polls = refuse;
+        self.shared.changed.notify_waiters();
+    }
+
     /// Answers the next `n` sends with 429, `retry_after` 1 s.
     pub fn rate_limit_next_sends(&self, n: u32) {
         self.lock().rate_limits = n;
@@ -523,6 +530,9 @@ async fn get_updates(shared: &Shared, params: &Value) -> HttpResponse {
     let deadline = Instant::now() + timeout;
     {
         let mut inner = lock(shared);
+        if inner.refuse_polls {
+            return api_error(401, "Unauthorized", None);
+        }
         if inner.conflicts > 0 {
             inner.conflicts -= 1;
             return api_error(

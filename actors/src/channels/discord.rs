@@ -11,7 +11,8 @@
 //! runs, 429s wait `Retry-After` ([`rest`]). Liveness is progress: a shard that loses its
 //! gateway connection or is restarted by serenity because a heartbeat went unacknowledged
 //! makes the actor fail itself (the reason shows in the tree), and its supervisor restarts
-//! it with backoff, which backfills what was missed.
+//! it with backoff, which backfills what was missed. READY and each heartbeat ACK mark the
+//! account connected in `health` ([`crate::health::channels`]); a failure marks it not.
 
 pub mod events;
 pub mod liveness;
@@ -34,6 +35,7 @@ use super::journal::Route;
 use super::lanes::{self, ChatLanes, Job};
 use super::pairing;
 use super::{ChannelError, ChannelSnapshot, DescribeChannel, DiscordSettings, TokenSource};
+use crate::health::channels::ChannelLink;
 use crate::messages::Shutdown;
 use crate::now_ms;
 use crate::store::channels::{
@@ -75,6 +77,8 @@ pub struct DiscordActor {
     /// by resume, so a later `Deliver` of the same ids is skipped).
     resumed: Option<std::collections::HashSet<i64>>,
     snapshot: ChannelSnapshot,
+    /// This account's connection status in the health summary.
+    link: Arc<ChannelLink>,
     guard: ExitGuard,
 }
 
@@ -88,45 +92,63 @@ impl DiscordActor {
         let id = format!("discord:{}", settings.account);
         let settings = Arc::new(settings);
         ChildSpec::new(id, "channel", move |link: ChildLink| {
-            let token = resolve_token(&settings).map_err(|e| StartError(e.to_string()))?;
-            let rest = Rest::new(&settings.api_url, &format!("Bot {token}"))
-                .map_err(|e| StartError(e.to_string()))?;
-            let route = Route {
-                root: root.clone(),
-                account: Account {
-                    channel: "discord".into(),
-                    account: settings.account.clone(),
-                },
-                agent: settings.agent.as_str().into(),
-                limit: MESSAGE_LIMIT,
-                files: files.clone(),
-            };
-            let settings = settings.clone();
-            let arbiter = crate::supervisor::child_arbiter(&link.id.to_string());
-            let addr = DiscordActor::start_in_arbiter(&arbiter.handle(), move |_| DiscordActor {
-                settings,
-                token,
-                rest,
-                route,
-                me: None,
-                resumed: None,
-                session: None,
-                known: HashMap::new(),
-                backfilling: true,
-                held: Vec::new(),
-                to_journal: VecDeque::new(),
-                journaling: false,
-                chats: ChatLanes::default(),
-                shards: None,
-                acks: AckProgress::default(),
-                started_at: Instant::now(),
-                snapshot: ChannelSnapshot::default(),
-                guard: link.guard(),
-            });
-            Ok(ChildHandle::of(addr).on_arbiter(arbiter.handle()))
+            let status = crate::health::channels::link(&link.id.to_string());
+            let started = Self::start(&settings, &files, &root, link, status.clone());
+            if let Err(e) = &started {
+                status.failed(&e.0);
+            }
+            started
         })
         .backoff(super::CHANNEL_BACKOFF)
         .shutdown(Duration::from_secs(5))
+    }
+
+    /// Starts an actor of this account on its own arbiter.
+    fn start(
+        settings: &Arc<DiscordSettings>,
+        files: &super::inbound_files::FileIntake,
+        root: &Addr<SupervisorActor>,
+        link: ChildLink,
+        status: Arc<ChannelLink>,
+    ) -> Result<ChildHandle, StartError> {
+        let token = resolve_token(settings).map_err(|e| StartError(e.to_string()))?;
+        let rest = Rest::new(&settings.api_url, &format!("Bot {token}"))
+            .map_err(|e| StartError(e.to_string()))?;
+        let route = Route {
+            root: root.clone(),
+            account: Account {
+                channel: "discord".into(),
+                account: settings.account.clone(),
+            },
+            agent: settings.agent.as_str().into(),
+            limit: MESSAGE_LIMIT,
+            files: files.clone(),
+        };
+        let settings = settings.clone();
+        let arbiter = crate::supervisor::child_arbiter(&link.id.to_string());
+        status.set_running(true);
+        let addr = DiscordActor::start_in_arbiter(&arbiter.handle(), move |_| DiscordActor {
+            settings,
+            token,
+            rest,
+            route,
+            me: None,
+            resumed: None,
+            session: None,
+            known: HashMap::new(),
+            backfilling: true,
+            held: Vec::new(),
+            to_journal: VecDeque::new(),
+            journaling: false,
+            chats: ChatLanes::default(),
+            shards: None,
+            acks: AckProgress::default(),
+            started_at: Instant::now(),
+            snapshot: ChannelSnapshot::default(),
+            link: status,
+            guard: link.guard(),
+        });
+        Ok(ChildHandle::of(addr).on_arbiter(arbiter.handle()))
     }
 
     /// Text with the bot token replaced.
@@ -138,10 +160,12 @@ impl DiscordActor {
         }
     }
 
-    /// Fails the actor: its supervisor restarts it after a backoff, showing `why`.
+    /// Fails the actor: its supervisor restarts it after a backoff, showing `why` (also
+    /// the channel's `lastError` in the health summary).
     fn fail(&mut self, why: String, ctx: &mut Context<Self>) {
         let why = self.redact(&why);
         tracing::warn!(account = %self.settings.account, reason = %why, "discord channel failing");
+        self.link.failed(&why);
         self.guard.fail(why);
         ctx.stop();
     }
@@ -439,7 +463,10 @@ impl DiscordActor {
         };
         ctx.spawn(read.into_actor(self).map(|latency, act, _| {
             act.acks.checking = false;
-            act.acks.observe(latency, Instant::now());
+            // A heartbeat ACK of the established session is a successful exchange.
+            if act.acks.observe(latency, Instant::now()) && act.session.is_some() {
+                act.link.ok();
+            }
         }));
     }
 }
@@ -496,6 +523,7 @@ impl Actor for DiscordActor {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
+        self.link.stopped();
         // serenity's shard runs in tasks of its own: close it so a restarted actor is the
         // only session of this bot.
         if let (Some(shards), Ok(runtime)) =
@@ -552,6 +580,7 @@ impl Handler<SessionReady> for DiscordActor {
         self.me = Some(ready.user_id);
         self.snapshot.bot = Some(ready.user_name);
         self.snapshot.connected_since = Some(now_ms());
+        self.link.ok();
         self.backfill(ctx);
     }
 }

@@ -7,7 +7,9 @@
 //! in `channels.status`; 429 waits `retry_after`; rejected formatting is resent as plain
 //! text; a typing indicator repeats every 4 s while a turn runs. Liveness is progress: a
 //! `getUpdates` outstanding for longer than the poll timeout plus a margin makes the actor
-//! fail itself, and its supervisor restarts it (with backoff) showing the reason.
+//! fail itself, and its supervisor restarts it (with backoff) showing the reason. Every
+//! `getMe`/`getUpdates` outcome updates the account's connection status in `health`
+//! ([`crate::health::channels`]).
 
 mod receive;
 mod send;
@@ -25,6 +27,7 @@ use super::journal::Route;
 use super::lanes::{self, ChatLanes, Job};
 use super::pairing;
 use super::{ChannelError, ChannelSnapshot, DescribeChannel, TelegramSettings, TokenSource};
+use crate::health::channels::ChannelLink;
 use crate::messages::Shutdown;
 use crate::now_ms;
 use crate::store::channels::{Account, DeliveryRecord, JournalBatch, NewInbound, ResumeAccount};
@@ -68,6 +71,8 @@ pub struct TelegramActor {
     /// by resume, so a later `Deliver` of the same ids is skipped).
     resumed: Option<std::collections::HashSet<i64>>,
     snapshot: ChannelSnapshot,
+    /// This account's connection status in the health summary.
+    link: Arc<ChannelLink>,
     guard: ExitGuard,
 }
 
@@ -81,39 +86,57 @@ impl TelegramActor {
         let id = format!("telegram:{}", settings.account);
         let settings = Arc::new(settings);
         ChildSpec::new(id, "channel", move |link: ChildLink| {
-            let token = resolve_token(&settings).map_err(|e| StartError(e.to_string()))?;
-            let bot = build_bot(&settings, &token).map_err(|e| StartError(e.to_string()))?;
-            let route = Route {
-                root: root.clone(),
-                account: Account {
-                    channel: "telegram".into(),
-                    account: settings.account.clone(),
-                },
-                agent: settings.agent.as_str().into(),
-                limit: MESSAGE_LIMIT,
-                files: files.clone(),
-            };
-            let settings = settings.clone();
-            let arbiter = crate::supervisor::child_arbiter(&link.id.to_string());
-            let addr = TelegramActor::start_in_arbiter(&arbiter.handle(), move |_| TelegramActor {
-                settings,
-                token,
-                bot,
-                route,
-                me: None,
-                resumed: None,
-                offset: None,
-                chats: ChatLanes::default(),
-                poll_since: None,
-                poll_failures: 0,
-                conflicts: 0,
-                snapshot: ChannelSnapshot::default(),
-                guard: link.guard(),
-            });
-            Ok(ChildHandle::of(addr).on_arbiter(arbiter.handle()))
+            let status = crate::health::channels::link(&link.id.to_string());
+            let started = Self::start(&settings, &files, &root, link, status.clone());
+            if let Err(e) = &started {
+                status.failed(&e.0);
+            }
+            started
         })
         .backoff(super::CHANNEL_BACKOFF)
         .shutdown(Duration::from_secs(5))
+    }
+
+    /// Starts an actor of this account on its own arbiter.
+    fn start(
+        settings: &Arc<TelegramSettings>,
+        files: &super::inbound_files::FileIntake,
+        root: &Addr<SupervisorActor>,
+        link: ChildLink,
+        status: Arc<ChannelLink>,
+    ) -> Result<ChildHandle, StartError> {
+        let token = resolve_token(settings).map_err(|e| StartError(e.to_string()))?;
+        let bot = build_bot(settings, &token).map_err(|e| StartError(e.to_string()))?;
+        let route = Route {
+            root: root.clone(),
+            account: Account {
+                channel: "telegram".into(),
+                account: settings.account.clone(),
+            },
+            agent: settings.agent.as_str().into(),
+            limit: MESSAGE_LIMIT,
+            files: files.clone(),
+        };
+        let settings = settings.clone();
+        let arbiter = crate::supervisor::child_arbiter(&link.id.to_string());
+        status.set_running(true);
+        let addr = TelegramActor::start_in_arbiter(&arbiter.handle(), move |_| TelegramActor {
+            settings,
+            token,
+            bot,
+            route,
+            me: None,
+            resumed: None,
+            offset: None,
+            chats: ChatLanes::default(),
+            poll_since: None,
+            poll_failures: 0,
+            conflicts: 0,
+            snapshot: ChannelSnapshot::default(),
+            link: status,
+            guard: link.guard(),
+        });
+        Ok(ChildHandle::of(addr).on_arbiter(arbiter.handle()))
     }
 
     /// Text with the bot token replaced (reqwest errors carry the URL, which holds it).
@@ -129,9 +152,11 @@ impl TelegramActor {
         self.redact(&err.to_string())
     }
 
-    /// Fails the actor: its supervisor restarts it after a backoff, showing `why`.
+    /// Fails the actor: its supervisor restarts it after a backoff, showing `why` (also
+    /// the channel's `lastError` in the health summary).
     fn fail(&mut self, why: String, ctx: &mut Context<Self>) {
         tracing::warn!(account = %self.settings.account, reason = %why, "telegram channel failing");
+        self.link.failed(&why);
         self.guard.fail(why);
         ctx.stop();
     }
@@ -147,7 +172,10 @@ impl TelegramActor {
         };
         ctx.spawn(init.into_actor(self).map(|(me, loaded), act, ctx| {
             let me = match me {
-                Ok(me) => me,
+                Ok(me) => {
+                    act.link.ok();
+                    me
+                }
                 Err(e) => {
                     let why = format!("getMe failed: {}", act.error_text(&e));
                     return act.fail(why, ctx);
@@ -239,6 +267,7 @@ impl TelegramActor {
         match polled {
             Ok(updates) => {
                 self.poll_failures = 0;
+                self.link.ok();
                 if self.conflicts > 0 {
                     self.conflicts = 0;
                     self.snapshot.conflict = false;
@@ -260,10 +289,13 @@ impl TelegramActor {
                 let delay =
                     Duration::from_secs(1u64 << self.conflicts.min(6)).min(MAX_CONFLICT_DELAY);
                 self.snapshot.conflict = true;
-                self.snapshot.last_error = Some(format!(
+                let why = format!(
                     "getUpdates: 409 Conflict: another client is polling this bot (webhook set or a second gateway); retrying in {} s",
                     delay.as_secs()
-                ));
+                );
+                // Updates go to the other poller: this one is not receiving.
+                self.link.failed(&why);
+                self.snapshot.last_error = Some(why);
                 tracing::warn!(account = %self.settings.account, delay_s = delay.as_secs(), "telegram 409 Conflict: another poller holds this bot");
                 ctx.run_later(delay, |act, ctx| act.poll(ctx));
             }
@@ -277,6 +309,7 @@ impl TelegramActor {
                         ctx,
                     );
                 }
+                self.link.failed(&why);
                 let delay = Duration::from_secs(1u64 << self.poll_failures.min(4));
                 ctx.run_later(delay, |act, ctx| act.poll(ctx));
             }
@@ -471,6 +504,10 @@ impl Actor for TelegramActor {
         tracing::info!(account = %self.settings.account, "telegram channel starting");
         self.start_up(ctx);
         ctx.run_interval(Duration::from_secs(1), |act, ctx| act.watchdog(ctx));
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.link.stopped();
     }
 }
 

@@ -27,9 +27,10 @@ pub struct AckProgress {
 }
 
 impl AckProgress {
-    /// Records what the shard manager reports now.
-    pub fn observe(&mut self, latency: Option<Duration>, now: Instant) {
-        if latency.is_some() && latency != self.latency {
+    /// Records what the shard manager reports now; true when that is a new ACK.
+    pub fn observe(&mut self, latency: Option<Duration>, now: Instant) -> bool {
+        let acked = latency.is_some() && latency != self.latency;
+        if acked {
             if let Some(last) = self.last_ack {
                 let gap = now.duration_since(last);
                 self.spacing = Some(self.spacing.map_or(gap, |s| s.max(gap)));
@@ -37,6 +38,7 @@ impl AckProgress {
             self.last_ack = Some(now);
         }
         self.latency = latency;
+        acked
     }
 
     /// How long the shard has gone without an ACK, when that is longer than `intervals`
