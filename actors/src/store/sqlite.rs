@@ -1179,7 +1179,7 @@ mod tests {
         );
         let mut db = SqliteStore::open(&path).unwrap();
         let page = db
-            .history(&"agent:main:a".into(), HistoryPage::new(1000, None))
+            .history(&"agent:main:a".into(), HistoryPage::new(10_000, None))
             .unwrap();
         assert_eq!(page.messages.len(), 3 * checkpoint::NUDGE_EVERY as usize);
         drop(db);
