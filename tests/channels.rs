@@ -650,12 +650,7 @@ async fn a_refused_long_poll_shows_in_health_with_its_reason_and_recovery_is_ann
     );
     // The channel was not restarted for it, and /metrics shows it connected.
     assert_eq!(telegram_node(&gw).await["restarts"], 0);
-    let text = reqwest::get(gw.http("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = gw.get_text("/metrics").await;
     assert!(
         text.contains("troupe_channel_connected{channel=\"telegram:main\"} 1"),
         "{text}"
@@ -669,12 +664,7 @@ async fn a_gateway_without_channels_has_an_empty_channels_health() {
     let h = c.request("health", None).await;
     assert_eq!(h["payload"]["channels"], json!({}), "{h}");
     assert_eq!(h["payload"]["channelsDegraded"], json!([]), "{h}");
-    let text = reqwest::get(gw.http("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = gw.get_text("/metrics").await;
     assert!(
         !text.contains("troupe_channel_connected{"),
         "no channel, no sample: {text}"

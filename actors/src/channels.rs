@@ -33,8 +33,8 @@ use crate::session_queue::QueueError;
 use crate::store::channels::{Account, CountPending};
 use crate::store::{StoreActor, StoreFailure, StoreOp};
 use crate::supervisor::{
-    Backoff, ChildHandle, ChildLink, ChildSpec, CommandError, LookupError, SupervisorActor,
-    SupervisorConfig, TreeNode, lookup,
+    Backoff, ChildHandle, ChildLink, ChildSpec, CommandError, LookupError, StartError,
+    SupervisorActor, SupervisorConfig, TreeNode, lookup,
 };
 
 /// Restart delay of a channel: 1 s doubling to 5 min, with jitter.
@@ -150,6 +150,23 @@ pub enum ChannelError {
     /// The account is misconfigured (token missing, bad URL).
     #[error("configuration: {0}")]
     Config(String),
+}
+
+/// Starts a channel account's actor with `start`, giving it the account's connection
+/// status in `health`; a start that fails is recorded there with its reason.
+fn start_with_status(
+    link: ChildLink,
+    start: impl FnOnce(
+        ChildLink,
+        std::sync::Arc<crate::health::channels::ChannelLink>,
+    ) -> Result<ChildHandle, StartError>,
+) -> Result<ChildHandle, StartError> {
+    let status = crate::health::channels::link(&link.id.to_string());
+    let started = start(link, status.clone());
+    if let Err(e) = &started {
+        status.failed(&e.0);
+    }
+    started
 }
 
 /// The child spec of the `channels` supervisor: its children find the store and the

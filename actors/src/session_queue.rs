@@ -383,7 +383,6 @@ impl SessionQueueActor {
                 run_id: run_id.clone(),
                 carried,
                 agent_id: turn.agent_id.clone(),
-                text: String::new(),
                 seq: 1,
             });
             // Sent here, with the run handed to its agent, not by the agent: a turn accepted
@@ -478,19 +477,9 @@ impl SessionQueueActor {
             attachments: outcome.attachments.clone(),
         };
         let tool_steps = std::mem::take(&mut outcome.tool_steps);
-        // The run's last streamed text is part of its reply now; it is sent, as deltas,
-        // together with the end (one wake-up of each client instead of two).
+        // The run's last streamed text is sent, as deltas, together with the end (one
+        // wake-up of each client instead of two).
         let unsent = std::mem::take(&mut outcome.unsent_deltas);
-        if let Some(active) = self
-            .lanes
-            .get_mut(&key)
-            .and_then(|l| l.active.as_mut())
-            .filter(|a| a.run_id == run_id)
-        {
-            for text in &unsent {
-                active.text.push_str(text);
-            }
-        }
         let id = run_id.clone();
         let op = std::rc::Rc::new(move || FinishRun {
             run_id: id.clone(),
@@ -526,17 +515,17 @@ impl SessionQueueActor {
 
     /// Sends a run's last deltas (those its outcome carried), right before its end.
     fn deliver_unsent(&mut self, key: &SessionKey, run_id: &RunId, unsent: Vec<String>) {
-        for text in unsent {
-            let Some(active) = self
-                .lanes
-                .get_mut(key)
-                .and_then(|l| l.active.as_mut())
-                .filter(|a| &a.run_id == run_id)
-            else {
-                return;
-            };
-            active.seq += 1;
-            let seq = active.seq;
+        let Some(active) = self
+            .lanes
+            .get_mut(key)
+            .and_then(|l| l.active.as_mut())
+            .filter(|a| &a.run_id == run_id)
+        else {
+            return;
+        };
+        let first = active.seq + 1;
+        active.seq += unsent.len() as u64;
+        for (seq, text) in (first..).zip(unsent) {
             self.deliver(key, run_id, seq, RunEvent::Delta(text.into()));
         }
     }

@@ -146,6 +146,15 @@ impl TestGateway {
     pub fn http(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
+    /// The body of `GET path`, as text.
+    pub async fn get_text(&self, path: &str) -> String {
+        reqwest::get(self.http(path))
+            .await
+            .expect("GET")
+            .text()
+            .await
+            .expect("body")
+    }
     pub fn home(&self) -> &Path {
         self.home.path()
     }

@@ -39,7 +39,7 @@ use crate::health::channels::ChannelLink;
 use crate::messages::Shutdown;
 use crate::now_ms;
 use crate::store::channels::{
-    Account, DeliveryRecord, JournalDiscord, KnownChannel, KnownChannels, NewInbound, ResumeAccount,
+    DeliveryRecord, JournalDiscord, KnownChannel, KnownChannels, NewInbound, ResumeAccount,
 };
 use crate::supervisor::{
     ChildHandle, ChildLink, ChildSpec, ExitGuard, StartError, SupervisorActor,
@@ -92,12 +92,9 @@ impl DiscordActor {
         let id = format!("discord:{}", settings.account);
         let settings = Arc::new(settings);
         ChildSpec::new(id, "channel", move |link: ChildLink| {
-            let status = crate::health::channels::link(&link.id.to_string());
-            let started = Self::start(&settings, &files, &root, link, status.clone());
-            if let Err(e) = &started {
-                status.failed(&e.0);
-            }
-            started
+            super::start_with_status(link, |link, status| {
+                Self::start(&settings, &files, &root, link, status)
+            })
         })
         .backoff(super::CHANNEL_BACKOFF)
         .shutdown(Duration::from_secs(5))
@@ -114,16 +111,14 @@ impl DiscordActor {
         let token = resolve_token(settings).map_err(|e| StartError(e.to_string()))?;
         let rest = Rest::new(&settings.api_url, &format!("Bot {token}"))
             .map_err(|e| StartError(e.to_string()))?;
-        let route = Route {
-            root: root.clone(),
-            account: Account {
-                channel: "discord".into(),
-                account: settings.account.clone(),
-            },
-            agent: settings.agent.as_str().into(),
-            limit: MESSAGE_LIMIT,
-            files: files.clone(),
-        };
+        let route = Route::new(
+            root,
+            "discord",
+            &settings.account,
+            settings.agent.as_str(),
+            MESSAGE_LIMIT,
+            files,
+        );
         let settings = settings.clone();
         let arbiter = crate::supervisor::child_arbiter(&link.id.to_string());
         status.set_running(true);

@@ -37,6 +37,28 @@ pub struct Route {
 }
 
 impl Route {
+    /// The route of `channel`'s `account`, answered by `agent`, in messages of at most
+    /// `limit` characters.
+    pub fn new(
+        root: &Addr<SupervisorActor>,
+        channel: &str,
+        account: &str,
+        agent: &str,
+        limit: usize,
+        files: &super::inbound_files::FileIntake,
+    ) -> Self {
+        Self {
+            root: root.clone(),
+            account: Account {
+                channel: channel.into(),
+                account: account.into(),
+            },
+            agent: agent.into(),
+            limit,
+            files: files.clone(),
+        }
+    }
+
     /// The idempotency key of a message: unique per account + chat + message id.
     pub fn idempotency_key(&self, inbound: &InboundRecord) -> String {
         format!(

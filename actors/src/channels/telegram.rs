@@ -30,7 +30,7 @@ use super::{ChannelError, ChannelSnapshot, DescribeChannel, TelegramSettings, To
 use crate::health::channels::ChannelLink;
 use crate::messages::Shutdown;
 use crate::now_ms;
-use crate::store::channels::{Account, DeliveryRecord, JournalBatch, NewInbound, ResumeAccount};
+use crate::store::channels::{DeliveryRecord, JournalBatch, NewInbound, ResumeAccount};
 use crate::supervisor::{
     ChildHandle, ChildLink, ChildSpec, ExitGuard, StartError, SupervisorActor,
 };
@@ -86,12 +86,9 @@ impl TelegramActor {
         let id = format!("telegram:{}", settings.account);
         let settings = Arc::new(settings);
         ChildSpec::new(id, "channel", move |link: ChildLink| {
-            let status = crate::health::channels::link(&link.id.to_string());
-            let started = Self::start(&settings, &files, &root, link, status.clone());
-            if let Err(e) = &started {
-                status.failed(&e.0);
-            }
-            started
+            super::start_with_status(link, |link, status| {
+                Self::start(&settings, &files, &root, link, status)
+            })
         })
         .backoff(super::CHANNEL_BACKOFF)
         .shutdown(Duration::from_secs(5))
@@ -107,16 +104,14 @@ impl TelegramActor {
     ) -> Result<ChildHandle, StartError> {
         let token = resolve_token(settings).map_err(|e| StartError(e.to_string()))?;
         let bot = build_bot(settings, &token).map_err(|e| StartError(e.to_string()))?;
-        let route = Route {
-            root: root.clone(),
-            account: Account {
-                channel: "telegram".into(),
-                account: settings.account.clone(),
-            },
-            agent: settings.agent.as_str().into(),
-            limit: MESSAGE_LIMIT,
-            files: files.clone(),
-        };
+        let route = Route::new(
+            root,
+            "telegram",
+            &settings.account,
+            settings.agent.as_str(),
+            MESSAGE_LIMIT,
+            files,
+        );
         let settings = settings.clone();
         let arbiter = crate::supervisor::child_arbiter(&link.id.to_string());
         status.set_running(true);

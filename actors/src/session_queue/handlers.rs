@@ -225,10 +225,7 @@ impl Handler<TurnEvent> for SessionQueueActor {
         active.seq += 1;
         let seq = active.seq;
         let event = match msg.kind {
-            TurnEventKind::Delta(delta) => {
-                active.text.push_str(&delta);
-                RunEvent::Delta(delta.into())
-            }
+            TurnEventKind::Delta(delta) => RunEvent::Delta(delta.into()),
             TurnEventKind::Tool(data) => RunEvent::Tool(std::sync::Arc::new(data)),
         };
         self.deliver(&msg.session_key, &msg.run_id, seq, event);

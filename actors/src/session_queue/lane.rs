@@ -31,8 +31,6 @@ pub struct Active {
     pub carried: Vec<RunId>,
     /// Agent running it.
     pub agent_id: AgentId,
-    /// Reply text streamed so far.
-    pub text: String,
     /// Per-run event sequence.
     pub seq: u64,
 }
@@ -172,7 +170,6 @@ mod tests {
             run_id: "r1".into(),
             carried,
             agent_id: "main".into(),
-            text: String::new(),
             seq: 0,
         });
         assert!(lane.take_next().is_none(), "one active run per session");
